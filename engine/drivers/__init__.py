@@ -1,0 +1,1 @@
+"""Driver contracts (graph, network, exec) and their discovery through stevedore."""
