@@ -1,0 +1,163 @@
+"""``engine-admin``: list the installed drivers and check the host.
+
+``engine-admin drivers`` shows every driver of each kind with the
+distribution that brought it, whether it loads and can run here, its
+priority rank and which one the daemon would select with the current
+configuration and environment. ``engine-admin check`` reports the kernel
+features the engine uses. Tables for people, ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from engine.admin.checks import Check, run_checks
+from engine.client.format import table
+from engine.daemon.config import add_daemon_arguments, build_config
+from engine.drivers.discovery import GROUPS, DriverEntry, load_drivers
+from engine.drivers.graph import DriverSelectionError, selection_plan
+from engine.errors import EngineError, NotSupported
+
+
+def _probe(kind: str, entry: DriverEntry, cfg: Any) -> tuple[bool | None, str]:
+    if not entry.loaded:
+        return None, "not loaded"
+    try:
+        if kind == "graph":
+            entry.cls.probe(os.path.join(cfg.root, entry.name), cfg.storage_opts)
+        elif kind == "network":
+            entry.cls.probe(cfg)
+        else:
+            entry.cls.probe(os.path.join(cfg.root, "execdriver", entry.name))
+    except NotSupported as exc:
+        return False, str(exc)
+    except Exception as exc:  # report, do not crash the listing
+        return False, f"probe failed: {type(exc).__name__}: {exc}"
+    return True, ""
+
+
+def _selected(kind: str, entries: dict[str, DriverEntry], cfg: Any) -> tuple[str | None, str]:
+    if kind == "graph":
+        try:
+            plan = selection_plan(cfg.root, cfg.storage_driver or None, cfg.storage_opts,
+                                  cfg.storage_driver_priority, drivers=entries)
+        except DriverSelectionError as exc:
+            return None, str(exc)
+        return plan.entry.name, plan.reason
+    if kind == "exec":
+        name = cfg.exec_driver
+        return (name, "--exec-driver") if name in entries else (None, f"{name!r} is not installed")
+    if cfg.disable_network:
+        return None, "networking disabled (-b none)"
+    return ("bridge", "default") if "bridge" in entries else (None, "no bridge driver installed")
+
+
+def collect(kinds: list[str], cfg: Any) -> list[dict[str, Any]]:
+    rows = []
+    for kind in kinds:
+        entries = load_drivers(kind)
+        selected, why = _selected(kind, entries, cfg)
+        for name, entry in entries.items():
+            supported, reason = _probe(kind, entry, cfg)
+            rank = None
+            if kind == "graph" and name in cfg.storage_driver_priority:
+                rank = cfg.storage_driver_priority.index(name) + 1
+            rows.append({
+                "kind": kind,
+                "name": name,
+                "distribution": entry.distribution,
+                "version": entry.version,
+                "summary": entry.summary,
+                "loaded": entry.loaded,
+                "load_error": entry.error,
+                "supported": supported,
+                "reason": reason,
+                "priority": rank,
+                "selected": name == selected,
+                "selected_reason": why if name == selected else "",
+            })
+        if selected is None:
+            rows.append({"kind": kind, "name": None, "selected": False, "selected_reason": why})
+    return rows
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    kinds = [args.kind] if args.kind else list(GROUPS)
+    rows = collect(kinds, cfg)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    lines = []
+    notes = []
+    for row in rows:
+        if row["name"] is None:
+            notes.append(f"{row['kind']}: no driver would be selected: {row['selected_reason']}")
+            continue
+        if not row["loaded"]:
+            state = f"LOAD ERROR: {row['load_error']}"
+        elif row["supported"]:
+            state = "yes"
+        else:
+            state = f"no: {row['reason']}"
+        sel = f"* ({row['selected_reason']})" if row["selected"] else ""
+        lines.append([row["kind"], row["name"], f"{row['distribution']} {row['version']}",
+                      row["priority"] or "-", state, sel, row["summary"]])
+    table(["KIND", "NAME", "DISTRIBUTION", "PRIORITY", "SUPPORTED HERE", "SELECTED", "DESCRIPTION"], lines)
+    for note in notes:
+        print(note)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    groups = run_checks()
+    if args.json:
+        json.dump({k: [c.to_json() for c in v] for k, v in groups.items()}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    rows = []
+    for group, checks in groups.items():
+        for c in checks:
+            rows.append([group, c.name, _mark(c), c.detail, "" if c.ok else c.disables])
+    table(["AREA", "FEATURE", "STATUS", "DETAIL", "IF MISSING, NO"], rows)
+    return 0
+
+
+def _mark(c: Check) -> str:
+    return {True: "ok", False: "missing", None: "unknown"}[c.ok]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="engine-admin", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("drivers", help="list installed graph, network and exec drivers")
+    p.add_argument("--kind", choices=sorted(GROUPS), help="only drivers of this kind")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_daemon_arguments(p)
+    p.set_defaults(func=cmd_drivers)
+    p = sub.add_parser("check", help="check the kernel features the engine uses")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except EngineError as exc:
+        print(f"engine-admin: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Helpers shared by the API resources: parameters, bodies and running jobs."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Any, Iterator, Mapping
+
+from engine.core.env import parse_bool
+from engine.errors import EngineError, InvalidParameter
+
+JSON = "application/json"
+
+
+def query_bool(req: Any, name: str, default: bool = False) -> bool:
+    """A query boolean with moby's rules (``1``/``true``/``True`` vs ``0``/``false``/``""``)."""
+    value = req.get_param(name)
+    if value is None:
+        return default
+    return parse_bool(value)
+
+
+def query_int(req: Any, name: str, default: int = 0) -> int:
+    value = req.get_param(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidParameter(f"invalid value for {name}: {value!r}") from None
+
+
+def query_json(req: Any, name: str, default: Any = None) -> Any:
+    value = req.get_param(name)
+    if value is None or value == "":
+        return default
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise InvalidParameter(f"invalid JSON in {name}: {exc}") from None
+
+
+def parse_filters(raw: str | None) -> dict[str, list[str]]:
+    """Decode ``filters`` in both shapes clients send.
+
+    The docker CLI sends ``{"name":{"web":true}}``, docker-py sends
+    ``{"label":["a=b"]}`` (moby ``filters.FromJSON``).
+    """
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidParameter(f"invalid filter: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidParameter("invalid filter: want a JSON object")
+    out: dict[str, list[str]] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out[key] = [k for k, v in value.items() if v]
+        elif isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        elif isinstance(value, str):
+            out[key] = [value]
+        else:
+            raise InvalidParameter(f"invalid filter value for {key!r}")
+    return out
+
+
+def read_json(req: Any, required: bool = True, default: Any = None) -> Any:
+    """Decode a JSON request body; malformed JSON is a 400."""
+    raw = req.bounded_stream.read()
+    if not raw or not raw.strip():
+        if required:
+            raise InvalidParameter("request body is empty; a JSON object is required")
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidParameter(f"malformed JSON in request body: {exc}") from None
+
+
+def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None,
+            stdin: Any = None) -> bytes:
+    """Run a job to completion and return what it wrote to stdout."""
+    job = engine.job(name, *args, env=env)
+    buf = job.stdout.add_buffer()
+    if stdin is not None:
+        job.stdin.add(stdin)
+    job.run()
+    return buf.getvalue()
+
+
+_DONE = object()
+
+
+def stream_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None,
+               stdin: Any = None, first_output_timeout: float | None = None) -> Iterator[bytes]:
+    """Run a job in a thread and return an iterator over its stdout.
+
+    The call waits until the job writes something or ends: an error raised
+    before any output propagates here, so the API answers with the error's
+    status; later errors are the job's to report inside the stream.
+
+    :param first_output_timeout: stop waiting for the first write after this
+        many seconds and start the stream with nothing (for endless streams
+        whose headers must be flushed at once, e.g. ``/events``).
+    """
+    job = engine.job(name, *args, env=env)
+    chunks: queue.Queue[Any] = queue.Queue()
+    job.stdout.add_callback(chunks.put)
+    if stdin is not None:
+        job.stdin.add(stdin)
+    failure: list[EngineError] = []
+
+    def runner() -> None:
+        try:
+            job.run()
+        except EngineError as exc:
+            failure.append(exc)
+        finally:
+            chunks.put(_DONE)
+
+    threading.Thread(target=runner, name=f"job-{name}", daemon=True).start()
+    try:
+        first = chunks.get(timeout=first_output_timeout)
+    except queue.Empty:
+        first = b""
+    if first is _DONE:
+        if failure:
+            raise failure[0]
+        return iter(())
+    return _drain(first, chunks, job)
+
+
+def _drain(first: bytes, chunks: queue.Queue, job: Any) -> Iterator[bytes]:
+    try:
+        yield first
+        while True:
+            item = chunks.get()
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        # The client went away (or we are done): the job's next write fails
+        # quietly and it ends on its own (long jobs watch job.stdout.closed).
+        job.stdout.close()

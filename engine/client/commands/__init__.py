@@ -1,0 +1,1 @@
+"""The ``engine`` client's commands, one module per family."""

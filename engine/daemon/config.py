@@ -1,0 +1,351 @@
+"""Daemon configuration: flags with Docker's names plus ``daemon.json``.
+
+Seed ch. 3 §5.0 (flag definitions), ch. 4 §4.1 (checks) and ch. 6 §3.1
+(network flags). The configuration is built in two layers: command-line
+flags, then ``/etc/engine/daemon.json`` (``--config-file``) with Docker's
+keys. Giving the same option in both places is an error, as in Docker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from engine.core.env import parse_bool
+from engine.drivers.graph import PRIORITY
+from engine.errors import InvalidParameter
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_FILE = "/etc/engine/daemon.json"
+DEFAULT_SOCKET = "/var/run/engine.sock"
+DEFAULT_HOST = "unix://" + DEFAULT_SOCKET
+DEFAULT_ROOT = "/var/lib/engine"
+DEFAULT_PIDFILE = "/var/run/engine.pid"
+DEFAULT_TCP_PORT = 2375
+DEFAULT_TLS_TCP_PORT = 2376
+#: Name of the bridge the bridge driver creates (not docker0, so a real
+#: Docker can live on the same host).
+DEFAULT_BRIDGE = "engine0"
+DISABLE_NETWORK_BRIDGE = "none"
+MIN_KERNEL = (3, 8, 0)
+
+
+class ConfigError(InvalidParameter):
+    """The configuration is invalid; start-up stops with this message."""
+
+
+def _cert_dir() -> str:
+    return os.environ.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
+
+
+@dataclass
+class Config:
+    """Every daemon option; attribute names follow daemon.json keys."""
+
+    pidfile: str = DEFAULT_PIDFILE
+    data_root: str = DEFAULT_ROOT
+    hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
+    debug: bool = False
+    group: str = "engine"
+    tls: bool = False
+    tlsverify: bool = False
+    tlscacert: str = field(default_factory=lambda: os.path.join(_cert_dir(), "ca.pem"))
+    tlscert: str = field(default_factory=lambda: os.path.join(_cert_dir(), "cert.pem"))
+    tlskey: str = field(default_factory=lambda: os.path.join(_cert_dir(), "key.pem"))
+    api_enable_cors: bool = False
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_opts: list[str] = field(default_factory=list)
+    registry_mirrors: list[str] = field(default_factory=list)
+    insecure_registries: list[str] = field(default_factory=list)
+    iptables: bool = True
+    ip_forward: bool = True
+    ip_masq: bool = True
+    ip: str = "0.0.0.0"
+    bridge: str = ""
+    bip: str = ""
+    fixed_cidr: str = ""
+    icc: bool = True
+    storage_driver: str = ""
+    storage_opts: list[str] = field(default_factory=list)
+    storage_driver_priority: list[str] = field(default_factory=lambda: list(PRIORITY))
+    exec_driver: str = "native"
+    mtu: int = 0
+    selinux_enabled: bool = False
+    userland_proxy: bool = True
+    labels: list[str] = field(default_factory=list)
+    config_file: str = DEFAULT_CONFIG_FILE
+
+    @property
+    def root(self) -> str:
+        return self.data_root
+
+    @property
+    def disable_network(self) -> bool:
+        """``-b none`` turns container networking off (seed ch. 4 §4.1.4)."""
+        return self.bridge == DISABLE_NETWORK_BRIDGE
+
+    def to_json(self) -> dict[str, Any]:
+        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+
+
+# Options: (attribute, daemon.json key(s), flags, kind, help). ``kind`` is one
+# of bool, str, int, list. The first key is Docker's; others are aliases.
+_OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
+    ("pidfile", ("pidfile",), ("-p", "--pidfile"), "str", "path to use for the daemon PID file"),
+    ("data_root", ("data-root", "graph"), ("-g", "--graph", "--data-root"), "str", "root of the engine runtime"),
+    ("hosts", ("hosts",), ("-H", "--host"), "list", "socket(s) to bind: unix://PATH, tcp://HOST:PORT or fd://[N]"),
+    ("debug", ("debug",), ("-D", "--debug"), "bool", "enable debug mode"),
+    ("group", ("group",), ("-G", "--group"), "str", "group for the unix socket"),
+    ("tls", ("tls",), ("--tls",), "bool", "use TLS; implied by --tlsverify"),
+    ("tlsverify", ("tlsverify",), ("--tlsverify",), "bool", "use TLS and verify the remote (client certificates)"),
+    ("tlscacert", ("tlscacert",), ("--tlscacert",), "str", "trust only certificates signed by this CA"),
+    ("tlscert", ("tlscert",), ("--tlscert",), "str", "path to the TLS certificate file"),
+    ("tlskey", ("tlskey",), ("--tlskey",), "str", "path to the TLS key file"),
+    ("api_enable_cors", ("api-enable-cors",), ("--api-enable-cors",), "bool", "enable CORS headers in the remote API"),
+    ("dns", ("dns",), ("--dns",), "list", "DNS server for containers"),
+    ("dns_search", ("dns-search",), ("--dns-search",), "list", "DNS search domain for containers"),
+    ("dns_opts", ("dns-opts",), ("--dns-opt",), "list", "DNS option for containers"),
+    ("registry_mirrors", ("registry-mirrors",), ("--registry-mirror",), "list", "preferred Docker registry mirror"),
+    ("insecure_registries", ("insecure-registries",), ("--insecure-registry",), "list",
+     "registry (host[:port] or CIDR) reached over plain HTTP or unverified TLS"),
+    ("iptables", ("iptables",), ("--iptables",), "bool", "enable addition of iptables rules"),
+    ("ip_forward", ("ip-forward",), ("--ip-forward",), "bool", "enable net.ipv4.ip_forward"),
+    ("ip_masq", ("ip-masq",), ("--ip-masq",), "bool", "enable IP masquerading for the bridge's subnet"),
+    ("ip", ("ip",), ("--ip",), "str", "default IP when binding container ports"),
+    ("bridge", ("bridge",), ("-b", "--bridge"), "str",
+     f"attach containers to an existing bridge ('none' disables networking; default: create {DEFAULT_BRIDGE})"),
+    ("bip", ("bip",), ("--bip",), "str", "address and netmask of the bridge (CIDR), not with -b"),
+    ("fixed_cidr", ("fixed-cidr",), ("--fixed-cidr",), "str", "IPv4 subnet for container addresses (inside the bridge's)"),
+    ("icc", ("icc",), ("--icc",), "bool", "enable inter-container communication"),
+    ("storage_driver", ("storage-driver",), ("-s", "--storage-driver"), "str", "graph driver to use"),
+    ("storage_opts", ("storage-opts",), ("--storage-opt",), "list", "graph driver option"),
+    ("storage_driver_priority", ("storage-driver-priority",), (), "list",
+     "graph drivers to try, in order, when none is chosen"),
+    ("exec_driver", ("exec-driver",), ("-e", "--exec-driver"), "str", "exec driver to use"),
+    ("mtu", ("mtu",), ("--mtu",), "int", "container network MTU (default: the default route's interface MTU, else 1500)"),
+    ("selinux_enabled", ("selinux-enabled",), ("--selinux-enabled",), "bool", "enable SELinux support"),
+    ("userland_proxy", ("userland-proxy",), ("--userland-proxy",), "bool",
+     "use a userland proxy for published ports (needed for 127.0.0.1:PORT)"),
+    ("labels", ("labels",), ("--label",), "list", "daemon label (key=value)"),
+]
+
+_KEY_TO_ATTR = {key: attr for attr, keys, _f, _k, _h in _OPTIONS for key in keys}
+_ATTR_KIND = {attr: kind for attr, _keys, _f, kind, _h in _OPTIONS}
+
+
+def _bool_flag(value: str) -> bool:
+    return parse_bool(value)
+
+
+def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every daemon flag; unset flags stay ``None`` so that conflicts
+    with daemon.json can be detected."""
+    parser.add_argument("--config-file", dest="config_file", default=None, metavar="PATH",
+                        help=f"daemon configuration file (default {DEFAULT_CONFIG_FILE})")
+    for attr, _keys, flags, kind, help_text in _OPTIONS:
+        if not flags:
+            continue
+        kwargs: dict[str, Any] = {"dest": attr, "default": None, "help": help_text}
+        if kind == "bool":
+            kwargs.update(nargs="?", const=True, type=_bool_flag, metavar="true|false")
+        elif kind == "list":
+            kwargs.update(action="append", metavar=attr.upper().rstrip("S"))
+        elif kind == "int":
+            kwargs.update(type=int, metavar="N")
+        else:
+            kwargs.update(metavar=attr.upper())
+        parser.add_argument(*flags, **kwargs)
+
+
+def _coerce(attr: str, value: Any, source: str) -> Any:
+    kind = _ATTR_KIND[attr]
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str):
+                return parse_bool(value)
+            raise TypeError
+        if kind == "int":
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if kind == "list":
+            if isinstance(value, str):
+                return [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise TypeError
+            return list(value)
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: invalid value {value!r} for {attr.replace('_', '-')} (want {kind})") from None
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read daemon.json; a missing default file is empty, a missing named one an error."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"unable to read configuration file {path}: {exc.strerror}") from None
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"unable to configure the engine daemon with file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"unable to configure the engine daemon with file {path}: not a JSON object")
+    unknown = sorted(k for k in data if k not in _KEY_TO_ATTR)
+    if unknown:
+        raise ConfigError(
+            f"unable to configure the engine daemon with file {path}: the following directives "
+            f"don't match any configuration option: {', '.join(unknown)}"
+        )
+    return data
+
+
+def build_config(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Merge flags and daemon.json into a :class:`Config` (no host checks)."""
+    flags = {attr: getattr(args, attr, None) for attr, *_ in _OPTIONS} if args is not None else {}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    explicit_file = getattr(args, "config_file", None) if args is not None else None
+    path = explicit_file or DEFAULT_CONFIG_FILE
+    if explicit_file and not os.path.exists(explicit_file):
+        raise ConfigError(f"unable to configure the engine daemon: config file {explicit_file} does not exist")
+    file_values = load_config_file(path)
+
+    conflicts = []
+    from_file: dict[str, Any] = {}
+    for key, value in file_values.items():
+        attr = _KEY_TO_ATTR[key]
+        if attr in flags:
+            conflicts.append(f"{key}: (from flag: {_show(flags[attr])}, from file: {_show(value)})")
+        from_file[attr] = _coerce(attr, value, path)
+    if conflicts:
+        raise ConfigError(
+            f"unable to configure the engine daemon with file {path}: the following directives are "
+            f"specified both as a flag and in the configuration file: {', '.join(conflicts)}"
+        )
+    cfg = Config(config_file=path)
+    for attr, value in {**from_file, **flags}.items():
+        setattr(cfg, attr, _coerce(attr, value, "flag"))
+    if cfg.tlsverify:
+        cfg.tls = True
+    return cfg
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def validate(cfg: Config) -> None:
+    """The seed's configuration checks (ch. 4 §4.1) with its messages."""
+    if cfg.bridge and cfg.bip:
+        raise ConfigError("You specified -b & --bip, mutually exclusive options. Please specify only one.")
+    if not cfg.iptables and not cfg.icc:
+        raise ConfigError(
+            "You specified --iptables=false with --icc=false. ICC uses iptables to function. "
+            "Please set --icc or --iptables to true."
+        )
+    if cfg.mtu < 0:
+        raise ConfigError(f"invalid --mtu {cfg.mtu}")
+    for host in cfg.hosts:
+        parse_host(host)
+
+
+def check_host(
+    system: Callable[[], str] = platform.system,
+    geteuid: Callable[[], int] = os.geteuid,
+    release: Callable[[], str] = platform.release,
+) -> None:
+    """The seed's host checks (ch. 4 §4.2): Linux, root, kernel >= 3.8."""
+    if system() != "Linux":
+        raise ConfigError("The engine daemon is only supported on linux")
+    if geteuid() != 0:
+        raise ConfigError("The engine daemon needs to be run as root")
+    version = kernel_version(release())
+    if version is not None and version < MIN_KERNEL:
+        # The seed logs this and goes on; nothing here works on such a kernel
+        # (overlay with several lower dirs, openat2), so we stop instead.
+        raise ConfigError(
+            f"You are running linux kernel version {release()}, which is too old to run the engine. "
+            "Please upgrade your kernel to 3.8.0."
+        )
+
+
+def kernel_version(release: str) -> tuple[int, int, int] | None:
+    """Parse ``6.1.0-18-amd64`` into ``(6, 1, 0)``."""
+    parts = []
+    for piece in release.split("-", 1)[0].split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    if not parts:
+        return None
+    while len(parts) < 3:
+        parts.append(0)
+    return (parts[0], parts[1], parts[2])
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    """One parsed ``-H`` value."""
+
+    proto: str  # unix, tcp or fd
+    address: str  # path, host:port, or fd number ("" = every activated socket)
+
+    def __str__(self) -> str:
+        return f"{self.proto}://{self.address}"
+
+
+def parse_host(value: str, tls: bool = False) -> HostAddress:
+    """Parse a ``-H`` address as Docker does (``opts.ParseHost``).
+
+    :raises ConfigError: naming the accepted forms.
+    """
+    raw = value.strip()
+    accepted = "use unix://PATH, tcp://[HOST]:PORT or fd://[N]"
+    if raw == "":
+        return HostAddress("unix", DEFAULT_SOCKET)
+    if "://" not in raw:
+        raise ConfigError(f"Invalid bind address format: {value!r}; {accepted}")
+    proto, _, addr = raw.partition("://")
+    if proto == "unix":
+        return HostAddress("unix", addr or DEFAULT_SOCKET)
+    if proto == "fd":
+        if addr and not addr.isdigit():
+            raise ConfigError(f"Invalid bind address format: {value!r}; fd:// takes a number")
+        return HostAddress("fd", addr)
+    if proto == "tcp":
+        addr = addr.rstrip("/")
+        if "/" in addr:
+            raise ConfigError(f"Invalid bind address format: {value!r}; a tcp address has no path")
+        host, sep, port = addr.rpartition(":")
+        if not sep:
+            host, port = addr, ""
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not port:
+            port = str(DEFAULT_TLS_TCP_PORT if tls else DEFAULT_TCP_PORT)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"Invalid bind address format: {value!r}; bad port {port!r}")
+        return HostAddress("tcp", f"{host or '127.0.0.1'}:{port}")
+    raise ConfigError(f"Invalid bind address format: {value!r}; {accepted}")

@@ -1,0 +1,124 @@
+"""The Daemon: the seed's NewDaemon start-up steps and the daemon's state.
+
+Seed ch. 4: configuration checks, the root directory, the graph driver, the
+containers directory, the network (``init_networkdriver`` job), the link
+graph, the exec driver, restoring containers and the shutdown handlers. The
+daemon runs inside the gunicorn worker; the master only binds sockets and
+supervises (ARCHITECTURE §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from engine.daemon.config import Config
+from engine.drivers.graph import GraphDriver, select_graphdriver
+from engine.utils.fs import atomic_write, safe_rmtree
+
+LOG = logging.getLogger(__name__)
+
+
+class Daemon:
+    """The daemon's state: config, drivers, stores; built by :meth:`start`.
+
+    :param config: the validated configuration.
+    :param engine: the engine whose jobs serve this daemon.
+    :param plugins: the pluggy plugin manager (hooks are called through it).
+    """
+
+    def __init__(self, config: Config, engine: Any, plugins: Any = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.plugins = plugins
+        self.root = config.root
+        self.id = ""
+        self.started_at = time.time()
+        self.graphdriver: GraphDriver | None = None
+        self.linkgraph: Any = None
+        self.ready = threading.Event()
+        engine.daemon = self
+
+    # start-up (seed ch. 4 §4.1-§4.12)
+    def start(self) -> None:
+        """Run the start-up steps; on failure undo what was done and raise."""
+        try:
+            self._setup_root()
+            self._setup_graphdriver()
+            self._setup_containers_dir()
+            self._setup_linkgraph()
+        except BaseException:
+            self.close()
+            raise
+        self.engine.on_shutdown(self.close)
+
+    def _setup_root(self) -> None:
+        root = os.path.realpath(self.config.root)
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        self.root = self.config.data_root = root
+        # The seed points TMPDIR at <root>/tmp so big temporary files (layer
+        # downloads) land on the same file system as their destination and
+        # can be renamed into place. Left-overs of a crash are removed.
+        tmp = os.path.join(root, "tmp")
+        if os.path.isdir(tmp):
+            safe_rmtree(tmp)
+        os.makedirs(tmp, mode=0o700, exist_ok=True)
+        os.environ["TMPDIR"] = tmp
+        self.id = self._daemon_id()
+
+    def _daemon_id(self) -> str:
+        path = os.path.join(self.root, "engine-id")
+        try:
+            with open(path, encoding="ascii") as fh:
+                value = fh.read().strip()
+            if value:
+                return value
+        except FileNotFoundError:
+            pass
+        value = str(uuid.uuid4()).upper()
+        atomic_write(path, value.encode() + b"\n", mode=0o600)
+        return value
+
+    def _setup_graphdriver(self) -> None:
+        cfg = self.config
+        self.graphdriver = select_graphdriver(
+            self.root, cfg.storage_driver or None, cfg.storage_opts, cfg.storage_driver_priority
+        )
+        if cfg.selinux_enabled and self.graphdriver.name == "btrfs":
+            raise RuntimeError("SELinux is not supported with the BTRFS graph driver!")
+        LOG.info("graph driver: %s (%s)", self.graphdriver.name, self.graphdriver.home)
+
+    def _setup_containers_dir(self) -> None:
+        os.makedirs(os.path.join(self.root, "containers"), mode=0o700, exist_ok=True)
+
+    def _setup_linkgraph(self) -> None:
+        from engine.graphdb import LinkGraph
+
+        self.linkgraph = LinkGraph(os.path.join(self.root, "linkgraph.db"))
+
+    # shutdown
+    def close(self) -> None:
+        """Release what the daemon holds (the last on-shutdown handler)."""
+        if self.plugins is not None:
+            try:
+                self.plugins.hook.engine_daemon_shutdown(daemon=self)
+            except Exception:
+                LOG.exception("engine_daemon_shutdown hook failed")
+        if self.linkgraph is not None:
+            self.linkgraph.close()
+            self.linkgraph = None
+        if self.graphdriver is not None:
+            try:
+                self.graphdriver.cleanup()
+            except Exception:
+                LOG.exception("graph driver cleanup failed")
+            self.graphdriver = None
+
+    # facts used by /info
+    @property
+    def driver_name(self) -> str:
+        return self.graphdriver.name if self.graphdriver is not None else ""

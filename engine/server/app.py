@@ -1,0 +1,197 @@
+"""The daemon as a gunicorn application (ARCHITECTURE §5).
+
+The master (the process ``engine -d`` started, whose PID is in the pidfile)
+binds every ``-H`` address, supervises one threaded worker and tells systemd
+when the daemon is ready. The worker builds the engine and the daemon (the
+seed's start-up steps), runs the ``acceptconnections`` job, and only then
+accepts requests: the ones that arrive meanwhile wait in the listen backlog,
+as with the seed's listenbuffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import sys
+import threading
+from typing import Any
+
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+
+from engine.daemon.config import Config
+from engine.server.listeners import Listener, close_listeners
+from engine.utils.logs import FORMAT, UTCFormatter
+
+LOG = logging.getLogger("engine.server")
+
+#: Threads of the one worker: each long request (attach, wait, logs -f,
+#: events) holds one for its whole life.
+WORKER_THREADS = 128
+
+
+class EngineLogger(glogging.Logger):
+    """gunicorn's logger with the engine's log format."""
+
+    error_fmt = FORMAT.replace("%(name)s", "gunicorn")
+    datefmt = None
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(UTCFormatter(self.error_fmt))
+        self.error_log.propagate = False
+
+
+class EngineArbiter(Arbiter):
+    """gunicorn's master, with SIGINT as graceful as SIGTERM."""
+
+    def handle_int(self) -> None:
+        raise StopIteration
+
+
+def sd_notify(state: str, address: str | None) -> None:
+    """Send ``state`` to systemd's notify socket (sd_notify(3)); no-op without one."""
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        except OSError as exc:
+            LOG.warning("sd_notify(%s) failed: %s", state.split("\n")[0], exc)
+
+
+class EngineApplication(BaseApplication):
+    """gunicorn application whose worker runs the daemon.
+
+    :param config: the validated daemon configuration.
+    :param listeners: sockets the master bound (``fd://N`` binds for gunicorn).
+    :param tls: (certfile, keyfile, cafile or None) for TCP listeners, or None.
+    """
+
+    def __init__(self, config: Config, listeners: list[Listener], tls: tuple[str, str, str | None] | None) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.tls = tls
+        self.engine: Any = None
+        self.shutdown_thread: threading.Thread | None = None
+        # gunicorn itself would say READY=1 as soon as the master booted;
+        # we say it when the worker's daemon is up (acceptconnections).
+        self.notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+        self.ready_r, self.ready_w = os.pipe()
+        super().__init__()
+
+    # configuration (master)
+    def load_config(self) -> None:
+        cfg = self.config
+        settings: dict[str, Any] = {
+            "bind": [f"fd://{lst.fd}" for lst in self.listeners],
+            "workers": 1,
+            "worker_class": "engine.server.worker.EngineWorker",
+            "threads": WORKER_THREADS,
+            "worker_connections": 4096,
+            "keepalive": 60,
+            "timeout": 120,
+            "graceful_timeout": 25,
+            "control_socket_disable": True,
+            "limit_request_line": 0,
+            "limit_request_field_size": 0,
+            "errorlog": "-",
+            "accesslog": None,
+            "loglevel": "debug" if cfg.debug else "info",
+            "logger_class": "engine.server.app.EngineLogger",
+            "proc_name": "engine",
+            "post_fork": self._post_fork,
+            "worker_exit": self._worker_exit,
+            "when_ready": self._when_ready,
+        }
+        if self.tls is not None:
+            certfile, keyfile, cafile = self.tls
+            settings.update(certfile=certfile, keyfile=keyfile)
+            if cafile:
+                settings.update(ca_certs=cafile, cert_reqs=ssl.CERT_REQUIRED)
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def run(self) -> None:
+        master = os.getpid()
+        try:
+            EngineArbiter(self).run()
+        except BaseException as exc:
+            if os.getpid() != master:
+                # The worker is a fork of the master: its exit must not unwind
+                # through the master's frames (which close the listeners and
+                # remove the pidfile). gunicorn already ran worker_exit.
+                code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
+                logging.shutdown()
+                os._exit(code)
+            raise
+
+    # master hooks
+    def _when_ready(self, server: Any) -> None:  # noqa: ARG002
+        threading.Thread(target=self._wait_ready, name="ready-pipe", daemon=True).start()
+
+    def _wait_ready(self) -> None:
+        while True:
+            try:
+                data = os.read(self.ready_r, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            LOG.info("daemon ready; API listening on %s", ", ".join(str(lst.address) for lst in self.listeners))
+            sd_notify(f"READY=1\nMAINPID={os.getpid()}", self.notify_socket)
+
+    def _post_fork(self, server: Any, worker: Any) -> None:  # noqa: ARG002
+        os.close(self.ready_r)
+
+    # worker side
+    def load(self) -> Any:
+        """Build engine and daemon, run the start-up steps, return the WSGI app."""
+        from engine.api.app import create_app, get_app
+        from engine.core import Engine
+        from engine.daemon.daemon import Daemon
+        from engine.plugins import make_plugin_manager
+
+        try:
+            plugins = make_plugin_manager()
+            engine = Engine()
+            daemon = Daemon(self.config, engine, plugins)
+            plugins.hook.engine_register_jobs(engine=engine, daemon=daemon)
+            daemon.start()
+            app = create_app(engine, cors=self.config.api_enable_cors, debug=self.config.debug, plugins=plugins)
+        except Exception as exc:
+            LOG.error("start-up failed: %s", exc, exc_info=LOG.isEnabledFor(logging.DEBUG))
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        self.engine = engine
+        from engine.server.worker import EngineWorker
+
+        EngineWorker.on_stop = self._start_shutdown
+        engine.on_ready = self._signal_ready
+        engine.job("acceptconnections").run()
+        return get_app(app)
+
+    def _signal_ready(self) -> None:
+        try:
+            os.write(self.ready_w, b"R")
+        except OSError as exc:
+            LOG.warning("could not tell the master we are ready: %s", exc)
+
+    def _start_shutdown(self) -> None:
+        if self.engine is not None:
+            LOG.info("shutting down: waiting for running jobs")
+            self.engine.shutdown()
+
+    def _worker_exit(self, server: Any, worker: Any) -> None:  # noqa: ARG002
+        if self.engine is not None:
+            self.engine.shutdown()
+            LOG.info("engine shut down")
+
+    def close(self) -> None:
+        close_listeners(self.listeners)

@@ -1,0 +1,112 @@
+"""``engine -d``: build the configuration, check the host, create the pidfile,
+bind the sockets and run the ``serveapi`` job (seed ch. 3 §5.7), which runs
+gunicorn until shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+import engine as engine_pkg
+from engine.daemon.config import Config, ConfigError, build_config, check_host, parse_host, validate
+from engine.errors import EngineError
+from engine.hookspecs import hookimpl
+from engine.utils.logs import setup_logging
+from engine.utils.pidfile import create_pidfile, remove_pidfile
+
+LOG = logging.getLogger("engine.server")
+
+INSECURE_TCP_WARNING = (
+    "Binding to IP address without --tlsverify is insecure and gives root access on this machine "
+    "to everyone who has access to your network."
+)
+
+
+def tls_settings(cfg: Config) -> tuple[str, str, str | None] | None:
+    """(cert, key, CA or None) when TLS is on; missing files are a clear error."""
+    if not (cfg.tls or cfg.tlsverify):
+        return None
+    files = [("--tlscert", cfg.tlscert), ("--tlskey", cfg.tlskey)]
+    if cfg.tlsverify:
+        files.append(("--tlscacert", cfg.tlscacert))
+    for flag, path in files:
+        if not os.path.isfile(path):
+            raise ConfigError(f"TLS: {flag} {path}: no such file")
+    return cfg.tlscert, cfg.tlskey, cfg.tlscacert if cfg.tlsverify else None
+
+
+def job_serveapi(job: Any) -> None:
+    """Serve the API on every address in ``job.args`` until shutdown.
+
+    Env: ``Config`` (the daemon configuration as JSON), ``GroupExplicit``.
+    """
+    from engine.server.app import EngineApplication
+    from engine.server.listeners import open_listeners
+
+    if not job.args:
+        raise ConfigError("usage: serveapi PROTO://ADDR [PROTO://ADDR ...]")
+    cfg: Config = job.engine.config
+    tls = tls_settings(cfg)
+    addresses = [parse_host(h, tls=tls is not None) for h in job.args]
+    for addr in addresses:
+        if addr.proto == "tcp":
+            if not cfg.tlsverify:
+                LOG.warning("%s", INSECURE_TCP_WARNING)
+            if tls is None:
+                LOG.warning("API listening on tcp://%s without TLS", addr.address)
+    listeners = open_listeners(addresses, cfg.group, job.env.get_bool("GroupExplicit"))
+    app = EngineApplication(cfg, listeners, tls)
+    try:
+        app.run()
+    finally:
+        app.close()
+
+
+@hookimpl
+def engine_register_jobs(engine: Any, daemon: Any) -> None:
+    if daemon is None:
+        engine.register("serveapi", job_serveapi)
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    """The daemon's main: returns the process exit status."""
+    try:
+        cfg = build_config(args)
+        setup_logging(cfg.debug)
+        validate(cfg)
+        check_host()
+    except EngineError as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return 1
+    from engine.core import Engine
+    from engine.plugins import make_plugin_manager
+
+    try:
+        create_pidfile(cfg.pidfile)
+    except (EngineError, OSError) as exc:
+        LOG.error("%s", exc)
+        return 1
+    status = 0
+    try:
+        plugins = make_plugin_manager()
+        eng = Engine()
+        eng.config = cfg
+        plugins.hook.engine_register_jobs(engine=eng, daemon=None)
+        LOG.info("engine daemon %s starting (root %s)", engine_pkg.__version__, cfg.root)
+        job = eng.job("serveapi", *cfg.hosts)
+        job.env.set_bool("GroupExplicit", getattr(args, "group", None) is not None)
+        job.run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code != 0:
+            LOG.error("engine daemon stopped: start-up failed (see above)")
+            status = 1
+    except EngineError as exc:
+        LOG.error("%s", exc)
+        status = 1
+    finally:
+        remove_pidfile(cfg.pidfile)
+    return status

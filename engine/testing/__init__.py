@@ -1,0 +1,1 @@
+"""Test helpers shipped with the engine: the sandbox plugin and conformance suites."""

@@ -1,0 +1,67 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from engine.testing.daemon import DaemonProcess
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)")
+
+
+@pytest.fixture
+def workdir(tmp_path_factory):
+    """A scratch directory for a daemon; mounts below it are removed first."""
+    path = tmp_path_factory.mktemp("engine")
+    yield str(path)
+    from engine.utils.fs import safe_rmtree
+
+    safe_rmtree(str(path))
+
+
+@pytest.fixture
+def daemon(workdir):
+    """A running daemon (vfs, no network) with its own root and socket.
+
+    Creates: ``<workdir>/{root,engine.sock,engine.pid,daemon.log}`` and the
+    daemon's processes; all are stopped and removed afterwards.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the daemon needs root")
+    d = DaemonProcess(workdir, ["-s", "vfs"])
+    d.start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def docker_config(tmp_path):
+    """An empty DOCKER_CONFIG so the real CLI ignores the user's config."""
+    path = tmp_path / "docker-config"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def docker(daemon, docker_config):
+    """Run the real docker CLI against the test daemon: ``docker("ps", "-a")``."""
+    binary = shutil.which("docker")
+    if binary is None:
+        pytest.skip("docker CLI not installed")
+
+    def run(*args: str, input: bytes | None = None, check: bool = True, timeout: float = 120):
+        env = dict(os.environ, DOCKER_CONFIG=docker_config, DOCKER_HOST=daemon.host)
+        env.pop("DOCKER_API_VERSION", None)
+        proc = subprocess.run([binary, *args], input=input, capture_output=True, env=env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"stdout: {proc.stdout.decode(errors='replace')}\n"
+                                 f"stderr: {proc.stderr.decode(errors='replace')}\n"
+                                 f"daemon log:\n{daemon.log()[-4000:]}")
+        return proc
+
+    return run

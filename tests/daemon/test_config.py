@@ -1,0 +1,116 @@
+"""Daemon configuration: flags, daemon.json, conflicts and the seed's checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from engine.daemon.config import (
+    Config, ConfigError, add_daemon_arguments, build_config, check_host, kernel_version, parse_host, validate,
+)
+
+
+def parse(*argv: str, config_file: str | None = None) -> Config:
+    parser = argparse.ArgumentParser()
+    add_daemon_arguments(parser)
+    args = parser.parse_args(list(argv) + (["--config-file", config_file] if config_file else []))
+    return build_config(args)
+
+
+@pytest.fixture
+def no_default_file(monkeypatch, tmp_path):
+    monkeypatch.setattr("engine.daemon.config.DEFAULT_CONFIG_FILE", str(tmp_path / "absent.json"))
+
+
+def test_defaults(no_default_file):
+    cfg = parse()
+    assert cfg.hosts == ["unix:///var/run/engine.sock"]
+    assert cfg.root == "/var/lib/engine" and cfg.pidfile == "/var/run/engine.pid"
+    assert cfg.iptables and cfg.icc and cfg.ip_masq and cfg.ip_forward
+    assert cfg.storage_driver_priority == ["aufs", "btrfs", "devmapper", "overlay", "vfs"]
+    assert cfg.exec_driver == "native"
+
+
+def test_docker_flag_names(no_default_file):
+    cfg = parse("-p", "/tmp/p.pid", "-g", "/tmp/root", "-H", "unix:///tmp/s.sock", "-H", "tcp://127.0.0.1:2375",
+                "-D", "-G", "wheel", "--iptables=false", "--icc=true", "--dns", "1.1.1.1", "--dns", "9.9.9.9",
+                "-s", "vfs", "--storage-opt", "a=b", "-e", "lxc", "--mtu", "1400", "-b", "br0",
+                "--insecure-registry", "10.0.0.0/8", "--registry-mirror", "http://127.0.0.1:5000")
+    assert cfg.pidfile == "/tmp/p.pid" and cfg.root == "/tmp/root"
+    assert cfg.hosts == ["unix:///tmp/s.sock", "tcp://127.0.0.1:2375"]
+    assert cfg.debug and cfg.group == "wheel" and cfg.iptables is False
+    assert cfg.dns == ["1.1.1.1", "9.9.9.9"] and cfg.storage_driver == "vfs" and cfg.storage_opts == ["a=b"]
+    assert cfg.exec_driver == "lxc" and cfg.mtu == 1400 and cfg.bridge == "br0"
+    assert cfg.insecure_registries == ["10.0.0.0/8"] and cfg.registry_mirrors == ["http://127.0.0.1:5000"]
+    assert parse("--data-root", "/x", "--tlsverify").tls is True
+
+
+def test_daemon_json_with_docker_keys(tmp_path):
+    f = tmp_path / "daemon.json"
+    f.write_text(json.dumps({"data-root": "/srv/engine", "debug": True, "storage-driver": "vfs",
+                             "registry-mirrors": ["http://m"], "icc": False, "mtu": 9000,
+                             "storage-driver-priority": ["overlay", "vfs"]}))
+    cfg = parse("-H", "unix:///tmp/x.sock", config_file=str(f))
+    assert cfg.root == "/srv/engine" and cfg.debug and cfg.storage_driver == "vfs"
+    assert cfg.registry_mirrors == ["http://m"] and cfg.icc is False and cfg.mtu == 9000
+    assert cfg.storage_driver_priority == ["overlay", "vfs"]
+
+
+def test_same_option_in_both_places_is_an_error(tmp_path):
+    f = tmp_path / "daemon.json"
+    f.write_text(json.dumps({"debug": False, "data-root": "/a"}))
+    with pytest.raises(ConfigError) as info:
+        parse("-D", "-g", "/b", config_file=str(f))
+    msg = str(info.value)
+    assert "specified both as a flag and in the configuration file" in msg
+    assert "debug: (from flag: true, from file: false)" in msg
+    assert "data-root: (from flag: /b, from file: /a)" in msg
+
+
+def test_unknown_key_and_bad_json(tmp_path):
+    f = tmp_path / "daemon.json"
+    f.write_text('{"nonsense": 1}')
+    with pytest.raises(ConfigError, match="don't match any configuration option: nonsense"):
+        parse(config_file=str(f))
+    f.write_text("{not json")
+    with pytest.raises(ConfigError, match="unable to configure the engine daemon"):
+        parse(config_file=str(f))
+    f.write_text('{"mtu": "big"}')
+    with pytest.raises(ConfigError, match="invalid value"):
+        parse(config_file=str(f))
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse(config_file=str(tmp_path / "missing.json"))
+
+
+def test_seed_checks_with_seed_messages(no_default_file):
+    with pytest.raises(ConfigError, match=r"You specified -b & --bip, mutually exclusive options\. Please specify only one\."):
+        validate(parse("-b", "br0", "--bip", "10.1.0.1/24"))
+    with pytest.raises(ConfigError, match="You specified --iptables=false with --icc=false. ICC uses iptables"):
+        validate(parse("--iptables=false", "--icc=false"))
+    validate(parse("--iptables=false"))
+
+
+def test_host_checks():
+    with pytest.raises(ConfigError, match="only supported on linux"):
+        check_host(system=lambda: "Darwin")
+    with pytest.raises(ConfigError, match="needs to be run as root"):
+        check_host(system=lambda: "Linux", geteuid=lambda: 1000)
+    with pytest.raises(ConfigError, match="Please upgrade your kernel to 3.8.0"):
+        check_host(system=lambda: "Linux", geteuid=lambda: 0, release=lambda: "3.2.0-4-amd64")
+    check_host(system=lambda: "Linux", geteuid=lambda: 0, release=lambda: "3.8.0")
+    assert kernel_version("6.1.0-18-amd64") == (6, 1, 0)
+    assert kernel_version("5.15") == (5, 15, 0)
+
+
+def test_parse_host():
+    assert str(parse_host("unix:///x/y.sock")) == "unix:///x/y.sock"
+    assert str(parse_host("unix://")) == "unix:///var/run/engine.sock"
+    assert str(parse_host("tcp://0.0.0.0:2375")) == "tcp://0.0.0.0:2375"
+    assert str(parse_host("tcp://:4243")) == "tcp://127.0.0.1:4243"
+    assert str(parse_host("tcp://10.0.0.1", tls=True)) == "tcp://10.0.0.1:2376"
+    assert str(parse_host("fd://")) == "fd://" and str(parse_host("fd://3")) == "fd://3"
+    for bad in ("http://x", "udp://1.2.3.4:5", "/var/run/x.sock", "tcp://h:99999", "fd://x"):
+        with pytest.raises(ConfigError, match="Invalid bind address format"):
+            parse_host(bad)
