@@ -110,7 +110,9 @@ def _netns_probe() -> dict[str, tuple[bool, str]]:
         os.close(r)
         results: dict[str, tuple[bool, str]] = {}
         try:
-            os.unshare(os.CLONE_NEWNET)
+            from engine.sys import libc
+
+            libc.unshare(libc.CLONE_NEWNET)
             from pyroute2 import IPRoute
             from pyroute2.netlink.exceptions import NetlinkError
 

@@ -47,7 +47,16 @@ class EngineLogger(glogging.Logger):
 
 
 class EngineArbiter(Arbiter):
-    """gunicorn's master, with SIGINT as graceful as SIGTERM."""
+    """gunicorn's master, with SIGINT as graceful as SIGTERM.
+
+    The listening sockets belong to :mod:`engine.server.listeners`, which
+    removes the socket files itself; gunicorn unlinks by the bound name and
+    must not (it does not when it believes systemd owns them).
+    """
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.systemd = True
 
     def handle_int(self) -> None:
         raise StopIteration

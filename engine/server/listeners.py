@@ -75,21 +75,33 @@ def _unix_listener(path: str, group: str, group_explicit: bool) -> socket.socket
             raise ConfigError(f"cannot listen on {path}: another daemon is listening there")
         finally:
             probe.close()
+    # Bind under a temporary name and rename into place once listening: a
+    # client that sees the path must never get ECONNREFUSED.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o117)  # the socket file is born 0660, never wider
     try:
-        sock.bind(path)
+        sock.bind(tmp)
     finally:
         os.umask(old)
-    gid = 0
     try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        if group_explicit:
-            LOG.warning("could not change group of %s to %s: group not found", path, group)
-    os.chown(path, 0, gid)
-    os.chmod(path, 0o660)
-    sock.listen(BACKLOG)
+        gid = 0
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            if group_explicit:
+                LOG.warning("could not change group of %s to %s: group not found", path, group)
+        os.chown(tmp, 0, gid)
+        os.chmod(tmp, 0o660)
+        sock.listen(BACKLOG)
+        os.rename(tmp, path)
+    except BaseException:
+        sock.close()
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
     return sock
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -71,8 +72,20 @@ def engine_register_jobs(engine: Any, daemon: Any) -> None:
         engine.register("serveapi", job_serveapi)
 
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGINT before gunicorn took over the signals."""
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise _Terminated(signum)
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     """The daemon's main: returns the process exit status."""
+    # Until gunicorn installs its own handlers, a stop signal must still
+    # unwind through the clean-up below (socket, pidfile).
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         cfg = build_config(args)
         setup_logging(cfg.debug)
@@ -81,16 +94,17 @@ def run_daemon(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return 1
+    except _Terminated:
+        return 0
     from engine.core import Engine
     from engine.plugins import make_plugin_manager
 
-    try:
-        create_pidfile(cfg.pidfile)
-    except (EngineError, OSError) as exc:
-        LOG.error("%s", exc)
-        return 1
     status = 0
     try:
+        try:
+            create_pidfile(cfg.pidfile)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the pid file {cfg.pidfile}: {exc.strerror}") from None
         plugins = make_plugin_manager()
         eng = Engine()
         eng.config = cfg
@@ -107,6 +121,8 @@ def run_daemon(args: argparse.Namespace) -> int:
     except EngineError as exc:
         LOG.error("%s", exc)
         status = 1
+    except _Terminated:
+        LOG.info("engine daemon stopped during start-up")
     finally:
         remove_pidfile(cfg.pidfile)
     return status

@@ -174,3 +174,14 @@ def test_engine_client_version_and_info(daemon):
     out = subprocess.run([sys.executable, "-m", "engine.client.cli", "-H", "unix:///nonexistent.sock", "version"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and "Cannot connect to the engine daemon" in out.stderr
+
+
+def test_sigterm_during_startup_leaves_nothing_behind(workdir):
+    d = DaemonProcess(workdir, ["-s", "vfs"])
+    d.start(wait=False)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(d.pidfile) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert d.stop(signal.SIGTERM) == 0
+    assert not os.path.exists(d.pidfile)
+    assert not os.path.exists(d.socket)
