@@ -1,0 +1,751 @@
+"""Shared helpers for the benches: sandboxed daemons, memory, results.
+
+Every bench drives two daemons the same way: ours (``engine -d``) and, as a
+reference, Debian's ``dockerd`` 20.10 with the containerd it spawns. This
+module gives them one life cycle:
+
+* :class:`DaemonSpec` (``engine_spec()``, ``dockerd_spec()``) says how to
+  start a daemon in a fresh temporary directory: command line, API socket,
+  config files, host directories to hide.
+* :func:`start_daemon` starts it inside its own sandbox, made with
+  ``unshare --mount --net --pid --fork --mount-proc``: every mount, interface
+  and iptables rule the daemon makes lives in namespaces that vanish with it.
+  PID 1 of the sandbox is the tiny init at the bottom of this file
+  (``python bench/_common.py --sandbox-init ...``): it brings ``lo`` up, hides
+  host directories under empty tmpfs mounts, writes a CLOCK_MONOTONIC stamp
+  just before it execs the daemon (so start-up can be timed from the exec,
+  not from our own fork/unshare overhead), forwards SIGTERM/SIGINT/SIGHUP,
+  reaps orphans, and exits as soon as the daemon exits - and when PID 1 of a
+  PID namespace exits, the kernel kills everything left inside it.
+* :meth:`Daemon.stop` SIGTERMs the daemon, escalates to SIGKILL of the
+  sandbox init (which takes the whole namespace down) and of the unshare's
+  process group; only then :meth:`Daemon.cleanup` removes the temporary
+  directory with :func:`engine.utils.fs.safe_rmtree` (unmounts first, never
+  crosses file systems). Every started daemon is registered, so an exception,
+  Ctrl-C or SIGTERM of the bench still stops it (``try/finally`` + atexit).
+* :class:`NotifyListener` is a systemd-style ``NOTIFY_SOCKET`` (a unix
+  datagram socket) that records when ``READY=1`` arrives and from which PID
+  (``SO_PASSCRED``), so a READY from a helper (containerd) is not mistaken
+  for the daemon's.
+* :func:`process_tree`, :func:`measure_memory`, :func:`cpu_ticks`: RSS/PSS
+  (``/proc/PID/smaps_rollup``) and CPU time summed over a process tree.
+* :func:`print_table` and :func:`write_json`: the human table and the
+  machine-readable record under ``bench/results/``.
+
+Only unix sockets inside the temporary directories are ever talked to.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+DOCKERD = "/usr/sbin/dockerd"
+
+# The benches run from a checkout: make `engine` importable without install.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+MiB = 1024 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------
+# daemon specifications
+
+
+@dataclass
+class DaemonSpec:
+    """How to start one kind of daemon in a fresh work directory.
+
+    :param name: short label used in tables and JSON (``engine``, ``dockerd``).
+    :param prepare: ``prepare(workdir) -> (argv, api_socket_path)``; writes
+        any config file the daemon needs into ``workdir``.
+    :param hide: host directories the sandbox covers with an empty tmpfs so
+        the daemon cannot write there (only those that exist are covered).
+    """
+
+    name: str
+    prepare: Callable[[str], tuple[list[str], str]]
+    hide: tuple[str, ...] = ()
+    available: bool = True
+    why_unavailable: str = ""
+
+
+def engine_spec(extra_args: Sequence[str] = ()) -> DaemonSpec:
+    """Our daemon: ``python -m engine.client.cli -d`` with its own root, socket, pidfile."""
+
+    def prepare(workdir: str) -> tuple[list[str], str]:
+        sock = os.path.join(workdir, "engine.sock")
+        config = os.path.join(workdir, "daemon.json")
+        with open(config, "w") as fh:
+            fh.write("{}\n")  # never read /etc/engine/daemon.json
+        argv = [
+            sys.executable, "-m", "engine.client.cli", "-d",
+            "-H", f"unix://{sock}",
+            "-g", os.path.join(workdir, "root"),
+            "-p", os.path.join(workdir, "engine.pid"),
+            "-s", "vfs",
+            "--config-file", config,
+            *extra_args,
+        ]
+        return argv, sock
+
+    return DaemonSpec("engine", prepare)
+
+
+def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = ()) -> DaemonSpec:
+    """The reference: dockerd 20.10 starting its own containerd, all state in ``workdir``.
+
+    Without ``--containerd`` dockerd 20.10 supervises its own containerd
+    with root ``<data-root>/containerd/daemon``, state and socket under
+    ``<exec-root>/containerd``. What the flags cannot redirect is hidden by
+    the sandbox instead:
+
+    * ``/run``: dockerd uses a *system* containerd if
+      ``/run/containerd/containerd.sock`` exists, and looks for plugins in
+      ``/run/docker/plugins``; an empty tmpfs there makes it start its own.
+    * ``/opt``: containerd's ``opt`` plugin creates ``/opt/containerd``.
+    * ``/etc/docker``: ``key.json`` (the legacy trust key) is also redirected
+      with ``deprecated-key-path`` in the generated config file; the tmpfs
+      makes sure nothing else lands in the host's ``/etc/docker``.
+    """
+    if not os.access(path, os.X_OK):
+        return DaemonSpec("dockerd", lambda w: ([], ""), available=False,
+                          why_unavailable=f"{path} not found")
+
+    def prepare(workdir: str) -> tuple[list[str], str]:
+        sock = os.path.join(workdir, "docker.sock")
+        config = os.path.join(workdir, "daemon.json")
+        with open(config, "w") as fh:
+            # data-root/exec-root are given as flags (a key in both places is
+            # an error for dockerd); the rest only exists as config keys.
+            json.dump({"deprecated-key-path": os.path.join(workdir, "key.json")}, fh)
+        argv = [
+            path,
+            "--config-file", config,
+            "--data-root", os.path.join(workdir, "data"),
+            "--exec-root", os.path.join(workdir, "exec"),
+            "--pidfile", os.path.join(workdir, "docker.pid"),
+            "-H", f"unix://{sock}",
+            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
+            "--storage-driver=vfs",
+            *extra_args,
+        ]
+        return argv, sock
+
+    return DaemonSpec("dockerd", prepare, hide=("/run", "/opt", "/etc/docker"))
+
+
+# --------------------------------------------------------------------------
+# process tree, memory, CPU
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (any thread of it may have forked them: Go)."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(p) for p in fh.read().split()]
+        except OSError:
+            pass
+    return sorted(set(out))
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (breadth first)."""
+    seen = [pid]
+    i = 0
+    while i < len(seen):
+        seen += [c for c in children(seen[i]) if c not in seen]
+        i += 1
+    return seen
+
+
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "?"
+
+
+def _smaps_rollup(pid: int) -> dict[str, int]:
+    """Rss/Pss/... of one process in KiB; summed from ``smaps`` on old kernels."""
+    wanted = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem", "Swap")
+    found = {k: 0 for k in wanted}
+    for name in ("smaps_rollup", "smaps"):
+        try:
+            with open(f"/proc/{pid}/{name}") as fh:
+                for line in fh:
+                    key, _, rest = line.partition(":")
+                    if key in found:
+                        found[key] += int(rest.split()[0])
+            return found
+        except FileNotFoundError:
+            continue
+        except (ProcessLookupError, PermissionError):
+            break
+    return found
+
+
+@dataclass
+class MemorySample:
+    """Memory of a set of processes, in KiB (sums) and per process."""
+
+    rss_kib: int
+    pss_kib: int
+    per_process: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rss_mib(self) -> float:
+        return self.rss_kib / 1024
+
+    @property
+    def pss_mib(self) -> float:
+        return self.pss_kib / 1024
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rss_mib": round(self.rss_mib, 2), "pss_mib": round(self.pss_mib, 2),
+                "processes": self.per_process}
+
+
+def measure_memory(pids: Iterable[int]) -> MemorySample:
+    """RSS and PSS summed over ``pids``.
+
+    RSS sums double-count pages shared between processes (a forked worker
+    shares the master's); PSS splits each shared page between its users, so
+    the PSS sum is the tree's real share of RAM.
+    """
+    rss = pss = 0
+    per: list[dict[str, Any]] = []
+    for pid in pids:
+        m = _smaps_rollup(pid)
+        rss += m["Rss"]
+        pss += m["Pss"]
+        per.append({"pid": pid, "comm": comm(pid), "rss_kib": m["Rss"], "pss_kib": m["Pss"],
+                    "pss_anon_kib": m["Pss_Anon"], "pss_file_kib": m["Pss_File"]})
+    return MemorySample(rss, pss, per)
+
+
+def cpu_ticks(pids: Iterable[int]) -> int:
+    """utime+stime of ``pids`` in clock ticks (all threads; exited children not included)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                # comm may contain spaces: the fields after it follow the last ')'.
+                rest = fh.read().rpartition(")")[2].split()
+            total += int(rest[11]) + int(rest[12])  # fields 14 and 15 of stat(5)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def cpu_busy(interval: float = 1.0) -> float:
+    """Fraction (0..1) of all CPUs busy over the next ``interval`` seconds (/proc/stat).
+
+    Taken while the bench itself is idle, it tells whether something else
+    on the machine competes for the CPUs (and so makes the numbers noisy).
+    """
+
+    t0, i0 = machine_ticks()
+    time.sleep(interval)
+    t1, i1 = machine_ticks()
+    return 1.0 - (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
+    with open("/proc/stat") as fh:
+        vals = [int(v) for v in fh.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    return sum(vals[:8]), idle  # user..steal (guest time is already in user)
+
+
+def thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+# --------------------------------------------------------------------------
+# NOTIFY_SOCKET
+
+
+@dataclass
+class Notification:
+    """One datagram received on the notify socket."""
+
+    at_ns: int  # CLOCK_MONOTONIC when recvmsg returned
+    pid: int  # sender's PID as seen from here (SCM_CREDENTIALS translates it)
+    message: str
+
+
+class NotifyListener:
+    """A ``NOTIFY_SOCKET`` for one daemon start: records every datagram.
+
+    The socket is a path in the daemon's work directory; a path (unlike an
+    abstract name) is reachable from the sandbox's network namespace.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(path)
+        self.messages: list[Notification] = []
+
+    def wait_ready(self, accept_pid: Callable[[int], bool], timeout: float) -> Notification:
+        """Block until a READY=1 from a PID for which ``accept_pid`` is true.
+
+        :raises TimeoutError: after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        credsize = socket.CMSG_SPACE(struct.calcsize("3i"))
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no READY=1 on {self.path} after {timeout}s "
+                                   f"(got {[m.message for m in self.messages]})")
+            self.sock.settimeout(left)
+            try:
+                data, anc, _flags, _addr = self.sock.recvmsg(4096, credsize)
+            except socket.timeout:
+                continue
+            at = time.monotonic_ns()
+            pid = 0
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", payload[:12])[0]
+            note = Notification(at, pid, data.decode(errors="replace"))
+            self.messages.append(note)
+            if "READY=1" in note.message.split("\n") and accept_pid(pid):
+                return note
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------
+# sandboxed daemons
+
+_LIVE: set[Daemon] = set()
+
+
+@dataclass(eq=False)
+class Daemon:
+    """A daemon started by :func:`start_daemon` (see the module doc)."""
+
+    spec: DaemonSpec
+    workdir: str
+    socket_path: str
+    proc: subprocess.Popen  # the unshare process
+    spawn_ns: int  # CLOCK_MONOTONIC just before Popen(unshare)
+    stamp_fd: int  # read end of the pipe the sandbox init writes the exec stamp to
+    log_path: str
+    exec_ns: int | None = None
+    _main_pid: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def init_pid(self) -> int | None:
+        """PID (here) of the sandbox's PID 1, the unshare's only child."""
+        kids = children(self.proc.pid)
+        return kids[0] if kids else None
+
+    def main_pid(self) -> int | None:
+        """PID (here) of the daemon process itself: the sandbox init's child."""
+        if self._main_pid is None or not os.path.exists(f"/proc/{self._main_pid}"):
+            init = self.init_pid()
+            kids = children(init) if init else []
+            self._main_pid = kids[0] if kids else None
+        return self._main_pid
+
+    def tree(self) -> list[int]:
+        """The daemon and its descendants (ours: master + worker; dockerd: + containerd)."""
+        pid = self.main_pid()
+        return process_tree(pid) if pid else []
+
+    def read_exec_stamp(self) -> int | None:
+        """CLOCK_MONOTONIC of the daemon's exec, as written by the sandbox init."""
+        if self.exec_ns is None and self.stamp_fd >= 0:
+            data = os.read(self.stamp_fd, 64)  # blocks until written or init gone
+            os.close(self.stamp_fd)
+            self.stamp_fd = -1
+            self.exec_ns = int(data) if data.strip() else None
+        return self.exec_ns
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                return b"\n".join(fh.read().splitlines()[-lines:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> float | None:
+        """Stop the daemon and its sandbox; returns seconds from SIGTERM to exit.
+
+        SIGTERM goes to the daemon itself (a signal to PID 1 of a namespace is
+        dropped unless its handler is installed yet); if the sandbox is still
+        there after ``timeout``, SIGKILL to its init takes the whole PID
+        namespace down, and SIGKILL to the unshare's process group finishes
+        what is left on this side.
+        """
+        took: float | None = None
+        try:
+            if self.alive():
+                target = self.main_pid()
+                t0 = time.monotonic()
+                try:
+                    if target:
+                        os.kill(target, signal.SIGTERM)
+                    else:
+                        self._kill_init()
+                    self.proc.wait(timeout)
+                    took = time.monotonic() - t0
+                except subprocess.TimeoutExpired:
+                    print(f"  [{self.name}] did not stop in {timeout:.0f}s; killing its sandbox",
+                          file=sys.stderr)
+                    self._kill_init()
+                    try:
+                        self.proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        self._killpg()
+                        self.proc.wait(10)
+        finally:
+            if self.stamp_fd >= 0:
+                os.close(self.stamp_fd)
+                self.stamp_fd = -1
+            _LIVE.discard(self)
+        return took
+
+    def _kill_init(self) -> None:
+        init = self.init_pid()
+        if init:
+            try:
+                os.kill(init, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            self._killpg()
+
+    def _killpg(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def cleanup(self) -> None:
+        """Remove the work directory; only once every process is gone."""
+        if self.alive():
+            raise RuntimeError(f"{self.name} still running; not removing {self.workdir}")
+        from engine.utils.fs import safe_rmtree  # late: keeps the sandbox init lean
+
+        safe_rmtree(self.workdir)
+
+
+def start_daemon(spec: DaemonSpec, notify_socket: str | None = None,
+                 workdir: str | None = None) -> Daemon:
+    """Start ``spec`` in its own sandbox and a fresh work directory.
+
+    Returns at once (the daemon is starting); pair with :meth:`Daemon.stop`
+    and :meth:`Daemon.cleanup` in a ``finally``.
+
+    :param notify_socket: path to give the daemon as ``NOTIFY_SOCKET``.
+    """
+    if not spec.available:
+        raise RuntimeError(f"{spec.name}: {spec.why_unavailable}")
+    workdir = workdir or tempfile.mkdtemp(prefix=f"bench-{spec.name}-")
+    argv, sock = spec.prepare(workdir)
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    if notify_socket:
+        env["NOTIFY_SOCKET"] = notify_socket
+    log_path = os.path.join(workdir, "daemon.log")
+    stamp_r, stamp_w = os.pipe()
+    init = [sys.executable, "-I", "-S", str(Path(__file__).resolve()), "--sandbox-init",
+            "--stamp-fd", str(stamp_w)]
+    for path in spec.hide:
+        init += ["--hide", path]
+    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc",
+           "--propagation", "private", *init, "--", *argv]
+    with open(log_path, "ab") as log:
+        spawn = time.monotonic_ns()
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, cwd=str(REPO_ROOT), pass_fds=(stamp_w,),
+                                    start_new_session=True)  # our Ctrl-C must not reach it
+        except BaseException:
+            os.close(stamp_r)
+            raise
+        finally:
+            os.close(stamp_w)
+    daemon = Daemon(spec, workdir, sock, proc, spawn, stamp_r, log_path)
+    _LIVE.add(daemon)
+    return daemon
+
+
+def stop_all() -> None:
+    """Stop every daemon still registered (atexit, signal handlers)."""
+    for daemon in list(_LIVE):
+        try:
+            daemon.stop(timeout=20)
+            daemon.cleanup()
+        except Exception as exc:  # keep stopping the others
+            print(f"cleanup of {daemon.name} ({daemon.workdir}) failed: {exc}", file=sys.stderr)
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks run."""
+
+    def raise_interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, raise_interrupt)
+
+
+atexit.register(stop_all)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def run_in_thread(fn: Callable[[], Any]) -> Callable[..., Any]:
+    """Run ``fn`` in a thread; the returned callable joins it and returns (or raises) its result."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the joiner
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+
+    def join(timeout: float | None = None) -> Any:
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError("thread did not finish")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    return join
+
+
+# --------------------------------------------------------------------------
+# statistics and output
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (q in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """A plain aligned table: first column left-aligned, the rest right-aligned."""
+    cells = [[str(h) for h in headers]] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def fmt(row: list[str]) -> str:
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        return "  ".join(parts).rstrip()
+
+    if title:
+        print(f"\n{title}")
+    print(fmt(cells[0]))
+    print("  ".join("-" * w for w in widths))
+    for row in cells[1:]:
+        print(fmt(row))
+
+
+def _git_rev() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain"],
+                               capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def dockerd_version(path: str = DOCKERD) -> str | None:
+    try:
+        return subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def host_info() -> dict[str, Any]:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "engine_git": _git_rev(),
+        "dockerd": dockerd_version() if os.access(DOCKERD, os.X_OK) else None,
+    }
+
+
+def write_json(data: dict[str, Any], bench: str, path: str | None = None) -> str:
+    """Write ``data`` (plus host info) to ``path`` or ``bench/results/<bench>-<timestamp>.json``."""
+    if path is None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = str(RESULTS_DIR / f"{bench}-{stamp}.json")
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    record = {"bench": bench, "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "host": host_info(), **data}
+    with open(path, "w") as fh:
+        json.dump(record, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
+    return path
+
+
+# --------------------------------------------------------------------------
+# the sandbox's PID 1 (run as a script: keep it stdlib-only and quick)
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def _loopback_up() -> None:
+    """``ip link set lo up`` with one ioctl: no pyroute2/iproute2 needed."""
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH22x", b"lo", 0)  # struct ifreq is 40 bytes
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | _IFF_UP))
+
+
+def _hide(path: str) -> None:
+    """Cover ``path`` with an empty tmpfs, in this (private) mount namespace only."""
+    import ctypes
+
+    if not os.path.isdir(path) or os.path.islink(path):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    ms_nosuid, ms_nodev = 2, 4
+    if libc.mount(b"tmpfs", path.encode(), b"tmpfs", ms_nosuid | ms_nodev, b"mode=0755") != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount tmpfs on {path}: {os.strerror(err)}")
+
+
+def _sandbox_init(argv: list[str]) -> int:
+    """PID 1: set up, fork+exec the daemon, reap, exit with the daemon."""
+    stamp_fd = -1
+    hide: list[str] = []
+    while argv and argv[0] != "--":
+        opt = argv.pop(0)
+        if opt == "--stamp-fd":
+            stamp_fd = int(argv.pop(0))
+        elif opt == "--hide":
+            hide.append(argv.pop(0))
+        else:
+            print(f"sandbox init: unknown option {opt}", file=sys.stderr)
+            return 2
+    cmd = argv[1:]
+    if os.getpid() != 1 or not cmd:
+        print("sandbox init: must run as PID 1 with a command", file=sys.stderr)
+        return 2
+    _loopback_up()
+    for path in hide:
+        _hide(path)
+
+    # Handlers first: a PID 1 drops signals it has no handler for.
+    child = 0
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    child = os.fork()
+    if child == 0:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        if stamp_fd >= 0:
+            os.write(stamp_fd, b"%d\n" % time.monotonic_ns())
+            os.close(stamp_fd)
+        try:
+            os.execvp(cmd[0], cmd)
+        finally:
+            os._exit(127)
+    if stamp_fd >= 0:
+        os.close(stamp_fd)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return 1
+        except InterruptedError:
+            continue
+        if pid == child:
+            # Exiting as PID 1 kills whatever is left in the namespace.
+            return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 128 + os.WTERMSIG(status)
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--sandbox-init":
+    sys.exit(_sandbox_init(sys.argv[2:]))
