@@ -24,6 +24,7 @@ LOG = logging.getLogger(__name__)
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "engine.builtins",
     "engine.daemon.jobs",
+    "engine.graph.jobs",
     "engine.server.main",
 )
 

@@ -68,9 +68,21 @@ def parse_filters(raw: str | None) -> dict[str, list[str]]:
     return out
 
 
+def body_stream(req: Any) -> Any:
+    """The request body as a stream, chunked or not.
+
+    Falcon's ``bounded_stream`` trusts Content-Length only, and clients send
+    ``/images/load`` and ``/build`` bodies chunked; gunicorn's ``wsgi.input``
+    (``wsgi.input_terminated``) ends at the end of the body either way.
+    """
+    if req.env.get("wsgi.input_terminated"):
+        return req.stream
+    return req.bounded_stream
+
+
 def read_json(req: Any, required: bool = True, default: Any = None) -> Any:
     """Decode a JSON request body; malformed JSON is a 400."""
-    raw = req.bounded_stream.read()
+    raw = body_stream(req).read()
     if not raw or not raw.strip():
         if required:
             raise InvalidParameter("request body is empty; a JSON object is required")

@@ -16,18 +16,11 @@ import sys
 from typing import Any, Sequence
 
 import engine
+from engine.client.errors import ClientError
 from engine.daemon.config import DEFAULT_HOST, add_daemon_arguments
 
 #: Command modules, in the order their commands appear in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("engine.client.commands.system",)
-
-
-class ClientError(Exception):
-    """A client-side error: printed as ``engine: <message>``, exit 1."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
+COMMAND_MODULES: tuple[str, ...] = ("engine.client.commands.system", "engine.client.commands.images")
 
 
 class _Parser(argparse.ArgumentParser):

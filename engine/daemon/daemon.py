@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from engine.daemon.config import Config
+from engine.daemon.events import Events
 from engine.drivers.graph import GraphDriver, select_graphdriver
 from engine.utils.fs import atomic_write, safe_rmtree
 
@@ -39,7 +40,9 @@ class Daemon:
         self.id = ""
         self.started_at = time.time()
         self.graphdriver: GraphDriver | None = None
+        self.graph: Any = None
         self.linkgraph: Any = None
+        self.events = Events()
         self.ready = threading.Event()
         engine.daemon = self
 
@@ -49,8 +52,10 @@ class Daemon:
         try:
             self._setup_root()
             self._setup_graphdriver()
+            self._setup_graph()
             self._setup_containers_dir()
             self._setup_linkgraph()
+            self._collect_garbage()
         except BaseException:
             self.close()
             raise
@@ -92,8 +97,28 @@ class Daemon:
             raise RuntimeError("SELinux is not supported with the BTRFS graph driver!")
         LOG.info("graph driver: %s (%s)", self.graphdriver.name, self.graphdriver.home)
 
+    def _setup_graph(self) -> None:
+        from engine.graph.graph import Graph
+
+        self.graph = Graph(self.root, self.graphdriver, on_event=self._image_event)
+
+    def _image_event(self, action: str, image_id: str, attributes: dict) -> None:
+        self.events.log("image", action, image_id, attributes)
+        if self.plugins is not None:
+            self.plugins.hook.engine_image_event(daemon=self, image_id=image_id, action=action,
+                                                 attributes=attributes)
+
+    def image_count(self) -> int:
+        return len(self.graph.images) if self.graph is not None else 0
+
     def _setup_containers_dir(self) -> None:
         os.makedirs(os.path.join(self.root, "containers"), mode=0o700, exist_ok=True)
+
+    def _collect_garbage(self) -> None:
+        """Remove layers that no image or container holds (left by a crash)."""
+        removed = self.graph.gc()
+        if removed:
+            LOG.info("removed %d unreferenced layers", len(removed))
 
     def _setup_linkgraph(self) -> None:
         from engine.graphdb import LinkGraph

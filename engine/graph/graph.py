@@ -9,7 +9,6 @@ documents (summary, inspect, history).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import threading
@@ -385,6 +384,3 @@ class Graph:
             item["Tags"] = self.tags.repo_tags(current.id) or None
             current = self.images.get(current.parent) if current.parent and self.images.exists(current.parent) else None
         return items
-
-    def now_rfc3339(self) -> str:
-        return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
