@@ -7,11 +7,17 @@ driver without a native differ (:class:`engine.drivers.graph.NaiveDiffDriver`):
   into a directory in one streaming pass, with AUFS/OCI whiteouts either
   applied (``whiteouts="aufs"``: deletions) or translated to overlayfs' own
   form (``whiteouts="overlay"``: 0/0 character devices and
-  ``trusted.overlay.opaque=y``) for an overlay upper directory;
+  ``trusted.overlay.opaque=y``) for an overlay upper directory, or kept as
+  the files they are (``whiteouts="keep"``) for an aufs branch, where aufs
+  itself applies them when the branches are mounted;
 * :func:`changes` compares a layer's tree with its parent's (moby's
-  ``ChangesDirs``), :func:`changes_size` sums what they add;
+  ``ChangesDirs``), :func:`changes_size` sums what they add, and
+  :func:`entry_differs` is its rule for one entry;
 * :func:`export_changes` and :func:`tar_tree` stream those changes, or a
-  whole tree, as a tar with AUFS whiteout files for deletions.
+  whole tree, as a tar with AUFS whiteout files for deletions; ``tar_tree``
+  reads an overlay upper directory's whiteouts and opaque directories back
+  into that form with ``whiteouts="overlay"``, and an aufs branch's (leaving
+  aufs' own bookkeeping out) with ``whiteouts="keep"``.
 
 Safety of extraction. A layer is untrusted input and is applied by root, so
 nothing it contains may make us write outside ``dest``:
@@ -83,7 +89,7 @@ WHITEOUT_OPAQUE = ".wh..wh..opq"
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 
-WHITEOUT_FORMATS = ("aufs", "overlay")
+WHITEOUT_FORMATS = ("aufs", "overlay", "keep")
 
 _CHUNK = 1 << 20
 #: tarfile's stream buffer. Every small read copies what is left of it, so a
@@ -393,6 +399,8 @@ class _Applier:
     def __init__(self, dest: str, whiteouts: str) -> None:
         self.dest = os.path.abspath(dest)
         self.overlay = whiteouts == "overlay"
+        #: An aufs branch: whiteouts and opaque markers are written as entries.
+        self.keep = whiteouts == "keep"
         self.root_fd = os.open(dest, _PATH_DIR)
         #: Paths (relative) extracted from this layer: an opaque marker keeps them.
         self.unpacked: set[str] = set()
@@ -503,7 +511,7 @@ class _Applier:
                 return
 
         rel_dir, base = posixpath.split(rel)
-        if base.startswith(WHITEOUT_PREFIX):
+        if base.startswith(WHITEOUT_PREFIX) and not self.keep:
             if base == WHITEOUT_OPAQUE:
                 self._opaque(rel_dir, name)
             else:
@@ -780,7 +788,11 @@ def apply_layer(dest: str, stream: IO[bytes], whiteouts: str = "aufs") -> int:
         directory with ``whiteouts="overlay"``).
     :param stream: the layer; it is read up to its end but not closed.
     :param whiteouts: ``"aufs"`` to apply whiteouts as deletions,
-        ``"overlay"`` to store them as overlayfs whiteouts and opaque xattrs.
+        ``"overlay"`` to store them as overlayfs whiteouts and opaque xattrs,
+        ``"keep"`` to write ``.wh.<name>`` and ``.wh..wh..opq`` entries as the
+        ordinary entries they are (an aufs branch: aufs applies them at mount
+        time). Every safety check applies in every mode, and the layer's own
+        root-level aufs metadata (``.wh..wh.plnk``, ...) is never written.
     :returns: the number of bytes of file content applied.
     :raises InvalidParameter: for a hostile or invalid entry ("... is outside
         of ..."), a corrupt or truncated tar ("unexpected EOF in layer tar").
@@ -917,6 +929,21 @@ def _differs(old: _Node, new: _Node) -> bool:
 def _path_key(path: str) -> list[str]:
     """Sort key giving depth-first order with sorted names (a directory before its entries)."""
     return path.split("/")
+
+
+def entry_differs(old: str, new: str) -> bool:
+    """Whether the entry ``new`` is modified relative to ``old``, by the rule of :func:`changes`.
+
+    Neither path is followed if it is a symlink. For drivers that find a
+    layer's changes without comparing whole trees (an aufs branch against
+    the branches below it).
+    """
+    nodes = []
+    for path in (old, new):
+        st = os.lstat(path)
+        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+        nodes.append(_Node(st, target, content_xattrs(path)))
+    return _differs(nodes[0], nodes[1])
 
 
 def changes(layer_dir: str, parent_dir: str | None) -> list[Change]:
@@ -1058,7 +1085,16 @@ class _TarWriter:
     def whiteout(rel: str) -> bytes:
         """An AUFS whiteout entry deleting ``rel`` (empty file, epoch time: deterministic)."""
         directory, base = posixpath.split(rel)
-        info = tarfile.TarInfo(posixpath.join(directory, WHITEOUT_PREFIX + base))
+        return _TarWriter._marker(posixpath.join(directory, WHITEOUT_PREFIX + base))
+
+    @staticmethod
+    def opaque(rel: str) -> bytes:
+        """The AUFS opaque marker of the directory ``rel`` (``.wh..wh..opq``), shaped like a whiteout."""
+        return _TarWriter._marker(posixpath.join(rel, WHITEOUT_OPAQUE))
+
+    @staticmethod
+    def _marker(name: str) -> bytes:
+        info = tarfile.TarInfo(name)
         info.mode = 0
         info.mtime = 0
         info.uname = info.gname = ""
@@ -1114,11 +1150,46 @@ def _stream(chunks: Iterator[bytes], release: Callable[[], None] | None) -> IO[b
     return io.BufferedReader(_ChunkStream(chunks, release), _CHUNK)  # type: ignore[return-value]
 
 
-def _tree_chunks(directory: str) -> Iterator[bytes]:
+def _is_overlay_whiteout(st: os.stat_result) -> bool:
+    """Whether ``st`` is overlayfs' whiteout: a character device with device number 0/0."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_overlay_opaque(dir_fd: int) -> bool:
+    try:
+        return os.getxattr(dir_fd, OVERLAY_OPAQUE_XATTR) == b"y"
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+            return False
+        raise
+
+
+def is_aufs_metadata(name: str) -> bool:
+    """Whether a name in an aufs branch is aufs' own bookkeeping rather than layer content.
+
+    aufs keeps ``.wh..wh.aufs`` (the file its whiteouts are hard links of),
+    ``.wh..wh.plnk`` (pseudo-links) and ``.wh..wh.orph`` at a branch's root,
+    and renames a directory it is removing to ``.wh..wh.<hex>`` first. Only
+    ``.wh..wh..opq``, a directory's opaque marker, is content.
+    """
+    return name.startswith(WHITEOUT_META_PREFIX) and name != WHITEOUT_OPAQUE
+
+
+def _has_aufs_opaque(dir_fd: int) -> bool:
+    try:
+        os.stat(WHITEOUT_OPAQUE, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _tree_chunks(directory: str, overlay: bool = False, keep: bool = False) -> Iterator[bytes]:
     root = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     writer = _TarWriter()
     stack: list[tuple[int, Iterator[str], str]] = [(root, iter(sorted(os.listdir(root))), "")]
     try:
+        if (overlay and _is_overlay_opaque(root)) or (keep and _has_aufs_opaque(root)):
+            yield writer.opaque("")
         while stack:
             dir_fd, names, rel_dir = stack[-1]
             name = next(names, None)
@@ -1127,26 +1198,53 @@ def _tree_chunks(directory: str) -> Iterator[bytes]:
                 os.close(dir_fd)
                 continue
             rel = f"{rel_dir}/{name}" if rel_dir else name
+            if keep and name.startswith(WHITEOUT_PREFIX):
+                # Rewritten in the canonical form whatever aufs made of them
+                # (hard links of .wh..wh.aufs), so the tar depends only on
+                # what the layer deletes; the opaque marker was written
+                # right after its directory, as for overlay.
+                if name != WHITEOUT_OPAQUE and not is_aufs_metadata(name):
+                    yield writer.whiteout(posixpath.join(rel_dir, name[len(WHITEOUT_PREFIX):]))
+                continue
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if overlay and _is_overlay_whiteout(st):
+                # Before the hard link check: overlayfs links its whiteouts
+                # to one shared inode (overlayfs docs, "whiteouts").
+                yield writer.whiteout(rel)
+                continue
             yield from writer.entry(dir_fd, name, rel, st)
             if stat.S_ISDIR(st.st_mode):
                 child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
                 stack.append((child, iter(sorted(os.listdir(child))), rel))
+                if (overlay and _is_overlay_opaque(child)) or (keep and _has_aufs_opaque(child)):
+                    yield writer.opaque(rel)
         yield writer.end()
     finally:
         for dir_fd, _, _ in stack:
             os.close(dir_fd)
 
 
-def tar_tree(directory: str, release: Callable[[], None] | None = None) -> IO[bytes]:
+def tar_tree(directory: str, release: Callable[[], None] | None = None, whiteouts: str = "aufs") -> IO[bytes]:
     """Stream the tree below ``directory`` as an uncompressed tar (the root itself is not an entry).
 
     The tar is produced lazily while it is read; entries come depth first
     with names sorted, so identical trees give identical tars.
 
     :param release: called once when the stream is exhausted or closed.
+    :param whiteouts: ``"aufs"`` archives the tree as it is; ``"overlay"``
+        reads it as an overlayfs upper directory (the inverse of
+        :func:`apply_layer` with ``whiteouts="overlay"``): 0/0 character
+        devices become ``.wh.<name>`` entries and a directory with
+        ``trusted.overlay.opaque=y`` is followed by its ``.wh..wh..opq``
+        marker, both shaped like :func:`export_changes`' whiteouts;
+        ``"keep"`` reads it as an aufs branch (the inverse of
+        :func:`apply_layer` with ``whiteouts="keep"``): ``.wh.<name>`` files
+        and ``.wh..wh..opq`` markers are written in that same shape, and
+        aufs' bookkeeping (:func:`is_aufs_metadata`) is left out.
     """
-    return _stream(_tree_chunks(directory), release)
+    if whiteouts not in WHITEOUT_FORMATS:
+        raise InvalidParameter(f"unknown whiteout format {whiteouts!r} (one of {', '.join(WHITEOUT_FORMATS)})")
+    return _stream(_tree_chunks(directory, overlay=whiteouts == "overlay", keep=whiteouts == "keep"), release)
 
 
 def _changes_chunks(layer_dir: str, changes: list[Change]) -> Iterator[bytes]:

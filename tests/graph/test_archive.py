@@ -358,6 +358,40 @@ def test_aufs_metadata_entries(dest):
     assert tree_manifest(dest)["bin/tool"]["uid"] == 9
 
 
+def test_keep_whiteouts_for_an_aufs_branch(dest):
+    """whiteouts="keep": whiteouts and opaque markers are written as the files they are, nothing is deleted."""
+    apply(dest, LOWER)
+    size = apply(dest, [
+        Entry.dir(".wh..wh.plnk"), Entry.file(".wh..wh.plnk/7.8", b"pl", mode=0o640),
+        Entry.file(".wh..wh.aufs", b""), Entry.dir(".wh..wh.orph"),
+        Entry.whiteout("etc/a"),
+        Entry.whiteout("opt/tree"),
+        Entry.whiteout("implied/gone"),
+        Entry.dir("var/cache", mode=0o700),
+        Entry.opaque("var/cache"),
+        Entry.file("var/cache/mine", b"m"),
+        Entry.hardlink("var/cache/linked", ".wh..wh.plnk/7.8"),
+    ], whiteouts="keep")
+    assert size == 1 + 2
+    assert listing(dest) == {
+        "etc": "dir", "etc/a": h(b"a"), "etc/b": h(b"b"), "etc/.wh.a": h(b""),
+        "opt": "dir", "opt/tree": "dir", "opt/tree/leaf": h(b"l"), "opt/.wh.tree": h(b""),
+        "implied": "dir", "implied/.wh.gone": h(b""),
+        "var": "dir", "var/cache": "dir", "var/cache/old": h(b"o"), "var/cache/sub": "dir",
+        "var/cache/sub/deep": h(b"d"), "var/cache/.wh..wh..opq": h(b""), "var/cache/mine": h(b"m"),
+        "var/cache/linked": h(b"pl"),
+    }
+    manifest = tree_manifest(dest)
+    assert manifest["etc/.wh.a"]["mode"] == oct(0) and manifest["var/cache"]["mode"] == oct(0o700)
+
+
+def test_keep_whiteouts_stay_confined(dest, canary):
+    with pytest.raises(InvalidParameter, match="outside of"):
+        apply(dest, [Entry.whiteout("../canary/file")], whiteouts="keep")
+    apply(dest, [Entry.dir("etc"), Entry.symlink("link", "/etc"), Entry.whiteout("link/passwd")], whiteouts="keep")
+    assert os.path.isfile(os.path.join(dest, "etc/.wh.passwd"))
+
+
 # --------------------------------------------------------------------------
 # hostile layers
 
@@ -707,6 +741,68 @@ def test_export_changes_with_whiteouts(tmp_path):
     archive.apply_layer(str(upper), archive.export_changes(layer, found), whiteouts="overlay")
     assert stat.S_ISCHR(os.lstat(upper / "etc" / "a").st_mode)
     assert stat.S_ISCHR(os.lstat(upper / "var" / "lib").st_mode)
+
+
+def test_tar_tree_keep_reads_an_aufs_branch(tmp_path):
+    """An aufs branch as aufs leaves it: bookkeeping out, whiteouts (hard links of .wh..wh.aufs) canonical."""
+    branch = tmp_path / "branch"
+    branch.mkdir()
+    (branch / ".wh..wh.aufs").write_bytes(b"")
+    (branch / ".wh..wh.aufs").chmod(0o444)
+    (branch / ".wh..wh.plnk").mkdir()
+    (branch / ".wh..wh.plnk" / "12.34").write_bytes(b"pseudo")
+    (branch / ".wh..wh.orph").mkdir()
+    (branch / "a").mkdir()
+    os.link(branch / ".wh..wh.aufs", branch / "a" / ".wh.b")
+    os.link(branch / ".wh..wh.aufs", branch / ".wh.top")
+    (branch / "a" / ".wh..wh.1f2e").mkdir()  # a directory aufs is removing
+    (branch / "a" / "c").write_bytes(b"c")
+    (branch / "d").mkdir()
+    (branch / "d" / "-early").write_bytes(b"e")
+    (branch / "d" / archive.WHITEOUT_OPAQUE).write_bytes(b"")
+    (branch / "d" / "e").write_bytes(b"e")
+    data = archive.tar_tree(str(branch), whiteouts="keep").read()
+    found = _members(io.BytesIO(data))
+    assert [(m.name, m.type) for m in found] == [
+        (".wh.top", tarfile.REGTYPE), ("a", tarfile.DIRTYPE), ("a/.wh.b", tarfile.REGTYPE), ("a/c", tarfile.REGTYPE),
+        ("d", tarfile.DIRTYPE), ("d/.wh..wh..opq", tarfile.REGTYPE), ("d/-early", tarfile.REGTYPE),
+        ("d/e", tarfile.REGTYPE),
+    ]
+    for m in found:
+        if os.path.basename(m.name).startswith(".wh."):
+            assert (m.mode, m.mtime, m.size, m.uid, m.gid) == (0, 0, 0, 0, 0)
+    # Unpacked as a branch again and read back: the same bytes.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    archive.apply_layer(str(copy), io.BytesIO(data), whiteouts="keep")
+    assert archive.tar_tree(str(copy), whiteouts="keep").read() == data
+    # Applied on a tree, it deletes what the branch hides.
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    _tree(str(lower), {"top": b"t", "a/b": b"b", "a/kept": b"k", "d/old": b"o"})
+    archive.apply_layer(str(lower), io.BytesIO(data))
+    assert listing(str(lower)) == {"a": "dir", "a/kept": h(b"k"), "a/c": h(b"c"), "d": "dir", "d/-early": h(b"e"),
+                                   "d/e": h(b"e")}
+
+
+def test_aufs_metadata_names():
+    assert archive.is_aufs_metadata(".wh..wh.plnk") and archive.is_aufs_metadata(".wh..wh.aufs")
+    assert archive.is_aufs_metadata(".wh..wh.orph") and archive.is_aufs_metadata(".wh..wh.1f2e")
+    assert not archive.is_aufs_metadata(".wh..wh..opq") and not archive.is_aufs_metadata(".wh.etc")
+    assert not archive.is_aufs_metadata("etc")
+
+
+def test_entry_differs(tmp_path):
+    parent, layer = _copy(tmp_path, {"same": b"1", "mode": b"2", "dir/f": b"3", "x": b"4"})
+    os.chmod(os.path.join(layer, "mode"), 0o600)
+    os.utime(os.path.join(layer, "dir"), ns=(0, 5))  # a directory's time alone is no change
+    os.setxattr(os.path.join(layer, "x"), "user.new", b"1")
+    os.symlink("a", os.path.join(parent, "link"))
+    os.symlink("b", os.path.join(layer, "link"))
+    differs = {rel: archive.entry_differs(os.path.join(parent, rel), os.path.join(layer, rel))
+               for rel in ("same", "mode", "dir", "x", "link")}
+    assert differs == {"same": False, "mode": True, "dir": False, "x": True, "link": True}
+    assert archive.entry_differs(os.path.join(parent, "dir"), os.path.join(layer, "same"))
 
 
 def test_export_skips_vanished_entries(tmp_path):
