@@ -33,17 +33,28 @@ def no_config(tmp_path):
     return ["--config-file", str(path), "-g", str(tmp_path / "root")]
 
 
-def test_drivers_lists_vfs_selected(no_config):
+def first_supported(rows):
+    """The graph driver the priority list should pick: the first one whose probe passes."""
+    graph = {r["name"]: r for r in rows if r["kind"] == "graph" and r["name"]}
+    return next(graph[n] for n in ("aufs", "btrfs", "devmapper", "overlay", "vfs") if n in graph and graph[n]["supported"])
+
+
+def test_drivers_lists_and_selects_by_priority(no_config):
     out = admin("drivers", "--json", *no_config)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     vfs = next(r for r in rows if r["kind"] == "graph" and r["name"] == "vfs")
     assert vfs["distribution"] == "engine-graph-vfs" and vfs["loaded"] and vfs["supported"]
-    assert vfs["selected"] and vfs["priority"] == 5
-    assert vfs["summary"]
+    assert vfs["priority"] == 5 and vfs["summary"]
+    chosen = first_supported(rows)
+    assert [r["name"] for r in rows if r["kind"] == "graph" and r["selected"]] == [chosen["name"]]
+    assert chosen["selected_reason"] == "first supported in the priority list"
+    aufs = next((r for r in rows if r["name"] == "aufs"), None)
+    if aufs is not None and "aufs" not in open("/proc/filesystems").read():
+        assert aufs["supported"] is False and "aufs is not supported by the kernel" in aufs["reason"]
     table = admin("drivers", *no_config)
     assert table.returncode == 0
-    assert "vfs" in table.stdout and "engine-graph-vfs" in table.stdout and "*" in table.stdout
+    assert chosen["name"] in table.stdout and "engine-graph-vfs" in table.stdout and "*" in table.stdout
 
 
 def test_drivers_kind_filter(no_config):
@@ -91,7 +102,7 @@ def test_third_party_driver_listed_and_selectable(venv, no_config):
     broken = rows["brokenfs"]
     assert not broken["loaded"] and "engine_graph_fakefs_missing_dependency" in broken["load_error"]
     assert broken["distribution"] == "engine-graph-fakefs"
-    assert rows["vfs"]["selected"]  # the priority list still wins
+    assert first_supported(list(rows.values()))["selected"]  # the priority list still wins
     chosen = {r["name"]: r for r in json.loads(admin("drivers", "--kind", "graph", "--json", "-s", "fakefs",
                                                      *no_config, python=venv).stdout)}
     assert chosen["fakefs"]["selected"] and chosen["fakefs"]["selected_reason"] == "chosen by --storage-driver"
