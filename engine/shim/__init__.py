@@ -1,1 +1,13 @@
-"""engine.shim."""
+"""The per-container shim: the process that runs a container and outlives the daemon.
+
+* :mod:`engine.shim.shim` is the process (``python -S -m engine.shim <dir>``);
+  :mod:`engine.shim.loop` its I/O loop; :mod:`engine.shim.jsonlog` the
+  json-file log it writes.
+* :mod:`engine.shim.protocol` is what the daemon and the shim share: file
+  names, frames, times.
+* :mod:`engine.shim.client` is the daemon's side: start a shim, attach,
+  resize, wait, read its state.
+
+This package's ``__init__`` imports nothing: the shim imports it first and
+must stay small.
+"""

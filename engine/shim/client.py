@@ -1,0 +1,432 @@
+"""The daemon's side of a container's shim: start it, talk to it, read what it left.
+
+* :func:`start_shim` writes ``shim.json`` and runs the launcher
+  (``python -S -m engine.shim <dir>``); it returns the start result or
+  raises :class:`~engine.drivers.exec.ExecStartError` with the driver's
+  message.
+* :class:`ShimClient` speaks the ``shim.sock`` protocol
+  (:mod:`engine.shim.protocol`): ``state``, ``wait``, ``resize`` and
+  ``attach``, the latter giving an :class:`AttachConnection`.
+* :func:`prepare_attach` makes a connection that is attached before the
+  container starts (a socket pair whose other end the launcher inherits),
+  so that ``docker run`` loses none of a fast container's output;
+  :func:`start_shim` also takes waiting attaches (``connect(client)``
+  objects) and hands each such a connection before the container starts.
+* :func:`read_state`, :func:`read_exit` and :func:`shim_alive` read the
+  files the shim leaves, for a daemon that restarts while shims run on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from typing import Any, Iterator, Sequence
+
+import engine
+from engine.drivers.exec import ExecStartError
+from engine.errors import Conflict, HostError, Unavailable
+from engine.shim import protocol
+from engine.utils.fs import atomic_write
+
+LOG = logging.getLogger(__name__)
+
+#: How long :func:`start_shim` waits for the launcher's line by default.
+START_TIMEOUT = 60.0
+#: How long a request other than ``wait`` may take.
+REQUEST_TIMEOUT = 10.0
+
+
+class ShimUnavailable(Unavailable, ConnectionError):
+    """No shim answers for the container (it exited, or never ran).
+
+    Also a :class:`ConnectionError`, so code that guards socket calls with
+    ``except OSError`` handles a vanished shim the same way.
+    """
+
+    template = "the container's shim is not running"
+
+
+# ----------------------------------------------------------------------
+# files
+
+
+def read_state(container_dir: str) -> dict[str, Any] | None:
+    """``state.json`` (``Pid``, ``ShimPid``, ``StartedAt``), None if the shim never started."""
+    return protocol.read_json(os.path.join(container_dir, protocol.STATE_FILE))
+
+
+def read_exit(container_dir: str) -> dict[str, Any] | None:
+    """``exit.json`` (``ExitCode``, ``FinishedAt``, ``OOMKilled``, ``Error``), None while running."""
+    return protocol.read_json(os.path.join(container_dir, protocol.EXIT_FILE))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead, merely not reaped yet.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def shim_alive(container_dir: str) -> bool:
+    """Whether the container's shim runs: its PID is alive AND its socket answers as that PID.
+
+    Both, because a PID can be reused by another process after a reboot or
+    a long time, and a socket file can outlive its shim.
+    """
+    state = read_state(container_dir)
+    if not state or not _pid_alive(int(state.get("ShimPid", 0))):
+        return False
+    try:
+        answer = ShimClient(container_dir, timeout=2.0).state()
+    except (OSError, Unavailable, ValueError):
+        return False
+    return answer.get("ShimPid") == state.get("ShimPid")
+
+
+# ----------------------------------------------------------------------
+# attach
+
+
+class AttachConnection:
+    """One attached connection: stdin frames out, output frames in.
+
+    ``send_stdin``/``close_stdin``/``resize`` may be called from another
+    thread than the one iterating :meth:`frames`.
+    """
+
+    def __init__(self, sock: socket.socket, stdin: bool, stdout: bool, stderr: bool) -> None:
+        self.sock = sock
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        #: The shim's end before start (see :func:`prepare_attach`); None once handed over.
+        self._peer: socket.socket | None = None
+
+    def send_stdin(self, data: bytes) -> None:
+        """Send ``data`` to the container's stdin (in frames of at most 1 MiB)."""
+        view = memoryview(data)
+        while view:
+            chunk = view[:protocol.MAX_INPUT_FRAME]
+            self.sock.sendall(protocol.frame(protocol.INPUT_STDIN, bytes(chunk)))
+            view = view[len(chunk):]
+
+    def close_stdin(self) -> None:
+        """This client's stdin ended (with ``stdin_once`` the container's stdin is closed)."""
+        self.sock.sendall(protocol.frame(protocol.INPUT_CLOSE_STDIN, b""))
+
+    def resize(self, h: int, w: int) -> None:
+        """Resize the container's tty."""
+        self.sock.sendall(protocol.frame(protocol.INPUT_RESIZE, json.dumps({"h": h, "w": w}).encode()))
+
+    def _recv_exact(self, size: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data), socket.MSG_WAITALL)
+            if not chunk:
+                return None
+            data += chunk
+        return bytes(data)
+
+    def _read_frame(self) -> tuple[int, bytes] | None:
+        header = self._recv_exact(protocol.HEADER.size)
+        if header is None:
+            return None
+        stream, length = protocol.HEADER.unpack(header)
+        payload = self._recv_exact(length) if length else b""
+        if payload is None:
+            return None
+        return stream, payload
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """The output as ``(stream, data)``: 1 stdout, 2 stderr, and last ``(3, exit JSON)``.
+
+        Frames are read exactly (no read-ahead), so :meth:`fileno` is a
+        faithful readiness source between frames. If the shim dies without
+        an exit frame, the iteration just ends: read ``exit.json`` then.
+        """
+        while True:
+            try:
+                frame = self._read_frame()
+            except (ConnectionResetError, BrokenPipeError):
+                return
+            if frame is None:
+                return
+            if frame[0] == protocol.STREAM_ATTACHED:
+                continue
+            yield frame
+            if frame[0] == protocol.STREAM_EXIT:
+                return
+
+    def fileno(self) -> int:
+        """The socket's descriptor (for select/poll)."""
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        """Close the connection; the container is not affected."""
+        self.sock.close()
+        if self._peer is not None:
+            self._peer.close()
+            self._peer = None
+
+    def __enter__(self) -> AttachConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare_attach(stdin: bool, stdout: bool, stderr: bool) -> AttachConnection:
+    """A connection attached from the container's first byte: pass it to :func:`start_shim`.
+
+    The shim inherits the other end of a socket pair through the launcher,
+    so nothing the container writes before the daemon could connect to
+    ``shim.sock`` is missed (Docker attaches ``docker run``'s streams before
+    it starts the container). If the start fails, reading it gives EOF.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn = AttachConnection(ours, stdin, stdout, stderr)
+    conn._peer = theirs
+    return conn
+
+
+# ----------------------------------------------------------------------
+# the socket
+
+
+class ShimClient:
+    """Requests to one container's shim over ``shim.sock``.
+
+    :param container_dir: the container's directory.
+    :param timeout: seconds a request (other than ``wait``) may take.
+    """
+
+    def __init__(self, container_dir: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.container_dir = container_dir
+        self.socket_path = os.path.join(container_dir, protocol.SOCKET_FILE)
+        self.timeout = timeout
+
+    def _connect(self, request: dict[str, Any], timeout: float | None) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            protocol.connect_unix(sock, self.socket_path)
+            sock.sendall(protocol.encode_line(request))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise ShimUnavailable(f"the shim of {self.container_dir} is not running ({exc.strerror})") from exc
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _request(self, request: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        sock = self._connect(request, timeout)
+        try:
+            data = bytearray()
+            while b"\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            sock.close()
+        line = bytes(data).split(b"\n", 1)[0]
+        if not line:
+            raise ShimUnavailable(f"the shim of {self.container_dir} closed the connection without an answer")
+        return json.loads(line)
+
+    def state(self) -> dict[str, Any]:
+        """``{"Pid", "ShimPid", "StartedAt", "Running"}`` (and the exit fields once it exited).
+
+        :raises ShimUnavailable: no shim answers.
+        """
+        return self._request({"op": "state"}, self.timeout)
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the container exits; its exit record.
+
+        If the shim is gone already (or goes away without answering), the
+        record comes from ``exit.json``.
+
+        :raises TimeoutError: the container still runs after ``timeout`` seconds.
+        :raises ShimUnavailable: no shim and no ``exit.json``.
+        """
+        try:
+            return self._request({"op": "wait"}, timeout)
+        except (ShimUnavailable, ConnectionResetError, ValueError):
+            record = read_exit(self.container_dir)
+            if record is None:
+                raise
+            return record
+        except socket.timeout as exc:
+            raise TimeoutError(f"container in {self.container_dir} still running after {timeout}s") from exc
+
+    def resize(self, h: int, w: int) -> None:
+        """Resize the container's tty.
+
+        :raises HostError: the shim refused (no tty, bad size).
+        """
+        answer = self._request({"op": "resize", "h": int(h), "w": int(w)}, self.timeout)
+        if not answer.get("ok"):
+            raise HostError(answer.get("Error") or "resize failed")
+
+    def attach(self, stdin: bool, stdout: bool, stderr: bool) -> AttachConnection:
+        """Attach to the running container's streams from now on.
+
+        Returns once the shim has taken the attach, so all later output arrives.
+
+        :raises ShimUnavailable: no shim answers.
+        """
+        sock = self._connect({"op": "attach", "stdin": stdin, "stdout": stdout, "stderr": stderr}, self.timeout)
+        conn = AttachConnection(sock, stdin, stdout, stderr)
+        try:
+            # Returns once the shim took the attach: no output after this is missed.
+            ack = conn._read_frame()
+        except BaseException:
+            sock.close()
+            raise
+        if ack is None or ack[0] != protocol.STREAM_ATTACHED:
+            sock.close()
+            raise ShimUnavailable(f"the shim of {self.container_dir} did not accept the attach")
+        sock.settimeout(None)  # output may be quiet for hours
+        return conn
+
+
+# ----------------------------------------------------------------------
+# start
+
+
+def default_pythonpath(driver_module: str) -> list[str]:
+    """The directories holding the ``engine`` package and ``driver_module``'s top package."""
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))]
+    spec = importlib.util.find_spec(driver_module.split(".")[0])
+    if spec is not None and spec.origin:
+        top = os.path.dirname(spec.origin)
+        if spec.submodule_search_locations:  # a package: its parent holds it
+            top = os.path.dirname(top)
+        if top not in paths:
+            paths.append(top)
+    return paths
+
+
+def start_shim(container_dir: str, spec: dict[str, Any], python: str = sys.executable,
+               pythonpath: list[str] | None = None, *, attachers: Sequence[Any] = (),
+               timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Start the container's shim and, through it, the container.
+
+    :param container_dir: the container's directory (``shim.json``, the
+        socket and the state files go there).
+    :param spec: ``shim.json``: ``command``, ``driver`` (``module``,
+        ``class``, ``home``), ``tty``, ``open_stdin``, ``stdin_once``, ``log``
+        (``path``, ``max_size``, ``max_file``; None for no log).
+    :param python: the interpreter that runs the shim.
+    :param pythonpath: where ``engine`` and the driver's package are found;
+        by default where this process found them.
+    :param attachers: attaches that must see the container from its first
+        byte. Each is an :class:`AttachConnection` from :func:`prepare_attach`,
+        or an object with ``stdin``, ``stdout``, ``stderr`` and
+        ``connect(client)``: before anything else, ``connect`` is called with
+        a client whose ``attach(stdin, stdout, stderr)`` returns such a
+        connection. If the start fails, every one of them reads EOF.
+    :param timeout: seconds to wait for the start result.
+    :returns: ``{"ShimPid", "Pid", "StartedAt"}``.
+    :raises ExecStartError: the driver could not start the container (its message).
+    :raises Conflict: a shim already runs for ``container_dir``.
+    :raises HostError: the launcher died, said nothing, or took longer than ``timeout``.
+    """
+    conns = [_connect_attacher(item) for item in attachers]
+    try:
+        return _start(container_dir, spec, python, pythonpath, conns, timeout)
+    finally:
+        # The shim holds its ends now (or nobody does, and the attaches read EOF).
+        for conn in conns:
+            if conn._peer is not None:
+                conn._peer.close()
+                conn._peer = None
+
+
+class _PreAttached:
+    """What a waiting attach's ``connect`` gets: ``attach()`` returns the prepared connection."""
+
+    def __init__(self, conn: AttachConnection) -> None:
+        self.conn = conn
+
+    def attach(self, stdin: bool, stdout: bool, stderr: bool) -> AttachConnection:  # noqa: ARG002
+        return self.conn
+
+
+def _connect_attacher(item: Any) -> AttachConnection:
+    if isinstance(item, AttachConnection):
+        if item._peer is None:
+            raise ValueError("attach connections must come from prepare_attach() and be used once")
+        return item
+    conn = prepare_attach(bool(item.stdin), bool(item.stdout), bool(item.stderr))
+    item.connect(_PreAttached(conn))
+    return conn
+
+
+def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: list[str] | None,
+           conns: list[AttachConnection], timeout: float) -> dict[str, Any]:
+    if shim_alive(container_dir):
+        # Checked before shim.json is replaced; the launcher checks again.
+        raise Conflict(f"a shim is already running for {container_dir}")
+    peers = [conn._peer for conn in conns if conn._peer is not None]
+    config = dict(spec)
+    config["attach_fds"] = [
+        {"fd": peer.fileno(), "stdin": conn.stdin, "stdout": conn.stdout, "stderr": conn.stderr}
+        for conn, peer in zip(conns, peers)
+    ]
+    atomic_write(os.path.join(container_dir, protocol.CONFIG_FILE),
+                 json.dumps(config, indent=1).encode(), mode=0o600)
+    if pythonpath is None:
+        pythonpath = default_pythonpath(spec["driver"]["module"])
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+    }
+    # -S: no site (its imports cost RSS in every shim); -P: nothing from the
+    # working directory shadows the engine's modules.
+    argv = [python, "-S", "-P", "-m", "engine.shim", container_dir]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, cwd="/", start_new_session=True, close_fds=True,
+                                pass_fds=[peer.fileno() for peer in peers])
+    except OSError as exc:
+        raise HostError(f"cannot run the shim ({python}): {exc.strerror}") from exc
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        # Killing the launcher tells the shim nobody waits: it stops the
+        # container itself. If the result made it out meanwhile, it stands.
+        proc.kill()
+        out, err = proc.communicate()
+        timed_out = True
+    line = out.split(b"\n", 1)[0].strip()
+    try:
+        result = json.loads(line) if line else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict) and timed_out:
+        raise HostError(f"the shim for {container_dir} did not report a start within {timeout:g}s")
+    if not isinstance(result, dict):
+        detail = err.decode(errors="replace").strip()[-2000:] or out.decode(errors="replace").strip()[-2000:]
+        raise HostError(f"the shim launcher exited with status {proc.returncode} without a start result"
+                        + (f": {detail}" if detail else ""))
+    if result.get("Error"):
+        raise ExecStartError(result["Error"])
+    LOG.debug("shim for %s started: %s", container_dir, result)
+    return result
