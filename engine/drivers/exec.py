@@ -2,27 +2,39 @@
 
 ``run`` is called inside the container's shim (ARCHITECTURE §5) and blocks
 until the container's first process exits; the other methods are called by
-the daemon on a running container.
+the daemon on a running container. A :class:`Command` is plain data: it is
+written to ``<container dir>/command.json`` by the daemon and read back by
+the shim, so every field is JSON-serialisable (:meth:`Command.to_json`).
+
+The container's network namespace is made by the daemon before start (a
+persistent namespace bound to a file, as libnetwork does), so the driver
+only joins it: ``network["mode"]`` is ``host`` (stay in the host's),
+``none``/``bridge`` (join ``network["path"]``) or ``container`` (join
+``network["path"]``, another container's ``/proc/PID/ns/net``).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from engine.errors import NotSupported
+from engine.errors import EngineError, NotSupported
 
-__all__ = ["Command", "ExecDriver", "NotSupported", "Pipes", "ProcessConfig", "Resources"]
+__all__ = ["Command", "ExecDriver", "ExecStartError", "NotSupported", "Pipes", "ProcessConfig", "Resources"]
 
 
 @dataclass
 class Resources:
-    """Cgroup limits (0 / -1 / "" mean "not set")."""
+    """Cgroup limits; 0, -1 and "" mean "not set" (Docker's HostConfig names)."""
 
     memory: int = 0
     memory_swap: int = 0
     memory_reservation: int = 0
+    memory_swappiness: int = -1
+    kernel_memory: int = 0
+    oom_kill_disable: bool = False
     cpu_shares: int = 0
     cpu_period: int = 0
     cpu_quota: int = 0
@@ -30,55 +42,99 @@ class Resources:
     cpuset_mems: str = ""
     pids_limit: int = 0
     blkio_weight: int = 0
-    oom_kill_disable: bool = False
+    #: Device cgroup rules ``"c 1:3 rwm"``: the allow-list; empty means Docker's default list.
+    device_rules: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ProcessConfig:
-    """The process to start: the container's first one or an exec."""
+    """One process to start in the container: the first one, or an exec.
 
-    entrypoint: str
-    arguments: list[str] = field(default_factory=list)
+    ``args[0]`` is looked up in the container's ``PATH`` (from ``env``) when
+    it has no ``/``. ``user`` is ``name``, ``uid``, ``name:group`` or
+    ``uid:gid``, resolved against the container's /etc/passwd and /etc/group.
+    """
+
+    args: list[str]
     env: list[str] = field(default_factory=list)
+    cwd: str = "/"
     user: str = ""
-    working_dir: str = ""
+    additional_groups: list[str] = field(default_factory=list)
     tty: bool = False
+    console_size: tuple[int, int] | None = None  # (height, width)
     privileged: bool = False
-    console_size: tuple[int, int] | None = None
+    no_new_privileges: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Command:
-    """Everything the exec driver needs to run one container."""
+    """Everything the exec driver needs to run one container.
+
+    ``mounts`` entries: ``{"type": "bind"|"tmpfs", "source": host path or "",
+    "destination": path in the container, "options": ["rbind", "ro", ...],
+    "propagation": "rprivate"|...}``, applied in order after the defaults.
+    """
 
     id: str
     rootfs: str
     process: ProcessConfig
+    container_dir: str = ""
     hostname: str = ""
     domainname: str = ""
     mounts: list[dict] = field(default_factory=list)
     resources: Resources = field(default_factory=Resources)
-    network: dict = field(default_factory=dict)
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    group_add: list[str] = field(default_factory=list)
-    security_opt: list[str] = field(default_factory=list)
+    network: dict = field(default_factory=lambda: {"mode": "host"})
+    ipc_mode: str = "private"  # private | host | shareable | container:<ns path>
+    pid_mode: str = "private"  # private | host
+    uts_mode: str = "private"  # private | host
+    cgroup_parent: str = "engine"
     readonly_rootfs: bool = False
-    container_dir: str = ""
+    masked_paths: list[str] | None = None  # None: Docker's defaults
+    readonly_paths: list[str] | None = None  # None: Docker's defaults
+    devices: list[dict] = field(default_factory=list)  # {"path_on_host", "path_in_container", "permissions"}
+    sysctls: dict[str, str] = field(default_factory=dict)
+    shm_size: int = 64 * 1024 * 1024
+    tmpfs: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Command:
+        data = dict(data)
+        process = dict(data.pop("process"))
+        if process.get("console_size") is not None:
+            process["console_size"] = tuple(process["console_size"])
+        resources = Resources(**data.pop("resources", {}))
+        return cls(process=ProcessConfig(**process), resources=resources, **data)
 
 
 @dataclass
 class Pipes:
-    """The container's stdio as file descriptors (None: /dev/null)."""
+    """The process's stdio as file descriptors (None: /dev/null).
+
+    With ``ProcessConfig.tty`` the three are the same pty slave.
+    """
 
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
 
 
+class ExecStartError(EngineError):
+    """The process could not be started; the message is Docker's
+    (``exec: "x": executable file not found in $PATH``), from which clients
+    derive exit codes 127 and 126."""
+
+
 class ExecDriver(abc.ABC):
-    """Runs containers. Subclasses set :attr:`name` (their entry-point name)."""
+    """Runs containers. Subclasses set :attr:`name` (their entry-point name).
+
+    :param home: the driver's state directory (``<root>/execdriver/<name>``).
+    """
 
     name: ClassVar[str] = ""
 
@@ -92,7 +148,10 @@ class ExecDriver(abc.ABC):
 
     @abc.abstractmethod
     def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
-        """Start the container, call ``start_callback(pid)``, wait, return the exit code."""
+        """Start the container, call ``start_callback(pid)``, wait, return the exit code.
+
+        :raises ExecStartError: the process could not be started.
+        """
 
     @abc.abstractmethod
     def kill(self, command: Command, signal: int) -> None:
@@ -108,7 +167,7 @@ class ExecDriver(abc.ABC):
 
     @abc.abstractmethod
     def terminate(self, command: Command) -> None:
-        """Kill every process of the container and release what it holds."""
+        """Kill every process of the container and release what it holds (cgroups)."""
 
     @abc.abstractmethod
     def exec(self, command: Command, process: ProcessConfig, pipes: Pipes,
@@ -116,8 +175,20 @@ class ExecDriver(abc.ABC):
         """Run another process inside the running container; return its exit code."""
 
     @abc.abstractmethod
-    def get_pids(self, id: str) -> list[int]:
+    def get_pids(self, command: Command) -> list[int]:
         """The host PIDs of every process in the container."""
+
+    @abc.abstractmethod
+    def stats(self, command: Command) -> dict[str, Any]:
+        """Resource usage from the cgroups (Docker's stats JSON parts)."""
+
+    @abc.abstractmethod
+    def update(self, command: Command, resources: Resources) -> None:
+        """Change the limits of a running container."""
+
+    @abc.abstractmethod
+    def oom_killed(self, command: Command) -> bool:
+        """Whether the kernel's OOM killer killed a process of the container."""
 
     def info(self) -> dict[str, Any]:
         """Facts for ``/info``."""

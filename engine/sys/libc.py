@@ -1,8 +1,11 @@
 """The engine's ctypes bindings to the C library and to raw system calls.
 
 Only what the standard library lacks lives here: ``mount(2)``, ``umount2(2)``,
-``renameat2(2)`` and ``openat2(2)`` so far; namespaces and capabilities
-(``pivot_root``, ``unshare``, ``setns``, ``capset``) belong here as well.
+``renameat2(2)``, ``openat2(2)``, the namespace calls ``unshare(2)``,
+``setns(2)`` and ``pivot_root(2)``, ``prctl(2)``, ``capget(2)``/``capset(2)``
+and ``sethostname(2)``/``setdomainname(2)`` (Python 3.11 has none of the
+latter in :mod:`os`; ``socket.sethostname`` exists but importing ``socket``
+for one call is heavy in the exec driver's small processes).
 
 Every binding declares ``argtypes`` and ``restype`` and has an ``errcheck``
 that turns the C convention (``-1`` and ``errno``) into an :class:`OSError`
@@ -15,24 +18,28 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import ctypes.util
 import functools
 import os
-import platform
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from engine.errors import NotSupported
 
 __all__ = [
     "MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_REMOUNT", "MS_BIND",
-    "MS_MOVE", "MS_REC", "MS_PRIVATE", "MS_SLAVE", "MS_SHARED",
+    "MS_MOVE", "MS_REC", "MS_PRIVATE", "MS_SLAVE", "MS_SHARED", "MS_NOATIME", "MS_NODIRATIME",
+    "MS_RELATIME", "MS_STRICTATIME",
     "MNT_FORCE", "MNT_DETACH", "MNT_EXPIRE", "UMOUNT_NOFOLLOW",
     "RENAME_NOREPLACE", "RENAME_EXCHANGE",
     "RESOLVE_NO_XDEV", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS",
     "RESOLVE_BENEATH", "RESOLVE_IN_ROOT",
-    "mount", "umount2", "renameat2", "openat2", "openat2_supported",
+    "mount", "umount2", "renameat2", "openat2", "openat2_supported", "has_syscall",
     "CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWUSER",
-    "CLONE_NEWCGROUP", "unshare", "setns",
+    "CLONE_NEWCGROUP", "unshare", "setns", "pivot_root",
+    "PR_SET_PDEATHSIG", "PR_SET_KEEPCAPS", "PR_CAPBSET_READ", "PR_CAPBSET_DROP", "PR_SET_NO_NEW_PRIVS",
+    "PR_GET_NO_NEW_PRIVS", "PR_CAP_AMBIENT", "PR_CAP_AMBIENT_IS_SET", "PR_CAP_AMBIENT_RAISE",
+    "PR_CAP_AMBIENT_LOWER", "PR_CAP_AMBIENT_CLEAR_ALL", "prctl", "CapabilitySets", "capget", "capset",
+    "sethostname", "setdomainname",
 ]
 
 # mount(2) flags, <linux/mount.h>.
@@ -57,6 +64,28 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
+# More mount(2) flags (for remounts that must keep what is already set).
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+# prctl(2) options, <linux/prctl.h>.
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# capget(2)/capset(2): version 3 carries 64 capability bits in two 32-bit words.
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
 # umount2(2) flags.
 MNT_FORCE = 0x1
 MNT_DETACH = 0x2
@@ -77,15 +106,38 @@ RESOLVE_IN_ROOT = 0x10
 #: System calls without a glibc wrapper, by machine. Since Linux 5.1 new system
 #: calls have one number on every architecture except alpha and mips, so the
 #: table is short; a machine missing here gets NotSupported, never a wrong call.
+#: pivot_root(2) predates that unification, so its number differs per
+#: architecture (asm/unistd tables); glibc has no wrapper for it.
 _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
     machine: {"openat2": 437}
     for machine in ("x86_64", "aarch64", "arm64", "armv7l", "armv8l", "i386", "i686",
                     "ppc64le", "ppc64", "s390x", "riscv64", "loongarch64")
 }
+for _machine, _number in (("x86_64", 155), ("aarch64", 41), ("arm64", 41), ("riscv64", 41), ("loongarch64", 41),
+                          ("armv7l", 218), ("armv8l", 218), ("i386", 217), ("i686", 217), ("s390x", 217),
+                          ("ppc64le", 203), ("ppc64", 203)):
+    _SYSCALL_NUMBERS[_machine]["pivot_root"] = _number
+del _machine, _number
 
 AT_FDCWD = -100
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: ``uname -m`` (what :func:`platform.machine` returns, without importing ``platform``).
+_MACHINE = os.uname().machine
+
+
+def _load_libc() -> ctypes.CDLL:
+    """glibc by its soname; ``ctypes.util`` (which imports subprocess, shutil
+    and tempfile, several MB in the exec driver's small processes) only when
+    that fails, as on musl."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes import util
+
+        return ctypes.CDLL(util.find_library("c") or "libc.so", use_errno=True)
+
+
+_libc = _load_libc()
 
 
 def _show(argument: Any) -> str:
@@ -124,9 +176,14 @@ def _bind(name: str, restype: Any, argtypes: list[Any]) -> Callable[..., Any]:
     return func
 
 
+def has_syscall(name: str) -> bool:
+    """Whether the raw system call ``name`` has a known number on this machine."""
+    return _SYSCALL_NUMBERS.get(_MACHINE, {}).get(name) is not None
+
+
 def _bind_syscall(name: str, argtypes: list[Any]) -> Callable[..., Any] | None:
     """A checked binding of ``syscall(2)`` for the call ``name`` on this machine."""
-    number = _SYSCALL_NUMBERS.get(platform.machine(), {}).get(name)
+    number = _SYSCALL_NUMBERS.get(_MACHINE, {}).get(name)
     if number is None:
         return None
     func = _libc["syscall"]
@@ -143,6 +200,28 @@ _unshare = _bind("unshare", ctypes.c_int, [ctypes.c_int])
 _setns = _bind("setns", ctypes.c_int, [ctypes.c_int, ctypes.c_int])
 _renameat2 = _bind("renameat2", ctypes.c_int,
                    [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint])
+# prctl(2) is variadic in C; every option used here takes at most four
+# unsigned long arguments, so a fixed five-argument prototype is exact.
+_prctl = _bind("prctl", ctypes.c_int, [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
+_sethostname = _bind("sethostname", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t])
+_setdomainname = _bind("setdomainname", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t])
+_pivot_root = _bind_syscall("pivot_root", [ctypes.c_char_p, ctypes.c_char_p])
+
+
+class _CapHeader(ctypes.Structure):
+    """``struct __user_cap_header_struct`` of capget(2)."""
+
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    """``struct __user_cap_data_struct`` of capget(2): one 32-bit word of each set."""
+
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_capget = _bind("capget", ctypes.c_int, [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)])
+_capset = _bind("capset", ctypes.c_int, [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)])
 
 
 class OpenHow(ctypes.Structure):
@@ -224,7 +303,7 @@ def openat2(dir_fd: int, path: str | bytes | os.PathLike, flags: int, mode: int 
         ``RESOLVE_NO_XDEV``, ``ELOOP`` from ``RESOLVE_NO_SYMLINKS``, ...).
     """
     if _openat2 is None:
-        raise NotSupported(f"openat2 is not available on {platform.machine()}")
+        raise NotSupported(f"openat2 is not available on {_MACHINE}")
     how = OpenHow(flags=flags | os.O_CLOEXEC, mode=mode, resolve=resolve)
     try:
         return _openat2(dir_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
@@ -243,3 +322,84 @@ def openat2_supported() -> bool:
         return False
     os.close(fd)
     return True
+
+
+def pivot_root(new_root: str | bytes | os.PathLike, put_old: str | bytes | os.PathLike) -> None:
+    """Make ``new_root`` the root mount of this mount namespace (pivot_root(2)).
+
+    With ``pivot_root(".", ".")`` after ``chdir(new_root)`` the old root ends
+    up stacked on ``.``, to be detached with ``umount2(".", MNT_DETACH)``
+    (the trick pivot_root(2)'s NOTES describe), so no ``put_old`` directory
+    is needed inside the container's root.
+
+    :raises NotSupported: on a machine without a known system call number.
+    :raises OSError: ``EINVAL`` if ``new_root`` is not a mount point or a
+        parent mount is shared, ``EBUSY``, ``EPERM`` and so on.
+    """
+    if _pivot_root is None:
+        raise NotSupported(f"pivot_root is not available on {_MACHINE}")
+    _pivot_root(os.fsencode(new_root), os.fsencode(put_old))
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """Call prctl(2) and return its (non-negative) result.
+
+    :raises OSError: ``EINVAL`` for an unknown option or capability, ``EPERM``
+        for ``PR_CAPBSET_DROP`` without CAP_SETPCAP, and so on.
+    """
+    return _prctl(option, arg2, arg3, arg4, arg5)
+
+
+@dataclass(frozen=True)
+class CapabilitySets:
+    """The effective, permitted and inheritable capability sets, as 64-bit masks."""
+
+    effective: int
+    permitted: int
+    inheritable: int
+
+
+def capget(pid: int = 0) -> CapabilitySets:
+    """The capability sets of ``pid`` (0: this thread) (capget(2))."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    _capget(ctypes.byref(header), data)
+    return CapabilitySets(
+        data[0].effective | data[1].effective << 32,
+        data[0].permitted | data[1].permitted << 32,
+        data[0].inheritable | data[1].inheritable << 32,
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set this thread's capability sets from 64-bit masks (capset(2)).
+
+    capabilities(7): the new permitted set must be a subset of the old one,
+    the effective set a subset of the new permitted set, and the inheritable
+    set a subset of the bounding set.
+
+    :raises OSError: ``EPERM`` when a rule above is broken.
+    """
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for index, shift in ((0, 0), (1, 32)):
+        data[index].effective = (effective >> shift) & 0xFFFFFFFF
+        data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _capset(ctypes.byref(header), data)
+
+
+def sethostname(name: str) -> None:
+    """Set the host name of this UTS namespace (sethostname(2)).
+
+    :raises OSError: ``EINVAL`` for a name longer than 64 bytes, ``EPERM``
+        without CAP_SYS_ADMIN.
+    """
+    raw = name.encode()
+    _sethostname(raw, len(raw))
+
+
+def setdomainname(name: str) -> None:
+    """Set the NIS domain name of this UTS namespace (setdomainname(2))."""
+    raw = name.encode()
+    _setdomainname(raw, len(raw))

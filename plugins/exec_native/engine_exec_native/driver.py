@@ -1,0 +1,471 @@
+"""The ``native`` exec driver: containers from namespaces, pivot_root, cgroups and capabilities, in Python.
+
+``run`` is called inside the container's shim (one per container, a single
+threaded ``python -S`` process). It
+
+1. creates the cgroup (``command.cgroup_parent``/``command.id``) and applies
+   the limits and the device allow-list;
+2. unshares the PID namespace of the shim itself when ``pid_mode`` is
+   private: unshare(CLONE_NEWPID) moves only the caller's *future children*
+   (pid_namespaces(7)), so the next fork is PID 1 of a new namespace;
+3. forks the init, which sets itself up (:func:`engine_exec_native.init.container_init`)
+   and waits on the *sync pipe*; the parent puts it in the cgroup and
+   writes one byte, so that everything the init does is accounted;
+4. reads the *error pipe* to EOF: EOF alone means execve succeeded; a
+   message means the start failed, raised as :class:`ExecStartError`
+   before ``start_callback`` is ever called;
+5. records ``<home>/<id>.json`` (init PID, its start time, the cgroup's
+   directories), calls ``start_callback(pid)``, waits for the init and
+   returns its exit code (128+N when killed by signal N, as Docker reports);
+6. kills what is left in the cgroup but keeps the cgroup: the shim asks
+   :meth:`NativeDriver.oom_killed` afterwards, and :meth:`NativeDriver.terminate`
+   removes it and the state file. A start that fails removes the cgroup itself.
+
+Once the init is forked, the caller's PID namespace for children is set back
+to its own (setns(2)), so it may start threads again (clone(2) refuses
+``CLONE_THREAD`` while the two differ). ``run`` forks Python, so the caller
+must not have other threads at that point, and it must not reap children
+with ``waitpid(-1)``.
+
+``exec`` and the other methods are called by the daemon (multi-threaded, and
+maybe restarted since ``run``): they find the container from the state file.
+``exec`` never forks the daemon: it spawns ``python -S -m
+engine_exec_native.nsenter``, which joins the cgroup and every namespace of
+the init and forks the process there (setns(2) into a PID namespace, again,
+applies to children only).
+
+Not done: seccomp and AppArmor profiles, user namespaces, a cgroup
+namespace, and device rules on cgroup v2 (see :mod:`engine.sys.cgroups`).
+This module imports only the standard library's light modules, ctypes and
+the engine's contract, so the shim stays small.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
+from engine.errors import Conflict, EngineError, HostError, NotFound, PrerequisitesNotMet
+from engine.sys import cgroups, libc
+from engine.sys.cgroups import Cgroup
+
+from engine_exec_native import init, spec
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["NativeDriver"]
+
+_CAP_SYS_ADMIN = 21
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            LOG.warning("process %s was reaped by someone else; its exit code is lost", pid)
+            return 255
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return _exit_code(status)
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of ``pid`` (field 22 of /proc/PID/stat), which tells a recycled PID apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    return int(data.rsplit(b")", 1)[1].split()[19])
+
+
+class NativeDriver(ExecDriver):
+    """Native Linux containers from Python: namespaces, pivot_root, cgroups, capabilities (no runc).
+
+    :param home: where the state of running containers is kept
+        (``<home>/<id>.json``); the shim and the daemon must use the same one.
+    """
+
+    name = "native"
+
+    def __init__(self, home: str, options: Any = None) -> None:
+        super().__init__(home, options)
+
+    # ---- probing
+
+    @classmethod
+    def probe(cls, home: str) -> None:
+        """Check root, namespaces, CAP_SYS_ADMIN, pivot_root and the memory and freezer cgroups.
+
+        :raises PrerequisitesNotMet: listing every reason.
+        """
+        reasons = []
+        if os.geteuid() != 0:
+            reasons.append("it needs root")
+        for kind in ("mnt", "pid", "uts", "ipc", "net"):
+            if not os.path.exists(f"/proc/self/ns/{kind}"):
+                reasons.append(f"the kernel has no {kind} namespaces (/proc/self/ns/{kind} is missing)")
+        try:
+            with open("/proc/self/status") as fh:
+                effective = next((int(line.split()[1], 16) for line in fh if line.startswith("CapEff:")), 0)
+            if not effective >> _CAP_SYS_ADMIN & 1:
+                reasons.append("CAP_SYS_ADMIN is missing (namespaces and mounts need it)")
+        except OSError:
+            reasons.append("/proc is not mounted")
+        if not libc.has_syscall("pivot_root"):
+            reasons.append(f"pivot_root(2) has no known system call number on {os.uname().machine}")
+        try:
+            layout = cgroups.read_layout()
+            if not layout.has("memory"):
+                reasons.append("the cgroup memory controller is not available")
+            if not layout.has("freezer"):
+                reasons.append("the cgroup freezer is not available (pause needs it)")
+        except OSError as exc:
+            reasons.append(f"cannot read the cgroup mounts: {exc}")
+        if reasons:
+            raise PrerequisitesNotMet("native exec driver: " + "; ".join(reasons))
+
+    def info(self) -> dict[str, Any]:
+        layout = cgroups.read_layout()
+        return {"cgroup_driver": "cgroupfs", "cgroup_version": str(layout.version)}
+
+    # ---- state
+
+    def _state_path(self, id: str) -> str:
+        return os.path.join(self.home, f"{id}.json")
+
+    def _save_state(self, id: str, state: dict[str, Any]) -> None:
+        os.makedirs(self.home, 0o700, exist_ok=True)
+        path = self._state_path(id)
+        tmp = f"{path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(state).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+
+    def _load_state(self, id: str) -> dict[str, Any] | None:
+        try:
+            with open(self._state_path(id)) as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise HostError(f"native exec driver: the state file {self._state_path(id)} is corrupt: {exc}") from exc
+
+    def _cgroup(self, command: Command) -> Cgroup:
+        """The container's cgroup as recorded at start, else as resolved from here."""
+        state = self._load_state(command.id)
+        if state is not None and state.get("cgroup"):
+            return Cgroup.from_state(state["cgroup"])
+        return Cgroup(command.cgroup_parent, command.id)
+
+    def _running_pid(self, command: Command) -> int:
+        """The host PID of the container's init, checked against its recorded start time.
+
+        :raises NotFound: when the container is not running.
+        """
+        state = self._load_state(command.id)
+        if state is None or not state.get("pid"):
+            raise NotFound(f"container {command.id} is not running")
+        pid = state["pid"]
+        if state.get("exited") or start_time(pid) != state.get("start_time"):
+            raise NotFound(f"container {command.id} is not running (its process {pid} has exited)")
+        return pid
+
+    # ---- run
+
+    def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
+        """Start the container, call ``start_callback(pid)``, wait, return the exit code.
+
+        See the module docstring for the steps.
+
+        :raises ExecStartError: the process could not be started (Docker's message).
+        :raises InvalidParameter: the command or its limits are invalid.
+        """
+        if command.process.privileged:
+            devices = spec.host_devices() + spec.resolve_devices(command.devices)
+        else:
+            devices = spec.resolve_devices(command.devices)
+        plan = spec.build_init_plan(command, pipes, devices)
+        cg = Cgroup(command.cgroup_parent, command.id)
+        resources = spec.cgroup_resources(command, devices)
+        cg.validate(resources)
+        if cg.exists():
+            # Left by an earlier run of the same container (a restart without
+            # terminate): its counters (oom_kill) must not leak into this run.
+            if cg.pids():
+                raise Conflict(f"container {command.id} is already running")
+            cg.destroy()
+        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            cg.create()
+            cg.apply(resources)
+            if command.pid_mode != "host":
+                self._unshare_pid()
+            pid = self._start_init(plan, pipes, cg)
+        except BaseException:
+            cg.destroy()
+            raise
+        finally:
+            # Back to our own namespace for children: while pid_for_children
+            # differs from our namespace, clone(2) refuses CLONE_THREAD
+            # (EINVAL), and the shim starts its I/O thread once we return.
+            if command.pid_mode != "host":
+                try:
+                    libc.setns(own_pid_ns, libc.CLONE_NEWPID)
+                except OSError as exc:
+                    LOG.warning("could not restore the PID namespace for children: %s", exc)
+            os.close(own_pid_ns)
+        self._save_state(command.id, {"id": command.id, "pid": pid, "start_time": start_time(pid),
+                                      "cgroup": cg.to_state(), "pid_mode": command.pid_mode})
+        if start_callback is not None:
+            try:
+                start_callback(pid)
+            except BaseException:
+                os.kill(pid, 9)
+                _wait(pid)
+                cg.kill()
+                raise
+        code = _wait(pid)
+        try:
+            # With a private PID namespace the kernel already killed the rest
+            # when PID 1 died; with --pid=host this is what stops them.
+            cg.kill()
+        except (EngineError, OSError) as exc:
+            LOG.warning("container %s: killing what is left failed: %s", command.id, exc)
+        state = self._load_state(command.id)
+        if state is not None:  # None: terminate() ran meanwhile and removed it
+            state.update(exited=True, exit_code=code)
+            self._save_state(command.id, state)
+        return code
+
+    @staticmethod
+    def _unshare_pid() -> None:
+        try:
+            libc.unshare(libc.CLONE_NEWPID)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise ExecStartError("cannot create a PID namespace: this process already made one (run() "
+                                     "starts one container per process when the PID namespace is private)") from exc
+            raise ExecStartError(f"cannot create a PID namespace ({errno.errorcode.get(exc.errno or 0)}): "
+                                 f"{exc.strerror}; the engine needs CAP_SYS_ADMIN") from exc
+
+    @staticmethod
+    def _start_init(plan: dict[str, Any], pipes: Pipes, cg: Cgroup) -> int:
+        """Fork the init, put it in ``cg``, let it go, and wait for its execve.
+
+        :returns: the init's PID once it runs the container's program.
+        :raises ExecStartError: with the child's message when it failed.
+        """
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in (sync_r, sync_w, err_r, err_w):
+                os.close(fd)
+            if exc.errno == errno.ENOMEM:
+                raise ExecStartError("fork failed (ENOMEM): the PID namespace of this process is gone "
+                                     "(one container per process)") from exc
+            raise ExecStartError(f"fork failed: {exc}") from exc
+        if pid == 0:  # the child: never returns
+            os.close(sync_w)
+            os.close(err_r)
+            init.container_init(plan, [pipes.stdin, pipes.stdout, pipes.stderr], sync_r, err_w)
+        os.close(sync_r)
+        os.close(err_w)
+        try:
+            added = False
+            try:
+                cg.add(pid)
+                added = True
+            finally:
+                # GO lets the child continue; EOF without it makes it exit.
+                try:
+                    if added:
+                        os.write(sync_w, init.GO)
+                except BrokenPipeError:
+                    pass  # it died already; the error pipe tells why
+                finally:
+                    os.close(sync_w)
+            message = init.read_error(err_r)
+        except BaseException:
+            os.close(err_r)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            _wait(pid)
+            raise
+        os.close(err_r)
+        if message is not None:
+            _wait(pid)
+            raise ExecStartError(message)
+        return pid
+
+    # ---- exec
+
+    def exec(self, command: Command, process: ProcessConfig, pipes: Pipes,
+             start_callback: Callable[[int], Any] | None = None) -> int:
+        """Run ``process`` in the running container through the ``nsenter`` helper; return its exit code.
+
+        :raises NotFound: the container is not running.
+        :raises ExecStartError: the process could not be started (Docker's message).
+        """
+        import fcntl
+        import subprocess
+
+        pid = self._running_pid(command)
+        cg = self._cgroup(command)
+        if cg.freezer_state() == "FROZEN":
+            # The helper would freeze as soon as it joined the cgroup.
+            raise Conflict(f"Container {command.id} is paused, unpause the container before exec")
+        config = {
+            "id": command.id,
+            "pid": pid,
+            "start_time": start_time(pid),
+            "cgroup_procs": [os.path.join(p, "cgroup.procs") for p in sorted(set(cg.paths.values()))],
+            "process": spec.build_process_plan(process, command.process),
+        }
+        stdio: list[int | None] = []
+        owned: list[int] = []
+        try:
+            for fd in (pipes.stdin, pipes.stdout, pipes.stderr):
+                if fd is None:
+                    stdio.append(None)
+                    continue
+                # Own numbers above 2: the helper's own 0-2 are /dev/null.
+                copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                owned.append(copy)
+                stdio.append(copy)
+            config["stdio"] = stdio
+            cfg_r, cfg_w = os.pipe2(os.O_CLOEXEC)
+            status_r, status_w = os.pipe2(os.O_CLOEXEC)
+            owned += [cfg_r, cfg_w, status_r, status_w]
+            env = {"PYTHONPATH": os.pathsep.join(_package_roots())}
+            helper = subprocess.Popen(
+                [sys.executable, "-S", "-m", "engine_exec_native.nsenter", str(cfg_r), str(status_w)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=[cfg_r, status_w, *[fd for fd in stdio if fd is not None]], env=env, close_fds=True)
+        except BaseException:
+            for fd in owned:
+                os.close(fd)
+            raise
+        for fd in owned:
+            if fd not in (cfg_w, status_r):
+                os.close(fd)
+        try:
+            with os.fdopen(cfg_w, "wb") as fh:
+                fh.write(json.dumps(config).encode())
+        except BrokenPipeError:
+            pass
+        code: int | None = None
+        failure: str | None = None
+        with os.fdopen(status_r, "rb") as events:
+            for line in events:
+                event = json.loads(line)
+                if event["event"] == "error":
+                    failure = event["message"]
+                elif event["event"] == "started":
+                    if start_callback is not None:
+                        start_callback(event["pid"])
+                elif event["event"] == "exit":
+                    code = event["code"]
+        _, stderr = helper.communicate()
+        if failure is not None:
+            raise ExecStartError(failure)
+        if code is None:
+            raise HostError(f"exec in container {command.id}: the helper died (exit {helper.returncode}): "
+                            f"{stderr.decode(errors='replace').strip()[-2000:]}")
+        return code
+
+    # ---- the rest
+
+    def kill(self, command: Command, signal: int) -> None:
+        """Send ``signal`` to the container's init.
+
+        :raises NotFound: the container is not running.
+        """
+        pid = self._running_pid(command)
+        try:
+            os.kill(pid, signal)
+        except ProcessLookupError:
+            raise NotFound(f"container {command.id} is not running (its process {pid} has exited)") from None
+
+    def pause(self, command: Command) -> None:
+        """Freeze every process of the container (the cgroup freezer)."""
+        self._running_pid(command)
+        cg = self._cgroup(command)
+        if cg.freezer_state() == "FROZEN":
+            raise Conflict(f"container {command.id} is already paused")
+        cg.freeze()
+
+    def unpause(self, command: Command) -> None:
+        """Thaw the container."""
+        cg = self._cgroup(command)
+        if not cg.exists():
+            raise NotFound(f"container {command.id} is not running")
+        if cg.freezer_state() != "FROZEN":
+            raise Conflict(f"container {command.id} is not paused")
+        cg.thaw()
+
+    def terminate(self, command: Command) -> None:
+        """Kill every process of the container, remove its cgroup and its state (idempotent)."""
+        self._cgroup(command).destroy()
+        try:
+            os.unlink(self._state_path(command.id))
+        except FileNotFoundError:
+            pass
+
+    def get_pids(self, command: Command) -> list[int]:
+        """The host PIDs in the container's cgroup (empty when it has none)."""
+        return self._cgroup(command).pids()
+
+    def stats(self, command: Command) -> dict[str, Any]:
+        """Docker's stats JSON parts (memory, cpu, pids, blkio) from the cgroup.
+
+        :raises NotFound: the container has no cgroup.
+        """
+        cg = self._cgroup(command)
+        if not cg.exists():
+            raise NotFound(f"container {command.id} is not running")
+        return cg.stats()
+
+    def update(self, command: Command, resources: Resources) -> None:
+        """Apply new limits to the running container (device rules stay as they are)."""
+        cg = self._cgroup(command)
+        if not cg.exists():
+            raise NotFound(f"container {command.id} is not running")
+        cg.apply(resources, update=True)
+
+    def oom_killed(self, command: Command) -> bool:
+        """Whether the OOM killer killed a process of the container (asked after ``run`` returned)."""
+        cg = self._cgroup(command)
+        return cg.exists() and cg.oom_killed()
+
+
+def _package_roots() -> list[str]:
+    """The directories holding ``engine`` and ``engine_exec_native``, for the helper's ``python -S``."""
+    import engine
+    import engine_exec_native
+
+    roots: list[str] = []
+    for module in (engine_exec_native, engine):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(module.__file__ or "")))
+        if root not in roots:
+            roots.append(root)
+    return roots

@@ -1,0 +1,371 @@
+"""The container side of a start: what the forked child does until execve(2).
+
+Two entry points run in a freshly forked child and never return:
+
+* :func:`container_init`, the container's first process (from ``run``);
+* :func:`exec_child`, a process started by ``exec`` (from the ``nsenter``
+  helper, already inside the container's namespaces and cgroup).
+
+Both end in :func:`start_process` (user, capabilities, no-new-privileges,
+working directory, ``$PATH`` lookup, execve). Failures travel to the parent
+over the *error pipe*: its write end is close-on-exec, so a successful
+execve closes it and the parent reads EOF; a failure writes one JSON object
+``{"message": ...}`` first. The messages are Docker's where Docker has one
+(``exec: "x": executable file not found in $PATH``).
+
+Nothing here may import a module after pivot_root(2): the container's root
+has no Python. Everything used is imported at the top.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import stat
+import struct
+import termios
+from typing import Any, NoReturn
+
+from engine.sys import libc
+
+from engine_exec_native import caps as _caps
+from engine_exec_native import rootfs
+from engine_exec_native.rootfs import SetupError
+from engine_exec_native.users import UserError, resolve_user
+
+__all__ = ["ExecError", "SetupError", "container_init", "exec_child", "lookup", "read_error", "start_process"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: The byte the parent writes on the sync pipe once the child is in its cgroup.
+GO = b"\0"
+
+
+class ExecError(SetupError):
+    """``args[0]`` cannot be executed; the message is Docker's."""
+
+
+def _go_error(exc: OSError) -> str:
+    """An errno as Go prints it (``no such file or directory``), which is what Docker's messages carry."""
+    text = os.strerror(exc.errno) if exc.errno else str(exc)
+    return text[:1].lower() + text[1:]
+
+
+# --------------------------------------------------------------------------
+# error pipe
+
+
+def report(err_fd: int, message: str) -> None:
+    """Write the failure for the parent (one JSON object; the parent reads to EOF)."""
+    data = json.dumps({"message": message}).encode()
+    try:
+        while data:
+            data = data[os.write(err_fd, data):]
+    except OSError:
+        pass
+
+
+def read_error(err_fd: int) -> str | None:
+    """Read the error pipe to EOF: None when the child exec'd, else its message."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(err_fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    if not chunks:
+        return None
+    raw = b"".join(chunks)
+    try:
+        return str(json.loads(raw)["message"])
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace")
+
+
+def _fail(err_fd: int, exc: BaseException) -> NoReturn:
+    if isinstance(exc, (SetupError, UserError)):
+        message = str(exc)
+    elif isinstance(exc, OSError):
+        message = f"container init: {exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+        if exc.filename:
+            message += f": {exc.filename}"
+    else:
+        message = f"container init: {type(exc).__name__}: {exc}"
+    report(err_fd, message)
+    os._exit(127)
+
+
+# --------------------------------------------------------------------------
+# pieces
+
+
+def reset_signals() -> None:
+    """Default dispositions and an empty mask: ignored signals survive execve(2)
+    (signal(7)), and Python ignores SIGPIPE and installs handlers of the caller's."""
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def setup_stdio(fds: list[int | None]) -> None:
+    """Make ``fds`` (None: /dev/null) the process's 0, 1 and 2, whatever numbers they have now."""
+    null = None
+    moved = []
+    for fd in fds:
+        if fd is None:
+            if null is None:
+                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            fd = null
+        # Out of the way of 0..2 first, so dup2 never overwrites a source.
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+    for target, fd in enumerate(moved):
+        os.dup2(fd, target, inheritable=True)
+    for fd in moved:
+        os.close(fd)
+    if null is not None:
+        os.close(null)
+
+
+def setup_terminal(console_size: list[int] | None) -> None:
+    """Make stdin (the pty slave) the controlling terminal of this new session and size it."""
+    try:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    except OSError as exc:
+        raise SetupError(f"setting the controlling terminal failed ({errno.errorcode.get(exc.errno or 0)}): "
+                         f"{exc.strerror}; is the pty slave another session's terminal?") from None
+    if console_size:
+        rows, cols = console_size
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _join_namespaces(namespaces: dict[str, Any]) -> None:
+    """setns(2) into prepared namespaces, then unshare(2) the new ones."""
+    opened: list[tuple[int, int, str]] = []
+    try:
+        # Open every path first: they live in the host's mount namespace.
+        for kind, flag in (("net", libc.CLONE_NEWNET), ("ipc", libc.CLONE_NEWIPC)):
+            value = namespaces.get(kind)
+            if value not in (None, "new"):
+                opened.append((os.open(value, os.O_RDONLY | os.O_CLOEXEC), flag, value))
+        for fd, flag, path in opened:
+            try:
+                libc.setns(fd, flag)
+            except OSError as exc:
+                raise SetupError(f"joining the namespace {path} failed ({errno.errorcode.get(exc.errno or 0)}): "
+                                 f"{exc.strerror}; is it a namespace file of the right kind?") from None
+    except FileNotFoundError as exc:
+        raise SetupError(f"namespace {exc.filename} does not exist") from None
+    finally:
+        for fd, _, _ in opened:
+            os.close(fd)
+    flags = libc.CLONE_NEWNS
+    if namespaces.get("uts"):
+        flags |= libc.CLONE_NEWUTS
+    if namespaces.get("ipc") == "new":
+        flags |= libc.CLONE_NEWIPC
+    if namespaces.get("net") == "new":
+        flags |= libc.CLONE_NEWNET
+    try:
+        libc.unshare(flags)
+    except OSError as exc:
+        raise SetupError(f"creating the container's namespaces failed ({errno.errorcode.get(exc.errno or 0)}): "
+                         f"{exc.strerror}; the engine needs CAP_SYS_ADMIN") from None
+
+
+def _set_names(hostname: str, domainname: str) -> None:
+    for value, setter, what in ((hostname, libc.sethostname, "host name"),
+                                (domainname, libc.setdomainname, "domain name")):
+        if not value:
+            continue
+        try:
+            setter(value)
+        except OSError as exc:
+            raise SetupError(f"setting the {what} to {value!r} failed ({errno.errorcode.get(exc.errno or 0)}): "
+                             f"{os.strerror(exc.errno or 0)}; at most 64 bytes") from None
+
+
+def _write_sysctls(sysctls: dict[str, str]) -> None:
+    for key, value in sysctls.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as fh:
+                fh.write(value)
+        except OSError as exc:
+            raise SetupError(f"sysctl {key}={value} failed ({errno.errorcode.get(exc.errno or 0)}): "
+                             f"{exc.strerror}; only namespaced sysctls can be set") from None
+
+
+def _check_executable(path: str) -> None:
+    """What Go's ``exec.LookPath`` checks (its messages are the ones Docker shows)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ExecError(f"stat {path}: {_go_error(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ExecError("is a directory")
+    if not os.access(path, os.X_OK):
+        raise ExecError("permission denied")
+
+
+def lookup(name: str, env: list[str]) -> str:
+    """Find ``name`` as Go's ``exec.LookPath`` does, in the container (after pivot_root).
+
+    :raises ExecError: ``exec: "x": executable file not found in $PATH``,
+        ``exec: "/x": stat /x: no such file or directory``,
+        ``exec: "/etc/passwd": permission denied``.
+    """
+    if "/" in name:
+        try:
+            _check_executable(name)
+        except ExecError as exc:
+            raise ExecError(f'exec: "{name}": {exc}') from None
+        return name
+    path_value = DEFAULT_PATH
+    for item in env:
+        if item.startswith("PATH="):
+            path_value = item[5:]
+    for directory in path_value.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        try:
+            _check_executable(candidate)
+        except ExecError:
+            continue
+        return candidate
+    raise ExecError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def apply_credentials(uid: int, gid: int, groups: list[int], mask: int) -> None:
+    """Become ``uid``/``gid`` with ``groups``, keeping exactly the capabilities in ``mask``.
+
+    capabilities(7): the bounding set is trimmed first (needs CAP_SETPCAP);
+    PR_SET_KEEPCAPS keeps the permitted set across setuid(2) to a non-zero
+    uid; capset(2) then sets effective = permitted = inheritable = mask.
+    The ambient set stays empty, as in Docker, so a non-root user's
+    execve(2) ends with no effective capabilities.
+    """
+    top = _caps.last_cap()
+    for number in range(top + 1):
+        if not mask >> number & 1 and libc.prctl(libc.PR_CAPBSET_READ, number) == 1:
+            libc.prctl(libc.PR_CAPBSET_DROP, number)
+    keep = uid != 0
+    if keep:
+        libc.prctl(libc.PR_SET_KEEPCAPS, 1)
+    try:
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        raise SetupError(f"switching to uid {uid} gid {gid} failed ({errno.errorcode.get(exc.errno or 0)}): "
+                         f"{exc.strerror}") from None
+    if keep:
+        libc.prctl(libc.PR_SET_KEEPCAPS, 0)
+    try:
+        libc.capset(mask, mask, mask)
+    except OSError as exc:
+        raise SetupError(f"setting capabilities {mask:016x} failed ({errno.errorcode.get(exc.errno or 0)}): "
+                         f"{exc.strerror}") from None
+    try:
+        libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError:
+        pass  # kernels before 4.3 have no ambient set
+
+
+def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
+    """User, capabilities, no-new-privileges, cwd, lookup, execve: the last steps of every start.
+
+    ``err_fd`` is the only descriptor besides 0-2 that survives until the
+    exec; it is close-on-exec.
+    """
+    user = resolve_user(process["user"], "/etc/passwd", "/etc/group", process["additional_groups"])
+    env = list(process["env"])
+    if not any(item.startswith("HOME=") for item in env):
+        env.append(f"HOME={user.home}")
+    cwd = process["cwd"] or "/"
+    if process.get("create_cwd") and not os.path.isdir(cwd):
+        # Docker creates a missing working directory (owned by root) at start.
+        try:
+            os.makedirs(cwd, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise SetupError(f'mkdir {cwd} for the working directory failed: {_go_error(exc)}') from None
+    apply_credentials(user.uid, user.gid, user.sgids, process["caps"])
+    if process["no_new_privileges"]:
+        libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise SetupError(f'chdir to cwd ("{cwd}") set in config.json failed: {_go_error(exc)}') from None
+    args = process["args"]
+    path = lookup(args[0], env)
+    libc.prctl(libc.PR_SET_PDEATHSIG, 0)
+    os.closerange(3, err_fd)
+    os.closerange(err_fd + 1, 2**31 - 1)
+    # os.execve wants a mapping: the first of duplicate names wins (what
+    # getenv(3) would find), and an entry without "=" is dropped.
+    environ: dict[str, str] = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if sep and key:
+            environ.setdefault(key, value)
+    try:
+        os.execve(path, args, environ)
+    except OSError as exc:
+        raise ExecError(f'exec: "{args[0]}": {_go_error(exc)}') from None
+
+
+# --------------------------------------------------------------------------
+# entry points
+
+
+def container_init(plan: dict[str, Any], stdio: list[int | None], sync_fd: int, err_fd: int) -> NoReturn:
+    """The container's first process, in the child of ``fork()``.
+
+    Order: signals, parent-death signal, new session, stdio (and the
+    controlling terminal), namespaces, wait until the parent put us in the
+    cgroup, mounts, pivot_root, hostname, sysctls, read-only and masked
+    paths, read-only rootfs, then :func:`start_process`.
+    """
+    try:
+        reset_signals()
+        # Die with the parent while setting up (cleared right before execve).
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setsid()
+        setup_stdio(stdio)
+        process = plan["process"]
+        if process["tty"]:
+            setup_terminal(process["console_size"])
+        _join_namespaces(plan["namespaces"])
+        if os.read(sync_fd, 1) != GO:
+            os._exit(1)  # the parent went away before the cgroup was set
+        os.close(sync_fd)
+        os.umask(0o022)
+        rootfs.prepare(plan)
+        rootfs.pivot(plan["rootfs"])
+        if plan["namespaces"]["uts"]:
+            _set_names(plan["hostname"], plan["domainname"])
+        _write_sysctls(plan["sysctls"])
+        rootfs.finalize(plan)
+        start_process(process, err_fd)
+    except BaseException as exc:  # everything must reach the parent, and nothing may return
+        _fail(err_fd, exc)
+
+
+def exec_child(process: dict[str, Any], stdio: list[int | None], err_fd: int) -> NoReturn:
+    """A process started by ``exec``: the forked child of the helper, inside the container already."""
+    try:
+        reset_signals()
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setsid()
+        setup_stdio(stdio)
+        if process["tty"]:
+            setup_terminal(process["console_size"])
+        start_process(process, err_fd)
+    except BaseException as exc:
+        _fail(err_fd, exc)

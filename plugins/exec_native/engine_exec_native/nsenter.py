@@ -1,0 +1,135 @@
+"""The ``exec`` helper: ``python -S -m engine_exec_native.nsenter CONFIG_FD STATUS_FD``.
+
+A fresh single-threaded process (the daemon that asks for an exec has
+threads, and fork(2) of a threaded Python is unsafe), which
+
+1. reads its JSON config from ``CONFIG_FD`` (the init's PID and start time,
+   the cgroup's ``cgroup.procs`` files, the process plan, stdio fds);
+2. opens every namespace of the init (``/proc/PID/ns/*``) before joining
+   any, since joining the mount namespace changes what paths mean;
+3. joins the container's cgroup (so everything below is accounted and
+   frozen with it), then the namespaces with setns(2): ipc, uts, net, pid,
+   cgroup, and mnt last (setns(2) into a mount namespace also moves the
+   root and the working directory to the container's root);
+4. forks, because joining a PID namespace only applies to children
+   (setns(2), pid_namespaces(7)); the child runs
+   :func:`engine_exec_native.init.exec_child`;
+5. reports JSON lines on ``STATUS_FD``: ``{"event": "error", "message"}`` or
+   ``{"event": "started", "pid"}`` then ``{"event": "exit", "code"}``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from typing import Any
+
+from engine.sys import libc
+
+from engine_exec_native import init
+
+#: Namespaces to join, in order; the mount namespace must come last.
+NAMESPACES = (("ipc", libc.CLONE_NEWIPC), ("uts", libc.CLONE_NEWUTS), ("net", libc.CLONE_NEWNET),
+              ("pid", libc.CLONE_NEWPID), ("cgroup", libc.CLONE_NEWCGROUP), ("mnt", libc.CLONE_NEWNS))
+
+
+def _send(fd: int, **event: Any) -> None:
+    data = (json.dumps(event) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except OSError:
+        return None
+
+
+def enter(config: dict[str, Any]) -> None:
+    """Steps 2 and 3: join the container's cgroup and namespaces.
+
+    :raises init.SetupError: with a message for the user.
+    """
+    pid = config["pid"]
+    if _start_time(pid) != config["start_time"]:
+        raise init.SetupError(f"container {config['id']} is not running")
+    opened: list[tuple[str, int, int]] = []
+    try:
+        for kind, flag in NAMESPACES:
+            path = f"/proc/{pid}/ns/{kind}"
+            try:
+                if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{kind}").st_ino:
+                    continue  # shared with us (--net=host, no cgroup namespace): nothing to join
+                opened.append((kind, flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+            except FileNotFoundError:
+                if kind == "cgroup":
+                    continue  # kernels before 4.6
+                raise init.SetupError(f"container {config['id']} is not running") from None
+        for procs in config["cgroup_procs"]:
+            try:
+                with open(procs, "w") as fh:
+                    fh.write(str(os.getpid()))
+            except OSError as exc:
+                raise init.SetupError(f"joining the container's cgroup {os.path.dirname(procs)} failed "
+                                      f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}") from None
+        for kind, flag, fd in opened:
+            try:
+                libc.setns(fd, flag)
+            except OSError as exc:
+                raise init.SetupError(f"joining the container's {kind} namespace failed "
+                                      f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}") from None
+    finally:
+        for _, _, fd in opened:
+            os.close(fd)
+
+
+def main(argv: list[str]) -> int:
+    config_fd, status_fd = int(argv[1]), int(argv[2])
+    config = json.loads(_read_all(config_fd))
+    os.close(config_fd)
+    try:
+        enter(config)
+    except init.SetupError as exc:
+        _send(status_fd, event="error", message=str(exc))
+        return 0
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(err_r)
+        os.close(status_fd)
+        init.exec_child(config["process"], config["stdio"], err_w)
+    os.close(err_w)
+    for fd in config["stdio"]:
+        if fd is not None:
+            os.close(fd)
+    message = init.read_error(err_r)
+    os.close(err_r)
+    if message is not None:
+        os.waitpid(pid, 0)
+        _send(status_fd, event="error", message=message)
+        return 0
+    _send(status_fd, event="started", pid=pid)
+    while True:
+        _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            break
+    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    _send(status_fd, event="exit", code=code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
