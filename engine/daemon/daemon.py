@@ -42,6 +42,10 @@ class Daemon:
         self.graphdriver: GraphDriver | None = None
         self.graph: Any = None
         self.linkgraph: Any = None
+        self.exec_driver: Any = None
+        self.volumes: Any = None
+        self.containers: Any = None
+        self.execs: Any = None
         self.events = Events()
         self.ready = threading.Event()
         engine.daemon = self
@@ -55,6 +59,8 @@ class Daemon:
             self._setup_graph()
             self._setup_containers_dir()
             self._setup_linkgraph()
+            self._setup_exec_driver()
+            self._setup_containers()
             self._collect_garbage()
         except BaseException:
             self.close()
@@ -114,6 +120,58 @@ class Daemon:
     def _setup_containers_dir(self) -> None:
         os.makedirs(os.path.join(self.root, "containers"), mode=0o700, exist_ok=True)
 
+    def _setup_exec_driver(self) -> None:
+        """The exec driver (``--exec-driver``, default native), found through stevedore."""
+        from engine.drivers.discovery import load_drivers
+        from engine.errors import NotSupported
+
+        name = self.config.exec_driver or "native"
+        entries = load_drivers("exec")
+        entry = entries.get(name)
+        if entry is None:
+            raise RuntimeError(f"exec driver {name!r} is not installed; installed exec drivers: "
+                               f"{', '.join(entries) or 'none'}")
+        if not entry.loaded:
+            raise RuntimeError(f"exec driver {name} from {entry.distribution} {entry.version} failed to load: "
+                               f"{entry.error}")
+        home = os.path.join(self.root, "execdriver", name)
+        try:
+            entry.cls.probe(home)
+        except NotSupported as exc:
+            raise RuntimeError(f"exec driver {name} cannot run here: {exc}") from exc
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        self.exec_driver = entry.cls(home)
+        LOG.info("exec driver: %s", name)
+
+    def _setup_containers(self) -> None:
+        """Volumes, the container store and exec store; restore containers (seed ch. 4 §4.10)."""
+        from engine.daemon.containers import ContainerService
+        from engine.daemon.execs import ExecService
+        from engine.daemon.volumes import VolumeStore
+        from engine.drivers.discovery import load_drivers
+
+        vfs = load_drivers("graph").get("vfs")
+        if vfs is None or not vfs.loaded:
+            raise RuntimeError("the volumes graph needs the vfs graph driver (engine-graph-vfs)")
+        self.volumes = VolumeStore(self.root, vfs.cls(os.path.join(self.root, "volumes", "vfs")))
+        self.containers = ContainerService(self, self.exec_driver, self.volumes)
+        self.execs = ExecService(self.containers)
+        self.graph.container_users = self.containers.image_users
+        self.graph.container_layers = self.containers.layer_tops
+        self.containers.restore()
+
+    def container_event(self, container: Any, action: str, attributes: dict | None = None) -> None:
+        attrs = {"image": container.config.get("Image") or container.image_id, "name": container.name.lstrip("/")}
+        attrs.update(container.config.get("Labels") or {})
+        attrs.update(attributes or {})
+        self.events.log("container", action, container.id, attrs)
+        if self.plugins is not None:
+            self.plugins.hook.engine_container_event(daemon=self, container=container, action=action.split(":")[0],
+                                                     attributes=attrs)
+
+    def container_counts(self) -> dict[str, int]:
+        return self.containers.counts() if self.containers is not None else {}
+
     def _collect_garbage(self) -> None:
         """Remove layers that no image or container holds (left by a crash)."""
         removed = self.graph.gc()
@@ -133,6 +191,8 @@ class Daemon:
                 self.plugins.hook.engine_daemon_shutdown(daemon=self)
             except Exception:
                 LOG.exception("engine_daemon_shutdown hook failed")
+        if self.containers is not None:
+            self.containers.monitor.stop()
         if self.linkgraph is not None:
             self.linkgraph.close()
             self.linkgraph = None

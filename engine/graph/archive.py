@@ -1186,10 +1186,16 @@ def _has_aufs_opaque(dir_fd: int) -> bool:
 def _tree_chunks(directory: str, overlay: bool = False, keep: bool = False) -> Iterator[bytes]:
     root = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     writer = _TarWriter()
-    stack: list[tuple[int, Iterator[str], str]] = [(root, iter(sorted(os.listdir(root))), "")]
+    if (overlay and _is_overlay_opaque(root)) or (keep and _has_aufs_opaque(root)):
+        yield writer.opaque("")
+    yield from _walk(writer, root, "", overlay, keep)
+    yield writer.end()
+
+
+def _walk(writer: _TarWriter, root: int, prefix: str, overlay: bool = False, keep: bool = False) -> Iterator[bytes]:
+    """Entries below the directory ``root`` (an fd this takes over), named under ``prefix``."""
+    stack: list[tuple[int, Iterator[str], str]] = [(root, iter(sorted(os.listdir(root))), prefix)]
     try:
-        if (overlay and _is_overlay_opaque(root)) or (keep and _has_aufs_opaque(root)):
-            yield writer.opaque("")
         while stack:
             dir_fd, names, rel_dir = stack[-1]
             name = next(names, None)
@@ -1218,10 +1224,26 @@ def _tree_chunks(directory: str, overlay: bool = False, keep: bool = False) -> I
                 stack.append((child, iter(sorted(os.listdir(child))), rel))
                 if (overlay and _is_overlay_opaque(child)) or (keep and _has_aufs_opaque(child)):
                     yield writer.opaque(rel)
-        yield writer.end()
     finally:
         for dir_fd, _, _ in stack:
             os.close(dir_fd)
+
+
+def tar_entry(parent_fd: int, name: str, arcname: str, release: Callable[[], None] | None = None) -> IO[bytes]:
+    """Stream one entry of ``parent_fd`` (and all below it, for a directory)
+    as a tar whose top entry is called ``arcname`` (``docker cp``'s archives).
+
+    Nothing is followed: a symlink is archived as a symlink.
+    """
+    def chunks() -> Iterator[bytes]:
+        writer = _TarWriter()
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        yield from writer.entry(parent_fd, name, arcname, st)
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(writer, os.open(name, _DIR_FLAGS, dir_fd=parent_fd), arcname)
+        yield writer.end()
+
+    return _stream(chunks(), release)
 
 
 def tar_tree(directory: str, release: Callable[[], None] | None = None, whiteouts: str = "aufs") -> IO[bytes]:

@@ -1,0 +1,448 @@
+"""The container, exec, volume and event jobs (seed ch. 3 §5.5.2 ``daemon.Install``).
+
+Each job reads its arguments and env, calls the container service and writes
+the API's answer to its stdout; the streaming ones (attach, logs, events,
+stats, wait) write as things happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from typing import Any
+
+from engine.daemon import attach as attaching
+from engine.daemon import logs as logfile
+from engine.daemon import views
+from engine.daemon.containers import parse_signal
+from engine.daemon.events import matches
+from engine.errors import Conflict, EngineError, InvalidParameter
+from engine.hookspecs import hookimpl
+
+LOG = logging.getLogger(__name__)
+
+
+def svc_of(job: Any) -> Any:
+    return job.engine.daemon.containers
+
+
+def container_of(job: Any) -> Any:
+    return svc_of(job).get(job.args[0])
+
+
+# create, inspect, list
+def job_create(job: Any) -> None:
+    body = job.env.get_json("Body", {}) or {}
+    if not isinstance(body, dict):
+        raise InvalidParameter("invalid container config: not a JSON object")
+    host_config = body.pop("HostConfig", None) or {}
+    networking = body.pop("NetworkingConfig", None)
+    c, warnings = svc_of(job).create(body, host_config, job.env.get("Name"), networking)
+    job.write_json({"Id": c.id, "Warnings": warnings})
+
+
+def job_container_inspect(job: Any) -> None:
+    job.write_json(views.inspect(svc_of(job), container_of(job), job.env.get_bool("Size")))
+
+
+def job_containers(job: Any) -> None:
+    job.write_json(views.list_containers(svc_of(job), job.env.get_bool("All"), job.env.get_int("Limit", -1),
+                                         job.env.get_bool("Size"), job.env.get_json("Filters", {}) or {}))
+
+
+# lifecycle
+def job_start(job: Any) -> None:
+    svc_of(job).start(container_of(job))
+
+
+def job_stop(job: Any) -> None:
+    timeout = job.env.get("Timeout")
+    svc_of(job).stop(container_of(job), int(timeout) if timeout not in ("", None) else None,
+                     job.env.get("Signal") or None)
+
+
+def job_restart(job: Any) -> None:
+    timeout = job.env.get("Timeout")
+    svc_of(job).restart(container_of(job), int(timeout) if timeout not in ("", None) else None)
+
+
+def job_kill(job: Any) -> None:
+    svc_of(job).kill(container_of(job), parse_signal(job.env.get("Signal") or "SIGKILL"))
+
+
+def job_pause(job: Any) -> None:
+    svc_of(job).pause(container_of(job))
+
+
+def job_unpause(job: Any) -> None:
+    svc_of(job).unpause(container_of(job))
+
+
+def job_rm(job: Any) -> None:
+    svc_of(job).remove(container_of(job), force=job.env.get_bool("Force"), volumes=job.env.get_bool("RemoveVolume"),
+                       link=job.env.get_bool("RemoveLink"))
+
+
+def job_rename(job: Any) -> None:
+    svc_of(job).rename(container_of(job), job.env.get("NewName"))
+
+
+def job_wait(job: Any) -> None:
+    """Flush the headers at once (an empty write), answer when the condition holds."""
+    svc = svc_of(job)
+    c = container_of(job)
+    condition = job.env.get("Condition") or "not-running"
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise InvalidParameter(f"invalid condition: {condition!r}")
+    job.stdout.write(b"")
+    stop = job.engine.stopping
+    while not svc.wait(c, condition, timeout=1.0, stop=stop):
+        if stop.is_set() or job.stdout.closed:
+            return
+    with c.lock:
+        code = c.state.exit_code
+        error = c.state.error
+    job.write_json({"StatusCode": code, "Error": {"Message": error} if error and condition != "removed" else None})
+
+
+def job_update(job: Any) -> None:
+    from engine.daemon.containers import resources_of, validate_host_config
+
+    svc = svc_of(job)
+    c = container_of(job)
+    body = job.env.get_json("Body", {}) or {}
+    allowed = {"BlkioWeight", "CpuShares", "CpuPeriod", "CpuQuota", "CpusetCpus", "CpusetMems", "Memory",
+               "MemorySwap", "MemoryReservation", "KernelMemory", "NanoCpus", "PidsLimit", "RestartPolicy",
+               "OomKillDisable", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime"}
+    with c.lock:
+        new = dict(c.host_config)
+        for key, value in body.items():
+            if key in allowed and value not in (None, "") and value != 0 or key == "RestartPolicy":
+                new[key] = value
+        validate_host_config(new, os.cpu_count() or 1)
+        if c.state.running:
+            svc.exec_driver.update(svc.monitor.command(c), resources_of(new))
+        c.host_config = new
+        c.to_disk()
+    job.engine.daemon.container_event(c, "update")
+    job.write_json({"Warnings": []})
+
+
+def job_containers_prune(job: Any) -> None:
+    from engine.graph.jobs import parse_until
+
+    svc = svc_of(job)
+    filters = job.env.get_json("Filters", {}) or {}
+    for key in filters:
+        if key not in ("until", "label", "label!"):
+            raise InvalidParameter(f"Invalid filter '{key}'")
+    until = min((parse_until(v) for v in filters.get("until", [])), default=None)
+    deleted, reclaimed = [], 0
+    for c in svc.all():
+        if c.state.running:
+            continue
+        if until is not None and c.created >= until:
+            continue
+        labels = c.config.get("Labels") or {}
+        if filters.get("label") and not views._label_ok(labels, filters["label"]):
+            continue
+        if filters.get("label!") and any(views._label_ok(labels, [v]) for v in filters["label!"]):
+            continue
+        rw, _ = views.sizes(svc, c)
+        try:
+            svc.remove(c)
+        except EngineError:
+            continue
+        deleted.append(c.id)
+        reclaimed += rw
+    job.write_json({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+# processes, changes, export, archive
+def job_top(job: Any) -> None:
+    svc = svc_of(job)
+    c = container_of(job)
+    if not c.state.running:
+        raise Conflict(f"Container {c.id} is not running")
+    pids = set(svc.exec_driver.get_pids(svc.monitor.command(c)))
+    args = (job.env.get("PsArgs") or "-ef").split()
+    proc = subprocess.run(["ps", *args], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise InvalidParameter(f"ps: {proc.stderr.strip()}")
+    lines = proc.stdout.splitlines()
+    titles = lines[0].split()
+    if "PID" not in titles:
+        raise InvalidParameter("Couldn't find PID field in ps output")
+    pid_index = titles.index("PID")
+    processes = []
+    for line in lines[1:]:
+        fields = line.split(None, len(titles) - 1)
+        if len(fields) > pid_index and fields[pid_index].isdigit() and int(fields[pid_index]) in pids:
+            processes.append(fields)
+    job.write_json({"Titles": titles, "Processes": processes})
+
+
+def job_changes(job: Any) -> None:
+    svc = svc_of(job)
+    c = container_of(job)
+    changes = svc.daemon.graphdriver.changes(c.id, c.init_layer)
+    hidden = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/.dockerenv", "/dev", "/dev/console", "/dev/pts",
+              "/dev/shm", "/proc", "/sys", "/etc"}
+    out = [{"Path": ch.path, "Kind": int(ch.kind)} for ch in sorted(changes, key=lambda ch: ch.path)
+           if ch.path not in hidden or int(ch.kind) != 0]
+    job.write_json(out or None)
+
+
+def job_export(job: Any) -> None:
+    from engine.graph import archive
+
+    svc = svc_of(job)
+    c = container_of(job)
+    driver = svc.daemon.graphdriver
+    path = driver.get(c.id)
+    stream = archive.tar_tree(path, release=lambda: driver.put(c.id))
+    try:
+        while True:
+            chunk = stream.read(1 << 20)
+            if not chunk or job.stdout.closed:
+                break
+            job.stdout.write(chunk)
+    finally:
+        stream.close()
+    job.engine.daemon.container_event(c, "export")
+
+
+def job_archive_stat(job: Any) -> None:
+    from engine.daemon import archive_ops
+
+    c = container_of(job)
+    job.write_json(archive_ops.stat_path(svc_of(job), c, job.env.get("Path")))
+
+
+def job_archive_get(job: Any) -> None:
+    from engine.daemon import archive_ops
+
+    c = container_of(job)
+    archive_ops.get(svc_of(job), c, job.env.get("Path"), job.stdout)
+
+
+def job_archive_put(job: Any) -> None:
+    from engine.daemon import archive_ops
+
+    c = container_of(job)
+    archive_ops.put(svc_of(job), c, job.env.get("Path"), job.stdin, job.env.get_bool("NoOverwriteDirNonDir"),
+                    job.env.get_bool("CopyUIDGID"))
+
+
+# logs, attach, resize, stats
+def job_logs(job: Any) -> None:
+    svc = svc_of(job)
+    c = container_of(job)
+    env = job.env
+    if not (env.get_bool("Stdout") or env.get_bool("Stderr")):
+        raise InvalidParameter("Bad parameters: you must choose at least one stream")
+    tail = env.get("Tail") or "all"
+    try:
+        tail_n = -1 if tail == "all" else int(tail)
+    except ValueError:
+        tail_n = -1
+    stop = job.engine.stopping
+    job.stdout.write(b"")
+    for stream, data in logfile.read(
+            c.log_path, env.get_bool("Stdout"), env.get_bool("Stderr"),
+            since=logfile.parse_time(env.get("Since")), until=logfile.parse_time(env.get("Until")),
+            tail=tail_n, timestamps=env.get_bool("Timestamps"), follow=env.get_bool("Follow"),
+            running=lambda: c.state.running and not c.removed,
+            stopped=lambda: stop.is_set() or job.stdout.closed):
+        job.stdout.write(logfile.frame(stream, data, c.tty))
+
+
+def job_attach(job: Any) -> None:
+    """Stream a container's stdio over the hijacked socket in ``job.stdin``."""
+    svc = svc_of(job)
+    c = container_of(job)
+    env = job.env
+    sock = job.stdin.source
+    want_in, want_out, want_err = env.get_bool("Stdin"), env.get_bool("Stdout"), env.get_bool("Stderr")
+    if env.get_bool("Logs"):
+        for stream, data in logfile.read(c.log_path, want_out, want_err, follow=False):
+            if not attaching.send_all(sock, logfile.frame(stream, data, c.tty)):
+                return
+    if not env.get_bool("Stream"):
+        attaching.close_client(sock)
+        return
+    job.engine.daemon.container_event(c, "attach")
+    from engine.daemon.streams import attach_container
+
+    attach_container(svc, c, sock, want_in and bool(c.config.get("OpenStdin")), want_out, want_err,
+                     attaching.parse_detach_keys(env.get("DetachKeys")) if c.tty else None,
+                     job.engine.stopping)
+
+
+def job_resize(job: Any) -> None:
+    from engine.shim.client import ShimClient
+
+    c = container_of(job)
+    if not c.state.running:
+        raise Conflict(f"Container {c.id} is not running")
+    h, w = job.env.get_int("Height"), job.env.get_int("Width")
+    try:
+        ShimClient(c.root).resize(h, w)
+    except (OSError, EngineError) as exc:
+        raise Conflict(f"cannot resize container {c.short_id}: {exc}") from None
+
+
+def job_stats(job: Any) -> None:
+    from engine.daemon.stats import stream_stats
+
+    stream_stats(svc_of(job), container_of(job), job.env.get_bool("Stream"), job.env.get_bool("OneShot"),
+                 job.stdout, job.engine.stopping)
+
+
+# exec
+def job_exec_create(job: Any) -> None:
+    svc = svc_of(job)
+    e = job.engine.daemon.execs.create(container_of(job), job.env.get_json("Body", {}) or {})
+    job.write_json({"Id": e.id})
+
+
+def job_exec_start(job: Any) -> None:
+    execs = job.engine.daemon.execs
+    e = execs.get(job.args[0])
+    body = job.env.get_json("Body", {}) or {}
+    sock = job.stdin.source if not body.get("Detach") else None
+    execs.start(e, sock, body.get("Tty"))
+    if sock is not None:
+        attaching.close_client(sock)
+
+
+def job_exec_inspect(job: Any) -> None:
+    job.write_json(job.engine.daemon.execs.get(job.args[0]).to_api())
+
+
+def job_exec_resize(job: Any) -> None:
+    execs = job.engine.daemon.execs
+    execs.resize(execs.get(job.args[0]), job.env.get_int("Height"), job.env.get_int("Width"))
+
+
+# volumes
+def job_volumes(job: Any) -> None:
+    daemon = job.engine.daemon
+    filters = job.env.get_json("Filters", {}) or {}
+    for key in filters:
+        if key not in ("dangling", "driver", "label", "name"):
+            raise InvalidParameter(f"Invalid filter '{key}'")
+    out = []
+    for vol in daemon.volumes.list():
+        if filters.get("name") and not any(n in vol["Name"] for n in filters["name"]):
+            continue
+        if filters.get("driver") and vol["Driver"] not in filters["driver"]:
+            continue
+        if filters.get("label") and not views._label_ok(vol["Labels"], filters["label"]):
+            continue
+        if filters.get("dangling"):
+            dangling = filters["dangling"][0].lower() in ("1", "true")
+            if bool(daemon.volumes.users(vol["Name"])) == dangling:
+                continue
+        out.append(vol)
+    job.write_json({"Volumes": out, "Warnings": None})
+
+
+def job_volume_create(job: Any) -> None:
+    body = job.env.get_json("Body", {}) or {}
+    vol, _ = job.engine.daemon.volumes.create(body.get("Name") or None, body.get("Labels"),
+                                             body.get("DriverOpts"), body.get("Driver") or "local")
+    job.engine.daemon.events.log("volume", "create", vol["Name"], {"driver": "local"})
+    job.write_json(vol)
+
+
+def job_volume_inspect(job: Any) -> None:
+    job.write_json(job.engine.daemon.volumes.inspect(job.args[0]))
+
+
+def job_volume_rm(job: Any) -> None:
+    job.engine.daemon.volumes.remove(job.args[0], force=job.env.get_bool("Force"))
+    job.engine.daemon.events.log("volume", "destroy", job.args[0], {"driver": "local"})
+
+
+def job_volumes_prune(job: Any) -> None:
+    filters = job.env.get_json("Filters", {}) or {}
+    job.write_json(job.engine.daemon.volumes.prune(filters.get("label", [])))
+
+
+def job_system_df(job: Any) -> None:
+    daemon = job.engine.daemon
+    graph = daemon.graph
+    svc = daemon.containers
+    users: dict[str, int] = {}
+    for c in svc.all():
+        users[c.image_id] = users.get(c.image_id, 0) + 1
+    images = []
+    for image in graph:
+        doc = graph.summary(image)
+        doc["Containers"] = users.get(image.id, 0)
+        doc["SharedSize"] = 0
+        images.append(doc)
+    containers = [views.summary(svc, c, size=True) for c in svc.all()]
+    volumes = []
+    for vol in daemon.volumes.list():
+        vol = dict(vol)
+        vol["UsageData"] = {"Size": daemon.volumes.size(vol["Name"]), "RefCount": len(daemon.volumes.users(vol["Name"]))}
+        volumes.append(vol)
+    layers = sum(layer.size for layer in graph.layers.all())
+    job.write_json({"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes,
+                    "BuildCache": []})
+
+
+# events
+def job_events(job: Any) -> None:
+    """Past events (``since``) then live ones until ``until`` or the client leaves."""
+    events = job.engine.daemon.events
+    filters = job.env.get_json("Filters", {}) or {}
+    since = logfile.parse_time(job.env.get("Since")) or None
+    until = logfile.parse_time(job.env.get("Until")) or None
+    sub = events.subscribe()
+    try:
+        job.stdout.write(b"")
+        if since is not None:
+            for event in events.past(since, until):
+                if matches(event, filters):
+                    job.write_json(event)
+        stop = job.engine.stopping
+        while not stop.is_set() and not job.stdout.closed:
+            if until is not None and time.time() > until:
+                return
+            event = sub.get(timeout=0.5)
+            if event is None:
+                continue
+            if until is not None and event["timeNano"] / 1e9 > until:
+                return
+            if matches(event, filters):
+                job.write_json(event)
+    finally:
+        sub.close()
+
+
+@hookimpl
+def engine_register_jobs(engine: Any, daemon: Any) -> None:
+    if daemon is None:
+        return
+    for name, handler in (
+        ("create", job_create), ("container_inspect", job_container_inspect), ("containers", job_containers),
+        ("start", job_start), ("stop", job_stop), ("restart", job_restart), ("kill", job_kill),
+        ("pause", job_pause), ("unpause", job_unpause), ("rm", job_rm), ("rename", job_rename),
+        ("wait", job_wait), ("container_update", job_update), ("containers_prune", job_containers_prune),
+        ("top", job_top), ("container_changes", job_changes), ("export", job_export),
+        ("archive_stat", job_archive_stat), ("archive_get", job_archive_get), ("archive_put", job_archive_put),
+        ("logs", job_logs), ("attach", job_attach), ("resize", job_resize), ("stats", job_stats),
+        ("exec_create", job_exec_create), ("exec_start", job_exec_start), ("exec_inspect", job_exec_inspect),
+        ("exec_resize", job_exec_resize),
+        ("volumes", job_volumes), ("volume_create", job_volume_create), ("volume_inspect", job_volume_inspect),
+        ("volume_rm", job_volume_rm), ("volumes_prune", job_volumes_prune),
+        ("events", job_events), ("system_df", job_system_df),
+    ):
+        engine.register(name, handler)
+
+

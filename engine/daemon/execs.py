@@ -1,0 +1,266 @@
+"""``docker exec``: processes started in running containers (moby ``daemon/exec.go``).
+
+An exec is created (its config is stored), then started: the exec driver
+runs the process in the container's namespaces while the request thread
+pumps its stdio to the hijacked connection. The exit code is recorded before
+the connection is closed, because clients ask ``GET /exec/{id}/json`` for it
+the moment their stream ends (COMPAT §0 item 12).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import struct
+import termios
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.daemon import attach
+from engine.drivers.exec import ExecStartError, Pipes, ProcessConfig
+from engine.errors import Conflict, EngineError, InvalidParameter, NotFound
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Exec:
+    id: str
+    container_id: str
+    process: ProcessConfig
+    open_stdin: bool
+    open_stdout: bool
+    open_stderr: bool
+    detach_keys: str = ""
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    started: bool = False
+    created: float = field(default_factory=time.time)
+    pty_master: int | None = None
+
+    def to_api(self) -> dict:
+        return {
+            "ID": self.id,
+            "Running": self.running,
+            "ExitCode": self.exit_code,
+            "ProcessConfig": {
+                "tty": self.process.tty,
+                "entrypoint": self.process.args[0] if self.process.args else "",
+                "arguments": self.process.args[1:],
+                "privileged": self.process.privileged,
+                "user": self.process.user,
+            },
+            "OpenStdin": self.open_stdin,
+            "OpenStderr": self.open_stderr,
+            "OpenStdout": self.open_stdout,
+            "CanRemove": False,
+            "ContainerID": self.container_id,
+            "DetachKeys": self.detach_keys,
+            "Pid": self.pid,
+        }
+
+
+class ExecService:
+    """Exec configs of the daemon's containers."""
+
+    def __init__(self, containers: Any) -> None:
+        self.containers = containers
+        self._execs: dict[str, Exec] = {}
+        self._lock = threading.Lock()
+
+    def get(self, exec_id: str) -> Exec:
+        e = self._execs.get(exec_id)
+        if e is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return e
+
+    def create(self, c: Any, body: dict) -> Exec:
+        with c.lock:
+            if not c.state.running:
+                raise Conflict(f"Container {c.id} is not running")
+            if c.state.paused:
+                raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
+            if c.state.restarting:
+                raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
+        cmd = body.get("Cmd") or []
+        if isinstance(cmd, str):
+            cmd = [cmd]
+        if not cmd:
+            raise InvalidParameter("No exec command specified")
+        env = list(c.config.get("Env") or [])
+        for item in body.get("Env") or []:
+            key = item.split("=", 1)[0]
+            env = [e for e in env if e.split("=", 1)[0] != key] + [item]
+        if not any(e.startswith("PATH=") for e in env):
+            env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        tty = bool(body.get("Tty"))
+        if tty and not any(e.startswith("TERM=") for e in env):
+            env.append("TERM=xterm")
+        hc = c.host_config
+        process = ProcessConfig(
+            args=list(cmd), env=env, cwd=body.get("WorkingDir") or c.config.get("WorkingDir") or "/",
+            user=body.get("User") or c.config.get("User") or "", additional_groups=list(hc.get("GroupAdd") or []),
+            tty=tty, console_size=tuple(body["ConsoleSize"]) if body.get("ConsoleSize") else None,
+            privileged=bool(body.get("Privileged") or hc.get("Privileged")),
+            cap_add=list(hc.get("CapAdd") or []), cap_drop=list(hc.get("CapDrop") or []),
+            no_new_privileges=any(s.startswith("no-new-privileges") for s in hc.get("SecurityOpt") or []),
+        )
+        e = Exec(id=secrets.token_hex(32), container_id=c.id, process=process,
+                 open_stdin=bool(body.get("AttachStdin")), open_stdout=bool(body.get("AttachStdout")),
+                 open_stderr=bool(body.get("AttachStderr")), detach_keys=body.get("DetachKeys") or "")
+        with self._lock:
+            self._execs[e.id] = e
+        with c.lock:
+            c.exec_ids.append(e.id)
+        self.containers.daemon.container_event(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
+        return e
+
+    def _check_startable(self, e: Exec) -> Any:
+        c = self.containers.get(e.container_id)
+        with c.lock:
+            if e.started:
+                raise Conflict(f"Error: Exec command {e.id} has already run")
+            if not c.state.running:
+                raise Conflict(f"Container {c.id} is not running")
+            if c.state.paused:
+                raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
+            e.started = True
+        return c
+
+    def start(self, e: Exec, sock: Any | None, tty: bool | None = None) -> None:
+        """Run the exec; with ``sock`` stream its stdio there, else detach."""
+        c = self._check_startable(e)
+        if tty is not None:
+            e.process.tty = bool(tty) or e.process.tty
+        ends: list[int] = []
+        ours: dict[str, int] = {}
+        try:
+            if e.process.tty:
+                master, slave = os.openpty()
+                ours["master"] = master
+                ends.append(slave)
+                e.pty_master = master
+                if e.process.console_size:
+                    set_winsize(master, *e.process.console_size)
+                pipes = Pipes(slave, slave, slave)
+            else:
+                stdin_r = stdout_w = stderr_w = None
+                if sock is not None and e.open_stdin:
+                    stdin_r, ours["stdin"] = os.pipe()
+                    ends.append(stdin_r)
+                if sock is not None and e.open_stdout:
+                    ours["stdout"], stdout_w = os.pipe()
+                    ends.append(stdout_w)
+                if sock is not None and e.open_stderr:
+                    ours["stderr"], stderr_w = os.pipe()
+                    ends.append(stderr_w)
+                pipes = Pipes(stdin_r, stdout_w, stderr_w)
+        except OSError:
+            for fd in [*ends, *ours.values()]:
+                os.close(fd)
+            raise
+        result: dict[str, Any] = {}
+        started = threading.Event()
+
+        def on_start(pid: int) -> None:
+            e.pid = pid
+            e.running = True
+            started.set()
+            for fd in ends:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            ends.clear()
+
+        def runner() -> None:
+            try:
+                result["code"] = self.containers.exec_driver.exec(
+                    self.containers.monitor.command(c), e.process, pipes, on_start)
+            except BaseException as exc:  # reported to the request thread
+                result["error"] = exc
+            finally:
+                for fd in ends:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                started.set()
+
+        thread = threading.Thread(target=runner, name=f"exec-{e.id[:12]}", daemon=True)
+        thread.start()
+        started.wait()
+        if "error" in result:
+            for fd in ours.values():
+                os.close(fd)
+            e.exit_code = 126 if "permission denied" in str(result["error"]) else 127 \
+                if isinstance(result["error"], ExecStartError) else 1
+            e.running = False
+            raise result["error"]
+        self.containers.daemon.container_event(c, f"exec_start: {' '.join(e.process.args)}", {"execID": e.id})
+        if sock is None:
+            threading.Thread(target=self._reap, args=(e, c, thread, result, ours), daemon=True).start()
+            return
+        stdin_fd = ours.get("master", ours.get("stdin"))
+        if stdin_fd is not None and e.open_stdin:
+            def write(data: bytes) -> None:
+                try:
+                    os.write(stdin_fd, data)
+                except OSError:
+                    pass
+
+            def close() -> None:
+                if "stdin" in ours:
+                    try:
+                        os.close(ours.pop("stdin"))
+                    except OSError:
+                        pass
+                elif "master" in ours:
+                    try:
+                        os.write(ours["master"], b"\x04")  # EOT: a pty has no half-close
+                    except OSError:
+                        pass
+
+            attach.StdinPump(sock, write, close, attach.parse_detach_keys(e.detach_keys) if e.process.tty else None,
+                             lambda: attach.close_client(sock)).start()
+        out_fds = {ours["master"]: 1} if "master" in ours else {
+            fd: n for n, fd in ((1, ours.get("stdout")), (2, ours.get("stderr"))) if fd is not None}
+        attach.pump_fds(sock, out_fds, e.process.tty, e.open_stdout or e.process.tty, e.open_stderr,
+                        done=lambda: not thread.is_alive())
+        thread.join()
+        self._finish(e, c, result, ours)
+
+    def _reap(self, e: Exec, c: Any, thread: threading.Thread, result: dict, ours: dict) -> None:
+        thread.join()
+        self._finish(e, c, result, ours)
+
+    def _finish(self, e: Exec, c: Any, result: dict, ours: dict) -> None:
+        e.exit_code = int(result.get("code", 126 if "error" in result else 0))
+        e.running = False
+        for fd in ours.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        e.pty_master = None
+        self.containers.daemon.container_event(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
+
+    def resize(self, e: Exec, h: int, w: int) -> None:
+        if e.pty_master is None:
+            if not e.running:
+                raise Conflict(f"exec {e.id} is not running")
+            raise Conflict("cannot resize an exec without a TTY")
+        set_winsize(e.pty_master, h, w)
+
+
+def set_winsize(fd: int, h: int, w: int) -> None:
+    """TIOCSWINSZ (tty_ioctl(4)); the kernel sends SIGWINCH to the foreground group."""
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", int(h), int(w), 0, 0))
+    except OSError as exc:
+        raise EngineError(f"resize: {exc.strerror}") from None

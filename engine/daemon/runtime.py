@@ -1,0 +1,332 @@
+"""Starting containers in their shims, handling their exits, restarting them
+and re-adopting them when the daemon starts again (seed ch. 8 §2, ch. 4 §4.10).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from engine.daemon import netns, resolvconf
+from engine.daemon.container import Container
+from engine.drivers.exec import Command
+from engine.errors import Conflict, EngineError
+from engine.utils.fs import atomic_write
+
+LOG = logging.getLogger(__name__)
+
+
+def _pythonpath(driver: Any) -> list[str]:
+    """Directories that hold ``engine`` and the exec driver's package, for the
+    shim's ``python -S`` (which reads no site-packages)."""
+    import engine
+
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))]
+    module = type(driver).__module__
+    top = __import__(module.split(".")[0])
+    pkg_dir = os.path.dirname(os.path.dirname(os.path.abspath(top.__file__)))
+    if pkg_dir not in paths:
+        paths.append(pkg_dir)
+    return paths
+
+
+def shim_spec(svc: Any, c: Container, cmd: Command) -> dict:
+    log_cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
+    return {
+        "command": cmd.to_json(),
+        "driver": {"module": type(svc.exec_driver).__module__, "class": type(svc.exec_driver).__name__,
+                   "home": svc.exec_driver.home},
+        "tty": bool(c.config.get("Tty")),
+        "open_stdin": bool(c.config.get("OpenStdin")),
+        "stdin_once": bool(c.config.get("StdinOnce")),
+        "log": {"path": c.log_path, "max_size": parse_size(log_cfg.get("max-size", "")),
+                "max_file": max(1, int(log_cfg.get("max-file", "1") or 1))},
+    }
+
+
+def parse_size(value: str) -> int:
+    """``10m``, ``1g``, ``512k``, ``4096`` -> bytes (go-units RAMInBytes)."""
+    text = (value or "").strip().lower()
+    if not text:
+        return 0
+    units = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+    num = text.rstrip("bkmgt") or "0"
+    unit = text[len(num):].rstrip("b") or "b"
+    try:
+        return int(float(num) * units[unit[0]])
+    except (ValueError, KeyError):
+        raise EngineError(f"invalid size: {value!r}") from None
+
+
+def load_command(c: Container) -> Command:
+    with open(c.path_of("shim.json"), "rb") as fh:
+        return Command.from_json(json.load(fh)["command"])
+
+
+# network namespaces and the files that go with them (issue 4's modes; the
+# bridge driver replaces "default" when it is installed)
+def setup_network(svc: Any, c: Container) -> dict:
+    hc = c.host_config
+    mode = hc.get("NetworkMode") or "default"
+    cfg = c.config
+    daemon_cfg = svc.daemon.config
+    if mode.startswith("container:"):
+        other = svc.get(mode.split(":", 1)[1])
+        if not other.state.running:
+            raise Conflict(f"cannot join network of a non running container: {other.id}")
+        # The seed (ch. 8 §2.2.1): it shares the other's hostname and files.
+        cfg["Hostname"] = other.config.get("Hostname", "")
+        cfg["Domainname"] = other.config.get("Domainname", "")
+        for name in ("hostname", "hosts", "resolv.conf"):
+            src = other.path_of(name)
+            if os.path.exists(src):
+                with open(src, "rb") as fh:
+                    atomic_write(c.path_of(name), fh.read())
+        return {"mode": "container", "path": f"/proc/{other.state.pid}/ns/net", "container": other.id}
+    host_mode = mode == "host"
+    hostname = cfg.get("Hostname") or c.id[:12]
+    resolv, warnings = resolvconf.build(list(hc.get("Dns") or daemon_cfg.dns),
+                                        list(hc.get("DnsSearch") or daemon_cfg.dns_search),
+                                        list(hc.get("DnsOptions") or daemon_cfg.dns_opts), host_mode=host_mode)
+    atomic_write(c.resolv_conf_path, resolv.encode())
+    atomic_write(c.hostname_path, (hostname + "\n").encode())
+    if host_mode:
+        with open("/etc/hosts", "rb") as fh:
+            base = fh.read()
+        extra = resolvconf.hosts("", "", "", hc.get("ExtraHosts"))[len(resolvconf.HOSTS_HEADER):]
+        atomic_write(c.hosts_path, base + extra.encode())
+        return {"mode": "host"}
+    path = os.path.join(svc.netns_dir, c.id)
+    netns.remove(path)
+    netns.create(path)
+    settings: dict = {}
+    if mode in ("default", "bridge") and svc.network is not None:
+        try:
+            settings = svc.network.allocate(c, path)
+        except BaseException:
+            netns.remove(path)
+            raise
+    ip = settings.get("IPAddress", "")
+    links = svc.network.links_for(c) if (svc.network is not None and hasattr(svc.network, "links_for")) else []
+    atomic_write(c.hosts_path, resolvconf.hosts(hostname, cfg.get("Domainname") or "", ip,
+                                                hc.get("ExtraHosts"), links).encode())
+    kind = "none" if mode == "none" else "bridge"
+    return {"mode": kind, "path": path, "settings": settings}
+
+
+def release_network(svc: Any, c: Container) -> None:
+    mode = c.host_config.get("NetworkMode") or "default"
+    if mode in ("default", "bridge") and svc.network is not None:
+        try:
+            svc.network.release(c)
+        except Exception:
+            LOG.exception("releasing the network of %s", c.short_id)
+    netns.remove(os.path.join(svc.netns_dir, c.id))
+
+
+# start
+def start_container(svc: Any, c: Container) -> None:
+    from engine.shim import client as shim
+
+    daemon = svc.daemon
+    driver = daemon.graphdriver
+    rootfs = driver.get(c.id)
+    network: dict = {}
+    try:
+        network = setup_network(svc, c)
+        cmd = svc.command_for(c, rootfs, {k: v for k, v in network.items() if k in ("mode", "path")})
+        for m in c.mounts:
+            if m["Type"] == "volume":
+                svc.volumes.hold(m["Name"])  # while the container runs
+        spec = shim_spec(svc, c, cmd)
+        for name in ("exit.json", "state.json"):
+            try:
+                os.unlink(c.path_of(name))
+            except FileNotFoundError:
+                pass
+        pending = svc.pending_attach.pop(c.id, [])
+        result = shim.start_shim(c.root, spec, pythonpath=_pythonpath(svc.exec_driver), attachers=pending)
+    except BaseException:
+        driver.put(c.id)
+        _put_volumes(svc, c)
+        if network.get("mode") not in (None, "host", "container"):
+            release_network(svc, c)
+        raise
+    svc.monitor.set_command(c, cmd)
+    with c.lock:
+        st = c.state
+        st.running, st.paused, st.restarting, st.dead = True, False, False, False
+        st.pid = int(result["Pid"])
+        st.shim_pid = int(result["ShimPid"])
+        st.exit_code, st.error, st.oom_killed = 0, "", False
+        st.started_at = time.time()
+        st.finished_at = 0.0
+        c.has_been_started_before = True
+        if network.get("settings"):
+            c.network_settings = svc.network.inspect_settings(c, network["settings"])
+        c.to_disk()
+        c.changed.notify_all()
+    svc.monitor.watch(c, st.shim_pid)
+    daemon.container_event(c, "start")
+
+
+def _put_volumes(svc: Any, c: Container) -> None:
+    for m in c.mounts:
+        if m["Type"] == "volume" and svc.volumes.exists(m["Name"]):
+            try:
+                svc.volumes.release(m["Name"])
+            except EngineError:
+                pass
+
+
+# exit
+def handle_exit(svc: Any, c: Container) -> None:
+    """The shim of ``c`` is gone: record the exit, release, apply the policy."""
+    from engine.shim import client as shim
+
+    result = shim.read_exit(c.root) or {"ExitCode": 255, "OOMKilled": False,
+                                          "Error": "the container's shim exited without recording an exit status"}
+    daemon = svc.daemon
+    with c.lock:
+        if not c.state.running or c.exiting:
+            return
+        c.exiting = True
+    # Release what the run held before anyone can see it stopped: a waiter
+    # (rm -f, stop) goes on to remove the layers the moment it does.
+    try:
+        daemon.graphdriver.put(c.id)
+    except EngineError:
+        LOG.exception("releasing the rootfs of %s", c.short_id)
+    _put_volumes(svc, c)
+    release_network(svc, c)
+    with c.lock:
+        c.exiting = False
+        st = c.state
+        st.running = st.paused = False
+        st.pid = st.shim_pid = 0
+        st.exit_code = int(result.get("ExitCode", 255))
+        st.oom_killed = bool(result.get("OOMKilled"))
+        st.error = result.get("Error", "") or ""
+        st.finished_at = time.time()
+        ran_for = st.finished_at - st.started_at
+        c.exits += 1
+        c.to_disk()
+    if st.oom_killed:
+        daemon.container_event(c, "oom")
+    daemon.container_event(c, "die", {"exitCode": str(st.exit_code)})
+    if _should_restart(c, st.exit_code, c.has_been_manually_stopped) and not daemon.engine.is_shutdown:
+        _schedule_restart(svc, c, ran_for)
+    with c.lock:
+        c.changed.notify_all()
+    if c.host_config.get("AutoRemove") and not c.state.restarting:
+        try:
+            svc.remove(c, force=True, volumes=True)
+        except EngineError as exc:
+            LOG.error("auto-removing %s: %s", c.short_id, exc)
+
+
+def _should_restart(c: Container, exit_code: int, manually_stopped: bool) -> bool:
+    policy = c.host_config.get("RestartPolicy") or {}
+    name = policy.get("Name") or "no"
+    if manually_stopped or name == "no":
+        return False
+    if name == "always":
+        return True
+    if name == "unless-stopped":
+        return True
+    if name == "on-failure":
+        limit = int(policy.get("MaximumRetryCount") or 0)
+        return exit_code != 0 and (limit == 0 or c.restart_count < limit)
+    return False
+
+
+def _schedule_restart(svc: Any, c: Container, ran_for: float) -> None:
+    if ran_for >= 10.0:
+        c.backoff = 0.1
+    else:
+        c.backoff = min(60.0, getattr(c, "backoff", 0.05) * 2) if getattr(c, "backoff", 0) else 0.1
+    with c.lock:
+        c.state.restarting = True
+        c.state.running = True
+        c.to_disk()
+
+    def restart() -> None:
+        with c.lock:
+            if not c.state.restarting or c.removed:
+                return
+            c.state.running = False
+            c.restart_count += 1
+        try:
+            svc.start(c)
+        except EngineError as exc:
+            LOG.error("restarting %s failed: %s", c.short_id, exc)
+            with c.lock:
+                c.state.restarting = False
+                c.state.running = False
+                c.to_disk()
+                c.changed.notify_all()
+
+    svc.monitor.schedule_restart(c, c.backoff, restart)
+
+
+# restore
+def restore_container(svc: Any, c: Container) -> None:
+    """Re-adopt a live shim, or record that the container died while we were away."""
+    from engine.shim import client as shim
+
+    if not c.state.running:
+        c.state.restarting = False
+        return
+    if shim.shim_alive(c.root):
+        state = shim.read_state(c.root) or {}
+        c.state.pid = int(state.get("Pid", c.state.pid))
+        c.state.shim_pid = int(state.get("ShimPid", c.state.shim_pid))
+        c.state.restarting = False
+        try:
+            svc.daemon.graphdriver.get(c.id)
+        except EngineError:
+            LOG.exception("re-taking the rootfs of %s", c.short_id)
+        for m in c.mounts:
+            if m["Type"] == "volume" and svc.volumes.exists(m["Name"]):
+                svc.volumes.hold(m["Name"])
+        if svc.network is not None and hasattr(svc.network, "restore"):
+            svc.network.restore(c)
+        svc.monitor.watch(c, c.state.shim_pid)
+        LOG.info("container %s is still running (pid %d); re-attached to its shim", c.short_id, c.state.pid)
+        return
+    result = shim.read_exit(c.root) or {"ExitCode": 255, "Error": "the container's shim died while the daemon was down"}
+    c.state.running = c.state.paused = c.state.restarting = False
+    c.state.pid = c.state.shim_pid = 0
+    c.state.exit_code = int(result.get("ExitCode", 255))
+    c.state.oom_killed = bool(result.get("OOMKilled"))
+    c.state.error = result.get("Error", "") or ""
+    c.state.finished_at = c.state.finished_at or time.time()
+    netns.remove(os.path.join(svc.netns_dir, c.id))
+    c.to_disk()
+    LOG.info("container %s exited (%d) while the daemon was down", c.short_id, c.state.exit_code)
+
+
+def restart_on_daemon_start(svc: Any, c: Container) -> None:
+    if c.state.running:
+        return
+    if c.host_config.get("AutoRemove") and c.has_been_started_before:
+        try:
+            svc.remove(c, force=True, volumes=True)
+        except EngineError as exc:
+            LOG.error("auto-removing %s: %s", c.short_id, exc)
+        return
+    policy = (c.host_config.get("RestartPolicy") or {}).get("Name") or "no"
+    if policy == "no" or not c.has_been_started_before:
+        return
+    if _should_restart(c, c.state.exit_code, c.has_been_manually_stopped):
+        try:
+            svc.start(c)
+        except EngineError as exc:
+            LOG.error("restarting %s at daemon start failed: %s", c.short_id, exc)
+
+
+__all__ = ["handle_exit", "load_command", "parse_size", "restart_on_daemon_start", "restore_container",
+           "start_container"]

@@ -1,0 +1,90 @@
+"""Attaching a hijacked client connection to a container's shim.
+
+When the container is not running yet (``docker run`` attaches before it
+starts), the attach waits as a :class:`PendingAttach`: the start connects it
+to the new shim before the container's process runs, so not a byte of output
+is missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from engine.daemon import attach as attaching
+
+LOG = logging.getLogger(__name__)
+
+
+class PendingAttach:
+    """An attach waiting for its container's shim."""
+
+    def __init__(self, stdin: bool, stdout: bool, stderr: bool) -> None:
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.connection: Any = None
+        self.ready = threading.Event()
+
+    def connect(self, shim_client: Any) -> None:
+        """Called by the start once the shim listens, before the process runs."""
+        try:
+            self.connection = shim_client.attach(self.stdin, self.stdout, self.stderr)
+        except Exception as exc:  # the attach just ends; the start goes on
+            LOG.warning("connecting a waiting attach failed: %s", exc)
+        self.ready.set()
+
+
+def attach_container(svc: Any, c: Any, sock: Any, stdin: bool, stdout: bool, stderr: bool,
+                     detach_keys: bytes | None, stopping: threading.Event) -> None:
+    from engine.shim.client import ShimClient
+
+    conn = None
+    with c.lock:
+        running = c.state.running and not c.state.restarting
+        if not running:
+            pending = PendingAttach(stdin, stdout, stderr)
+            svc.pending_attach.setdefault(c.id, []).append(pending)
+    if running:
+        try:
+            conn = ShimClient(c.root).attach(stdin, stdout, stderr)
+        except OSError as exc:
+            LOG.debug("attach to %s: %s", c.short_id, exc)
+            attaching.close_client(sock)
+            return
+    else:
+        while not pending.ready.wait(0.5):
+            if stopping.is_set() or c.removed:
+                with c.lock:
+                    waiting = svc.pending_attach.get(c.id, [])
+                    if pending in waiting:
+                        waiting.remove(pending)
+                attaching.close_client(sock)
+                return
+            if c.state.running and not c.state.restarting and not pending.ready.is_set():
+                # Started without us (we registered as it began): join now.
+                with c.lock:
+                    waiting = svc.pending_attach.get(c.id, [])
+                    if pending in waiting:
+                        waiting.remove(pending)
+                if not pending.ready.is_set():
+                    pending.connect(ShimClient(c.root))
+        conn = pending.connection
+        if conn is None:
+            attaching.close_client(sock)
+            return
+    detached = threading.Event()
+
+    def on_detach() -> None:
+        detached.set()
+        conn.close()
+        attaching.close_client(sock)
+
+    if stdin:
+        attaching.StdinPump(sock, conn.send_stdin, conn.close_stdin, detach_keys, on_detach).start()
+    try:
+        attaching.pump_frames(sock, conn.frames(), c.tty, stdout, stderr, detached)
+    except OSError as exc:
+        LOG.debug("attach to %s ended: %s", c.short_id, exc)
+    finally:
+        conn.close()
+        attaching.close_client(sock)

@@ -1,0 +1,290 @@
+"""The API documents of containers: ContainerJSON (inspect), the summaries of
+``GET /containers/json`` and their filters (API 1.41 shapes)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from engine.daemon.container import Container, rfc3339nano
+from engine.daemon.volumes import api_mount
+from engine.errors import InvalidParameter
+
+DEFAULT_MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                        "/sys/firmware", "/sys/devices/virtual/powercap"]
+DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+HOST_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
+    "NetworkMode": "default", "PortBindings": {}, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+    "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None, "CapDrop": None,
+    "CgroupnsMode": "host", "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
+    "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": False,
+    "PublishAllPorts": False, "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
+    "ShmSize": 67108864, "Runtime": "native", "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0,
+    "Memory": 0, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0, "BlkioWeightDevice": [],
+    "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None,
+    "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": [], "DeviceCgroupRules": None,
+    "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0, "MemoryReservation": 0, "MemorySwap": 0,
+    "MemorySwappiness": None, "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
+    "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+    "MaskedPaths": DEFAULT_MASKED_PATHS, "ReadonlyPaths": DEFAULT_READONLY_PATHS,
+}
+
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
+    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": {},
+}
+
+
+def host_config(c: Container) -> dict:
+    out = dict(HOST_CONFIG_DEFAULTS)
+    out.update({k: v for k, v in c.host_config.items() if not k.startswith("_")})
+    if c.host_config.get("Privileged"):
+        out["MaskedPaths"] = None
+        out["ReadonlyPaths"] = None
+    for key in ("Dns", "DnsOptions", "DnsSearch", "BlkioWeightDevice", "Devices"):
+        if out.get(key) is None:
+            out[key] = []
+    if not out.get("PortBindings"):
+        out["PortBindings"] = {}
+    return out
+
+
+def config(c: Container) -> dict:
+    out = dict(CONFIG_DEFAULTS)
+    out.update({k: v for k, v in c.config.items() if v is not None or k in CONFIG_DEFAULTS})
+    if out.get("Labels") is None:
+        out["Labels"] = {}
+    if not out.get("ExposedPorts"):
+        out.pop("ExposedPorts", None)
+    if not out.get("StopSignal"):
+        out.pop("StopSignal", None)
+    for key in ("NetworkDisabled", "MacAddress", "Healthcheck", "ArgsEscaped", "Shell", "StopTimeout"):
+        if out.get(key) in (None, False, ""):
+            out.pop(key, None)
+    return out
+
+
+def network_settings(c: Container) -> dict:
+    ns = c.network_settings or {}
+    mode = c.host_config.get("NetworkMode") or "default"
+    networks = ns.get("Networks") or {}
+    if not networks and mode in ("none", "host"):
+        networks = {mode: endpoint()}
+    return {
+        "Bridge": ns.get("Bridge", ""),
+        "SandboxID": ns.get("SandboxID", ""),
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ns.get("Ports") or {},
+        "SandboxKey": ns.get("SandboxKey", ""),
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": ns.get("EndpointID", ""),
+        "Gateway": ns.get("Gateway", ""),
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": ns.get("IPAddress", ""),
+        "IPPrefixLen": ns.get("IPPrefixLen", 0),
+        "IPv6Gateway": "",
+        "MacAddress": ns.get("MacAddress", ""),
+        "Networks": networks,
+    }
+
+
+def endpoint(**values: Any) -> dict:
+    out = {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "", "EndpointID": "", "Gateway": "",
+           "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+           "MacAddress": "", "DriverOpts": None}
+    out.update(values)
+    return out
+
+
+def inspect(svc: Any, c: Container, size: bool = False) -> dict:
+    driver = svc.daemon.graphdriver
+    try:
+        data = driver.metadata(c.id) or None
+    except Exception:
+        data = None
+    doc = {
+        "Id": c.id,
+        "Created": rfc3339nano(c.created),
+        "Path": c.path,
+        "Args": list(c.args),
+        "State": c.state.to_api(),
+        "Image": c.image_id,
+        "ResolvConfPath": c.resolv_conf_path,
+        "HostnamePath": c.hostname_path,
+        "HostsPath": c.hosts_path,
+        "LogPath": c.log_path,
+        "Name": c.name,
+        "RestartCount": c.restart_count,
+        "Driver": c.driver,
+        "Platform": c.platform,
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": list(c.exec_ids) or None,
+        "HostConfig": host_config(c),
+        "GraphDriver": {"Name": c.driver, "Data": data},
+        "Mounts": [api_mount(m) for m in c.mounts],
+        "Config": config(c),
+        "NetworkSettings": network_settings(c),
+    }
+    if size:
+        doc["SizeRw"], doc["SizeRootFs"] = sizes(svc, c)
+    return doc
+
+
+def sizes(svc: Any, c: Container) -> tuple[int, int]:
+    driver = svc.daemon.graphdriver
+    try:
+        rw = driver.diff_size(c.id, c.init_layer)
+    except Exception:
+        rw = 0
+    image = svc.daemon.graph.images.get(c.image_id) if svc.daemon.graph.images.exists(c.image_id) else None
+    return rw, rw + (image.size if image is not None else 0)
+
+
+def ports_summary(c: Container) -> list[dict]:
+    out = []
+    for key, bindings in sorted((c.network_settings.get("Ports") or {}).items()):
+        port, _, proto = key.partition("/")
+        if not bindings:
+            out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+            continue
+        for b in bindings:
+            out.append({"IP": b.get("HostIp", ""), "PrivatePort": int(port),
+                        "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
+    return out
+
+
+def summary(svc: Any, c: Container, size: bool = False) -> dict:
+    names = sorted(svc.daemon.linkgraph.ref_paths(c.id)) or [c.name]
+    if c.name in names:
+        names.remove(c.name)
+        names.insert(0, c.name)
+    image = c.config.get("Image") or c.image_id
+    if image.startswith("sha256:") or not svc.daemon.graph.images.exists(c.image_id):
+        image = c.image_id if image.startswith("sha256:") else image
+    ns = network_settings(c)
+    doc = {
+        "Id": c.id,
+        "Names": names,
+        "Image": image,
+        "ImageID": c.image_id,
+        "Command": " ".join([c.path, *c.args]),
+        "Created": int(c.created),
+        "Ports": ports_summary(c),
+        "Labels": c.config.get("Labels") or {},
+        "State": c.state.status,
+        "Status": c.state.describe(),
+        "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "default"},
+        "NetworkSettings": {"Networks": ns["Networks"]},
+        "Mounts": [api_mount(m) for m in c.mounts],
+    }
+    if size:
+        doc["SizeRw"], doc["SizeRootFs"] = sizes(svc, c)
+    return doc
+
+
+LIST_FILTERS = {"ancestor", "before", "expose", "exited", "health", "id", "isolation", "is-task", "label",
+                "name", "network", "publish", "since", "status", "volume"}
+STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+
+
+def _label_ok(labels: dict, wanted: list[str]) -> bool:
+    for item in wanted:
+        key, sep, value = item.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
+def list_containers(svc: Any, all_: bool = False, limit: int = -1, size: bool = False,
+                    filters: dict[str, list[str]] | None = None) -> list[dict]:
+    """``GET /containers/json`` (moby ``daemon/list.go``), newest first."""
+    filters = filters or {}
+    for key in filters:
+        if key not in LIST_FILTERS:
+            raise InvalidParameter(f"Invalid filter '{key}'")
+    for status in filters.get("status", []):
+        if status not in STATUSES:
+            raise InvalidParameter(f"Invalid filter 'status={status}'")
+    exited: list[int] = []
+    for value in filters.get("exited", []):
+        try:
+            exited.append(int(value))
+        except ValueError:
+            raise InvalidParameter(f"Invalid filter 'exited={value}'") from None
+    if filters.get("exited") or filters.get("status") or filters.get("before") or filters.get("since"):
+        all_ = True
+    containers = sorted(svc.all(), key=lambda c: c.created, reverse=True)
+    before = min((svc.get(n).created for n in filters.get("before", [])), default=None)
+    since = max((svc.get(n).created for n in filters.get("since", [])), default=None)
+    graph = svc.daemon.graph
+    ancestors: set[str] = set()
+    for name in filters.get("ancestor", []):
+        try:
+            image = graph.lookup(name)
+        except Exception:
+            continue
+        ancestors.add(image.id)
+        ancestors.update(img.id for img in graph if image.id in _image_chain(graph, img))
+    out = []
+    for c in containers:
+        st = c.state
+        if not all_ and not st.running:
+            continue
+        if filters.get("status") and st.status not in filters["status"]:
+            continue
+        if exited and (st.running or st.started_at == 0 or st.exit_code not in exited):
+            continue
+        if filters.get("id") and not any(c.id.startswith(v) for v in filters["id"]):
+            continue
+        if filters.get("name"):
+            names = svc.daemon.linkgraph.ref_paths(c.id) or {c.name: None}
+            if not any(re.search(v, n.lstrip("/")) or re.search(v, n) for v in filters["name"] for n in names):
+                continue
+        if filters.get("label") and not _label_ok(c.config.get("Labels") or {}, filters["label"]):
+            continue
+        if filters.get("ancestor") and c.image_id not in ancestors:
+            continue
+        if before is not None and c.created >= before:
+            continue
+        if since is not None and c.created <= since:
+            continue
+        if filters.get("volume") and not any(
+                m.get("Name") in filters["volume"] or m["Destination"] in filters["volume"]
+                or m.get("Source") in filters["volume"] for m in c.mounts):
+            continue
+        if filters.get("network"):
+            mode = c.host_config.get("NetworkMode") or "default"
+            nets = set(network_settings(c)["Networks"]) | {mode, "bridge" if mode == "default" else mode}
+            if not nets & set(filters["network"]):
+                continue
+        if filters.get("expose") or filters.get("publish"):
+            ports = {f"{p['PrivatePort']}/{p['Type']}" for p in ports_summary(c)}
+            published = {f"{p['PublicPort']}/{p['Type']}" for p in ports_summary(c) if p.get("PublicPort")}
+            if filters.get("expose") and not ports & {v if "/" in v else v + "/tcp" for v in filters["expose"]}:
+                continue
+            if filters.get("publish") and not published & {v if "/" in v else v + "/tcp" for v in filters["publish"]}:
+                continue
+        out.append(summary(svc, c, size))
+        if limit > 0 and len(out) >= limit:
+            break
+    return out
+
+
+def _image_chain(graph: Any, image: Any) -> set[str]:
+    seen = set()
+    cur = image
+    while cur is not None and cur.id not in seen:
+        seen.add(cur.id)
+        cur = graph.images.get(cur.parent) if cur.parent and graph.images.exists(cur.parent) else None
+    return seen

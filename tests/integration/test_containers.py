@@ -1,0 +1,285 @@
+"""Containers through the real docker CLI 28 and docker-py, on the native exec
+driver, in the test sandbox (issue 4's "done when")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import docker as dockerpy
+import pytest
+
+from engine.testing.daemon import DaemonProcess
+from engine.testing.images import busybox_archive
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture
+def busybox(docker, tmp_path):
+    path = tmp_path / "busybox.tar"
+    path.write_bytes(busybox_archive())
+    docker("load", "-i", str(path))
+    return "busybox"
+
+
+def out(proc) -> str:
+    return proc.stdout.decode()
+
+
+def test_run_rm_echo(docker, busybox):
+    proc = docker("run", "--rm", "busybox", "echo", "hi")
+    assert proc.stdout == b"hi\n"
+    assert docker("ps", "-aq").stdout.strip() == b""
+
+
+def test_exit_code(docker, busybox):
+    proc = docker("run", "busybox", "sh", "-c", "exit 3", check=False)
+    assert proc.returncode == 3
+
+
+def test_missing_command_is_127_and_removed(docker, busybox):
+    proc = docker("run", "--rm", "busybox", "nosuchcmd", check=False)
+    assert proc.returncode == 127, proc.stderr
+    assert b"executable file not found" in proc.stderr
+    assert docker("ps", "-aq").stdout.strip() == b""
+
+
+def test_permission_denied_is_126(docker, busybox):
+    proc = docker("run", "--rm", "busybox", "/etc/passwd", check=False)
+    assert proc.returncode == 126, proc.stderr
+
+
+def test_unknown_image_is_404_for_pull(daemon):
+    body = json.dumps({"Image": "nosuchimage", "Cmd": ["true"]}).encode()
+    status, data = daemon.request("POST", "/v1.41/containers/create", body, headers={"Content-Type": "application/json"})
+    assert status == 404 and b"No such image: nosuchimage:latest" in data
+
+
+def test_detached_logs_stop_rm(docker, busybox):
+    cid = out(docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
+                     "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done")).strip()
+    assert len(cid) == 64
+    time.sleep(1)
+    ps = out(docker("ps", "--format", "{{.Names}} {{.Status}}"))
+    assert "ticker Up" in ps
+    logs = out(docker("logs", "ticker"))
+    assert "tick 0" in logs
+    # A process that ignores SIGTERM: stop waits the timeout, then kills.
+    started = time.monotonic()
+    docker("stop", "-t", "1", "ticker")
+    assert time.monotonic() - started >= 0.9
+    inspect = json.loads(docker("inspect", "ticker").stdout)[0]
+    assert inspect["State"]["Status"] == "exited" and inspect["State"]["ExitCode"] == 137
+    docker("rm", "ticker")
+    assert docker("ps", "-aq").stdout.strip() == b""
+
+
+def test_logs_follow_ends_with_container(docker, busybox):
+    docker("run", "-d", "--name", "short", "busybox", "sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.3; done")
+    proc = docker("logs", "-f", "short", timeout=30)
+    assert proc.stdout == b"1\n2\n3\n"
+
+
+def test_wait_and_stderr(docker, busybox):
+    docker("run", "-d", "--name", "waiter", "busybox", "sh", "-c", "echo err >&2; sleep 0.5; exit 7")
+    assert out(docker("wait", "waiter")).strip() == "7"
+    proc = docker("logs", "waiter")
+    assert proc.stderr == b"err\n" and proc.stdout == b""
+
+
+def test_exec(docker, busybox):
+    docker("run", "-d", "--name", "ex", "busybox", "sleep", "60")
+    assert out(docker("exec", "ex", "hostname")).strip() == json.loads(docker("inspect", "ex").stdout)[0]["Config"]["Hostname"]
+    proc = docker("exec", "ex", "sh", "-c", "exit 5", check=False)
+    assert proc.returncode == 5
+    assert out(docker("exec", "ex", "sh", "-c", "echo $$")).strip() != "1"
+    docker("rm", "-f", "ex")
+
+
+def test_top_pause_unpause(docker, busybox):
+    docker("run", "-d", "--name", "tp", "busybox", "sleep", "60")
+    top = out(docker("top", "tp"))
+    assert "sleep 60" in top
+    docker("pause", "tp")
+    assert "Paused" in out(docker("ps", "--format", "{{.Status}}"))
+    docker("unpause", "tp")
+    assert "Paused" not in out(docker("ps", "--format", "{{.Status}}"))
+    docker("rm", "-f", "tp")
+
+
+def test_cp_both_ways(docker, busybox, tmp_path):
+    docker("run", "-d", "--name", "cp", "busybox", "sleep", "60")
+    src = tmp_path / "hello.txt"
+    src.write_text("from the host\n")
+    docker("cp", str(src), "cp:/tmp/")
+    assert out(docker("exec", "cp", "cat", "/tmp/hello.txt")) == "from the host\n"
+    docker("exec", "cp", "sh", "-c", "mkdir -p /data/d && echo inside > /data/d/f")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    docker("cp", "cp:/data/d", str(dest))
+    assert (dest / "d" / "f").read_text() == "inside\n"
+    proc = docker("cp", "cp:/../../../../etc/shadow", str(tmp_path / "shadow"), check=False)
+    if proc.returncode == 0:
+        # Resolved inside the container: busybox's own /etc/shadow, never the host's.
+        assert (tmp_path / "shadow").read_text().startswith("root:*:19000")
+    docker("rm", "-f", "cp")
+
+
+def test_capabilities_masked_paths_readonly_proc(docker, busybox):
+    caps = out(docker("run", "--rm", "busybox", "grep", "CapEff", "/proc/self/status"))
+    assert caps.split()[1] == "00000000a80425fb"
+    proc = docker("run", "--rm", "busybox", "sh", "-c", "cat /proc/kcore | head -c 1 | wc -c; cat /proc/keys | wc -c",
+                  check=False)
+    assert out(proc).split() == ["0", "0"]
+    proc = docker("run", "--rm", "busybox", "sh", "-c", "echo 1 > /proc/sys/kernel/panic", check=False)
+    assert proc.returncode != 0
+    assert b"Read-only file system" in proc.stderr
+
+
+def test_memory_limit_and_oom(docker, busybox):
+    docker("run", "-d", "--name", "mem", "--memory", "32m", "busybox", "sleep", "60")
+    inspect = json.loads(docker("inspect", "mem").stdout)[0]
+    assert inspect["HostConfig"]["Memory"] == 32 * 1024 * 1024
+    pid = inspect["State"]["Pid"]
+    cgroup = open(f"/proc/{pid}/cgroup").read()
+    mem_path = next(line.split(":", 2)[2] for line in cgroup.splitlines() if ":memory:" in line)
+    limit = int(open(f"/sys/fs/cgroup/memory{mem_path}/memory.limit_in_bytes").read())
+    assert limit == 32 * 1024 * 1024
+    docker("rm", "-f", "mem")
+    proc = docker("run", "--name", "oom", "--memory", "32m", "--memory-swap", "32m", "busybox", "sh", "-c",
+                  "x=$(head -c 100000000 /dev/zero | tr '\\0' 'a'); echo done", check=False)
+    assert proc.returncode == 137
+    assert json.loads(docker("inspect", "oom").stdout)[0]["State"]["OOMKilled"] is True
+
+
+def test_pids_limit(docker, busybox):
+    proc = docker("run", "--rm", "--pids-limit", "10", "busybox", "sh", "-c",
+                  "for i in $(seq 1 30); do sleep 5 & done; wait", check=False)
+    assert b"can't fork" in proc.stderr or b"Resource temporarily unavailable" in proc.stderr
+
+
+def test_stats_no_stream(docker, busybox):
+    docker("run", "-d", "--name", "st", "busybox", "sleep", "60")
+    line = out(docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", "st"))
+    assert line.startswith("st ")
+    docker("rm", "-f", "st")
+
+
+def test_restart_always_brings_it_back(docker, busybox):
+    docker("run", "-d", "--name", "rs", "--restart", "always", "busybox", "sh", "-c", "sleep 0.3; exit 1")
+    deadline = time.monotonic() + 20
+    count = 0
+    while time.monotonic() < deadline:
+        count = json.loads(docker("inspect", "rs").stdout)[0]["RestartCount"]
+        if count >= 2:
+            break
+        time.sleep(0.3)
+    assert count >= 2
+    docker("rm", "-f", "rs")
+
+
+def test_docker_py_run_and_exec(daemon, busybox):
+    client = dockerpy.DockerClient(base_url=daemon.host, version="auto")
+    assert client.containers.run("busybox", "echo hi", remove=True) == b"hi\n"
+    c = client.containers.run("busybox", "sleep 60", detach=True)
+    code, output = c.exec_run("sh -c 'echo out; exit 4'")
+    assert (code, output) == (4, b"out\n")
+    c.remove(force=True)
+    client.close()
+
+
+def test_name_conflict_and_running_rm(docker, busybox):
+    docker("run", "-d", "--name", "dup", "busybox", "sleep", "60")
+    proc = docker("run", "-d", "--name", "dup", "busybox", "true", check=False)
+    assert proc.returncode == 125 and b'The container name "/dup" is already in use' in proc.stderr
+    proc = docker("rm", "dup", check=False)
+    assert proc.returncode != 0 and b"You cannot remove a running container" in proc.stderr
+    docker("rm", "-f", "dup")
+
+
+def test_start_of_running_is_304(daemon, docker, busybox):
+    cid = out(docker("run", "-d", "busybox", "sleep", "60")).strip()
+    status, _ = daemon.request("POST", f"/v1.41/containers/{cid}/start")
+    assert status == 304
+    docker("rm", "-f", cid)
+
+
+def test_volumes_and_binds(docker, busybox, tmp_path):
+    host = tmp_path / "bind"
+    host.mkdir()
+    (host / "in").write_text("from host\n")
+    docker("volume", "create", "named")
+    proc = docker("run", "--rm", "-v", f"{host}:/b", "-v", "named:/n", "busybox", "sh", "-c",
+                  "cat /b/in; echo vol > /n/f; echo out > /b/out")
+    assert out(proc) == "from host\n"
+    assert (host / "out").read_text() == "out\n"
+    assert out(docker("run", "--rm", "-v", "named:/n:ro", "busybox", "cat", "/n/f")) == "vol\n"
+    proc = docker("run", "--rm", "-v", "named:/n:ro", "busybox", "sh", "-c", "echo x > /n/g", check=False)
+    assert proc.returncode != 0
+    assert "named" in out(docker("volume", "ls", "-q")).split()
+    docker("volume", "rm", "named")
+    proc = docker("run", "--rm", "--tmpfs", "/scratch", "busybox", "sh", "-c", "grep /scratch /proc/mounts")
+    assert "tmpfs" in out(proc)
+
+
+def test_events_stream(docker, busybox, daemon):
+    since = str(int(time.time()) - 1)
+    docker("run", "--rm", "busybox", "true")
+    proc = docker("events", "--since", since, "--until", str(int(time.time()) + 1), "--format", "{{.Action}}")
+    actions = out(proc).split()
+    for action in ("create", "attach", "start", "die", "destroy"):
+        assert action in actions, actions
+
+
+def test_net_modes(docker, busybox):
+    assert out(docker("run", "--rm", "--net", "none", "busybox", "ls", "/sys/class/net")).split() == ["lo"]
+    # /proc/net/dev follows the reader's network namespace (this test's
+    # sandbox); /sys/class/net here would show the namespace /sys was mounted in.
+    def ifaces(text):
+        return sorted(line.split(":")[0].strip() for line in text.splitlines()[2:])
+    host_ifaces = ifaces(open("/proc/net/dev").read())
+    assert ifaces(out(docker("run", "--rm", "--net", "host", "busybox", "cat", "/proc/net/dev"))) == host_ifaces
+    docker("run", "-d", "--name", "netowner", "--net", "none", "busybox", "sleep", "60")
+    a = out(docker("exec", "netowner", "readlink", "/proc/self/ns/net")).strip()
+    b = out(docker("run", "--rm", "--net", "container:netowner", "busybox", "readlink", "/proc/self/ns/net")).strip()
+    assert a == b
+    docker("rm", "-f", "netowner")
+    proc = docker("run", "--rm", "--net", "container:nosuch", "busybox", "true", check=False)
+    assert proc.returncode != 0
+
+
+def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
+    d = DaemonProcess(os.path.join(workdir, "d"), ["-s", "vfs"]).start()
+    env = dict(os.environ, DOCKER_HOST=d.host, DOCKER_CONFIG=docker_config)
+
+    def docker(*args, check=True):
+        proc = subprocess.run(["docker", *args], env=env, capture_output=True, timeout=120)
+        if check:
+            assert proc.returncode == 0, (args, proc.stderr, d.log()[-3000:])
+        return proc
+
+    archive = tmp_path / "bb.tar"
+    archive.write_bytes(busybox_archive())
+    docker("load", "-i", str(archive))
+    docker("run", "-d", "--name", "survivor", "busybox", "sh", "-c",
+           "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done")
+    time.sleep(0.5)
+    d.kill()
+    time.sleep(1)
+    d2 = DaemonProcess(os.path.join(workdir, "d"), ["-s", "vfs"]).start()
+    try:
+        ps = docker("ps", "--format", "{{.Names}} {{.Status}}").stdout.decode()
+        assert "survivor Up" in ps
+        before = docker("logs", "survivor").stdout.count(b"\n")
+        time.sleep(1)
+        after = docker("logs", "survivor").stdout.count(b"\n")
+        assert after > before  # still running and logging
+        docker("stop", "-t", "1", "survivor")
+        assert docker("wait", "survivor").stdout.strip() == b"137"
+        docker("rm", "survivor")
+    finally:
+        d2.stop()
+
