@@ -136,8 +136,7 @@ def busybox_layer() -> bytes:
         rel = applet.lstrip("/")
         if rel == "bin/busybox":
             continue
-        depth = rel.count("/")
-        target = "../" * (depth - 1) + "bin/busybox" if depth > 1 else "busybox"
+        target = os.path.relpath("bin/busybox", os.path.dirname(rel))
         entries.append(Entry.symlink(rel, target, mtime=EPOCH))
     entries += [
         Entry.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"

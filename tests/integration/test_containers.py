@@ -283,3 +283,83 @@ def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
     finally:
         d2.stop()
 
+
+
+class Tmux:
+    """A private tmux server (its own socket name) running one command."""
+
+    def __init__(self, name: str, env: dict) -> None:
+        self.sock = f"engine-test-{name}-{os.getpid()}"
+        self.env = env
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.sock, *args], env=self.env, capture_output=True, text=True,
+                              timeout=30).stdout
+
+    def start(self, command: str) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-x", "120", "-y", "40", "-s", "t", command],
+                       env=self.env, check=True, timeout=30)
+
+    def send(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "t", *keys)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "t")
+
+    def wait_for(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared:\n{self.screen()}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], env=self.env, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def tmux(daemon, docker_config):
+    if subprocess.run(["which", "tmux"], capture_output=True).returncode != 0:
+        pytest.skip("tmux is not installed")
+    env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=docker_config, TERM="xterm")
+    t = Tmux("it", env)
+    yield t
+    t.kill()
+
+
+def test_run_it_interactive(tmux, docker, busybox):
+    tmux.start("docker run -it --name inter busybox sh; echo EXITED=$?; sleep 30")
+    tmux.wait_for("/ #")
+    tmux.send("echo hello-$((6*7))", "Enter")
+    tmux.wait_for("hello-42")
+    tmux.send("stty size", "Enter")
+    screen = tmux.wait_for("40 120")
+    assert "40 120" in screen
+    tmux.send("exit 4", "Enter")
+    tmux.wait_for("EXITED=4")
+    docker("rm", "inter")
+
+
+def test_exec_it_interactive(tmux, docker, busybox):
+    docker("run", "-d", "--name", "execit", "busybox", "sleep", "60")
+    tmux.start("docker exec -it execit sh; echo EXITED=$?; sleep 30")
+    tmux.wait_for("/ #")
+    tmux.send("[ -t 0 ] && [ -t 1 ] && echo is-a-$((1+1))-tty", "Enter")
+    tmux.wait_for("is-a-2-tty")
+    tmux.send("exit 6", "Enter")
+    tmux.wait_for("EXITED=6")
+    docker("rm", "-f", "execit")
+
+
+def test_attach_to_running(tmux, docker, busybox):
+    docker("run", "-dit", "--name", "att", "busybox", "sh")
+    tmux.start("docker attach att; echo DETACHED=$?; sleep 30")
+    time.sleep(1)
+    tmux.send("echo attached-$((1+1))", "Enter")
+    tmux.wait_for("attached-2")
+    tmux.send("C-p", "C-q")
+    tmux.wait_for("DETACHED=")
+    assert "Up" in out(docker("ps", "--filter", "name=att", "--format", "{{.Status}}"))
+    docker("rm", "-f", "att")
