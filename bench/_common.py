@@ -28,7 +28,8 @@ module gives them one life cycle:
   (``SO_PASSCRED``), so a READY from a helper (containerd) is not mistaken
   for the daemon's.
 * :func:`process_tree`, :func:`measure_memory`, :func:`cpu_ticks`: RSS/PSS
-  (``/proc/PID/smaps_rollup``) and CPU time summed over a process tree.
+  (``/proc/PID/smaps_rollup``) and CPU time summed over a process tree;
+  :func:`reset_peak_rss` / :func:`peak_rss_kib`: the peak RSS of one phase.
 * :func:`print_table` and :func:`write_json`: the human table and the
   machine-readable record under ``bench/results/``.
 
@@ -81,6 +82,12 @@ class DaemonSpec:
         any config file the daemon needs into ``workdir``.
     :param hide: host directories the sandbox covers with an empty tmpfs so
         the daemon cannot write there (only those that exist are covered).
+    :param driver: the storage (graph) driver it is started with.
+    :param data_root: its data root, relative to the work directory (benches
+        that look at what the daemon stored on disk need it).
+    :param cwd: the directory it is started in (default: the checkout). For
+        ``python -m``, that directory comes first on ``sys.path``, so a tree
+        exported with :func:`export_source` runs instead of the checkout.
     """
 
     name: str
@@ -88,10 +95,19 @@ class DaemonSpec:
     hide: tuple[str, ...] = ()
     available: bool = True
     why_unavailable: str = ""
+    driver: str = ""
+    data_root: str = ""
+    cwd: str = ""
 
 
-def engine_spec(extra_args: Sequence[str] = ()) -> DaemonSpec:
-    """Our daemon: ``python -m engine.client.cli -d`` with its own root, socket, pidfile."""
+def engine_spec(extra_args: Sequence[str] = (), storage_driver: str = "vfs",
+                source: str | None = None) -> DaemonSpec:
+    """Our daemon: ``python -m engine.client.cli -d`` with its own root, socket, pidfile.
+
+    :param storage_driver: given as ``-s`` (``vfs``, ``overlay``, ...).
+    :param source: a directory holding the ``engine`` package to run (see
+        :func:`export_source`); default: the checkout, as it is on disk.
+    """
 
     def prepare(workdir: str) -> tuple[list[str], str]:
         sock = os.path.join(workdir, "engine.sock")
@@ -103,16 +119,17 @@ def engine_spec(extra_args: Sequence[str] = ()) -> DaemonSpec:
             "-H", f"unix://{sock}",
             "-g", os.path.join(workdir, "root"),
             "-p", os.path.join(workdir, "engine.pid"),
-            "-s", "vfs",
+            "-s", storage_driver,
             "--config-file", config,
             *extra_args,
         ]
         return argv, sock
 
-    return DaemonSpec("engine", prepare)
+    return DaemonSpec("engine", prepare, driver=storage_driver, data_root="root", cwd=source or "")
 
 
-def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = ()) -> DaemonSpec:
+def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
+                 storage_driver: str = "vfs") -> DaemonSpec:
     """The reference: dockerd 20.10 starting its own containerd, all state in ``workdir``.
 
     Without ``--containerd`` dockerd 20.10 supervises its own containerd
@@ -127,10 +144,12 @@ def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = ()) -> DaemonS
     * ``/etc/docker``: ``key.json`` (the legacy trust key) is also redirected
       with ``deprecated-key-path`` in the generated config file; the tmpfs
       makes sure nothing else lands in the host's ``/etc/docker``.
+
+    :param storage_driver: given as ``--storage-driver`` (``vfs``, ``overlay2``, ...).
     """
     if not os.access(path, os.X_OK):
         return DaemonSpec("dockerd", lambda w: ([], ""), available=False,
-                          why_unavailable=f"{path} not found")
+                          why_unavailable=f"{path} not found", driver=storage_driver, data_root="data")
 
     def prepare(workdir: str) -> tuple[list[str], str]:
         sock = os.path.join(workdir, "docker.sock")
@@ -147,12 +166,13 @@ def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = ()) -> DaemonS
             "--pidfile", os.path.join(workdir, "docker.pid"),
             "-H", f"unix://{sock}",
             "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
-            "--storage-driver=vfs",
+            f"--storage-driver={storage_driver}",
             *extra_args,
         ]
         return argv, sock
 
-    return DaemonSpec("dockerd", prepare, hide=("/run", "/opt", "/etc/docker"))
+    return DaemonSpec("dockerd", prepare, hide=("/run", "/opt", "/etc/docker"),
+                      driver=storage_driver, data_root="data")
 
 
 # --------------------------------------------------------------------------
@@ -251,8 +271,43 @@ def measure_memory(pids: Iterable[int]) -> MemorySample:
     return MemorySample(rss, pss, per)
 
 
-def cpu_ticks(pids: Iterable[int]) -> int:
-    """utime+stime of ``pids`` in clock ticks (all threads; exited children not included)."""
+def reset_peak_rss(pids: Iterable[int]) -> None:
+    """Reset each process's peak RSS (``VmHWM``) to its current RSS.
+
+    Writing ``5`` to ``/proc/PID/clear_refs`` does that (Linux >= 4.0), so
+    :func:`peak_rss_kib` afterwards tells the peak of one phase, at no cost
+    while it runs (no sampling).
+    """
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            pass
+
+
+def peak_rss_kib(pids: Iterable[int]) -> int:
+    """Sum of ``VmHWM`` (peak RSS, KiB) over ``pids``: an upper bound of the tree's peak."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def cpu_ticks(pids: Iterable[int], reaped: bool = False) -> int:
+    """utime+stime of ``pids`` in clock ticks (all threads).
+
+    :param reaped: add cutime+cstime, the CPU time of children that exited
+        and were waited for (dockerd's short-lived ``docker-untar``
+        re-execs, for example). Without it, exited children are not included.
+    """
     total = 0
     for pid in pids:
         try:
@@ -260,6 +315,8 @@ def cpu_ticks(pids: Iterable[int]) -> int:
                 # comm may contain spaces: the fields after it follow the last ')'.
                 rest = fh.read().rpartition(")")[2].split()
             total += int(rest[11]) + int(rest[12])  # fields 14 and 15 of stat(5)
+            if reaped:
+                total += int(rest[13]) + int(rest[14])  # fields 16 and 17
         except (OSError, IndexError, ValueError):
             pass
     return total
@@ -502,7 +559,7 @@ def start_daemon(spec: DaemonSpec, notify_socket: str | None = None,
         spawn = time.monotonic_ns()
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, cwd=str(REPO_ROOT), pass_fds=(stamp_w,),
+                                    env=env, cwd=spec.cwd or str(REPO_ROOT), pass_fds=(stamp_w,),
                                     start_new_session=True)  # our Ctrl-C must not reach it
         except BaseException:
             os.close(stamp_r)
@@ -512,6 +569,32 @@ def start_daemon(spec: DaemonSpec, notify_socket: str | None = None,
     daemon = Daemon(spec, workdir, sock, proc, spawn, stamp_r, log_path)
     _LIVE.add(daemon)
     return daemon
+
+
+def export_source(rev: str, paths: Sequence[str] = ("engine",)) -> str:
+    """``git archive <rev> <paths>`` unpacked into a fresh ``/tmp/bench-src-*``.
+
+    So a bench can run a committed revision of our daemon while the checkout
+    is being edited. The caller removes the directory (plain files only).
+    Installed plugins still come from where they are installed.
+    """
+    tmp = tempfile.mkdtemp(prefix="bench-src-")
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", rev, "--", *paths],
+                                 capture_output=True, check=True, timeout=60).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True, timeout=60)
+        return tmp
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def git_rev(rev: str) -> str:
+    """The full commit hash of ``rev``."""
+    return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                          capture_output=True, text=True, check=True, timeout=10).stdout.strip()
 
 
 def stop_all() -> None:
