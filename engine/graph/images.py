@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from engine.errors import InvalidParameter, NotFound
 from engine.graph.layers import chain_ids, check_digest
-from engine.utils.fs import atomic_write, safe_rmtree
+from engine.utils.fs import fsync_dir, safe_rmtree, write_synced
 from engine.utils.truncindex import TruncIndex
 
 LOG = logging.getLogger(__name__)
@@ -212,11 +212,13 @@ class ImageStore:
             staging = os.path.join(self.dir, "tmp-" + image.hex)
             os.makedirs(staging, mode=0o700, exist_ok=True)
             try:
-                atomic_write(os.path.join(staging, "json"), raw, mode=0o600)
-                atomic_write(os.path.join(staging, "layersize"), str(image.size).encode(), mode=0o600)
+                write_synced(os.path.join(staging, "json"), raw, mode=0o600)
+                write_synced(os.path.join(staging, "layersize"), str(image.size).encode(), mode=0o600)
                 if parent:
-                    atomic_write(os.path.join(staging, "parent"), parent.encode(), mode=0o600)
+                    write_synced(os.path.join(staging, "parent"), parent.encode(), mode=0o600)
+                fsync_dir(staging)
                 os.rename(staging, os.path.join(self.dir, image.hex))
+                fsync_dir(self.dir)
             except BaseException:
                 safe_rmtree(staging)
                 raise

@@ -40,7 +40,7 @@ from typing import IO, Callable, Iterable, Iterator
 from engine.drivers.graph import GraphDriver
 from engine.graph import tarsplit
 from engine.errors import Conflict, HostError, InvalidParameter, NotFound
-from engine.utils.fs import atomic_write, safe_rmtree
+from engine.utils.fs import fsync_dir, safe_rmtree, write_synced
 
 LOG = logging.getLogger(__name__)
 
@@ -283,17 +283,15 @@ class LayerStore:
                 raise InvalidParameter(
                     f"layer content does not match its diff ID: expected {diff_id}, got {reader.digest}"
                 )
-            atomic_write(os.path.join(staging, "diff"), diff_id.encode())
-            atomic_write(os.path.join(staging, "size"), str(size).encode())
-            atomic_write(os.path.join(staging, "tar-size"), str(reader.count).encode())
+            # Plain writes: the staging dir becomes visible in one rename.
+            write_synced(os.path.join(staging, "diff"), diff_id.encode())
+            write_synced(os.path.join(staging, "size"), str(size).encode())
+            write_synced(os.path.join(staging, "tar-size"), str(reader.count).encode())
             if parent:
-                atomic_write(os.path.join(staging, "parent"), parent.encode())
+                write_synced(os.path.join(staging, "parent"), parent.encode())
+            fsync_dir(staging)
             os.rename(staging, final)
-            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(self.dir)
         except BaseException as exc:
             if created:
                 try:

@@ -214,11 +214,14 @@ class TagStore:
             refs.sort(key=_sort_key)
         return by_id
 
-    def _commit(self, repos: _Repos, times: dict[str, float]) -> None:
+    def _commit(self, repos: _Repos, times: dict[str, float],
+                added: list[tuple[Reference, str]] = (), removed: list[tuple[Reference, str]] = ()) -> None:
         """Write the new state, then make it current; on a failed write nothing changes.
 
         Callers build ``repos`` and ``times`` as new objects, so the state in
-        memory never runs ahead of the file.
+        memory never runs ahead of the file. The image index is updated with
+        what changed (``added``/``removed``), not rebuilt: rebuilding re-parses
+        every reference, which made tagging many images quadratic.
         """
         doc = {"Repositories": repos, "LastTagTime": times}
         data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -227,7 +230,16 @@ class TagStore:
         except OSError as exc:
             raise HostError(f"cannot save tag store {self.path}: {exc.strerror or exc}") from exc
         self._repos, self._times = repos, times
-        self._by_id = self._index(repos)
+        for ref, image_id in removed:
+            refs = [r for r in self._by_id.get(image_id, []) if r != ref]
+            if refs:
+                self._by_id[image_id] = refs
+            else:
+                self._by_id.pop(image_id, None)
+        for ref, image_id in added:
+            refs = [r for r in self._by_id.get(image_id, []) if r != ref] + [ref]
+            refs.sort(key=_sort_key)
+            self._by_id[image_id] = refs
 
     def _copy_repos(self) -> _Repos:
         return {name: dict(entries) for name, entries in self._repos.items()}
@@ -275,7 +287,9 @@ class TagStore:
             times = dict(self._times)
             if ref.tag is not None:
                 times[image_id] = self._clock()
-            self._commit(repos, times)
+            stored = _ref(ref.name, key)
+            self._commit(repos, times, added=[(stored, image_id)],
+                         removed=[(stored, old)] if old is not None and old != image_id else [])
 
     def delete(self, ref: Reference) -> bool:
         """Remove a tag or digest reference (a bare name means its ``latest`` tag).
@@ -291,10 +305,10 @@ class TagStore:
                 return False
             repos = self._copy_repos()
             entries = repos[ref.name]
-            del entries[key]
+            image_id = entries.pop(key)
             if not entries:
                 del repos[ref.name]
-            self._commit(repos, dict(self._times))
+            self._commit(repos, dict(self._times), removed=[(_ref(ref.name, key), image_id)])
             return True
 
     def delete_image(self, image_id: str) -> list[Reference]:
@@ -315,7 +329,7 @@ class TagStore:
                 if kept:
                     repos[name] = kept
             times = {key: value for key, value in self._times.items() if key != image_id}
-            self._commit(repos, times)
+            self._commit(repos, times, removed=[(r, image_id) for r in removed])
             return removed
 
     # ------------------------------------------------------------------

@@ -560,6 +560,24 @@ def safe_rmtree(path: str) -> None:
 # atomic writes
 
 
+def write_synced(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write a new file in a staging directory and fsync it.
+
+    For files that become visible only when their directory is renamed into
+    place (the layer and image stores): no temporary name is needed, only the
+    data on disk before the rename (and one :func:`fsync_dir` of the staging
+    directory).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: str) -> None:
     """fsync(2) a directory, making renames and creations in it durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
