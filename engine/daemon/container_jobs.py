@@ -238,7 +238,6 @@ def job_archive_put(job: Any) -> None:
 
 # logs, attach, resize, stats
 def job_logs(job: Any) -> None:
-    svc = svc_of(job)
     c = container_of(job)
     env = job.env
     if not (env.get_bool("Stdout") or env.get_bool("Stderr")):
@@ -303,7 +302,6 @@ def job_stats(job: Any) -> None:
 
 # exec
 def job_exec_create(job: Any) -> None:
-    svc = svc_of(job)
     e = job.engine.daemon.execs.create(container_of(job), job.env.get_json("Body", {}) or {})
     job.write_json({"Id": e.id})
 
