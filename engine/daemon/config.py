@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from engine.core.env import parse_bool
-from engine.drivers.graph import PRIORITY
+from engine.drivers import PRIORITY
 from engine.errors import InvalidParameter
 
 LOG = logging.getLogger(__name__)

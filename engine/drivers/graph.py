@@ -30,13 +30,11 @@ import re
 from dataclasses import dataclass
 from typing import IO, ClassVar, Iterable, Mapping, Sequence
 
+from engine.drivers import PRIORITY  # re-exported: the selection below uses it
 from engine.drivers.discovery import DriverEntry, load_drivers
 from engine.errors import EngineError, InvalidParameter, NotSupported
 
 LOG = logging.getLogger(__name__)
-
-#: The seed's priority, with overlay placed before vfs (ARCHITECTURE §3).
-PRIORITY: tuple[str, ...] = ("aufs", "btrfs", "devmapper", "overlay", "vfs")
 
 
 class ChangeKind(enum.IntEnum):

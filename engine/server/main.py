@@ -105,7 +105,9 @@ def run_daemon(args: argparse.Namespace) -> int:
             create_pidfile(cfg.pidfile)
         except OSError as exc:
             raise ConfigError(f"cannot create the pid file {cfg.pidfile}: {exc.strerror}") from None
-        plugins = make_plugin_manager()
+        # The master only serves the API's sockets: of the built-in plugins it
+        # needs just this module's serveapi job. The worker loads them all.
+        plugins = make_plugin_manager(builtins=("engine.server.main",), entrypoints=False)
         eng = Engine()
         eng.config = cfg
         plugins.hook.engine_register_jobs(engine=eng, daemon=None)
