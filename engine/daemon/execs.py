@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import secrets
+import socket
 import struct
 import termios
 import threading
@@ -140,14 +141,14 @@ class ExecService:
         ends: list[int] = []
         ours: dict[str, int] = {}
         try:
+            console_sock = None
             if e.process.tty:
-                master, slave = os.openpty()
-                ours["master"] = master
-                ends.append(slave)
-                e.pty_master = master
-                if e.process.console_size:
-                    set_winsize(master, *e.process.console_size)
-                pipes = Pipes(slave, slave, slave)
+                # The driver makes the pty inside the container and sends us
+                # the master (Pipes.console), so the exec sees a /dev/pts of
+                # the container's own.
+                console_sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                ends.append(theirs.detach())
+                pipes = Pipes(console=ends[-1])
             else:
                 stdin_r = stdout_w = stderr_w = None
                 if sock is not None and e.open_stdin:
@@ -168,6 +169,17 @@ class ExecService:
         started = threading.Event()
 
         def on_start(pid: int) -> None:
+            if console_sock is not None:
+                console_sock.settimeout(10)
+                try:
+                    _msg, fds, _flags, _addr = socket.recv_fds(console_sock, 16, 1)
+                finally:
+                    console_sock.close()
+                if fds:
+                    ours["master"] = fds[0]
+                    e.pty_master = fds[0]
+                    if e.process.console_size:
+                        set_winsize(fds[0], *e.process.console_size)
             e.pid = pid
             e.running = True
             started.set()
@@ -196,6 +208,8 @@ class ExecService:
         thread.start()
         started.wait()
         if "error" in result:
+            if console_sock is not None:
+                console_sock.close()
             for fd in ours.values():
                 os.close(fd)
             e.exit_code = 126 if "permission denied" in str(result["error"]) else 127 \

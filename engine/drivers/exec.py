@@ -116,12 +116,18 @@ class Command:
 class Pipes:
     """The process's stdio as file descriptors (None: /dev/null).
 
-    With ``ProcessConfig.tty`` the three are the same pty slave.
+    With ``ProcessConfig.tty`` and ``console`` (a connected unix socket) the
+    driver makes the pty *inside* the container, from the container's own
+    devpts, so that ``tty`` and ttyname(3) work there, and sends the pty
+    master over ``console`` (SCM_RIGHTS, as runc's console socket) before
+    the process starts; stdin/stdout/stderr are then ignored. Without
+    ``console``, the three are the same pty slave made by the caller.
     """
 
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
+    console: int | None = None
 
 
 class ExecStartError(EngineError):

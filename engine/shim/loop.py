@@ -159,8 +159,23 @@ class IOLoop:
         """Serve a connection that is attached already (passed in by the daemon), before :meth:`start`."""
         sock.setblocking(False)
         client = Client(sock)
+        client.wants_stdin = stdin
         self._clients[client.fd] = client
         self._attach(client, stdin, stdout, stderr)
+
+    def set_console(self, master: int, log: LogStream | None, open_stdin: bool) -> None:
+        """The container's pty master, once the driver made it inside the container; before :meth:`start`.
+
+        Attaches made before start that asked for stdin get it now.
+        """
+        self.outputs.append(Output(master, protocol.STREAM_STDOUT, log))
+        # The master is closed at its EOF; writes and resizes use a duplicate.
+        self._console_fd = os.dup(master)
+        if open_stdin:
+            self._stdin_fd = self._console_fd
+            for client in self._clients.values():
+                if getattr(client, "wants_stdin", False):
+                    client.stdin_open = True
 
     def start(self) -> None:
         """Start the loop's thread."""

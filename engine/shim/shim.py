@@ -206,19 +206,14 @@ class Shim:
         console_fd: int | None = None
         stdin_fd: int | None = None
         if launch.tty:
-            master, slave = os.openpty()
-            self._owned.append(master)
-            self._child_ends.append(slave)
-            size = self.command.process.console_size
-            if size:
-                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", int(size[0]), int(size[1]), 0, 0))
-            # The master is closed when its output ends; writes and resizes
-            # go through a duplicate that lives as long as the loop.
-            console_fd = os.dup(master)
-            self._owned.append(console_fd)
-            pipes = Pipes(stdin=slave, stdout=slave, stderr=slave)
-            outputs = [Output(master, protocol.STREAM_STDOUT, stream("stdout"))]
-            stdin_fd = console_fd if launch.open_stdin else None
+            # The driver makes the pty inside the container (its devpts) and
+            # sends the master over this socket pair (see Pipes.console).
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._console_sock = ours
+            self._child_ends.append(theirs.detach())
+            pipes = Pipes(console=self._child_ends[-1])
+            outputs: list[Output] = []
+            self._console_log = stream("stdout")
         else:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
@@ -255,6 +250,25 @@ class Shim:
                                    bool(spec.get("stderr")))
         return pipes
 
+    def _take_console(self) -> None:
+        """Receive the pty master the driver made inside the container."""
+        assert self.loop is not None
+        sock = self._console_sock
+        sock.settimeout(10)
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 1)
+        except OSError as exc:
+            raise RuntimeError(f"the exec driver sent no console ({exc})") from None
+        finally:
+            sock.close()
+        if not fds:
+            raise RuntimeError("the exec driver sent no console (it does not support Pipes.console)")
+        master = fds[0]
+        size = self.command.process.console_size
+        if size:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", int(size[0]), int(size[1]), 0, 0))
+        self.loop.set_console(master, self._console_log, self.launch.open_stdin)
+
     def _on_start(self, pid: int) -> None:
         """The driver's start callback: record the start, start the I/O loop, tell the launcher."""
         assert self.loop is not None
@@ -265,6 +279,8 @@ class Shim:
         self._close_child_ends()
         state = {"Pid": pid, "ShimPid": os.getpid(), "StartedAt": protocol.rfc3339nano()}
         try:
+            if self.launch.tty:
+                self._take_console()
             protocol.write_json_atomic(self.launch.path(protocol.STATE_FILE), state)
             self.loop.state.update(state)
             self.loop.on_crash = self._kill

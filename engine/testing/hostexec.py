@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import termios
 from typing import Any, Callable, NoReturn
 
@@ -74,8 +75,15 @@ def _child(process: ProcessConfig, pipes: Pipes, report_fd: int) -> NoReturn:
         os.setsid()
         # Move every source above 2 first, so that dup2 onto 0..2 cannot
         # clobber a source that happens to be 0..2 itself.
+        stdio = (pipes.stdin, pipes.stdout, pipes.stderr)
+        if process.tty and pipes.console is not None:
+            # As a real driver would: make the pty here, send the master back.
+            master, slave = os.openpty()
+            socket.send_fds(socket.socket(fileno=pipes.console), [b"M"], [master])
+            os.close(master)
+            stdio = (slave, slave, slave)
         sources = []
-        for fd in (pipes.stdin, pipes.stdout, pipes.stderr):
+        for fd in stdio:
             if fd is None:
                 fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             sources.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))

@@ -344,7 +344,8 @@ class NativeDriver(ExecDriver):
         stdio: list[int | None] = []
         owned: list[int] = []
         try:
-            for fd in (pipes.stdin, pipes.stdout, pipes.stderr):
+            console = pipes.console if process.tty else None
+            for fd in (None, None, None) if console is not None else (pipes.stdin, pipes.stdout, pipes.stderr):
                 if fd is None:
                     stdio.append(None)
                     continue
@@ -353,6 +354,11 @@ class NativeDriver(ExecDriver):
                 owned.append(copy)
                 stdio.append(copy)
             config["stdio"] = stdio
+            config["console"] = None
+            if console is not None:
+                # The pty is made inside the container and its master sent back here.
+                config["console"] = fcntl.fcntl(console, fcntl.F_DUPFD_CLOEXEC, 3)
+                owned.append(config["console"])
             cfg_r, cfg_w = os.pipe2(os.O_CLOEXEC)
             status_r, status_w = os.pipe2(os.O_CLOEXEC)
             owned += [cfg_r, cfg_w, status_r, status_w]
@@ -360,7 +366,8 @@ class NativeDriver(ExecDriver):
             helper = subprocess.Popen(
                 [sys.executable, "-S", "-m", "engine_exec_native.nsenter", str(cfg_r), str(status_w)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                pass_fds=[cfg_r, status_w, *[fd for fd in stdio if fd is not None]], env=env, close_fds=True)
+                pass_fds=[cfg_r, status_w, *[fd for fd in [*stdio, config["console"]] if fd is not None]],
+                env=env, close_fds=True)
         except BaseException:
             for fd in owned:
                 os.close(fd)

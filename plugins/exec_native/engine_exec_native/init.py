@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import stat
 import struct
 import termios
@@ -144,6 +145,50 @@ def setup_terminal(console_size: list[int] | None) -> None:
     if console_size:
         rows, cols = console_size
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+# tty_ioctl(4): unlock a pty slave and read its number (asm-generic/ioctls.h).
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
+
+
+def setup_console(console_socket: int, console_size: list[int] | None) -> None:
+    """Make a pty from this mount namespace's devpts, hand its master to the caller,
+    and make the slave our stdio, controlling terminal and /dev/console.
+
+    Made here rather than by the caller so that the slave is a /dev/pts/N of
+    the container's own devpts instance: ttyname(3) and ``tty`` work inside
+    (the caller's pty would belong to the host's devpts). The master goes back
+    over ``console_socket`` with SCM_RIGHTS (unix(7)), like runc's console socket.
+    """
+    try:
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+        slave_path = f"/dev/pts/{number}"
+        slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupError(f"creating the container's console failed ({errno.errorcode.get(exc.errno or 0)}): "
+                         f"{exc.strerror}") from None
+    if console_size:
+        rows, cols = console_size
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    try:
+        if not os.path.lexists("/dev/console"):
+            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        libc.mount(slave_path, "/dev/console", None, libc.MS_BIND)
+    except OSError:
+        pass  # an exec into a container without a /dev it may write: the console stays as it is
+    sock = socket.socket(fileno=console_socket)
+    try:
+        socket.send_fds(sock, [b"M"], [master])
+    finally:
+        sock.detach()
+        os.close(console_socket)
+        os.close(master)
+    setup_stdio([slave, slave, slave])
+    os.close(slave)
+    setup_terminal(None)
 
 
 def _join_namespaces(namespaces: dict[str, Any]) -> None:
@@ -337,10 +382,14 @@ def container_init(plan: dict[str, Any], stdio: list[int | None], sync_fd: int, 
         # Die with the parent while setting up (cleared right before execve).
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()
-        setup_stdio(stdio)
         process = plan["process"]
-        if process["tty"]:
-            setup_terminal(process["console_size"])
+        console_socket = plan.get("console_socket")
+        if console_socket is not None:
+            setup_stdio([None, None, None])  # the console comes once /dev/pts is ours
+        else:
+            setup_stdio(stdio)
+            if process["tty"]:
+                setup_terminal(process["console_size"])
         _join_namespaces(plan["namespaces"])
         if os.read(sync_fd, 1) != GO:
             os._exit(1)  # the parent went away before the cgroup was set
@@ -351,21 +400,27 @@ def container_init(plan: dict[str, Any], stdio: list[int | None], sync_fd: int, 
         if plan["namespaces"]["uts"]:
             _set_names(plan["hostname"], plan["domainname"])
         _write_sysctls(plan["sysctls"])
+        if console_socket is not None:
+            setup_console(console_socket, process["console_size"])
         rootfs.finalize(plan)
         start_process(process, err_fd)
     except BaseException as exc:  # everything must reach the parent, and nothing may return
         _fail(err_fd, exc)
 
 
-def exec_child(process: dict[str, Any], stdio: list[int | None], err_fd: int) -> NoReturn:
+def exec_child(process: dict[str, Any], stdio: list[int | None], err_fd: int,
+               console_socket: int | None = None) -> NoReturn:
     """A process started by ``exec``: the forked child of the helper, inside the container already."""
     try:
         reset_signals()
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()
-        setup_stdio(stdio)
-        if process["tty"]:
-            setup_terminal(process["console_size"])
+        if console_socket is not None and process["tty"]:
+            setup_console(console_socket, process["console_size"])
+        else:
+            setup_stdio(stdio)
+            if process["tty"]:
+                setup_terminal(process["console_size"])
         start_process(process, err_fd)
     except BaseException as exc:
         _fail(err_fd, exc)

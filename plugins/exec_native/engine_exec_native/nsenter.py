@@ -110,9 +110,9 @@ def main(argv: list[str]) -> int:
     if pid == 0:
         os.close(err_r)
         os.close(status_fd)
-        init.exec_child(config["process"], config["stdio"], err_w)
+        init.exec_child(config["process"], config["stdio"], err_w, config.get("console"))
     os.close(err_w)
-    for fd in config["stdio"]:
+    for fd in [*config["stdio"], config.get("console")]:
         if fd is not None:
             os.close(fd)
     message = init.read_error(err_r)

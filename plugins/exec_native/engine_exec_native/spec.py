@@ -258,7 +258,11 @@ def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]
     if not os.path.isdir(command.rootfs):
         raise NotFound(f"rootfs {command.rootfs} does not exist")
     console = None
-    if command.process.tty:
+    console_socket = None
+    if command.process.tty and pipes.console is not None:
+        # The init makes the pty in the container's devpts and sends the master back.
+        console_socket = pipes.console
+    elif command.process.tty:
         if pipes.stdin is None or not os.isatty(pipes.stdin):
             raise InvalidParameter("a tty was requested but stdin is not a terminal (pass the pty slave)")
         console = os.ttyname(pipes.stdin)
@@ -287,5 +291,6 @@ def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]
         "shm_size": command.shm_size or 64 * 1024 * 1024,
         "etc_files": etc_files,
         "console": console,
+        "console_socket": console_socket,
         "process": build_process_plan(command.process, create_cwd=True),
     }
