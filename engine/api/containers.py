@@ -231,9 +231,12 @@ class ExecStart(_Resource):
                 job.run()
             except EngineError as exc:
                 from engine.daemon.attach import close_client, send_all
+                from engine.daemon.logs import frame
 
-                # The stream is ours already: report like moby, in-band.
-                send_all(sock, f"{exc}\r\n".encode())
+                # The stream is ours already: report in-band as moby does
+                # (on stdout); the exit code (126/127) is in the exec's inspect.
+                message = f"OCI runtime exec failed: {exc}: unknown\r\n".encode()
+                send_all(sock, frame(1, message, tty))
                 close_client(sock)
 
         request_hijack(req, run, RAW_STREAM if tty else MULTIPLEXED)

@@ -20,7 +20,9 @@ from engine.client.errors import ClientError
 from engine.daemon.config import DEFAULT_HOST, add_daemon_arguments
 
 #: Command modules, in the order their commands appear in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("engine.client.commands.system", "engine.client.commands.images")
+COMMAND_MODULES: tuple[str, ...] = ("engine.client.commands.system", "engine.client.commands.containers",
+                                    "engine.client.commands.images", "engine.client.commands.registry",
+                                    "engine.client.commands.volumes")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +39,9 @@ def _cert_path() -> str:
     return os.environ.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: bool = True) -> argparse.ArgumentParser:
+    """The ``engine`` parser; ``commands=False`` leaves out the client's
+    commands (``engine -d`` needs none of their imports)."""
     parser = _Parser(
         prog="engine",
         description="A Linux container engine. Without a command: the daemon with -d, else this help.",
@@ -58,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = sub.add_parser("daemon", help="run the daemon")
     add_daemon_arguments(daemon)
     daemon.set_defaults(func=None)
-    for modname in COMMAND_MODULES:
+    for modname in COMMAND_MODULES if commands else ():
         importlib.import_module(modname).register(sub)
     return parser
 
@@ -101,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     daemon_argv = _split_daemon_argv(argv)
     if daemon_argv is not None:
         argv = ["daemon", *daemon_argv]
-    parser = build_parser()
+    parser = build_parser(commands=not argv or argv[0] != "daemon")
     args = parser.parse_args(argv)
     if args.version:
         print(f"engine version {engine.__version__}, API {engine.API_VERSION}")

@@ -164,6 +164,12 @@ def ports_summary(c: Container) -> list[dict]:
     return out
 
 
+def command_string(c: Container) -> str:
+    """moby's list Command: arguments with spaces in single quotes."""
+    args = [f"'{a}'" if " " in a else a for a in c.args]
+    return " ".join([c.path, *args]) if args else c.path
+
+
 def summary(svc: Any, c: Container, size: bool = False) -> dict:
     names = sorted(svc.daemon.linkgraph.ref_paths(c.id)) or [c.name]
     if c.name in names:
@@ -178,7 +184,7 @@ def summary(svc: Any, c: Container, size: bool = False) -> dict:
         "Names": names,
         "Image": image,
         "ImageID": c.image_id,
-        "Command": " ".join([c.path, *c.args]),
+        "Command": command_string(c),
         "Created": int(c.created),
         "Ports": ports_summary(c),
         "Labels": c.config.get("Labels") or {},

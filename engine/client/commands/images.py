@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import sys
 import time
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from engine.client.errors import ClientError
 from engine.client.format import human_duration, human_size, table
 from engine.client.progress import StreamError, display
+from engine.client.template import render
 
 
 def _fail(message: str) -> None:
@@ -195,31 +195,10 @@ def cmd_image_inspect(client: Any, args: Any) -> int:
             status = 1
     if args.format:
         for doc in out:
-            print(_render(args.format, doc))
+            print(render(args.format, doc))
     else:
         _print_json(out)
     return status
-
-
-def _render(fmt: str, doc: dict) -> str:
-    """The subset of Go templates scripts use: ``{{.A.B}}`` and ``{{json .X}}``."""
-
-    def value(path: str) -> Any:
-        cur: Any = doc
-        for part in [p for p in path.split(".") if p]:
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        return cur
-
-    def sub(m: re.Match) -> str:
-        expr = m.group(1).strip()
-        if expr.startswith("json "):
-            return json.dumps(value(expr[5:].strip()))
-        v = value(expr)
-        if isinstance(v, (dict, list)):
-            return json.dumps(v)
-        return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-
-    return re.sub(r"\{\{(.*?)\}\}", sub, fmt)
 
 
 def cmd_image_prune(client: Any, args: Any) -> int:

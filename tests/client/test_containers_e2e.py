@@ -1,0 +1,375 @@
+"""The ``engine`` container commands end to end, against our daemon and the reference dockerd.
+
+Each test runs the ``engine`` CLI as a subprocess (stdin not a terminal)
+and checks what docker's CLI would print and return.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def test_run_rm_prints_output(engine):
+    proc = engine("run", "--rm", "busybox", "echo", "hi")
+    assert (proc.returncode, proc.stdout) == (0, "hi\n"), proc.stderr
+    assert engine("ps", "-aq").stdout == ""
+
+
+def test_run_exit_status_and_streams(engine):
+    proc = engine("run", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert proc.returncode == 3
+    assert proc.stdout == "out\n" and "err\n" in proc.stderr
+
+
+def test_run_missing_command_is_127(engine):
+    proc = engine("run", "--rm", "busybox", "nosuchcmd")
+    assert proc.returncode == 127
+    assert "executable file not found" in proc.stderr and "Run 'engine run --help'" in proc.stderr
+    deadline = time.monotonic() + 10
+    while engine("ps", "-aq").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert engine("ps", "-aq").stdout == "", "--rm must remove the container when start fails"
+
+
+def test_run_not_executable_is_126(engine):
+    proc = engine("run", "--rm", "busybox", "/etc/passwd")
+    assert proc.returncode == 126, proc.stderr
+
+
+def test_run_interactive_stdin_pipe(engine):
+    proc = engine("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input="hello\nworld\n")
+    assert (proc.returncode, proc.stdout) == (0, "hello\nworld\ndone\n"), proc.stderr
+
+
+def test_run_tty_without_a_terminal_is_refused(engine):
+    proc = engine("run", "-it", "busybox", "true", input="")
+    assert proc.returncode == 1 and proc.stderr.strip() == "the input device is not a TTY"
+
+
+def test_run_flag_errors_are_125(engine):
+    proc = engine("run", "-p", "foo", "busybox")
+    assert proc.returncode == 125
+    assert proc.stderr.startswith("engine: invalid containerPort: foo")
+    proc = engine("run", "-d", "-a", "stdout", "busybox")
+    assert proc.returncode == 1 and "cannot specify both --attach and --detach" in proc.stderr
+
+
+def test_run_missing_image_tries_to_pull(engine):
+    proc = engine("run", "--rm", "nosuchimage:v1", timeout=120)
+    assert proc.returncode == 125
+    assert "Unable to find image 'nosuchimage:v1' locally" in proc.stderr
+    proc = engine("create", "--pull", "never", "nosuchimage:v1")
+    assert proc.returncode == 1 and "Unable to find image" not in proc.stderr
+    assert "No such image" in proc.stderr
+
+
+def test_detached_lifecycle(engine):
+    proc = engine("run", "-d", "--name", "web", "-l", "role=test", "busybox", "sh", "-c",
+                  "echo started; echo warn >&2; while true; do sleep 1; done")
+    assert proc.returncode == 0, proc.stderr
+    cid = proc.stdout.strip()
+    assert len(cid) == 64
+    deadline = time.monotonic() + 10
+    while "started" not in engine("logs", "web").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    ps = engine("ps").stdout.splitlines()
+    assert ps[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    assert ps[1].startswith(cid[:12] + "   busybox   \"sh -c ") and ps[1].endswith("web")
+    assert "…" in ps[1] and " ago " in ps[1] and "Up " in ps[1]
+    assert engine("ps", "-q").stdout == cid[:12] + "\n"
+    assert engine("ps", "-q", "--no-trunc").stdout == cid + "\n"
+    assert engine("ps", "--format", "{{.ID}} {{.Names}} {{.State}} {{.Label \"role\"}}").stdout == \
+        f"{cid[:12]} web running test\n"
+    doc = json.loads(engine("ps", "--format", "{{json .}}").stdout)
+    assert doc["Names"] == "web" and doc["Labels"] == "role=test" and doc["Status"].startswith("Up")
+    assert engine("ps", "-f", "name=nomatch", "-q").stdout == ""
+    assert engine("ps", "-f", "label=role=test", "-q").stdout == cid[:12] + "\n"
+
+    logs = engine("logs", "web")
+    assert logs.stdout == "started\n" and "warn\n" in logs.stderr
+    stamped = engine("logs", "-t", "--tail", "1", "web")
+    lines = (stamped.stdout + stamped.stderr).splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z (started|warn)", lines[0])
+    assert engine("logs", "--since", "1h", "web").stdout == "started\n"
+
+    inspected = json.loads(engine("inspect", "web").stdout)
+    assert len(inspected) == 1 and inspected[0]["Id"] == cid and inspected[0]["Config"]["Labels"] == {"role": "test"}
+    assert engine("inspect", "-f", "{{.State.Running}} {{.Name}} {{.Config.Labels}}", "web").stdout == \
+        "true /web map[role:test]\n"
+    assert engine("container", "inspect", "-f", "{{.Id}}", "web").stdout.strip() == cid
+
+    top = engine("top", "web").stdout.splitlines()
+    assert "PID" in top[0].split() and any("sleep" in line or "sh -c" in line for line in top[1:])
+
+    stop = engine("stop", "-t", "1", "web")
+    assert (stop.returncode, stop.stdout) == (0, "web\n"), stop.stderr
+    status = engine("ps", "-a", "--format", "{{.Status}}").stdout
+    assert status.startswith("Exited (")
+    assert engine("rm", "web").stdout == "web\n"
+    assert engine("ps", "-aq").stdout == ""
+
+
+def test_errors_for_missing_containers(engine):
+    proc = engine("stop", "nosuch1", "nosuch2")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["Error response from daemon: No such container: nosuch1",
+                                        "Error response from daemon: No such container: nosuch2"]
+    proc = engine("rm", "-f", "nosuch")
+    assert proc.returncode == 0 and "No such container: nosuch" in proc.stderr
+    proc = engine("start", "nosuch")
+    assert proc.returncode == 1 and proc.stderr.splitlines()[-1] == "Error: failed to start containers: nosuch"
+    proc = engine("inspect", "nosuch")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "[]\n", "Error: No such object: nosuch\n")
+    for args in (("logs", "nosuch"), ("exec", "nosuch", "true"), ("port", "nosuch")):
+        proc = engine(*args)
+        assert proc.returncode == 1 and "No such container: nosuch" in proc.stderr, args
+
+
+def test_exec_exit_codes_and_options(engine):
+    assert engine("run", "-d", "--name", "box", "busybox", "sleep", "300").returncode == 0
+    proc = engine("exec", "box", "sh", "-c", "exit 5")
+    assert proc.returncode == 5
+    proc = engine("exec", "-e", "A=1", "-w", "/tmp", "-u", "nobody", "box", "sh", "-c", "echo $A $(pwd) $(id -un)")
+    assert (proc.returncode, proc.stdout) == (0, "1 /tmp nobody\n"), proc.stderr
+    proc = engine("exec", "-i", "box", "cat", input="piped\n")
+    assert proc.stdout == "piped\n"
+    proc = engine("exec", "-d", "box", "sh", "-c", "echo bg > /tmp/bg")
+    assert (proc.returncode, proc.stdout) == (0, "")
+    time.sleep(0.5)
+    assert engine("exec", "box", "cat", "/tmp/bg").stdout == "bg\n"
+
+
+def test_exec_missing_command(engine, daemon_gap):
+    assert engine("run", "-d", "--name", "box", "busybox", "sleep", "300").returncode == 0
+    proc = engine("exec", "box", "nosuchcmd")
+    with daemon_gap("our daemon writes the exec start error into the stream without a stdcopy frame"):
+        assert proc.returncode in (126, 127) and "nosuchcmd" in proc.stdout + proc.stderr, proc.stderr
+
+
+def test_start_attach_wait_kill_restart(engine):
+    assert engine("create", "--name", "once", "busybox", "sh", "-c", "echo ran; exit 4").returncode == 0
+    proc = engine("start", "-a", "once")
+    assert (proc.returncode, proc.stdout) == (4, "ran\n")
+    assert engine("wait", "once").stdout == "4\n"
+    assert engine("start", "once").stdout == "once\n"
+    assert engine("wait", "once").stdout == "4\n"
+
+    assert engine("run", "-d", "--name", "sleeper", "busybox", "sleep", "300").returncode == 0
+    assert engine("kill", "-s", "KILL", "sleeper").stdout == "sleeper\n"
+    assert engine("wait", "sleeper").stdout == "137\n"
+    assert engine("restart", "-t", "1", "sleeper").stdout == "sleeper\n"
+    assert engine("inspect", "-f", "{{.State.Running}}", "sleeper").stdout == "true\n"
+    assert engine("pause", "sleeper").stdout == "sleeper\n"
+    assert "(Paused)" in engine("ps", "--format", "{{.Status}}").stdout
+    assert engine("unpause", "sleeper").stdout == "sleeper\n"
+    proc = engine("rm", "sleeper")
+    assert proc.returncode == 1 and proc.stdout == "" and "cannot remove a running container" in proc.stderr
+    assert engine("rm", "-f", "sleeper").stdout == "sleeper\n"
+    # Renamed while stopped: dockerd without a bridge cannot rename a running container's sandbox.
+    proc = engine("rename", "once", "twice")
+    assert (proc.returncode, proc.stdout) == (0, ""), proc.stderr
+    assert engine("ps", "-a", "--format", "{{.Names}}").stdout == "twice\n"
+    proc = engine("rename", "once", "thrice")
+    assert proc.returncode == 1 and proc.stderr.splitlines()[-1] == "Error: failed to rename container named once"
+
+
+def test_attach_to_running_container(engine):
+    assert engine("run", "-d", "--name", "talker", "busybox", "sh", "-c",
+                  "sleep 1; echo one; echo two >&2; exit 6").returncode == 0
+    proc = engine("attach", "--no-stdin", "talker")
+    assert proc.returncode == 6
+    assert "one\n" in proc.stdout and "two\n" in proc.stderr
+    proc = engine("attach", "talker")
+    assert proc.returncode == 1 and "You cannot attach to a stopped container" in proc.stderr
+
+
+def test_update(engine):
+    assert engine("run", "-d", "--name", "upd", "busybox", "sleep", "300").returncode == 0
+    proc = engine("update", "--memory", "64m", "--memory-swap", "128m", "--cpus", "0.5", "--cpu-shares", "512",
+                  "--pids-limit", "50", "--restart", "on-failure:2", "upd")
+    assert (proc.returncode, proc.stdout.splitlines()[0]) == (0, "upd"), proc.stderr
+    doc = json.loads(engine("inspect", "upd").stdout)[0]["HostConfig"]
+    assert (doc["Memory"], doc["MemorySwap"], doc["NanoCpus"], doc["CpuShares"], doc["PidsLimit"]) == (
+        64 << 20, 128 << 20, 500_000_000, 512, 50)
+    assert doc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    proc = engine("update", "upd")
+    assert proc.returncode == 1 and "you must provide one or more flags" in proc.stderr
+
+
+def test_run_options_reach_the_container(engine, tmp_path):
+    cidfile = tmp_path / "cid"
+    proc = engine("run", "-d", "--cidfile", str(cidfile), "busybox", "true")
+    assert proc.returncode == 0 and cidfile.read_text() == proc.stdout.strip()
+    proc = engine("run", "-d", "--cidfile", str(cidfile), "busybox", "true")
+    assert proc.returncode == 125 and "container ID file found" in proc.stderr
+    env_file = tmp_path / "env"
+    env_file.write_text("FROM_FILE=yes\n")
+    proc = engine("run", "--rm", "-e", "A=1", "--env-file", str(env_file), "-w", "/tmp", "-h", "boxname",
+                  "-u", "1:1", "--entrypoint", "sh", "busybox", "-c", "echo $A $FROM_FILE $(pwd) $(hostname) $(id -u)")
+    assert (proc.returncode, proc.stdout) == (0, "1 yes /tmp boxname 1\n"), proc.stderr
+    host_dir = tmp_path / "shared"
+    host_dir.mkdir()
+    (host_dir / "in.txt").write_text("from host")
+    proc = engine("run", "--rm", "-v", f"{host_dir}:/shared", "busybox", "sh", "-c",
+                  "cat /shared/in.txt; echo back > /shared/out.txt")
+    assert proc.stdout == "from host", proc.stderr
+    assert (host_dir / "out.txt").read_text() == "back\n"
+    proc = engine("run", "--rm", "--mount", f"type=bind,src={host_dir},dst=/ro,readonly", "busybox",
+                  "sh", "-c", "touch /ro/x")
+    assert proc.returncode != 0
+    proc = engine("run", "--rm", "--read-only", "--tmpfs", "/scratch", "busybox", "sh", "-c",
+                  "touch /scratch/ok && touch /nope")
+    assert proc.returncode == 1 and "Read-only file system" in proc.stderr
+
+
+def test_volumes(engine):
+    assert engine("volume", "create", "--label", "k=v", "data").stdout == "data\n"
+    anon = engine("volume", "create").stdout.strip()
+    assert len(anon) == 64
+    listing = engine("volume", "ls").stdout.splitlines()
+    assert listing[0].split() == ["DRIVER", "VOLUME", "NAME"]
+    assert sorted(line.split() for line in listing[1:]) == sorted([["local", anon], ["local", "data"]])
+    assert sorted(engine("volume", "ls", "-q").stdout.split()) == sorted([anon, "data"])
+    assert engine("volume", "ls", "-q", "-f", "label=k=v").stdout == "data\n"
+    doc = json.loads(engine("volume", "inspect", "data").stdout)
+    assert doc[0]["Name"] == "data" and doc[0]["Labels"] == {"k": "v"} and doc[0]["Driver"] == "local"
+    assert engine("volume", "inspect", "-f", "{{.Driver}}", "data").stdout == "local\n"
+    proc = engine("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f")
+    assert proc.returncode == 0, proc.stderr
+    assert engine("run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/f").stdout == "kept\n"
+    proc = engine("volume", "rm", "data", "nosuchvol")
+    assert proc.returncode == 1 and proc.stdout == "data\n"
+    proc = engine("volume", "prune", "-f")
+    assert proc.returncode == 0 and proc.stdout.endswith("Total reclaimed space: 0B\n") and anon in proc.stdout
+
+
+def _tar_names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return sorted(m.name for m in tar.getmembers())
+
+
+def test_cp_both_ways(engine, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("A")
+    (src / "sub" / "b.txt").write_text("B")
+    assert engine("run", "-d", "--name", "files", "busybox", "sleep", "300").returncode == 0
+
+    assert engine("cp", str(src), "files:/tmp/dst").returncode == 0
+    assert engine("cp", str(src / "a.txt"), "files:/tmp/").returncode == 0
+    assert engine("cp", f"{src}/.", "files:/tmp/dot").returncode == 0
+    listing = engine("exec", "files", "sh", "-c", "cat /tmp/a.txt /tmp/dst/sub/b.txt /tmp/dot/a.txt; ls /tmp/dot").stdout
+    assert listing == "ABAa.txt\nsub\n"
+
+    assert engine("cp", "files:/tmp/dst", str(tmp_path / "back")).returncode == 0
+    assert (tmp_path / "back" / "sub" / "b.txt").read_text() == "B"
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert engine("cp", "files:/tmp/dst", str(existing)).returncode == 0
+    assert (existing / "dst" / "a.txt").read_text() == "A"
+    assert engine("cp", "files:/etc/passwd", str(tmp_path / "pw")).returncode == 0
+    assert (tmp_path / "pw").read_text().startswith("root:")
+
+    tarred = engine("cp", "files:/tmp/dst", "-", input=b"")
+    assert _tar_names(tarred.stdout) == ["dst", "dst/a.txt", "dst/sub", "dst/sub/b.txt"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("from-stdin.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"stdin"))
+    assert engine("cp", "-", "files:/tmp", input=buf.getvalue()).returncode == 0
+    assert engine("exec", "files", "cat", "/tmp/from-stdin.txt").stdout == "stdin"
+
+    proc = engine("cp", "files:/nonexistent", str(tmp_path / "x"))
+    assert proc.returncode == 1 and "/nonexistent" in proc.stderr
+    proc = engine("cp", "files:/tmp/dst", str(tmp_path / "pw"))
+    assert proc.returncode == 1 and "cannot copy directory" in proc.stderr
+    proc = engine("cp", str(src / "a.txt"), "files:/nodir/")
+    assert proc.returncode == 1 and "no such directory" in proc.stderr
+    proc = engine("cp", str(src), str(tmp_path / "y"))
+    assert proc.returncode == 1 and "must specify at least one container source" in proc.stderr
+
+
+def test_export_diff_port_stats(engine, tmp_path):
+    assert engine("run", "-d", "--name", "fs", "busybox", "sh", "-c", "echo x > /tmp/new; sleep 300").returncode == 0
+    time.sleep(1)
+    diff = engine("diff", "fs").stdout.splitlines()
+    assert "C /tmp" in diff and "A /tmp/new" in diff
+    out = tmp_path / "fs.tar"
+    assert engine("export", "-o", str(out), "fs").returncode == 0
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert "bin/busybox" in names and "tmp/new" in names
+    proc = engine("port", "fs", "80")
+    assert proc.returncode == 1 and proc.stderr.strip() == "Error: No public port '80' published for fs"
+    assert engine("port", "fs").stdout == ""
+    stats = engine("stats", "--no-stream", "fs").stdout.splitlines()
+    assert stats[0].split() == ["CONTAINER", "ID", "NAME", "CPU", "%", "MEM", "USAGE", "/", "LIMIT", "MEM", "%",
+                                "NET", "I/O", "BLOCK", "I/O", "PIDS"]
+    assert stats[1].split()[1] == "fs" and stats[1].split()[2].endswith("%")
+    row = engine("stats", "--no-stream", "--format", "{{.Name}}|{{.PIDs}}", "fs").stdout.strip()
+    assert row.split("|")[0] == "fs" and int(row.split("|")[1]) >= 1
+
+
+def test_container_group_and_prune(engine):
+    assert engine("container", "run", "--name", "g1", "busybox", "true").returncode == 0
+    assert engine("container", "ls", "-a", "--format", "{{.Names}}").stdout == "g1\n"
+    assert engine("container", "ps", "-a", "-q") .stdout.strip() == engine("ps", "-aq").stdout.strip()
+    assert engine("container", "logs", "g1").returncode == 0
+    proc = engine("container", "prune", "-f")
+    assert proc.returncode == 0 and proc.stdout.startswith("Deleted Containers:\n")
+    assert re.search(r"\n\nTotal reclaimed space: \S+\n$", proc.stdout)
+    assert engine("ps", "-aq").stdout == ""
+
+
+def test_events_and_system_df(engine):
+    since = str(int(time.time()) - 1)
+    assert engine("run", "--rm", "--name", "ev", "busybox", "true").returncode == 0
+    until = str(int(time.time()) + 1)
+    time.sleep(1.5)
+    proc = engine("events", "--since", since, "--until", until, "-f", "type=container", "-f", "event=die")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and " container die " in lines[0] and "name=ev" in lines[0]
+    proc = engine("events", "--since", since, "--until", until, "--format", "{{.Action}}", "-f", "event=start")
+    assert proc.stdout == "start\n"
+    df = engine("system", "df").stdout.splitlines()
+    assert df[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    assert [line.split()[0] for line in df[1:]] == ["Images", "Containers", "Local", "Build"]
+
+
+def test_logs_follow_ends_with_the_container(engine):
+    assert engine("run", "-d", "--name", "counter", "busybox", "sh", "-c",
+                  "for i in 1 2 3; do echo $i; sleep 0.3; done").returncode == 0
+    proc = engine("logs", "-f", "counter", timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "1\n2\n3\n")
+    proc = engine("logs", "-f", "--tail", "1", "counter", timeout=30)
+    assert proc.stdout == "3\n"
+
+
+def test_export_to_stdout(engine):
+    assert engine("create", "--name", "exp", "busybox").returncode == 0
+    proc = engine("export", "exp", input=b"")
+    assert proc.returncode == 0
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        assert "bin/busybox" in tar.getnames()
+
+
+def test_system_prune(engine, daemon_gap):
+    assert engine("run", "--name", "done", "busybox", "true").returncode == 0
+    proc = engine("system", "prune", "-f")
+    with daemon_gap("our daemon has no POST /networks/prune yet"):
+        assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Deleted Containers:\n")
+    assert re.search(r"\n\nTotal reclaimed space: \S+\n$", proc.stdout)
+    assert engine("ps", "-aq").stdout == ""
