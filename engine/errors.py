@@ -108,6 +108,12 @@ class HostError(EngineError):
     http_status = 500
 
 
+class RegistryError(EngineError):
+    """A registry failed us or sent something wrong: a digest mismatch, a dropped connection (500)."""
+
+    template = "registry error"
+
+
 class NoSuchContainer(NotFound):
     template = "No such container: {name}"
 

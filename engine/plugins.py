@@ -25,6 +25,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "engine.builtins",
     "engine.daemon.jobs",
     "engine.graph.jobs",
+    "engine.registry.jobs",
     "engine.daemon.container_jobs",
     "engine.server.main",
 )

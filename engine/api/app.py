@@ -21,7 +21,7 @@ LOG = logging.getLogger("engine.api")
 HIJACK_KEY = "engine.hijack"
 
 #: Route modules; each has ``add_routes(app, engine, **options)``.
-ROUTE_MODULES: tuple[str, ...] = ("engine.api.images", "engine.api.containers")
+ROUTE_MODULES: tuple[str, ...] = ("engine.api.images", "engine.api.containers", "engine.api.registry")
 
 
 def create_app(engine: Any, cors: bool = False, debug: bool = False, plugins: Any = None) -> falcon.App:

@@ -72,7 +72,15 @@ class Progress:
         self._write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
 
     def status(self, status: str, id: str | None = None) -> None:
+        """A progress action (moby ``progress.Update``): ``{"status","progressDetail":{},"id"}``."""
         self.send(message(status, id))
+
+    def message(self, text: str, id: str | None = None) -> None:
+        """A plain message (moby ``progress.Message``): ``{"status","id"}``, no ``progressDetail``."""
+        msg: dict[str, Any] = {"status": text}
+        if id is not None:
+            msg["id"] = id
+        self.send(msg)
 
     def stream(self, text: str) -> None:
         self.send({"stream": text})
