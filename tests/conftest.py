@@ -13,6 +13,40 @@ from engine.testing.daemon import DaemonProcess
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)")
 
 
+def _links() -> dict[str, int]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_interfaces():
+    """Remove interfaces a test left in the sandbox's network namespace.
+
+    Daemons keep their bridge when they stop (as dockerd keeps docker0) and
+    live-restore keeps the veths of containers still running; the next test
+    must start from a namespace with only what it had before.
+    """
+    from engine.testing.sandbox import in_sandbox
+
+    if not in_sandbox() or os.geteuid() != 0:
+        yield
+        return
+    before = set(_links())
+    yield
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    for name, index in _links().items():
+        if name not in before:
+            with IPRoute() as ipr:
+                try:
+                    ipr.link("del", index=index)
+                except NetlinkError:
+                    pass  # a veth whose peer went first
+
+
 @pytest.fixture
 def workdir(tmp_path_factory):
     """A scratch directory for a daemon; mounts below it are removed first."""

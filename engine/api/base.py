@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import queue
+import select
+import socket
 import threading
 from typing import Any, Iterator, Mapping
 
@@ -107,8 +109,35 @@ def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = 
 _DONE = object()
 
 
+def client_gone(sock: Any) -> bool:
+    """Whether the client closed its connection (EOF readable, no request pending).
+
+    A streaming answer that writes nothing for a long time (``wait``,
+    ``events``, ``logs -f``) would otherwise only learn that the client left
+    at its next write; the docker CLI abandons its ``wait`` of every
+    ``run -d``, and each would hold a thread until its container exits.
+    """
+    if sock is None:
+        return False
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+        if not ready:
+            return False
+        # Peek below TLS: a plain socket object over the same fd.
+        raw = socket.socket(fileno=sock.fileno())
+        try:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        finally:
+            raw.detach()
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError):
+        return True
+
+
 def stream_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None,
-               stdin: Any = None, first_output_timeout: float | None = None) -> Iterator[bytes]:
+               stdin: Any = None, first_output_timeout: float | None = None,
+               client: Any = None) -> Iterator[bytes]:
     """Run a job in a thread and return an iterator over its stdout.
 
     The call waits until the job writes something or ends: an error raised
@@ -118,6 +147,9 @@ def stream_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None
     :param first_output_timeout: stop waiting for the first write after this
         many seconds and start the stream with nothing (for endless streams
         whose headers must be flushed at once, e.g. ``/events``).
+    :param client: the client's socket (``gunicorn.socket``): while the job
+        writes nothing, it is checked every second, and the job is told to
+        stop (``job.stdout.closed``) when the client has gone.
     """
     job = engine.job(name, *args, env=env)
     chunks: queue.Queue[Any] = queue.Queue()
@@ -143,14 +175,19 @@ def stream_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None
         if failure:
             raise failure[0]
         return iter(())
-    return _drain(first, chunks, job)
+    return _drain(first, chunks, job, client)
 
 
-def _drain(first: bytes, chunks: queue.Queue, job: Any) -> Iterator[bytes]:
+def _drain(first: bytes, chunks: queue.Queue, job: Any, client: Any = None) -> Iterator[bytes]:
     try:
         yield first
         while True:
-            item = chunks.get()
+            try:
+                item = chunks.get(timeout=1.0 if client is not None else None)
+            except queue.Empty:
+                if client_gone(client):
+                    return
+                continue
             if item is _DONE:
                 return
             yield item

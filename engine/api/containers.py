@@ -126,20 +126,22 @@ class Logs(_Resource):
             "Tail": req.get_param("tail") or "all",
         }
         resp.content_type = RAW_STREAM
-        resp.stream = stream_job(self.engine, "logs", id, env=env)
+        resp.stream = stream_job(self.engine, "logs", id, env=env, client=req.env.get("gunicorn.socket"))
 
 
 class Wait(_Resource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
-        resp.stream = stream_job(self.engine, "wait", id, env={"Condition": req.get_param("condition") or ""})
+        resp.stream = stream_job(self.engine, "wait", id, env={"Condition": req.get_param("condition") or ""},
+                                 client=req.env.get("gunicorn.socket"))
 
 
 class Stats(_Resource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.stream = stream_job(self.engine, "stats", id, env={"Stream": query_bool(req, "stream", True),
-                                                                "OneShot": query_bool(req, "one-shot")})
+                                                                "OneShot": query_bool(req, "one-shot")},
+                                 client=req.env.get("gunicorn.socket"))
 
 
 class Attach(_Resource):
@@ -289,7 +291,7 @@ class Events(_Resource):
         env = {"Since": req.get_param("since") or "", "Until": req.get_param("until") or "",
                "Filters": parse_filters(req.get_param("filters"))}
         resp.content_type = JSON
-        resp.stream = stream_job(self.engine, "events", env=env)
+        resp.stream = stream_job(self.engine, "events", env=env, client=req.env.get("gunicorn.socket"))
 
 
 class SystemDf(_Resource):
@@ -326,3 +328,47 @@ def add_routes(app: falcon.App, engine: Any) -> None:
     app.add_route("/volumes/{name}", Volume(engine))
     app.add_route("/events", Events(engine))
     app.add_route("/system/df", SystemDf(engine))
+    add_network_routes(app, engine)
+
+
+class Networks(_Resource):
+    def on_get(self, req: Any, resp: Any) -> None:
+        resp.content_type = JSON
+        resp.data = self.job("networks", Filters=parse_filters(req.get_param("filters")))
+
+
+class NetworkCreate(_Resource):
+    def on_post(self, req: Any, resp: Any) -> None:
+        read_json(req, required=False)
+        self.job("network_create")
+
+
+class NetworksPrune(_Resource):
+    def on_post(self, req: Any, resp: Any) -> None:
+        resp.content_type = JSON
+        resp.data = self.job("networks_prune")
+
+
+class Network(_Resource):
+    def on_get(self, req: Any, resp: Any, id: str) -> None:
+        resp.content_type = JSON
+        resp.data = self.job("network_inspect", id)
+
+    def on_delete(self, req: Any, resp: Any, id: str) -> None:
+        self.job("network_rm", id)
+
+
+class NetworkConnect(_Resource):
+    def on_post(self, req: Any, resp: Any, id: str) -> None:
+        read_json(req, required=False)
+        self.job("network_connect", id)
+
+
+def add_network_routes(app: falcon.App, engine: Any) -> None:
+    app.add_route("/networks", Networks(engine))
+    app.add_route("/networks/create", NetworkCreate(engine))
+    app.add_route("/networks/prune", NetworksPrune(engine))
+    app.add_route("/networks/{id}", Network(engine))
+    connect = NetworkConnect(engine)
+    app.add_route("/networks/{id}/connect", connect)
+    app.add_route("/networks/{id}/disconnect", connect, suffix=None)

@@ -62,6 +62,9 @@ class NotInSwarm:
 class DebugVars:
     """``/debug/vars``: process facts, like Go's expvar."""
 
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
     def on_get(self, req: Any, resp: Any) -> None:  # noqa: ARG002
         status = {}
         with open("/proc/self/status", encoding="ascii") as fh:
@@ -74,6 +77,7 @@ class DebugVars:
             "pid": os.getpid(),
             "python": sys.version,
             "threads": threading.active_count(),
+            "running_jobs": self.engine.running_jobs,
             "gc": {"counts": gc.get_count(), "stats": gc.get_stats(), "objects": len(gc.get_objects())},
             "memory": status,
             "fds": len(os.listdir("/proc/self/fd")),
@@ -132,7 +136,7 @@ def add_routes(app: falcon.App, engine: Any, debug: bool = False) -> None:
                  "/configs/{id}", "/configs/{id}/update"):
         app.add_route(path, swarm)
     if debug:
-        app.add_route("/debug/vars", DebugVars())
+        app.add_route("/debug/vars", DebugVars(engine))
         app.add_route("/debug/stacks", DebugStacks())
         app.add_route("/debug/gc", DebugGC())
         app.add_route("/debug/memory", DebugMemory())

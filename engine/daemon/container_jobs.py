@@ -18,6 +18,7 @@ from engine.daemon import logs as logfile
 from engine.daemon import views
 from engine.daemon.containers import parse_signal
 from engine.daemon.events import matches
+from engine.daemon.network import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter
 from engine.hookspecs import hookimpl
 
@@ -440,6 +441,7 @@ def engine_register_jobs(engine: Any, daemon: Any) -> None:
         ("volumes", job_volumes), ("volume_create", job_volume_create), ("volume_inspect", job_volume_inspect),
         ("volume_rm", job_volume_rm), ("volumes_prune", job_volumes_prune),
         ("events", job_events), ("system_df", job_system_df),
+        *NETWORK_JOBS,
     ):
         engine.register(name, handler)
 

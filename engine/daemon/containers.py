@@ -292,6 +292,8 @@ class ContainerService:
             )
             c.mounts = self._plan_mounts(c, merged, hc)
             c.network_settings = self._initial_network_settings(hc)
+            if self.network is not None:
+                self.network.register_links(c)
             c.to_disk()
         except BaseException:
             for layer in reversed(created_layers):
@@ -306,7 +308,8 @@ class ContainerService:
         with self._lock:
             self._containers[cid] = c
             self.index.add(cid)
-        if (hc.get("NetworkMode") or "default") in ("default", "bridge") and self.network is None:
+        if (hc.get("NetworkMode") or "default") in ("default", "bridge") and (
+                self.network is None or self.network.driver is None):
             warnings.append("The bridge network driver is not available: the container gets its own network "
                             "namespace with only the loopback interface")
         self.daemon.container_event(c, "create")
@@ -496,9 +499,13 @@ class ContainerService:
         self.daemon.linkgraph.delete(name)
 
     # runtime
-    def command_for(self, c: Container, rootfs: str, network: dict) -> Command:
+    def command_for(self, c: Container, rootfs: str, network: dict, extra_env: list[str] | None = None) -> Command:
+        """The exec driver's command for ``c``; ``extra_env`` (link variables) comes first,
+        so the container's own variables win."""
         cfg, hc = c.config, c.host_config
-        env = list(cfg.get("Env") or [])
+        own = list(cfg.get("Env") or [])
+        own_keys = {e.split("=", 1)[0] for e in own}
+        env = [e for e in extra_env or [] if e.split("=", 1)[0] not in own_keys] + own
         keys = {e.split("=", 1)[0] for e in env}
         if "PATH" not in keys:
             env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")

@@ -46,6 +46,7 @@ class Daemon:
         self.volumes: Any = None
         self.containers: Any = None
         self.execs: Any = None
+        self.network: Any = None
         self.events = Events()
         self.ready = threading.Event()
         engine.daemon = self
@@ -57,6 +58,7 @@ class Daemon:
             self._setup_root()
             self._setup_graphdriver()
             self._setup_graph()
+            self._setup_network()
             self._setup_containers_dir()
             self._setup_linkgraph()
             self._setup_exec_driver()
@@ -120,6 +122,34 @@ class Daemon:
     def _setup_containers_dir(self) -> None:
         os.makedirs(os.path.join(self.root, "containers"), mode=0o700, exist_ok=True)
 
+    def _setup_network(self) -> None:
+        """The network driver and the ``init_networkdriver`` job (seed ch. 6 §3.2); ``-b none``: none."""
+        from engine.daemon.network import NetworkService
+        from engine.drivers.discovery import load_drivers
+        from engine.errors import NotSupported
+
+        driver = None
+        if not self.config.disable_network:
+            entry = load_drivers("network").get("bridge")
+            if entry is None:
+                LOG.warning("no bridge network driver is installed: containers get only lo")
+            elif not entry.loaded:
+                raise RuntimeError(f"network driver bridge from {entry.distribution} {entry.version} failed to "
+                                   f"load: {entry.error}")
+            else:
+                try:
+                    entry.cls.probe(self.config)
+                except NotSupported as exc:
+                    raise RuntimeError(f"network driver bridge cannot run here: {exc} (use -b none to run "
+                                       "without networking)") from exc
+                home = os.path.join(self.root, "network")
+                os.makedirs(home, mode=0o700, exist_ok=True)
+                driver = entry.cls(home, self.config)
+        self.network = NetworkService(self, driver)
+        if driver is not None:
+            self.network.register_jobs(self.engine)
+            self.network.init()
+
     def _setup_exec_driver(self) -> None:
         """The exec driver (``--exec-driver``, default native), found through stevedore."""
         from engine.drivers.discovery import load_drivers
@@ -155,10 +185,12 @@ class Daemon:
             raise RuntimeError("the volumes graph needs the vfs graph driver (engine-graph-vfs)")
         self.volumes = VolumeStore(self.root, vfs.cls(os.path.join(self.root, "volumes", "vfs")))
         self.containers = ContainerService(self, self.exec_driver, self.volumes)
+        self.containers.network = self.network
         self.execs = ExecService(self.containers)
         self.graph.container_users = self.containers.image_users
         self.graph.container_layers = self.containers.layer_tops
         self.containers.restore()
+        self.network.prune([c.id for c in self.containers.all() if c.state.running])
 
     def container_event(self, container: Any, action: str, attributes: dict | None = None) -> None:
         attrs = {"image": container.config.get("Image") or container.image_id, "name": container.name.lstrip("/")}
@@ -193,6 +225,16 @@ class Daemon:
                 LOG.exception("engine_daemon_shutdown hook failed")
         if self.containers is not None:
             self.containers.monitor.stop()
+        if self.network is not None and self.network.driver is not None:
+            running = self.containers is not None and any(c.state.running for c in self.containers.all())
+            try:
+                if running:
+                    # Live restore: their interfaces, rules and proxies stay for the next daemon.
+                    self.network.driver.close()
+                else:
+                    self.network.driver.shutdown()
+            except Exception:
+                LOG.exception("network driver shutdown failed")
         if self.linkgraph is not None:
             self.linkgraph.close()
             self.linkgraph = None

@@ -103,14 +103,14 @@ def setup_network(svc: Any, c: Container) -> dict:
     netns.remove(path)
     netns.create(path)
     settings: dict = {}
-    if mode in ("default", "bridge") and svc.network is not None:
+    if mode in ("default", "bridge") and svc.network is not None and svc.network.driver is not None:
         try:
             settings = svc.network.allocate(c, path)
         except BaseException:
             netns.remove(path)
             raise
     ip = settings.get("IPAddress", "")
-    links = svc.network.links_for(c) if (svc.network is not None and hasattr(svc.network, "links_for")) else []
+    links = svc.network.links_for(c) if svc.network is not None else []
     atomic_write(c.hosts_path, resolvconf.hosts(hostname, cfg.get("Domainname") or "", ip,
                                                 hc.get("ExtraHosts"), links).encode())
     kind = "none" if mode == "none" else "bridge"
@@ -125,6 +125,9 @@ def release_network(svc: Any, c: Container) -> None:
         except Exception:
             LOG.exception("releasing the network of %s", c.short_id)
     netns.remove(os.path.join(svc.netns_dir, c.id))
+    with c.lock:
+        # A stopped container has no address or published ports (as in Docker).
+        c.network_settings = svc._initial_network_settings(c.host_config)
 
 
 # start
@@ -137,7 +140,9 @@ def start_container(svc: Any, c: Container) -> None:
     network: dict = {}
     try:
         network = setup_network(svc, c)
-        cmd = svc.command_for(c, rootfs, {k: v for k, v in network.items() if k in ("mode", "path")})
+        link_env = svc.network.link_env(c) if svc.network is not None else []
+        cmd = svc.command_for(c, rootfs, {k: v for k, v in network.items() if k in ("mode", "path")},
+                              extra_env=link_env)
         for m in c.mounts:
             if m["Type"] == "volume":
                 svc.volumes.hold(m["Name"])  # while the container runs
@@ -292,7 +297,7 @@ def restore_container(svc: Any, c: Container) -> None:
         for m in c.mounts:
             if m["Type"] == "volume" and svc.volumes.exists(m["Name"]):
                 svc.volumes.hold(m["Name"])
-        if svc.network is not None and hasattr(svc.network, "restore"):
+        if svc.network is not None:
             svc.network.restore(c)
         svc.monitor.watch(c, c.state.shim_pid)
         LOG.info("container %s is still running (pid %d); re-attached to its shim", c.short_id, c.state.pid)

@@ -170,8 +170,10 @@ def command_string(c: Container) -> str:
     return " ".join([c.path, *args]) if args else c.path
 
 
-def summary(svc: Any, c: Container, size: bool = False) -> dict:
-    names = sorted(svc.daemon.linkgraph.ref_paths(c.id)) or [c.name]
+def summary(svc: Any, c: Container, size: bool = False, paths: dict[str, list[str]] | None = None) -> dict:
+    """One ``GET /containers/json`` entry; ``paths`` are all names at once (see list_containers)."""
+    found = paths.get(c.id) if paths is not None else list(svc.daemon.linkgraph.ref_paths(c.id))
+    names = sorted(found or []) or [c.name]
     if c.name in names:
         names.remove(c.name)
         names.insert(0, c.name)
@@ -242,6 +244,7 @@ def list_containers(svc: Any, all_: bool = False, limit: int = -1, size: bool = 
             continue
         ancestors.add(image.id)
         ancestors.update(img.id for img in graph if image.id in _image_chain(graph, img))
+    paths = svc.daemon.linkgraph.all_ref_paths()
     out = []
     for c in containers:
         st = c.state
@@ -254,7 +257,7 @@ def list_containers(svc: Any, all_: bool = False, limit: int = -1, size: bool = 
         if filters.get("id") and not any(c.id.startswith(v) for v in filters["id"]):
             continue
         if filters.get("name"):
-            names = svc.daemon.linkgraph.ref_paths(c.id) or {c.name: None}
+            names = paths.get(c.id) or [c.name]
             if not any(re.search(v, n.lstrip("/")) or re.search(v, n) for v in filters["name"] for n in names):
                 continue
         if filters.get("label") and not _label_ok(c.config.get("Labels") or {}, filters["label"]):
@@ -281,7 +284,7 @@ def list_containers(svc: Any, all_: bool = False, limit: int = -1, size: bool = 
                 continue
             if filters.get("publish") and not published & {v if "/" in v else v + "/tcp" for v in filters["publish"]}:
                 continue
-        out.append(summary(svc, c, size))
+        out.append(summary(svc, c, size, paths))
         if limit > 0 and len(out) >= limit:
             break
     return out

@@ -587,6 +587,33 @@ class LinkGraph:
         with self._read() as conn:
             return self._ref_paths(conn, entity_id)
 
+    def all_ref_paths(self) -> dict[str, list[str]]:
+        """Every entity's paths at once (one query): ``docker ps`` lists every
+        container's names, and a query per container was most of its time.
+
+        Paths are built like :meth:`ref_paths`: an edge's path is its parent's
+        shortest path plus the edge's name.
+        """
+        with self._read() as conn:
+            rows = conn.execute(select(edge_table.c.entity_id, edge_table.c.parent_id, edge_table.c.name)).all()
+        by_parent: dict[str | None, list[tuple[str, str]]] = {}
+        for entity_id, parent_id, name in rows:
+            by_parent.setdefault(parent_id, []).append((entity_id, name))
+        shortest: dict[str, str] = {ROOT_ID: "/"}
+        queue = [ROOT_ID]
+        while queue:  # breadth first: the first path found to an entity is its shortest
+            parent = queue.pop(0)
+            base = shortest[parent].rstrip("/")
+            for entity_id, name in by_parent.get(parent, []):
+                if entity_id not in shortest:
+                    shortest[entity_id] = f"{base}/{name}"
+                    queue.append(entity_id)
+        out: dict[str, list[str]] = {}
+        for entity_id, parent_id, name in rows:
+            if parent_id in shortest and entity_id != ROOT_ID:
+                out.setdefault(entity_id, []).append(f"{shortest[parent_id].rstrip('/')}/{name}")
+        return out
+
     def delete(self, path: str) -> None:
         """Remove the edge at a path; the entity itself stays (see :meth:`purge`).
 

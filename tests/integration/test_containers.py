@@ -365,3 +365,36 @@ def test_attach_to_running(tmux, docker, busybox):
     tmux.wait_for("DETACHED=")
     assert "Up" in out(docker("ps", "--filter", "name=att", "--format", "{{.Status}}"))
     docker("rm", "-f", "att")
+
+
+def test_abandoned_waits_end_their_jobs(workdir, docker_config, tmp_path):
+    """The docker CLI opens wait?condition=next-exit for every run -d and
+    leaves; each wait job must end once its client is gone, or the worker's
+    threads run out."""
+    import socket as sockets
+
+    d = DaemonProcess(os.path.join(workdir, "dbg"), ["-s", "vfs", "-D"]).start()
+    env = dict(os.environ, DOCKER_HOST=d.host, DOCKER_CONFIG=docker_config)
+    try:
+        archive = tmp_path / "bb.tar"
+        archive.write_bytes(busybox_archive())
+        subprocess.run(["docker", "load", "-i", str(archive)], env=env, check=True, capture_output=True)
+        cid = subprocess.run(["docker", "run", "-d", "busybox", "sleep", "120"], env=env, check=True,
+                             capture_output=True).stdout.decode().strip()
+
+        def running_jobs() -> int:
+            return json.loads(d.request("GET", "/debug/vars")[1])["running_jobs"]
+
+        for _ in range(20):
+            s = sockets.socket(sockets.AF_UNIX)
+            s.connect(d.socket)
+            s.sendall(f"POST /v1.41/containers/{cid}/wait?condition=next-exit HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")  # headers at once
+            s.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and running_jobs() > 0:
+            time.sleep(0.5)
+        assert running_jobs() == 0
+        subprocess.run(["docker", "rm", "-f", cid], env=env, capture_output=True)
+    finally:
+        d.stop()

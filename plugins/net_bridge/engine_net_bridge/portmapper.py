@@ -1,0 +1,140 @@
+"""Starting, finding and stopping userland proxies (the daemon's side of :mod:`engine_net_bridge.proxy`).
+
+A proxy is known by its PID *and* its start time (field 22 of
+``/proc/<pid>/stat``, in clock ticks since boot): after a daemon restart the
+PID in the state file may belong to another process by now, and killing that
+one would be a disaster. A zombie counts as gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from engine.errors import HostError
+
+LOG = logging.getLogger(__name__)
+
+#: How long the launcher may take to print the proxy's PID.
+START_TIMEOUT = 10.0
+#: How long a proxy gets to exit after SIGTERM before SIGKILL.
+STOP_TIMEOUT = 2.0
+_MARK = b"engine_net_bridge.proxy"
+
+
+@dataclass
+class ProxyRecord:
+    """A running proxy: its identity and the ports it serves (``"0.0.0.0:18080/tcp"``)."""
+
+    pid: int
+    start_time: int
+    ports: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Pid": self.pid, "StartTime": self.start_time, "Ports": list(self.ports)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "ProxyRecord":
+        return cls(int(doc["Pid"]), int(doc["StartTime"]), [str(p) for p in doc.get("Ports", [])])
+
+
+def _package_root() -> str:
+    """The directory holding ``engine_net_bridge``, for the proxy's ``python -S``."""
+    import engine_net_bridge
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(engine_net_bridge.__file__)))
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` fields from the state on (index 0 = field 3), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    return raw[raw.rfind(b")") + 2:].decode().split()
+
+
+def start_time_of(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot, or None if it is gone."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def proxy_alive(record: ProxyRecord) -> bool:
+    """Whether ``record`` still names a live proxy of ours."""
+    fields = _stat(record.pid)
+    if not fields or fields[0] in ("Z", "X") or int(fields[19]) != record.start_time:
+        return False
+    try:
+        with open(f"/proc/{record.pid}/cmdline", "rb") as fh:
+            return _MARK in fh.read()
+    except OSError:
+        return False
+
+
+def start_proxy(container_id: str, maps: Sequence[tuple[socket.socket, str, str, int]], log_path: str,
+                python: str = sys.executable) -> ProxyRecord:
+    """Start a proxy serving ``maps``: (bound host socket, proto, container IP, container port).
+
+    The sockets stay open here; the caller closes its copies afterwards.
+
+    :raises HostError: the proxy could not be started.
+    """
+    argv = [python, "-S", "-P", "-m", "engine_net_bridge.proxy", "--container", container_id[:12]]
+    ports = []
+    for sock, proto, ip, port in maps:
+        argv.append(f"{sock.fileno()}:{proto}:{ip}:{port}")
+        host, host_port = sock.getsockname()[:2]
+        ports.append(f"{host}:{host_port}/{proto}")
+    env = {"PYTHONPATH": _package_root(), "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
+                                    cwd="/", close_fds=True, pass_fds=[s.fileno() for s, *_ in maps],
+                                    start_new_session=True)
+    except OSError as exc:
+        raise HostError(f"cannot start the userland proxy ({python}): {exc.strerror}") from exc
+    try:
+        out, _ = proc.communicate(timeout=START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise HostError(f"the userland proxy did not start within {START_TIMEOUT:g}s; see {log_path}") from None
+    text = out.decode(errors="replace").strip()
+    if proc.returncode != 0 or not text.isdigit():
+        raise HostError(f"the userland proxy failed to start (status {proc.returncode}); see {log_path}")
+    pid = int(text)
+    started = start_time_of(pid)
+    if started is None:
+        raise HostError(f"the userland proxy (pid {pid}) exited at once; see {log_path}")
+    LOG.debug("proxy %d for %s serves %s", pid, container_id[:12], ", ".join(ports))
+    return ProxyRecord(pid, started, ports)
+
+
+def stop_proxy(record: ProxyRecord, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the proxy, SIGKILL it if it lingers; nothing if it is gone already."""
+    if not proxy_alive(record):
+        return
+    try:
+        os.kill(record.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proxy_alive(record):
+            return
+        time.sleep(0.01)
+    LOG.warning("userland proxy %d ignored SIGTERM; killing it", record.pid)
+    try:
+        os.kill(record.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

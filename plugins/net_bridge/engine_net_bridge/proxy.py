@@ -1,0 +1,343 @@
+"""The userland proxy: relays published host ports to a container, TCP and UDP (Docker's docker-proxy).
+
+::
+
+    python -S -P -m engine_net_bridge.proxy --container ID FD:PROTO:IP:PORT ...
+
+The daemon binds every host socket itself, so the port is taken before this
+process exists, and passes them as inherited descriptors: ``FD`` is a
+listening TCP socket or a bound UDP socket whose traffic goes to the
+container's ``IP:PORT``. One process serves every port of one publication.
+
+It is what makes ``127.0.0.1:PORT`` reach a container (the kernel does not
+DNAT loopback traffic to another interface) and what answers a container
+that connects to a published port of its own host.
+
+At start the process forks: the parent prints the child's PID and exits,
+so the daemon reaps it at once, and the child, in a session of its own, is
+adopted by init. It outlives a daemon restart; the daemon finds it again by
+PID and start time and ends it with SIGTERM.
+
+TCP keeps half-closes (one side's EOF becomes ``shutdown(SHUT_WR)`` on the
+other once its buffer is drained). UDP keeps one connected socket toward the
+container per client address and forgets it after 90 s without traffic, as
+docker-proxy does. Only the standard library's light modules are imported
+(selectors, not asyncio): one of these runs per published container.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+#: Bytes buffered per direction before we stop reading from the sender.
+LIMIT = 256 * 1024
+CHUNK = 64 * 1024
+#: docker-proxy's UDPConnTrackTimeout.
+UDP_TIMEOUT = 90.0
+
+_tag = "proxy"
+
+
+def log(message: str) -> None:
+    """One line on stderr (the daemon points it at ``<home>/proxy.log``)."""
+    try:
+        os.write(2, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {_tag}: {message}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+class Loop:
+    """A selector that remembers what each socket waits for."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.events: dict[int, int] = {}
+        self.udp: list[Udp] = []
+
+    def want(self, sock: socket.socket, events: int, handler: object) -> None:
+        fd = sock.fileno()
+        current = self.events.get(fd, 0)
+        if events == current:
+            return
+        if current == 0:
+            self.selector.register(sock, events, handler)
+        elif events == 0:
+            self.selector.unregister(sock)
+        else:
+            self.selector.modify(sock, events, handler)
+        if events:
+            self.events[fd] = events
+        else:
+            self.events.pop(fd, None)
+
+    def forget(self, sock: socket.socket) -> None:
+        if sock.fileno() >= 0 and self.events.pop(sock.fileno(), 0):
+            self.selector.unregister(sock)
+
+    def run(self) -> None:
+        next_sweep = time.monotonic() + UDP_TIMEOUT
+        while True:
+            timeout = max(0.0, next_sweep - time.monotonic()) if self.udp else None
+            for key, mask in self.selector.select(timeout):
+                key.data.on_event(key.fileobj, mask)
+            if self.udp and time.monotonic() >= next_sweep:
+                now = time.monotonic()
+                for relay in self.udp:
+                    relay.expire(now)
+                next_sweep = now + UDP_TIMEOUT / 3
+
+
+class Listener:
+    """A published TCP port: accepts and starts a :class:`Tcp` per client."""
+
+    def __init__(self, loop: Loop, sock: socket.socket, backend: tuple[str, int]) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.backend = backend
+        sock.setblocking(False)
+        loop.want(sock, READ, self)
+
+    def on_event(self, _sock: socket.socket, _mask: int) -> None:
+        for _ in range(64):
+            try:
+                client, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE, ENOBUFS: drop this round, the backlog keeps the rest.
+                log(f"accept on {self.sock.getsockname()}: {exc.strerror}")
+                return
+            Tcp(self.loop, client, self.backend)
+
+
+class Tcp:
+    """One relayed TCP connection, both directions, with half-closes."""
+
+    def __init__(self, loop: Loop, client: socket.socket, backend: tuple[str, int]) -> None:
+        self.loop = loop
+        self.client = client
+        self.backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.up = bytearray()  # client -> container
+        self.down = bytearray()  # container -> client
+        self.client_eof = self.backend_eof = False
+        self.client_shut = self.backend_shut = False
+        self.closed = False
+        client.setblocking(False)
+        self.backend.setblocking(False)
+        err = self.backend.connect_ex(backend)
+        if err not in (0, errno.EINPROGRESS):
+            log(f"connect to {backend[0]}:{backend[1]}: {os.strerror(err)}")
+            self.close()
+            return
+        self.connecting = True
+        self.update()
+
+    def close(self) -> None:
+        self.closed = True
+        for sock in (self.client, self.backend):
+            self.loop.forget(sock)
+            sock.close()
+
+    def update(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.client_eof and not self.up and not self.backend_shut and not self.connecting:
+                self.backend.shutdown(socket.SHUT_WR)
+                self.backend_shut = True
+            if self.backend_eof and not self.down and not self.client_shut:
+                self.client.shutdown(socket.SHUT_WR)
+                self.client_shut = True
+        except OSError:
+            self.close()
+            return
+        if self.client_shut and self.backend_shut:
+            self.close()
+            return
+        want_client = (READ if not self.client_eof and len(self.up) < LIMIT else 0) | (WRITE if self.down else 0)
+        if self.connecting:
+            want_backend = WRITE
+        else:
+            want_backend = (READ if not self.backend_eof and len(self.down) < LIMIT else 0) | (WRITE if self.up else 0)
+        self.loop.want(self.client, want_client, self)
+        self.loop.want(self.backend, want_backend, self)
+
+    def on_event(self, sock: socket.socket, mask: int) -> None:
+        if self.closed:
+            return
+        from_client = sock is self.client
+        if not from_client and self.connecting:
+            err = self.backend.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                log(f"connect to {self.backend_name()}: {os.strerror(err)}")
+                self.close()
+                return
+            self.connecting = False
+        try:
+            if mask & READ:
+                data = sock.recv(CHUNK)
+                if not data:
+                    if from_client:
+                        self.client_eof = True
+                    else:
+                        self.backend_eof = True
+                else:
+                    (self.up if from_client else self.down).extend(data)
+            if mask & WRITE:
+                buf = self.down if from_client else self.up
+                if buf:
+                    sent = sock.send(buf)
+                    del buf[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            # ECONNRESET, EPIPE: the connection is over for both sides.
+            self.close()
+            return
+        self.update()
+
+    def backend_name(self) -> str:
+        try:
+            return "%s:%d" % self.backend.getpeername()
+        except OSError:
+            return "the container"
+
+
+class Udp:
+    """A published UDP port: one connected socket toward the container per client."""
+
+    def __init__(self, loop: Loop, sock: socket.socket, backend: tuple[str, int]) -> None:
+        self.loop = loop
+        self.front = sock
+        self.backend = backend
+        self.flows: dict[tuple[str, int], list] = {}  # client -> [socket, last use]
+        self.clients: dict[int, tuple[str, int]] = {}  # socket fd -> client
+        sock.setblocking(False)
+        loop.want(sock, READ, self)
+        loop.udp.append(self)
+
+    def on_event(self, sock: socket.socket, _mask: int) -> None:
+        now = time.monotonic()
+        if sock is self.front:
+            for _ in range(64):
+                try:
+                    data, client = self.front.recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return
+                flow = self.flows.get(client)
+                if flow is None:
+                    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    out.setblocking(False)
+                    try:
+                        out.connect(self.backend)
+                    except OSError as exc:
+                        log(f"udp connect to {self.backend[0]}:{self.backend[1]}: {exc.strerror}")
+                        out.close()
+                        continue
+                    flow = self.flows[client] = [out, now]
+                    self.clients[out.fileno()] = client
+                    self.loop.want(out, READ, self)
+                flow[1] = now
+                try:
+                    flow[0].send(data)
+                except OSError:
+                    pass  # ECONNREFUSED from an earlier datagram; UDP drops, so do we
+            return
+        client = self.clients.get(sock.fileno())
+        if client is None:
+            return
+        for _ in range(64):
+            try:
+                data = sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            try:
+                self.front.sendto(data, client)
+            except OSError:
+                pass
+        self.flows[client][1] = now
+
+    def expire(self, now: float) -> None:
+        for client, (sock, last) in list(self.flows.items()):
+            if now - last >= UDP_TIMEOUT:
+                self.clients.pop(sock.fileno(), None)
+                self.loop.forget(sock)
+                sock.close()
+                del self.flows[client]
+
+
+def parse(argv: list[str]) -> tuple[str, list[tuple[int, str, str, int]]]:
+    """``--container ID FD:PROTO:IP:PORT...`` -> (id, maps)."""
+    container = ""
+    maps: list[tuple[int, str, str, int]] = []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--container" and args:
+            container = args.pop(0)
+            continue
+        fd, proto, ip, port = arg.split(":")
+        if proto not in ("tcp", "udp"):
+            raise ValueError(f"bad protocol in {arg!r}")
+        maps.append((int(fd), proto, ip, int(port)))
+    if not maps:
+        raise ValueError("nothing to proxy")
+    return container, maps
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str]) -> int:
+    global _tag
+    try:
+        container, maps = parse(argv)
+    except ValueError as exc:
+        sys.stderr.write(f"usage: python -m engine_net_bridge.proxy --container ID FD:PROTO:IP:PORT...: {exc}\n")
+        return 2
+    pid = os.fork()
+    if pid:
+        os.write(1, b"%d\n" % pid)
+        return 0
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # the daemon reads stdout to EOF: let go of it
+    os.close(null)
+    _tag = f"proxy {os.getpid()} [{container}]"
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    loop = Loop()
+    for fd, proto, ip, port in maps:
+        sock = socket.socket(fileno=fd)
+        host, host_port = sock.getsockname()[:2]
+        if proto == "tcp":
+            Listener(loop, sock, (ip, port))
+        else:
+            Udp(loop, sock, (ip, port))
+        log(f"{host}:{host_port}/{proto} -> {ip}:{port}")
+    try:
+        loop.run()
+    except SystemExit:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    os._exit(code)

@@ -1,0 +1,302 @@
+"""Unit tests of the bridge driver's pure parts: addresses, port specs, link variables, rules, state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import pytest
+
+from engine.errors import Conflict, InvalidParameter
+from engine_net_bridge import ipam
+from engine_net_bridge.iptables import CHAIN, IPTables, IptablesError, Rule, base_rules, link_rules, port_rules
+from engine_net_bridge.links import link_env
+from engine_net_bridge.portmapper import ProxyRecord
+from engine_net_bridge.ports import (PortMapping, ephemeral_range, normalize_host_ip, parse_port_specs,
+                                     requests_from_bindings, same_socket_space)
+from engine_net_bridge.proxy import parse as parse_proxy_args
+from engine_net_bridge.state import Endpoint, Store
+
+
+# addresses
+def test_first_candidate_when_nothing_overlaps():
+    assert ipam.choose_bridge_address("engine0", [], []) == IPv4Interface("172.17.42.1/16")
+
+
+def test_candidates_skip_routes_and_nameservers():
+    routes = [IPv4Network("172.17.0.0/16")]
+    assert ipam.choose_bridge_address("engine0", routes, []) == IPv4Interface("10.0.42.1/16")
+    # 10.0.0.2 lies in 10.0.0.0/16: that range would hide the DNS server.
+    assert ipam.choose_bridge_address("engine0", routes, [IPv4Address("10.0.0.2")]) == IPv4Interface("10.1.42.1/16")
+    # A wider route covering a candidate counts too.
+    assert ipam.choose_bridge_address("engine0", [IPv4Network("172.16.0.0/12"), IPv4Network("10.0.0.0/8")],
+                                      []) == IPv4Interface("192.168.42.1/24")
+
+
+def test_no_free_range_names_the_remedy():
+    everything = [IPv4Network("0.0.0.0/1"), IPv4Network("128.0.0.0/1")]
+    with pytest.raises(ipam.NoFreeRange, match=r"engine -d -b engine0"):
+        ipam.choose_bridge_address("engine0", everything, [])
+
+
+def test_read_nameservers(tmp_path):
+    path = tmp_path / "resolv.conf"
+    path.write_text("# comment\nnameserver 10.9.8.7\nnameserver ::1\nnameserver fe80::1%eth0\n"
+                    "nameserver bogus\nsearch x\n  nameserver   192.0.2.53  # trailing\n")
+    assert ipam.read_nameservers(str(path)) == [IPv4Address("10.9.8.7"), IPv4Address("192.0.2.53")]
+    assert ipam.read_nameservers(str(tmp_path / "missing")) == []
+
+
+@pytest.mark.parametrize("value", ["172.17.42.1", "bogus", "::1/64", "10.0.0.1/31", "10.0.0.0/24", "10.0.0.255/24"])
+def test_bad_bip(value):
+    with pytest.raises(InvalidParameter):
+        ipam.parse_interface(value, "--bip")
+
+
+def test_mac_addresses():
+    assert ipam.mac_for(IPv4Address("172.17.0.2")) == "02:42:ac:11:00:02"
+    mac = ipam.random_mac()
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01  # locally administered, unicast
+    assert ipam.parse_mac("02:42:AC:11:0:2") == "02:42:ac:11:00:02"
+    for bad in ("01:00:5e:00:00:01", "02:42:ac", "zz:42:ac:11:00:02"):
+        with pytest.raises(InvalidParameter):
+            ipam.parse_mac(bad)
+
+
+def test_pool_skips_reserved_and_used_addresses():
+    pool = ipam.Pool(IPv4Network("10.0.0.0/29"), IPv4Address("10.0.0.1"))
+    used: set[IPv4Address] = set()
+    for _ in range(5):
+        used.add(pool.allocate(used))
+    # .0 network, .1 gateway, .7 broadcast: five usable addresses.
+    assert used == {IPv4Address(f"10.0.0.{n}") for n in range(2, 7)}
+    with pytest.raises(ipam.AddressesExhausted):
+        pool.allocate(used)
+
+
+def test_pool_is_round_robin():
+    pool = ipam.Pool(IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))
+    first = pool.allocate(set())
+    # Released at once, but the next allocation moves on.
+    assert pool.allocate(set()) == first + 1
+
+
+def test_pool_fixed_cidr_and_requests():
+    pool = ipam.Pool(IPv4Network("172.17.0.0/16"), IPv4Address("172.17.42.1"), IPv4Network("172.17.5.0/24"))
+    assert pool.allocate(set()) in IPv4Network("172.17.5.0/24")
+    assert pool.allocate(set(), IPv4Address("172.17.9.9")) == IPv4Address("172.17.9.9")
+    with pytest.raises(Conflict, match="Address already in use"):
+        pool.allocate({IPv4Address("172.17.9.9")}, IPv4Address("172.17.9.9"))
+    for bad in ("172.17.42.1", "172.17.255.255", "10.0.0.5"):
+        with pytest.raises(InvalidParameter):
+            pool.allocate(set(), IPv4Address(bad))
+    with pytest.raises(InvalidParameter, match="not inside the bridge's subnet"):
+        ipam.Pool(IPv4Network("172.17.0.0/16"), IPv4Address("172.17.42.1"), IPv4Network("10.0.0.0/24"))
+
+
+# ports
+def test_parse_port_specs_forms():
+    exposed, bindings = parse_port_specs(["80", "8080:81", "127.0.0.1:8081:82/udp", "127.0.0.1::83",
+                                          "9000-9001:90-91", "7000-7010:70", "[::1]:5000:50"])
+    assert exposed == ["80/tcp", "81/tcp", "82/udp", "83/tcp", "90/tcp", "91/tcp", "70/tcp", "50/tcp"]
+    assert bindings["80/tcp"] == [{"HostIp": "", "HostPort": ""}]
+    assert bindings["81/tcp"] == [{"HostIp": "", "HostPort": "8080"}]
+    assert bindings["82/udp"] == [{"HostIp": "127.0.0.1", "HostPort": "8081"}]
+    assert bindings["83/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": ""}]
+    assert bindings["90/tcp"] == [{"HostIp": "", "HostPort": "9000"}]
+    assert bindings["91/tcp"] == [{"HostIp": "", "HostPort": "9001"}]
+    assert bindings["70/tcp"] == [{"HostIp": "", "HostPort": "7000-7010"}]
+    assert bindings["50/tcp"] == [{"HostIp": "::1", "HostPort": "5000"}]
+
+
+@pytest.mark.parametrize("spec", ["", "a:b:c:d", "80/sctp", "0", "65536", "x:80", "9000-9002:90-91",
+                                  "300.1.1.1:80:80", "90-80"])
+def test_parse_port_specs_rejects(spec):
+    with pytest.raises(InvalidParameter):
+        parse_port_specs([spec])
+
+
+def test_requests_from_bindings():
+    reqs = requests_from_bindings({"80/tcp": [{"HostIp": "", "HostPort": "18080"}, {"HostPort": "8000-8010"}],
+                                   "53/udp": [{}], "443/tcp": None, "444": []}, "0.0.0.0")
+    assert [(r.key, r.host_ip, r.host_spec) for r in reqs] == [
+        ("80/tcp", "0.0.0.0", "18080"), ("80/tcp", "0.0.0.0", "8000-8010"), ("53/udp", "0.0.0.0", "")]
+    assert requests_from_bindings({"80/tcp": [{"HostIp": "", "HostPort": ""}]}, "127.0.0.1")[0].host_ip == "127.0.0.1"
+    with pytest.raises(InvalidParameter, match="published twice"):
+        requests_from_bindings({"80/tcp": [{"HostPort": "1"}], "81/tcp": [{"HostPort": "1"}]}, "0.0.0.0")
+    with pytest.raises(InvalidParameter):
+        requests_from_bindings({"80/tcp": [{"HostIp": "2001:db8::1"}]}, "0.0.0.0")
+    assert normalize_host_ip("::", "0.0.0.0") == "0.0.0.0"
+
+
+def test_port_collisions_and_range(tmp_path):
+    assert same_socket_space("0.0.0.0", "127.0.0.1") and same_socket_space("127.0.0.1", "0.0.0.0")
+    assert not same_socket_space("127.0.0.1", "127.0.0.2")
+    path = tmp_path / "range"
+    path.write_text("40000\t40010\n")
+    assert ephemeral_range(str(path)) == (40000, 40010)
+    path.write_text("nonsense")
+    assert ephemeral_range(str(path)) == (49153, 65535)
+
+
+# links
+def test_link_env_like_docker():
+    env = link_env("/web/db-1", "172.17.0.5", ["5432/tcp", "8000/tcp", "8001/tcp", "8002/tcp", "53/udp"],
+                   ["HOME=/root", "PATH=/bin", "USER=app", "NOVALUE", "EQ=a=b"])
+    assert env == [
+        "DB_1_PORT=tcp://172.17.0.5:5432",
+        "DB_1_PORT_5432_TCP=tcp://172.17.0.5:5432",
+        "DB_1_PORT_5432_TCP_ADDR=172.17.0.5",
+        "DB_1_PORT_5432_TCP_PORT=5432",
+        "DB_1_PORT_5432_TCP_PROTO=tcp",
+        "DB_1_PORT_8000_TCP=tcp://172.17.0.5:8000",
+        "DB_1_PORT_8000_TCP_ADDR=172.17.0.5",
+        "DB_1_PORT_8000_TCP_PORT=8000",
+        "DB_1_PORT_8000_TCP_PROTO=tcp",
+        "DB_1_PORT_8001_TCP=tcp://172.17.0.5:8001",
+        "DB_1_PORT_8001_TCP_ADDR=172.17.0.5",
+        "DB_1_PORT_8001_TCP_PORT=8001",
+        "DB_1_PORT_8001_TCP_PROTO=tcp",
+        "DB_1_PORT_8002_TCP=tcp://172.17.0.5:8002",
+        "DB_1_PORT_8002_TCP_ADDR=172.17.0.5",
+        "DB_1_PORT_8002_TCP_PORT=8002",
+        "DB_1_PORT_8002_TCP_PROTO=tcp",
+        # moby closes a run when the next port breaks it, after that port's own variables
+        "DB_1_PORT_53_UDP=udp://172.17.0.5:53",
+        "DB_1_PORT_53_UDP_ADDR=172.17.0.5",
+        "DB_1_PORT_53_UDP_PORT=53",
+        "DB_1_PORT_53_UDP_PROTO=udp",
+        "DB_1_PORT_8000_TCP_START=tcp://172.17.0.5:8000",
+        "DB_1_PORT_8000_TCP_PORT_START=8000",
+        "DB_1_PORT_8000_TCP_END=tcp://172.17.0.5:8002",
+        "DB_1_PORT_8000_TCP_PORT_END=8002",
+        "DB_1_NAME=/web/db-1",
+        "DB_1_ENV_USER=app",
+        "DB_1_ENV_EQ=a=b",
+    ]
+
+
+def test_link_env_without_ports():
+    assert link_env("/a/b", "10.0.0.2", []) == ["B_NAME=/a/b"]
+
+
+# rules
+def test_base_rules():
+    rules = base_rules("engine0", "172.17.0.0/16", icc=False, masquerade=True, localhost_dnat=False)
+    text = [str(r) for r in rules]
+    assert text == [
+        "-t nat -A POSTROUTING -s 172.17.0.0/16 ! -o engine0 -j MASQUERADE",
+        f"-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j {CHAIN}",
+        f"-t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {CHAIN}",
+        f"-t filter -A FORWARD -o engine0 -j {CHAIN}",
+        "-t filter -A FORWARD -o engine0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-t filter -A FORWARD -i engine0 ! -o engine0 -j ACCEPT",
+        "-t filter -A FORWARD -i engine0 -o engine0 -j DROP",
+    ]
+    no_proxy = [str(r) for r in base_rules("b", "10.0.0.0/24", icc=True, masquerade=False, localhost_dnat=True)]
+    assert "-t nat -A POSTROUTING -m addrtype --src-type LOCAL -o b -j MASQUERADE" in no_proxy
+    assert f"-t nat -A OUTPUT -m addrtype --dst-type LOCAL -j {CHAIN}" in no_proxy
+    assert "-t filter -A FORWARD -i b -o b -j ACCEPT" in no_proxy
+    assert not any("-s 10.0.0.0/24" in r for r in no_proxy)
+
+
+def test_port_and_link_rules():
+    dnat, accept, hairpin = port_rules("engine0", "tcp", "127.0.0.1", 18080, "172.17.0.2", 80, proxy=True)
+    assert str(dnat) == (f"-t nat -A {CHAIN} -d 127.0.0.1/32 ! -i engine0 -p tcp -m tcp --dport 18080 "
+                         f"-j DNAT --to-destination 172.17.0.2:80")
+    assert str(accept) == (f"-t filter -A {CHAIN} -d 172.17.0.2/32 ! -i engine0 -o engine0 -p tcp -m tcp "
+                           f"--dport 80 -j ACCEPT")
+    assert str(hairpin) == ("-t nat -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 "
+                            "-j MASQUERADE")
+    bare = port_rules("engine0", "udp", "0.0.0.0", 53, "172.17.0.2", 53, proxy=False)[0]
+    assert str(bare) == f"-t nat -A {CHAIN} -p udp -m udp --dport 53 -j DNAT --to-destination 172.17.0.2:53"
+    there, back = link_rules("engine0", "172.17.0.2", "172.17.0.3", [("8000-8002", "tcp")])
+    assert "-s 172.17.0.2 -d 172.17.0.3 --dport 8000:8002 -j ACCEPT" in str(there)
+    assert "-s 172.17.0.3 -d 172.17.0.2 --sport 8000:8002 -j ACCEPT" in str(back)
+
+
+class FakeRunner:
+    """Records iptables invocations; fails those whose argv contains ``fail_on``."""
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.calls: list[tuple[list[str], bytes | None]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, argv, input=None, capture_output=True):  # noqa: A002 - subprocess.run's name
+        self.calls.append((list(argv), input))
+        failed = bool(self.fail_on) and (self.fail_on in argv or (input and self.fail_on.encode() in input))
+        return subprocess.CompletedProcess(argv, 1 if failed else 0, b"", b"Bad rule" if failed else b"")
+
+
+def test_apply_is_one_restore_run_grouped_by_table():
+    runner = FakeRunner()
+    ipt = IPTables(runner=runner)
+    ipt.apply([("-A", Rule("nat", "ENGINE", ("-p", "tcp", "--dport", "1", "-m", "comment", "--comment", "a b"))),
+               ("-I", Rule("filter", "FORWARD", ("-j", "ACCEPT"))),
+               ("-D", Rule("nat", "POSTROUTING", ("-j", "MASQUERADE")))])
+    (argv, stdin), = runner.calls
+    assert os.path.basename(argv[0]) == "iptables-restore" and argv[1:] == ["--noflush", "--wait"]
+    assert stdin.decode() == ('*nat\n-A ENGINE -p tcp --dport 1 -m comment --comment "a b"\n'
+                              '-D POSTROUTING -j MASQUERADE\nCOMMIT\n*filter\n-I FORWARD -j ACCEPT\nCOMMIT\n')
+
+
+def test_delete_all_falls_back_to_one_by_one():
+    runner = FakeRunner(fail_on="-D")
+    ipt = IPTables(runner=runner)
+    rules = [Rule("nat", "ENGINE", ("-j", "RETURN")), Rule("filter", "FORWARD", ("-j", "DROP"))]
+    ipt.delete_all(rules)
+    # The batch failed (a rule was missing); each rule was then tried alone.
+    assert os.path.basename(runner.calls[0][0][0]) == "iptables-restore"
+    assert [[os.path.basename(c[0][0]), *c[0][1:5]] for c in runner.calls[1:]] == [
+        ["iptables", "--wait", "-t", "nat", "-D"], ["iptables", "--wait", "-t", "filter", "-D"]]
+    with pytest.raises(IptablesError, match="--iptables=false"):
+        IPTables(runner=FakeRunner(fail_on="-N")).run("-t", "nat", "-N", "X")
+
+
+def test_probe_refuses_disabled_networking():
+    from engine.daemon.config import Config
+    from engine.errors import NotSupported
+    from engine_net_bridge.driver import BridgeDriver
+
+    with pytest.raises(NotSupported, match="disabled"):
+        BridgeDriver.probe(Config(bridge="none"))
+
+
+def test_methods_need_init(tmp_path):
+    from engine.daemon.config import Config
+    from engine.errors import NotSupported
+    from engine_net_bridge.driver import BridgeDriver
+
+    driver = BridgeDriver(str(tmp_path / "network"), Config())
+    with pytest.raises(NotSupported, match="init"):
+        driver.allocate_interface("x" * 64, {"NetnsPath": "/proc/self/ns/net"})
+    with pytest.raises(NotSupported, match="init"):
+        driver.release_interface("x" * 64)
+    assert driver.settings("x" * 64) is None
+
+
+# state
+def test_endpoint_files_round_trip(tmp_path):
+    store = Store(str(tmp_path / "network"))
+    ep = Endpoint("c" * 64, "web", "e" * 64, "172.17.0.2", 16, "172.17.42.1", "02:42:ac:11:00:02", "engine0",
+                  1500, "veth1234567", "/run/netns/x", [PortMapping("tcp", 80, "0.0.0.0", 18080)],
+                  [ProxyRecord(42, 1234, ["0.0.0.0:18080/tcp"])], [Rule("nat", "ENGINE", ("-j", "RETURN"))])
+    store.save_endpoint(ep)
+    (tmp_path / "network" / "endpoints" / ".junk.json.tmp").write_text("{")
+    (tmp_path / "network" / "endpoints" / "broken.json").write_text("{")
+    assert store.load_endpoints() == {ep.container_id: ep}
+    store.remove_endpoint(ep.container_id)
+    store.remove_endpoint(ep.container_id)
+    assert store.load_endpoints() == {}
+    with pytest.raises(ValueError):
+        store.save_endpoint(Endpoint("../x", "", "", "", 0, "", "", "", 0, "", ""))
+
+
+def test_proxy_arguments():
+    assert parse_proxy_args(["--container", "abc", "3:tcp:172.17.0.2:80", "4:udp:172.17.0.2:53"]) == (
+        "abc", [(3, "tcp", "172.17.0.2", 80), (4, "udp", "172.17.0.2", 53)])
+    for bad in ([], ["3:sctp:1.2.3.4:5"], ["nonsense"]):
+        with pytest.raises(ValueError):
+            parse_proxy_args(bad)
