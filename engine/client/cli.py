@@ -22,7 +22,7 @@ from engine.daemon.config import DEFAULT_HOST, add_daemon_arguments
 #: Command modules, in the order their commands appear in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = ("engine.client.commands.system", "engine.client.commands.containers",
                                     "engine.client.commands.images", "engine.client.commands.registry",
-                                    "engine.client.commands.volumes")
+                                    "engine.client.commands.volumes", "engine.client.commands.networks")
 
 
 class _Parser(argparse.ArgumentParser):

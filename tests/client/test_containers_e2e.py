@@ -252,6 +252,26 @@ def test_volumes(engine):
     assert proc.returncode == 0 and proc.stdout.endswith("Total reclaimed space: 0B\n") and anon in proc.stdout
 
 
+def test_networks(engine):
+    listing = engine("network", "ls").stdout.splitlines()
+    assert listing[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    rows = {line.split()[1]: line.split() for line in listing[1:]}
+    assert rows["host"][2:] == ["host", "local"] and rows["none"][2:] == ["null", "local"]
+    ids = engine("network", "ls", "-q", "--no-trunc").stdout.split()
+    assert all(len(i) == 64 for i in ids) and len(ids) == len(rows)
+    assert engine("network", "ls", "-f", "driver=host", "--format", "{{.Name}}").stdout == "host\n"
+    if engine.daemon.kind == "engine":  # the reference dockerd runs with --bridge=none
+        assert rows["bridge"][2:] == ["bridge", "local"]
+        doc = json.loads(engine("network", "inspect", "bridge").stdout)
+        assert doc[0]["Name"] == "bridge" and doc[0]["Driver"] == "bridge" and doc[0]["IPAM"]["Config"]
+    assert engine("network", "inspect", "-f", "{{.Scope}}", "none").stdout == "local\n"
+    proc = engine("network", "inspect", "nosuchnet")
+    assert proc.returncode == 1 and "nosuchnet" in proc.stderr
+    proc = engine("network", "rm", "host")
+    assert proc.returncode == 1 and "host" in proc.stderr and proc.stdout == ""
+    assert engine("network", "prune", "-f").returncode == 0
+
+
 def _tar_names(data: bytes) -> list[str]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return sorted(m.name for m in tar.getmembers())
