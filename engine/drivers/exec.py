@@ -16,17 +16,15 @@ only joins it: ``network["mode"]`` is ``host`` (stay in the host's),
 from __future__ import annotations
 
 import abc
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from engine.errors import EngineError, NotSupported
+from engine.utils.records import Record
 
 __all__ = ["Command", "ExecDriver", "ExecStartError", "NotSupported", "Pipes", "ProcessConfig", "Resources"]
 
 
-@dataclass
-class Resources:
+class Resources(Record):
     """Cgroup limits; 0, -1 and "" mean "not set" (Docker's HostConfig names)."""
 
     memory: int = 0
@@ -43,11 +41,10 @@ class Resources:
     pids_limit: int = 0
     blkio_weight: int = 0
     #: Device cgroup rules ``"c 1:3 rwm"``: the allow-list; empty means Docker's default list.
-    device_rules: list[str] = field(default_factory=list)
+    device_rules: list[str] = []
 
 
-@dataclass
-class ProcessConfig:
+class ProcessConfig(Record):
     """One process to start in the container: the first one, or an exec.
 
     ``args[0]`` is looked up in the container's ``PATH`` (from ``env``) when
@@ -56,20 +53,19 @@ class ProcessConfig:
     """
 
     args: list[str]
-    env: list[str] = field(default_factory=list)
+    env: list[str] = []
     cwd: str = "/"
     user: str = ""
-    additional_groups: list[str] = field(default_factory=list)
+    additional_groups: list[str] = []
     tty: bool = False
     console_size: tuple[int, int] | None = None  # (height, width)
     privileged: bool = False
     no_new_privileges: bool = False
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
+    cap_add: list[str] = []
+    cap_drop: list[str] = []
 
 
-@dataclass
-class Command:
+class Command(Record):
     """Everything the exec driver needs to run one container.
 
     ``mounts`` entries: ``{"type": "bind"|"tmpfs", "source": host path or "",
@@ -83,9 +79,9 @@ class Command:
     container_dir: str = ""
     hostname: str = ""
     domainname: str = ""
-    mounts: list[dict] = field(default_factory=list)
-    resources: Resources = field(default_factory=Resources)
-    network: dict = field(default_factory=lambda: {"mode": "host"})
+    mounts: list[dict] = []
+    resources: Resources = Resources()
+    network: dict = {"mode": "host"}
     ipc_mode: str = "private"  # private | host | shareable | container:<ns path>
     pid_mode: str = "private"  # private | host
     uts_mode: str = "private"  # private | host
@@ -93,14 +89,11 @@ class Command:
     readonly_rootfs: bool = False
     masked_paths: list[str] | None = None  # None: Docker's defaults
     readonly_paths: list[str] | None = None  # None: Docker's defaults
-    devices: list[dict] = field(default_factory=list)  # {"path_on_host", "path_in_container", "permissions"}
-    sysctls: dict[str, str] = field(default_factory=dict)
+    devices: list[dict] = []  # {"path_on_host", "path_in_container", "permissions"}
+    sysctls: dict[str, str] = {}
     shm_size: int = 64 * 1024 * 1024
-    tmpfs: dict[str, str] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    tmpfs: dict[str, str] = {}
+    extra: dict = {}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Command:
@@ -112,8 +105,7 @@ class Command:
         return cls(process=ProcessConfig(**process), resources=resources, **data)
 
 
-@dataclass
-class Pipes:
+class Pipes(Record):
     """The process's stdio as file descriptors (None: /dev/null).
 
     With ``ProcessConfig.tty`` and ``console`` (a connected unix socket) the

@@ -44,11 +44,11 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.drivers.exec import Resources
 from engine.errors import HostError, InvalidParameter, NotFound, NotSupported
+from engine.utils.records import Record
 
 LOG = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ _USER_HZ = 100  # cpuacct.stat counts in USER_HZ ticks (always 100 on Linux, see
 # what is mounted
 
 
-@dataclass(frozen=True)
-class HierarchyMount:
+class HierarchyMount(NamedTuple):
     """One mounted cgroup hierarchy.
 
     :param root: the hierarchy path the mount shows at its mount point (field
@@ -110,11 +109,10 @@ class HierarchyMount:
     version: int
 
 
-@dataclass
-class CgroupLayout:
+class CgroupLayout(Record):
     """The cgroup hierarchies mounted for this process."""
 
-    v1: dict[str, HierarchyMount] = field(default_factory=dict)  # controller -> mount
+    v1: dict[str, HierarchyMount] = {}  # controller -> mount
     v2: HierarchyMount | None = None
     v2_controllers: frozenset[str] = frozenset()
 
@@ -228,8 +226,7 @@ def parse_cpuset(value: str, what: str = "cpuset cpus") -> set[int]:
     return numbers
 
 
-@dataclass(frozen=True)
-class DeviceRule:
+class DeviceRule(NamedTuple):
     """One device cgroup rule: ``type major:minor access`` (``c 1:3 rwm``, ``a``)."""
 
     type: str  # a, b or c

@@ -20,8 +20,7 @@ import ctypes
 import errno
 import functools
 import os
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from engine.errors import NotSupported
 
@@ -350,8 +349,7 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return _prctl(option, arg2, arg3, arg4, arg5)
 
 
-@dataclass(frozen=True)
-class CapabilitySets:
+class CapabilitySets(NamedTuple):
     """The effective, permitted and inheritable capability sets, as 64-bit masks."""
 
     effective: int

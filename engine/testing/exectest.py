@@ -187,7 +187,7 @@ class Box:
                            ("resolv.conf", "nameserver 10.9.8.1\n")):
             with open(os.path.join(container_dir, name), "w") as fh:
                 fh.write(text)
-        process_fields = {k: kw.pop(k) for k in list(kw) if k in ProcessConfig.__dataclass_fields__}
+        process_fields = {k: kw.pop(k) for k in list(kw) if k in ProcessConfig.fields()}
         process = ProcessConfig(args=args, env=[PATH_ENV] if env is None else env, cwd=cwd, user=user, tty=tty,
                                 **process_fields)
         command = Command(id=id, rootfs=rootfs, process=process, container_dir=container_dir, hostname=hostname,

@@ -145,7 +145,7 @@ def device_rules(command: Command, devices: list[dict[str, Any]]) -> list[str]:
 
 def cgroup_resources(command: Command, devices: list[dict[str, Any]]) -> Resources:
     """The command's resources with the device allow-list filled in."""
-    resources = Resources(**{k: getattr(command.resources, k) for k in command.resources.__dataclass_fields__})
+    resources = Resources(**{k: getattr(command.resources, k) for k in command.resources.fields()})
     resources.device_rules = device_rules(command, devices)
     return resources
 

@@ -18,9 +18,10 @@ pivot_root(2), so the paths are the container's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.errors import InvalidParameter
+from engine.utils.records import Record
 
 __all__ = ["ExecUser", "GroupEntry", "PasswdEntry", "UserError", "parse_group", "parse_passwd", "resolve_user"]
 
@@ -32,29 +33,26 @@ class UserError(InvalidParameter):
     """The user or a group cannot be resolved in the container."""
 
 
-@dataclass(frozen=True)
-class PasswdEntry:
+class PasswdEntry(NamedTuple):
     name: str
     uid: int
     gid: int
     home: str
 
 
-@dataclass(frozen=True)
-class GroupEntry:
+class GroupEntry(NamedTuple):
     name: str
     gid: int
     members: tuple[str, ...]
 
 
-@dataclass
-class ExecUser:
+class ExecUser(Record):
     """Who the process runs as."""
 
     uid: int = 0
     gid: int = 0
     home: str = "/"
-    sgids: list[int] = field(default_factory=list)
+    sgids: list[int] = []
     name: str = ""
 
 

@@ -154,7 +154,7 @@ def test_capability_mask_refuses_what_the_engine_lacks(monkeypatch) -> None:
 
 
 def _command(**kw) -> Command:
-    process_fields = {k: kw.pop(k) for k in list(kw) if k in ProcessConfig.__dataclass_fields__}
+    process_fields = {k: kw.pop(k) for k in list(kw) if k in ProcessConfig.fields()}
     return Command(id="c1", rootfs="/", process=ProcessConfig(args=["true"], **process_fields), **kw)
 
 
