@@ -394,3 +394,23 @@ def test_system_prune(engine):
     assert proc.stdout.startswith("Deleted Containers:\n")
     assert re.search(r"\n\nTotal reclaimed space: \S+\n$", proc.stdout)
     assert engine("ps", "-aq").stdout == ""
+
+
+@pytest.mark.parametrize("user, groups", [
+    ("", "uid=0(root) gid=0(root) groups=0(root),10(wheel)"),
+    ("nobody", "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"),
+    ("1234:99", "uid=1234 gid=99 groups=99"),
+])
+def test_user_and_groups(engine, user, groups):
+    """The primary group is also a supplementary one (containerd adds it; runc then calls setgroups)."""
+    args = ["run", "--rm"] + (["-u", user] if user else []) + ["busybox", "id"]
+    proc = engine(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == groups + "\n"
+
+
+def test_exec_user_and_groups(engine):
+    cid = engine("run", "-d", "busybox", "sleep", "60").stdout.strip()
+    assert engine("exec", cid, "id").stdout == "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
+    assert engine("exec", "-u", "nobody", cid, "id").stdout == \
+        "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n"

@@ -340,7 +340,11 @@ def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
             os.makedirs(cwd, 0o755, exist_ok=True)
         except OSError as exc:
             raise SetupError(f'mkdir {cwd} for the working directory failed: {_go_error(exc)}') from None
-    apply_credentials(user.uid, user.gid, user.sgids, process["caps"])
+    # containerd puts the primary group first among the supplementary ones
+    # (runc then passes them all to setgroups), so `id` in a Docker container
+    # shows it in "groups=" too.
+    groups = [user.gid] + [gid for gid in user.sgids if gid != user.gid]
+    apply_credentials(user.uid, user.gid, groups, process["caps"])
     if process["no_new_privileges"]:
         libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     try:
