@@ -153,7 +153,12 @@ def get(svc: Any, c: Any, path: str, out: Any) -> None:
 
 def put(svc: Any, c: Any, path: str, body: Any, no_overwrite_dir_non_dir: bool = False,
         copy_uid_gid: bool = False) -> None:
-    """Extract the tar ``body`` into the directory ``path`` of the container."""
+    """Extract the tar ``body`` into the directory ``path`` of the container.
+
+    Owners are the tar's. ``copy_uid_gid`` (``docker cp -a``) is accepted
+    and changes nothing: moby chowns to the container's configured user,
+    looked up in the *host's* passwd file, which is not followed here.
+    """
     if c.host_config.get("ReadonlyRootfs") and c.state.running:
         raise InvalidParameter("container rootfs is marked read-only")
     with container_root(svc, c) as root:
@@ -165,7 +170,8 @@ def put(svc: Any, c: Any, path: str, body: Any, no_overwrite_dir_non_dir: bool =
         except NotADirectoryError:
             raise InvalidParameter("extraction point is not a directory") from None
         try:
-            archive.apply_layer(f"/proc/self/fd/{fd}", body, whiteouts="keep")
+            archive.apply_layer(f"/proc/self/fd/{fd}", body, whiteouts="keep",
+                                no_overwrite_dir_non_dir=no_overwrite_dir_non_dir, shown_as="/" + rel.lstrip("."))
         finally:
             os.close(fd)
     svc.daemon.container_event(c, "extract-to-dir")

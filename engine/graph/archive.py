@@ -396,8 +396,12 @@ def clean_name(name: str, dest: str) -> str:
 class _Applier:
     """One :func:`apply_layer` run: the root fd, what was unpacked, deferred times."""
 
-    def __init__(self, dest: str, whiteouts: str) -> None:
+    def __init__(self, dest: str, whiteouts: str, no_overwrite_dir_non_dir: bool = False,
+                 shown_as: str | None = None) -> None:
         self.dest = os.path.abspath(dest)
+        #: ``dest`` as error messages name it.
+        self.shown = shown_as or self.dest
+        self.no_overwrite_dir_non_dir = no_overwrite_dir_non_dir
         self.overlay = whiteouts == "overlay"
         #: An aufs branch: whiteouts and opaque markers are written as entries.
         self.keep = whiteouts == "keep"
@@ -494,13 +498,13 @@ class _Applier:
         """
         if parent_fd != self._cached_fd:
             self._drop_cache()
-        fs.remove_at(parent_fd, base, shown=os.path.join(self.dest, rel))
+        fs.remove_at(parent_fd, base, shown=os.path.join(self.shown, rel))
 
     # ---- entries
 
     def apply(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
         name = member.name
-        rel = clean_name(name, self.dest)
+        rel = clean_name(name, self.shown)
 
         if rel.startswith(WHITEOUT_META_PREFIX):
             # AUFS metadata at the root. Files in the hard link directory are
@@ -528,6 +532,12 @@ class _Applier:
             existing = os.stat(base, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             existing = None
+        if existing is not None and self.no_overwrite_dir_non_dir and stat.S_ISDIR(existing.st_mode) != member.isdir():
+            # moby's words, which name the extraction point as the other side.
+            shown, into = _quote(os.path.join(self.shown, rel)), _quote(self.shown)
+            if member.isdir():
+                raise InvalidParameter(f"cannot overwrite non-directory {shown} with directory {into}")
+            raise InvalidParameter(f"cannot overwrite directory {shown} with non-directory {into}")
         if existing is not None and not (stat.S_ISDIR(existing.st_mode) and member.isdir()):
             # Replace, whatever the old type; only dir-onto-dir merges.
             self.remove(parent, base, rel)
@@ -615,7 +625,7 @@ class _Applier:
             joined = posixpath.normpath(posixpath.join(self.dest, posixpath.dirname(rel), target))
             if joined != self.dest and not joined.startswith(self.dest.rstrip("/") + "/"):
                 raise InvalidParameter(
-                    f"invalid symlink {_quote(os.path.join(self.dest, rel))} -> {_quote(target)}"
+                    f"invalid symlink {_quote(os.path.join(self.shown, rel))} -> {_quote(target)}"
                 )
         os.symlink(target, base, dir_fd=parent)
         os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
@@ -773,7 +783,8 @@ class _Applier:
         self._file(parent, base, saved, None, copy_from=os.path.join(self._plnk_dir, key))
 
 
-def apply_layer(dest: str, stream: IO[bytes], whiteouts: str = "aufs") -> int:
+def apply_layer(dest: str, stream: IO[bytes], whiteouts: str = "aufs", no_overwrite_dir_non_dir: bool = False,
+                shown_as: str | None = None) -> int:
     """Apply a layer tar to the directory ``dest`` in one streaming pass.
 
     The tar may be plain or compressed with gzip, bzip2, xz or zstd (detected
@@ -793,6 +804,11 @@ def apply_layer(dest: str, stream: IO[bytes], whiteouts: str = "aufs") -> int:
         ordinary entries they are (an aufs branch: aufs applies them at mount
         time). Every safety check applies in every mode, and the layer's own
         root-level aufs metadata (``.wh..wh.plnk``, ...) is never written.
+    :param no_overwrite_dir_non_dir: refuse (``InvalidParameter``) to replace
+        an existing directory with a non-directory or the other way round, as
+        ``docker cp`` asks (``noOverwriteDirNonDir``).
+    :param shown_as: the name of ``dest`` in error messages (the path a
+        container sees, for ``docker cp``), instead of ``dest`` itself.
     :returns: the number of bytes of file content applied.
     :raises InvalidParameter: for a hostile or invalid entry ("... is outside
         of ..."), a corrupt or truncated tar ("unexpected EOF in layer tar").
@@ -800,7 +816,7 @@ def apply_layer(dest: str, stream: IO[bytes], whiteouts: str = "aufs") -> int:
     if whiteouts not in WHITEOUT_FORMATS:
         raise InvalidParameter(f"unknown whiteout format {whiteouts!r} (one of {', '.join(WHITEOUT_FORMATS)})")
     layer = LayerStream(stream)
-    applier = _Applier(dest, whiteouts)
+    applier = _Applier(dest, whiteouts, no_overwrite_dir_non_dir, shown_as)
     tar: tarfile.TarFile | None = None
     last_end = 0
     try:

@@ -414,3 +414,42 @@ def test_exec_user_and_groups(engine):
     assert engine("exec", cid, "id").stdout == "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
     assert engine("exec", "-u", "nobody", cid, "id").stdout == \
         "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n"
+
+
+def _one_entry_tar(name: str, directory: bool) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        if directory:
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        else:
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"x\n"))
+    return buf.getvalue()
+
+
+def test_cp_no_overwrite_dir_non_dir(engine):
+    """``noOverwriteDirNonDir`` (the docker CLI always sends it): no directory replaced by a file, or back."""
+    cid = engine("run", "-d", "busybox", "sh", "-c", "mkdir /tmp/d && echo f > /tmp/f && sleep 60").stdout.strip()
+    api = engine.daemon.api()
+    try:
+        for _ in range(50):
+            if engine("exec", cid, "test", "-f", "/tmp/f").returncode == 0:
+                break
+            time.sleep(0.1)
+        url = api._url("/containers/{0}/archive", cid)
+        answers = []
+        for name, directory in (("d", False), ("f", True)):
+            resp = api._put(url, params={"path": "/tmp", "noOverwriteDirNonDir": "true"},
+                            data=_one_entry_tar(name, directory))
+            answers.append((resp.status_code, resp.json()["message"]))
+        assert answers[0][0] == answers[1][0] and answers[0][0] in (400, 500)  # ours 400, dockerd 500
+        assert answers[0][1].endswith('cannot overwrite directory "/tmp/d" with non-directory "/tmp"')
+        assert answers[1][1].endswith('cannot overwrite non-directory "/tmp/f" with directory "/tmp"')
+        assert engine("exec", cid, "sh", "-c", "test -d /tmp/d && cat /tmp/f").stdout == "f\n"
+        resp = api._put(url, params={"path": "/tmp"}, data=_one_entry_tar("d", False))
+        assert resp.status_code == 200
+        assert engine("exec", cid, "cat", "/tmp/d").stdout == "x\n"
+    finally:
+        api.close()
