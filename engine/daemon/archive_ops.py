@@ -3,8 +3,11 @@
 Paths are resolved with openat2(2) ``RESOLVE_IN_ROOT`` against the
 container's root: for a running container its ``/proc/PID/root``, which is
 its own mount namespace's view (volumes included); for a stopped one its
-rootfs from the graph driver. Symlinks in the path resolve inside the
-container, so nothing outside it can be read or written.
+rootfs from the graph driver, except below the destination of a volume or a
+bind-mounted directory, which is looked up in the mount's source (Docker
+mounts them for ``cp`` into a stopped container). Symlinks in the path
+resolve inside the container (or inside that source), so nothing outside it
+can be read or written.
 """
 
 from __future__ import annotations
@@ -43,23 +46,59 @@ def go_mode(st: os.stat_result) -> int:
 
 
 @contextlib.contextmanager
+def _at(path: str) -> Iterator[int]:
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _mount_source(svc: Any, c: Any, path: str) -> tuple[str, str] | None:
+    """For a stopped container: the host directory of the innermost volume or
+    directory bind mount holding ``path``, and ``path`` relative to it."""
+    clean = posixpath.normpath("/" + path)
+    best: tuple[str, dict] | None = None
+    for m in c.mounts:
+        if m.get("Type") not in ("volume", "bind"):
+            continue
+        dest = posixpath.normpath("/" + m["Destination"])
+        if (clean == dest or clean.startswith(dest.rstrip("/") + "/")) and (best is None or len(dest) > len(best[0])):
+            best = (dest, m)
+    if best is None:
+        return None
+    dest, m = best
+    source = m["Source"] if m["Type"] == "bind" else svc.volumes.path(m["Name"])
+    if not os.path.isdir(source):
+        return None  # a bind-mounted file: the rootfs's placeholder stands in
+    return source, "/" + clean[len(dest):].lstrip("/")
+
+
+@contextlib.contextmanager
+def resolve(svc: Any, c: Any, path: str) -> Iterator[tuple[int, str]]:
+    """An O_PATH fd of the directory ``path`` is to be resolved in, and ``path`` relative to it."""
+    if not (c.state.running and c.state.pid):
+        found = _mount_source(svc, c, path)
+        if found is not None:
+            with _at(found[0]) as fd:
+                yield fd, found[1]
+            return
+    with container_root(svc, c) as fd:
+        yield fd, path
+
+
+@contextlib.contextmanager
 def container_root(svc: Any, c: Any) -> Iterator[int]:
     """An O_PATH fd of the container's root directory."""
     if c.state.running and c.state.pid:
-        fd = os.open(f"/proc/{c.state.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
+        with _at(f"/proc/{c.state.pid}/root") as fd:
             yield fd
-        finally:
-            os.close(fd)
         return
     driver = svc.daemon.graphdriver
     path = driver.get(c.id)
     try:
-        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
+        with _at(path) as fd:
             yield fd
-        finally:
-            os.close(fd)
     finally:
         driver.put(c.id)
 
@@ -76,12 +115,12 @@ def _not_found(path: str, c: Any) -> NotFound:
     return NotFound(f"Could not find the file {path} in container {c.name.lstrip('/')}")
 
 
-def _open_parent(root: int, path: str, c: Any) -> tuple[int, str]:
+def _open_parent(root: int, path: str, c: Any, shown: str) -> tuple[int, str]:
     parent, name = _split(path)
     try:
         fd = libc.openat2(root, parent, os.O_PATH | os.O_DIRECTORY, resolve=_RESOLVE)
     except (FileNotFoundError, NotADirectoryError):
-        raise _not_found(path, c) from None
+        raise _not_found(shown, c) from None
     return fd, name
 
 
@@ -93,14 +132,15 @@ def _stat_doc(st: os.stat_result, name: str, link: str) -> dict:
 
 
 def stat_path(svc: Any, c: Any, path: str) -> dict:
-    with container_root(svc, c) as root:
-        parent, name = _open_parent(root, path, c)
+    shown = path
+    with resolve(svc, c, path) as (root, path):
+        parent, name = _open_parent(root, path, c, shown)
         try:
             if name:
                 try:
                     st = os.stat(name, dir_fd=parent, follow_symlinks=False)
                 except FileNotFoundError:
-                    raise _not_found(path, c) from None
+                    raise _not_found(shown, c) from None
                 link = ""
                 if stat.S_ISLNK(st.st_mode):
                     link = os.readlink(name, dir_fd=parent)
@@ -114,7 +154,7 @@ def stat_path(svc: Any, c: Any, path: str) -> dict:
                         pass
             else:
                 st, link = os.fstat(parent), ""
-            return _stat_doc(st, name or "/", link)
+            return _stat_doc(st, name or posixpath.basename(posixpath.normpath("/" + shown)) or "/", link)
         finally:
             os.close(parent)
 
@@ -125,19 +165,21 @@ def stat_header(doc: dict) -> str:
 
 def get(svc: Any, c: Any, path: str, out: Any) -> None:
     """Write a tar of ``path`` (named by its base name) to ``out``."""
-    with container_root(svc, c) as root:
-        parent, name = _open_parent(root, path, c)
+    shown = path
+    with resolve(svc, c, path) as (root, rel):
+        parent, name = _open_parent(root, rel, c, shown)
         try:
             if not name:
                 name = "."
             try:
                 os.stat(name, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
-                raise _not_found(path, c) from None
+                raise _not_found(shown, c) from None
             if path.endswith("/.") or (path.endswith("/") and name):
                 arcname = "."
             else:
-                arcname = name if name != "." else "."
+                # The root of a mount's source is named as its destination is.
+                arcname = name if name != "." else posixpath.basename(posixpath.normpath("/" + path)) or "."
             stream = archive.tar_entry(parent, name, arcname)
             try:
                 while True:
@@ -161,8 +203,9 @@ def put(svc: Any, c: Any, path: str, body: Any, no_overwrite_dir_non_dir: bool =
     """
     if c.host_config.get("ReadonlyRootfs") and c.state.running:
         raise InvalidParameter("container rootfs is marked read-only")
-    with container_root(svc, c) as root:
-        rel = posixpath.normpath("/" + path).lstrip("/") or "."
+    shown = "/" + posixpath.normpath("/" + path).lstrip("/")
+    with resolve(svc, c, path) as (root, inner):
+        rel = posixpath.normpath("/" + inner).lstrip("/") or "."
         try:
             fd = libc.openat2(root, rel, os.O_PATH | os.O_DIRECTORY, resolve=_RESOLVE)
         except FileNotFoundError:
@@ -171,7 +214,7 @@ def put(svc: Any, c: Any, path: str, body: Any, no_overwrite_dir_non_dir: bool =
             raise InvalidParameter("extraction point is not a directory") from None
         try:
             archive.apply_layer(f"/proc/self/fd/{fd}", body, whiteouts="keep",
-                                no_overwrite_dir_non_dir=no_overwrite_dir_non_dir, shown_as="/" + rel.lstrip("."))
+                                no_overwrite_dir_non_dir=no_overwrite_dir_non_dir, shown_as=shown)
         finally:
             os.close(fd)
     svc.daemon.container_event(c, "extract-to-dir")

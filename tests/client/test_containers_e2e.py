@@ -453,3 +453,28 @@ def test_cp_no_overwrite_dir_non_dir(engine):
         assert engine("exec", cid, "cat", "/tmp/d").stdout == "x\n"
     finally:
         api.close()
+
+
+def test_cp_stopped_container_reaches_its_volumes(engine, tmp_path):
+    """A stopped container's volumes and bind-mounted directories are where ``cp`` reads and writes."""
+    bound = tmp_path / "bound"
+    bound.mkdir()
+    (bound / "b.txt").write_text("from the bind\n")
+    cid = engine("create", "-v", "/data", "-v", f"{bound}:/srv/b", "busybox",
+                 "sh", "-c", "cat /data/in.txt /srv/b/b.txt /srv/b/in2.txt").stdout.strip()
+    src = tmp_path / "in.txt"
+    src.write_text("copied while stopped\n")
+    assert engine("cp", str(src), f"{cid}:/data/").returncode == 0
+    src2 = tmp_path / "in2.txt"
+    src2.write_text("into the bind\n")
+    assert engine("cp", str(src2), f"{cid}:/srv/b/in2.txt").returncode == 0
+    assert (bound / "in2.txt").read_text() == "into the bind\n"
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = engine("cp", f"{cid}:/srv/b", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out / "b")) == ["b.txt", "in2.txt"]
+    assert engine("cp", f"{cid}:/data", str(out)).returncode == 0
+    assert (out / "data" / "in.txt").read_text() == "copied while stopped\n"
+    proc = engine("start", "-a", cid)
+    assert proc.stdout == "copied while stopped\nfrom the bind\ninto the bind\n", proc.stderr
