@@ -9,6 +9,11 @@ their first line becomes the HTTP error of the request (``docker pull
 nosuch`` gets a 404 with the registry's words); once the stream has started
 the error is written into it as ``{"errorDetail":{"message":..},"error":..}``
 (the docker CLI prints it and exits 1), and the job still fails.
+
+The transfers (:mod:`~engine.registry.pull`, :mod:`~engine.registry.push`,
+and :mod:`~engine.registry.session` with ``requests``) are imported by the
+first job that needs them: an idle daemon that never talks to a registry
+saves about 10 MB of memory.
 """
 
 from __future__ import annotations
@@ -24,9 +29,6 @@ from engine.registry.auth import AuthConfig
 from engine.registry.endpoints import RegistryService, host_of
 from engine.registry.manifest import parse_platform
 from engine.registry.metadata import DistributionMetadata
-from engine.registry.pull import Puller, pull_reference
-from engine.registry.push import Pusher, push_reference
-from engine.registry.session import Session, first_working
 from engine.utils.progress import Progress
 
 LOG = logging.getLogger(__name__)
@@ -138,6 +140,8 @@ class RegistryJobs:
 
     def pull(self, job: Any) -> None:
         """``pull NAME`` with env Tag, Platform, AuthConfig (the raw X-Registry-Auth header)."""
+        from engine.registry.pull import Puller, pull_reference
+
         graph = self.daemon.graph
         ref = pull_reference(job.args[0] if job.args else "", job.env.get("Tag"))
         auth = AuthConfig.from_header(job.env.get("AuthConfig"))
@@ -163,6 +167,8 @@ class RegistryJobs:
 
     def push(self, job: Any) -> None:
         """``push NAME`` with env Tag and AuthConfig."""
+        from engine.registry.push import Pusher, push_reference
+
         graph = self.daemon.graph
         ref = push_reference(job.args[0] if job.args else "")
         tag = job.env.get("Tag") or ref.tag or ""
@@ -184,6 +190,8 @@ class RegistryJobs:
 
     def auth(self, job: Any) -> None:
         """``auth`` with env AuthConfig (the JSON body of ``POST /auth``): check the credentials."""
+        from engine.registry.session import Session, first_working
+
         conf = AuthConfig.from_dict(job.env.get_json("AuthConfig", {}))
         host = host_of(conf.server_address)
         service = self.service
@@ -204,8 +212,9 @@ class RegistryJobs:
         index, remote = split_search_term(term)
         auth = AuthConfig.from_header(job.env.get("AuthConfig"))
         service = self.service
+        from engine.registry.session import first_working
 
-        def attempt(session: Session) -> Any:
+        def attempt(session: Any) -> Any:
             try:
                 return session.search(remote, limit)
             except NotFound:
