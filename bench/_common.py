@@ -129,7 +129,7 @@ def engine_spec(extra_args: Sequence[str] = (), storage_driver: str = "vfs",
 
 
 def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
-                 storage_driver: str = "vfs") -> DaemonSpec:
+                 storage_driver: str = "vfs", networking: bool = False) -> DaemonSpec:
     """The reference: dockerd 20.10 starting its own containerd, all state in ``workdir``.
 
     Without ``--containerd`` dockerd 20.10 supervises its own containerd
@@ -146,6 +146,13 @@ def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
       makes sure nothing else lands in the host's ``/etc/docker``.
 
     :param storage_driver: given as ``--storage-driver`` (``vfs``, ``overlay2``, ...).
+    :param networking: keep dockerd's default bridge networking (``docker0``,
+        its iptables rules and NAT, ``docker-proxy`` for published ports)
+        instead of ``--bridge=none --iptables=false --ip-masq=false``. Safe
+        only because the sandbox has its own network namespace: the bridge,
+        the rules and the ``ip_forward`` sysctl it sets are all the
+        sandbox's and vanish with it. ``--ip6tables=false`` stays either way
+        (the default of 20.10, said explicitly).
     """
     if not os.access(path, os.X_OK):
         return DaemonSpec("dockerd", lambda w: ([], ""), available=False,
@@ -165,7 +172,8 @@ def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
             "--exec-root", os.path.join(workdir, "exec"),
             "--pidfile", os.path.join(workdir, "docker.pid"),
             "-H", f"unix://{sock}",
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
+            *([] if networking else ["--bridge=none", "--iptables=false", "--ip-masq=false"]),
+            "--ip6tables=false",
             f"--storage-driver={storage_driver}",
             *extra_args,
         ]
