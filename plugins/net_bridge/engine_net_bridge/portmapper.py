@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -121,20 +121,31 @@ def start_proxy(container_id: str, maps: Sequence[tuple[socket.socket, str, str,
 
 
 def stop_proxy(record: ProxyRecord, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the proxy, SIGKILL it if it lingers; nothing if it is gone already."""
-    if not proxy_alive(record):
-        return
+    """SIGTERM the proxy, SIGKILL it if it lingers; nothing if it is gone already.
+
+    Through a pidfd, opened before the check that the PID is still our
+    proxy: no signal can reach a process that reused the PID, and the wait
+    ends as soon as the proxy exits.
+    """
     try:
-        os.kill(record.pid, signal.SIGTERM)
+        pidfd = os.pidfd_open(record.pid)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    try:
         if not proxy_alive(record):
             return
-        time.sleep(0.01)
-    LOG.warning("userland proxy %d ignored SIGTERM; killing it", record.pid)
-    try:
-        os.kill(record.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if poller.poll(int(timeout * 1000)):
+            return
+        LOG.warning("userland proxy %d ignored SIGTERM; killing it", record.pid)
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    finally:
+        os.close(pidfd)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
@@ -300,3 +303,42 @@ def test_proxy_arguments():
     for bad in ([], ["3:sctp:1.2.3.4:5"], ["nonsense"]):
         with pytest.raises(ValueError):
             parse_proxy_args(bad)
+
+
+@pytest.mark.parametrize("ignores_term", [False, True])
+def test_stop_proxy_waits_for_the_exit_and_kills_a_stubborn_one(ignores_term):
+    from engine_net_bridge.portmapper import proxy_alive, start_time_of, stop_proxy
+
+    script = ("import signal, sys, time\n"
+              + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_term else "")
+              + "print('ready', flush=True)\ntime.sleep(60)\n")
+    # The mark in its command line makes proxy_alive take it for a proxy.
+    proc = subprocess.Popen([sys.executable, "-c", script, "engine_net_bridge.proxy"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        record = ProxyRecord(proc.pid, start_time_of(proc.pid), [])
+        assert proxy_alive(record)
+        t0 = time.monotonic()
+        stop_proxy(record, timeout=0.5)
+        elapsed = time.monotonic() - t0
+        code = proc.wait(timeout=5)
+        assert code == (-signal.SIGKILL if ignores_term else -signal.SIGTERM)
+        assert elapsed >= 0.5 if ignores_term else elapsed < 0.5
+        stop_proxy(record)  # gone: nothing to do, no error
+        assert not proxy_alive(record)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stop_proxy_leaves_other_processes_alone():
+    """A PID that is not our proxy (no mark in its command line) gets no signal."""
+    from engine_net_bridge.portmapper import start_time_of, stop_proxy
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stop_proxy(ProxyRecord(proc.pid, start_time_of(proc.pid) or 0, []))
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
