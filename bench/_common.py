@@ -30,8 +30,11 @@ module gives them one life cycle:
 * :func:`process_tree`, :func:`measure_memory`, :func:`cpu_ticks`: RSS/PSS
   (``/proc/PID/smaps_rollup``) and CPU time summed over a process tree;
   :func:`reset_peak_rss` / :func:`peak_rss_kib`: the peak RSS of one phase.
-* :func:`print_table` and :func:`write_json`: the human table and the
-  machine-readable record under ``bench/results/``.
+* :func:`choose_dockerd`: whether a bench measures dockerd next to ours;
+  :func:`busy_before_bench` / :func:`busy_after_bench`: how busy the
+  machine is with other work, with a warning when the numbers will be noisy.
+* :func:`fmt_number`, :func:`print_table` and :func:`write_json`: the human
+  table and the machine-readable record under ``bench/results/``.
 
 Only unix sockets inside the temporary directories are ever talked to.
 """
@@ -54,7 +57,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -67,6 +70,8 @@ if str(REPO_ROOT) not in sys.path:
 
 MiB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: Other work above this share of the CPUs (measured before and after a bench) earns a warning.
+BUSY_WARN = 0.10
 
 
 # --------------------------------------------------------------------------
@@ -181,6 +186,33 @@ def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
 
     return DaemonSpec("dockerd", prepare, hide=("/run", "/opt", "/etc/docker"),
                       driver=storage_driver, data_root="data")
+
+
+class DockerdChoice(NamedTuple):
+    """Whether a bench measures the reference dockerd next to our daemon."""
+
+    measured: bool
+    names: list[str]  # the daemons measured, in table order: ``engine`` first
+    note: str  # why dockerd is not measured; "" when it is
+
+
+def choose_dockerd(no_dockerd: bool, path: str = DOCKERD) -> DockerdChoice:
+    """Measure dockerd too, unless ``--no-dockerd`` was given or ``path`` is missing.
+
+    Prints the note at once when dockerd is left out; the benches print it
+    again under their results and record it in their JSON.
+    """
+    note = ""
+    if no_dockerd:
+        note = "dockerd not measured (--no-dockerd)"
+    else:
+        ref = dockerd_spec(path)
+        if not ref.available:
+            note = f"dockerd not measured: {ref.why_unavailable}; our daemon only"
+    if note:
+        print(note)
+    measured = not note
+    return DockerdChoice(measured, ["engine"] + (["dockerd"] if measured else []), note)
 
 
 # --------------------------------------------------------------------------
@@ -341,6 +373,31 @@ def cpu_busy(interval: float = 1.0) -> float:
     time.sleep(interval)
     t1, i1 = machine_ticks()
     return 1.0 - (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def busy_before_bench(noisy_because: str = "") -> float:
+    """Measure (1 s) and print how busy the machine is before a bench; warn above :data:`BUSY_WARN`.
+
+    :param noisy_because: more words for the warning, after "the numbers will be noisy".
+    :returns: the busy fraction (0..1), for the JSON record.
+    """
+    busy = cpu_busy(1.0)
+    print(f"host: {os.cpu_count()} CPUs; {busy:.0%} busy with other work before the bench")
+    if busy > BUSY_WARN:
+        print(f"WARNING: something else uses {busy:.0%} of the CPUs: the numbers will be noisy"
+              + (f" {noisy_because}" if noisy_because else ""))
+    return busy
+
+
+def busy_after_bench() -> float:
+    """Measure (1 s) how busy the machine is after a bench; warn above :data:`BUSY_WARN`.
+
+    :returns: the busy fraction (0..1), for the JSON record.
+    """
+    busy = cpu_busy(1.0)
+    if busy > BUSY_WARN:
+        print(f"WARNING: {busy:.0%} of the CPUs were busy with other work after the bench")
+    return busy
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -679,6 +736,11 @@ def median(values: Sequence[float]) -> float:
         return float("nan")
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def fmt_number(v: float | None, nd: int = 1) -> str:
+    """``v`` for a table cell: ``nd`` decimals and thousands separators; ``-`` if None or NaN (not measured)."""
+    return "-" if v is None or v != v else f"{v:,.{nd}f}"
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:

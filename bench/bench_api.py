@@ -54,9 +54,6 @@ import _common as C  # noqa: E402
 TARGET_READY_S = 1.0
 TARGET_IDLE_RSS_MIB = 60.0
 
-#: Other work above this share of the CPUs (measured before and after) earns a warning.
-BUSY_WARN = 0.10
-
 PING = b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
@@ -453,8 +450,7 @@ def measure_daemon(spec: C.DaemonSpec, seconds: float, clients: int, idle: float
 # report
 
 
-def _fmt(v: float | None, nd: int = 1) -> str:
-    return "-" if v is None or v != v else f"{v:,.{nd}f}"
+_fmt = C.fmt_number
 
 
 def summarize(names: list[str], starts: dict[str, list[StartResult]], runs: dict[str, dict[str, Any]],
@@ -537,24 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_api: needs root (unshare of mount/net/pid namespaces)", file=sys.stderr)
         return 2
     C.install_signal_handlers()
-    specs = [C.engine_spec(args.engine_arg)]
-    note = ""
-    if args.no_dockerd:
-        note = "dockerd not measured (--no-dockerd)"
-    else:
-        ref = C.dockerd_spec(args.dockerd)
-        if ref.available:
-            specs.append(ref)
-        else:
-            note = f"dockerd not measured: {ref.why_unavailable}; our daemon only"
-    if note:
-        print(note)
-    names = [s.name for s in specs]
-    busy_before = C.cpu_busy(1.0)
-    print(f"host: {os.cpu_count()} CPUs; {busy_before:.0%} busy with other work before the bench")
-    if busy_before > BUSY_WARN:
-        print(f"WARNING: something else uses {busy_before:.0%} of the CPUs: the numbers will be noisy "
-              "(both daemons suffer, but not necessarily alike)")
+    with_dockerd, names, note = C.choose_dockerd(args.no_dockerd, args.dockerd)
+    specs = [C.engine_spec(args.engine_arg)] + ([C.dockerd_spec(args.dockerd)] if with_dockerd else [])
+    busy_before = C.busy_before_bench("(both daemons suffer, but not necessarily alike)")
 
     try:
         print(f"\n[1/2] start-up: {args.reps} fresh starts each")
@@ -569,9 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         C.stop_all()
 
-    busy_after = C.cpu_busy(1.0)
-    if busy_after > BUSY_WARN:
-        print(f"WARNING: {busy_after:.0%} of the CPUs were busy with other work after the bench")
+    busy_after = C.busy_after_bench()
     rows, summary = summarize(names, starts, runs, args.clients)
     headers = ["metric", "engine"] + (["dockerd", "dockerd+containerd"] if "dockerd" in names else []) \
         + ["target (engine)", ""]

@@ -94,6 +94,7 @@ from __future__ import annotations
 import argparse
 import calendar
 import collections
+import contextlib
 import http.client
 import json
 import os
@@ -124,7 +125,6 @@ TARGET_PS_RATIO = 1.0  # ps: at most dockerd's
 TARGET_SHIM_RSS_MIB = 12.0
 #: Memory assumed per running container (ours + dockerd's, shim and process), to decide on --mode auto.
 PER_CONTAINER_PAIR_MIB = 30.0
-BUSY_WARN = 0.10
 #: The cgroup parents of the two daemons' containers (ours: the relative ``engine``; runc's: ``/docker``).
 CGROUP_PARENTS = ("engine", "docker")
 
@@ -881,6 +881,33 @@ def cleanup(sides: Sequence[Side], timed: bool = True) -> None:
             print(f"  docker rm -f {side.name:8s} {len(ids)} containers in {took:.2f} s", flush=True)
 
 
+@contextlib.contextmanager
+def closing_sides(sides: list[Side]) -> Iterator[list[Side]]:
+    """Stop the daemons of ``sides`` when the block ends, failure or not.
+
+    ``sides`` may still be empty on entry: the block appends each side as its
+    daemon is up. If the block fails (Ctrl-C included), each daemon's log tail
+    goes to stderr and every container is removed first, then the exception
+    goes on. Either way, each side's API connection is closed and its daemon
+    stopped and cleaned up.
+    """
+    try:
+        yield sides
+    except BaseException:
+        for side in sides:
+            print(f"--- {side.name} -s {side.daemon.spec.driver} log tail:\n{side.daemon.log_tail(15)}",
+                  file=sys.stderr)
+        try:
+            cleanup(sides, timed=False)  # every container goes before its daemon, failure or not
+        except Exception as exc:  # noqa: BLE001 - the sandboxes still go
+            print(f"  clean-up after the failure: {exc}", file=sys.stderr)
+        raise
+    finally:
+        for side in sides:
+            side.api.close()
+            A.stop_and_clean(side.daemon, side.listener)
+
+
 # --------------------------------------------------------------------------
 # profile
 
@@ -1050,7 +1077,7 @@ def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, arch
     """Start both daemons of a driver pair, run every phase, remove every container, stop them."""
     sides: list[Side] = []
     out: dict[str, Any] = {}
-    try:
+    with closing_sides(sides):
         for spec in specs:
             daemon, listener, start = A.start_and_wait(spec)
             conf = os.path.join(tmp, f"docker-config-{key}-{spec.name}")
@@ -1102,19 +1129,6 @@ def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, arch
                 raise BenchError(f"{side.name} died during the bench:\n{side.daemon.log_tail()}")
             side.out.pop("extra_raw", None)
             out[side.name] = side.out
-    except BaseException:
-        for side in sides:
-            print(f"--- {side.name} -s {side.daemon.spec.driver} log tail:\n{side.daemon.log_tail(15)}",
-                  file=sys.stderr)
-        try:
-            cleanup(sides, timed=False)  # every container goes before its daemon, failure or not
-        except Exception as exc:  # noqa: BLE001 - the sandboxes still go
-            print(f"  clean-up after the failure: {exc}", file=sys.stderr)
-        raise
-    finally:
-        for side in sides:
-            side.api.close()
-            A.stop_and_clean(side.daemon, side.listener)
     return out
 
 
@@ -1122,8 +1136,7 @@ def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, arch
 # report
 
 
-def _fmt(v: float | None, nd: int = 1) -> str:
-    return "-" if v is None or v != v else f"{v:,.{nd}f}"
+_fmt = C.fmt_number
 
 
 def pair_summary(res: dict[str, Any], names: list[str]) -> dict[str, Any]:
@@ -1291,16 +1304,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_containers: the docker CLI {args.docker} is missing", file=sys.stderr)
         return 2
     C.install_signal_handlers()
-    note = ""
-    with_dockerd = not args.no_dockerd
-    if args.no_dockerd:
-        note = "dockerd not measured (--no-dockerd)"
-    elif not C.dockerd_spec(args.dockerd).available:
-        note = f"dockerd not measured: {C.dockerd_spec(args.dockerd).why_unavailable}; our daemon only"
-        with_dockerd = False
-    if note:
-        print(note)
-    names = ["engine"] + (["dockerd"] if with_dockerd else [])
+    with_dockerd, names, note = C.choose_dockerd(args.no_dockerd, args.dockerd)
     if args.starts > 100:
         # Each CLI run -d leaves a wait?condition=next-exit open in our daemon until
         # the container exits (the CLI's going away is not noticed): 128 exhaust
@@ -1309,10 +1313,7 @@ def main(argv: list[str] | None = None) -> int:
     args.running, mode_why = decide_mode(args.mode, args.containers, with_dockerd)
     print(f"containers past the first {args.starts}: {'running' if args.running else 'created only'} ({mode_why})")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    busy_before = C.cpu_busy(1.0)
-    print(f"host: {os.cpu_count()} CPUs; {busy_before:.0%} busy with other work before the bench")
-    if busy_before > BUSY_WARN:
-        print(f"WARNING: something else uses {busy_before:.0%} of the CPUs: the numbers will be noisy")
+    busy_before = C.busy_before_bench()
 
     WATCHED_PARENTS[:] = cgroup_parents()
     ids: dict[str, set[str]] = {}
@@ -1362,9 +1363,7 @@ def main(argv: list[str] | None = None) -> int:
     if status:
         return status
 
-    busy_after = C.cpu_busy(1.0)
-    if busy_after > BUSY_WARN:
-        print(f"WARNING: {busy_after:.0%} of the CPUs were busy with other work after the bench")
+    busy_after = C.busy_after_bench()
     summaries: dict[str, Any] = {}
     for key in keys:
         summaries[key] = pair_summary(results[key], names)

@@ -91,7 +91,6 @@ BIG_TAG = "big:latest"
 #: Our graph driver -> dockerd's equivalent.
 DRIVER_PAIRS = {"vfs": ("vfs", "vfs"), "overlay": ("overlay", "overlay2")}
 MB = 1_000_000  # the archive's MB/s is decimal, like docker's sizes
-BUSY_WARN = 0.10
 
 
 class BenchError(RuntimeError):
@@ -597,7 +596,8 @@ def run_pair(key: str, specs: list[C.DaemonSpec], archives: Archives, args: argp
 
 
 def _fmt(v: float | None, nd: int = 2) -> str:
-    return "-" if v is None or v != v else f"{v:,.{nd}f}"
+    """:func:`_common.fmt_number` with 2 decimals unless told otherwise (seconds of a load)."""
+    return C.fmt_number(v, nd)
 
 
 def pair_rows(res: dict[str, Any], names: list[str]) -> tuple[list[list[str]], dict[str, Any]]:
@@ -683,21 +683,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_images: needs root (unshare of mount/net/pid namespaces)", file=sys.stderr)
         return 2
     C.install_signal_handlers()
-    note = ""
-    with_dockerd = not args.no_dockerd
-    if args.no_dockerd:
-        note = "dockerd not measured (--no-dockerd)"
-    elif not C.dockerd_spec(args.dockerd).available:
-        note = f"dockerd not measured: {C.dockerd_spec(args.dockerd).why_unavailable}; our daemon only"
-        with_dockerd = False
-    if note:
-        print(note)
-    names = ["engine"] + (["dockerd"] if with_dockerd else [])
+    with_dockerd, names, note = C.choose_dockerd(args.no_dockerd, args.dockerd)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    busy_before = C.cpu_busy(1.0)
-    print(f"host: {os.cpu_count()} CPUs; {busy_before:.0%} busy with other work before the bench")
-    if busy_before > BUSY_WARN:
-        print(f"WARNING: something else uses {busy_before:.0%} of the CPUs: the numbers will be noisy")
+    busy_before = C.busy_before_bench()
 
     archives: Archives | None = None
     source: str | None = None
@@ -735,9 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         if source is not None:
             shutil.rmtree(source, ignore_errors=True)
 
-    busy_after = C.cpu_busy(1.0)
-    if busy_after > BUSY_WARN:
-        print(f"WARNING: {busy_after:.0%} of the CPUs were busy with other work after the bench")
+    busy_after = C.busy_after_bench()
     summaries: dict[str, Any] = {}
     for key in keys:
         rows, summaries[key] = pair_rows(results[key], names)

@@ -111,7 +111,6 @@ VARIANT_FLAGS = {"none": ["--net", "none"], "bridge": [], "publish": ["-p", f"{P
 BRIDGES = {"engine": "engine0", "dockerd": "docker0"}
 #: Target of the issue: our added time at most dockerd's.
 TARGET_ADDED_RATIO = 1.0
-BUSY_WARN = 0.10
 #: Host sysctls that a daemon's bridge set-up writes (in its own netns: they must not move here).
 HOST_SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/bridge/bridge-nf-call-iptables",
                 "/proc/sys/net/bridge/bridge-nf-call-ip6tables")
@@ -636,7 +635,7 @@ def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, arch
     """Start both daemons of a driver pair, check their networking, run the phases, clean up, stop them."""
     sides: list[BC.Side] = []
     out: dict[str, Any] = {}
-    try:
+    with BC.closing_sides(sides):
         for spec in specs:
             daemon, listener, start = A.start_and_wait(spec)
             conf = os.path.join(tmp, f"docker-config-{key}-{spec.name}")
@@ -683,19 +682,6 @@ def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, arch
         for side in sides:
             side.out.pop("id_tags", None)
             out[side.name] = side.out
-    except BaseException:
-        for side in sides:
-            print(f"--- {side.name} -s {side.daemon.spec.driver} log tail:\n{side.daemon.log_tail(15)}",
-                  file=sys.stderr)
-        try:
-            BC.cleanup(sides, timed=False)  # every container goes before its daemon, failure or not
-        except Exception as exc:  # noqa: BLE001 - the sandboxes still go
-            print(f"  clean-up after the failure: {exc}", file=sys.stderr)
-        raise
-    finally:
-        for side in sides:
-            side.api.close()
-            A.stop_and_clean(side.daemon, side.listener)
     return out
 
 
@@ -703,8 +689,7 @@ def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, arch
 # report
 
 
-def _fmt(v: float | None, nd: int = 1) -> str:
-    return "-" if v is None or v != v else f"{v:,.{nd}f}"
+_fmt = C.fmt_number
 
 
 def pair_summary(res: dict[str, Any], names: list[str]) -> dict[str, Any]:
@@ -850,21 +835,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_network: the docker CLI {args.docker} is missing", file=sys.stderr)
         return 2
     C.install_signal_handlers()
-    note = ""
-    with_dockerd = not args.no_dockerd
-    if args.no_dockerd:
-        note = "dockerd not measured (--no-dockerd)"
-    elif not C.dockerd_spec(args.dockerd).available:
-        note = f"dockerd not measured: {C.dockerd_spec(args.dockerd).why_unavailable}; our daemon only"
-        with_dockerd = False
-    if note:
-        print(note)
-    names = ["engine"] + (["dockerd"] if with_dockerd else [])
+    with_dockerd, names, note = C.choose_dockerd(args.no_dockerd, args.dockerd)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    busy_before = C.cpu_busy(1.0)
-    print(f"host: {os.cpu_count()} CPUs; {busy_before:.0%} busy with other work before the bench")
-    if busy_before > BUSY_WARN:
-        print(f"WARNING: something else uses {busy_before:.0%} of the CPUs: the numbers will be noisy")
+    busy_before = C.busy_before_bench()
 
     host_before = host_snapshot()
     mounts_before = _mount_points([tempfile.gettempdir() + "/bench-"])
@@ -930,9 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     if status:
         return status
 
-    busy_after = C.cpu_busy(1.0)
-    if busy_after > BUSY_WARN:
-        print(f"WARNING: {busy_after:.0%} of the CPUs were busy with other work after the bench")
+    busy_after = C.busy_after_bench()
     summaries: dict[str, Any] = {}
     verdicts: dict[str, dict[str, bool]] = {}
     for key in keys:

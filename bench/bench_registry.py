@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     C.install_signal_handlers()
     busy = C.cpu_busy(1.0)
-    if busy > 0.10:
+    if busy > C.BUSY_WARN:
         print(f"WARNING: the machine is {busy:.0%} busy before the bench; numbers will be noisy", file=sys.stderr)
     out = run(args)
     names = [n for n in ("engine", "dockerd") if n in out]
