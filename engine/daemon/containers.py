@@ -736,8 +736,29 @@ class ContainerService:
 
         for c in self.all():
             runtime.restore_container(self, c)
-        for c in self.all():
+        for c in self._children_first(self.all()):
             runtime.restart_on_daemon_start(self, c)
+
+    def _children_first(self, containers: list[Container]) -> list[Container]:
+        """``containers`` ordered so that every ``--link`` target comes before the containers linking to it
+        (a parent started before its child would fail: "Cannot link to a non running container")."""
+        ordered: list[Container] = []
+        seen: set[str] = set()
+
+        def visit(c: Container) -> None:
+            if c.id in seen:
+                return
+            seen.add(c.id)
+            for spec in c.host_config.get("Links") or []:
+                try:
+                    visit(self.get(spec.partition(":")[0].lstrip("/")))
+                except NotFound:
+                    pass
+            ordered.append(c)
+
+        for c in containers:
+            visit(c)
+        return ordered
 
 
 class Monitor:

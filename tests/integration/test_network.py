@@ -240,3 +240,43 @@ def test_restart_keeps_addresses_and_ports_then_cleans_up(workdir, docker_config
     finally:
         d2.stop()
     assert ":ENGINE" not in iptables_save()  # no container left: the daemon removed its chains
+
+
+def test_daemon_start_restarts_linked_children_before_parents(workdir, docker_config, tmp_path):
+    """Both died while the daemon was down; the parent (always) links to the child (always): the child
+    starts first, whatever order their IDs sort in, and the parent's link resolves to its new address."""
+    root = os.path.join(workdir, "d")
+    d = DaemonProcess(root, ["-s", "vfs"]).start()
+    env = dict(os.environ, DOCKER_HOST=d.host, DOCKER_CONFIG=docker_config)
+
+    def docker(*args, check=True):
+        proc = subprocess.run(["docker", *args], env=env, capture_output=True, timeout=120)
+        if check:
+            assert proc.returncode == 0, (args, proc.stderr)
+        return proc
+
+    archive = tmp_path / "bb.tar"
+    archive.write_bytes(busybox_archive())
+    docker("load", "-i", str(archive))
+    for _ in range(20):  # the parent's ID must sort first, so that ID order would start it first
+        child = out(docker("run", "-d", "--restart", "always", "--name", "child", "busybox", "sleep", "600")).strip()
+        parent = out(docker("run", "-d", "--restart", "always", "--name", "parent", "--link", "child:db",
+                            "busybox", "sleep", "600")).strip()
+        if parent < child:
+            break
+        docker("rm", "-f", "parent", "child")
+    assert parent < child
+    pids = [json.loads(docker("inspect", name).stdout)[0]["State"]["Pid"] for name in ("parent", "child")]
+    d.kill()
+    for pid in pids:  # the containers die while no daemon runs: their shims record the exits
+        os.kill(pid, 9)
+    time.sleep(1)
+    d2 = DaemonProcess(root, ["-s", "vfs"]).start()
+    try:
+        states = {name: json.loads(docker("inspect", name).stdout)[0]["State"] for name in ("parent", "child")}
+        assert states["child"]["Running"] and states["parent"]["Running"], (states, d2.log()[-3000:])
+        hosts = out(docker("exec", "parent", "cat", "/etc/hosts"))
+        assert f"{ip_of(docker, 'child')}\tdb " in hosts
+        docker("rm", "-f", "parent", "child")
+    finally:
+        d2.stop()
