@@ -42,6 +42,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, Collection, Iterator, Mapping, Sequence
 
@@ -325,6 +326,11 @@ class BridgeDriver(NetworkDriver):
         rules.extend(extra)
         # Once each: the same rule twice would fail the one-transaction delete.
         self._ipt.delete_all(list(dict.fromkeys(rules)))
+        # A rule recorded twice was added twice, by a version that recorded
+        # a container port's shared rules once per host port: every copy goes.
+        recorded = Counter(rules) - Counter(extra)
+        for rule in [r for r, n in recorded.items() if n > 1]:
+            self._ipt.delete(rule)
         for table in ("nat", "filter"):
             self._ipt.remove_chain(table, CHAIN)
         for ep in self._endpoints.values():
@@ -499,9 +505,7 @@ class BridgeDriver(NetworkDriver):
                     made.append(mapping)
                     socks.append(sock)
                 if self._use_iptables:
-                    for m in made:
-                        rules.extend(port_rules(self._bridge, m.proto, m.host_ip, m.host_port, ep.ip,
-                                                m.container_port, proxy=self._use_proxy))
+                    rules = self._port_rules(ep, made, ep.rules)
                 ep.ports.extend(made)
                 ep.rules.extend(rules)
                 # Recorded before the rules and the proxy exist (see state.py).
@@ -527,6 +531,21 @@ class BridgeDriver(NetworkDriver):
         LOG.debug("container %s: published %s", ep.name,
                   ", ".join(f"{m.host_ip}:{m.host_port}->{m.key}" for m in made))
         return out
+
+    def _port_rules(self, ep: Endpoint, mappings: Sequence[PortMapping], present: Sequence[Rule]) -> list[Rule]:
+        """The rules ``mappings`` need that ``present`` lacks, each once.
+
+        The FORWARD accept and the hairpin MASQUERADE name the container
+        port only: a port published on two host ports shares them, and a
+        rule added twice would outlive the one delete its record makes.
+        """
+        rules: list[Rule] = []
+        for m in mappings:
+            for rule in port_rules(self._bridge, m.proto, m.host_ip, m.host_port, ep.ip, m.container_port,
+                                   proxy=self._use_proxy):
+                if rule not in rules and rule not in present:
+                    rules.append(rule)
+        return rules
 
     def _undo_ports(self, ep: Endpoint, made: list[PortMapping], rules: list[Rule], applied: bool,
                     record: ProxyRecord | None) -> None:
@@ -747,10 +766,7 @@ class BridgeDriver(NetworkDriver):
     def _republish(self, ep: Endpoint) -> None:
         """The rules of ``ep``'s ports again, and a proxy for those no live proxy serves."""
         if self._use_iptables and ep.ports:
-            rules: list[Rule] = []
-            for m in ep.ports:
-                rules.extend(port_rules(self._bridge, m.proto, m.host_ip, m.host_port, ep.ip, m.container_port,
-                                        proxy=self._use_proxy))
+            rules = self._port_rules(ep, ep.ports, [])
             ep.rules = rules
             self.store.save_endpoint(ep)
             try:

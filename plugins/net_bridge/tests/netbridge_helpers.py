@@ -39,6 +39,12 @@ def rules_snapshot() -> set[str]:
     return lines
 
 
+def count_rules(*fragments: str) -> int:
+    """How many rules of ``iptables-save`` hold every fragment (copies counted, unlike :func:`rules_snapshot`)."""
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return sum(1 for line in out.splitlines() if line.startswith("-A ") and all(f in line for f in fragments))
+
+
 def link_names(kind: str | None = None) -> set[str]:
     """Names of the session namespace's links (of one kind, if given)."""
     names = set()

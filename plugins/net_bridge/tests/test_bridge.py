@@ -23,8 +23,8 @@ from engine.errors import Conflict, InvalidParameter, NotFound
 from engine_net_bridge.driver import BridgeNotFound
 from engine_net_bridge.iptables import CHAIN
 
-from netbridge_helpers import (BUSYBOX, free_port, http_get, in_ns, in_own_netns, link_names, proxy_pids, read_sysctl,
-                      rules_snapshot, write_sysctl)
+from netbridge_helpers import (BUSYBOX, count_rules, free_port, http_get, in_ns, in_own_netns, link_names, proxy_pids,
+                               read_sysctl, rules_snapshot, write_sysctl)
 
 pytestmark = [in_own_netns, pytest.mark.root]
 
@@ -501,6 +501,50 @@ def test_restart_keeps_allocations_and_proxies(make_driver, container, servers):
     assert http_get("127.0.0.1", port) == "still here\n"
     third.release_interface(A)
     third.release_interface(B)
+
+
+def test_one_container_port_on_several_host_ports_has_its_shared_rules_once(make_driver, container):
+    """The hairpin MASQUERADE and the FORWARD accept name the container port only: one copy, through restarts."""
+    first = make_driver()
+    first.init()
+    ip = first.allocate_interface(A, {"NetnsPath": container("web")})["IPAddress"]
+    p1 = free_port()
+    first.allocate_ports(A, {"80/tcp": [{"HostPort": str(p1)}, {"HostPort": str(p1 + 1)}]})
+    first.allocate_ports(A, {"80/tcp": [{"HostPort": str(p1 + 2)}]})  # one more, in a later call
+    hairpin = (f"-A POSTROUTING -s {ip}/32 -d {ip}/32 ", "--dport 80 ", "MASQUERADE")
+    accept = (f"-A {CHAIN} -d {ip}/32 ", "--dport 80 ", "ACCEPT")
+
+    def counts() -> tuple[int, int, int]:
+        return count_rules(*hairpin), count_rules(*accept), count_rules("DNAT", f"{ip}:80")
+
+    assert counts() == (1, 1, 3)
+    recorded = json.load(open(os.path.join(first.home, "endpoints", A + ".json")))["Rules"]
+    assert len(recorded) == len({tuple(r) for r in recorded}) == 5
+    first.close()
+    for _restart in range(2):  # init takes the rules out, restore puts them back: once each
+        again = make_driver(home=first.home)
+        again.init()
+        assert counts() == (0, 0, 0)
+        again.restore(A)
+        assert counts() == (1, 1, 3)
+        again.close()
+    # An endpoint file of an earlier version recorded them twice, and they
+    # were added twice: init takes every copy out.
+    path = os.path.join(first.home, "endpoints", A + ".json")
+    doc = json.load(open(path))
+    doc["Rules"] += [r for r in doc["Rules"] if "MASQUERADE" in r]
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
+    subprocess.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", f"{ip}/32", "-d", f"{ip}/32", "-p", "tcp",
+                    "-m", "tcp", "--dport", "80", "-j", "MASQUERADE"], check=True)
+    assert count_rules(*hairpin) == 2
+    last = make_driver(home=first.home)
+    last.init()
+    assert counts() == (0, 0, 0)
+    last.restore(A)
+    assert counts() == (1, 1, 3)
+    last.release_interface(A)
+    assert counts() == (0, 0, 0)
 
 
 def test_restore_remakes_a_lost_interface_and_prune_releases_the_dead(make_driver, container):
