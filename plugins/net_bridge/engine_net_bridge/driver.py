@@ -76,6 +76,17 @@ class BridgeNotFound(NotFound):
     """``-b NAME`` names no existing interface."""
 
 
+class PortUnavailable(Conflict):
+    """A host port to publish is taken: by a container of ours or by another program.
+
+    A conflict, but answered with 500 as moby does: libnetwork wraps every
+    publishing error in ``types.InternalErrorf("driver failed programming
+    external connectivity ...")``, and ``docker run -p`` clients see a 500.
+    """
+
+    http_status = 500
+
+
 class BridgeDriver(NetworkDriver):
     """Linux bridge with veth pairs, IP allocation, iptables NAT and port publishing (Docker's default network).
 
@@ -571,9 +582,19 @@ class BridgeDriver(NetworkDriver):
                 return True
         return False
 
-    def _conflict(self, ep: Endpoint, detail: str) -> Conflict:
-        return Conflict(f"driver failed programming external connectivity on endpoint {ep.name} "
-                        f"({ep.endpoint_id}): {detail}")
+    def _programming_failed(self, ep: Endpoint, detail: str,
+                            kind: type[EngineError] = PortUnavailable) -> EngineError:
+        """Moby's wrapper of every error of publishing (libnetwork's ``ProgramExternalConnectivity``)."""
+        return kind(f"driver failed programming external connectivity on endpoint {ep.name} ({ep.endpoint_id}): "
+                    f"{detail}")
+
+    def _bind_failed(self, ep: Endpoint, req: PortRequest, port: int, code: int,
+                     kind: type[EngineError] = PortUnavailable) -> EngineError:
+        """The kernel refused the bind: docker-proxy's words, or without the proxy its dummy proxy's (no prefix)."""
+        detail = f"listen {req.proto}4 {req.host_ip}:{port}: bind: {os.strerror(code).lower()}"
+        if self._use_proxy:
+            detail = f"Error starting userland proxy: {detail}"
+        return self._programming_failed(ep, detail, kind)
 
     def _candidates(self, req: PortRequest) -> Iterator[int]:
         if req.host_first:
@@ -600,19 +621,18 @@ class BridgeDriver(NetworkDriver):
                 sock = bind_host_port(req.host_ip, req.proto, port)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
+                    # Another program's: not "already allocated", which
+                    # says that a container of ours has it.
                     if single:
-                        break
+                        raise self._bind_failed(ep, req, port, exc.errno) from None
                     continue
                 if exc.errno == errno.EADDRNOTAVAIL:
-                    raise InvalidParameter(
-                        f"driver failed programming external connectivity on endpoint {ep.name} "
-                        f"({ep.endpoint_id}): Error starting userland proxy: listen {req.proto}4 "
-                        f"{req.host_ip}:{port}: bind: cannot assign requested address") from None
+                    raise self._bind_failed(ep, req, port, exc.errno, InvalidParameter) from None
                 raise HostError(f"cannot bind {req.host_ip}:{port}/{req.proto}: {exc.strerror}") from exc
             return PortMapping(req.proto, req.container_port, req.host_ip, port), sock
         if req.host_first == 0:
-            raise self._conflict(ep, "all ports are allocated")
-        raise self._conflict(ep, f"Bind for {req.host_ip}:{req.host_spec} failed: port is already allocated")
+            raise self._programming_failed(ep, "all ports are allocated")
+        raise self._programming_failed(ep, f"Bind for {req.host_ip}:{req.host_spec} failed: port is already allocated")
 
     def release_ports(self, container_id: str) -> None:
         """Unpublish every port of a container, keeping its interface."""

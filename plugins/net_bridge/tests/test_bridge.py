@@ -387,6 +387,13 @@ def test_publishing_without_userland_proxy(make_driver, container, servers, dumm
     driver.allocate_interface(B, {"NetnsPath": container("b")})
     with pytest.raises(Conflict, match="port is already allocated"):
         driver.allocate_ports(B, {"80/tcp": [{"HostPort": str(port)}]})
+    # Another program's port: moby's dummy proxy says it, without "userland proxy".
+    with socket.socket() as foreign:
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        taken = foreign.getsockname()[1]
+        with pytest.raises(Conflict, match=rf"\): listen tcp4 127.0.0.1:{taken}: bind: address already in use$"):
+            driver.allocate_ports(B, {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(taken)}]})
     driver.shutdown()
     assert read_sysctl("conf/engine0/route_localnet") == "0"
 
@@ -436,14 +443,28 @@ def test_port_already_allocated_leaves_nothing(make_driver, container):
             driver.allocate_ports(B, {"80/tcp": [{"HostIp": host_ip, "HostPort": str(port)}]})
     assert str(info.value) == (f"driver failed programming external connectivity on endpoint web2 ({endpoint_id}): "
                                f"Bind for 127.0.0.1:{port} failed: port is already allocated")
-    # Taken by some other program: all or nothing, the free one is not kept.
+    assert info.value.http_status == 500  # as moby answers the start request
+    # Taken by some other program: docker-proxy's words (not "already
+    # allocated"); all or nothing, the free one is not kept.
     other, spare = free_port(), None
-    with socket.socket() as foreign:
+    with socket.socket() as foreign, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as foreign_udp:
         foreign.bind(("0.0.0.0", other))
         foreign.listen()
+        foreign_udp.bind(("127.0.0.1", other))
         spare = other + 1 if other + 1 != port else other + 2
-        with pytest.raises(Conflict, match=rf"Bind for 0.0.0.0:{other} failed: port is already allocated"):
+        with pytest.raises(Conflict) as info:
             driver.allocate_ports(B, {"81/tcp": [{"HostPort": str(spare)}], "82/tcp": [{"HostPort": str(other)}]})
+        assert str(info.value) == (f"driver failed programming external connectivity on endpoint web2 "
+                                   f"({endpoint_id}): Error starting userland proxy: listen tcp4 0.0.0.0:{other}: "
+                                   f"bind: address already in use")
+        assert info.value.http_status == 500
+        with pytest.raises(Conflict, match=rf"Error starting userland proxy: listen udp4 0.0.0.0:{other}: "
+                                           rf"bind: address already in use$"):
+            driver.allocate_ports(B, {"53/udp": [{"HostPort": str(other)}]})
+        # In a range, a port held elsewhere is skipped.
+        made = driver.allocate_ports(B, {"83/tcp": [{"HostPort": f"{other}-{spare}"}]})
+        assert made == {"83/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(spare)}]}
+        driver.release_ports(B)
     assert rules_snapshot() == rules and proxy_pids() == proxies
     assert driver.settings(B)["Ports"] == {}
     saved = json.load(open(os.path.join(driver.home, "endpoints", B + ".json")))
