@@ -18,7 +18,8 @@
 ``init`` finds or creates the bridge (``-b NAME`` must exist, ``engine0`` is
 created: seed ch. 6 §3.3.3-3.3.5), picks its address (``--bip`` or the first
 free candidate), sets ``ip_forward`` and the iptables rules (seed ch. 4
-§4.5.2), recreating the ``ENGINE`` chains. ``allocate_interface`` makes the
+§4.5.2), recreating the ``ENGINE`` chains, and with ``--icc=false`` or
+``--userland-proxy=false`` has br_netfilter pass bridged traffic to iptables. ``allocate_interface`` makes the
 veth pair (seed ch. 7 §3.1, ch. 8 §4.3.2), ``allocate_ports`` the DNAT rules
 and a userland proxy, ``link`` the ACCEPT rules between linked containers
 when ``--icc=false`` (seed ch. 6 §3.3.9).
@@ -39,7 +40,9 @@ import ipaddress
 import logging
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -97,17 +100,19 @@ class BridgeDriver(NetworkDriver):
     :param resolv_conf: the host's resolver file (nameservers the bridge
         range must not cover).
     :param proc_sys: where ``/proc/sys`` is (forwarding, route_localnet,
-        the ephemeral port range).
+        br_netfilter's switches, the ephemeral port range).
     :param iptables: the iptables wrapper (a fake in unit tests).
+    :param modprobe: the program that loads ``br_netfilter``.
     """
 
     name = "bridge"
 
     def __init__(self, home: str, config: Any, *, resolv_conf: str = "/etc/resolv.conf",
-                 proc_sys: str = "/proc/sys", iptables: IPTables | None = None) -> None:
+                 proc_sys: str = "/proc/sys", iptables: IPTables | None = None, modprobe: str = "modprobe") -> None:
         super().__init__(home, config)
         self.resolv_conf = resolv_conf
         self.proc_sys = proc_sys
+        self.modprobe = modprobe
         self.store = Store(home)
         self._ipt = iptables or IPTables()
         self._lock = threading.RLock()
@@ -141,6 +146,17 @@ class BridgeDriver(NetworkDriver):
     def _icc(self) -> bool:
         return bool(self._cfg("icc", True))
 
+    @property
+    def _needs_br_netfilter(self) -> bool:
+        """Whether traffic between two ports of the bridge must pass iptables.
+
+        The icc DROP and the link ACCEPTs judge it, and without the proxy a
+        container's connection to a published port is DNATed back into the
+        bridge; a bridge forwards in layer 2, out of iptables' sight, unless
+        ``br_netfilter`` hands its frames to it (as dockerd arranges then).
+        """
+        return self._use_iptables and (not self._icc or not self._use_proxy)
+
     @classmethod
     def probe(cls, config: Any) -> None:
         """Refuse ``-b none``, a host without IPv4 sysctls, non-root, or missing iptables."""
@@ -163,6 +179,8 @@ class BridgeDriver(NetworkDriver):
             self._endpoints = self.store.load_endpoints()
             self._links = list(self.store.load(LINKS_FILE, []))
             self._active.clear()
+            if self._needs_br_netfilter:
+                self._load_br_netfilter()
             name, address, mac, created = self._setup_bridge()
             self._bridge, self._address = name, address
             # The rules this configuration adds go too, if they are there: the
@@ -285,6 +303,30 @@ class BridgeDriver(NetworkDriver):
             # The seed only warns: containers still reach each other and the host.
             LOG.warning("unable to enable IPv4 forwarding: %s", exc.strerror)
 
+    def _br_netfilter_path(self, *parts: str) -> str:
+        return os.path.join(self.proc_sys, "net", "bridge", *parts)
+
+    def _br_netfilter_remedy(self) -> str:
+        why = "--icc=false" if not self._icc else "--userland-proxy=false"
+        return (f"{why} needs the br_netfilter kernel module, so that traffic between containers passes "
+                f"iptables: load it (modprobe br_netfilter), or run the daemon without {why}")
+
+    def _load_br_netfilter(self) -> None:
+        """``modprobe br_netfilter`` unless its sysctls are there (they are per network namespace)."""
+        if os.path.isdir(self._br_netfilter_path()):
+            return
+        program = shutil.which(self.modprobe) or shutil.which(self.modprobe, path="/usr/sbin:/sbin") \
+            or self.modprobe
+        try:
+            proc = subprocess.run([program, "br_netfilter"], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PrerequisitesNotMet(f"cannot run {program}: {exc}; {self._br_netfilter_remedy()}") from exc
+        if not os.path.isdir(self._br_netfilter_path()):
+            said = proc.stderr.decode(errors="replace").strip() or f"status {proc.returncode}"
+            raise PrerequisitesNotMet(f"{self._br_netfilter_path()} is missing and modprobe br_netfilter "
+                                      f"failed ({said}); {self._br_netfilter_remedy()}")
+        LOG.info("loaded the br_netfilter kernel module")
+
     def _set_sysctl(self, path: str, value: str) -> str | None:
         """Write a sysctl, returning its old value (None if it cannot be read)."""
         try:
@@ -304,6 +346,13 @@ class BridgeDriver(NetworkDriver):
                                       "or run the daemon with --iptables=false")
         rules = self._base_rules()
         self._doc["Rules"] = [r.to_json() for r in rules]
+        if self._needs_br_netfilter:
+            path = self._br_netfilter_path("bridge-nf-call-iptables")
+            old = self._set_sysctl(path, "1")
+            if old is None:
+                raise PrerequisitesNotMet(f"cannot set {path} to 1; {self._br_netfilter_remedy()}")
+            if old != "1":
+                self._doc["Sysctls"][path] = old
         if not self._use_proxy:
             # Loopback-sourced packets may leave by the bridge once DNATed
             # (127.0.0.1:port without a proxy); the kernel drops them otherwise.

@@ -54,7 +54,10 @@ def resolv_conf(tmp_path) -> str:
 
 @pytest.fixture
 def make_driver(tmp_path, resolv_conf, host_clean) -> Iterator[Callable[..., Any]]:
-    """``make_driver(home=None, **config)`` -> a :class:`BridgeDriver`, not yet initialized.
+    """``make_driver(home=None, resolv=None, driver_args=None, **config)`` -> a new :class:`BridgeDriver`.
+
+    Not initialized yet. ``driver_args`` are more keyword arguments of the
+    class (``proc_sys``, ``modprobe``...).
 
     Creates: the driver's home under ``tmp_path`` (or the given one) and
     whatever its ``init`` makes. Afterwards every driver is shut down and
@@ -65,13 +68,15 @@ def make_driver(tmp_path, resolv_conf, host_clean) -> Iterator[Callable[..., Any
     made: list[BridgeDriver] = []
     existed = link_names()
 
-    def factory(home: str | None = None, resolv: str | None = None, **options: Any) -> BridgeDriver:
+    def factory(home: str | None = None, resolv: str | None = None, driver_args: dict | None = None,
+                **options: Any) -> BridgeDriver:
         cfg = Config(data_root=str(tmp_path / "root"))
         for key, value in options.items():
             if not hasattr(cfg, key):
                 raise AttributeError(key)
             setattr(cfg, key, value)
-        driver = BridgeDriver(home or str(tmp_path / "root" / "network"), cfg, resolv_conf=resolv or resolv_conf)
+        driver = BridgeDriver(home or str(tmp_path / "root" / "network"), cfg, resolv_conf=resolv or resolv_conf,
+                              **(driver_args or {}))
         made.append(driver)
         return driver
 

@@ -15,11 +15,12 @@ import socket
 import subprocess
 import time
 from ipaddress import IPv4Address, IPv4Network
+from typing import Iterator
 
 import pytest
 from pyroute2 import IPRoute
 
-from engine.errors import Conflict, InvalidParameter, NotFound
+from engine.errors import Conflict, InvalidParameter, NotFound, PrerequisitesNotMet
 from engine_net_bridge.driver import BridgeNotFound
 from engine_net_bridge.iptables import CHAIN
 
@@ -249,6 +250,103 @@ def test_icc_false_blocks_and_link_allows(make_driver, container, servers):
     with pytest.raises(NotFound):
         driver.link(A, B, ["80/tcp"], True)
     driver.release_interface(A)
+
+
+BR_NF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+
+@pytest.fixture
+def bridged_traffic_unfiltered() -> Iterator[None]:
+    """``bridge-nf-call-iptables`` at 0 (the kernel's default is 1), as on a host that never needed it.
+
+    The switch is per network namespace: this changes the test session's
+    only. Put back afterwards.
+    """
+    with open(BR_NF) as fh:
+        saved = fh.read().strip()
+    with open(BR_NF, "w") as fh:
+        fh.write("0\n")
+    yield
+    with open(BR_NF, "w") as fh:
+        fh.write(saved + "\n")
+
+
+def br_nf() -> str:
+    with open(BR_NF) as fh:
+        return fh.read().strip()
+
+
+def test_icc_false_makes_bridged_traffic_pass_iptables(make_driver, container, bridged_traffic_unfiltered):
+    """Without br_netfilter's switch the icc DROP never sees traffic that stays on the bridge."""
+    driver = make_driver(icc=False)
+    driver.init()
+    assert br_nf() == "1"
+    a = driver.allocate_interface(A, {"NetnsPath": container("a")})
+    b = driver.allocate_interface(B, {"NetnsPath": container("b")})
+    assert not ping(a["SandboxKey"], b["IPAddress"])
+    assert json.load(open(os.path.join(driver.home, "bridge.json")))["Sysctls"] == {BR_NF: "0"}
+    driver.close()
+    again = make_driver(home=driver.home, icc=False)  # a restart keeps it on, and the old value recorded
+    again.init()
+    assert br_nf() == "1"
+    assert json.load(open(os.path.join(driver.home, "bridge.json")))["Sysctls"] == {BR_NF: "0"}
+    again.restore(A)
+    again.restore(B)
+    assert not ping(a["SandboxKey"], b["IPAddress"])
+    again.shutdown()
+    assert br_nf() == "0"  # as it was
+
+
+def test_no_userland_proxy_makes_bridged_traffic_pass_iptables(make_driver, container, servers, dummy,
+                                                               bridged_traffic_unfiltered):
+    """A container reaching another's published port: the reply must be un-DNATed, which it is only if the
+    bridged packet passes conntrack."""
+    dummy("pub2", "10.125.0.1/24")
+    driver = make_driver(userland_proxy=False)
+    driver.init()
+    assert br_nf() == "1"
+    web = driver.allocate_interface(A, {"NetnsPath": container("web")})
+    other = driver.allocate_interface(B, {"NetnsPath": container("other")})
+    servers.httpd(web["SandboxKey"], 80, "bridged\n")
+    port = free_port()
+    driver.allocate_ports(A, {"80/tcp": [{"HostPort": str(port)}]})
+    assert wget_in(other["SandboxKey"], "10.125.0.1", port) == "bridged\n"
+    driver.shutdown()
+    assert br_nf() == "0"
+
+
+def test_icc_true_with_the_proxy_leaves_br_netfilter_alone(make_driver, bridged_traffic_unfiltered):
+    driver = make_driver()
+    driver.init()
+    assert br_nf() == "0"
+    assert json.load(open(os.path.join(driver.home, "bridge.json")))["Sysctls"] == {}
+
+
+def test_missing_br_netfilter_fails_init_clearly(make_driver, tmp_path):
+    """A kernel without the module cannot be made here: a fake /proc/sys without net/bridge, and a fake modprobe."""
+    proc_sys = tmp_path / "proc-sys"
+    (proc_sys / "net" / "ipv4").mkdir(parents=True)
+    modprobe = tmp_path / "modprobe"
+    calls = tmp_path / "calls"
+    modprobe.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n"
+                        "echo 'modprobe: FATAL: Module br_netfilter not found' >&2\nexit 1\n")
+    modprobe.chmod(0o755)
+    driver = make_driver(icc=False, driver_args={"proc_sys": str(proc_sys), "modprobe": str(modprobe)})
+    before = link_names()
+    with pytest.raises(PrerequisitesNotMet) as info:
+        driver.init()
+    assert calls.read_text() == "br_netfilter\n"
+    message = str(info.value)
+    assert "Module br_netfilter not found" in message and "--icc=false needs the br_netfilter kernel module" in message
+    assert link_names() == before  # refused before the bridge was made
+    # The module loads: init goes on and turns the switch on.
+    modprobe.write_text(f"#!/bin/sh\nmkdir -p {proc_sys}/net/bridge\n"
+                        f"echo 0 > {proc_sys}/net/bridge/bridge-nf-call-iptables\n")
+    driver = make_driver(userland_proxy=False, driver_args={"proc_sys": str(proc_sys), "modprobe": str(modprobe)})
+    driver.init()
+    assert (proc_sys / "net" / "bridge" / "bridge-nf-call-iptables").read_text() == "1\n"
+    driver.shutdown()
+    assert (proc_sys / "net" / "bridge" / "bridge-nf-call-iptables").read_text() == "0\n"
 
 
 def test_icc_true_needs_no_link_rules(make_driver, container):
