@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from engine.daemon import netns
+from engine.daemon import netns, resolvconf
 from engine.daemon.container import Container, State
 from engine.daemon.names import random_name
 from engine.daemon.volumes import VolumeStore, api_mount, parse_bind, parse_mount, parse_tmpfs
@@ -94,6 +94,8 @@ def merge_image_config(user: dict, image: dict) -> dict:
 def validate_host_config(hc: dict, ncpu: int) -> list[str]:
     """moby's ``verifyContainerSettings`` checks; returns warnings."""
     warnings: list[str] = []
+    for entry in hc.get("ExtraHosts") or []:
+        resolvconf.parse_extra_host(entry)
     policy = hc.get("RestartPolicy") or {}
     name = policy.get("Name", "") or ""
     retries = int(policy.get("MaximumRetryCount") or 0)

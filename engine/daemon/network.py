@@ -155,14 +155,46 @@ class NetworkService:
             if gone:
                 LOG.info("network: released %d endpoints of containers that died meanwhile", len(gone))
 
-    def links_for(self, c: Any) -> list[tuple[str, str, str]]:
-        """(IP, alias, name) of the linked containers, for /etc/hosts."""
+    def links_for(self, c: Any) -> list[tuple[str, str]]:
+        """(IP, names) of the linked containers, for /etc/hosts."""
         out = []
         for child, alias in self.links(c):
             ip = (child.network_settings or {}).get("IPAddress", "")
             if ip:
-                out.append((ip, alias, child.name.lstrip("/")))
+                out.append((ip, self._link_names(child, alias)))
         return out
+
+    @staticmethod
+    def _link_names(child: Any, alias: str) -> str:
+        from engine.daemon.resolvconf import link_names
+
+        return link_names(alias, child.config.get("Hostname") or child.id[:12], child.name.lstrip("/"))
+
+    def update_parents(self, child: Any) -> None:
+        """A linked child started (again): running parents' /etc/hosts point at its new address."""
+        from engine.daemon.resolvconf import update_link
+
+        ip = (child.network_settings or {}).get("IPAddress", "")
+        if not ip:
+            return
+        for parent in self.daemon.containers.all():
+            if parent.id == child.id or not parent.state.running or not parent.host_config.get("Links"):
+                continue
+            try:
+                links = self.links(parent)
+            except EngineError:  # another of its children is gone
+                continue
+            for linked, alias in links:
+                if linked.id == child.id:
+                    update_link(parent.hosts_path, self._link_names(child, alias), ip)
+
+    def host_gateway(self) -> str:
+        """The address ``--add-host NAME:host-gateway`` stands for: the default bridge's gateway ("" without one)."""
+        for net in self.networks():
+            for conf in (net.get("IPAM") or {}).get("Config") or []:
+                if conf.get("Gateway"):
+                    return conf["Gateway"]
+        return ""
 
     def link_env(self, c: Any) -> list[str]:
         """Docker's link variables (``ALIAS_PORT_80_TCP=tcp://ip:80`` ...)."""

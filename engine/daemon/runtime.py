@@ -88,6 +88,7 @@ def setup_network(svc: Any, c: Container) -> dict:
         return {"mode": "container", "path": f"/proc/{other.state.pid}/ns/net", "container": other.id}
     host_mode = mode == "host"
     hostname = cfg.get("Hostname") or c.id[:12]
+    gateway = svc.network.host_gateway() if svc.network is not None and svc.network.driver is not None else ""
     resolv, warnings = resolvconf.build(list(hc.get("Dns") or daemon_cfg.dns),
                                         list(hc.get("DnsSearch") or daemon_cfg.dns_search),
                                         list(hc.get("DnsOptions") or daemon_cfg.dns_opts), host_mode=host_mode)
@@ -96,23 +97,30 @@ def setup_network(svc: Any, c: Container) -> dict:
     if host_mode:
         with open("/etc/hosts", "rb") as fh:
             base = fh.read()
-        extra = resolvconf.hosts("", "", "", hc.get("ExtraHosts"))[len(resolvconf.HOSTS_HEADER):]
+        extra = resolvconf.hosts("", "", "", hc.get("ExtraHosts"), host_gateway=gateway)[len(resolvconf.HOSTS_HEADER):]
         atomic_write(c.hosts_path, base + extra.encode())
         return {"mode": "host"}
     path = os.path.join(svc.netns_dir, c.id)
     netns.remove(path)
     netns.create(path)
     settings: dict = {}
-    if mode in ("default", "bridge") and svc.network is not None and svc.network.driver is not None:
-        try:
+    allocated = False
+    try:
+        if mode in ("default", "bridge") and svc.network is not None and svc.network.driver is not None:
             settings = svc.network.allocate(c, path)
-        except BaseException:
-            netns.remove(path)
-            raise
-    ip = settings.get("IPAddress", "")
-    links = svc.network.links_for(c) if svc.network is not None else []
-    atomic_write(c.hosts_path, resolvconf.hosts(hostname, cfg.get("Domainname") or "", ip,
-                                                hc.get("ExtraHosts"), links).encode())
+            allocated = True
+        ip = settings.get("IPAddress", "")
+        links = svc.network.links_for(c) if svc.network is not None else []
+        atomic_write(c.hosts_path, resolvconf.hosts(hostname, cfg.get("Domainname") or "", ip,
+                                                    hc.get("ExtraHosts"), links, host_gateway=gateway).encode())
+    except BaseException:
+        if allocated:
+            try:
+                svc.network.release(c)
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                LOG.exception("releasing the network of %s after a failed set-up", c.short_id)
+        netns.remove(path)
+        raise
     kind = "none" if mode == "none" else "bridge"
     return {"mode": kind, "path": path, "settings": settings}
 
@@ -174,6 +182,8 @@ def start_container(svc: Any, c: Container) -> None:
             c.network_settings = svc.network.inspect_settings(c, network["settings"])
         c.to_disk()
         c.changed.notify_all()
+    if network.get("settings"):
+        svc.network.update_parents(c)
     svc.monitor.watch(c, st.shim_pid)
     daemon.container_event(c, "start")
 

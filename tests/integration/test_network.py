@@ -153,7 +153,8 @@ def test_links_env_and_hosts(docker, busybox, www):
     assert f"DATABASE_PORT_5432_TCP_ADDR={ip}" in env and "DATABASE_PORT_5432_TCP_PORT=5432" in env
     assert "DATABASE_NAME=/app/database" in env and "DATABASE_ENV_SECRET=x" in env
     hosts = out(docker("run", "--rm", "--link", "db:database", "busybox", "cat", "/etc/hosts"))
-    assert f"{ip}\tdatabase db" in hosts
+    db_hostname = json.loads(docker("inspect", "db").stdout)[0]["Config"]["Hostname"]
+    assert f"{ip}\tdatabase {db_hostname} db\n" in hosts  # alias, hostname, name: as moby writes it
     proc = docker("run", "--rm", "--link", "nosuch:x", "busybox", "true", check=False)
     assert proc.returncode != 0
     docker("stop", "-t", "0", "db")
@@ -280,3 +281,34 @@ def test_daemon_start_restarts_linked_children_before_parents(workdir, docker_co
         docker("rm", "-f", "parent", "child")
     finally:
         d2.stop()
+
+
+def test_parents_follow_a_restarted_child_and_host_gateway(docker, busybox):
+    docker("run", "-d", "--name", "kid", "busybox", "sleep", "600")
+    docker("run", "-d", "--name", "holder", "busybox", "sleep", "600")  # takes kid's address once it is free
+    docker("run", "-d", "--name", "mum", "--link", "kid:k", "--add-host", "gw:host-gateway", "busybox", "sleep", "600")
+    old = ip_of(docker, "kid")
+    gateway = json.loads(docker("network", "inspect", "bridge").stdout)[0]["IPAM"]["Config"][0]["Gateway"]
+    hosts = out(docker("exec", "mum", "cat", "/etc/hosts"))
+    assert f"{gateway}\tgw\n" in hosts and f"{old}\tk " in hosts
+    docker("stop", "-t", "0", "kid")
+    docker("run", "-d", "--name", "squatter", "busybox", "sleep", "600")
+    docker("start", "kid")
+    new = ip_of(docker, "kid")
+    assert new != old  # addresses go round-robin
+    hosts = out(docker("exec", "mum", "cat", "/etc/hosts"))
+    assert f"{new}\tk " in hosts and f"{old}\tk " not in hosts
+    docker("rm", "-f", "kid", "holder", "mum", "squatter")
+
+
+def test_bad_extra_hosts_are_refused_at_create(daemon, busybox):
+    import docker as dockerpy
+
+    api = dockerpy.APIClient(base_url=daemon.host, version="1.41")
+    try:
+        with pytest.raises(dockerpy.errors.APIError) as err:
+            api.create_container("busybox", "true", host_config={"ExtraHosts": ["bogus"]})
+        assert err.value.status_code == 400 and 'bad format for add-host: "bogus"' in str(err.value)
+        assert not api.containers(all=True)
+    finally:
+        api.close()
