@@ -23,17 +23,30 @@ other once its buffer is drained). UDP keeps one connected socket toward the
 container per client address and forgets it after 90 s without traffic, as
 docker-proxy does. Only the standard library's light modules are imported
 (selectors, not asyncio): one of these runs per published container.
+
+Running out of descriptors (``EMFILE``, ``ENFILE``) costs clients, never
+the proxy: at start it raises its soft ``RLIMIT_NOFILE`` to the hard limit;
+when ``accept`` or the socket toward the container fails for lack of them,
+the client is closed and the listener is left alone for a while (the
+backlog keeps the next ones waiting, and the loop does not spin on a
+listener that stays readable); a UDP datagram that would need a new socket
+is dropped, and the number of UDP flows is capped (the least recently used
+one goes first) so that they cannot eat every descriptor. Such errors are
+logged once a minute at most.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import errno
 import os
+import resource
 import selectors
 import signal
 import socket
 import sys
 import time
+from collections import OrderedDict
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
@@ -42,6 +55,15 @@ LIMIT = 256 * 1024
 CHUNK = 64 * 1024
 #: docker-proxy's UDPConnTrackTimeout.
 UDP_TIMEOUT = 90.0
+#: UDP flows (client addresses) one published port keeps at most.
+UDP_MAX_FLOWS = 1024
+#: How long a listener rests after running out of descriptors: the first
+#: pause, doubled on each failure in a row up to the last.
+PAUSE_FIRST, PAUSE_MAX = 0.05, 1.0
+#: Out of descriptors or kernel memory: waiting helps, retrying at once does not.
+SCARCE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: At most one line per kind of repeated error in this many seconds.
+LOG_EVERY = 60.0
 
 _tag = "proxy"
 
@@ -54,13 +76,53 @@ def log(message: str) -> None:
         pass
 
 
+_quiet: dict[str, list] = {}  # kind -> [when logged, how many since]
+
+
+def log_now_and_then(kind: str, message: str) -> None:
+    """:func:`log`, but one line per ``kind`` and :data:`LOG_EVERY` at most, saying how many were left out."""
+    now = time.monotonic()
+    seen = _quiet.get(kind)
+    if seen is not None and now - seen[0] < LOG_EVERY:
+        seen[1] += 1
+        return
+    more = f" ({seen[1]} more like it since the last report)" if seen and seen[1] else ""
+    _quiet[kind] = [now, 0]
+    log(message + more)
+
+
+def raise_nofile_limit() -> int:
+    """Soft ``RLIMIT_NOFILE`` up to the hard limit (never above: that needs CAP_SYS_RESOURCE); the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel's ceiling is fs.nr_open then
+        try:
+            with open("/proc/sys/fs/nr_open", encoding="ascii") as fh:
+                want = int(fh.read())
+        except (OSError, ValueError):
+            return soft
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (OSError, ValueError) as exc:
+            log(f"cannot raise the open files limit from {soft} to {want}: {exc}")
+    return soft
+
+
 class Loop:
-    """A selector that remembers what each socket waits for."""
+    """A selector that remembers what each socket waits for, and timers."""
 
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
         self.events: dict[int, int] = {}
         self.udp: list[Udp] = []
+        #: (when, action): few, one per resting listener at most.
+        self.timers: list[tuple[float, collections.abc.Callable[[], None]]] = []
+
+    def later(self, delay: float, action: collections.abc.Callable[[], None]) -> None:
+        """Call ``action`` from the loop in ``delay`` seconds."""
+        self.timers.append((time.monotonic() + delay, action))
 
     def want(self, sock: socket.socket, events: int, handler: object) -> None:
         fd = sock.fileno()
@@ -85,11 +147,22 @@ class Loop:
     def run(self) -> None:
         next_sweep = time.monotonic() + UDP_TIMEOUT
         while True:
-            timeout = max(0.0, next_sweep - time.monotonic()) if self.udp else None
+            deadlines = ([next_sweep] if self.udp else []) + [when for when, _action in self.timers]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             for key, mask in self.selector.select(timeout):
-                key.data.on_event(key.fileobj, mask)
-            if self.udp and time.monotonic() >= next_sweep:
-                now = time.monotonic()
+                try:
+                    key.data.on_event(key.fileobj, mask)
+                except OSError as exc:
+                    # Whatever a handler did not expect ends that handler's
+                    # work (a connection, a round of accepts), never the loop.
+                    key.data.on_error(exc)
+            now = time.monotonic()
+            if self.timers:
+                due = [t for t in self.timers if t[0] <= now]
+                self.timers = [t for t in self.timers if t[0] > now]
+                for _when, action in due:
+                    action()
+            if self.udp and now >= next_sweep:
                 for relay in self.udp:
                     relay.expire(now)
                 next_sweep = now + UDP_TIMEOUT / 3
@@ -102,6 +175,8 @@ class Listener:
         self.loop = loop
         self.sock = sock
         self.backend = backend
+        self.name = "%s:%d" % sock.getsockname()[:2]
+        self.pause = PAUSE_FIRST
         sock.setblocking(False)
         loop.want(sock, READ, self)
 
@@ -112,19 +187,41 @@ class Listener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # EMFILE, ENOBUFS: drop this round, the backlog keeps the rest.
-                log(f"accept on {self.sock.getsockname()}: {exc.strerror}")
+                if exc.errno in SCARCE:
+                    self.rest(f"accept on {self.name}", exc)
+                    return
+                continue  # ECONNABORTED, EPROTO: that client gave up; the next may not
+            try:
+                backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            except OSError as exc:
+                client.close()
+                self.rest(f"a socket toward {self.backend[0]}:{self.backend[1]} for a client of {self.name}", exc)
                 return
-            Tcp(self.loop, client, self.backend)
+            self.pause = PAUSE_FIRST
+            Tcp(self.loop, client, backend, self.backend)
+
+    def on_error(self, exc: OSError) -> None:
+        self.rest(f"accepting on {self.name}", exc)
+
+    def rest(self, what: str, exc: OSError) -> None:
+        """Stop accepting for a while: the listener stays readable, so the loop would spin on it."""
+        log_now_and_then(f"rest {self.name}", f"{what}: {exc.strerror or exc}; not accepting for {self.pause:g}s")
+        self.loop.want(self.sock, 0, self)
+        self.loop.later(self.pause, self.resume)
+        self.pause = min(self.pause * 2, PAUSE_MAX)
+
+    def resume(self) -> None:
+        self.loop.want(self.sock, READ, self)
 
 
 class Tcp:
     """One relayed TCP connection, both directions, with half-closes."""
 
-    def __init__(self, loop: Loop, client: socket.socket, backend: tuple[str, int]) -> None:
+    def __init__(self, loop: Loop, client: socket.socket, backend_sock: socket.socket,
+                 backend: tuple[str, int]) -> None:
         self.loop = loop
         self.client = client
-        self.backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.backend = backend_sock
         self.up = bytearray()  # client -> container
         self.down = bytearray()  # container -> client
         self.client_eof = self.backend_eof = False
@@ -145,6 +242,10 @@ class Tcp:
         for sock in (self.client, self.backend):
             self.loop.forget(sock)
             sock.close()
+
+    def on_error(self, exc: OSError) -> None:
+        log_now_and_then("tcp", f"relay to {self.backend_name()}: {exc.strerror or exc}; closed")
+        self.close()
 
     def update(self) -> None:
         if self.closed:
@@ -214,11 +315,14 @@ class Tcp:
 class Udp:
     """A published UDP port: one connected socket toward the container per client."""
 
-    def __init__(self, loop: Loop, sock: socket.socket, backend: tuple[str, int]) -> None:
+    def __init__(self, loop: Loop, sock: socket.socket, backend: tuple[str, int],
+                 max_flows: int = UDP_MAX_FLOWS) -> None:
         self.loop = loop
         self.front = sock
         self.backend = backend
-        self.flows: dict[tuple[str, int], list] = {}  # client -> [socket, last use]
+        self.max_flows = max_flows
+        #: client -> [socket, last use], least recently used first.
+        self.flows: OrderedDict[tuple[str, int], list] = OrderedDict()
         self.clients: dict[int, tuple[str, int]] = {}  # socket fd -> client
         sock.setblocking(False)
         loop.want(sock, READ, self)
@@ -236,17 +340,11 @@ class Udp:
                     return
                 flow = self.flows.get(client)
                 if flow is None:
-                    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    out.setblocking(False)
-                    try:
-                        out.connect(self.backend)
-                    except OSError as exc:
-                        log(f"udp connect to {self.backend[0]}:{self.backend[1]}: {exc.strerror}")
-                        out.close()
-                        continue
-                    flow = self.flows[client] = [out, now]
-                    self.clients[out.fileno()] = client
-                    self.loop.want(out, READ, self)
+                    flow = self.open_flow(client, now)
+                    if flow is None:
+                        continue  # the datagram is dropped, as a full network would
+                else:
+                    self.flows.move_to_end(client)
                 flow[1] = now
                 try:
                     flow[0].send(data)
@@ -268,14 +366,46 @@ class Udp:
             except OSError:
                 pass
         self.flows[client][1] = now
+        self.flows.move_to_end(client)
+
+    def on_error(self, exc: OSError) -> None:
+        log_now_and_then("udp", f"udp relay to {self.backend[0]}:{self.backend[1]}: {exc.strerror or exc}")
+
+    def open_flow(self, client: tuple[str, int], now: float) -> list | None:
+        """A connected socket toward the container for a new client, or None (logged now and then)."""
+        while len(self.flows) >= self.max_flows:
+            self.drop(next(iter(self.flows)))  # the one idle for longest
+        try:
+            out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as exc:
+            log_now_and_then("udp socket", f"udp: no socket toward {self.backend[0]}:{self.backend[1]} for a new "
+                                           f"client ({exc.strerror}); its datagrams are dropped")
+            return None
+        try:
+            out.setblocking(False)
+            out.connect(self.backend)
+            self.loop.want(out, READ, self)
+        except OSError as exc:
+            log_now_and_then("udp connect", f"udp connect to {self.backend[0]}:{self.backend[1]}: {exc.strerror}")
+            self.loop.forget(out)
+            out.close()
+            return None
+        flow = self.flows[client] = [out, now]
+        self.clients[out.fileno()] = client
+        return flow
+
+    def drop(self, client: tuple[str, int]) -> None:
+        sock = self.flows.pop(client)[0]
+        self.clients.pop(sock.fileno(), None)
+        self.loop.forget(sock)
+        sock.close()
 
     def expire(self, now: float) -> None:
-        for client, (sock, last) in list(self.flows.items()):
-            if now - last >= UDP_TIMEOUT:
-                self.clients.pop(sock.fileno(), None)
-                self.loop.forget(sock)
-                sock.close()
-                del self.flows[client]
+        while self.flows:
+            client, (_sock, last) = next(iter(self.flows.items()))
+            if now - last < UDP_TIMEOUT:
+                return  # the rest were used later
+            self.drop(client)
 
 
 def parse(argv: list[str]) -> tuple[str, list[tuple[int, str, str, int]]]:
@@ -321,6 +451,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    nofile = raise_nofile_limit()
+    # Half the descriptors at most for UDP flows, shared by the UDP ports.
+    udp_ports = sum(1 for m in maps if m[1] == "udp") or 1
+    max_flows = max(4, min(UDP_MAX_FLOWS, nofile // 2 // udp_ports))
     loop = Loop()
     for fd, proto, ip, port in maps:
         sock = socket.socket(fileno=fd)
@@ -328,7 +462,7 @@ def main(argv: list[str]) -> int:
         if proto == "tcp":
             Listener(loop, sock, (ip, port))
         else:
-            Udp(loop, sock, (ip, port))
+            Udp(loop, sock, (ip, port), max_flows)
         log(f"{host}:{host_port}/{proto} -> {ip}:{port}")
     try:
         loop.run()
