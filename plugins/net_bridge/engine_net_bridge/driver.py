@@ -14,6 +14,7 @@
                        -i engine0 ! -o engine0 ACCEPT; -i engine0 -o engine0 ACCEPT|DROP (--icc)
           ENGINE       -d 172.17.0.2 --dport 80 ACCEPT
     proxy (python -S)  0.0.0.0:18080 -> 172.17.0.2:80, so that 127.0.0.1:18080 works too
+                       (--userland-proxy=false: it only holds 0.0.0.0:18080, DNAT does the rest)
 
 ``init`` finds or creates the bridge (``-b NAME`` must exist, ``engine0`` is
 created: seed ch. 6 §3.3.3-3.3.5), picks its address (``--bip`` or the first
@@ -573,12 +574,13 @@ class BridgeDriver(NetworkDriver):
             if rules:
                 self._ipt.apply([("-A", r) for r in rules])
                 applied = True
-            if self._use_proxy:
-                record = start_proxy(container_id, [(s, m.proto, ep.ip, m.container_port)
-                                                    for s, m in zip(socks, made)], self.store.proxy_log)
-                with self._lock:
-                    ep.proxies.append(record)
-                    self.store.save_endpoint(ep)
+            # Without the userland proxy one that only holds the ports, so
+            # that no other program binds them (and loses its traffic to DNAT).
+            record = start_proxy(container_id, [(s, m.proto, ep.ip, m.container_port) for s, m in zip(socks, made)],
+                                 self.store.proxy_log, hold=not self._use_proxy)
+            with self._lock:
+                ep.proxies.append(record)
+                self.store.save_endpoint(ep)
         except BaseException:
             self._undo_ports(ep, made, rules, applied, record)
             raise
@@ -842,15 +844,18 @@ class BridgeDriver(NetworkDriver):
                 self._ipt.apply([("-A", r) for r in rules])
             except IptablesError as exc:
                 LOG.error("container %s: cannot restore the rules of its published ports: %s", ep.name, exc)
-        if not self._use_proxy:
-            for record in ep.proxies:
+        hold = not self._use_proxy
+        kept = []
+        for record in ep.proxies:
+            if record.hold == hold and proxy_alive(record):
+                kept.append(record)
+            else:
+                # Dead (nothing to do), or of the other kind since the
+                # daemon's --userland-proxy changed: made again below.
                 stop_proxy(record)
-            ep.proxies = []
-            return
-        alive = [p for p in ep.proxies if proxy_alive(p)]
-        served = {port for p in alive for port in p.ports}
+        served = {port for p in kept for port in p.ports}
         missing = [m for m in ep.ports if f"{m.host_ip}:{m.host_port}/{m.proto}" not in served]
-        ep.proxies = alive
+        ep.proxies = kept
         if not missing:
             return
         socks: list[tuple[socket.socket, PortMapping]] = []
@@ -863,9 +868,10 @@ class BridgeDriver(NetworkDriver):
                               ep.name, m.host_ip, m.host_port, m.proto, exc.strerror)
             if socks:
                 record = start_proxy(ep.container_id, [(s, m.proto, ep.ip, m.container_port) for s, m in socks],
-                                     self.store.proxy_log)
+                                     self.store.proxy_log, hold=hold)
                 ep.proxies.append(record)
-                LOG.info("container %s: restarted the userland proxy (pid %d)", ep.name, record.pid)
+                LOG.info("container %s: restarted the userland proxy (pid %d%s)", ep.name, record.pid,
+                         ", holding its ports only" if hold else "")
         except HostError as exc:
             LOG.error("container %s: %s", ep.name, exc)
         finally:

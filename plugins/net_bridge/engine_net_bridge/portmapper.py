@@ -31,18 +31,20 @@ _MARK = b"engine_net_bridge.proxy"
 
 @dataclass
 class ProxyRecord:
-    """A running proxy: its identity and the ports it serves (``"0.0.0.0:18080/tcp"``)."""
+    """A running proxy: its identity, the ports it serves (``"0.0.0.0:18080/tcp"``), whether it only holds them."""
 
     pid: int
     start_time: int
     ports: list[str] = field(default_factory=list)
+    hold: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"Pid": self.pid, "StartTime": self.start_time, "Ports": list(self.ports)}
+        return {"Pid": self.pid, "StartTime": self.start_time, "Ports": list(self.ports), "Hold": self.hold}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "ProxyRecord":
-        return cls(int(doc["Pid"]), int(doc["StartTime"]), [str(p) for p in doc.get("Ports", [])])
+        return cls(int(doc["Pid"]), int(doc["StartTime"]), [str(p) for p in doc.get("Ports", [])],
+                   bool(doc.get("Hold", False)))
 
 
 def _package_root() -> str:
@@ -82,14 +84,16 @@ def proxy_alive(record: ProxyRecord) -> bool:
 
 
 def start_proxy(container_id: str, maps: Sequence[tuple[socket.socket, str, str, int]], log_path: str,
-                python: str = sys.executable) -> ProxyRecord:
+                python: str = sys.executable, hold: bool = False) -> ProxyRecord:
     """Start a proxy serving ``maps``: (bound host socket, proto, container IP, container port).
 
     The sockets stay open here; the caller closes its copies afterwards.
 
+    :param hold: relay nothing, only keep the sockets (``--userland-proxy=false``).
     :raises HostError: the proxy could not be started.
     """
-    argv = [python, "-S", "-P", "-m", "engine_net_bridge.proxy", "--container", container_id[:12]]
+    argv = [python, "-S", "-P", "-m", "engine_net_bridge.proxy", *(["--hold"] if hold else []),
+            "--container", container_id[:12]]
     ports = []
     for sock, proto, ip, port in maps:
         argv.append(f"{sock.fileno()}:{proto}:{ip}:{port}")
@@ -116,8 +120,8 @@ def start_proxy(container_id: str, maps: Sequence[tuple[socket.socket, str, str,
     started = start_time_of(pid)
     if started is None:
         raise HostError(f"the userland proxy (pid {pid}) exited at once; see {log_path}")
-    LOG.debug("proxy %d for %s serves %s", pid, container_id[:12], ", ".join(ports))
-    return ProxyRecord(pid, started, ports)
+    LOG.debug("proxy %d for %s %s %s", pid, container_id[:12], "holds" if hold else "serves", ", ".join(ports))
+    return ProxyRecord(pid, started, ports, hold)
 
 
 def stop_proxy(record: ProxyRecord, timeout: float = STOP_TIMEOUT) -> None:

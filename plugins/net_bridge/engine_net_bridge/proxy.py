@@ -2,12 +2,18 @@
 
 ::
 
-    python -S -P -m engine_net_bridge.proxy --container ID FD:PROTO:IP:PORT ...
+    python -S -P -m engine_net_bridge.proxy [--hold] --container ID FD:PROTO:IP:PORT ...
 
 The daemon binds every host socket itself, so the port is taken before this
 process exists, and passes them as inherited descriptors: ``FD`` is a
 listening TCP socket or a bound UDP socket whose traffic goes to the
 container's ``IP:PORT``. One process serves every port of one publication.
+
+With ``--hold`` (``--userland-proxy=false``: DNAT alone carries the
+traffic) it relays nothing and only keeps the sockets, as dockerd's "dummy
+proxy" does, so that no other program can bind the port and have its
+traffic silently taken by the DNAT rule; being a process of its own, it
+holds the port across daemon restarts as the relaying proxy does.
 
 It is what makes ``127.0.0.1:PORT`` reach a container (the kernel does not
 DNAT loopback traffic to another interface) and what answers a container
@@ -408,9 +414,10 @@ class Udp:
             self.drop(client)
 
 
-def parse(argv: list[str]) -> tuple[str, list[tuple[int, str, str, int]]]:
-    """``--container ID FD:PROTO:IP:PORT...`` -> (id, maps)."""
+def parse(argv: list[str]) -> tuple[str, list[tuple[int, str, str, int]], bool]:
+    """``[--hold] --container ID FD:PROTO:IP:PORT...`` -> (id, maps, hold)."""
     container = ""
+    hold = False
     maps: list[tuple[int, str, str, int]] = []
     args = list(argv)
     while args:
@@ -418,13 +425,30 @@ def parse(argv: list[str]) -> tuple[str, list[tuple[int, str, str, int]]]:
         if arg == "--container" and args:
             container = args.pop(0)
             continue
+        if arg == "--hold":
+            hold = True
+            continue
         fd, proto, ip, port = arg.split(":")
         if proto not in ("tcp", "udp"):
             raise ValueError(f"bad protocol in {arg!r}")
         maps.append((int(fd), proto, ip, int(port)))
     if not maps:
         raise ValueError("nothing to proxy")
-    return container, maps
+    return container, maps, hold
+
+
+def hold_only(maps: list[tuple[int, str, str, int]]) -> int:
+    """Keep the sockets open, and nothing else, until SIGTERM."""
+    held = [socket.socket(fileno=fd) for fd, *_ in maps]  # referenced: a collected socket closes its fd
+    for sock, (_fd, proto, ip, port) in zip(held, maps):
+        host, host_port = sock.getsockname()[:2]
+        log(f"{host}:{host_port}/{proto} held (DNAT to {ip}:{port})")
+    try:
+        while True:
+            signal.pause()
+    except SystemExit:
+        pass
+    return 0
 
 
 def _stop(_signum: int, _frame: object) -> None:
@@ -434,9 +458,10 @@ def _stop(_signum: int, _frame: object) -> None:
 def main(argv: list[str]) -> int:
     global _tag
     try:
-        container, maps = parse(argv)
+        container, maps, hold = parse(argv)
     except ValueError as exc:
-        sys.stderr.write(f"usage: python -m engine_net_bridge.proxy --container ID FD:PROTO:IP:PORT...: {exc}\n")
+        sys.stderr.write(f"usage: python -m engine_net_bridge.proxy [--hold] --container ID FD:PROTO:IP:PORT...: "
+                         f"{exc}\n")
         return 2
     pid = os.fork()
     if pid:
@@ -451,6 +476,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if hold:
+        return hold_only(maps)
     nofile = raise_nofile_limit()
     # Half the descriptors at most for UDP flows, shared by the UDP ports.
     udp_ports = sum(1 for m in maps if m[1] == "udp") or 1

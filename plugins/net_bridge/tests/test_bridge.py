@@ -8,6 +8,7 @@ links and proxies as before it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -475,7 +476,7 @@ def test_publishing_without_userland_proxy(make_driver, container, servers, dumm
     servers.httpd(web["SandboxKey"], 80, "direct\n")
     port = free_port()
     driver.allocate_ports(A, {"80/tcp": [{"HostPort": str(port)}]})
-    assert proxy_pids() == set()
+    assert len(proxy_pids()) == 1  # it only holds the port (see below)
     assert http_get("127.0.0.1", port) == "direct\n"  # DNAT of loopback, route_localnet
     assert dnat_packets(port) > 0
     # The container reaches its own published port: DNAT back out of its
@@ -494,6 +495,86 @@ def test_publishing_without_userland_proxy(make_driver, container, servers, dumm
             driver.allocate_ports(B, {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(taken)}]})
     driver.shutdown()
     assert read_sysctl("conf/engine0/route_localnet") == "0"
+
+
+def cannot_bind(proto: str, host: str, port: int) -> bool:
+    """Whether another program (with SO_REUSEADDR, and listening for TCP) is refused ``host:port``."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            if proto == "tcp":
+                s.listen()
+        except OSError as exc:
+            assert exc.errno == errno.EADDRINUSE
+            return True
+    return False
+
+
+def test_without_userland_proxy_the_host_ports_stay_held(make_driver, container, servers):
+    """Docker's dummy proxy: another program must not bind a published port and lose its traffic to DNAT."""
+    first = make_driver(userland_proxy=False)
+    first.init()
+    web = first.allocate_interface(A, {"NetnsPath": container("web")})
+    servers.httpd(web["SandboxKey"], 80, "held\n")
+    tcp, udp = free_port(), free_port()
+    first.allocate_ports(A, {"80/tcp": [{"HostPort": str(tcp)}], "53/udp": [{"HostPort": str(udp)}]})
+
+    def held() -> bool:
+        return all(cannot_bind(proto, host, port) for proto, port in (("tcp", tcp), ("udp", udp))
+                   for host in ("0.0.0.0", "127.0.0.1"))
+
+    assert held()
+    (holder,) = proxy_pids()
+    record = json.load(open(os.path.join(first.home, "endpoints", A + ".json")))["Proxies"][0]
+    assert record["Pid"] == holder and record["Hold"] is True
+    with open(f"/proc/{holder}/cmdline", "rb") as fh:
+        assert b"--hold" in fh.read().split(b"\0")
+    assert http_get("127.0.0.1", tcp) == "held\n"  # DNAT serves it, not the holder
+    first.close()
+    assert held()  # the daemon is away: still held
+    second = make_driver(home=first.home, userland_proxy=False)
+    second.init()
+    second.restore(A)
+    assert proxy_pids() == {holder} and held()
+    second.close()
+    os.kill(holder, signal.SIGKILL)  # it died while the daemon was away: restore holds the ports again
+    deadline = time.monotonic() + 5
+    while holder in proxy_pids() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    third = make_driver(home=first.home, userland_proxy=False)
+    third.init()
+    third.restore(A)
+    assert len(proxy_pids()) == 1 and proxy_pids() != {holder} and held()
+    assert http_get("127.0.0.1", tcp) == "held\n"
+    third.release_interface(A)
+    assert proxy_pids() == set() and not cannot_bind("tcp", "0.0.0.0", tcp)
+
+
+def test_a_restart_with_the_other_userland_proxy_setting_swaps_the_proxy(make_driver, container, servers):
+    first = make_driver(userland_proxy=False)
+    first.init()
+    web = first.allocate_interface(A, {"NetnsPath": container("web")})
+    servers.httpd(web["SandboxKey"], 80, "swapped\n")
+    port = free_port()
+    first.allocate_ports(A, {"80/tcp": [{"HostPort": str(port)}]})
+    (holder,) = proxy_pids()
+    first.close()
+    second = make_driver(home=first.home)  # the proxy is on now: 127.0.0.1 is no longer DNATed
+    second.init()
+    second.restore(A)
+    (relay,) = proxy_pids()
+    assert relay != holder
+    assert json.load(open(os.path.join(first.home, "endpoints", A + ".json")))["Proxies"][0]["Hold"] is False
+    assert http_get("127.0.0.1", port) == "swapped\n"
+    second.close()
+    third = make_driver(home=first.home, userland_proxy=False)
+    third.init()
+    third.restore(A)
+    assert proxy_pids() != {relay} and len(proxy_pids()) == 1 and cannot_bind("tcp", "0.0.0.0", port)
+    assert http_get("127.0.0.1", port) == "swapped\n"
+    third.release_interface(A)
 
 
 def test_ephemeral_ports_and_ranges(make_driver, container):
