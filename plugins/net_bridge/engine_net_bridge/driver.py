@@ -60,7 +60,7 @@ from engine_net_bridge import ipam, netlink
 from engine_net_bridge.iptables import CHAIN, IPTables, IptablesError, Rule, base_rules, link_rules, port_rules
 from engine_net_bridge.links import link_env as _link_env
 from engine_net_bridge.links import parse_link_ports
-from engine_net_bridge.portmapper import ProxyRecord, proxy_alive, start_proxy, stop_proxy
+from engine_net_bridge.portmapper import ProxyRecord, find_proxies, proxy_alive, start_proxy, stop_proxy
 from engine_net_bridge.ports import (WILDCARD, PortMapping, PortRequest, bind_host_port, ephemeral_range,
                                      requests_from_bindings, same_socket_space)
 from engine_net_bridge.state import Endpoint, Store
@@ -180,6 +180,7 @@ class BridgeDriver(NetworkDriver):
             self._endpoints = self.store.load_endpoints()
             self._links = list(self.store.load(LINKS_FILE, []))
             self._active.clear()
+            self._stop_orphan_proxies()
             if self._needs_br_netfilter:
                 self._load_br_netfilter()
             name, address, mac, created = self._setup_bridge()
@@ -210,6 +211,20 @@ class BridgeDriver(NetworkDriver):
             LOG.info("bridge network: %s %s (containers from %s), MTU %d, iptables %s",
                      name, address, self._pool.range, self._mtu, "on" if self._use_iptables else "off")
             return self._facts()
+
+    def _stop_orphan_proxies(self) -> None:
+        """Stop the proxies started for this home that no endpoint records.
+
+        A daemon killed between a proxy's start and the endpoint file that
+        records it leaves one holding the port for good; its ports are
+        recorded (before it started), so ``restore`` binds them again.
+        """
+        recorded = {(p.pid, p.start_time) for ep in self._endpoints.values() for p in ep.proxies}
+        for found in find_proxies(self.home):
+            if (found.pid, found.start_time) not in recorded:
+                LOG.warning("stopping userland proxy %d: no container of this daemon records it (the daemon "
+                            "was killed while it started)", found.pid)
+                stop_proxy(found)
 
     def _facts(self) -> dict:
         return {"Bridge": self._bridge, "IPAddress": str(self._address.ip),
@@ -577,7 +592,7 @@ class BridgeDriver(NetworkDriver):
             # Without the userland proxy one that only holds the ports, so
             # that no other program binds them (and loses its traffic to DNAT).
             record = start_proxy(container_id, [(s, m.proto, ep.ip, m.container_port) for s, m in zip(socks, made)],
-                                 self.store.proxy_log, hold=not self._use_proxy)
+                                 self.store.proxy_log, hold=not self._use_proxy, home=self.home)
             with self._lock:
                 ep.proxies.append(record)
                 self.store.save_endpoint(ep)
@@ -868,7 +883,7 @@ class BridgeDriver(NetworkDriver):
                               ep.name, m.host_ip, m.host_port, m.proto, exc.strerror)
             if socks:
                 record = start_proxy(ep.container_id, [(s, m.proto, ep.ip, m.container_port) for s, m in socks],
-                                     self.store.proxy_log, hold=hold)
+                                     self.store.proxy_log, hold=hold, home=self.home)
                 ep.proxies.append(record)
                 LOG.info("container %s: restarted the userland proxy (pid %d%s)", ep.name, record.pid,
                          ", holding its ports only" if hold else "")

@@ -4,6 +4,12 @@ A proxy is known by its PID *and* its start time (field 22 of
 ``/proc/<pid>/stat``, in clock ticks since boot): after a daemon restart the
 PID in the state file may belong to another process by now, and killing that
 one would be a disaster. A zombie counts as gone.
+
+Its command line names the driver's home (``--home <root>/network``): a
+proxy started just before the daemon was killed, and never recorded, is
+found by it (:func:`find_proxies`) and stopped by the next ``init``, while
+the proxies of another daemon on the same host (another root) are not
+touched.
 """
 
 from __future__ import annotations
@@ -83,17 +89,40 @@ def proxy_alive(record: ProxyRecord) -> bool:
         return False
 
 
+def find_proxies(home: str) -> list[ProxyRecord]:
+    """The live proxies started for the driver whose home is ``home`` (recorded or not)."""
+    want = os.path.realpath(home).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if _MARK not in argv or b"--home" not in argv:
+            continue
+        at = argv.index(b"--home") + 1
+        if at < len(argv) and argv[at] == want:
+            fields = _stat(int(entry))
+            if fields and fields[0] not in ("Z", "X"):
+                found.append(ProxyRecord(int(entry), int(fields[19])))
+    return found
+
+
 def start_proxy(container_id: str, maps: Sequence[tuple[socket.socket, str, str, int]], log_path: str,
-                python: str = sys.executable, hold: bool = False) -> ProxyRecord:
+                python: str = sys.executable, hold: bool = False, home: str = "") -> ProxyRecord:
     """Start a proxy serving ``maps``: (bound host socket, proto, container IP, container port).
 
     The sockets stay open here; the caller closes its copies afterwards.
 
     :param hold: relay nothing, only keep the sockets (``--userland-proxy=false``).
+    :param home: the driver's home, in the command line (see :func:`find_proxies`).
     :raises HostError: the proxy could not be started.
     """
     argv = [python, "-S", "-P", "-m", "engine_net_bridge.proxy", *(["--hold"] if hold else []),
-            "--container", container_id[:12]]
+            *(["--home", os.path.realpath(home)] if home else []), "--container", container_id[:12]]
     ports = []
     for sock, proto, ip, port in maps:
         argv.append(f"{sock.fileno()}:{proto}:{ip}:{port}")

@@ -2,12 +2,14 @@
 
 ::
 
-    python -S -P -m engine_net_bridge.proxy [--hold] --container ID FD:PROTO:IP:PORT ...
+    python -S -P -m engine_net_bridge.proxy [--hold] [--home DIR] --container ID FD:PROTO:IP:PORT ...
 
 The daemon binds every host socket itself, so the port is taken before this
 process exists, and passes them as inherited descriptors: ``FD`` is a
 listening TCP socket or a bound UDP socket whose traffic goes to the
 container's ``IP:PORT``. One process serves every port of one publication.
+``--home`` names the daemon's network state directory; the proxy ignores
+it, the daemon finds its own proxies by it.
 
 With ``--hold`` (``--userland-proxy=false``: DNAT alone carries the
 traffic) it relays nothing and only keeps the sockets, as dockerd's "dummy
@@ -415,7 +417,7 @@ class Udp:
 
 
 def parse(argv: list[str]) -> tuple[str, list[tuple[int, str, str, int]], bool]:
-    """``[--hold] --container ID FD:PROTO:IP:PORT...`` -> (id, maps, hold)."""
+    """``[--hold] [--home DIR] --container ID FD:PROTO:IP:PORT...`` -> (id, maps, hold)."""
     container = ""
     hold = False
     maps: list[tuple[int, str, str, int]] = []
@@ -427,6 +429,9 @@ def parse(argv: list[str]) -> tuple[str, list[tuple[int, str, str, int]], bool]:
             continue
         if arg == "--hold":
             hold = True
+            continue
+        if arg == "--home" and args:
+            args.pop(0)  # only for the daemon to recognize us
             continue
         fd, proto, ip, port = arg.split(":")
         if proto not in ("tcp", "udp"):
@@ -460,8 +465,8 @@ def main(argv: list[str]) -> int:
     try:
         container, maps, hold = parse(argv)
     except ValueError as exc:
-        sys.stderr.write(f"usage: python -m engine_net_bridge.proxy [--hold] --container ID FD:PROTO:IP:PORT...: "
-                         f"{exc}\n")
+        sys.stderr.write(f"usage: python -m engine_net_bridge.proxy [--hold] [--home DIR] --container ID "
+                         f"FD:PROTO:IP:PORT...: {exc}\n")
         return 2
     pid = os.fork()
     if pid:

@@ -703,6 +703,52 @@ def test_restart_keeps_allocations_and_proxies(make_driver, container, servers):
     third.release_interface(B)
 
 
+def test_init_stops_a_proxy_the_killed_daemon_never_recorded(make_driver, container, servers, tmp_path):
+    """Killed between the proxy's start and the endpoint file naming it: the next init stops that proxy
+    (it would hold the port for good), and no proxy of another daemon (another root)."""
+    from engine_net_bridge.portmapper import start_proxy, stop_proxy
+
+    first = make_driver()
+    first.init()
+    web = first.allocate_interface(A, {"NetnsPath": container("web")})
+    servers.httpd(web["SandboxKey"], 80, "one proxy\n")
+    port = free_port()
+    first.allocate_ports(A, {"80/tcp": [{"HostPort": str(port)}]})
+    (orphan,) = proxy_pids()
+    with open(f"/proc/{orphan}/cmdline", "rb") as fh:
+        argv = fh.read().split(b"\0")
+    assert argv[argv.index(b"--home") + 1] == os.path.realpath(first.home).encode()
+    # The state that crash leaves: ports and rules recorded, the proxy not.
+    path = os.path.join(first.home, "endpoints", A + ".json")
+    doc = json.load(open(path))
+    doc["Proxies"] = []
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
+    other_home = tmp_path / "other-root" / "network"
+    other_home.mkdir(parents=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        foreign = start_proxy(B, [(sock, "tcp", "127.0.0.1", 9)], str(other_home / "proxy.log"),
+                              home=str(other_home))
+    try:
+        second = make_driver(home=first.home)  # no close(): the first one was killed
+        second.init()
+        assert proxy_pids() == {foreign.pid}
+        second.restore(A)  # binds the port again, free now, for a new proxy
+        (proxy,) = proxy_pids() - {foreign.pid}
+        assert json.load(open(path))["Proxies"][0]["Pid"] == proxy
+        assert http_get("127.0.0.1", port) == "one proxy\n"
+        second.close()
+        third = make_driver(home=first.home)  # a recorded proxy is no orphan
+        third.init()
+        assert proxy_pids() == {foreign.pid, proxy}
+        third.release_interface(A)
+        assert proxy_pids() == {foreign.pid}
+    finally:
+        stop_proxy(foreign)
+
+
 def test_one_container_port_on_several_host_ports_has_its_shared_rules_once(make_driver, container):
     """The hairpin MASQUERADE and the FORWARD accept name the container port only: one copy, through restarts."""
     first = make_driver()

@@ -300,8 +300,8 @@ def test_endpoint_files_round_trip(tmp_path):
 def test_proxy_arguments():
     assert parse_proxy_args(["--container", "abc", "3:tcp:172.17.0.2:80", "4:udp:172.17.0.2:53"]) == (
         "abc", [(3, "tcp", "172.17.0.2", 80), (4, "udp", "172.17.0.2", 53)], False)
-    assert parse_proxy_args(["--hold", "--container", "abc", "3:tcp:172.17.0.2:80"]) == (
-        "abc", [(3, "tcp", "172.17.0.2", 80)], True)
+    assert parse_proxy_args(["--hold", "--home", "/var/lib/engine/network", "--container", "abc",
+                             "3:tcp:172.17.0.2:80"]) == ("abc", [(3, "tcp", "172.17.0.2", 80)], True)
     for bad in ([], ["3:sctp:1.2.3.4:5"], ["nonsense"]):
         with pytest.raises(ValueError):
             parse_proxy_args(bad)
