@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import queue
-import select
-import socket
 import threading
 from typing import Any, Iterator, Mapping
 
 from engine.core.env import parse_bool
+from engine.daemon.attach import client_gone
 from engine.errors import EngineError, InvalidParameter
 
 JSON = "application/json"
@@ -107,32 +106,6 @@ def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = 
 
 
 _DONE = object()
-
-
-def client_gone(sock: Any) -> bool:
-    """Whether the client closed its connection (EOF readable, no request pending).
-
-    A streaming answer that writes nothing for a long time (``wait``,
-    ``events``, ``logs -f``) would otherwise only learn that the client left
-    at its next write; the docker CLI abandons its ``wait`` of every
-    ``run -d``, and each would hold a thread until its container exits.
-    """
-    if sock is None:
-        return False
-    try:
-        ready, _, _ = select.select([sock], [], [], 0)
-        if not ready:
-            return False
-        # Peek below TLS: a plain socket object over the same fd.
-        raw = socket.socket(fileno=sock.fileno())
-        try:
-            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        finally:
-            raw.detach()
-    except (BlockingIOError, InterruptedError):
-        return False
-    except (OSError, ValueError):
-        return True
 
 
 def stream_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None,

@@ -134,6 +134,7 @@ class Container:
     restart_count: int = 0
     has_been_started_before: bool = False
     has_been_manually_stopped: bool = False
+    #: Its running execs (not persisted: execs live in this daemon's memory).
     exec_ids: list[str] = field(default_factory=list)
     log_path: str = ""
     platform: str = "linux"
@@ -150,6 +151,10 @@ class Container:
         self.exits = 0
         #: Current restart back-off in seconds (the restart manager's).
         self.backoff = 0.0
+        #: The next exit is final whatever the restart policy (moby's
+        #: ``ExitOnNext``): set by stop and kill, cleared by a start. Not
+        #: persisted: a restarted daemon applies the policy afresh.
+        self.exit_on_next = False
 
     # paths
     @property
@@ -197,7 +202,6 @@ class Container:
             "RestartCount": self.restart_count,
             "HasBeenStartedBefore": self.has_been_started_before,
             "HasBeenManuallyStopped": self.has_been_manually_stopped,
-            "ExecIDs": self.exec_ids,
             "LogPath": self.log_path,
             "Platform": self.platform,
         }
@@ -218,7 +222,7 @@ class Container:
             mounts=doc.get("MountPoints", []), restart_count=doc.get("RestartCount", 0),
             has_been_started_before=doc.get("HasBeenStartedBefore", False),
             has_been_manually_stopped=doc.get("HasBeenManuallyStopped", False),
-            exec_ids=doc.get("ExecIDs", []), log_path=doc.get("LogPath", ""),
+            log_path=doc.get("LogPath", ""),
             platform=doc.get("Platform", "linux"),
         )
 

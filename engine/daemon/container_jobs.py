@@ -120,7 +120,11 @@ def job_update(job: Any) -> None:
     with c.lock:
         new = dict(c.host_config)
         for key, value in body.items():
-            if key in allowed and value not in (None, "") and value != 0 or key == "RestartPolicy":
+            if key == "RestartPolicy":
+                # The CLI always sends one; an empty name means "unchanged" (moby).
+                if isinstance(value, dict) and value.get("Name"):
+                    new[key] = value
+            elif key in allowed and value not in (None, "") and value != 0:
                 new[key] = value
         validate_host_config(new, os.cpu_count() or 1)
         if c.state.running:

@@ -265,6 +265,7 @@ class ContainerService:
         root = os.path.join(self.dir, cid)
         driver = self.daemon.graphdriver
         created_layers: list[str] = []
+        made_volumes: list[str] = []
         try:
             os.makedirs(root, mode=0o700)
             if not merged.get("Hostname"):
@@ -292,12 +293,17 @@ class ContainerService:
                 path=argv[0], args=argv[1:], driver=driver.name, top_layer=image.top_layer, root=root,
                 log_path=os.path.join(root, f"{cid}-json.log"),
             )
-            c.mounts = self._plan_mounts(c, merged, hc)
+            c.mounts = self._plan_mounts(c, merged, hc, made_volumes)
             c.network_settings = self._initial_network_settings(hc)
             if self.network is not None:
                 self.network.register_links(c)
             c.to_disk()
         except BaseException:
+            for volume in made_volumes:
+                try:
+                    self.volumes.remove(volume)
+                except EngineError:
+                    LOG.exception("removing volume %s after a failed create", volume)
             for layer in reversed(created_layers):
                 try:
                     driver.remove(layer)
@@ -361,7 +367,9 @@ class ContainerService:
         finally:
             driver.put(layer)
 
-    def _plan_mounts(self, c: Container, config: dict, hc: dict) -> list[dict]:
+    def _plan_mounts(self, c: Container, config: dict, hc: dict, made: list[str]) -> list[dict]:
+        """The container's mount points; anonymous volumes it creates are added to ``made`` as they are
+        (a failed create removes them)."""
         """Every mount point: binds, --mount, --tmpfs, --volumes-from, image VOLUMEs."""
         points: dict[str, dict] = {}
         for spec in hc.get("Binds") or []:
@@ -391,23 +399,28 @@ class ContainerService:
                 points[dest] = {"Type": "volume", "Name": "", "Source": "", "Destination": dest, "Mode": "",
                                 "RW": True, "Propagation": "", "NoCopy": False}
         image_rootfs = None
-        for point in points.values():
-            if point["Type"] == "bind":
-                if not os.path.exists(point["Source"]):
-                    # -v with a missing host path creates it, as Docker does.
-                    os.makedirs(point["Source"], 0o755, exist_ok=True)
-            elif point["Type"] == "volume":
-                anonymous = not point["Name"]
-                info, created = self.volumes.create(point["Name"] or None, labels=point.pop("Labels", None),
-                                                   anonymous=anonymous)
-                point["Name"] = info["Name"]
-                point["Source"] = info["Mountpoint"]
-                if created and not point.get("NoCopy"):
-                    if image_rootfs is None:
-                        image_rootfs = self.daemon.graphdriver.get(c.id + "-init")
-                    self.volumes.copy_up(point["Name"], os.path.join(image_rootfs, point["Destination"].lstrip("/")))
-        if image_rootfs is not None:
-            self.daemon.graphdriver.put(c.id + "-init")
+        try:
+            for point in points.values():
+                if point["Type"] == "bind":
+                    if not os.path.exists(point["Source"]):
+                        # -v with a missing host path creates it, as Docker does.
+                        os.makedirs(point["Source"], 0o755, exist_ok=True)
+                elif point["Type"] == "volume":
+                    anonymous = not point["Name"]
+                    info, created = self.volumes.create(point["Name"] or None, labels=point.pop("Labels", None),
+                                                       anonymous=anonymous)
+                    point["Name"] = info["Name"]
+                    point["Source"] = info["Mountpoint"]
+                    if created and anonymous:  # a named one stays, as in Docker
+                        made.append(info["Name"])
+                    if created and not point.get("NoCopy"):
+                        if image_rootfs is None:
+                            image_rootfs = self.daemon.graphdriver.get(c.id + "-init")
+                        self.volumes.copy_up(point["Name"],
+                                             os.path.join(image_rootfs, point["Destination"].lstrip("/")))
+        finally:
+            if image_rootfs is not None:
+                self.daemon.graphdriver.put(c.id + "-init")
         return sorted(points.values(), key=lambda p: p["Destination"].count("/"))
 
     def _initial_network_settings(self, hc: dict) -> dict:
@@ -442,14 +455,11 @@ class ContainerService:
         with c.lock:
             if c.state.removal_in_progress or c.removed:
                 raise Conflict(f"removal of container {c.short_id} is already in progress")
-            if c.state.running:
-                if not force:
-                    raise Conflict(f"You cannot remove a running container {c.id}. Stop the container before "
-                                   "attempting removal or force remove")
-            if c.state.paused and force:
-                pass
-        with c.lock:
+            if c.state.running and not force:
+                raise Conflict(f"You cannot remove a running container {c.id}. Stop the container before "
+                               "attempting removal or force remove")
             c.state.removal_in_progress = True
+            c.exit_on_next = True
         self.monitor.cancel_restart(c)
         with c.op_lock:  # no start can be half done below
             if c.state.running:
@@ -491,6 +501,8 @@ class ContainerService:
             c.removed = True
             c.changed.notify_all()
         self.daemon.container_event(c, "destroy")
+        if self.daemon.execs is not None:
+            self.daemon.execs.forget(c)
         self.daemon.graph.gc()
 
     def _remove_link(self, c: Container) -> None:
@@ -561,42 +573,69 @@ class ContainerService:
             shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
         )
 
-    def start(self, c: Container) -> None:
-        """Start a created or exited container (moby ``containerStart``)."""
-        with c.lock:
-            if c.state.running:
-                if c.state.paused:
-                    raise Conflict("cannot start a paused container, try unpause instead")
-                raise NotModified()
-            if c.state.removal_in_progress or c.state.dead or c.removed:
-                raise Conflict("container is marked for removal and cannot be started")
-            c.has_been_manually_stopped = False
-        try:
-            with c.op_lock:
-                if c.state.removal_in_progress or c.removed:
-                    raise Conflict("container is marked for removal and cannot be started")
-                self._start(c)
-        except BaseException as exc:
-            message = str(exc)
-            code = 128
-            if "executable file not found" in message or "no such file or directory" in message:
-                code = 127
-            elif "permission denied" in message:
-                code = 126
+    def start(self, c: Container, by_policy: bool = False) -> bool:
+        """Start a created or exited container (moby ``containerStart``); whether it was started.
+
+        A start asked for (the API, the daemon's start-up) resets the restart
+        count and back-off, as moby's ``ResetRestartManager`` does. With
+        ``by_policy`` it is the restart policy's timer: it goes ahead only if
+        the container still waits for that restart (no stop, kill or remove
+        came in between), and counts it.
+        """
+        with c.op_lock:
             with c.lock:
-                c.state.error = message
-                c.state.exit_code = code
-                c.state.running = False
-                c.state.restarting = False
-                c.to_disk()
+                if c.state.removal_in_progress or c.removed or c.state.dead:
+                    if by_policy:
+                        return False
+                    raise Conflict("container is marked for removal and cannot be started")
+                if by_policy:
+                    if not (c.state.running and c.state.restarting) or c.exit_on_next:
+                        return False
+                    c.state.running = c.state.restarting = False
+                    c.restart_count += 1
+                else:
+                    if c.state.running:
+                        if c.state.paused:
+                            raise Conflict("cannot start a paused container, try unpause instead")
+                        raise NotModified()
+                    c.has_been_manually_stopped = False
+                    c.restart_count = 0
+                    c.backoff = 0.0
+                c.exit_on_next = False
+            try:
+                self._start(c)
+            except BaseException as exc:
+                self._record_failed_start(c, exc)
+                failure: BaseException | None = exc
+            else:
+                failure = None
+        if failure is not None:
             if c.host_config.get("AutoRemove"):
                 try:
                     self.remove(c, force=True, volumes=True)
                 except EngineError:
                     LOG.exception("removing %s after a failed start", c.short_id)
-            if isinstance(exc, ExecStartError):
-                raise InvalidParameter(f"failed to create shim task: OCI runtime create failed: {message}: unknown") from exc
-            raise
+            if isinstance(failure, ExecStartError):
+                raise InvalidParameter(f"failed to create shim task: OCI runtime create failed: {failure}: "
+                                       "unknown") from failure
+            raise failure
+        return True
+
+    @staticmethod
+    def _record_failed_start(c: Container, exc: BaseException) -> None:
+        message = str(exc)
+        code = 128
+        if "executable file not found" in message or "no such file or directory" in message:
+            code = 127
+        elif "permission denied" in message:
+            code = 126
+        with c.lock:
+            c.state.error = message
+            c.state.exit_code = code
+            c.state.running = False
+            c.state.restarting = False
+            c.to_disk()
+            c.changed.notify_all()
 
     def _start(self, c: Container) -> None:
         from engine.daemon import runtime
@@ -604,9 +643,18 @@ class ContainerService:
         runtime.start_container(self, c)
 
     def kill(self, c: Container, sig: int = signals.SIGKILL, event: bool = True) -> None:
+        """Send ``sig`` (moby ``killWithSignal``). SIGKILL, or the container's stop signal (any signal
+        when it has none), makes the next exit final and thaws a paused container so that the signal
+        lands; any kill counts as a manual stop (``unless-stopped`` then stays down)."""
+        stop_signal = c.config.get("StopSignal")
+        final = sig == signals.SIGKILL or not stop_signal or parse_signal(stop_signal, signals.SIGTERM) == sig
         with c.lock:
             if not c.state.running:
                 raise Conflict(f"Container {c.id} is not running")
+            if final:
+                c.exit_on_next = True
+            if not self.daemon.engine.is_shutdown:
+                c.has_been_manually_stopped = True
             if c.state.restarting:
                 # Killing a container between restarts stops the restarts.
                 c.state.restarting = False
@@ -615,14 +663,18 @@ class ContainerService:
                 c.to_disk()
                 c.changed.notify_all()
                 return
-            paused = c.state.paused
+            c.to_disk()
+            thaw = final and c.state.paused
         try:
             self.exec_driver.kill(self.monitor.command(c), sig)
         except ProcessLookupError:
             pass
-        if paused and sig == signals.SIGKILL:
+        if thaw:
             try:
                 self.exec_driver.unpause(self.monitor.command(c))
+                with c.lock:
+                    c.state.paused = False
+                    c.to_disk()
             except EngineError:
                 pass
         if event:
@@ -634,6 +686,7 @@ class ContainerService:
             if not c.state.running:
                 raise NotModified()
             c.has_been_manually_stopped = True
+            c.exit_on_next = True
             c.to_disk()
             if c.state.restarting:
                 self.monitor.cancel_restart(c)

@@ -262,7 +262,17 @@ class ExecService:
             except OSError:
                 pass
         e.pty_master = None
+        with c.lock:
+            if e.id in c.exec_ids:  # inspect lists running execs only (moby)
+                c.exec_ids.remove(e.id)
         self.containers.daemon.container_event(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
+
+    def forget(self, c: Any) -> None:
+        """The container stopped or went: its finished execs can no longer be inspected (moby's
+        clean-up at exit); without this every exec would be kept for the daemon's life."""
+        with self._lock:
+            for exec_id in [i for i, e in self._execs.items() if e.container_id == c.id and not e.running]:
+                del self._execs[exec_id]
 
     def resize(self, e: Exec, h: int, w: int) -> None:
         if e.pty_master is None:

@@ -146,6 +146,7 @@ def start_container(svc: Any, c: Container) -> None:
     driver = daemon.graphdriver
     rootfs = driver.get(c.id)
     network: dict = {}
+    pending: list = []
     try:
         network = setup_network(svc, c)
         link_env = svc.network.link_env(c) if svc.network is not None else []
@@ -163,6 +164,8 @@ def start_container(svc: Any, c: Container) -> None:
         pending = svc.pending_attach.pop(c.id, [])
         result = shim.start_shim(c.root, spec, pythonpath=_pythonpath(svc.exec_driver), attachers=pending)
     except BaseException:
+        for waiting in pending:  # their attach ends: nothing will run
+            waiting.ready.set()
         driver.put(c.id)
         _put_volumes(svc, c)
         if network.get("mode") not in (None, "host", "container"):
@@ -218,6 +221,8 @@ def handle_exit(svc: Any, c: Container) -> None:
     _put_volumes(svc, c)
     release_network(svc, c)
     with c.lock:
+        # The exit and the restart decision in one step: a stop, kill or
+        # start in between sees either a running container or a final exit.
         c.exiting = False
         st = c.state
         st.running = st.paused = False
@@ -228,15 +233,22 @@ def handle_exit(svc: Any, c: Container) -> None:
         st.finished_at = time.time()
         ran_for = st.finished_at - st.started_at
         c.exits += 1
+        restart = (not c.exit_on_next and not c.state.removal_in_progress and not daemon.engine.is_shutdown
+                   and _should_restart(c, st.exit_code, c.has_been_manually_stopped))
+        if restart:
+            c.backoff = 0.1 if ran_for >= 10.0 or not c.backoff else min(60.0, c.backoff * 2)
+            st.restarting = st.running = True
         c.to_disk()
     if st.oom_killed:
         daemon.container_event(c, "oom")
     daemon.container_event(c, "die", {"exitCode": str(st.exit_code)})
-    if _should_restart(c, st.exit_code, c.has_been_manually_stopped) and not daemon.engine.is_shutdown:
-        _schedule_restart(svc, c, ran_for)
+    if daemon.execs is not None:
+        daemon.execs.forget(c)
+    if restart:
+        svc.monitor.schedule_restart(c, c.backoff, lambda: _restart_by_policy(svc, c))
     with c.lock:
         c.changed.notify_all()
-    if c.host_config.get("AutoRemove") and not c.state.restarting:
+    if c.host_config.get("AutoRemove") and not restart:
         try:
             svc.remove(c, force=True, volumes=True)
         except EngineError as exc:
@@ -244,59 +256,51 @@ def handle_exit(svc: Any, c: Container) -> None:
 
 
 def _should_restart(c: Container, exit_code: int, manually_stopped: bool) -> bool:
+    """moby's ``RestartManager.ShouldRestart``: ``always`` restarts even after a manual stop (a
+    stop in this daemon's life makes the exit final on its own, see ``exit_on_next``), so a
+    restarted daemon starts it again; ``unless-stopped`` does not."""
     policy = c.host_config.get("RestartPolicy") or {}
     name = policy.get("Name") or "no"
-    if manually_stopped or name == "no":
-        return False
     if name == "always":
         return True
     if name == "unless-stopped":
-        return True
+        return not manually_stopped
     if name == "on-failure":
         limit = int(policy.get("MaximumRetryCount") or 0)
         return exit_code != 0 and (limit == 0 or c.restart_count < limit)
     return False
 
 
-def _schedule_restart(svc: Any, c: Container, ran_for: float) -> None:
-    if ran_for >= 10.0:
-        c.backoff = 0.1
-    else:
-        c.backoff = min(60.0, getattr(c, "backoff", 0.05) * 2) if getattr(c, "backoff", 0) else 0.1
-    with c.lock:
-        c.state.restarting = True
-        c.state.running = True
-        c.to_disk()
-
-    def restart() -> None:
-        with c.lock:
-            if not c.state.restarting or c.removed:
-                return
-            c.state.running = False
-            c.restart_count += 1
-        try:
-            svc.start(c)
-        except EngineError as exc:
-            LOG.error("restarting %s failed: %s", c.short_id, exc)
-            with c.lock:
-                c.state.restarting = False
-                c.state.running = False
-                c.to_disk()
-                c.changed.notify_all()
-
-    svc.monitor.schedule_restart(c, c.backoff, restart)
+def _restart_by_policy(svc: Any, c: Container) -> None:
+    """The restart timer fired: start again, unless a stop, kill or remove came first."""
+    try:
+        svc.start(c, by_policy=True)
+    except EngineError as exc:
+        LOG.error("restarting %s failed: %s", c.short_id, exc)
 
 
 # restore
 def restore_container(svc: Any, c: Container) -> None:
     """Re-adopt a live shim, or record that the container died while we were away."""
     from engine.shim import client as shim
+    from engine.shim import protocol as shim_protocol
 
-    if not c.state.running:
+    alive = shim.shim_alive(c.root)
+    if not c.state.running and not alive:
         c.state.restarting = False
         return
-    if shim.shim_alive(c.root):
+    if alive:
         state = shim.read_state(c.root) or {}
+        if not c.state.running:
+            # The daemon died between starting the shim and recording it.
+            LOG.warning("container %s has a live shim its state did not record; adopting it", c.short_id)
+            c.state.running = True
+            c.state.exit_code, c.state.error = 0, ""
+            try:  # state.json is written when the process started
+                c.state.started_at = os.stat(c.path_of(shim_protocol.STATE_FILE)).st_mtime
+            except OSError:
+                c.state.started_at = time.time()
+            c.has_been_started_before = True
         c.state.pid = int(state.get("Pid", c.state.pid))
         c.state.shim_pid = int(state.get("ShimPid", c.state.shim_pid))
         c.state.restarting = False

@@ -53,7 +53,7 @@ def attach_container(svc: Any, c: Any, sock: Any, stdin: bool, stdout: bool, std
             return
     else:
         while not pending.ready.wait(0.5):
-            if stopping.is_set() or c.removed:
+            if stopping.is_set() or c.removed or attaching.client_gone(sock):
                 with c.lock:
                     waiting = svc.pending_attach.get(c.id, [])
                     if pending in waiting:
