@@ -66,6 +66,11 @@ def start_proxy(tmp_path) -> Iterator[Callable[..., int]]:
         pidfds.append(os.pidfd_open(pid))
         for s, *_ in maps:
             s.close()  # the proxy has its own copy
+        # The PID is printed by the parent at the fork; the child is ready
+        # (descriptors in place, every port logged) a moment later.
+        log_path = tmp_path / "proxy.log"
+        assert eventually(lambda: log_path.read_text().count(f"proxy {pid} ") >= len(maps)), \
+            log_path.read_text()
         return pid
 
     yield factory
