@@ -1012,10 +1012,9 @@ def profiled(side: Side, what: str, runs: int, action: Callable[[], float], out_
         worker for each sample (``--gil``, blocking), instead of every
         thread, waiting ones included, without pausing it (``--idle
         --nonblocking``). The latter is right for a run, whose wall time is
-        mostly waiting. For a CPU-bound request in a worker with 100 threads
-        (the waits the CLI's ``run -d`` leaves), it loses nine samples in
-        ten; ``--gil`` keeps more (how many depends on the machine's load),
-        at the cost of slowing the worker more. The shares of the samples
+        mostly waiting. For a CPU-bound request it can lose most samples;
+        ``--gil`` keeps more (how many depends on the machine's load), at
+        the cost of slowing the worker more. The shares of the samples
         hold either way.
     """
     pyspy = shutil.which("py-spy")
@@ -1305,11 +1304,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     C.install_signal_handlers()
     with_dockerd, names, note = C.choose_dockerd(args.no_dockerd, args.dockerd)
-    if args.starts > 100:
-        # Each CLI run -d leaves a wait?condition=next-exit open in our daemon until
-        # the container exits (the CLI's going away is not noticed): 128 exhaust
-        # its gunicorn threads (see bench/README.md).
-        print(f"WARNING: {args.starts} CLI run -d of long-running containers may hang our daemon (128 threads)")
     args.running, mode_why = decide_mode(args.mode, args.containers, with_dockerd)
     print(f"containers past the first {args.starts}: {'running' if args.running else 'created only'} ({mode_why})")
     stamp = time.strftime("%Y%m%d-%H%M%S")
