@@ -49,8 +49,8 @@ same archive loaded into both daemons with ``docker load``).
    connection: median / p90.
 3. **shim memory**: for each running container, the container's init PID
    (``State.Pid`` of inspect, a PID of the daemon's sandbox, translated with
-   ``NSpid``) and its parent: our shim (``python -S -P -m engine.shim``) or
-   dockerd's ``containerd-shim-runc-v2``. RSS and PSS
+   ``NSpid``) and its parent: our shim (forked from ``python -S -P -m
+   engine.shim.forkserver``) or dockerd's ``containerd-shim-runc-v2``. RSS and PSS
    (``/proc/PID/smaps_rollup``) of each, median per container, after
    ``--settle`` (2) s idle; also their sum, the daemon's own process tree
    (ours: gunicorn master + worker; dockerd + containerd) before any
@@ -63,8 +63,9 @@ start request was sent, the mtime of ``shim.json`` (the daemon writes it
 just before it runs the shim's launcher), ``StartedAt`` in ``state.json``
 (written by the shim once the container's process exec'd), and when the
 answer arrived. File times are the kernel's coarse clock (one tick, 1-4 ms).
-The import floor of the launcher (``python -S -P`` importing the shim and
-the native driver, with the PYTHONPATH the daemon gives it) is timed too.
+The import floor of a launcher started from scratch (``python -S -P``
+importing the shim and the native driver, with the PYTHONPATH the daemon
+gives it; the fork server pays it once) is timed too.
 
 ``--profile`` adds, per driver pair, ``--profile-runs`` (10) more CLI
 ``run --rm`` into our daemon under ``py-spy record --idle --threads`` on the

@@ -225,6 +225,7 @@ class Daemon:
                 LOG.exception("engine_daemon_shutdown hook failed")
         if self.containers is not None:
             self.containers.monitor.stop()
+            self.containers.shim_launcher.close()
         if self.network is not None and self.network.driver is not None:
             running = self.containers is not None and any(c.state.running for c in self.containers.all())
             try:

@@ -19,7 +19,7 @@ from engine.utils.fs import atomic_write
 LOG = logging.getLogger(__name__)
 
 
-def _pythonpath(driver: Any) -> list[str]:
+def shim_pythonpath(driver: Any) -> list[str]:
     """Directories that hold ``engine`` and the exec driver's package, for the
     shim's ``python -S`` (which reads no site-packages)."""
     import engine
@@ -162,7 +162,8 @@ def start_container(svc: Any, c: Container) -> None:
             except FileNotFoundError:
                 pass
         pending = svc.pending_attach.pop(c.id, [])
-        result = shim.start_shim(c.root, spec, pythonpath=_pythonpath(svc.exec_driver), attachers=pending)
+        result = shim.start_shim(c.root, spec, pythonpath=shim_pythonpath(svc.exec_driver), attachers=pending,
+                                 forkserver=svc.shim_launcher)
     except BaseException:
         for waiting in pending:  # their attach ends: nothing will run
             waiting.ready.set()

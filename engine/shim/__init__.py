@@ -1,6 +1,7 @@
 """The per-container shim: the process that runs a container and outlives the daemon.
 
-* :mod:`engine.shim.shim` is the process (``python -S -m engine.shim <dir>``);
+* :mod:`engine.shim.shim` is the process (``python -S -m engine.shim <dir>``,
+  or forked from :mod:`engine.shim.forkserver`, the daemon's warm launcher);
   :mod:`engine.shim.loop` its I/O loop; :mod:`engine.shim.jsonlog` the
   json-file log it writes.
 * :mod:`engine.shim.protocol` is what the daemon and the shim share: file

@@ -1,9 +1,9 @@
 """The daemon's side of a container's shim: start it, talk to it, read what it left.
 
 * :func:`start_shim` writes ``shim.json`` and runs the launcher
-  (``python -S -m engine.shim <dir>``); it returns the start result or
-  raises :class:`~engine.drivers.exec.ExecStartError` with the driver's
-  message.
+  (``python -S -m engine.shim <dir>``, or a fork of a :class:`ForkServer`);
+  it returns the start result or raises
+  :class:`~engine.drivers.exec.ExecStartError` with the driver's message.
 * :class:`ShimClient` speaks the ``shim.sock`` protocol
   (:mod:`engine.shim.protocol`): ``state``, ``wait``, ``resize`` and
   ``attach``, the latter giving an :class:`AttachConnection`.
@@ -25,6 +25,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from typing import Any, Iterator, Sequence
 
 import engine
@@ -324,7 +326,7 @@ def default_pythonpath(driver_module: str) -> list[str]:
 
 def start_shim(container_dir: str, spec: dict[str, Any], python: str = sys.executable,
                pythonpath: list[str] | None = None, *, attachers: Sequence[Any] = (),
-               timeout: float = START_TIMEOUT) -> dict[str, Any]:
+               timeout: float = START_TIMEOUT, forkserver: ForkServer | None = None) -> dict[str, Any]:
     """Start the container's shim and, through it, the container.
 
     :param container_dir: the container's directory (``shim.json``, the
@@ -342,6 +344,9 @@ def start_shim(container_dir: str, spec: dict[str, Any], python: str = sys.execu
         a client whose ``attach(stdin, stdout, stderr)`` returns such a
         connection. If the start fails, every one of them reads EOF.
     :param timeout: seconds to wait for the start result.
+    :param forkserver: launch through this warm process (see
+        :mod:`engine.shim.forkserver`) rather than a new interpreter; when
+        it cannot serve, the launcher runs directly.
     :returns: ``{"ShimPid", "Pid", "StartedAt"}``.
     :raises ExecStartError: the driver could not start the container (its message).
     :raises Conflict: a shim already runs for ``container_dir``.
@@ -349,7 +354,7 @@ def start_shim(container_dir: str, spec: dict[str, Any], python: str = sys.execu
     """
     conns = [_connect_attacher(item) for item in attachers]
     try:
-        return _start(container_dir, spec, python, pythonpath, conns, timeout)
+        return _start(container_dir, spec, python, pythonpath, conns, timeout, forkserver)
     finally:
         # The shim holds its ends now (or nobody does, and the attaches read EOF).
         for conn in conns:
@@ -378,8 +383,15 @@ def _connect_attacher(item: Any) -> AttachConnection:
     return conn
 
 
+def _shim_env(pythonpath: list[str]) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+    }
+
+
 def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: list[str] | None,
-           conns: list[AttachConnection], timeout: float) -> dict[str, Any]:
+           conns: list[AttachConnection], timeout: float, forkserver: ForkServer | None) -> dict[str, Any]:
     if shim_alive(container_dir):
         # Checked before shim.json is replaced; the launcher checks again.
         raise Conflict(f"a shim is already running for {container_dir}")
@@ -391,18 +403,40 @@ def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: li
     ]
     atomic_write(os.path.join(container_dir, protocol.CONFIG_FILE),
                  json.dumps(config, indent=1).encode(), mode=0o600)
+    answer = forkserver.launch(container_dir, peers, timeout) if forkserver is not None else None
+    if answer is not None:
+        out, err, timed_out = answer
+        status = "without a start result"
+    else:
+        out, err, timed_out, returncode = _launch_directly(container_dir, spec, python, pythonpath, peers, timeout)
+        status = f"with status {returncode} without a start result"
+    line = out.split(b"\n", 1)[0].strip()
+    try:
+        result = json.loads(line) if line else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict) and timed_out:
+        raise HostError(f"the shim for {container_dir} did not report a start within {timeout:g}s")
+    if not isinstance(result, dict):
+        detail = err.decode(errors="replace").strip()[-2000:] or out.decode(errors="replace").strip()[-2000:]
+        raise HostError(f"the shim launcher exited {status}" + (f": {detail}" if detail else ""))
+    if result.get("Error"):
+        raise ExecStartError(result["Error"])
+    LOG.debug("shim for %s started: %s", container_dir, result)
+    return result
+
+
+def _launch_directly(container_dir: str, spec: dict[str, Any], python: str, pythonpath: list[str] | None,
+                     peers: list[socket.socket], timeout: float) -> tuple[bytes, bytes, bool, int]:
+    """``python -S -m engine.shim <dir>``: the launcher in a new interpreter."""
     if pythonpath is None:
         pythonpath = default_pythonpath(spec["driver"]["module"])
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-        "PYTHONPATH": os.pathsep.join(pythonpath),
-    }
     # -S: no site (its imports cost RSS in every shim); -P: nothing from the
     # working directory shadows the engine's modules.
     argv = [python, "-S", "-P", "-m", "engine.shim", container_dir]
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=env, cwd="/", start_new_session=True, close_fds=True,
+                                env=_shim_env(pythonpath), cwd="/", start_new_session=True, close_fds=True,
                                 pass_fds=[peer.fileno() for peer in peers])
     except OSError as exc:
         raise HostError(f"cannot run the shim ({python}): {exc.strerror}") from exc
@@ -415,18 +449,152 @@ def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: li
         proc.kill()
         out, err = proc.communicate()
         timed_out = True
-    line = out.split(b"\n", 1)[0].strip()
-    try:
-        result = json.loads(line) if line else None
-    except ValueError:
-        result = None
-    if not isinstance(result, dict) and timed_out:
-        raise HostError(f"the shim for {container_dir} did not report a start within {timeout:g}s")
-    if not isinstance(result, dict):
-        detail = err.decode(errors="replace").strip()[-2000:] or out.decode(errors="replace").strip()[-2000:]
-        raise HostError(f"the shim launcher exited with status {proc.returncode} without a start result"
-                        + (f": {detail}" if detail else ""))
-    if result.get("Error"):
-        raise ExecStartError(result["Error"])
-    LOG.debug("shim for %s started: %s", container_dir, result)
-    return result
+    return out, err, timed_out, proc.returncode
+
+
+def _read_answer(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """What the launcher writes, up to its first line or EOF; whether ``timeout`` ran out first.
+
+    Closing the socket afterwards is how a launcher learns that nobody waits
+    any more (its shim then stops the container).
+    """
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return bytes(data), True
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return bytes(data), True
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data), False
+
+
+class ForkServer:
+    """The daemon's side of :mod:`engine.shim.forkserver`: one warm launcher process.
+
+    Started at the first :meth:`launch` and again after it died; it ends
+    when :meth:`close` (or the daemon's death) closes the control socket.
+    Thread-safe: requests from several threads go out one message each.
+
+    :param python: the interpreter.
+    :param pythonpath: where ``engine`` and the preloaded modules are found.
+    :param preload: modules to import before serving (the exec driver's).
+    """
+
+    #: Seconds to wait for the fork server's imports.
+    READY_TIMEOUT = 30.0
+    #: After a failed start, launch directly for this long before trying again.
+    RETRY_AFTER = 60.0
+
+    def __init__(self, python: str = sys.executable, pythonpath: list[str] | None = None,
+                 preload: Sequence[str] = ()) -> None:
+        self.python = python
+        self.preload = list(preload)
+        self.pythonpath = pythonpath if pythonpath is not None else default_pythonpath(
+            self.preload[0] if self.preload else "engine")
+        self._lock = threading.Lock()
+        self._ctl: socket.socket | None = None
+        self._proc: subprocess.Popen | None = None
+        self._failed_at = 0.0
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The fork server's PID while it runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def launch(self, container_dir: str, peers: Sequence[socket.socket],
+               timeout: float) -> tuple[bytes, bytes, bool] | None:
+        """Have a launcher run for ``container_dir``; ``(output, b"", timed out)``.
+
+        :param peers: the attach connections ``shim.json`` names by their numbers here.
+        :returns: None when the fork server cannot serve (the caller launches directly).
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            request = json.dumps({"dir": container_dir, "fds": [p.fileno() for p in peers]}).encode()
+            if not self._send(request, [theirs.fileno()] + [p.fileno() for p in peers]):
+                return None
+            theirs.close()  # the launcher holds the only other end: EOF when it is done
+            out, timed_out = _read_answer(ours, timeout)
+            return out, b"", timed_out
+        finally:
+            ours.close()
+            theirs.close()
+
+    def close(self) -> None:
+        """Stop the fork server (it exits at the control socket's EOF); launched shims go on."""
+        with self._lock:
+            self._closed = True
+            self._discard()
+
+    # ------------------------------------------------------------------
+
+    def _send(self, request: bytes, fds: list[int]) -> bool:
+        with self._lock:
+            for _attempt in range(2):
+                if self._closed:
+                    return False
+                if self._ctl is None:
+                    if time.monotonic() - self._failed_at < self.RETRY_AFTER and self._failed_at:
+                        return False
+                    try:
+                        self._spawn()
+                    except (OSError, HostError) as exc:
+                        LOG.warning("the shim fork server could not start (shims start directly for %gs): %s",
+                                    self.RETRY_AFTER, exc)
+                        self._failed_at = time.monotonic()
+                        return False
+                assert self._ctl is not None
+                try:
+                    socket.send_fds(self._ctl, [request], fds)
+                    return True
+                except OSError as exc:  # it died: start another once
+                    LOG.warning("the shim fork server is gone (%s); starting another", exc)
+                    self._discard()
+            return False
+
+    def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [self.python, "-S", "-P", "-m", "engine.shim.forkserver", str(theirs.fileno()), *self.preload]
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          env=_shim_env(self.pythonpath), cwd="/", start_new_session=True,
+                                          close_fds=True, pass_fds=[theirs.fileno()])
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._ctl = ours
+        ours.settimeout(self.READY_TIMEOUT)
+        try:
+            ready = ours.recv(64)
+        except OSError as exc:
+            self._discard()
+            raise HostError(f"no answer from the shim fork server: {exc}") from exc
+        if ready != b"ready":
+            self._discard()
+            raise HostError("the shim fork server exited before it was ready (see the daemon's log)")
+        ours.settimeout(None)
+        LOG.debug("shim fork server %d ready", self._proc.pid)
+
+    def _discard(self) -> None:
+        """Close the control socket and collect the process (it exits at the EOF)."""
+        ctl, self._ctl = self._ctl, None
+        proc, self._proc = self._proc, None
+        if ctl is not None:
+            ctl.close()
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -12,6 +12,10 @@ Process shape::
                                                               prints it and exits: the daemon
                                                               is never the shim's parent for long
 
+The daemon usually runs the launcher as a fork of its warm fork server
+(:mod:`engine.shim.forkserver`, through a socket instead of a pipe), which
+skips the interpreter's start and the imports; it behaves the same.
+
 The launcher reads ``shim.json``, imports and builds the driver, then forks;
 everything the fork inherits is shared with the shim rather than loaded
 twice. The shim calls ``setsid``, ignores SIGHUP and SIGPIPE, closes the
@@ -39,6 +43,7 @@ import importlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import struct
@@ -401,10 +406,24 @@ def _open_fds() -> set[int]:
     return found
 
 
-def _read_line(fd: int) -> bytes:
-    """Read from ``fd`` up to the first newline or EOF."""
+def _await_result(fd: int, watch: int = 1) -> bytes:
+    """Read from ``fd`` up to the first newline or EOF; b"" as soon as ``watch`` hangs up.
+
+    ``watch`` is where the launcher prints the result (the daemon's pipe or
+    connection). When the daemon gave up waiting (or died), the launcher
+    leaves at once: the shim's report then fails, and it stops the container
+    rather than leak one that nobody knows of.
+    """
     data = bytearray()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(watch, 0)  # POLLHUP and POLLERR are always reported
     while b"\n" not in data:
+        events = dict(poller.poll())
+        if events.get(watch, 0) & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+            return b""
+        if fd not in events:
+            continue
         chunk = os.read(fd, 4096)
         if not chunk:
             break
@@ -420,6 +439,11 @@ def _print(result: dict[str, Any]) -> None:
 def _daemonize(launch: Launch, close_fds: set[int]) -> None:
     """Become the detached shim: own session, no signals from a terminal, our own stdio."""
     os.setsid()
+    try:  # what ps -o comm and top show (a fork server's shim has its command line)
+        with open("/proc/self/comm", "w") as fh:
+            fh.write("shim " + os.path.basename(launch.container_dir)[:10])
+    except OSError:
+        pass
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     os.chdir("/")  # hold no mount busy
@@ -441,17 +465,30 @@ def _daemonize(launch: Launch, close_fds: set[int]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """The launcher: prepare, fork the shim, print its start result as one JSON line."""
+    """``python -S -m engine.shim <container dir>``: the launcher, run directly."""
     if len(argv) != 1:
         sys.stderr.write("usage: python -S -m engine.shim <container dir>\n")
         return 2
-    container_dir = os.path.abspath(argv[0])
+    return launch(os.path.abspath(argv[0]))
+
+
+def launch(container_dir: str, fd_map: dict[int, int] | None = None) -> int:
+    """The launcher: prepare, fork the shim, print its start result as one JSON line on stdout.
+
+    Every descriptor but 0-2 is the shim's to close, except the attach
+    connections ``shim.json`` names. :param fd_map: the daemon's numbers of
+    those connections -> ours, when they came over a socket (the fork
+    server) rather than at the same numbers (``pass_fds``).
+    """
     inherited = _open_fds() - {0, 1, 2}
     try:
         launch = Launch.load(container_dir)
     except Exception as exc:  # noqa: BLE001 - reported as the result
         _print({"Error": _message(exc)})
         return 0
+    if fd_map is not None:
+        for spec in launch.attach:
+            spec["fd"] = fd_map.get(int(spec["fd"]), -1)
     keep = {int(spec["fd"]) for spec in launch.attach}
     if not keep <= inherited:
         _print({"Error": f"attach descriptors {sorted(keep - inherited)} were not passed to the shim"})
@@ -475,7 +512,7 @@ def main(argv: list[str]) -> int:
     os.close(write_fd)
     for fd in keep:  # the shim has them; the launcher's copies would hold the connections open
         os.close(fd)
-    line = _read_line(read_fd)
+    line = _await_result(read_fd)
     os.close(read_fd)
     try:
         result = json.loads(line) if line else None
@@ -484,5 +521,8 @@ def main(argv: list[str]) -> int:
     if not isinstance(result, dict):
         log = launch.path(protocol.LOG_FILE)
         result = {"Error": f"the shim exited before the container started (see {log})"}
-    _print(result)
+    try:
+        _print(result)
+    except OSError:  # the daemon is gone; the shim learnt it from the pipe
+        pass
     return 0

@@ -13,6 +13,7 @@ import pytest
 
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
+from engine.testing.procs import children_of, cmdline, wait_gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -267,7 +268,11 @@ def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
     docker("run", "-d", "--name", "survivor", "busybox", "sh", "-c",
            "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done")
     time.sleep(0.5)
+    # The worker launched the shim through its fork server, which ends with the worker.
+    forkservers = [pid for pid in children_of(d.pids()) if "engine.shim.forkserver" in cmdline(pid)]
+    assert len(forkservers) == 1
     d.kill()
+    wait_gone(forkservers[0])
     time.sleep(1)
     d2 = DaemonProcess(os.path.join(workdir, "d"), ["-s", "vfs"]).start()
     try:

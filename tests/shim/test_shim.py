@@ -28,9 +28,10 @@ import engine
 from engine.drivers.exec import Command, ExecStartError, ProcessConfig
 from engine.errors import Conflict, HostError
 from engine.shim import protocol
-from engine.shim.client import (AttachConnection, ShimClient, ShimUnavailable, prepare_attach, read_exit,
-                                read_state, shim_alive, start_shim)
+from engine.shim.client import (AttachConnection, ForkServer, ShimClient, ShimUnavailable, prepare_attach,
+                                read_exit, read_state, shim_alive, start_shim)
 from engine.testing.hostexec import HostProcessDriver
+from engine.testing.procs import alive, cmdline, stat_fields, wait_gone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,28 +45,6 @@ LOOP = "while :; do echo tick; sleep 0.05; done"
 # helpers
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != b"Z"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -77,12 +56,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         time.sleep(0.02)
 
 
-def wait_gone(pid: int, timeout: float = 10.0) -> None:
-    wait_for(lambda: not alive(pid), timeout, f"process {pid} to exit")
+def holds_files_in(pid: int, directory: str) -> bool:
+    """Whether ``pid`` has a file below ``directory`` open (a fork server's shim names no directory)."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}").startswith(directory + "/"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def processes_mentioning(text: str) -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and text in cmdline(int(p)) and alive(int(p))]
+    """Live processes whose command line names ``text`` or that hold a file below it open."""
+    return [int(p) for p in os.listdir("/proc")
+            if p.isdigit() and (text in cmdline(int(p)) or holds_files_in(int(p), text)) and alive(int(p))]
 
 
 def read_log(path: str) -> list[dict[str, Any]]:
@@ -174,7 +166,7 @@ def kill_started(container_dir: str, result: dict[str, Any] | None) -> None:
     """SIGKILL a test's container (its process group) and shim, by PID, if they are still ours."""
     state = result or read_state(container_dir) or {}
     pid, shim_pid = state.get("Pid"), state.get("ShimPid")
-    if shim_pid and alive(shim_pid) and container_dir in cmdline(shim_pid):
+    if shim_pid and alive(shim_pid) and (container_dir in cmdline(shim_pid) or holds_files_in(shim_pid, container_dir)):
         os.kill(shim_pid, signal.SIGKILL)
     if pid and alive(pid):
         try:
@@ -183,8 +175,22 @@ def kill_started(container_dir: str, result: dict[str, Any] | None) -> None:
             pass
 
 
+@pytest.fixture(scope="module", params=["direct", "forkserver"])
+def forkserver(request) -> Iterator[ForkServer | None]:
+    """How tests launch shims: a new interpreter each (None), or one fork server for the module.
+
+    Creates: the fork server process, closed (it exits at EOF) after the module's tests.
+    """
+    if request.param == "direct":
+        yield None
+        return
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def shim(tmp_path) -> Iterator[Callable[..., Started]]:
+def shim(tmp_path, forkserver) -> Iterator[Callable[..., Started]]:
     """Start shims in fresh container directories below tmp_path.
 
     Creates: ``<tmp_path>/<name>/`` per shim and the shim and container
@@ -202,7 +208,8 @@ def shim(tmp_path) -> Iterator[Callable[..., Started]]:
         conns.extend(a for a in attachers if isinstance(a, AttachConnection))
         entry: tuple[str, dict[str, Any] | None] = (container_dir, None)
         started.append(entry)
-        result = start_shim(container_dir, spec, pythonpath=PYTHONPATH, attachers=attachers, timeout=30)
+        result = start_shim(container_dir, spec, pythonpath=PYTHONPATH, attachers=attachers, timeout=30,
+                            forkserver=forkserver)
         started[-1] = (container_dir, result)
         return Started(container_dir, command, result)
 
@@ -314,11 +321,11 @@ def test_state_wait_and_kill_from_another_process(shim):
     wait_gone(s.result["ShimPid"])
 
 
-def test_second_shim_for_a_running_container_is_refused(shim):
+def test_second_shim_for_a_running_container_is_refused(shim, forkserver):
     s = shim(["sleep", "30"])
     _, spec = make_spec(s.dir, ["sleep", "1"])
     with pytest.raises(Conflict):
-        start_shim(s.dir, spec, pythonpath=PYTHONPATH)
+        start_shim(s.dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
     # Even past start_shim's check, the launcher refuses while the socket answers.
     proc, lines = run_launcher(s.dir, spec)
     assert proc.returncode == 0 and len(lines) == 1
@@ -326,7 +333,7 @@ def test_second_shim_for_a_running_container_is_refused(shim):
     assert s.client.state()["Running"] is True
 
 
-def test_missing_command_reports_docker_error_and_leaves_nothing(container_dir):
+def test_missing_command_reports_docker_error_and_leaves_nothing(container_dir, forkserver):
     _, spec = make_spec(container_dir, ["no-such-command-here", "arg"])
     proc, lines = run_launcher(container_dir, spec)
     assert proc.returncode == 0, proc.stderr
@@ -336,23 +343,23 @@ def test_missing_command_reports_docker_error_and_leaves_nothing(container_dir):
     assert read_state(container_dir) is None and read_exit(container_dir) is None
 
     with pytest.raises(ExecStartError, match=r'^exec: "no-such-command-here": executable file not found in \$PATH$'):
-        start_shim(container_dir, spec, pythonpath=PYTHONPATH)
+        start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
     _, spec = make_spec(container_dir, ["/no/such/binary"])
     with pytest.raises(ExecStartError, match=r'stat /no/such/binary: no such file or directory'):
-        start_shim(container_dir, spec, pythonpath=PYTHONPATH)
+        start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
     wait_for(lambda: not processes_mentioning(container_dir), what="the shims to go away")
 
 
-def test_bad_driver_is_reported(container_dir):
+def test_bad_driver_is_reported(container_dir, forkserver):
     _, spec = make_spec(container_dir, ["true"], driver={"module": "no_such_driver_module", "class": "X"})
     with pytest.raises(ExecStartError, match="ModuleNotFoundError"):
-        start_shim(container_dir, spec, pythonpath=PYTHONPATH)
+        start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
 
 
-def test_start_timeout_stops_the_container_nobody_waits_for(container_dir):
+def test_start_timeout_stops_the_container_nobody_waits_for(container_dir, forkserver):
     _, spec = make_spec(container_dir, ["sleep", "30"], driver={"module": "shim_test_drivers", "class": "SlowStart"})
     with pytest.raises(HostError, match="did not report a start within 0.5s"):
-        start_shim(container_dir, spec, pythonpath=PYTHONPATH, timeout=0.5)
+        start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver, timeout=0.5)
     # The shim starts the container later, finds the launcher gone, and stops it.
     record = wait_for(lambda: read_exit(container_dir), what="exit.json")
     assert record["ExitCode"] == 128 + signal.SIGKILL
@@ -370,12 +377,12 @@ def test_internal_error_after_start_is_recorded(shim):
     assert read_exit(s.dir) == record
 
 
-def test_without_a_log_output_still_reaches_clients(container_dir):
+def test_without_a_log_output_still_reaches_clients(container_dir, forkserver):
     _, spec = make_spec(container_dir, ["sh", "-c", "echo unlogged"])
     spec["log"] = None
     conn = prepare_attach(stdin=False, stdout=True, stderr=True)
     try:
-        start_shim(container_dir, spec, pythonpath=PYTHONPATH, attachers=(conn,))
+        start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver, attachers=(conn,))
         out = Output(conn)
         assert out.to_exit()["ExitCode"] == 0
         assert out.data[protocol.STREAM_STDOUT] == b"unlogged\n"
@@ -458,7 +465,7 @@ class WaitingAttach:
         self.connection = client.attach(self.stdin, self.stdout, self.stderr)
 
 
-def test_waiting_attach_is_connected_before_the_container_starts(shim, container_dir):
+def test_waiting_attach_is_connected_before_the_container_starts(shim, container_dir, forkserver):
     waiting = WaitingAttach(stdin=True, stdout=True, stderr=True)
     s = shim(["sh", "-c", "echo early; read line; echo got $line"], open_stdin=True, stdin_once=True,
              attachers=(waiting,), name="c0")
@@ -475,19 +482,19 @@ def test_waiting_attach_is_connected_before_the_container_starts(shim, container
     _, spec = make_spec(container_dir, ["no-such-command-here"])
     waiting = WaitingAttach(stdin=False, stdout=True, stderr=True)
     with pytest.raises(ExecStartError):
-        start_shim(container_dir, spec, pythonpath=PYTHONPATH, attachers=(waiting,))
+        start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver, attachers=(waiting,))
     assert waiting.connection is not None
     with waiting.connection as conn:
         conn.sock.settimeout(10)
         assert list(conn.frames()) == []
 
 
-def test_preattached_connection_gets_eof_when_start_fails(container_dir):
+def test_preattached_connection_gets_eof_when_start_fails(container_dir, forkserver):
     _, spec = make_spec(container_dir, ["no-such-command-here"])
     conn = prepare_attach(stdin=True, stdout=True, stderr=True)
     try:
         with pytest.raises(ExecStartError):
-            start_shim(container_dir, spec, pythonpath=PYTHONPATH, attachers=(conn,))
+            start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver, attachers=(conn,))
         conn.sock.settimeout(10)
         assert list(conn.frames()) == []
     finally:
@@ -657,7 +664,7 @@ def test_shim_survives_the_death_of_the_process_that_started_it(container_dir):
         assert alive(shim_pid) and alive(result["Pid"])
         # Detached: its own session, and adopted by init, neither the starter's nor the launcher's.
         assert os.getsid(shim_pid) == shim_pid
-        parent = int(_stat_fields(shim_pid)[1])
+        parent = int(stat_fields(shim_pid)[1])
         assert parent != proc.pid and "engine.shim" not in cmdline(parent)
         size = os.path.getsize(os.path.join(container_dir, "c1-json.log"))
         wait_for(lambda: os.path.getsize(os.path.join(container_dir, "c1-json.log")) > size + 200,
@@ -702,3 +709,86 @@ def test_shim_rss_while_idle(shim):
           f"(anon {status['RssAnon'] / 1024:.1f} MB, file {status['RssFile'] / 1024:.1f} MB); target < 12 MB")
     # The target is 12 MB; the assertion only catches regressions.
     assert status["VmRSS"] < 16 * 1024
+
+
+# ----------------------------------------------------------------------
+# the fork server
+
+
+def test_fork_server_launches_shims_that_outlive_it(container_dir):
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    try:
+        _, spec = make_spec(container_dir, ["sh", "-c", LOOP])
+        result = start_shim(container_dir, spec, forkserver=server, timeout=30)
+        server_pid = server.pid
+        assert server_pid and "engine.shim.forkserver" in cmdline(server_pid)
+        shim_pid = result["ShimPid"]
+        # A copy of the fork server, detached like a directly launched one.
+        assert "engine.shim.forkserver" in cmdline(shim_pid)
+        with open(f"/proc/{shim_pid}/comm") as fh:
+            assert fh.read().strip() == "shim c1"
+        assert os.getsid(shim_pid) == shim_pid
+        assert int(stat_fields(shim_pid)[1]) != server_pid
+        server.close()
+        wait_gone(server_pid)
+        assert ShimClient(container_dir).state()["Running"] is True
+        ShimClient(container_dir).attach(stdin=False, stdout=True, stderr=True).close()
+    finally:
+        server.close()
+        kill_started(container_dir, None)
+
+
+def test_a_dead_fork_server_is_replaced(tmp_path):
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    dirs = [str(tmp_path / name) for name in ("c1", "c2")]
+    try:
+        for n, path in enumerate(dirs):
+            os.mkdir(path)
+            _, spec = make_spec(path, ["sh", "-c", "echo hi"])
+            if n:
+                first = server.pid
+                os.kill(first, signal.SIGKILL)
+                wait_gone(first)
+            assert start_shim(path, spec, forkserver=server, timeout=30)["Pid"]
+            assert ShimClient(path).wait(timeout=10)["ExitCode"] == 0
+        assert server.pid and server.pid != first
+    finally:
+        server.close()
+        for path in dirs:
+            kill_started(path, None)
+
+
+def test_a_fork_server_that_cannot_start_leaves_shims_to_start_directly(container_dir, caplog):
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["no_such_module_here"])
+    result = None
+    try:
+        _, spec = make_spec(container_dir, ["sh", "-c", "echo hi"])
+        result = start_shim(container_dir, spec, forkserver=server, timeout=30)
+        assert ShimClient(container_dir).wait(timeout=10)["ExitCode"] == 0
+        assert server.pid is None
+        assert "the shim fork server could not start" in caplog.text
+        assert read_log(os.path.join(container_dir, "c1-json.log"))[0]["log"] == "hi\n"
+    finally:
+        server.close()
+        kill_started(container_dir, result)
+
+
+def test_the_fork_server_ends_with_the_daemon(container_dir):
+    _, spec = make_spec(container_dir, ["sh", "-c", LOOP])
+    starter = textwrap.dedent(f"""
+        import json, os, signal, sys
+        from engine.shim.client import ForkServer, start_shim
+        server = ForkServer(pythonpath={PYTHONPATH!r}, preload=["engine.testing.hostexec"])
+        result = start_shim({container_dir!r}, json.loads(sys.argv[1]), forkserver=server)
+        print(json.dumps([server.pid, result]), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no clean-up: as a daemon killed with -9
+    """)
+    result = None
+    try:
+        proc = subprocess.run([sys.executable, "-c", starter, json.dumps(spec)], stdout=subprocess.PIPE, timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        server_pid, result = json.loads(proc.stdout)
+        wait_gone(server_pid)  # its control socket reached EOF
+        assert ShimClient(container_dir).state()["Running"] is True
+    finally:
+        kill_started(container_dir, result)

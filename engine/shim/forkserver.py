@@ -1,0 +1,138 @@
+"""The shim fork server: ``python -S -P -m engine.shim.forkserver CONTROL_FD [MODULE...]``.
+
+Half of a shim's start used to be the interpreter's start and the imports
+of the shim and the exec driver (about 35 ms of the 70 from launch to the
+container's exec, on 2 cores). The daemon now keeps one warm process that
+has done both, and forks a launcher from it for each start::
+
+    daemon --SOCK_SEQPACKET--> fork server --fork--> launcher --fork--> shim
+      ^                                                 |
+      '------------ one JSON line on the connection ----'
+
+Each request is one message on the control socket (its descriptor is the
+first argument; the modules to import follow): the JSON
+``{"dir": <container dir>, "fds": [<the daemon's numbers of the attach
+connections>]}``, with the descriptors as ancillary data: first the
+connection the launcher answers on, then the attach connections in the
+order of ``fds``. The launcher becomes a session leader, makes the
+connection its stdout and stderr and runs :func:`engine.shim.shim.launch`
+exactly as ``python -S -m engine.shim <dir>`` would, minus the imports.
+Its shim is a copy of this process: the pages of the interpreter and of
+the imported modules stay shared by the fork server and every shim until
+one writes to them, so each shim costs less memory (PSS) too.
+
+The fork server is single-threaded (it forks), answers ``ready`` once its
+imports are done, reaps its launchers, and exits when the control socket
+reaches EOF: the daemon closed it or died. The shims never depend on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import socket
+import sys
+
+#: The reply once the imports are done.
+READY = b"ready"
+#: The largest request (a container directory and a few descriptor numbers).
+MAX_REQUEST = 65536
+#: The most descriptors one request may carry (the connection and the attaches).
+MAX_FDS = 64
+
+
+def _reap() -> int:
+    """Collect every launcher that exited; how many are still running."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if pid == 0:
+            return 1
+
+
+def _run_launcher(ctl: socket.socket, request: dict, fds: list[int]) -> int:
+    """In the forked child: become the launcher of ``request`` (never returns into the loop)."""
+    from engine.shim import shim
+
+    ctl.close()
+    os.setsid()
+    conn, attach = fds[0], fds[1:]
+    os.dup2(conn, 1)
+    os.dup2(conn, 2)
+    os.close(conn)
+    numbers = [int(n) for n in request.get("fds", [])]
+    if len(numbers) != len(attach):
+        for fd in attach:
+            os.close(fd)
+        shim._print({"Error": f"the fork server got {len(attach)} attach descriptors for {len(numbers)}"})
+        return 0
+    for fd in attach:
+        os.set_inheritable(fd, True)  # as pass_fds would leave them; the shim clears the flag
+    return shim.launch(os.path.abspath(str(request["dir"])), dict(zip(numbers, attach)))
+
+
+def serve(ctl: socket.socket) -> int:
+    """Fork a launcher for each request until the daemon closes the control socket."""
+    ctl.sendall(READY)
+    poller = select.poll()
+    poller.register(ctl.fileno(), select.POLLIN)
+    running = 0
+    while True:
+        # While launchers run, wake now and then to reap them.
+        if not poller.poll(1000 if running else None):
+            running = _reap()
+            continue
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(ctl, MAX_REQUEST, MAX_FDS)
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            sys.stderr.write(f"engine.shim.forkserver: control socket: {exc}\n")
+            return 1
+        if not message and not fds:
+            return 0  # the daemon closed its end (or died)
+        try:
+            request = json.loads(message)
+            if not fds or not isinstance(request, dict) or "dir" not in request:
+                raise ValueError("a request is {'dir', 'fds'} with the connection first")
+        except ValueError as exc:
+            sys.stderr.write(f"engine.shim.forkserver: bad request ignored: {exc}\n")
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _run_launcher(ctl, request, fds)
+            finally:
+                try:
+                    sys.stdout.flush()
+                finally:
+                    os._exit(code)
+        for fd in fds:  # the launcher has its copies
+            os.close(fd)
+        running = _reap() or 1
+
+
+def main(argv: list[str]) -> int:
+    """``<control fd> [module...]``: import the shim and the modules (the exec drivers), then serve."""
+    try:
+        ctl = socket.socket(fileno=int(argv[0]))
+    except (IndexError, ValueError, OSError) as exc:
+        sys.stderr.write(f"usage: python -S -m engine.shim.forkserver CONTROL_FD [MODULE...] "
+                         f"(CONTROL_FD: a SOCK_SEQPACKET socket from the daemon): {exc}\n")
+        return 2
+    ctl.set_inheritable(False)
+    importlib.import_module("engine.shim.shim")  # warmed up for every launcher
+    for name in argv[1:]:
+        importlib.import_module(name)
+    return serve(ctl)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

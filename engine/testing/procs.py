@@ -1,0 +1,50 @@
+"""Looking at processes through /proc, for tests (by PID; nothing here signals anything)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first, then the parent)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != b"Z"
+
+
+def cmdline(pid: int) -> str:
+    """The command line, arguments joined by spaces ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def children_of(parents: list[int]) -> list[int]:
+    """Live processes whose parent is one of ``parents``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = stat_fields(int(entry))
+            if fields is not None and fields[0] != b"Z" and int(fields[1]) in parents:
+                found.append(int(entry))
+    return found
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait until ``pid`` exited (gone or a zombie); AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for process {pid} to exit")
+        time.sleep(0.02)
