@@ -1,11 +1,14 @@
 """The gunicorn worker the daemon runs in: gunicorn's threaded worker with
-three changes.
+these changes.
 
 * TLS applies to TCP listeners only; unix sockets stay plain, as in Docker
   (gunicorn's TLS settings are global to all listeners).
 * SIGINT shuts down as gracefully as SIGTERM (gunicorn quits at once).
 * A stop signal starts the engine's shutdown at once, so long streams
   (events, logs, attach) end and the worker can finish its connections.
+* A busy keep-alive connection stays with its thread, and the per-request
+  path makes fewer system calls: every one releases and re-acquires the GIL,
+  which with many busy connections costs a thread switch each.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ import select
 import signal
 import socket
 import threading
+import time
+from datetime import datetime
 from typing import Any, Callable
 
+from gunicorn import util
+from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 LOG = logging.getLogger(__name__)
@@ -28,19 +36,148 @@ LOG = logging.getLogger(__name__)
 KEEPALIVE_LINGER = 0.002
 
 
-class _PlainConfig:
-    """gunicorn's config as seen by a unix-socket connection: no TLS."""
+class _FrozenConfig:
+    """gunicorn's config read through a cache: a worker's settings never
+    change (a reload starts new workers), and each gunicorn lookup costs a
+    dictionary walk and a call; a request makes some twenty.
 
-    is_ssl = False
+    :param overrides: attributes that differ from ``cfg``.
+    """
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, **overrides: Any) -> None:
         self._cfg = cfg
+        self.__dict__.update(overrides)
 
     def __getattr__(self, name: str) -> Any:
-        # Settings never change after boot: cache each on first use.
         value = getattr(self._cfg, name)
         setattr(self, name, value)
         return value
+
+
+class _ConnSocket(socket.socket):
+    """An accepted connection whose mode changes are skipped when they change
+    nothing.
+
+    gunicorn sets a connection blocking before every request and restores its
+    timeout after every body drain; each call is an ``ioctl(FIONBIO)`` that
+    releases the GIL. Whether the descriptor is non-blocking follows from the
+    timeout alone (``None``: blocking, else non-blocking: CPython waits with
+    ``poll``), so an unchanged timeout means an unchanged descriptor.
+    """
+
+    __slots__ = ()
+
+    def settimeout(self, value: float | None) -> None:
+        if value != self.gettimeout():
+            super().settimeout(value)
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+
+#: Response headers (name, value) gunicorn checked, and whether it passed
+#: them on as they are (True) or dropped them (False, hop-by-hop ones); at
+#: most ``_CHECKED_HEADERS_MAX``, then forgotten all at once.
+_checked_headers: dict[tuple[str, str], bool] = {}
+_CHECKED_HEADERS_MAX = 512
+#: Headers that set something on the response besides being passed on.
+_HEADERS_WITH_EFFECTS = ("content-length", "upgrade", "connection")
+
+
+class _Response(wsgi.Response):
+    """gunicorn's HTTP/1 response, sending its header together with the first
+    body chunk: one ``send`` (and one wake-up of the client) instead of two.
+    Streamed (chunked) and body-less responses go gunicorn's way."""
+
+    def process_headers(self, headers: list) -> None:
+        # gunicorn checks every header against two regular expressions, the
+        # largest cost of a small response; mostly the same headers come
+        # back each time, so the outcome for the plain ones is remembered.
+        for pair in headers:
+            known = _checked_headers.get(pair) if type(pair) is tuple else None
+            if known is not None:
+                if known:
+                    self.headers.append(pair)
+                continue
+            count = len(self.headers)
+            super().process_headers((pair,))
+            if type(pair) is not tuple or pair[0].lower() in _HEADERS_WITH_EFFECTS:
+                continue
+            if len(self.headers) == count:
+                known = False
+            elif len(self.headers) == count + 1 and self.headers[-1] == pair:
+                known = True
+            else:
+                continue
+            if len(_checked_headers) >= _CHECKED_HEADERS_MAX:
+                _checked_headers.clear()
+            _checked_headers[pair] = known
+
+    def write(self, arg: bytes) -> None:
+        if self.headers_sent or self.chunked or self._omits_body or not arg or not isinstance(arg, bytes):
+            super().write(arg)
+            return
+        if self.response_length is not None:
+            arg = arg[: self.response_length]
+        self.sent += len(arg)
+        util.write(self.sock, self._head() + arg)
+        self.headers_sent = True
+
+    def send_headers(self) -> None:
+        if not self.headers_sent:
+            util.write(self.sock, self._head())
+            self.headers_sent = True
+
+    def _head(self) -> bytes:
+        lines = self.default_headers()
+        lines.extend(f"{k}: {v}\r\n" for k, v in self.headers)
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def default_headers(self) -> list[str]:
+        # gunicorn's, with the Date line formatted once a second.
+        if self.upgrade:
+            connection = "upgrade"
+        elif self.should_close():
+            connection = "close"
+        else:
+            connection = "keep-alive"
+        major, minor = self.req.version
+        headers = [
+            f"HTTP/{major}.{minor} {self.status}\r\n",
+            f"Server: {self.version}\r\n",
+            _date_line(),
+            f"Connection: {connection}\r\n",
+        ]
+        if self.chunked:
+            headers.append("Transfer-Encoding: chunked\r\n")
+        return headers
+
+
+#: (second, "Date: ...\r\n") of the last response; replaced whole, so
+#: threads read a consistent pair.
+_last_date: tuple[int, str] = (0, "")
+
+
+def _date_line() -> str:
+    global _last_date
+    now = int(time.time())
+    if _last_date[0] != now:
+        _last_date = (now, f"Date: {util.http_date(now)}\r\n")
+    return _last_date[1]
+
+
+def _body_consumed(parser: Any) -> bool:
+    """Whether the current request's body is known to be read to its end
+    (nothing left to drain), without touching the socket."""
+    body = getattr(parser.mesg, "body", None)
+    reader = getattr(body, "reader", None)
+    return (
+        isinstance(reader, LengthReader)
+        and reader.length == 0
+        and not body.failed
+        and not body.buf.tell()
+    )
 
 
 class EngineWorker(ThreadWorker):
@@ -48,6 +185,11 @@ class EngineWorker(ThreadWorker):
 
     #: Set by the application once the daemon exists: starts its shutdown.
     on_stop: Callable[[], None] | None = None
+
+    def __init__(self, age: int, ppid: int, sockets: list, app: Any, timeout: int, cfg: Any, log: Any) -> None:
+        super().__init__(age, ppid, sockets, app, timeout, _FrozenConfig(cfg), log)
+        #: What a unix-socket connection sees: no TLS.
+        self.plain_cfg = _FrozenConfig(cfg, is_ssl=False)
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -70,6 +212,67 @@ class EngineWorker(ThreadWorker):
             result = super().handle(conn)
         return result
 
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        # gunicorn drains the unread body under a deadline, which sets and
+        # restores the socket's timeout (two ioctls) even when there is none.
+        if keepalive and _body_consumed(conn.parser):
+            return True
+        return super()._keepalive_after(conn, keepalive)
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        # gunicorn's (27.0.1), with :class:`_Response` for the response.
+        environ: dict = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg, response_class=_Response)
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                resp.force_close()
+
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            elif len(self.keepalived_conns) >= self.max_keepalived:
+                resp.force_close()
+
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+
+            if resp.should_close():
+                self.log.debug("Closing connection.")
+                return False
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # Timeout abort is SystemExit. If we already started the
+                # response, writing a 500 on the same socket corrupts it.
+                self.log.exception("Error handling request")
+                util.close_graceful(conn.sock)
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return True
+
     def accept(self, listener: Any) -> None:
         try:
             client_sock, client_addr = listener.accept()
@@ -78,8 +281,9 @@ class EngineWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
+        client_sock = _ConnSocket(client_sock.family, client_sock.type, client_sock.proto, client_sock.detach())
         client_sock.setblocking(True)
-        cfg = _PlainConfig(self.cfg) if listener.family == socket.AF_UNIX else self.cfg
+        cfg = self.plain_cfg if listener.family == socket.AF_UNIX else self.cfg
         self.enqueue_req(TConn(cfg, client_sock, client_addr, listener.getsockname()))
 
 
