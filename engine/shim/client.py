@@ -27,12 +27,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import engine
 from engine.drivers.exec import ExecStartError
 from engine.errors import Conflict, HostError, Unavailable
 from engine.shim import protocol
+from engine.shim.forkserver import ACK, MAX_FDS, READY
 from engine.utils.fs import atomic_write
 
 LOG = logging.getLogger(__name__)
@@ -452,27 +453,43 @@ def _launch_directly(container_dir: str, spec: dict[str, Any], python: str, pyth
     return out, err, timed_out, proc.returncode
 
 
-def _read_answer(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
-    """What the launcher writes, up to its first line or EOF; whether ``timeout`` ran out first.
-
-    Closing the socket afterwards is how a launcher learns that nobody waits
-    any more (its shim then stops the container).
-    """
-    deadline = time.monotonic() + timeout
+def _recv_until(sock: socket.socket, deadline: float, enough: Callable[[bytearray], bool]) -> tuple[bytes, bool]:
+    """Receive until ``enough(data)``, EOF or ``deadline`` (monotonic); ``(data, reached EOF)``."""
     data = bytearray()
-    while b"\n" not in data:
+    while not enough(data):
         left = deadline - time.monotonic()
         if left <= 0:
-            return bytes(data), True
+            break
         sock.settimeout(left)
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
-            return bytes(data), True
-        if not chunk:
             break
+        if not chunk:
+            return bytes(data), True
         data += chunk
     return bytes(data), False
+
+
+def _read_answer(sock: socket.socket, deadline: float) -> tuple[bool, bytes, bool]:
+    """A fork-server launcher's answer: ``(acknowledged, output, timed out)``.
+
+    The launcher's first byte (:data:`~engine.shim.forkserver.ACK`) says it
+    exists; then comes the start result, read up to its first line or EOF.
+    Closing the socket afterwards is how a launcher learns that nobody waits
+    any more (its shim then stops the container).
+    """
+    data, eof = _recv_until(sock, deadline, lambda d: b"\n" in d)
+    acked = data[:1] == ACK
+    return acked, data[1:] if acked else data, not eof and b"\n" not in data
+
+
+def _drain(sock: socket.socket, timeout: float = 1.0) -> bytes:
+    """What ``sock`` holds until EOF (at most 1 MiB), waiting at most ``timeout`` (a failed launcher's stderr)."""
+    try:
+        return _recv_until(sock, time.monotonic() + timeout, lambda d: len(d) >= 1 << 20)[0]
+    except OSError:
+        return b""
 
 
 class ForkServer:
@@ -481,6 +498,10 @@ class ForkServer:
     Started at the first :meth:`launch` and again after it died; it ends
     when :meth:`close` (or the daemon's death) closes the control socket.
     Thread-safe: requests from several threads go out one message each.
+    Whenever it cannot serve a request without doubt that no launcher ran
+    for it (it is gone, or does not take the request within
+    :attr:`SEND_TIMEOUT`), :meth:`launch` returns None and the caller
+    launches directly.
 
     :param python: the interpreter.
     :param pythonpath: where ``engine`` and the preloaded modules are found.
@@ -488,7 +509,9 @@ class ForkServer:
     """
 
     #: Seconds to wait for the fork server's imports.
-    READY_TIMEOUT = 30.0
+    READY_TIMEOUT = 10.0
+    #: Seconds a request may wait to be taken (a full queue: the server is stuck).
+    SEND_TIMEOUT = 2.0
     #: After a failed start, launch directly for this long before trying again.
     RETRY_AFTER = 60.0
 
@@ -512,22 +535,39 @@ class ForkServer:
 
     def launch(self, container_dir: str, peers: Sequence[socket.socket],
                timeout: float) -> tuple[bytes, bytes, bool] | None:
-        """Have a launcher run for ``container_dir``; ``(output, b"", timed out)``.
+        """Have a launcher run for ``container_dir``: ``(stdout, stderr, timed out)``.
 
         :param peers: the attach connections ``shim.json`` names by their numbers here.
-        :returns: None when the fork server cannot serve (the caller launches directly).
+        :returns: None when the fork server cannot serve and no launcher ran
+            (the caller launches directly).
         """
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if len(peers) + 2 > MAX_FDS:
+            return None
+        deadline = time.monotonic() + timeout
+        out, out_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        err, err_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             request = json.dumps({"dir": container_dir, "fds": [p.fileno() for p in peers]}).encode()
-            if not self._send(request, [theirs.fileno()] + [p.fileno() for p in peers]):
+            proc = self._send(request, [out_theirs.fileno(), err_theirs.fileno()] + [p.fileno() for p in peers])
+            if proc is None:
                 return None
-            theirs.close()  # the launcher holds the only other end: EOF when it is done
-            out, timed_out = _read_answer(ours, timeout)
-            return out, b"", timed_out
+            out_theirs.close()  # the launcher holds the only other ends: EOF when it is done
+            err_theirs.close()
+            acked, answer, timed_out = _read_answer(out, deadline)
+            if not acked and not timed_out:
+                # No launcher: the server died (or failed) before forking one.
+                LOG.warning("the shim fork server dropped a request; launching directly")
+                return None
+            if not acked:
+                # It never took the request: stop it, so that the request can
+                # never start a container after this start has failed.
+                LOG.error("the shim fork server %d did not answer; stopping it", proc.pid)
+                proc.kill()
+            detail = b"" if b"\n" in answer else _drain(err)
+            return answer, detail, timed_out
         finally:
-            ours.close()
-            theirs.close()
+            for sock in (out, out_theirs, err, err_theirs):
+                sock.close()
 
     def close(self) -> None:
         """Stop the fork server (it exits at the control socket's EOF); launched shims go on."""
@@ -537,29 +577,39 @@ class ForkServer:
 
     # ------------------------------------------------------------------
 
-    def _send(self, request: bytes, fds: list[int]) -> bool:
+    def _send(self, request: bytes, fds: list[int]) -> subprocess.Popen | None:
+        """Send ``request`` to a live fork server (started if needed); the one that took it, if any."""
         with self._lock:
             for _attempt in range(2):
                 if self._closed:
-                    return False
+                    return None
+                if self._proc is not None and self._proc.poll() is not None:
+                    LOG.warning("the shim fork server exited (%s); starting another", self._proc.returncode)
+                    self._discard()
                 if self._ctl is None:
-                    if time.monotonic() - self._failed_at < self.RETRY_AFTER and self._failed_at:
-                        return False
+                    if self._failed_at and time.monotonic() - self._failed_at < self.RETRY_AFTER:
+                        return None
                     try:
                         self._spawn()
                     except (OSError, HostError) as exc:
                         LOG.warning("the shim fork server could not start (shims start directly for %gs): %s",
                                     self.RETRY_AFTER, exc)
                         self._failed_at = time.monotonic()
-                        return False
-                assert self._ctl is not None
+                        return None
+                assert self._ctl is not None and self._proc is not None
                 try:
+                    # A datagram of a SOCK_SEQPACKET socket: queued whole or not at all.
                     socket.send_fds(self._ctl, [request], fds)
-                    return True
+                    return self._proc
+                except TimeoutError:
+                    LOG.error("the shim fork server %d takes no requests; stopping it", self._proc.pid)
+                    self._proc.kill()
+                    self._discard()
+                    return None
                 except OSError as exc:  # it died: start another once
                     LOG.warning("the shim fork server is gone (%s); starting another", exc)
                     self._discard()
-            return False
+            return None
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -578,12 +628,13 @@ class ForkServer:
         try:
             ready = ours.recv(64)
         except OSError as exc:
+            self._proc.kill()
             self._discard()
             raise HostError(f"no answer from the shim fork server: {exc}") from exc
-        if ready != b"ready":
+        if ready != READY:
             self._discard()
             raise HostError("the shim fork server exited before it was ready (see the daemon's log)")
-        ours.settimeout(None)
+        ours.settimeout(self.SEND_TIMEOUT)
         LOG.debug("shim fork server %d ready", self._proc.pid)
 
     def _discard(self) -> None:

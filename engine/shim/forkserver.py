@@ -12,11 +12,14 @@ has done both, and forks a launcher from it for each start::
 Each request is one message on the control socket (its descriptor is the
 first argument; the modules to import follow): the JSON
 ``{"dir": <container dir>, "fds": [<the daemon's numbers of the attach
-connections>]}``, with the descriptors as ancillary data: first the
-connection the launcher answers on, then the attach connections in the
-order of ``fds``. The launcher becomes a session leader, makes the
-connection its stdout and stderr and runs :func:`engine.shim.shim.launch`
+connections>]}``, with the descriptors as ancillary data: the launcher's
+stdout and stderr (sockets), then the attach connections in the order of
+``fds``. The launcher first checks that the daemon still waits (a request
+that sat in the queue while the daemon gave up is dropped), becomes a
+session leader, writes :data:`ACK` and runs :func:`engine.shim.shim.launch`
 exactly as ``python -S -m engine.shim <dir>`` would, minus the imports.
+An answer without the ACK means no launcher ran: the daemon then launches
+directly.
 Its shim is a copy of this process: the pages of the interpreter and of
 the imported modules stay shared by the fork server and every shim until
 one writes to them, so each shim costs less memory (PSS) too.
@@ -37,10 +40,13 @@ import sys
 
 #: The reply once the imports are done.
 READY = b"ready"
+#: A launcher's first byte: it exists (without it, no shim was forked and
+#: the daemon may launch directly).
+ACK = b"+"
 #: The largest request (a container directory and a few descriptor numbers).
 MAX_REQUEST = 65536
-#: The most descriptors one request may carry (the connection and the attaches).
-MAX_FDS = 64
+#: The most descriptors one request may carry (the kernel's SCM_MAX_FD).
+MAX_FDS = 253
 
 
 def _reap() -> int:
@@ -54,16 +60,27 @@ def _reap() -> int:
             return 1
 
 
+def _hung_up(fd: int) -> bool:
+    """Whether the daemon closed its end of ``fd`` (it gave up on this start)."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(events & (select.POLLHUP | select.POLLERR) for _fd, events in poller.poll(0))
+
+
 def _run_launcher(ctl: socket.socket, request: dict, fds: list[int]) -> int:
     """In the forked child: become the launcher of ``request`` (never returns into the loop)."""
     from engine.shim import shim
 
     ctl.close()
+    out, err, attach = fds[0], fds[1], fds[2:]
+    if _hung_up(out):
+        return 0  # a request that waited too long: the daemon has moved on
     os.setsid()
-    conn, attach = fds[0], fds[1:]
-    os.dup2(conn, 1)
-    os.dup2(conn, 2)
-    os.close(conn)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.close(out)
+    os.close(err)
+    os.write(1, ACK)
     numbers = [int(n) for n in request.get("fds", [])]
     if len(numbers) != len(attach):
         for fd in attach:
@@ -73,6 +90,16 @@ def _run_launcher(ctl: socket.socket, request: dict, fds: list[int]) -> int:
     for fd in attach:
         os.set_inheritable(fd, True)  # as pass_fds would leave them; the shim clears the flag
     return shim.launch(os.path.abspath(str(request["dir"])), dict(zip(numbers, attach)))
+
+
+def _refuse(fds: list[int], message: str) -> None:
+    """Answer a request that gets no launcher with an error result, and let go of its descriptors."""
+    try:
+        os.write(fds[0], ACK + json.dumps({"Error": message}).encode() + b"\n")
+    except OSError:
+        pass
+    for fd in fds:
+        os.close(fd)
 
 
 def serve(ctl: socket.socket) -> int:
@@ -87,24 +114,28 @@ def serve(ctl: socket.socket) -> int:
             running = _reap()
             continue
         try:
-            message, fds, _flags, _addr = socket.recv_fds(ctl, MAX_REQUEST, MAX_FDS)
-        except InterruptedError:
-            continue
+            message, fds, flags, _addr = socket.recv_fds(ctl, MAX_REQUEST, MAX_FDS)
         except OSError as exc:
             sys.stderr.write(f"engine.shim.forkserver: control socket: {exc}\n")
             return 1
         if not message and not fds:
             return 0  # the daemon closed its end (or died)
         try:
+            if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+                raise ValueError("the request or its descriptors were truncated")
             request = json.loads(message)
-            if not fds or not isinstance(request, dict) or "dir" not in request:
-                raise ValueError("a request is {'dir', 'fds'} with the connection first")
+            if len(fds) < 2 or not isinstance(request, dict) or "dir" not in request:
+                raise ValueError("a request is {'dir', 'fds'} with stdout and stderr first")
         except ValueError as exc:
-            sys.stderr.write(f"engine.shim.forkserver: bad request ignored: {exc}\n")
-            for fd in fds:
-                os.close(fd)
+            sys.stderr.write(f"engine.shim.forkserver: bad request: {exc}\n")
+            if fds:
+                _refuse(fds, f"the shim fork server refused the request: {exc}")
             continue
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # EAGAIN (a pids limit), ENOMEM: this start fails, the server stays
+            _refuse(fds, f"cannot fork the shim's launcher: {exc.strerror}")
+            continue
         if pid == 0:
             code = 1
             try:

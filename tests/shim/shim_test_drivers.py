@@ -34,3 +34,14 @@ class SlowStart(HostProcessDriver):
     def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
         time.sleep(1.5)
         return super().run(command, pipes, start_callback)
+
+
+class Noisy(HostProcessDriver):
+    """Warns on stderr when it is built, in the launcher, before the start result."""
+
+    def __init__(self, home: str = "", options: Any = None) -> None:
+        import sys
+
+        sys.stderr.write("Noisy: a warning on the launcher's stderr\n")
+        sys.stderr.flush()
+        super().__init__(home, options)

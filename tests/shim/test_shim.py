@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -348,6 +349,11 @@ def test_missing_command_reports_docker_error_and_leaves_nothing(container_dir, 
     with pytest.raises(ExecStartError, match=r'stat /no/such/binary: no such file or directory'):
         start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
     wait_for(lambda: not processes_mentioning(container_dir), what="the shims to go away")
+
+
+def test_warnings_on_the_launchers_stderr_are_not_the_answer(shim):
+    s = shim(["sh", "-c", "echo hi"], driver={"module": "shim_test_drivers", "class": "Noisy"})
+    assert s.client.wait(timeout=10)["ExitCode"] == 0
 
 
 def test_bad_driver_is_reported(container_dir, forkserver):
@@ -752,6 +758,7 @@ def test_a_dead_fork_server_is_replaced(tmp_path):
             assert start_shim(path, spec, forkserver=server, timeout=30)["Pid"]
             assert ShimClient(path).wait(timeout=10)["ExitCode"] == 0
         assert server.pid and server.pid != first
+        assert not os.path.exists(f"/proc/{first}")  # reaped, not left a zombie
     finally:
         server.close()
         for path in dirs:
@@ -791,4 +798,94 @@ def test_the_fork_server_ends_with_the_daemon(container_dir):
         wait_gone(server_pid)  # its control socket reached EOF
         assert ShimClient(container_dir).state()["Running"] is True
     finally:
+        kill_started(container_dir, result)
+
+
+def test_concurrent_starts_through_one_fork_server(tmp_path):
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    dirs = [str(tmp_path / f"c{n}") for n in range(8)]
+    results: dict[str, Any] = {}
+
+    def start(path: str) -> None:
+        os.mkdir(path)
+        _, spec = make_spec(path, ["sh", "-c", f"echo {os.path.basename(path)}"])
+        results[path] = start_shim(path, spec, forkserver=server, timeout=30)
+
+    try:
+        threads = [threading.Thread(target=start, args=(path,)) for path in dirs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(results) == sorted(dirs)
+        for path in dirs:
+            assert ShimClient(path).wait(timeout=10)["ExitCode"] == 0
+            name = os.path.basename(path)
+            assert read_log(os.path.join(path, f"{name}-json.log"))[0]["log"] == f"{name}\n"
+        assert len({server.pid}) == 1 and server.pid
+    finally:
+        server.close()
+        for path in dirs:
+            kill_started(path, results.get(path))
+
+
+def test_a_stuck_fork_server_fails_one_start_and_is_replaced(tmp_path):
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    first, second = str(tmp_path / "c1"), str(tmp_path / "c2")
+    try:
+        server.launch("/nonexistent", [], 10)  # started (the answer is an error result)
+        stuck = server.pid
+        os.kill(stuck, signal.SIGSTOP)
+        os.mkdir(first)
+        _, spec = make_spec(first, ["sh", "-c", "echo hi"])
+        with pytest.raises(HostError, match="did not report a start within 1s"):
+            start_shim(first, spec, forkserver=server, timeout=1)
+        # Killed, so that its queued request can never start the container later.
+        wait_gone(stuck)
+        time.sleep(0.5)
+        assert read_state(first) is None and not processes_mentioning(first)
+        os.mkdir(second)
+        _, spec = make_spec(second, ["sh", "-c", "echo hi"])
+        start_shim(second, spec, forkserver=server, timeout=30)
+        assert ShimClient(second).wait(timeout=10)["ExitCode"] == 0
+        assert server.pid not in (None, stuck)
+    finally:
+        server.close()
+        for path in (first, second):
+            kill_started(path, None)
+
+
+def test_a_request_the_fork_server_dropped_is_launched_directly(container_dir):
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    result = None
+    try:
+        server.launch("/nonexistent", [], 10)
+        doomed = server.pid
+        os.kill(doomed, signal.SIGSTOP)  # the request waits in its queue ...
+        killer = threading.Timer(0.5, os.kill, (doomed, signal.SIGKILL))  # ... and dies with it
+        killer.start()
+        _, spec = make_spec(container_dir, ["sh", "-c", LOOP])
+        result = start_shim(container_dir, spec, forkserver=server, timeout=30)
+        killer.join()
+        # No launcher ever took it, so it was safe to launch the shim directly.
+        assert f"-m engine.shim {container_dir}" in cmdline(result["ShimPid"])
+        assert ShimClient(container_dir).state()["Running"] is True
+    finally:
+        server.close()
+        kill_started(container_dir, result)
+
+
+def test_more_attaches_than_a_message_carries_start_directly(container_dir):
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    conns = [prepare_attach(stdin=False, stdout=True, stderr=False) for _ in range(260)]
+    result = None
+    try:
+        _, spec = make_spec(container_dir, ["sh", "-c", "echo hi"])
+        result = start_shim(container_dir, spec, forkserver=server, attachers=conns, timeout=30)
+        assert all(next(conn.frames())[1] == b"hi\n" for conn in conns)
+        assert server.pid is None  # never needed
+    finally:
+        for conn in conns:
+            conn.close()
+        server.close()
         kill_started(container_dir, result)
