@@ -220,58 +220,40 @@ class EngineWorker(ThreadWorker):
         return super()._keepalive_after(conn, keepalive)
 
     def handle_request(self, req: Any, conn: Any) -> bool:
-        # gunicorn's (27.0.1), with :class:`_Response` for the response.
-        environ: dict = {}
-        resp = None
+        """Answer one request; whether the connection may be kept.
+
+        The threaded worker's request step, built on :class:`_Response`
+        (gunicorn has no setting for the response class). The daemon sets
+        neither request hooks nor ``max_requests``, so neither is consulted.
+        """
+        resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg, response_class=_Response)
+        environ["wsgi.multithread"] = True
+        if not (self.alive and self.cfg.keepalive) or len(self.keepalived_conns) >= self.max_keepalived:
+            resp.force_close()
+        began = datetime.now()
+        body: Any = None
         try:
-            self.cfg.pre_request(self, req)
-            request_start = datetime.now()
-            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg, response_class=_Response)
-            environ["wsgi.multithread"] = True
-            self.nr += 1
-            if self.nr >= self.max_requests:
-                if self.alive:
-                    self.log.info("Autorestarting worker after current request.")
-                    self.alive = False
-                resp.force_close()
-
-            if not self.alive or not self.cfg.keepalive:
-                resp.force_close()
-            elif len(self.keepalived_conns) >= self.max_keepalived:
-                resp.force_close()
-
-            respiter = self.wsgi(environ, resp.start_response)
-            try:
-                if isinstance(respiter, environ["wsgi.file_wrapper"]):
-                    resp.write_file(respiter)
-                else:
-                    for item in respiter:
-                        resp.write(item)
-                resp.close()
-            finally:
-                self.log.access(resp, req, environ, datetime.now() - request_start)
-                if hasattr(respiter, "close"):
-                    respiter.close()
-
-            if resp.should_close():
-                self.log.debug("Closing connection.")
-                return False
+            body = self.wsgi(environ, resp.start_response)
+            if isinstance(body, environ["wsgi.file_wrapper"]):
+                resp.write_file(body)
+            else:
+                for chunk in body:
+                    resp.write(chunk)
+            resp.close()
         except OSError:
-            raise
+            raise  # the client went away: gunicorn's handle() closes quietly
         except (Exception, SystemExit):
-            if resp and resp.headers_sent:
-                # Timeout abort is SystemExit. If we already started the
-                # response, writing a 500 on the same socket corrupts it.
-                self.log.exception("Error handling request")
-                util.close_graceful(conn.sock)
-                raise StopIteration() from None
-            raise
+            if not resp.headers_sent:
+                raise  # gunicorn's handle() answers 500
+            # Part of the answer is out: an error page would corrupt it; cut the stream.
+            self.log.exception("Error handling request")
+            util.close_graceful(conn.sock)
+            raise StopIteration() from None
         finally:
-            try:
-                self.cfg.post_request(self, req, environ, resp)
-            except Exception:
-                self.log.exception("Exception in post_request hook")
-        return True
+            self.log.access(resp, req, environ, datetime.now() - began)
+            if hasattr(body, "close"):
+                body.close()
+        return not resp.should_close()
 
     def accept(self, listener: Any) -> None:
         try:
