@@ -39,8 +39,13 @@ def test_concurrent_starts_start_once(engine):
             t.start()
         for t in threads:
             t.join()
-        assert sorted(statuses) == [204, 304, 304, 304]
-        top = api.top(cid)["Processes"]
+        if engine.daemon.kind == "engine":
+            assert sorted(statuses) == [204, 304, 304, 304]
+        else:
+            # dockerd checks "running" before it takes the container's lock: a
+            # start that waited for the lock may answer 204 for nothing done.
+            assert statuses.count(204) >= 1 and set(statuses) <= {204, 304}
+        top = api.top(cid)["Processes"]  # one container process either way
         assert len(top) == 1 and "sleep 600" in top[0][-1]
         api.remove_container(cid, force=True)
         assert not api.containers(all=True)
