@@ -33,7 +33,7 @@ import engine
 from engine.drivers.exec import ExecStartError
 from engine.errors import Conflict, HostError, Unavailable
 from engine.shim import protocol
-from engine.shim.forkserver import ACK, MAX_FDS, READY
+from engine.shim.forkserver import MAX_FDS, READY
 from engine.utils.fs import atomic_write
 
 LOG = logging.getLogger(__name__)
@@ -396,61 +396,143 @@ def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: li
     if shim_alive(container_dir):
         # Checked before shim.json is replaced; the launcher checks again.
         raise Conflict(f"a shim is already running for {container_dir}")
+    deadline = time.monotonic() + timeout
     peers = [conn._peer for conn in conns if conn._peer is not None]
     config = dict(spec)
     config["attach_fds"] = [
         {"fd": peer.fileno(), "stdin": conn.stdin, "stdout": conn.stdout, "stderr": conn.stderr}
         for conn, peer in zip(conns, peers)
     ]
+    # The shim waits for our acknowledgement a little longer than we wait for its result.
+    config["ack_timeout"] = timeout + 10
     atomic_write(os.path.join(container_dir, protocol.CONFIG_FILE),
                  json.dumps(config, indent=1).encode(), mode=0o600)
-    answer = forkserver.launch(container_dir, peers, timeout) if forkserver is not None else None
-    if answer is not None:
-        out, err, timed_out = answer
-        status = "without a start result"
-    else:
-        out, err, timed_out, returncode = _launch_directly(container_dir, spec, python, pythonpath, peers, timeout)
-        status = f"with status {returncode} without a start result"
-    line = out.split(b"\n", 1)[0].strip()
+    launching = forkserver.launch(container_dir, peers) if forkserver is not None else None
+    if launching is not None:
+        acked, answer, timed_out = launching.answer(deadline)
+        if not acked and not timed_out:
+            # No launcher: the server died (or failed) before forking one.
+            LOG.warning("the shim fork server dropped a request; launching directly")
+            launching.close()
+            launching = None
+        elif not acked:
+            # It never took the request: stop it, so that the request can
+            # never start a container after this start has failed.
+            launching.kill_server()
+    if launching is None:
+        launching = _launch_directly(container_dir, spec, python, pythonpath, peers)
+        acked, answer, timed_out = launching.answer(deadline)
     try:
-        result = json.loads(line) if line else None
-    except ValueError:
-        result = None
-    if not isinstance(result, dict) and timed_out:
-        raise HostError(f"the shim for {container_dir} did not report a start within {timeout:g}s")
-    if not isinstance(result, dict):
-        detail = err.decode(errors="replace").strip()[-2000:] or out.decode(errors="replace").strip()[-2000:]
-        raise HostError(f"the shim launcher exited {status}" + (f": {detail}" if detail else ""))
-    if result.get("Error"):
-        raise ExecStartError(result["Error"])
-    LOG.debug("shim for %s started: %s", container_dir, result)
-    return result
+        line = answer.split(b"\n", 1)[0].strip()
+        try:
+            result = json.loads(line) if line else None
+        except ValueError:
+            result = None
+        if not isinstance(result, dict) and timed_out:
+            # Closing our end tells the launcher nobody waits: its shim stops the container.
+            launching.stop()
+            raise HostError(f"the shim for {container_dir} did not report a start within {timeout:g}s")
+        if not isinstance(result, dict):
+            detail = launching.detail() or answer
+            text = detail.decode(errors="replace").strip()[-2000:]
+            raise HostError(f"the shim launcher {launching.ended()} without a start result"
+                            + (f": {text}" if text else ""))
+        if result.get("Error"):
+            raise ExecStartError(result["Error"])
+        if not launching.acknowledge():
+            raise HostError(f"the shim launcher for {container_dir} went away before the start was confirmed "
+                            "(the shim stops the container)")
+        LOG.debug("shim for %s started: %s", container_dir, result)
+        return result
+    finally:
+        launching.close()
+
+
+class _Launching:
+    """A launcher at work, seen from the daemon: our ends of its stdin+stdout and its stderr.
+
+    :param out: its stdin and stdout (one socket): ACK, the result line; our acknowledgement.
+    :param err: its stderr.
+    :param proc: the launcher's process when we started it ourselves.
+    :param server: the fork server that forked it, else None.
+    """
+
+    def __init__(self, out: socket.socket, err: socket.socket, proc: subprocess.Popen | None = None,
+                 server: subprocess.Popen | None = None) -> None:
+        self.out = out
+        self.err = err
+        self.proc = proc
+        self.server = server
+
+    def answer(self, deadline: float) -> tuple[bool, bytes, bool]:
+        """``(it runs, the output, timed out)``, see :func:`_read_answer`."""
+        return _read_answer(self.out, deadline)
+
+    def acknowledge(self) -> bool:
+        """Confirm the start (the shim keeps the container); whether it could be sent."""
+        try:
+            self.out.sendall(protocol.ACK)
+            return True
+        except OSError:
+            return False
+
+    def detail(self) -> bytes:
+        """What it wrote on stderr (after a failure)."""
+        return _drain(self.err)
+
+    def ended(self) -> str:
+        """How it ended, for an error message."""
+        if self.proc is None:
+            return "ended"
+        try:
+            return f"exited with status {self.proc.wait(timeout=2)}"
+        except subprocess.TimeoutExpired:
+            return "stopped answering"
+
+    def stop(self) -> None:
+        """Give up on it (closing our ends tells it too); our own launcher is killed."""
+        if self.proc is not None:
+            self.proc.kill()
+
+    def kill_server(self) -> None:
+        """The fork server never took the request: kill it with its queue."""
+        if self.server is not None:
+            LOG.error("the shim fork server %d did not answer in time; killing it", self.server.pid)
+            self.server.kill()
+
+    def close(self) -> None:
+        self.out.close()
+        self.err.close()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def _launch_directly(container_dir: str, spec: dict[str, Any], python: str, pythonpath: list[str] | None,
-                     peers: list[socket.socket], timeout: float) -> tuple[bytes, bytes, bool, int]:
+                     peers: list[socket.socket]) -> _Launching:
     """``python -S -m engine.shim <dir>``: the launcher in a new interpreter."""
     if pythonpath is None:
         pythonpath = default_pythonpath(spec["driver"]["module"])
     # -S: no site (its imports cost RSS in every shim); -P: nothing from the
     # working directory shadows the engine's modules.
     argv = [python, "-S", "-P", "-m", "engine.shim", container_dir]
+    out, out_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    err, err_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(argv, stdin=out_theirs, stdout=out_theirs, stderr=err_theirs,
                                 env=_shim_env(pythonpath), cwd="/", start_new_session=True, close_fds=True,
                                 pass_fds=[peer.fileno() for peer in peers])
     except OSError as exc:
+        out.close()
+        err.close()
         raise HostError(f"cannot run the shim ({python}): {exc.strerror}") from exc
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        # Killing the launcher tells the shim nobody waits: it stops the
-        # container itself. If the result made it out meanwhile, it stands.
-        proc.kill()
-        out, err = proc.communicate()
-        timed_out = True
-    return out, err, timed_out, proc.returncode
+    finally:
+        out_theirs.close()  # the launcher holds the only other ends: EOF when it is done
+        err_theirs.close()
+    return _Launching(out, err, proc=proc)
 
 
 def _recv_until(sock: socket.socket, deadline: float, enough: Callable[[bytearray], bool]) -> tuple[bytes, bool]:
@@ -474,13 +556,13 @@ def _recv_until(sock: socket.socket, deadline: float, enough: Callable[[bytearra
 def _read_answer(sock: socket.socket, deadline: float) -> tuple[bool, bytes, bool]:
     """A fork-server launcher's answer: ``(acknowledged, output, timed out)``.
 
-    The launcher's first byte (:data:`~engine.shim.forkserver.ACK`) says it
+    The launcher's first byte (:data:`~engine.shim.protocol.ACK`) says it
     exists; then comes the start result, read up to its first line or EOF.
     Closing the socket afterwards is how a launcher learns that nobody waits
     any more (its shim then stops the container).
     """
     data, eof = _recv_until(sock, deadline, lambda d: b"\n" in d)
-    acked = data[:1] == ACK
+    acked = data[:1] == protocol.ACK
     return acked, data[1:] if acked else data, not eof and b"\n" not in data
 
 
@@ -533,41 +615,28 @@ class ForkServer:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
-    def launch(self, container_dir: str, peers: Sequence[socket.socket],
-               timeout: float) -> tuple[bytes, bytes, bool] | None:
-        """Have a launcher run for ``container_dir``: ``(stdout, stderr, timed out)``.
+    def launch(self, container_dir: str, peers: Sequence[socket.socket]) -> _Launching | None:
+        """Have a launcher forked for ``container_dir``.
 
         :param peers: the attach connections ``shim.json`` names by their numbers here.
-        :returns: None when the fork server cannot serve and no launcher ran
-            (the caller launches directly).
+        :returns: the launcher at work, or None when the fork server cannot
+            take the request (the caller launches directly).
         """
         if len(peers) + 2 > MAX_FDS:
             return None
-        deadline = time.monotonic() + timeout
         out, out_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         err, err_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             request = json.dumps({"dir": container_dir, "fds": [p.fileno() for p in peers]}).encode()
-            proc = self._send(request, [out_theirs.fileno(), err_theirs.fileno()] + [p.fileno() for p in peers])
-            if proc is None:
-                return None
+            server = self._send(request, [out_theirs.fileno(), err_theirs.fileno()] + [p.fileno() for p in peers])
+        finally:
             out_theirs.close()  # the launcher holds the only other ends: EOF when it is done
             err_theirs.close()
-            acked, answer, timed_out = _read_answer(out, deadline)
-            if not acked and not timed_out:
-                # No launcher: the server died (or failed) before forking one.
-                LOG.warning("the shim fork server dropped a request; launching directly")
-                return None
-            if not acked:
-                # It never took the request: stop it, so that the request can
-                # never start a container after this start has failed.
-                LOG.error("the shim fork server %d did not answer; stopping it", proc.pid)
-                proc.kill()
-            detail = b"" if b"\n" in answer else _drain(err)
-            return answer, detail, timed_out
-        finally:
-            for sock in (out, out_theirs, err, err_theirs):
-                sock.close()
+        if server is None:
+            out.close()
+            err.close()
+            return None
+        return _Launching(out, err, server=server)
 
     def close(self) -> None:
         """Stop the fork server (it exits at the control socket's EOF); launched shims go on."""

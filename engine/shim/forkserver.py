@@ -16,10 +16,11 @@ connections>]}``, with the descriptors as ancillary data: the launcher's
 stdout and stderr (sockets), then the attach connections in the order of
 ``fds``. The launcher first checks that the daemon still waits (a request
 that sat in the queue while the daemon gave up is dropped), becomes a
-session leader, writes :data:`ACK` and runs :func:`engine.shim.shim.launch`
-exactly as ``python -S -m engine.shim <dir>`` would, minus the imports.
-An answer without the ACK means no launcher ran: the daemon then launches
-directly.
+session leader, takes the socket for its stdin and stdout, writes
+:data:`~engine.shim.protocol.ACK` and runs :func:`engine.shim.shim.launch`
+exactly as ``python -S -m engine.shim <dir>`` would, minus the imports (the
+rest of the exchange is in :mod:`engine.shim.protocol`). An answer without
+the ACK means no launcher ran: the daemon then launches directly.
 Its shim is a copy of this process: the pages of the interpreter and of
 the imported modules stay shared by the fork server and every shim until
 one writes to them, so each shim costs less memory (PSS) too.
@@ -38,11 +39,10 @@ import select
 import socket
 import sys
 
+from engine.shim import protocol
+
 #: The reply once the imports are done.
 READY = b"ready"
-#: A launcher's first byte: it exists (without it, no shim was forked and
-#: the daemon may launch directly).
-ACK = b"+"
 #: The largest request (a container directory and a few descriptor numbers).
 MAX_REQUEST = 65536
 #: The most descriptors one request may carry (the kernel's SCM_MAX_FD).
@@ -76,11 +76,12 @@ def _run_launcher(ctl: socket.socket, request: dict, fds: list[int]) -> int:
     if _hung_up(out):
         return 0  # a request that waited too long: the daemon has moved on
     os.setsid()
+    os.dup2(out, 0)  # the daemon's acknowledgement comes back on it (protocol)
     os.dup2(out, 1)
     os.dup2(err, 2)
     os.close(out)
     os.close(err)
-    os.write(1, ACK)
+    os.write(1, protocol.ACK)  # without it the daemon may launch directly
     numbers = [int(n) for n in request.get("fds", [])]
     if len(numbers) != len(attach):
         for fd in attach:
@@ -95,7 +96,7 @@ def _run_launcher(ctl: socket.socket, request: dict, fds: list[int]) -> int:
 def _refuse(fds: list[int], message: str) -> None:
     """Answer a request that gets no launcher with an error result, and let go of its descriptors."""
     try:
-        os.write(fds[0], ACK + json.dumps({"Error": message}).encode() + b"\n")
+        os.write(fds[0], protocol.ACK + json.dumps({"Error": message}).encode() + b"\n")
     except OSError:
         pass
     for fd in fds:

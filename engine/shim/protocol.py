@@ -30,7 +30,16 @@ is dropped at once and never disturbs the container.
 ``shim.json`` may also carry ``"attach_fds": [{"fd", "stdin", "stdout",
 "stderr"}]``: connected sockets the launcher inherited, served as attached
 from before the container's first byte (how ``docker run`` sees all of a
-fast container's output).
+fast container's output), and ``"ack_timeout"``: seconds the shim and the
+launcher wait for the daemon's acknowledgement.
+
+The start, between the daemon and the launcher (its stdin and stdout, one
+socket): the launcher writes :data:`ACK` (it runs), then the start result
+as one JSON line. A result without ``Error`` must be acknowledged: the
+daemon writes :data:`ACK` once it has taken the container in, and the
+launcher passes it on to the shim. A shim that gets no acknowledgement
+(the daemon gave up, timed out or died before it read the result) stops
+its container, so that no container runs that the daemon does not know of.
 """
 
 from __future__ import annotations
@@ -65,6 +74,11 @@ HEADER = struct.Struct(">BI")
 MAX_REQUEST = 64 * 1024
 #: Largest input frame payload the shim accepts (stdin data is chunked by clients).
 MAX_INPUT_FRAME = 1024 * 1024
+
+#: The launcher's first byte (it runs), and the daemon's acknowledgement of a start.
+ACK = b"+"
+#: How long the acknowledgement is awaited when ``shim.json`` does not say.
+ACK_TIMEOUT = 70.0
 
 #: The exit code recorded when the real one is unknown (moby uses 255 too).
 UNKNOWN_EXIT_CODE = 255

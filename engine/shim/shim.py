@@ -95,6 +95,8 @@ class Launch:
         self.log: dict[str, Any] | None = config.get("log")
         #: Connections the daemon attached before start: ``{"fd", "stdin", "stdout", "stderr"}``.
         self.attach: list[dict[str, Any]] = list(config.get("attach_fds", []))
+        #: Seconds to wait for the daemon's acknowledgement of the start.
+        self.ack_timeout = float(config.get("ack_timeout") or protocol.ACK_TIMEOUT)
         self.driver = self._load_driver(config["driver"])
 
     @staticmethod
@@ -144,13 +146,15 @@ class Shim:
 
     :param launch: what the launcher prepared.
     :param result_fd: the pipe to the launcher; one JSON line goes there.
+    :param ack_fd: the pipe from the launcher: the daemon's acknowledgement of the start.
     """
 
-    def __init__(self, launch: Launch, result_fd: int) -> None:
+    def __init__(self, launch: Launch, result_fd: int, ack_fd: int = -1) -> None:
         self.launch = launch
         self.command = launch.command
         self.driver = launch.driver
         self.result_fd = result_fd
+        self.ack_fd = ack_fd
         self.log: JSONLogFile | None = None
         self.loop: IOLoop | None = None
         self.pid = 0
@@ -337,18 +341,32 @@ class Shim:
     # ------------------------------------------------------------------
 
     def _report(self, result: dict[str, Any]) -> bool:
-        """Send ``result`` to the launcher (once); whether it could be sent."""
+        """Send ``result`` to the launcher (once); whether it was taken.
+
+        A start (a result without ``Error``) counts as taken only once the
+        daemon acknowledged it (through the launcher, see :mod:`.protocol`).
+        """
         fd, self.result_fd = self.result_fd, -1
+        ack, self.ack_fd = self.ack_fd, -1
         if fd < 0:
             return False
         try:
-            os.write(fd, protocol.encode_line(result))
-            return True
-        except OSError as exc:  # EPIPE: the launcher is gone
-            LOG.warning("cannot report to the launcher: %s", exc)
+            try:
+                os.write(fd, protocol.encode_line(result))
+            except OSError as exc:  # EPIPE: the launcher is gone
+                LOG.warning("cannot report to the launcher: %s", exc)
+                return False
+            finally:
+                os.close(fd)
+            if ack < 0 or result.get("Error"):
+                return True
+            if _await_ack(ack, self.launch.ack_timeout + 5):
+                return True
+            LOG.warning("the daemon did not acknowledge the start")
             return False
         finally:
-            os.close(fd)
+            if ack >= 0:
+                os.close(ack)
 
     def _kill(self) -> None:
         """SIGKILL the container's first process, so that ``run()`` returns."""
@@ -431,6 +449,18 @@ def _await_result(fd: int, watch: int = 1) -> bytes:
     return bytes(data.split(b"\n", 1)[0])
 
 
+def _await_ack(fd: int, timeout: float) -> bool:
+    """Whether :data:`~.protocol.ACK` arrives on ``fd`` within ``timeout`` seconds (EOF: no)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if not poller.poll(max(0, int(timeout * 1000))):
+        return False
+    try:
+        return os.read(fd, 1) == protocol.ACK
+    except OSError:
+        return False
+
+
 def _print(result: dict[str, Any]) -> None:
     sys.stdout.write(protocol.encode_line(result).decode())
     sys.stdout.flush()
@@ -469,6 +499,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         sys.stderr.write("usage: python -S -m engine.shim <container dir>\n")
         return 2
+    os.write(1, protocol.ACK)  # the launcher runs (protocol)
     return launch(os.path.abspath(argv[0]))
 
 
@@ -494,13 +525,15 @@ def launch(container_dir: str, fd_map: dict[int, int] | None = None) -> int:
         _print({"Error": f"attach descriptors {sorted(keep - inherited)} were not passed to the shim"})
         return 0
     read_fd, write_fd = os.pipe()
+    ack_r, ack_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
             os.close(read_fd)
+            os.close(ack_w)
             _daemonize(launch, inherited - keep)
-            status = Shim(launch, write_fd).run()
+            status = Shim(launch, write_fd, ack_r).run()
         except BaseException:  # noqa: BLE001 - the shim must not unwind into the launcher's code
             try:
                 LOG.exception("the shim failed")
@@ -510,6 +543,7 @@ def launch(container_dir: str, fd_map: dict[int, int] | None = None) -> int:
             logging.shutdown()
             os._exit(status)
     os.close(write_fd)
+    os.close(ack_r)
     for fd in keep:  # the shim has them; the launcher's copies would hold the connections open
         os.close(fd)
     line = _await_result(read_fd)
@@ -523,6 +557,12 @@ def launch(container_dir: str, fd_map: dict[int, int] | None = None) -> int:
         result = {"Error": f"the shim exited before the container started (see {log})"}
     try:
         _print(result)
-    except OSError:  # the daemon is gone; the shim learnt it from the pipe
+        # Pass the daemon's acknowledgement of a start on to the shim; without
+        # it (EOF, timeout) the shim stops the container.
+        if not result.get("Error") and _await_ack(0, launch.ack_timeout):
+            os.write(ack_w, protocol.ACK)
+    except OSError:  # the daemon is gone; the shim learns it from the pipe
         pass
+    finally:
+        os.close(ack_w)
     return 0

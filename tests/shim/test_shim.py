@@ -237,15 +237,19 @@ def container_dir(tmp_path) -> Iterator[str]:
         os.kill(pid, signal.SIGKILL)
 
 
-def run_launcher(container_dir: str, spec: dict[str, Any], pass_fds: tuple[int, ...] = (),
+def run_launcher(container_dir: str, spec: dict[str, Any], pass_fds: tuple[int, ...] = (), acknowledge: bool = True,
                  ) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """Write shim.json and run the launcher by hand; its result and stdout lines."""
+    """Write shim.json and run the launcher by hand; its result and stdout lines (after its ACK).
+
+    :param acknowledge: confirm a start as the daemon does (else stdin is at EOF at once).
+    """
     with open(os.path.join(container_dir, protocol.CONFIG_FILE), "w") as f:
         json.dump(spec, f)
     proc = subprocess.run([sys.executable, "-S", "-m", "engine.shim", container_dir], capture_output=True,
                           env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(PYTHONPATH)},
-                          timeout=30, cwd="/", pass_fds=pass_fds)
-    return proc, proc.stdout.decode().splitlines()
+                          timeout=30, cwd="/", pass_fds=pass_fds, input=protocol.ACK if acknowledge else b"")
+    assert proc.stdout.startswith(protocol.ACK), proc.stdout
+    return proc, proc.stdout[1:].decode().splitlines()
 
 
 # ----------------------------------------------------------------------
@@ -354,6 +358,19 @@ def test_missing_command_reports_docker_error_and_leaves_nothing(container_dir, 
 def test_warnings_on_the_launchers_stderr_are_not_the_answer(shim):
     s = shim(["sh", "-c", "echo hi"], driver={"module": "shim_test_drivers", "class": "Noisy"})
     assert s.client.wait(timeout=10)["ExitCode"] == 0
+
+
+def test_a_start_the_daemon_never_acknowledged_is_stopped(container_dir):
+    # The daemon read nothing (it timed out or died at that moment): no
+    # container may run on that it does not know of.
+    _, spec = make_spec(container_dir, ["sleep", "30"])
+    proc, lines = run_launcher(container_dir, spec, acknowledge=False)
+    result = json.loads(lines[0])
+    assert result["Pid"] and proc.returncode == 0
+    record = wait_for(lambda: read_exit(container_dir), what="exit.json")
+    assert record["ExitCode"] == 128 + signal.SIGKILL and "abandoned" in record["Error"]
+    wait_gone(result["Pid"])
+    wait_for(lambda: not processes_mentioning(container_dir), what="the shim to go away")
 
 
 def test_bad_driver_is_reported(container_dir, forkserver):
@@ -801,6 +818,16 @@ def test_the_fork_server_ends_with_the_daemon(container_dir):
         kill_started(container_dir, result)
 
 
+def warm_up(server: ForkServer) -> None:
+    """Start the fork server with a request that fails (no such directory)."""
+    launching = server.launch("/nonexistent", [])
+    try:
+        acked, answer, _ = launching.answer(time.monotonic() + 10)
+        assert acked and b"no shim.json" in answer
+    finally:
+        launching.close()
+
+
 def test_concurrent_starts_through_one_fork_server(tmp_path):
     server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
     dirs = [str(tmp_path / f"c{n}") for n in range(8)]
@@ -833,7 +860,7 @@ def test_a_stuck_fork_server_fails_one_start_and_is_replaced(tmp_path):
     server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
     first, second = str(tmp_path / "c1"), str(tmp_path / "c2")
     try:
-        server.launch("/nonexistent", [], 10)  # started (the answer is an error result)
+        warm_up(server)
         stuck = server.pid
         os.kill(stuck, signal.SIGSTOP)
         os.mkdir(first)
@@ -859,7 +886,7 @@ def test_a_request_the_fork_server_dropped_is_launched_directly(container_dir):
     server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
     result = None
     try:
-        server.launch("/nonexistent", [], 10)
+        warm_up(server)
         doomed = server.pid
         os.kill(doomed, signal.SIGSTOP)  # the request waits in its queue ...
         killer = threading.Timer(0.5, os.kill, (doomed, signal.SIGKILL))  # ... and dies with it
