@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -109,22 +108,6 @@ def engine(client_daemon, tmp_path):
     run.env = env  # type: ignore[attr-defined]
     yield run
     _remove_all_containers(client_daemon)
-
-
-@pytest.fixture
-def daemon_gap(client_daemon):
-    """``with daemon_gap(reason):`` a check our daemon is known to fail: xfail there, a failure against dockerd."""
-
-    @contextlib.contextmanager
-    def gap(reason: str):
-        try:
-            yield
-        except AssertionError:
-            if client_daemon.kind == "engine":
-                pytest.xfail(reason)
-            raise
-
-    return gap
 
 
 class Tmux:
