@@ -692,8 +692,8 @@ class BridgeDriver(NetworkDriver):
                     if single:
                         raise self._bind_failed(ep, req, port, exc.errno) from None
                     continue
-                if exc.errno == errno.EADDRNOTAVAIL:
-                    raise self._bind_failed(ep, req, port, exc.errno, InvalidParameter) from None
+                if exc.errno == errno.EADDRNOTAVAIL:  # a host IP that is not the host's: 500 in moby too
+                    raise self._bind_failed(ep, req, port, exc.errno, HostError) from None
                 raise HostError(f"cannot bind {req.host_ip}:{port}/{req.proto}: {exc.strerror}") from exc
             return PortMapping(req.proto, req.container_port, req.host_ip, port), sock
         if req.host_first == 0:

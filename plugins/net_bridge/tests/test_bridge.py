@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 from pyroute2 import IPRoute
 
-from engine.errors import Conflict, InvalidParameter, NotFound, PrerequisitesNotMet
+from engine.errors import Conflict, HostError, InvalidParameter, NotFound, PrerequisitesNotMet
 from engine_net_bridge.driver import BridgeNotFound
 from engine_net_bridge.iptables import CHAIN
 
@@ -493,6 +493,10 @@ def test_publishing_without_userland_proxy(make_driver, container, servers, dumm
         taken = foreign.getsockname()[1]
         with pytest.raises(Conflict, match=rf"\): listen tcp4 127.0.0.1:{taken}: bind: address already in use$"):
             driver.allocate_ports(B, {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(taken)}]})
+    # An address this host does not have: the kernel's words, a 500 as in moby.
+    with pytest.raises(HostError, match=r"listen tcp4 10.255.255.1:18089: bind: cannot assign requested address$") as err:
+        driver.allocate_ports(B, {"80/tcp": [{"HostIp": "10.255.255.1", "HostPort": "18089"}]})
+    assert err.value.http_status == 500
     driver.shutdown()
     assert read_sysctl("conf/engine0/route_localnet") == "0"
 
