@@ -409,19 +409,30 @@ def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: li
                  json.dumps(config, indent=1).encode(), mode=0o600)
     launching = forkserver.launch(container_dir, peers) if forkserver is not None else None
     if launching is not None:
-        acked, answer, timed_out = launching.answer(deadline)
+        try:
+            acked, answer, timed_out = launching.answer(deadline)
+        except OSError:
+            launching.close()
+            raise
         if not acked and not timed_out:
             # No launcher: the server died (or failed) before forking one.
             LOG.warning("the shim fork server dropped a request; launching directly")
             launching.close()
             launching = None
+            deadline = time.monotonic() + timeout  # the direct launch gets its whole time
         elif not acked:
             # It never took the request: stop it, so that the request can
             # never start a container after this start has failed.
             launching.kill_server()
     if launching is None:
         launching = _launch_directly(container_dir, spec, python, pythonpath, peers)
-        acked, answer, timed_out = launching.answer(deadline)
+        try:
+            acked, answer, timed_out = launching.answer(deadline)
+        except OSError:
+            launching.stop()
+            launching.close()
+            raise
+    confirmed = False
     try:
         line = answer.split(b"\n", 1)[0].strip()
         try:
@@ -442,10 +453,13 @@ def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: li
         if not launching.acknowledge():
             raise HostError(f"the shim launcher for {container_dir} went away before the start was confirmed "
                             "(the shim stops the container)")
+        confirmed = True
         LOG.debug("shim for %s started: %s", container_dir, result)
         return result
     finally:
-        launching.close()
+        # A confirmed launcher still has to pass the acknowledgement on:
+        # never kill it then, however slow it is.
+        launching.close(kill=not confirmed)
 
 
 class _Launching:
@@ -500,15 +514,18 @@ class _Launching:
             LOG.error("the shim fork server %d did not answer in time; killing it", self.server.pid)
             self.server.kill()
 
-    def close(self) -> None:
+    def close(self, kill: bool = True) -> None:
+        """Let go of it; our own launcher is collected, and killed after 5 s only if ``kill``
+        (else a slow one is left to :mod:`subprocess`, which collects it later)."""
         self.out.close()
         self.err.close()
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                if kill:
+                    self.proc.kill()
+                    self.proc.wait()
 
 
 def _launch_directly(container_dir: str, spec: dict[str, Any], python: str, pythonpath: list[str] | None,
@@ -626,15 +643,17 @@ class ForkServer:
             return None
         out, out_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         err, err_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        server = None
         try:
             request = json.dumps({"dir": container_dir, "fds": [p.fileno() for p in peers]}).encode()
             server = self._send(request, [out_theirs.fileno(), err_theirs.fileno()] + [p.fileno() for p in peers])
         finally:
             out_theirs.close()  # the launcher holds the only other ends: EOF when it is done
             err_theirs.close()
+            if server is None:
+                out.close()
+                err.close()
         if server is None:
-            out.close()
-            err.close()
             return None
         return _Launching(out, err, server=server)
 

@@ -36,10 +36,13 @@ launcher wait for the daemon's acknowledgement.
 The start, between the daemon and the launcher (its stdin and stdout, one
 socket): the launcher writes :data:`ACK` (it runs), then the start result
 as one JSON line. A result without ``Error`` must be acknowledged: the
-daemon writes :data:`ACK` once it has taken the container in, and the
+daemon writes :data:`ACK` once it has read the result in time, and the
 launcher passes it on to the shim. A shim that gets no acknowledgement
 (the daemon gave up, timed out or died before it read the result) stops
 its container, so that no container runs that the daemon does not know of.
+(A daemon that dies after acknowledging finds the live shim at restore.)
+A launcher whose stdin is not a socket was run by hand: it confirms the
+start itself.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import termios
@@ -302,9 +303,10 @@ class Shim:
             return
         LOG.info("container %s started: pid %d", self.command.id, pid)
         if not self._report(state):
-            # Nobody will ever learn of this container (start_shim gave up
-            # waiting and killed the launcher): stop it rather than leak it.
-            LOG.error("the launcher is gone; stopping container %s", self.command.id)
+            # Nobody will ever learn of this container (the daemon gave up
+            # waiting, or died, before it confirmed the start): stop it
+            # rather than leak it.
+            LOG.error("the start was not confirmed; stopping container %s", self.command.id)
             self.abandoned = True
             self._kill()
 
@@ -318,7 +320,7 @@ class Shim:
         if not error and loop.error:
             error = loop.error
         if not error and self.abandoned:
-            error = "the start was abandoned: the launcher went away before it was reported"
+            error = "the start was abandoned: the daemon did not confirm it (it gave up waiting or went away)"
         oom = False
         try:
             oom = bool(self.driver.oom_killed(self.command))
@@ -360,7 +362,9 @@ class Shim:
                 os.close(fd)
             if ack < 0 or result.get("Error"):
                 return True
-            if _await_ack(ack, self.launch.ack_timeout + 5):
+            # The launcher waits ack_timeout from its print, and ends the
+            # wait early if the daemon goes: ours only has to outlast it.
+            if _await_ack(ack, 2 * self.launch.ack_timeout):
                 return True
             LOG.warning("the daemon did not acknowledge the start")
             return False
@@ -457,6 +461,13 @@ def _await_ack(fd: int, timeout: float) -> bool:
         return False
     try:
         return os.read(fd, 1) == protocol.ACK
+    except OSError:
+        return False
+
+
+def _stdin_is_socket() -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(0).st_mode)
     except OSError:
         return False
 
@@ -558,8 +569,10 @@ def launch(container_dir: str, fd_map: dict[int, int] | None = None) -> int:
     try:
         _print(result)
         # Pass the daemon's acknowledgement of a start on to the shim; without
-        # it (EOF, timeout) the shim stops the container.
-        if not result.get("Error") and _await_ack(0, launch.ack_timeout):
+        # it (EOF, timeout) the shim stops the container. The daemon always
+        # talks over a socket: a launcher run by hand (a terminal, /dev/null)
+        # confirms its own start.
+        if not result.get("Error") and (not _stdin_is_socket() or _await_ack(0, launch.ack_timeout)):
             os.write(ack_w, protocol.ACK)
     except OSError:  # the daemon is gone; the shim learns it from the pipe
         pass

@@ -241,13 +241,19 @@ def run_launcher(container_dir: str, spec: dict[str, Any], pass_fds: tuple[int, 
                  ) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Write shim.json and run the launcher by hand; its result and stdout lines (after its ACK).
 
-    :param acknowledge: confirm a start as the daemon does (else stdin is at EOF at once).
+    :param acknowledge: confirm a start as the daemon does, on a socket (else the socket is at EOF at once).
     """
     with open(os.path.join(container_dir, protocol.CONFIG_FILE), "w") as f:
         json.dump(spec, f)
-    proc = subprocess.run([sys.executable, "-S", "-m", "engine.shim", container_dir], capture_output=True,
-                          env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(PYTHONPATH)},
-                          timeout=30, cwd="/", pass_fds=pass_fds, input=protocol.ACK if acknowledge else b"")
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        if acknowledge:
+            ours.sendall(protocol.ACK)
+        else:
+            ours.shutdown(socket.SHUT_WR)
+        proc = subprocess.run([sys.executable, "-S", "-m", "engine.shim", container_dir], capture_output=True,
+                              env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(PYTHONPATH)},
+                              timeout=30, cwd="/", pass_fds=pass_fds, stdin=theirs)
     assert proc.stdout.startswith(protocol.ACK), proc.stdout
     return proc, proc.stdout[1:].decode().splitlines()
 
@@ -371,6 +377,21 @@ def test_a_start_the_daemon_never_acknowledged_is_stopped(container_dir):
     assert record["ExitCode"] == 128 + signal.SIGKILL and "abandoned" in record["Error"]
     wait_gone(result["Pid"])
     wait_for(lambda: not processes_mentioning(container_dir), what="the shim to go away")
+
+
+def test_a_launcher_run_by_hand_confirms_its_own_start(container_dir):
+    _, spec = make_spec(container_dir, ["sleep", "30"])
+    with open(os.path.join(container_dir, protocol.CONFIG_FILE), "w") as f:
+        json.dump(spec, f)
+    proc = subprocess.run([sys.executable, "-S", "-m", "engine.shim", container_dir], capture_output=True,
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(PYTHONPATH)},
+                          timeout=30, cwd="/", stdin=subprocess.DEVNULL)
+    result = json.loads(proc.stdout[1:].splitlines()[0])
+    try:
+        time.sleep(0.5)
+        assert ShimClient(container_dir).state()["Running"] is True
+    finally:
+        kill_started(container_dir, result)
 
 
 def test_bad_driver_is_reported(container_dir, forkserver):
@@ -915,4 +936,27 @@ def test_more_attaches_than_a_message_carries_start_directly(container_dir):
         for conn in conns:
             conn.close()
         server.close()
+        kill_started(container_dir, result)
+
+
+def test_a_confirmed_launcher_is_never_killed_however_slow(container_dir, monkeypatch):
+    # The launcher stalls (stopped) right when the daemon confirms the start;
+    # the daemon must not kill it, or the shim would never get the confirmation.
+    from engine.shim import client
+
+    confirm = client._Launching.acknowledge
+
+    def stall_then_confirm(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        threading.Timer(6, os.kill, (self.proc.pid, signal.SIGCONT)).start()
+        return confirm(self)
+
+    monkeypatch.setattr(client._Launching, "acknowledge", stall_then_confirm)
+    _, spec = make_spec(container_dir, ["sh", "-c", LOOP])
+    result = start_shim(container_dir, spec, timeout=30)  # directly: our own launcher process
+    try:
+        time.sleep(2)  # the launcher resumes at 6 s and passes the confirmation on
+        assert ShimClient(container_dir).state()["Running"] is True
+        assert read_exit(container_dir) is None
+    finally:
         kill_started(container_dir, result)
