@@ -233,13 +233,20 @@ class EngineWorker(ThreadWorker):
         began = datetime.now()
         body: Any = None
         try:
-            body = self.wsgi(environ, resp.start_response)
-            if isinstance(body, environ["wsgi.file_wrapper"]):
-                resp.write_file(body)
-            else:
-                for chunk in body:
-                    resp.write(chunk)
-            resp.close()
+            try:
+                body = self.wsgi(environ, resp.start_response)
+                if isinstance(body, environ["wsgi.file_wrapper"]):
+                    resp.write_file(body)
+                else:
+                    for chunk in body:
+                        resp.write(chunk)
+                resp.close()
+            finally:
+                # Inside the outer try: a failing close() after a sent answer
+                # must cut the connection, not have an error page follow it.
+                self.log.access(resp, req, environ, datetime.now() - began)
+                if hasattr(body, "close"):
+                    body.close()
         except OSError:
             raise  # the client went away: gunicorn's handle() closes quietly
         except (Exception, SystemExit):
@@ -249,10 +256,6 @@ class EngineWorker(ThreadWorker):
             self.log.exception("Error handling request")
             util.close_graceful(conn.sock)
             raise StopIteration() from None
-        finally:
-            self.log.access(resp, req, environ, datetime.now() - began)
-            if hasattr(body, "close"):
-                body.close()
         return not resp.should_close()
 
     def accept(self, listener: Any) -> None:
