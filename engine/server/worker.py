@@ -180,6 +180,26 @@ def _body_consumed(parser: Any) -> bool:
     )
 
 
+#: Closing a connection whose request body the client is still sending: read
+#: and drop up to this much, for at most this long, before the close, so
+#: that the close does not reset the connection (RST) while the client has
+#: yet to read the answer (an error that ended an upload, e.g. a full disk
+#: during ``docker load``). gunicorn's own cap is 64 KiB.
+LINGER_MAX_BYTES = 64 << 20
+LINGER_SECONDS = 2.0
+
+
+class _Conn(TConn):
+    """gunicorn's connection, lingering longer on a graceful close (see ``LINGER_MAX_BYTES``)."""
+
+    def close(self, graceful: bool = False) -> None:
+        if not graceful:
+            super().close()
+            return
+        self.sock.setblocking(True)
+        util.close_graceful(self.sock, timeout=LINGER_SECONDS, max_drain=LINGER_MAX_BYTES)
+
+
 class EngineWorker(ThreadWorker):
     """gunicorn's gthread worker, adapted for the daemon (see module doc)."""
 
@@ -269,7 +289,7 @@ class EngineWorker(ThreadWorker):
         client_sock = _ConnSocket(client_sock.family, client_sock.type, client_sock.proto, client_sock.detach())
         client_sock.setblocking(True)
         cfg = self.plain_cfg if listener.family == socket.AF_UNIX else self.cfg
-        self.enqueue_req(TConn(cfg, client_sock, client_addr, listener.getsockname()))
+        self.enqueue_req(_Conn(cfg, client_sock, client_addr, listener.getsockname()))
 
 
 def _readable(sock: Any, timeout: float) -> bool:
