@@ -186,12 +186,11 @@ class ContainerService:
         self.index = TruncIndex()
         self._lock = threading.RLock()
         self.monitor = Monitor(self)
-        from engine.daemon import runtime
         from engine.shim.client import ForkServer
 
-        #: Launches the shims: a warm process with the shim and the driver imported (ARCHITECTURE §5).
-        self.shim_launcher = ForkServer(pythonpath=runtime.shim_pythonpath(exec_driver),
-                                        preload=[type(exec_driver).__module__])
+        #: Launches the shims: a warm process with the shim and the driver imported (ARCHITECTURE §5);
+        #: its ``pythonpath`` (where ``engine`` and the driver's package are) serves direct launches too.
+        self.shim_launcher = ForkServer(preload=[type(exec_driver).__module__])
         #: Attach connections waiting for a container to start, by container ID.
         self.pending_attach: dict[str, list[Any]] = {}
         #: Called with (container, request) to set up networking; issue 5's bridge hooks in here.

@@ -19,20 +19,6 @@ from engine.utils.fs import atomic_write
 LOG = logging.getLogger(__name__)
 
 
-def shim_pythonpath(driver: Any) -> list[str]:
-    """Directories that hold ``engine`` and the exec driver's package, for the
-    shim's ``python -S`` (which reads no site-packages)."""
-    import engine
-
-    paths = [os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))]
-    module = type(driver).__module__
-    top = __import__(module.split(".")[0])
-    pkg_dir = os.path.dirname(os.path.dirname(os.path.abspath(top.__file__)))
-    if pkg_dir not in paths:
-        paths.append(pkg_dir)
-    return paths
-
-
 def shim_spec(svc: Any, c: Container, cmd: Command) -> dict:
     log_cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
     return {
@@ -162,7 +148,7 @@ def start_container(svc: Any, c: Container) -> None:
             except FileNotFoundError:
                 pass
         pending = svc.pending_attach.pop(c.id, [])
-        result = shim.start_shim(c.root, spec, pythonpath=shim_pythonpath(svc.exec_driver), attachers=pending,
+        result = shim.start_shim(c.root, spec, pythonpath=svc.shim_launcher.pythonpath, attachers=pending,
                                  forkserver=svc.shim_launcher)
     except BaseException:
         for waiting in pending:  # their attach ends: nothing will run
