@@ -55,9 +55,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -105,8 +106,7 @@ class DaemonSpec:
     cwd: str = ""
 
 
-def engine_spec(extra_args: Sequence[str] = (), storage_driver: str = "vfs",
-                source: str | None = None) -> DaemonSpec:
+def engine_spec(extra_args: Sequence[str] = (), storage_driver: str = "vfs", source: str | None = None) -> DaemonSpec:
     """Our daemon: ``python -m engine.client.cli -d`` with its own root, socket, pidfile.
 
     :param storage_driver: given as ``-s`` (``vfs``, ``overlay``, ...).
@@ -120,12 +120,20 @@ def engine_spec(extra_args: Sequence[str] = (), storage_driver: str = "vfs",
         with open(config, "w") as fh:
             fh.write("{}\n")  # never read /etc/engine/daemon.json
         argv = [
-            sys.executable, "-m", "engine.client.cli", "-d",
-            "-H", f"unix://{sock}",
-            "-g", os.path.join(workdir, "root"),
-            "-p", os.path.join(workdir, "engine.pid"),
-            "-s", storage_driver,
-            "--config-file", config,
+            sys.executable,
+            "-m",
+            "engine.client.cli",
+            "-d",
+            "-H",
+            f"unix://{sock}",
+            "-g",
+            os.path.join(workdir, "root"),
+            "-p",
+            os.path.join(workdir, "engine.pid"),
+            "-s",
+            storage_driver,
+            "--config-file",
+            config,
             *extra_args,
         ]
         return argv, sock
@@ -133,8 +141,9 @@ def engine_spec(extra_args: Sequence[str] = (), storage_driver: str = "vfs",
     return DaemonSpec("engine", prepare, driver=storage_driver, data_root="root", cwd=source or "")
 
 
-def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
-                 storage_driver: str = "vfs", networking: bool = False) -> DaemonSpec:
+def dockerd_spec(
+    path: str = DOCKERD, extra_args: Sequence[str] = (), storage_driver: str = "vfs", networking: bool = False
+) -> DaemonSpec:
     """The reference: dockerd 20.10 starting its own containerd, all state in ``workdir``.
 
     Without ``--containerd`` dockerd 20.10 supervises its own containerd
@@ -160,8 +169,14 @@ def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
         (the default of 20.10, said explicitly).
     """
     if not os.access(path, os.X_OK):
-        return DaemonSpec("dockerd", lambda w: ([], ""), available=False,
-                          why_unavailable=f"{path} not found", driver=storage_driver, data_root="data")
+        return DaemonSpec(
+            "dockerd",
+            lambda w: ([], ""),
+            available=False,
+            why_unavailable=f"{path} not found",
+            driver=storage_driver,
+            data_root="data",
+        )
 
     def prepare(workdir: str) -> tuple[list[str], str]:
         sock = os.path.join(workdir, "docker.sock")
@@ -172,11 +187,16 @@ def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
             json.dump({"deprecated-key-path": os.path.join(workdir, "key.json")}, fh)
         argv = [
             path,
-            "--config-file", config,
-            "--data-root", os.path.join(workdir, "data"),
-            "--exec-root", os.path.join(workdir, "exec"),
-            "--pidfile", os.path.join(workdir, "docker.pid"),
-            "-H", f"unix://{sock}",
+            "--config-file",
+            config,
+            "--data-root",
+            os.path.join(workdir, "data"),
+            "--exec-root",
+            os.path.join(workdir, "exec"),
+            "--pidfile",
+            os.path.join(workdir, "docker.pid"),
+            "-H",
+            f"unix://{sock}",
             *([] if networking else ["--bridge=none", "--iptables=false", "--ip-masq=false"]),
             "--ip6tables=false",
             f"--storage-driver={storage_driver}",
@@ -184,8 +204,7 @@ def dockerd_spec(path: str = DOCKERD, extra_args: Sequence[str] = (),
         ]
         return argv, sock
 
-    return DaemonSpec("dockerd", prepare, hide=("/run", "/opt", "/etc/docker"),
-                      driver=storage_driver, data_root="data")
+    return DaemonSpec("dockerd", prepare, hide=("/run", "/opt", "/etc/docker"), driver=storage_driver, data_root="data")
 
 
 class DockerdChoice(NamedTuple):
@@ -256,7 +275,7 @@ def comm(pid: int) -> str:
 def _smaps_rollup(pid: int) -> dict[str, int]:
     """Rss/Pss/... of one process in KiB; summed from ``smaps`` on old kernels."""
     wanted = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem", "Swap")
-    found = {k: 0 for k in wanted}
+    found = dict.fromkeys(wanted, 0)
     for name in ("smaps_rollup", "smaps"):
         try:
             with open(f"/proc/{pid}/{name}") as fh:
@@ -289,8 +308,7 @@ class MemorySample:
         return self.pss_kib / 1024
 
     def to_json(self) -> dict[str, Any]:
-        return {"rss_mib": round(self.rss_mib, 2), "pss_mib": round(self.pss_mib, 2),
-                "processes": self.per_process}
+        return {"rss_mib": round(self.rss_mib, 2), "pss_mib": round(self.pss_mib, 2), "processes": self.per_process}
 
 
 def measure_memory(pids: Iterable[int]) -> MemorySample:
@@ -306,8 +324,16 @@ def measure_memory(pids: Iterable[int]) -> MemorySample:
         m = _smaps_rollup(pid)
         rss += m["Rss"]
         pss += m["Pss"]
-        per.append({"pid": pid, "comm": comm(pid), "rss_kib": m["Rss"], "pss_kib": m["Pss"],
-                    "pss_anon_kib": m["Pss_Anon"], "pss_file_kib": m["Pss_File"]})
+        per.append(
+            {
+                "pid": pid,
+                "comm": comm(pid),
+                "rss_kib": m["Rss"],
+                "pss_kib": m["Pss"],
+                "pss_anon_kib": m["Pss_Anon"],
+                "pss_file_kib": m["Pss_File"],
+            }
+        )
     return MemorySample(rss, pss, per)
 
 
@@ -384,8 +410,10 @@ def busy_before_bench(noisy_because: str = "") -> float:
     busy = cpu_busy(1.0)
     print(f"host: {os.cpu_count()} CPUs; {busy:.0%} busy with other work before the bench")
     if busy > BUSY_WARN:
-        print(f"WARNING: something else uses {busy:.0%} of the CPUs: the numbers will be noisy"
-              + (f" {noisy_because}" if noisy_because else ""))
+        print(
+            f"WARNING: something else uses {busy:.0%} of the CPUs: the numbers will be noisy"
+            + (f" {noisy_because}" if noisy_because else "")
+        )
     return busy
 
 
@@ -452,12 +480,13 @@ class NotifyListener:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no READY=1 on {self.path} after {timeout}s "
-                                   f"(got {[m.message for m in self.messages]})")
+                raise TimeoutError(
+                    f"no READY=1 on {self.path} after {timeout}s (got {[m.message for m in self.messages]})"
+                )
             self.sock.settimeout(left)
             try:
                 data, anc, _flags, _addr = self.sock.recvmsg(4096, credsize)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             at = time.monotonic_ns()
             pid = 0
@@ -556,8 +585,7 @@ class Daemon:
                     self.proc.wait(timeout)
                     took = time.monotonic() - t0
                 except subprocess.TimeoutExpired:
-                    print(f"  [{self.name}] did not stop in {timeout:.0f}s; killing its sandbox",
-                          file=sys.stderr)
+                    print(f"  [{self.name}] did not stop in {timeout:.0f}s; killing its sandbox", file=sys.stderr)
                     self._kill_init()
                     try:
                         self.proc.wait(10)
@@ -596,8 +624,7 @@ class Daemon:
         safe_rmtree(self.workdir)
 
 
-def start_daemon(spec: DaemonSpec, notify_socket: str | None = None,
-                 workdir: str | None = None) -> Daemon:
+def start_daemon(spec: DaemonSpec, notify_socket: str | None = None, workdir: str | None = None) -> Daemon:
     """Start ``spec`` in its own sandbox and a fresh work directory.
 
     Returns at once (the daemon is starting); pair with :meth:`Daemon.stop`
@@ -614,18 +641,35 @@ def start_daemon(spec: DaemonSpec, notify_socket: str | None = None,
         env["NOTIFY_SOCKET"] = notify_socket
     log_path = os.path.join(workdir, "daemon.log")
     stamp_r, stamp_w = os.pipe()
-    init = [sys.executable, "-I", "-S", str(Path(__file__).resolve()), "--sandbox-init",
-            "--stamp-fd", str(stamp_w)]
+    init = [sys.executable, "-I", "-S", str(Path(__file__).resolve()), "--sandbox-init", "--stamp-fd", str(stamp_w)]
     for path in spec.hide:
         init += ["--hide", path]
-    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc",
-           "--propagation", "private", *init, "--", *argv]
+    cmd = [
+        "unshare",
+        "--mount",
+        "--net",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        *init,
+        "--",
+        *argv,
+    ]
     with open(log_path, "ab") as log:
         spawn = time.monotonic_ns()
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, cwd=spec.cwd or str(REPO_ROOT), pass_fds=(stamp_w,),
-                                    start_new_session=True)  # our Ctrl-C must not reach it
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=spec.cwd or str(REPO_ROOT),
+                pass_fds=(stamp_w,),
+                start_new_session=True,
+            )  # our Ctrl-C must not reach it
         except BaseException:
             os.close(stamp_r)
             raise
@@ -645,8 +689,12 @@ def export_source(rev: str, paths: Sequence[str] = ("engine",)) -> str:
     """
     tmp = tempfile.mkdtemp(prefix="bench-src-")
     try:
-        archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", rev, "--", *paths],
-                                 capture_output=True, check=True, timeout=60).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", rev, "--", *paths],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True, timeout=60)
         return tmp
     except BaseException:
@@ -658,8 +706,13 @@ def export_source(rev: str, paths: Sequence[str] = ("engine",)) -> str:
 
 def git_rev(rev: str) -> str:
     """The full commit hash of ``rev``."""
-    return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
-                          capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.strip()
 
 
 def stop_all() -> None:
@@ -762,10 +815,12 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: st
 
 def _git_rev() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain"],
-                               capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -803,8 +858,12 @@ def write_json(data: dict[str, Any], bench: str, path: str | None = None) -> str
         path = str(RESULTS_DIR / f"{bench}-{stamp}.json")
     else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    record = {"bench": bench, "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "host": host_info(), **data}
+    record = {
+        "bench": bench,
+        "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": host_info(),
+        **data,
+    }
     with open(path, "w") as fh:
         json.dump(record, fh, indent=2, sort_keys=False, default=str)
         fh.write("\n")

@@ -48,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
+import _common as C
 
 # The targets of the issue, printed next to the results.
 TARGET_READY_S = 1.0
@@ -112,7 +112,7 @@ class RawClient:
         while (end := self.buf.find(b"\r\n")) < 0:
             self._fill()
         line = bytes(self.buf[:end])
-        del self.buf[:end + 2]
+        del self.buf[: end + 2]
         return line
 
     def _take(self, n: int) -> bytes:
@@ -131,7 +131,7 @@ class RawClient:
         while (end := self.buf.find(b"\r\n\r\n")) < 0:
             self._fill()
         head = bytes(self.buf[:end]).split(b"\r\n")
-        del self.buf[:end + 4]
+        del self.buf[: end + 4]
         parts = head[0].split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
             raise HTTPError(f"bad status line {head[0]!r}")
@@ -217,8 +217,15 @@ def _client_process(path: str, conn: Connection) -> None:
                 lat.append(last - t0)
             else:
                 errors += 1
-        conn.send({"lat": lat.tobytes(), "errors": errors, "last_ns": last, "connects": client.connects,
-                   "cpu_s": time.process_time() - cpu0})
+        conn.send(
+            {
+                "lat": lat.tobytes(),
+                "errors": errors,
+                "last_ns": last,
+                "connects": client.connects,
+                "cpu_s": time.process_time() - cpu0,
+            }
+        )
     except BaseException as exc:  # the parent reports it
         try:
             conn.send({"fatal": repr(exc)})
@@ -253,13 +260,22 @@ class LoadResult:
         return self.cpu_s / self.requests * 1e6 if self.requests else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        return {"clients": self.clients, "requests": self.requests, "errors": self.errors,
-                "seconds": round(self.seconds, 3), "req_per_s": round(self.rps, 1),
-                "p50_us": round(self.p50_us, 1), "p90_us": round(self.p90_us, 1),
-                "p99_us": round(self.p99_us, 1), "max_us": round(self.max_us, 1),
-                "connections": self.connects, "daemon_cpu_s": round(self.cpu_s, 3),
-                "clients_cpu_s": round(self.clients_cpu_s, 3), "other_cpu_busy": round(self.other_busy, 3),
-                "daemon_cpu_us_per_req": round(self.cpu_us_per_req, 1)}
+        return {
+            "clients": self.clients,
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "req_per_s": round(self.rps, 1),
+            "p50_us": round(self.p50_us, 1),
+            "p90_us": round(self.p90_us, 1),
+            "p99_us": round(self.p99_us, 1),
+            "max_us": round(self.max_us, 1),
+            "connections": self.connects,
+            "daemon_cpu_s": round(self.cpu_s, 3),
+            "clients_cpu_s": round(self.clients_cpu_s, 3),
+            "other_cpu_busy": round(self.other_busy, 3),
+            "daemon_cpu_us_per_req": round(self.cpu_us_per_req, 1),
+        }
 
 
 def run_load(daemon: C.Daemon, clients: int, seconds: float) -> LoadResult:
@@ -273,7 +289,7 @@ def run_load(daemon: C.Daemon, clients: int, seconds: float) -> LoadResult:
             proc.start()
             child_end.close()
             procs.append((proc, parent_end))
-        for proc, pipe in procs:
+        for _proc, pipe in procs:
             if not pipe.poll(30):
                 raise RuntimeError("a load client did not connect in 30 s")
             msg = pipe.recv()
@@ -314,12 +330,29 @@ def run_load(daemon: C.Daemon, clients: int, seconds: float) -> LoadResult:
     # disturbs the comparison: measured, so that a noisy run shows.
     busy = (all1 - all0 - (idle1 - idle0)) / C.CLK_TCK
     other = max(0.0, busy - daemon_cpu - clients_cpu) / max(1e-9, (all1 - all0) / C.CLK_TCK)
-    us = [v / 1000 for v in (C.percentile(ordered, 50), C.percentile(ordered, 90),
-                             C.percentile(ordered, 99), ordered[-1] if ordered else float("nan"))]
-    return LoadResult(clients=clients, requests=len(lat), errors=sum(r["errors"] for r in results),
-                      seconds=(last - start) / 1e9, p50_us=us[0], p90_us=us[1], p99_us=us[2], max_us=us[3],
-                      connects=sum(r["connects"] for r in results), cpu_s=daemon_cpu,
-                      clients_cpu_s=clients_cpu, other_busy=other)
+    us = [
+        v / 1000
+        for v in (
+            C.percentile(ordered, 50),
+            C.percentile(ordered, 90),
+            C.percentile(ordered, 99),
+            ordered[-1] if ordered else float("nan"),
+        )
+    ]
+    return LoadResult(
+        clients=clients,
+        requests=len(lat),
+        errors=sum(r["errors"] for r in results),
+        seconds=(last - start) / 1e9,
+        p50_us=us[0],
+        p90_us=us[1],
+        p99_us=us[2],
+        max_us=us[3],
+        connects=sum(r["connects"] for r in results),
+        cpu_s=daemon_cpu,
+        clients_cpu_s=clients_cpu,
+        other_busy=other,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -364,12 +397,17 @@ def start_and_wait(spec: C.DaemonSpec, timeout: float = 60.0) -> tuple[C.Daemon,
         exec_ns = d.read_exec_stamp()
         if exec_ns is None:
             raise RuntimeError("sandbox init wrote no exec stamp")
-        return daemon, listener, StartResult(
-            ready_s=(note.at_ns - exec_ns) / 1e9,
-            ready_from_spawn_s=(note.at_ns - d.spawn_ns) / 1e9,
-            first_ping_s=(first_ping_ns - exec_ns) / 1e9,
-            stop_s=None,
-            notify=[f"pid {m.pid}: {m.message!r}" for m in listener.messages])
+        return (
+            daemon,
+            listener,
+            StartResult(
+                ready_s=(note.at_ns - exec_ns) / 1e9,
+                ready_from_spawn_s=(note.at_ns - d.spawn_ns) / 1e9,
+                first_ping_s=(first_ping_ns - exec_ns) / 1e9,
+                stop_s=None,
+                notify=[f"pid {m.pid}: {m.message!r}" for m in listener.messages],
+            ),
+        )
     except BaseException:
         if daemon is not None:
             daemon.stop()
@@ -399,8 +437,11 @@ def measure_starts(specs: list[C.DaemonSpec], reps: int) -> dict[str, list[Start
             daemon, listener, res = start_and_wait(spec)
             res.stop_s = stop_and_clean(daemon, listener)
             out[spec.name].append(res)
-            print(f"  start {i + 1}/{reps} {spec.name:8s} ready {res.ready_s * 1000:7.1f} ms  "
-                  f"first ping {res.first_ping_s * 1000:7.1f} ms  stop {res.stop_s or 0:.2f} s", flush=True)
+            print(
+                f"  start {i + 1}/{reps} {spec.name:8s} ready {res.ready_s * 1000:7.1f} ms  "
+                f"first ping {res.first_ping_s * 1000:7.1f} ms  stop {res.stop_s or 0:.2f} s",
+                flush=True,
+            )
     return out
 
 
@@ -409,7 +450,7 @@ def measure_starts(specs: list[C.DaemonSpec], reps: int) -> dict[str, list[Start
 
 
 def measure_daemon(spec: C.DaemonSpec, seconds: float, clients: int, idle: float) -> dict[str, Any]:
-    daemon, listener, start = start_and_wait(spec)
+    daemon, listener, _start = start_and_wait(spec)
     try:
         time.sleep(idle)  # let start-up garbage and lazy threads settle
         tree = daemon.tree()
@@ -419,18 +460,27 @@ def measure_daemon(spec: C.DaemonSpec, seconds: float, clients: int, idle: float
             "processes": [{"pid": p, "comm": C.comm(p), "threads": C.thread_count(p)} for p in tree],
             "idle": {"tree": C.measure_memory(tree).to_json(), "main": C.measure_memory([main]).to_json()},
         }
-        procs = ", ".join(f"{p['comm']}[{p['pid']}] {p['rss_kib'] / 1024:.1f}/{p['pss_kib'] / 1024:.1f}"
-                          for p in out["idle"]["tree"]["processes"])
-        print(f"  {spec.name}: idle RSS/PSS MiB: tree {out['idle']['tree']['rss_mib']:.1f}/"
-              f"{out['idle']['tree']['pss_mib']:.1f} ({procs})", flush=True)
+        procs = ", ".join(
+            f"{p['comm']}[{p['pid']}] {p['rss_kib'] / 1024:.1f}/{p['pss_kib'] / 1024:.1f}"
+            for p in out["idle"]["tree"]["processes"]
+        )
+        print(
+            f"  {spec.name}: idle RSS/PSS MiB: tree {out['idle']['tree']['rss_mib']:.1f}/"
+            f"{out['idle']['tree']['pss_mib']:.1f} ({procs})",
+            flush=True,
+        )
         single = run_load(daemon, 1, seconds)
-        print(f"  {spec.name}: 1 client   {single.rps:9.0f} req/s  p50 {single.p50_us:7.1f} us  "
-              f"p99 {single.p99_us:7.1f} us  errors {single.errors}  other work {single.other_busy:.0%}",
-              flush=True)
+        print(
+            f"  {spec.name}: 1 client   {single.rps:9.0f} req/s  p50 {single.p50_us:7.1f} us  "
+            f"p99 {single.p99_us:7.1f} us  errors {single.errors}  other work {single.other_busy:.0%}",
+            flush=True,
+        )
         multi = run_load(daemon, clients, seconds)
-        print(f"  {spec.name}: {clients} clients {multi.rps:9.0f} req/s  p50 {multi.p50_us:7.1f} us  "
-              f"p99 {multi.p99_us:7.1f} us  errors {multi.errors}  other work {multi.other_busy:.0%}",
-              flush=True)
+        print(
+            f"  {spec.name}: {clients} clients {multi.rps:9.0f} req/s  p50 {multi.p50_us:7.1f} us  "
+            f"p99 {multi.p99_us:7.1f} us  errors {multi.errors}  other work {multi.other_busy:.0%}",
+            flush=True,
+        )
         time.sleep(1.0)
         tree = daemon.tree()
         out["after_load"] = {"tree": C.measure_memory(tree).to_json(), "main": C.measure_memory([main]).to_json()}
@@ -453,8 +503,9 @@ def measure_daemon(spec: C.DaemonSpec, seconds: float, clients: int, idle: float
 _fmt = C.fmt_number
 
 
-def summarize(names: list[str], starts: dict[str, list[StartResult]], runs: dict[str, dict[str, Any]],
-              clients: int) -> tuple[list[list[str]], dict[str, Any]]:
+def summarize(
+    names: list[str], starts: dict[str, list[StartResult]], runs: dict[str, dict[str, Any]], clients: int
+) -> tuple[list[list[str]], dict[str, Any]]:
     """The table rows and the JSON summary."""
     summary: dict[str, Any] = {}
     for name in names:
@@ -463,12 +514,17 @@ def summarize(names: list[str], starts: dict[str, list[StartResult]], runs: dict
         spawn = [s.ready_from_spawn_s for s in starts[name]]
         r = runs[name]
         summary[name] = {
-            "ready_median_s": C.median(ready), "ready_min_s": min(ready),
+            "ready_median_s": C.median(ready),
+            "ready_min_s": min(ready),
             "ready_from_spawn_median_s": C.median(spawn),
-            "first_ping_median_s": C.median(first), "first_ping_min_s": min(first),
-            "ping_1_rps": r["ping_1"]["req_per_s"], "ping_multi_rps": r["ping_multi"]["req_per_s"],
-            "idle_tree_rss_mib": r["idle"]["tree"]["rss_mib"], "idle_tree_pss_mib": r["idle"]["tree"]["pss_mib"],
-            "idle_main_rss_mib": r["idle"]["main"]["rss_mib"], "idle_main_pss_mib": r["idle"]["main"]["pss_mib"],
+            "first_ping_median_s": C.median(first),
+            "first_ping_min_s": min(first),
+            "ping_1_rps": r["ping_1"]["req_per_s"],
+            "ping_multi_rps": r["ping_multi"]["req_per_s"],
+            "idle_tree_rss_mib": r["idle"]["tree"]["rss_mib"],
+            "idle_tree_pss_mib": r["idle"]["tree"]["pss_mib"],
+            "idle_main_rss_mib": r["idle"]["main"]["rss_mib"],
+            "idle_main_pss_mib": r["idle"]["main"]["pss_mib"],
         }
     eng = summary.get("engine")
     ref = summary.get("dockerd")
@@ -493,26 +549,42 @@ def summarize(names: list[str], starts: dict[str, list[StartResult]], runs: dict
     for key, label in (("ping_1", "1 client"), ("ping_multi", f"{clients} clients")):
         beats = (runs["engine"][key]["req_per_s"] >= runs["dockerd"][key]["req_per_s"]) if ref else None
         add(f"ping {label}: req/s", ping(key, "req_per_s"), target=">= dockerd" if ref else "", ok=beats)
-        add(f"ping {label}: p50 / p99 us",
-            lambda n, k=key: f"{_fmt(runs[n][k]['p50_us'])} / {_fmt(runs[n][k]['p99_us'])}")
+        add(
+            f"ping {label}: p50 / p99 us",
+            lambda n, k=key: f"{_fmt(runs[n][k]['p50_us'])} / {_fmt(runs[n][k]['p99_us'])}",
+        )
         add(f"ping {label}: daemon CPU us/req", ping(key, "daemon_cpu_us_per_req", 1))
         add(f"ping {label}: errors", ping(key, "errors"))
         add(f"ping {label}: other work, % of CPUs", lambda n, k=key: _fmt(runs[n][k]["other_cpu_busy"] * 100, 0))
-    add("ready (exec -> READY=1) median / min ms",
+    add(
+        "ready (exec -> READY=1) median / min ms",
         lambda n: f"{_fmt(summary[n]['ready_median_s'] * 1000)} / {_fmt(summary[n]['ready_min_s'] * 1000)}",
-        target=f"< {TARGET_READY_S * 1000:.0f}", ok=eng["ready_median_s"] < TARGET_READY_S if eng else None)
-    add("first /_ping after exec median / min ms",
-        lambda n: f"{_fmt(summary[n]['first_ping_median_s'] * 1000)} / {_fmt(summary[n]['first_ping_min_s'] * 1000)}")
+        target=f"< {TARGET_READY_S * 1000:.0f}",
+        ok=eng["ready_median_s"] < TARGET_READY_S if eng else None,
+    )
+    add(
+        "first /_ping after exec median / min ms",
+        lambda n: f"{_fmt(summary[n]['first_ping_median_s'] * 1000)} / {_fmt(summary[n]['first_ping_min_s'] * 1000)}",
+    )
     add("ready incl. sandbox set-up, median ms", lambda n: _fmt(summary[n]["ready_from_spawn_median_s"] * 1000))
-    add("stop (SIGTERM -> gone), median s",
-        lambda n: _fmt(C.median([s.stop_s for s in starts[n] if s.stop_s is not None]), 2))
+    add(
+        "stop (SIGTERM -> gone), median s",
+        lambda n: _fmt(C.median([s.stop_s for s in starts[n] if s.stop_s is not None]), 2),
+    )
     for when, label in (("idle", "idle"), ("after_load", "after load")):
         rss_ok = runs["engine"][when]["tree"]["rss_mib"] < TARGET_IDLE_RSS_MIB if when == "idle" else None
-        add(f"{label} RSS MiB", lambda n, w=when: _fmt(runs[n][w]["main" if n == "dockerd" else "tree"]["rss_mib"]),
+        add(
+            f"{label} RSS MiB",
+            lambda n, w=when: _fmt(runs[n][w]["main" if n == "dockerd" else "tree"]["rss_mib"]),
             lambda n, w=when: _fmt(runs[n][w]["tree"]["rss_mib"]),
-            target=f"< {TARGET_IDLE_RSS_MIB:.0f}" if when == "idle" else "", ok=rss_ok)
-        add(f"{label} PSS MiB", lambda n, w=when: _fmt(runs[n][w]["main" if n == "dockerd" else "tree"]["pss_mib"]),
-            lambda n, w=when: _fmt(runs[n][w]["tree"]["pss_mib"]))
+            target=f"< {TARGET_IDLE_RSS_MIB:.0f}" if when == "idle" else "",
+            ok=rss_ok,
+        )
+        add(
+            f"{label} PSS MiB",
+            lambda n, w=when: _fmt(runs[n][w]["main" if n == "dockerd" else "tree"]["pss_mib"]),
+            lambda n, w=when: _fmt(runs[n][w]["tree"]["pss_mib"]),
+        )
     return rows, summary
 
 
@@ -524,8 +596,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=3.0, help="idle seconds before the memory sample (default 3)")
     ap.add_argument("--no-dockerd", action="store_true", help="measure our daemon only")
     ap.add_argument("--dockerd", default=C.DOCKERD, help=f"reference dockerd binary (default {C.DOCKERD})")
-    ap.add_argument("--engine-arg", action="append", default=[],
-                    help="extra flag for our daemon (repeatable), e.g. --engine-arg=-b=none")
+    ap.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        help="extra flag for our daemon (repeatable), e.g. --engine-arg=-b=none",
+    )
     ap.add_argument("--json", metavar="PATH", help="where to write the JSON (default bench/results/api-<time>.json)")
     args = ap.parse_args(argv)
 
@@ -552,21 +628,34 @@ def main(argv: list[str] | None = None) -> int:
 
     busy_after = C.busy_after_bench()
     rows, summary = summarize(names, starts, runs, args.clients)
-    headers = ["metric", "engine"] + (["dockerd", "dockerd+containerd"] if "dockerd" in names else []) \
+    headers = (
+        ["metric", "engine"]
+        + (["dockerd", "dockerd+containerd"] if "dockerd" in names else [])
         + ["target (engine)", ""]
+    )
     C.print_table(headers, rows, title="Results (engine memory = gunicorn master + worker)")
     if note:
         print(f"\nnote: {note}")
-    path = C.write_json({
-        "params": {"seconds": args.seconds, "clients": args.clients, "reps": args.reps, "idle_s": args.idle,
-                   "engine_args": args.engine_arg, "dockerd": None if "dockerd" not in names else args.dockerd},
-        "note": note or None,
-        "other_cpu_busy": {"before": round(busy_before, 3), "after": round(busy_after, 3)},
-        "targets": {"ping": ">= dockerd", "ready_s": TARGET_READY_S, "idle_rss_mib": TARGET_IDLE_RSS_MIB},
-        "summary": summary,
-        "starts": {n: [s.__dict__ for s in starts[n]] for n in names},
-        "runs": runs,
-    }, "api", args.json)
+    path = C.write_json(
+        {
+            "params": {
+                "seconds": args.seconds,
+                "clients": args.clients,
+                "reps": args.reps,
+                "idle_s": args.idle,
+                "engine_args": args.engine_arg,
+                "dockerd": None if "dockerd" not in names else args.dockerd,
+            },
+            "note": note or None,
+            "other_cpu_busy": {"before": round(busy_before, 3), "after": round(busy_after, 3)},
+            "targets": {"ping": ">= dockerd", "ready_s": TARGET_READY_S, "idle_rss_mib": TARGET_IDLE_RSS_MIB},
+            "summary": summary,
+            "starts": {n: [s.__dict__ for s in starts[n]] for n in names},
+            "runs": runs,
+        },
+        "api",
+        args.json,
+    )
     print(f"\nJSON: {path}")
     return 0
 

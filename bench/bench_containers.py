@@ -105,13 +105,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-import bench_api as A  # noqa: E402  (start_and_wait / stop_and_clean)
+import _common as C
+import bench_api as A
 
 #: dockerd 20.10's API version: both daemons answer in the same shape.
 API = "/v1.41"
@@ -165,8 +166,14 @@ class Api:
             self._conn.close()
             self._conn = None
 
-    def call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,),
-             conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        expect: tuple[int, ...] = (200,),
+        conn: http.client.HTTPConnection | None = None,
+    ) -> tuple[int, bytes]:
         """One request, the answer read to its end.
 
         :raises BenchError: if the status is not in ``expect``.
@@ -193,9 +200,17 @@ class Api:
 
 def create_body(cmd: list[str], auto_remove: bool) -> dict[str, Any]:
     """What ``docker run --net none`` sends, without the attach flags (nothing is attached)."""
-    return {"Image": IMAGE, "Cmd": cmd, "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
-            "Tty": False, "OpenStdin": False, "StdinOnce": False,
-            "HostConfig": {"AutoRemove": auto_remove, "NetworkMode": "none"}}
+    return {
+        "Image": IMAGE,
+        "Cmd": cmd,
+        "AttachStdin": False,
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "Tty": False,
+        "OpenStdin": False,
+        "StdinOnce": False,
+        "HostConfig": {"AutoRemove": auto_remove, "NetworkMode": "none"},
+    }
 
 
 @dataclass
@@ -285,8 +300,13 @@ class Cli:
         os.makedirs(config_dir, exist_ok=True)
         # A minimal environment: no DOCKER_CONTEXT, DOCKER_API_VERSION, proxies
         # or ~/.docker of whoever runs the bench; only the unix socket is dialled.
-        self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": config_dir, "LANG": "C.UTF-8",
-                    "DOCKER_HOST": f"unix://{daemon.socket_path}", "DOCKER_CONFIG": config_dir}
+        self.env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": config_dir,
+            "LANG": "C.UTF-8",
+            "DOCKER_HOST": f"unix://{daemon.socket_path}",
+            "DOCKER_CONFIG": config_dir,
+        }
 
     def run(self, *args: str, timeout: float = 300.0) -> tuple[float, str]:
         """Run ``docker <args>``; (wall seconds, stdout).
@@ -295,14 +315,19 @@ class Cli:
         """
         t0 = time.perf_counter_ns()
         try:
-            proc = subprocess.run([self.binary, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=timeout)
+            proc = subprocess.run(
+                [self.binary, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
-            raise BenchError(f"{self.daemon.name}: docker {' '.join(args)[:200]} did not finish in {timeout:g} s")
+            raise BenchError(
+                f"{self.daemon.name}: docker {' '.join(args)[:200]} did not finish in {timeout:g} s"
+            ) from None
         wall = (time.perf_counter_ns() - t0) / 1e9
         if proc.returncode != 0:
-            raise BenchError(f"{self.daemon.name}: docker {' '.join(args)[:200]} exited {proc.returncode}: "
-                             f"{proc.stderr.decode(errors='replace')[-800:]}")
+            raise BenchError(
+                f"{self.daemon.name}: docker {' '.join(args)[:200]} exited {proc.returncode}: "
+                f"{proc.stderr.decode(errors='replace')[-800:]}"
+            )
         return wall, proc.stdout.decode(errors="replace")
 
 
@@ -496,14 +521,21 @@ def check_cgroups(parents: list[CgroupParent], ids: dict[str, set[str]], wait: f
     all_ids = {cid: name for name, group in ids.items() for cid in group}
 
     def leftovers() -> list[tuple[str, str]]:
-        return [(os.path.join(p.path, cid), all_ids[cid]) for p in parents for cid in _child_dirs(p.path)
-                if cid in all_ids]
+        return [
+            (os.path.join(p.path, cid), all_ids[cid]) for p in parents for cid in _child_dirs(p.path) if cid in all_ids
+        ]
 
     deadline = time.monotonic() + wait
     while leftovers() and time.monotonic() < deadline:
         time.sleep(0.2)
-    report: dict[str, Any] = {"leftover": [], "removed": [], "busy": [], "parents_removed": [],
-                              "parents_kept": [], "other_new_children": {}}
+    report: dict[str, Any] = {
+        "leftover": [],
+        "removed": [],
+        "busy": [],
+        "parents_removed": [],
+        "parents_kept": [],
+        "other_new_children": {},
+    }
     for path, owner in leftovers():
         entry = {"path": path, "daemon": owner}
         report["leftover"].append(entry)
@@ -574,7 +606,7 @@ class Side:
 def take_turns(sides: Sequence[Side], rounds: int) -> Iterator[tuple[int, Side]]:
     """(round, side) in the order A B, B A, A B ...: drift on the machine hits both alike."""
     for i in range(rounds):
-        for side in (sides if i % 2 == 0 else list(sides)[::-1]):
+        for side in sides if i % 2 == 0 else list(sides)[::-1]:
             yield i, side
 
 
@@ -604,8 +636,7 @@ def stats_ms(values: Sequence[float]) -> dict[str, float]:
     s = sorted(values)
     if not s:
         return {"n": 0}
-    return {"n": len(s), "median": C.median(s), "min": s[0], "p90": C.percentile(s, 90), "max": s[-1],
-            "sum": sum(s)}
+    return {"n": len(s), "median": C.median(s), "min": s[0], "p90": C.percentile(s, 90), "max": s[-1], "sum": sum(s)}
 
 
 # --------------------------------------------------------------------------
@@ -617,8 +648,11 @@ def phase_run_rm(sides: list[Side], reps: int, tmp: str) -> None:
     for side in sides:  # untimed warm-up: first-use costs (imports, caches) are not what is compared
         side.out["warmup_cli_ms"] = cli_run_rm(side, tmp) * 1000
         side.out["warmup_api_ms"] = raw_run_rm(side.api).total_ms
-        print(f"  warm-up {side.name:8s} CLI {side.out['warmup_cli_ms']:7.1f} ms  API "
-              f"{side.out['warmup_api_ms']:7.1f} ms", flush=True)
+        print(
+            f"  warm-up {side.name:8s} CLI {side.out['warmup_cli_ms']:7.1f} ms  API "
+            f"{side.out['warmup_api_ms']:7.1f} ms",
+            flush=True,
+        )
     window = CpuWindow([s.daemon for s in sides])
     cli: dict[str, list[float]] = {s.name: [] for s in sides}
     for _i, side in take_turns(sides, reps):
@@ -639,8 +673,11 @@ def phase_run_rm(sides: list[Side], reps: int, tmp: str) -> None:
         side.out["run_rm_cpu"] = {"cli": cpu_cli, "api": cpu_raw}
         c = stats_ms(cli[side.name])
         r = stats_ms([x.total_ms for x in raw[side.name]])
-        print(f"  run --rm {side.name:8s} CLI median {c['median']:7.1f} ms (min {c['min']:.1f}, p90 {c['p90']:.1f})"
-              f"   API median {r['median']:7.1f} ms (min {r['min']:.1f}, p90 {r['p90']:.1f})", flush=True)
+        print(
+            f"  run --rm {side.name:8s} CLI median {c['median']:7.1f} ms (min {c['min']:.1f}, p90 {c['p90']:.1f})"
+            f"   API median {r['median']:7.1f} ms (min {r['min']:.1f}, p90 {r['p90']:.1f})",
+            flush=True,
+        )
     print(f"  other work: {max(cpu_cli['other_busy'], cpu_raw['other_busy']):.0%} of the CPUs", flush=True)
 
 
@@ -658,8 +695,11 @@ def phase_starts(sides: list[Side], starts: int, extra: int, start_extra: bool, 
         side.out["run_d_cli_ms"] = walls[side.name]
         side.out["run_d_cpu"] = cpu
         s = stats_ms(walls[side.name])
-        print(f"  {starts} x run -d {side.name:8s} total {s['sum'] / 1000:6.2f} s  median {s['median']:7.1f} ms  "
-              f"p90 {s['p90']:7.1f} ms  other work {cpu['other_busy']:.0%}", flush=True)
+        print(
+            f"  {starts} x run -d {side.name:8s} total {s['sum'] / 1000:6.2f} s  median {s['median']:7.1f} ms  "
+            f"p90 {s['p90']:7.1f} ms  other work {cpu['other_busy']:.0%}",
+            flush=True,
+        )
     extras: dict[str, list[RawStart]] = {s.name: [] for s in sides}
     for _i, side in take_turns(sides, extra):
         sample = raw_create_start(side.api, ["sleep", str(sleep)], start_extra)
@@ -671,14 +711,20 @@ def phase_starts(sides: list[Side], starts: int, extra: int, start_extra: bool, 
         side.out["extra"] = [asdict(x) for x in extras[side.name]]
         cr = stats_ms([x.create_ms for x in extras[side.name]])
         st = stats_ms([x.start_ms for x in extras[side.name]]) if start_extra else None
-        print(f"  {extra} more via API {side.name:8s} create median {cr.get('median', 0):7.1f} ms"
-              + (f"  start median {st['median']:7.1f} ms" if st else " (created only)"), flush=True)
+        print(
+            f"  {extra} more via API {side.name:8s} create median {cr.get('median', 0):7.1f} ms"
+            + (f"  start median {st['median']:7.1f} ms" if st else " (created only)"),
+            flush=True,
+        )
     elapsed = time.monotonic() - first_start
     for side in sides:
         side.out["extra_raw"] = extras[side.name]  # dropped from the JSON later; kept for the breakdown
     if start_extra and elapsed > sleep * 0.8:
-        print(f"  WARNING: the starts took {elapsed:.0f} s; the first containers exit after {sleep} s "
-              "(use --sleep to give them longer)", flush=True)
+        print(
+            f"  WARNING: the starts took {elapsed:.0f} s; the first containers exit after {sleep} s "
+            "(use --sleep to give them longer)",
+            flush=True,
+        )
 
 
 def count_lines(out: str) -> int:
@@ -692,8 +738,9 @@ def phase_ps(sides: list[Side], reps: int, total: int, all_: bool) -> None:
     for side in sides:  # warm-up, and the check that the daemon holds what it should
         wall, out = side.cli.run(*args)
         if count_lines(out) != total:
-            raise BenchError(f"{side.name}: docker {' '.join(args)} lists {count_lines(out)} containers, "
-                             f"expected {total}")
+            raise BenchError(
+                f"{side.name}: docker {' '.join(args)} lists {count_lines(out)} containers, expected {total}"
+            )
         side.out["ps_warmup_ms"] = wall * 1000
     window = CpuWindow([s.daemon for s in sides])
     cli: dict[str, list[float]] = {s.name: [] for s in sides}
@@ -724,8 +771,11 @@ def phase_ps(sides: list[Side], reps: int, total: int, all_: bool) -> None:
         side.out["ps_api_bytes"] = len(bodies[side.name][-1])
         side.out["ps_cpu"] = {"cli": cpu_cli, "api": cpu_raw}
         c, r = stats_ms(cli[side.name]), stats_ms(raw[side.name])
-        print(f"  {' '.join(args)} ({total}) {side.name:8s} CLI median {c['median']:7.1f} ms  "
-              f"GET /containers/json median {r['median']:7.1f} ms ({side.out['ps_api_bytes']:,} bytes)", flush=True)
+        print(
+            f"  {' '.join(args)} ({total}) {side.name:8s} CLI median {c['median']:7.1f} ms  "
+            f"GET /containers/json median {r['median']:7.1f} ms ({side.out['ps_api_bytes']:,} bytes)",
+            flush=True,
+        )
 
 
 def find_shims(side: Side) -> list[dict[str, Any]]:
@@ -741,8 +791,9 @@ def find_shims(side: Side) -> list[dict[str, Any]]:
         if init is None:
             raise BenchError(f"{side.name}: the init of {cid[:12]} (sandbox PID {state.get('Pid')}) is not found")
         shim = parent_pid(init)
-        found.append({"id": cid, "init_pid": init, "shim_pid": shim, "shim_comm": C.comm(shim),
-                      "shim_cmd": cmdline(shim)[:200]})
+        found.append(
+            {"id": cid, "init_pid": init, "shim_pid": shim, "shim_comm": C.comm(shim), "shim_cmd": cmdline(shim)[:200]}
+        )
     return found
 
 
@@ -775,10 +826,12 @@ def phase_memory(sides: list[Side], settle: float, idle_cpu: float) -> None:
             WATCHED_PARENTS.append(CgroupParent(path, True, _child_dirs(path) - side.ids))
         rss = stats_ms([s["rss_kib"] / 1024 for s in shims])
         pss = stats_ms([s["pss_kib"] / 1024 for s in shims])
-        print(f"  shims {side.name:8s} ({len(shims)}): RSS median {rss['median']:5.2f} MiB (min {rss['min']:.2f}, "
-              f"max {rss['max']:.2f})  PSS median {pss['median']:5.2f} MiB  sum RSS {mem.rss_mib:7.1f} / PSS "
-              f"{mem.pss_mib:7.1f} MiB  daemon tree RSS {side.out['tree_with_containers']['rss_mib']:.1f} MiB",
-              flush=True)
+        print(
+            f"  shims {side.name:8s} ({len(shims)}): RSS median {rss['median']:5.2f} MiB (min {rss['min']:.2f}, "
+            f"max {rss['max']:.2f})  PSS median {pss['median']:5.2f} MiB  sum RSS {mem.rss_mib:7.1f} / PSS "
+            f"{mem.pss_mib:7.1f} MiB  daemon tree RSS {side.out['tree_with_containers']['rss_mib']:.1f} MiB",
+            flush=True,
+        )
     # Idle CPU: nothing is asked of any daemon; their trees and the shims are measured.
     trees = {s.name: s.daemon.tree() for s in sides}
     shim_pids = {s.name: [x["shim_pid"] for x in s.out["shims"]] for s in sides}
@@ -788,8 +841,11 @@ def phase_memory(sides: list[Side], settle: float, idle_cpu: float) -> None:
         n = side.name
         d_ns = cpu_ns(trees[n]) - t0[n][0]
         s_ns = cpu_ns(shim_pids[n]) - t0[n][1]
-        side.out["idle_cpu"] = {"seconds": idle_cpu, "daemon_ms_per_s": d_ns / 1e6 / idle_cpu,
-                                "shims_ms_per_s": s_ns / 1e6 / idle_cpu}
+        side.out["idle_cpu"] = {
+            "seconds": idle_cpu,
+            "daemon_ms_per_s": d_ns / 1e6 / idle_cpu,
+            "shims_ms_per_s": s_ns / 1e6 / idle_cpu,
+        }
 
 
 def parse_rfc3339_ns(text: str) -> int | None:
@@ -820,10 +876,14 @@ def start_breakdown(side: Side) -> dict[str, Any] | None:
             continue
         if started is None:
             continue
-        rows.append({"before_launch_ms": (launched - s.start_sent_ns) / 1e6,
-                     "launch_to_exec_ms": (started - launched) / 1e6,
-                     "exec_to_answer_ms": (s.start_done_ns - started) / 1e6,
-                     "start_ms": s.start_ms})
+        rows.append(
+            {
+                "before_launch_ms": (launched - s.start_sent_ns) / 1e6,
+                "launch_to_exec_ms": (started - launched) / 1e6,
+                "exec_to_answer_ms": (s.start_done_ns - started) / 1e6,
+                "start_ms": s.start_ms,
+            }
+        )
     if not rows:
         return None
     return {"n": len(rows), **{k: C.median([r[k] for r in rows]) for k in rows[0]}}
@@ -838,7 +898,7 @@ def shim_import_floor(source: str | None, reps: int = 5) -> dict[str, float] | N
         from engine.shim.client import default_pythonpath
 
         pythonpath = default_pythonpath("engine_exec_native.driver")
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:
         return None
     if source:
         pythonpath = [source] + pythonpath[1:]  # the first entry is where `engine` was found
@@ -846,8 +906,15 @@ def shim_import_floor(source: str | None, reps: int = 5) -> dict[str, float] | N
 
     def timed(code: str) -> float:
         t0 = time.perf_counter_ns()
-        subprocess.run([sys.executable, "-S", "-P", "-c", code], env=env, check=True, cwd="/",
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-S", "-P", "-c", code],
+            env=env,
+            check=True,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return (time.perf_counter_ns() - t0) / 1e6
 
     try:
@@ -871,12 +938,13 @@ def cleanup(sides: Sequence[Side], timed: bool = True) -> None:
         ids = [item["Id"] for item in listed]
         t0 = time.perf_counter()
         for i in range(0, len(ids), 50):
-            side.cli.run("rm", "-f", *ids[i:i + 50])
+            side.cli.run("rm", "-f", *ids[i : i + 50])
         took = time.perf_counter() - t0
         left = side.api.json("GET", "/containers/json?all=1")
         if left:
-            raise BenchError(f"{side.name}: {len(left)} containers left after docker rm -f: "
-                             f"{[x['Id'][:12] for x in left[:5]]}")
+            raise BenchError(
+                f"{side.name}: {len(left)} containers left after docker rm -f: {[x['Id'][:12] for x in left[:5]]}"
+            )
         if timed:
             side.out["rm_f"] = {"containers": len(ids), "seconds": took}
             print(f"  docker rm -f {side.name:8s} {len(ids)} containers in {took:.2f} s", flush=True)
@@ -896,11 +964,12 @@ def closing_sides(sides: list[Side]) -> Iterator[list[Side]]:
         yield sides
     except BaseException:
         for side in sides:
-            print(f"--- {side.name} -s {side.daemon.spec.driver} log tail:\n{side.daemon.log_tail(15)}",
-                  file=sys.stderr)
+            print(
+                f"--- {side.name} -s {side.daemon.spec.driver} log tail:\n{side.daemon.log_tail(15)}", file=sys.stderr
+            )
         try:
             cleanup(sides, timed=False)  # every container goes before its daemon, failure or not
-        except Exception as exc:  # noqa: BLE001 - the sandboxes still go
+        except Exception as exc:
             print(f"  clean-up after the failure: {exc}", file=sys.stderr)
         raise
     finally:
@@ -978,7 +1047,7 @@ def summarize_profile(path: str, rate: int, runs: int, top: int = 8) -> dict[str
         for prefix, name in PROFILE_GROUPS:
             at = next((i for i, f in enumerate(frames) if f.startswith(prefix)), None)
             if at is not None:
-                group, below = name, frames[at + 1:]
+                group, below = name, frames[at + 1 :]
                 break
         if group == OTHER_GROUP and not any("handle_request" in f for f in frames):
             continue  # a pool thread between requests (keep-alive linger)
@@ -1002,8 +1071,9 @@ def summarize_profile(path: str, rate: int, runs: int, top: int = 8) -> dict[str
     return out
 
 
-def profiled(side: Side, what: str, runs: int, action: Callable[[], float], out_path: str,
-             rate: int = 250, gil: bool = False) -> dict[str, Any]:
+def profiled(
+    side: Side, what: str, runs: int, action: Callable[[], float], out_path: str, rate: int = 250, gil: bool = False
+) -> dict[str, Any]:
     """``action`` ``runs`` times while py-spy samples our worker; ms per run from the profile.
 
     These runs are not counted with the timed ones: sampling slows the
@@ -1021,14 +1091,19 @@ def profiled(side: Side, what: str, runs: int, action: Callable[[], float], out_
     pyspy = shutil.which("py-spy")
     pid = worker_pid(side.daemon)
     if not pyspy or not pid:
-        return {"what": what, "skipped": "py-spy not installed (pip install py-spy)" if not pyspy
-                else "no worker process"}
+        return {
+            "what": what,
+            "skipped": "py-spy not installed (pip install py-spy)" if not pyspy else "no worker process",
+        }
     # --idle: time spent waiting (for the launcher, the output) is wall time of
     # a run; --threads: which thread; --nonblocking: the worker is never stopped.
     mode = ["--gil"] if gil else ["--idle", "--nonblocking"]
-    proc = subprocess.Popen([pyspy, "record", "-p", str(pid), "-r", str(rate), *mode, "--threads",
-                             "-f", "raw", "-o", out_path], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [pyspy, "record", "-p", str(pid), "-r", str(rate), *mode, "--threads", "-f", "raw", "-o", out_path],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     walls: list[float] = []
     try:
         time.sleep(1.0)  # attached and sampling
@@ -1048,8 +1123,12 @@ def profiled(side: Side, what: str, runs: int, action: Callable[[], float], out_
                 proc.wait()
         if proc.stderr:
             proc.stderr.close()
-    return {"what": what, "wall_ms_median": C.median(walls), "wall_ms": walls,
-            **summarize_profile(out_path, rate, runs)}
+    return {
+        "what": what,
+        "wall_ms_median": C.median(walls),
+        "wall_ms": walls,
+        **summarize_profile(out_path, rate, runs),
+    }
 
 
 def print_profile(key: str, prof: dict[str, Any], only: str | None = None) -> None:
@@ -1057,9 +1136,11 @@ def print_profile(key: str, prof: dict[str, Any], only: str | None = None) -> No
     if "skipped" in prof or "error" in prof:
         print(f"  profile ({key}, {prof.get('what')}): {prof.get('skipped') or prof.get('error')}")
         return
-    print(f"  profile of our worker, {key}: {prof['runs']} x {prof['what']} under py-spy (median "
-          f"{prof['wall_ms_median']:.1f} ms each, slowed by the sampling); ms per run by kind of request, "
-          f"and below each the heaviest frames, with their share of its samples (raw: {prof['file']}):")
+    print(
+        f"  profile of our worker, {key}: {prof['runs']} x {prof['what']} under py-spy (median "
+        f"{prof['wall_ms_median']:.1f} ms each, slowed by the sampling); ms per run by kind of request, "
+        f"and below each the heaviest frames, with their share of its samples (raw: {prof['file']}):"
+    )
     for group, g in prof["groups"].items():
         if only is not None and group != only:
             continue
@@ -1072,8 +1153,15 @@ def print_profile(key: str, prof: dict[str, Any], only: str | None = None) -> No
 # one driver pair
 
 
-def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, archive: str, tmp: str,
-             ids: dict[str, set[str]], stamp: str) -> dict[str, Any]:
+def run_pair(
+    key: str,
+    specs: list[C.DaemonSpec],
+    args: argparse.Namespace,
+    archive: str,
+    tmp: str,
+    ids: dict[str, set[str]],
+    stamp: str,
+) -> dict[str, Any]:
     """Start both daemons of a driver pair, run every phase, remove every container, stop them."""
     sides: list[Side] = []
     out: dict[str, Any] = {}
@@ -1088,20 +1176,26 @@ def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, arch
             side.api.json("GET", f"/images/{IMAGE}/json")  # 404 -> BenchError
             side.out["load_s"] = wall
             side.out["tree_idle"] = C.measure_memory(daemon.tree()).to_json()
-            print(f"  {spec.name} -s {spec.driver}: ready in {start.ready_s * 1000:.0f} ms, busybox loaded in "
-                  f"{wall * 1000:.0f} ms, tree RSS {side.out['tree_idle']['rss_mib']:.1f} MiB", flush=True)
+            print(
+                f"  {spec.name} -s {spec.driver}: ready in {start.ready_s * 1000:.0f} ms, busybox loaded in "
+                f"{wall * 1000:.0f} ms, tree RSS {side.out['tree_idle']['rss_mib']:.1f} MiB",
+                flush=True,
+            )
         print("  -- run --rm", flush=True)
         phase_run_rm(sides, args.reps, tmp)
         ours = next((s for s in sides if s.name == "engine"), None)
         if args.profile and ours is not None:
             C.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
             path = str(C.RESULTS_DIR / f"containers-{stamp}-profile-{key}.txt")
-            ours.out["profile"] = profiled(ours, "CLI run --rm", args.profile_runs,
-                                           lambda: cli_run_rm(ours, tmp) * 1000, path)
+            ours.out["profile"] = profiled(
+                ours, "CLI run --rm", args.profile_runs, lambda: cli_run_rm(ours, tmp) * 1000, path
+            )
             print_profile(key, ours.out["profile"])
         extra = args.containers - args.starts
-        print(f"  -- {args.starts} starts, then {extra} more ({'running' if args.running else 'created only'})",
-              flush=True)
+        print(
+            f"  -- {args.starts} starts, then {extra} more ({'running' if args.running else 'created only'})",
+            flush=True,
+        )
         phase_starts(sides, args.starts, extra, args.running, args.sleep)
         print(f"  -- ps ({args.containers} containers)", flush=True)
         phase_ps(sides, args.ps_reps, args.containers, all_=not args.running)
@@ -1115,8 +1209,9 @@ def run_pair(key: str, specs: list[C.DaemonSpec], args: argparse.Namespace, arch
                 return (time.perf_counter_ns() - t0) / 1e6
 
             # Short CPU-bound requests: more of them than the timed ones, the GIL holder only.
-            ours.out["profile_ps"] = profiled(ours, f"GET {query} ({args.containers})", max(60, args.ps_reps),
-                                              list_once, path, gil=True)
+            ours.out["profile_ps"] = profiled(
+                ours, f"GET {query} ({args.containers})", max(60, args.ps_reps), list_once, path, gil=True
+            )
             print_profile(key, ours.out["profile_ps"], only="GET /containers/json")
         print("  -- shim memory", flush=True)
         phase_memory(sides, args.settle, args.idle_cpu)
@@ -1153,7 +1248,8 @@ def pair_summary(res: dict[str, Any], names: list[str]) -> dict[str, Any]:
             "run_rm_api_wait_headers_ms": C.median([x["wait_headers_ms"] for x in api]),
             "run_rm_api_start_ms": C.median([x["start_ms"] for x in api]),
             "run_rm_api_removed_ms": C.median([x["removed_ms"] for x in api]),
-            "warmup_cli_ms": r["warmup_cli_ms"], "warmup_api_ms": r["warmup_api_ms"],
+            "warmup_cli_ms": r["warmup_cli_ms"],
+            "warmup_api_ms": r["warmup_api_ms"],
             "run_d_cli_ms": stats_ms(r["run_d_cli_ms"]),
             "extra_create_ms": C.median([x["create_ms"] for x in r["extra"]]) if r["extra"] else None,
             "extra_start_ms": C.median([x["start_ms"] for x in r["extra"]]) if r["extra"] else None,
@@ -1169,16 +1265,19 @@ def pair_summary(res: dict[str, Any], names: list[str]) -> dict[str, Any]:
             "idle_cpu": r["idle_cpu"],
             "threads": " + ".join(str(v) for v in r["threads_with_containers"].values()),
             "rm_f": r.get("rm_f"),
-            "other_busy_max": max(r["run_rm_cpu"]["cli"]["other_busy"], r["run_rm_cpu"]["api"]["other_busy"],
-                                  r["run_d_cpu"]["other_busy"], r["ps_cpu"]["cli"]["other_busy"],
-                                  r["ps_cpu"]["api"]["other_busy"]),
+            "other_busy_max": max(
+                r["run_rm_cpu"]["cli"]["other_busy"],
+                r["run_rm_cpu"]["api"]["other_busy"],
+                r["run_d_cpu"]["other_busy"],
+                r["ps_cpu"]["cli"]["other_busy"],
+                r["ps_cpu"]["api"]["other_busy"],
+            ),
             "start_breakdown": r.get("start_breakdown"),
         }
     return summary
 
 
-def pair_rows(summary: dict[str, Any], names: list[str], starts: int, total: int,
-              running: bool) -> list[list[str]]:
+def pair_rows(summary: dict[str, Any], names: list[str], starts: int, total: int, running: bool) -> list[list[str]]:
     eng = summary["engine"]
     ref = summary.get("dockerd")
     rows: list[list[str]] = []
@@ -1186,8 +1285,14 @@ def pair_rows(summary: dict[str, Any], names: list[str], starts: int, total: int
     def verdict(ok: bool | None) -> str:
         return "-" if ok is None else ("PASS" if ok else "FAIL")
 
-    def add(metric: str, fn: Callable[[dict[str, Any]], str], ratio: Callable[[dict[str, Any]], float] | None = None,
-            target: str = "", ok: Callable[[float], bool] | None = None, absolute_ok: bool | None = None) -> None:
+    def add(
+        metric: str,
+        fn: Callable[[dict[str, Any]], str],
+        ratio: Callable[[dict[str, Any]], float] | None = None,
+        target: str = "",
+        ok: Callable[[float], bool] | None = None,
+        absolute_ok: bool | None = None,
+    ) -> None:
         row = [metric] + [fn(summary[n]) for n in names]
         r = ratio(eng) / ratio(ref) if (ratio and ref and ratio(ref)) else None
         if ref:
@@ -1199,51 +1304,109 @@ def pair_rows(summary: dict[str, Any], names: list[str], starts: int, total: int
         return lambda s: f"{_fmt(s[key]['median'], nd)} / {_fmt(s[key]['min'], nd)} / {_fmt(s[key]['p90'], nd)}"
 
     half = f"<= {TARGET_RUN_RATIO:g} x dockerd" if ref else ""
-    add("run --rm, CLI: median / min / p90 ms", st("run_rm_cli_ms"), lambda s: s["run_rm_cli_ms"]["median"],
-        half, lambda r: r <= TARGET_RUN_RATIO)
-    add("run --rm, API: median / min / p90 ms", st("run_rm_api_ms"), lambda s: s["run_rm_api_ms"]["median"],
-        half, lambda r: r <= TARGET_RUN_RATIO)
+    add(
+        "run --rm, CLI: median / min / p90 ms",
+        st("run_rm_cli_ms"),
+        lambda s: s["run_rm_cli_ms"]["median"],
+        half,
+        lambda r: r <= TARGET_RUN_RATIO,
+    )
+    add(
+        "run --rm, API: median / min / p90 ms",
+        st("run_rm_api_ms"),
+        lambda s: s["run_rm_api_ms"]["median"],
+        half,
+        lambda r: r <= TARGET_RUN_RATIO,
+    )
     add("  API create ms (median)", lambda s: _fmt(s["run_rm_api_create_ms"]), lambda s: s["run_rm_api_create_ms"])
-    add("  API wait headers ms", lambda s: _fmt(s["run_rm_api_wait_headers_ms"]),
-        lambda s: s["run_rm_api_wait_headers_ms"])
+    add(
+        "  API wait headers ms",
+        lambda s: _fmt(s["run_rm_api_wait_headers_ms"]),
+        lambda s: s["run_rm_api_wait_headers_ms"],
+    )
     add("  API start ms", lambda s: _fmt(s["run_rm_api_start_ms"]), lambda s: s["run_rm_api_start_ms"])
-    add("  API start answered -> removed ms", lambda s: _fmt(s["run_rm_api_removed_ms"]),
-        lambda s: s["run_rm_api_removed_ms"])
-    add("run --rm, first (warm-up): CLI / API ms",
-        lambda s: f"{_fmt(s['warmup_cli_ms'], 0)} / {_fmt(s['warmup_api_ms'], 0)}")
-    add(f"{starts} x run -d (CLI): total s", lambda s: _fmt(s["run_d_cli_ms"]["sum"] / 1000, 2),
-        lambda s: s["run_d_cli_ms"]["sum"], f"<= {TARGET_STARTS_RATIO:g} x dockerd" if ref else "",
-        lambda r: r <= TARGET_STARTS_RATIO)
-    add(f"{starts} x run -d (CLI): median / min / p90 ms", st("run_d_cli_ms"), lambda s: s["run_d_cli_ms"]["median"],
-        f"<= {TARGET_STARTS_RATIO:g} x dockerd" if ref else "", lambda r: r <= TARGET_STARTS_RATIO)
+    add(
+        "  API start answered -> removed ms",
+        lambda s: _fmt(s["run_rm_api_removed_ms"]),
+        lambda s: s["run_rm_api_removed_ms"],
+    )
+    add(
+        "run --rm, first (warm-up): CLI / API ms",
+        lambda s: f"{_fmt(s['warmup_cli_ms'], 0)} / {_fmt(s['warmup_api_ms'], 0)}",
+    )
+    add(
+        f"{starts} x run -d (CLI): total s",
+        lambda s: _fmt(s["run_d_cli_ms"]["sum"] / 1000, 2),
+        lambda s: s["run_d_cli_ms"]["sum"],
+        f"<= {TARGET_STARTS_RATIO:g} x dockerd" if ref else "",
+        lambda r: r <= TARGET_STARTS_RATIO,
+    )
+    add(
+        f"{starts} x run -d (CLI): median / min / p90 ms",
+        st("run_d_cli_ms"),
+        lambda s: s["run_d_cli_ms"]["median"],
+        f"<= {TARGET_STARTS_RATIO:g} x dockerd" if ref else "",
+        lambda r: r <= TARGET_STARTS_RATIO,
+    )
     extra = total - starts
-    add(f"{extra} more via API: create / start ms (median)",
+    add(
+        f"{extra} more via API: create / start ms (median)",
         lambda s: f"{_fmt(s['extra_create_ms'])} / {_fmt(s['extra_start_ms']) if running else '-'}",
-        (lambda s: s["extra_start_ms"]) if running else None)
+        (lambda s: s["extra_start_ms"]) if running else None,
+    )
     ps = "docker ps" if running else "docker ps -a"
-    add(f"{ps} ({total}), CLI: median / min / p90 ms", st("ps_cli_ms"), lambda s: s["ps_cli_ms"]["median"],
-        "<= dockerd" if ref else "", lambda r: r <= TARGET_PS_RATIO)
-    add(f"GET /containers/json ({total}): median / min / p90 ms", st("ps_api_ms"),
-        lambda s: s["ps_api_ms"]["median"], "<= dockerd" if ref else "", lambda r: r <= TARGET_PS_RATIO)
+    add(
+        f"{ps} ({total}), CLI: median / min / p90 ms",
+        st("ps_cli_ms"),
+        lambda s: s["ps_cli_ms"]["median"],
+        "<= dockerd" if ref else "",
+        lambda r: r <= TARGET_PS_RATIO,
+    )
+    add(
+        f"GET /containers/json ({total}): median / min / p90 ms",
+        st("ps_api_ms"),
+        lambda s: s["ps_api_ms"]["median"],
+        "<= dockerd" if ref else "",
+        lambda r: r <= TARGET_PS_RATIO,
+    )
     add("  response bytes", lambda s: f"{s['ps_api_bytes']:,}")
-    add("shim RSS MiB: median / min / max", lambda s: f"{_fmt(s['shim_rss_mib']['median'], 2)} / "
-        f"{_fmt(s['shim_rss_mib']['min'], 2)} / {_fmt(s['shim_rss_mib']['max'], 2)}",
-        lambda s: s["shim_rss_mib"]["median"], f"< {TARGET_SHIM_RSS_MIB:g}",
-        absolute_ok=eng["shim_rss_mib"]["median"] < TARGET_SHIM_RSS_MIB)
-    add("shim PSS MiB: median / min / max", lambda s: f"{_fmt(s['shim_pss_mib']['median'], 2)} / "
-        f"{_fmt(s['shim_pss_mib']['min'], 2)} / {_fmt(s['shim_pss_mib']['max'], 2)}",
-        lambda s: s["shim_pss_mib"]["median"])
+    add(
+        "shim RSS MiB: median / min / max",
+        lambda s: (
+            f"{_fmt(s['shim_rss_mib']['median'], 2)} / "
+            f"{_fmt(s['shim_rss_mib']['min'], 2)} / {_fmt(s['shim_rss_mib']['max'], 2)}"
+        ),
+        lambda s: s["shim_rss_mib"]["median"],
+        f"< {TARGET_SHIM_RSS_MIB:g}",
+        absolute_ok=eng["shim_rss_mib"]["median"] < TARGET_SHIM_RSS_MIB,
+    )
+    add(
+        "shim PSS MiB: median / min / max",
+        lambda s: (
+            f"{_fmt(s['shim_pss_mib']['median'], 2)} / "
+            f"{_fmt(s['shim_pss_mib']['min'], 2)} / {_fmt(s['shim_pss_mib']['max'], 2)}"
+        ),
+        lambda s: s["shim_pss_mib"]["median"],
+    )
     add("shims counted", lambda s: str(s["shims"]))
-    add("all shims: RSS / PSS MiB",
+    add(
+        "all shims: RSS / PSS MiB",
         lambda s: f"{_fmt(s['shims_total']['rss_mib'])} / {_fmt(s['shims_total']['pss_mib'])}",
-        lambda s: s["shims_total"]["pss_mib"])
-    add("daemon tree RSS / PSS MiB, no containers", lambda s: f"{_fmt(s['tree_idle']['rss_mib'])} / "
-        f"{_fmt(s['tree_idle']['pss_mib'])}")
-    add(f"daemon tree RSS / PSS MiB, {total} containers", lambda s: f"{_fmt(s['tree_with_containers']['rss_mib'])} / "
-        f"{_fmt(s['tree_with_containers']['pss_mib'])}")
+        lambda s: s["shims_total"]["pss_mib"],
+    )
+    add(
+        "daemon tree RSS / PSS MiB, no containers",
+        lambda s: f"{_fmt(s['tree_idle']['rss_mib'])} / {_fmt(s['tree_idle']['pss_mib'])}",
+    )
+    add(
+        f"daemon tree RSS / PSS MiB, {total} containers",
+        lambda s: f"{_fmt(s['tree_with_containers']['rss_mib'])} / {_fmt(s['tree_with_containers']['pss_mib'])}",
+    )
     add(f"daemon tree threads, {total} containers", lambda s: s["threads"])
-    add("idle CPU ms/s: daemon tree / all shims", lambda s: f"{_fmt(s['idle_cpu']['daemon_ms_per_s'], 2)} / "
-        f"{_fmt(s['idle_cpu']['shims_ms_per_s'], 2)}")
+    add(
+        "idle CPU ms/s: daemon tree / all shims",
+        lambda s: f"{_fmt(s['idle_cpu']['daemon_ms_per_s'], 2)} / {_fmt(s['idle_cpu']['shims_ms_per_s'], 2)}",
+    )
     add(f"docker rm -f {total} (batches of 50) s", lambda s: _fmt((s["rm_f"] or {}).get("seconds"), 2))
     add("other work, max % of CPUs", lambda s: _fmt(s["other_busy_max"] * 100, 0))
     return rows
@@ -1261,8 +1424,10 @@ def decide_mode(mode: str, containers: int, with_dockerd: bool) -> tuple[bool, s
     per = PER_CONTAINER_PAIR_MIB if with_dockerd else PER_CONTAINER_PAIR_MIB / 2
     need = containers * per * 2 + 2048  # twice the estimate, plus 2 GiB for everything else
     running = avail >= need
-    return running, (f"MemAvailable {avail} MiB {'>=' if running else '<'} {need:.0f} MiB needed for "
-                     f"{containers} running containers per daemon")
+    return running, (
+        f"MemAvailable {avail} MiB {'>=' if running else '<'} {need:.0f} MiB needed for "
+        f"{containers} running containers per daemon"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1271,26 +1436,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--starts", type=int, default=50, help="sequential CLI run -d per daemon (default 50)")
     ap.add_argument("--containers", type=int, default=200, help="containers per daemon for ps (default 200)")
     ap.add_argument("--ps-reps", type=int, default=20, help="timed ps calls, CLI and API each (default 20)")
-    ap.add_argument("--mode", choices=("auto", "running", "created"), default="auto",
-                    help="the containers past --starts: all running, or only created (default: running if "
-                         "memory allows)")
+    ap.add_argument(
+        "--mode",
+        choices=("auto", "running", "created"),
+        default="auto",
+        help="the containers past --starts: all running, or only created (default: running if memory allows)",
+    )
     ap.add_argument("--sleep", type=int, default=300, help="the long-running containers' sleep (default 300 s)")
     ap.add_argument("--settle", type=float, default=2.0, help="idle seconds before the shims' memory (default 2)")
     ap.add_argument("--idle-cpu", type=float, default=5.0, help="seconds of idle CPU measurement (default 5)")
-    ap.add_argument("--drivers", default="vfs,overlay",
-                    help="driver pairs, comma-separated: vfs (vfs/vfs), overlay (overlay/overlay2)")
-    ap.add_argument("--profile", action="store_true",
-                    help="per driver pair, --profile-runs more run --rm and --ps-reps more lists into ours "
-                         "under py-spy (not timed)")
+    ap.add_argument(
+        "--drivers",
+        default="vfs,overlay",
+        help="driver pairs, comma-separated: vfs (vfs/vfs), overlay (overlay/overlay2)",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="per driver pair, --profile-runs more run --rm and --ps-reps more lists into ours "
+        "under py-spy (not timed)",
+    )
     ap.add_argument("--profile-runs", type=int, default=10, help="runs under py-spy (default 10)")
     ap.add_argument("--no-dockerd", action="store_true", help="measure our daemon only")
     ap.add_argument("--dockerd", default=C.DOCKERD, help=f"reference dockerd binary (default {C.DOCKERD})")
     ap.add_argument("--docker", default=DOCKER_CLI, help=f"the docker CLI (default {DOCKER_CLI})")
     ap.add_argument("--engine-arg", action="append", default=[], help="extra flag for our daemon (repeatable)")
-    ap.add_argument("--engine-rev", metavar="REV",
-                    help="run our daemon from this git revision (git archive to a temp dir), not the checkout")
-    ap.add_argument("--json", metavar="PATH",
-                    help="where to write the JSON (default bench/results/containers-<time>.json)")
+    ap.add_argument(
+        "--engine-rev",
+        metavar="REV",
+        help="run our daemon from this git revision (git archive to a temp dir), not the checkout",
+    )
+    ap.add_argument(
+        "--json", metavar="PATH", help="where to write the JSON (default bench/results/containers-<time>.json)"
+    )
     args = ap.parse_args(argv)
 
     keys = [k.strip() for k in args.drivers.split(",") if k.strip()]
@@ -1335,8 +1513,11 @@ def main(argv: list[str] | None = None) -> int:
             specs = [C.engine_spec(args.engine_arg, storage_driver=ours, source=source)]
             if with_dockerd:
                 specs.append(C.dockerd_spec(args.dockerd, storage_driver=theirs))
-            print(f"\n[{i + 1}/{len(keys)}] {key}: engine -s {ours}"
-                  + (f" vs dockerd --storage-driver={theirs}" if with_dockerd else ""), flush=True)
+            print(
+                f"\n[{i + 1}/{len(keys)}] {key}: engine -s {ours}"
+                + (f" vs dockerd --storage-driver={theirs}" if with_dockerd else ""),
+                flush=True,
+            )
             results[key] = run_pair(key, specs, args, archive, tmp, ids, stamp)
     except KeyboardInterrupt:
         print("\ninterrupted; containers removed where possible, daemons stopped", file=sys.stderr)
@@ -1364,36 +1545,63 @@ def main(argv: list[str] | None = None) -> int:
         summaries[key] = pair_summary(results[key], names)
         rows = pair_rows(summaries[key], names, args.starts, args.containers, args.running)
         ours, theirs = DRIVER_PAIRS[key]
-        headers = ["metric", f"engine ({ours})"] + ([f"dockerd ({theirs})", "engine/dockerd"] if with_dockerd else []) \
+        headers = (
+            ["metric", f"engine ({ours})"]
+            + ([f"dockerd ({theirs})", "engine/dockerd"] if with_dockerd else [])
             + ["target (engine)", ""]
+        )
         C.print_table(headers, rows, title=f"Results, {key} (MiB = 2^20 bytes)")
         bd = summaries[key]["engine"]["start_breakdown"]
         if bd:
-            print(f"our start, from the container's files (median of {bd['n']} API starts): start request -> "
-                  f"shim.json written {bd['before_launch_ms']:.1f} ms; -> container exec'd (StartedAt) "
-                  f"{bd['launch_to_exec_ms']:.1f} ms; -> start answered {bd['exec_to_answer_ms']:.1f} ms "
-                  f"(start request {bd['start_ms']:.1f} ms)")
+            print(
+                f"our start, from the container's files (median of {bd['n']} API starts): start request -> "
+                f"shim.json written {bd['before_launch_ms']:.1f} ms; -> container exec'd (StartedAt) "
+                f"{bd['launch_to_exec_ms']:.1f} ms; -> start answered {bd['exec_to_answer_ms']:.1f} ms "
+                f"(start request {bd['start_ms']:.1f} ms)"
+            )
     if floor:
-        print(f"shim launcher floor: python -S -P {floor['python_S_ms']:.1f} ms; with the shim's and the native "
-              f"driver's imports {floor['with_shim_imports_ms']:.1f} ms")
+        print(
+            f"shim launcher floor: python -S -P {floor['python_S_ms']:.1f} ms; with the shim's and the native "
+            f"driver's imports {floor['with_shim_imports_ms']:.1f} ms"
+        )
     if note:
         print(f"\nnote: {note}")
-    path = C.write_json({
-        "params": {"reps": args.reps, "starts": args.starts, "containers": args.containers,
-                   "ps_reps": args.ps_reps, "running": args.running, "mode": mode_why, "sleep": args.sleep,
-                   "settle_s": args.settle, "idle_cpu_s": args.idle_cpu,
-                   "drivers": {k: DRIVER_PAIRS[k] for k in keys}, "api": API, "docker": args.docker,
-                   "engine_args": args.engine_arg, "engine_rev": engine_rev or "checkout as on disk",
-                   "dockerd": args.dockerd if with_dockerd else None, "profile": args.profile},
-        "note": note or None,
-        "other_cpu_busy": {"before": round(busy_before, 3), "after": round(busy_after, 3)},
-        "targets": {"run_rm": f"<= {TARGET_RUN_RATIO} x dockerd", "starts": f"<= {TARGET_STARTS_RATIO} x dockerd",
-                    "ps": "<= dockerd", "shim_rss_mib": TARGET_SHIM_RSS_MIB},
-        "shim_import_floor": floor,
-        "summary": summaries,
-        "cgroups": cg_report,
-        "runs": results,
-    }, "containers", args.json)
+    path = C.write_json(
+        {
+            "params": {
+                "reps": args.reps,
+                "starts": args.starts,
+                "containers": args.containers,
+                "ps_reps": args.ps_reps,
+                "running": args.running,
+                "mode": mode_why,
+                "sleep": args.sleep,
+                "settle_s": args.settle,
+                "idle_cpu_s": args.idle_cpu,
+                "drivers": {k: DRIVER_PAIRS[k] for k in keys},
+                "api": API,
+                "docker": args.docker,
+                "engine_args": args.engine_arg,
+                "engine_rev": engine_rev or "checkout as on disk",
+                "dockerd": args.dockerd if with_dockerd else None,
+                "profile": args.profile,
+            },
+            "note": note or None,
+            "other_cpu_busy": {"before": round(busy_before, 3), "after": round(busy_after, 3)},
+            "targets": {
+                "run_rm": f"<= {TARGET_RUN_RATIO} x dockerd",
+                "starts": f"<= {TARGET_STARTS_RATIO} x dockerd",
+                "ps": "<= dockerd",
+                "shim_rss_mib": TARGET_SHIM_RSS_MIB,
+            },
+            "shim_import_floor": floor,
+            "summary": summaries,
+            "cgroups": cg_report,
+            "runs": results,
+        },
+        "containers",
+        args.json,
+    )
     print(f"\nJSON: {path}")
     return 0 if cg_report is None or cg_report["ok"] else 1
 
@@ -1405,8 +1613,10 @@ def print_cgroup_report(report: dict[str, Any] | None, ids: dict[str, set[str]])
     if report["ok"]:
         print(f"\ncgroups: none left by the {sum(len(v) for v in ids.values())} containers of this run ({made})")
     else:
-        print(f"\ncgroups: LEFT BEHIND by this run's containers: {len(report['leftover'])} "
-              f"(removed {len(report['removed'])} empty ones; still busy: {len(report['busy'])})")
+        print(
+            f"\ncgroups: LEFT BEHIND by this run's containers: {len(report['leftover'])} "
+            f"(removed {len(report['removed'])} empty ones; still busy: {len(report['busy'])})"
+        )
         for entry in report["leftover"][:10]:
             print(f"  {entry['daemon']}: {entry['path']}")
     if report["parents_removed"]:

@@ -72,15 +72,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-import bench_api as A  # noqa: E402  (start_and_wait / stop_and_clean)
+import _common as C
+import bench_api as A
 
-from engine.testing.daemon import UnixHTTPConnection  # noqa: E402
+from engine.testing.daemon import UnixHTTPConnection
 
 #: dockerd 20.10's API version: both daemons answer in the same shape.
 API = "/v1.41"
@@ -108,8 +109,9 @@ def connect(daemon: C.Daemon, timeout: float = 600.0) -> UnixHTTPConnection:
     return conn
 
 
-def call(conn: UnixHTTPConnection, method: str, path: str, expect: tuple[int, ...] = (200,),
-         body: bytes | None = None) -> tuple[int, bytes]:
+def call(
+    conn: UnixHTTPConnection, method: str, path: str, expect: tuple[int, ...] = (200,), body: bytes | None = None
+) -> tuple[int, bytes]:
     """One request on a keep-alive connection; the body is read to its end.
 
     :raises BenchError: if the status is not in ``expect``.
@@ -171,8 +173,12 @@ class CpuWindow:
         all1, idle1 = C.machine_ticks()
         total = max(1e-9, (all1 - self.all0) / C.CLK_TCK)
         busy = total - (idle1 - self.idle0) / C.CLK_TCK
-        return {"daemon_cpu_s": cpu, "neighbour_cpu_s": ncpu, "client_cpu_s": client,
-                "other_busy": max(0.0, busy - cpu - ncpu - client) / total}
+        return {
+            "daemon_cpu_s": cpu,
+            "neighbour_cpu_s": ncpu,
+            "client_cpu_s": client,
+            "other_busy": max(0.0, busy - cpu - ncpu - client) / total,
+        }
 
 
 @dataclass
@@ -205,8 +211,9 @@ def _chunks(path: str, chunk: int, sent: dict[str, int]) -> Iterator[bytes]:
     sent["ns"] = time.perf_counter_ns()
 
 
-def post_load(daemon: C.Daemon, path: str, chunk: int, quiet: bool, expect_tags: list[str],
-              neighbour: C.Daemon | None = None) -> LoadSample:
+def post_load(
+    daemon: C.Daemon, path: str, chunk: int, quiet: bool, expect_tags: list[str], neighbour: C.Daemon | None = None
+) -> LoadSample:
     """``POST /images/load`` of the archive at ``path``, streamed chunked; checked and timed."""
     size = os.path.getsize(path)
     conn = connect(daemon)  # a fresh connection, like each docker CLI run; not timed
@@ -217,9 +224,13 @@ def post_load(daemon: C.Daemon, path: str, chunk: int, quiet: bool, expect_tags:
     try:
         window = CpuWindow(tree, other)
         t0 = time.perf_counter_ns()
-        conn.request("POST", f"{API}/images/load?quiet={int(quiet)}", body=_chunks(path, chunk, sent),
-                     headers={"Content-Type": "application/x-tar", "Transfer-Encoding": "chunked"},
-                     encode_chunked=True)
+        conn.request(
+            "POST",
+            f"{API}/images/load?quiet={int(quiet)}",
+            body=_chunks(path, chunk, sent),
+            headers={"Content-Type": "application/x-tar", "Transfer-Encoding": "chunked"},
+            encode_chunked=True,
+        )
         resp = conn.getresponse()
         t_headers = time.perf_counter_ns()
         data = resp.read()
@@ -235,9 +246,16 @@ def post_load(daemon: C.Daemon, path: str, chunk: int, quiet: bool, expect_tags:
     for tag in expect_tags:
         if f"Loaded image: {tag}" not in streamed:
             raise BenchError(f"{daemon.name}: load did not report {tag!r}: {streamed[-300:]!r}")
-    return LoadSample(wall_s=(t_end - t0) / 1e9, body_sent_s=(sent.get("ns", t_end) - t0) / 1e9,
-                      headers_s=(t_headers - t0) / 1e9, archive_bytes=size, response_bytes=len(data),
-                      messages=len(messages), peak_rss_mib=peak, **cpu)
+    return LoadSample(
+        wall_s=(t_end - t0) / 1e9,
+        body_sent_s=(sent.get("ns", t_end) - t0) / 1e9,
+        headers_s=(t_headers - t0) / 1e9,
+        archive_bytes=size,
+        response_bytes=len(data),
+        messages=len(messages),
+        peak_rss_mib=peak,
+        **cpu,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -311,14 +329,21 @@ class ListResult:
 
     def summary(self) -> dict[str, Any]:
         s = sorted(self.lat_ms)
-        return {"load_s": round(self.load.wall_s, 3), "load_daemon_cpu_s": round(self.load.daemon_cpu_s, 2),
-                "load_other_busy": round(self.load.other_busy, 3),
-                "first_ms": round(self.first_ms, 2),
-                "median_ms": round(C.median(s), 2), "p90_ms": round(C.percentile(s, 90), 2),
-                "min_ms": round(s[0], 2), "max_ms": round(s[-1], 2), "requests": len(s),
-                "response_bytes": self.response_bytes, "images": self.images,
-                "daemon_cpu_ms_per_req": round(self.cpu["daemon_cpu_s"] * 1000 / len(s), 2),
-                "other_busy": round(self.cpu["other_busy"], 3)}
+        return {
+            "load_s": round(self.load.wall_s, 3),
+            "load_daemon_cpu_s": round(self.load.daemon_cpu_s, 2),
+            "load_other_busy": round(self.load.other_busy, 3),
+            "first_ms": round(self.first_ms, 2),
+            "median_ms": round(C.median(s), 2),
+            "p90_ms": round(C.percentile(s, 90), 2),
+            "min_ms": round(s[0], 2),
+            "max_ms": round(s[-1], 2),
+            "requests": len(s),
+            "response_bytes": self.response_bytes,
+            "images": self.images,
+            "daemon_cpu_ms_per_req": round(self.cpu["daemon_cpu_s"] * 1000 / len(s), 2),
+            "other_busy": round(self.cpu["other_busy"], 3),
+        }
 
 
 def check_list(daemon: C.Daemon, data: bytes, want_tags: set[str]) -> int:
@@ -327,13 +352,16 @@ def check_list(daemon: C.Daemon, data: bytes, want_tags: set[str]) -> int:
         raise BenchError(f"{daemon.name}: /images/json is not a list: {data[:200]!r}")
     tags = {t for item in items for t in item.get("RepoTags") or []}
     if len(items) != len(want_tags) or tags != want_tags:
-        raise BenchError(f"{daemon.name}: /images/json has {len(items)} images, {len(tags & want_tags)} of the "
-                         f"{len(want_tags)} expected tags, and {sorted(tags - want_tags)[:5]} others")
+        raise BenchError(
+            f"{daemon.name}: /images/json has {len(items)} images, {len(tags & want_tags)} of the "
+            f"{len(want_tags)} expected tags, and {sorted(tags - want_tags)[:5]} others"
+        )
     return len(items)
 
 
-def measure_list(daemon: C.Daemon, archive: str, tags: list[str], requests: int, chunk: int,
-                 neighbour: C.Daemon | None) -> ListResult:
+def measure_list(
+    daemon: C.Daemon, archive: str, tags: list[str], requests: int, chunk: int, neighbour: C.Daemon | None
+) -> ListResult:
     """Load the many-images archive, then time ``requests`` GET /images/json."""
     # quiet=1: 500 images' progress bars would be most of the answer.
     load = post_load(daemon, archive, chunk, quiet=True, expect_tags=[], neighbour=neighbour)
@@ -391,11 +419,13 @@ def build_archives(size_mb: int, count: int) -> Archives:
         for i in range(count):
             # One tiny layer and a config of its own each: 500 images, 500
             # layers, distinct IDs and creation times (the list is sorted by them).
-            layer = make_layer_tar([Entry.dir("bench", mtime=EPOCH),
-                                    Entry.file(f"bench/{i:04d}", f"image {i}\n".encode(), mtime=EPOCH)])
+            layer = make_layer_tar(
+                [Entry.dir("bench", mtime=EPOCH), Entry.file(f"bench/{i:04d}", f"image {i}\n".encode(), mtime=EPOCH)]
+            )
             created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(EPOCH + i))
-            config = image_config(["/bin/true"], [{"created": created, "created_by": f"bench image {i}"}],
-                                  Labels={"bench.index": str(i)})
+            config = image_config(
+                ["/bin/true"], [{"created": created, "created_by": f"bench image {i}"}], Labels={"bench.index": str(i)}
+            )
             config["created"] = created
             tag = f"bench/img{i:03d}:latest"
             tags.append(tag)
@@ -420,8 +450,16 @@ def worker_pid(daemon: C.Daemon) -> int | None:
     return kids[0] if kids else None
 
 
-def profile_load(daemon: C.Daemon, archive: str, expect_tags: list[str], delete: list[str], chunk: int,
-                 quiet: bool, out_path: str, baseline: set[str]) -> dict[str, Any]:
+def profile_load(
+    daemon: C.Daemon,
+    archive: str,
+    expect_tags: list[str],
+    delete: list[str],
+    chunk: int,
+    quiet: bool,
+    out_path: str,
+    baseline: set[str],
+) -> dict[str, Any]:
     """One more load into our daemon under ``py-spy record``, not counted with the timed ones.
 
     Afterwards ``delete`` (the loaded tags) are deleted and the storage is
@@ -434,9 +472,12 @@ def profile_load(daemon: C.Daemon, archive: str, expect_tags: list[str], delete:
     # --threads: the job thread (which also reads the request body) is told
     # apart from gunicorn's idle ones; no --gil, so time in system calls
     # counts; --nonblocking: the worker is not stopped for each sample.
-    proc = subprocess.Popen([pyspy, "record", "-p", str(pid), "-r", "250", "--threads", "--nonblocking",
-                             "-f", "raw", "-o", out_path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [pyspy, "record", "-p", str(pid), "-r", "250", "--threads", "--nonblocking", "-f", "raw", "-o", out_path],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         time.sleep(1.0)  # attached and sampling
         if proc.poll() is not None:
@@ -486,9 +527,13 @@ def summarize_profile(path: str, top: int = 12) -> dict[str, Any]:
         self_counts[names[-1]] += n
         for name in set(names):
             incl[name] += n
-    inclusive = [(k, v) for k, v in incl.most_common() if v < 0.95 * total][:top * 2]
-    return {"job_samples": total, "job_seconds": round(total / 250, 2),
-            "self": self_counts.most_common(top), "inclusive": inclusive}
+    inclusive = [(k, v) for k, v in incl.most_common() if v < 0.95 * total][: top * 2]
+    return {
+        "job_samples": total,
+        "job_seconds": round(total / 250, 2),
+        "self": self_counts.most_common(top),
+        "inclusive": inclusive,
+    }
 
 
 def _frame_name(frame: str) -> str:
@@ -505,8 +550,10 @@ def print_profile(what: str, prof: dict[str, Any]) -> None:
         print(f"  profile ({what}): {prof.get('skipped') or prof.get('error')}")
         return
     total = max(1, prof["job_samples"])
-    print(f"  profile of our job thread, {what}: load {prof['load_wall_s']:.2f} s, job thread busy "
-          f"{prof['job_seconds']:.2f} s ({prof['job_samples']} samples; raw: {prof['file']})")
+    print(
+        f"  profile of our job thread, {what}: load {prof['load_wall_s']:.2f} s, job thread busy "
+        f"{prof['job_seconds']:.2f} s ({prof['job_samples']} samples; raw: {prof['file']})"
+    )
     print("    inclusive:")
     for name, n in prof["inclusive"]:
         print(f"      {n / total:6.1%}  {name}")
@@ -519,8 +566,9 @@ def print_profile(what: str, prof: dict[str, Any]) -> None:
 # one driver pair
 
 
-def run_pair(key: str, specs: list[C.DaemonSpec], archives: Archives, args: argparse.Namespace,
-             stamp: str) -> dict[str, Any]:
+def run_pair(
+    key: str, specs: list[C.DaemonSpec], archives: Archives, args: argparse.Namespace, stamp: str
+) -> dict[str, Any]:
     """Start both daemons of a driver pair, run the loads interleaved, then the lists."""
     chunk = args.chunk_kib * 1024
     daemons: list[tuple[C.Daemon, C.NotifyListener]] = []
@@ -529,8 +577,10 @@ def run_pair(key: str, specs: list[C.DaemonSpec], archives: Archives, args: argp
         for spec in specs:
             daemon, listener, start = A.start_and_wait(spec)
             daemons.append((daemon, listener))
-            print(f"  {spec.name} -s {spec.driver}: ready in {start.ready_s * 1000:.0f} ms "
-                  f"(pids {daemon.tree()})", flush=True)
+            print(
+                f"  {spec.name} -s {spec.driver}: ready in {start.ready_s * 1000:.0f} ms (pids {daemon.tree()})",
+                flush=True,
+            )
             out[spec.name] = {"driver": spec.driver, "loads": [], "ready_s": start.ready_s}
         baselines = {d.name: storage_entries(d) for d, _ in daemons}
         for rnd in range(args.reps):
@@ -544,17 +594,19 @@ def run_pair(key: str, specs: list[C.DaemonSpec], archives: Archives, args: argp
                     raise BenchError(f"{daemon.name}: loaded {BIG_TAG} has ID {got}, expected {archives.big_id}")
                 delete_and_verify(daemon, BIG_TAG, baselines[daemon.name])
                 out[daemon.name]["loads"].append(asdict(sample) | {"mb_per_s": sample.mb_per_s})
-                print(f"  load {rnd + 1}/{args.reps} {daemon.name:8s} -s {daemon.spec.driver:9s} "
-                      f"{sample.wall_s:6.2f} s  {sample.mb_per_s:6.1f} MB/s  body sent at {sample.body_sent_s:5.2f} s  "
-                      f"daemon CPU {sample.daemon_cpu_s:5.2f} s  peak RSS {sample.peak_rss_mib:6.1f} MiB  "
-                      f"other work {sample.other_busy:.0%}", flush=True)
+                print(
+                    f"  load {rnd + 1}/{args.reps} {daemon.name:8s} -s {daemon.spec.driver:9s} "
+                    f"{sample.wall_s:6.2f} s  {sample.mb_per_s:6.1f} MB/s  body sent at {sample.body_sent_s:5.2f} s  "
+                    f"daemon CPU {sample.daemon_cpu_s:5.2f} s  peak RSS {sample.peak_rss_mib:6.1f} MiB  "
+                    f"other work {sample.other_busy:.0%}",
+                    flush=True,
+                )
         ours = next((d for d, _ in daemons if d.name == "engine"), None)
         if args.profile and ours is not None:
             C.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
             path = os.path.join(str(C.RESULTS_DIR), f"images-{stamp}-profile-{key}-big.txt")
             os.sync()
-            prof = profile_load(ours, archives.big, [BIG_TAG], [BIG_TAG], chunk, args.quiet, path,
-                                baselines["engine"])
+            prof = profile_load(ours, archives.big, [BIG_TAG], [BIG_TAG], chunk, args.quiet, path, baselines["engine"])
             out["engine"]["profile_big"] = prof
             print_profile(f"{key}, big image", prof)
         for daemon, _ in daemons:
@@ -563,10 +615,13 @@ def run_pair(key: str, specs: list[C.DaemonSpec], archives: Archives, args: argp
             res = measure_list(daemon, archives.many, archives.many_tags, args.lists, chunk, neighbour)
             out[daemon.name]["list"] = res.summary() | {"lat_ms": [round(v, 3) for v in res.lat_ms]}
             s = out[daemon.name]["list"]
-            print(f"  list {daemon.name:8s} -s {daemon.spec.driver:9s} loaded {res.images} images in "
-                  f"{res.load.wall_s:.2f} s (daemon CPU {res.load.daemon_cpu_s:.2f} s); GET /images/json "
-                  f"median {s['median_ms']:.1f} ms p90 {s['p90_ms']:.1f} ms first {s['first_ms']:.1f} ms, "
-                  f"{s['response_bytes']} bytes, other work {s['other_busy']:.0%}", flush=True)
+            print(
+                f"  list {daemon.name:8s} -s {daemon.spec.driver:9s} loaded {res.images} images in "
+                f"{res.load.wall_s:.2f} s (daemon CPU {res.load.daemon_cpu_s:.2f} s); GET /images/json "
+                f"median {s['median_ms']:.1f} ms p90 {s['p90_ms']:.1f} ms first {s['first_ms']:.1f} ms, "
+                f"{s['response_bytes']} bytes, other work {s['other_busy']:.0%}",
+                flush=True,
+            )
         if args.profile and ours is not None:
             # The many-images load again, profiled: all 500 deleted first
             # (which also checks that deleting them leaves nothing behind).
@@ -574,8 +629,7 @@ def run_pair(key: str, specs: list[C.DaemonSpec], archives: Archives, args: argp
                 delete_and_verify(ours, ref, baselines["engine"], check_storage=ref == archives.many_tags[-1])
             path = os.path.join(str(C.RESULTS_DIR), f"images-{stamp}-profile-{key}-many.txt")
             os.sync()
-            prof = profile_load(ours, archives.many, [], archives.many_tags, chunk, True, path,
-                                baselines["engine"])
+            prof = profile_load(ours, archives.many, [], archives.many_tags, chunk, True, path, baselines["engine"])
             out["engine"]["profile_many"] = prof
             print_profile(f"{key}, {len(archives.many_tags)} small images", prof)
         for daemon, _ in daemons:
@@ -609,7 +663,8 @@ def pair_rows(res: dict[str, Any], names: list[str]) -> tuple[list[list[str]], d
         size = loads[0]["archive_bytes"]
         summary[name] = {
             "driver": res[name]["driver"],
-            "load_median_s": C.median(wall), "load_min_s": min(wall),
+            "load_median_s": C.median(wall),
+            "load_min_s": min(wall),
             "load_mb_per_s_median": size / MB / C.median(wall),
             "load_body_sent_median_s": C.median([s["body_sent_s"] for s in loads]),
             "load_after_body_median_s": C.median([s["wall_s"] - s["body_sent_s"] for s in loads]),
@@ -631,9 +686,12 @@ def pair_rows(res: dict[str, Any], names: list[str]) -> tuple[list[list[str]], d
     def add(metric: str, fn: Any, target: str = "", ok: bool | None = None) -> None:
         rows.append([metric] + [fn(summary[n]) for n in names] + [target, verdict(ok)])
 
-    add(f"load {eng['archive_mb']:.0f} MB: median / min s",
+    add(
+        f"load {eng['archive_mb']:.0f} MB: median / min s",
         lambda s: f"{_fmt(s['load_median_s'])} / {_fmt(s['load_min_s'])}",
-        "<= dockerd" if ref else "", eng["load_median_s"] <= ref["load_median_s"] if ref else None)
+        "<= dockerd" if ref else "",
+        eng["load_median_s"] <= ref["load_median_s"] if ref else None,
+    )
     add("load: MB/s (median)", lambda s: _fmt(s["load_mb_per_s_median"], 1))
     add("load: body sent after, s (median)", lambda s: _fmt(s["load_body_sent_median_s"]))
     add("load: answer done after body, s (median)", lambda s: _fmt(s["load_after_body_median_s"]))
@@ -641,13 +699,20 @@ def pair_rows(res: dict[str, Any], names: list[str]) -> tuple[list[list[str]], d
     add("load: peak RSS MiB (median)", lambda s: _fmt(s["load_peak_rss_median_mib"], 1))
     add("load: other work, max % of CPUs", lambda s: _fmt(s["load_other_busy_max"] * 100, 0))
     n_images = eng["list"]["images"]
-    add(f"load {n_images} small images (one archive): wall / daemon CPU s",
-        lambda s: f"{_fmt(s['list']['load_s'])} / {_fmt(s['list']['load_daemon_cpu_s'])}")
-    add(f"GET /images/json ({n_images}): median / p90 ms",
+    add(
+        f"load {n_images} small images (one archive): wall / daemon CPU s",
+        lambda s: f"{_fmt(s['list']['load_s'])} / {_fmt(s['list']['load_daemon_cpu_s'])}",
+    )
+    add(
+        f"GET /images/json ({n_images}): median / p90 ms",
         lambda s: f"{_fmt(s['list']['median_ms'], 1)} / {_fmt(s['list']['p90_ms'], 1)}",
-        f"< {TARGET_LIST_MS:.0f}", eng["list"]["median_ms"] < TARGET_LIST_MS)
-    add("GET /images/json: warm-up (untimed) / max ms",
-        lambda s: f"{_fmt(s['list']['first_ms'], 1)} / {_fmt(s['list']['max_ms'], 1)}")
+        f"< {TARGET_LIST_MS:.0f}",
+        eng["list"]["median_ms"] < TARGET_LIST_MS,
+    )
+    add(
+        "GET /images/json: warm-up (untimed) / max ms",
+        lambda s: f"{_fmt(s['list']['first_ms'], 1)} / {_fmt(s['list']['max_ms'], 1)}",
+    )
     add("GET /images/json: daemon CPU ms/req", lambda s: _fmt(s["list"]["daemon_cpu_ms_per_req"], 1))
     add("GET /images/json: response bytes", lambda s: f"{s['list']['response_bytes']:,}")
     add("GET /images/json: other work, % of CPUs", lambda s: _fmt(s["list"]["other_busy"] * 100, 0))
@@ -660,18 +725,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mb", type=int, default=100, help="size of the big image (default 100)")
     ap.add_argument("--images", type=int, default=500, help="images for GET /images/json (default 500)")
     ap.add_argument("--lists", type=int, default=50, help="timed GET /images/json requests (default 50)")
-    ap.add_argument("--drivers", default="vfs,overlay",
-                    help="driver pairs, comma-separated: vfs (vfs/vfs), overlay (overlay/overlay2)")
+    ap.add_argument(
+        "--drivers",
+        default="vfs,overlay",
+        help="driver pairs, comma-separated: vfs (vfs/vfs), overlay (overlay/overlay2)",
+    )
     ap.add_argument("--chunk-kib", type=int, default=32, help="chunk size of the load body (default 32, as the CLI)")
     ap.add_argument("--quiet", action="store_true", help="load with quiet=1 (the CLI's choice when not on a tty)")
-    ap.add_argument("--profile", action="store_true",
-                    help="per driver, load the big image and the many images once more into ours under py-spy")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="per driver, load the big image and the many images once more into ours under py-spy",
+    )
     ap.add_argument("--no-dockerd", action="store_true", help="measure our daemon only")
     ap.add_argument("--dockerd", default=C.DOCKERD, help=f"reference dockerd binary (default {C.DOCKERD})")
     ap.add_argument("--engine-arg", action="append", default=[], help="extra flag for our daemon (repeatable)")
-    ap.add_argument("--engine-rev", metavar="REV",
-                    help="run our daemon from this git revision (git archive to a temp dir), not the checkout "
-                         "as it is on disk: for stable numbers while engine/ is being edited")
+    ap.add_argument(
+        "--engine-rev",
+        metavar="REV",
+        help="run our daemon from this git revision (git archive to a temp dir), not the checkout "
+        "as it is on disk: for stable numbers while engine/ is being edited",
+    )
     ap.add_argument("--json", metavar="PATH", help="where to write the JSON (default bench/results/images-<time>.json)")
     args = ap.parse_args(argv)
 
@@ -699,16 +773,20 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         archives = build_archives(args.size_mb, args.images)
         os.sync()
-        print(f"archives in {archives.dir}: big {os.path.getsize(archives.big) / MB:.1f} MB "
-              f"({archives.big_id[:19]}), {args.images} images {os.path.getsize(archives.many) / MB:.1f} MB; "
-              f"built in {time.monotonic() - t0:.1f} s")
+        print(
+            f"archives in {archives.dir}: big {os.path.getsize(archives.big) / MB:.1f} MB "
+            f"({archives.big_id[:19]}), {args.images} images {os.path.getsize(archives.many) / MB:.1f} MB; "
+            f"built in {time.monotonic() - t0:.1f} s"
+        )
         for i, key in enumerate(keys):
             ours, theirs = DRIVER_PAIRS[key]
             specs = [C.engine_spec(args.engine_arg, storage_driver=ours, source=source)]
             if with_dockerd:
                 specs.append(C.dockerd_spec(args.dockerd, storage_driver=theirs))
-            print(f"\n[{i + 1}/{len(keys)}] {key}: engine -s {ours}"
-                  + (f" vs dockerd --storage-driver={theirs}" if with_dockerd else ""))
+            print(
+                f"\n[{i + 1}/{len(keys)}] {key}: engine -s {ours}"
+                + (f" vs dockerd --storage-driver={theirs}" if with_dockerd else "")
+            )
             results[key] = run_pair(key, specs, archives, args, stamp)
     except KeyboardInterrupt:
         print("\ninterrupted; daemons stopped", file=sys.stderr)
@@ -728,23 +806,36 @@ def main(argv: list[str] | None = None) -> int:
     for key in keys:
         rows, summaries[key] = pair_rows(results[key], names)
         ours, theirs = DRIVER_PAIRS[key]
-        headers = ["metric", f"engine ({ours})"] + ([f"dockerd ({theirs})"] if with_dockerd else []) \
-            + ["target (engine)", ""]
+        headers = (
+            ["metric", f"engine ({ours})"] + ([f"dockerd ({theirs})"] if with_dockerd else []) + ["target (engine)", ""]
+        )
         C.print_table(headers, rows, title=f"Results, {key} (median over {args.reps} loads; MB = 10^6 bytes)")
     if note:
         print(f"\nnote: {note}")
-    path = C.write_json({
-        "params": {"reps": args.reps, "size_mb": args.size_mb, "images": args.images, "lists": args.lists,
-                   "drivers": {k: DRIVER_PAIRS[k] for k in keys}, "chunk_kib": args.chunk_kib,
-                   "quiet": args.quiet, "engine_args": args.engine_arg, "api": API,
-                   "engine_rev": engine_rev or "checkout as on disk",
-                   "dockerd": args.dockerd if with_dockerd else None},
-        "note": note or None,
-        "other_cpu_busy": {"before": round(busy_before, 3), "after": round(busy_after, 3)},
-        "targets": {"load": "<= dockerd", "list_median_ms": TARGET_LIST_MS},
-        "summary": summaries,
-        "runs": results,
-    }, "images", args.json)
+    path = C.write_json(
+        {
+            "params": {
+                "reps": args.reps,
+                "size_mb": args.size_mb,
+                "images": args.images,
+                "lists": args.lists,
+                "drivers": {k: DRIVER_PAIRS[k] for k in keys},
+                "chunk_kib": args.chunk_kib,
+                "quiet": args.quiet,
+                "engine_args": args.engine_arg,
+                "api": API,
+                "engine_rev": engine_rev or "checkout as on disk",
+                "dockerd": args.dockerd if with_dockerd else None,
+            },
+            "note": note or None,
+            "other_cpu_busy": {"before": round(busy_before, 3), "after": round(busy_after, 3)},
+            "targets": {"load": "<= dockerd", "list_median_ms": TARGET_LIST_MS},
+            "summary": summaries,
+            "runs": results,
+        },
+        "images",
+        args.json,
+    )
     print(f"\nJSON: {path}")
     return 0
 

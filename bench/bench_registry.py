@@ -45,14 +45,24 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-import bench_api as A  # noqa: E402  (start_and_wait / stop_and_clean)
-from bench_images import (API, BenchError, CpuWindow, call, check_stream, connect, delete_and_verify,  # noqa: E402
-                          image_id, post_load, storage_entries)
+import _common as C
+import bench_api as A
+from bench_images import (
+    API,
+    BenchError,
+    CpuWindow,
+    call,
+    check_stream,
+    connect,
+    delete_and_verify,
+    image_id,
+    post_load,
+    storage_entries,
+)
 
-from engine.testing.images import big_image, docker_archive  # noqa: E402
-from engine.testing.registry import LocalRegistry  # noqa: E402
-from engine.utils.fs import safe_rmtree  # noqa: E402
+from engine.testing.images import big_image, docker_archive
+from engine.testing.registry import LocalRegistry
+from engine.utils.fs import safe_rmtree
 
 MB = 1e6
 PORT = 5000
@@ -215,9 +225,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 os.sync()
                 sample = push(daemon, neighbour_of(daemon), tar_bytes, storage)
                 out[daemon.name]["push"].append(asdict(sample) | {"mb_per_s": sample.mb_per_s})
-                print(f"  push {rnd + 1}/{args.reps} {daemon.name:8s} {sample.wall_s:6.2f} s "
-                      f"{sample.mb_per_s:6.1f} MB/s  blobs {sample.blob_bytes / MB:6.1f} MB  "
-                      f"daemon CPU {sample.daemon_cpu_s:5.2f} s  other work {sample.other_busy:.0%}", flush=True)
+                print(
+                    f"  push {rnd + 1}/{args.reps} {daemon.name:8s} {sample.wall_s:6.2f} s "
+                    f"{sample.mb_per_s:6.1f} MB/s  blobs {sample.blob_bytes / MB:6.1f} MB  "
+                    f"daemon CPU {sample.daemon_cpu_s:5.2f} s  other work {sample.other_busy:.0%}",
+                    flush=True,
+                )
                 untag_pushed(daemon)
                 if daemon.name == "engine" and not shared:
                     shared = storage  # the blobs both daemons pull
@@ -236,9 +249,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 os.sync()
                 sample = pull(daemon, neighbour_of(daemon), tar_bytes, shared, image.id)
                 out[daemon.name]["pull"].append(asdict(sample) | {"mb_per_s": sample.mb_per_s})
-                print(f"  pull {rnd + 1}/{args.reps} {daemon.name:8s} {sample.wall_s:6.2f} s "
-                      f"{sample.mb_per_s:6.1f} MB/s  daemon CPU {sample.daemon_cpu_s:5.2f} s  "
-                      f"other work {sample.other_busy:.0%}", flush=True)
+                print(
+                    f"  pull {rnd + 1}/{args.reps} {daemon.name:8s} {sample.wall_s:6.2f} s "
+                    f"{sample.mb_per_s:6.1f} MB/s  daemon CPU {sample.daemon_cpu_s:5.2f} s  "
+                    f"other work {sample.other_busy:.0%}",
+                    flush=True,
+                )
                 delete_and_verify(daemon, f"{REPO}:{TAG}", baselines[daemon.name])
         for daemon, _ in daemons:
             if not daemon.alive():
@@ -266,10 +282,17 @@ def summary_rows(out: dict[str, Any], names: list[str]) -> list[list[str]]:
             walls = [s["wall_s"] for s in samples]
             med = C.median(walls)
             tar = out["image"]["tar_bytes"]
-            rows.append([f"{op} {name}", f"{med:.2f}", f"{min(walls):.2f}", f"{tar / MB / med:.1f}",
-                         f"{samples[0]['blob_bytes'] / MB:.1f}",
-                         f"{C.median([s['daemon_cpu_s'] for s in samples]):.2f}",
-                         f"{max(s['other_busy'] for s in samples):.0%}"])
+            rows.append(
+                [
+                    f"{op} {name}",
+                    f"{med:.2f}",
+                    f"{min(walls):.2f}",
+                    f"{tar / MB / med:.1f}",
+                    f"{samples[0]['blob_bytes'] / MB:.1f}",
+                    f"{C.median([s['daemon_cpu_s'] for s in samples]):.2f}",
+                    f"{max(s['other_busy'] for s in samples):.0%}",
+                ]
+            )
     return rows
 
 
@@ -289,9 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: the machine is {busy:.0%} busy before the bench; numbers will be noisy", file=sys.stderr)
     out = run(args)
     names = [n for n in ("engine", "dockerd") if n in out]
-    C.print_table(["operation", "median s", "min s", "MB/s", "blobs MB", "daemon CPU s", "other work"],
-                  summary_rows(out, names), title=f"push/pull of {out['image']['tar_bytes'] / MB:.0f} MB "
-                                                  f"({out['image']['layers']} layers), vfs, local registry")
+    C.print_table(
+        ["operation", "median s", "min s", "MB/s", "blobs MB", "daemon CPU s", "other work"],
+        summary_rows(out, names),
+        title=f"push/pull of {out['image']['tar_bytes'] / MB:.0f} MB "
+        f"({out['image']['layers']} layers), vfs, local registry",
+    )
     path = C.write_json({"reps": args.reps, "busy_before": busy, **out}, "registry", args.json)
     print(f"\nrecord: {path}")
     return 0

@@ -22,8 +22,9 @@ def git_commit() -> str:
     if not os.path.isdir(os.path.join(top, ".git")):
         return ""
     try:
-        out = subprocess.run(["git", "-C", top, "rev-parse", "--short=7", "HEAD"],
-                             capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "-C", top, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Iterable
 
 import pluggy
 
@@ -61,9 +61,7 @@ class PluginManager(pluggy.PluginManager):
                 self.load_failures.append(LoadFailure(ep.name, dist, f"{type(exc).__name__}: {exc}"))
 
 
-def make_plugin_manager(
-    builtins: Iterable[str] = BUILTIN_PLUGINS, entrypoints: bool = True
-) -> PluginManager:
+def make_plugin_manager(builtins: Iterable[str] = BUILTIN_PLUGINS, entrypoints: bool = True) -> PluginManager:
     """Build the plugin manager.
 
     :param builtins: module names of the built-in plugins to register.

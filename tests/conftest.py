@@ -92,10 +92,12 @@ def docker(daemon, docker_config):
         env.pop("DOCKER_API_VERSION", None)
         proc = subprocess.run([binary, *args], input=input, capture_output=True, env=env, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} exited {proc.returncode}:\n"
-                                 f"stdout: {proc.stdout.decode(errors='replace')}\n"
-                                 f"stderr: {proc.stderr.decode(errors='replace')}\n"
-                                 f"daemon log:\n{daemon.log()[-4000:]}")
+            raise AssertionError(
+                f"docker {' '.join(args)} exited {proc.returncode}:\n"
+                f"stdout: {proc.stdout.decode(errors='replace')}\n"
+                f"stderr: {proc.stderr.decode(errors='replace')}\n"
+                f"daemon log:\n{daemon.log()[-4000:]}"
+            )
         return proc
 
     return run

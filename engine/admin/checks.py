@@ -71,8 +71,14 @@ def check_namespaces() -> list[Check]:
 
 def check_cgroups() -> list[Check]:
     cg = host.cgroup_info()
-    out = [Check("cgroup version", True, f"v{cg.version}" + (" (hybrid: v2 mounted too)" if cg.version == "1" and cg.v2_mount else ""),
-                 "resource limits")]
+    out = [
+        Check(
+            "cgroup version",
+            True,
+            f"v{cg.version}" + (" (hybrid: v2 mounted too)" if cg.version == "1" and cg.v2_mount else ""),
+            "resource limits",
+        )
+    ]
     for ctl, disables in CGROUP_CONTROLLERS.items():
         if cg.version == "2" and ctl in ("cpuacct", "devices", "freezer", "blkio"):
             # v2 folds these into cpu/io, eBPF device programs and cgroup.freeze.
@@ -97,8 +103,11 @@ def check_filesystems() -> list[Check]:
         ok = fs in fss
         out.append(Check(fs, ok, "in /proc/filesystems" if ok else "not in /proc/filesystems", disables))
     dm = os.path.exists("/dev/mapper/control") or "device-mapper" in host.read_text("/proc/devices")
-    out.append(Check("device-mapper", dm, "/dev/mapper/control" if dm else "no /dev/mapper/control",
-                     "the devmapper graph driver"))
+    out.append(
+        Check(
+            "device-mapper", dm, "/dev/mapper/control" if dm else "no /dev/mapper/control", "the devmapper graph driver"
+        )
+    )
     return out
 
 
@@ -167,8 +176,10 @@ def check_network() -> list[Check]:
     if os.geteuid() != 0:
         return [Check(n, None, "run as root to test", d) for n, d in disables.items()]
     found = _netns_probe()
-    return [Check(n, found.get(n, (None, "not tested"))[0], found.get(n, (None, "not tested"))[1], d)
-            for n, d in disables.items()]
+    return [
+        Check(n, found.get(n, (None, "not tested"))[0], found.get(n, (None, "not tested"))[1], d)
+        for n, d in disables.items()
+    ]
 
 
 def run_checks() -> dict[str, list[Check]]:

@@ -43,8 +43,9 @@ def _probe(kind: str, entry: DriverEntry, cfg: Any) -> tuple[bool | None, str]:
 def _selected(kind: str, entries: dict[str, DriverEntry], cfg: Any) -> tuple[str | None, str]:
     if kind == "graph":
         try:
-            plan = selection_plan(cfg.root, cfg.storage_driver or None, cfg.storage_opts,
-                                  cfg.storage_driver_priority, drivers=entries)
+            plan = selection_plan(
+                cfg.root, cfg.storage_driver or None, cfg.storage_opts, cfg.storage_driver_priority, drivers=entries
+            )
         except DriverSelectionError as exc:
             return None, str(exc)
         return plan.entry.name, plan.reason
@@ -66,20 +67,22 @@ def collect(kinds: list[str], cfg: Any) -> list[dict[str, Any]]:
             rank = None
             if kind == "graph" and name in cfg.storage_driver_priority:
                 rank = cfg.storage_driver_priority.index(name) + 1
-            rows.append({
-                "kind": kind,
-                "name": name,
-                "distribution": entry.distribution,
-                "version": entry.version,
-                "summary": entry.summary,
-                "loaded": entry.loaded,
-                "load_error": entry.error,
-                "supported": supported,
-                "reason": reason,
-                "priority": rank,
-                "selected": name == selected,
-                "selected_reason": why if name == selected else "",
-            })
+            rows.append(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "distribution": entry.distribution,
+                    "version": entry.version,
+                    "summary": entry.summary,
+                    "loaded": entry.loaded,
+                    "load_error": entry.error,
+                    "supported": supported,
+                    "reason": reason,
+                    "priority": rank,
+                    "selected": name == selected,
+                    "selected_reason": why if name == selected else "",
+                }
+            )
         if selected is None:
             rows.append({"kind": kind, "name": None, "selected": False, "selected_reason": why})
     return rows
@@ -106,8 +109,17 @@ def cmd_drivers(args: argparse.Namespace) -> int:
         else:
             state = f"no: {row['reason']}"
         sel = f"* ({row['selected_reason']})" if row["selected"] else ""
-        lines.append([row["kind"], row["name"], f"{row['distribution']} {row['version']}",
-                      row["priority"] or "-", state, sel, row["summary"]])
+        lines.append(
+            [
+                row["kind"],
+                row["name"],
+                f"{row['distribution']} {row['version']}",
+                row["priority"] or "-",
+                state,
+                sel,
+                row["summary"],
+            ]
+        )
     table(["KIND", "NAME", "DISTRIBUTION", "PRIORITY", "SUPPORTED HERE", "SELECTED", "DESCRIPTION"], lines)
     for note in notes:
         print(note)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import falcon
 
@@ -61,16 +62,15 @@ class Hijack:
         self.content_type = content_type
 
 
-def request_hijack(req: Any, run: Callable[[Any], None], content_type: str = "application/vnd.docker.raw-stream") -> None:
+def request_hijack(
+    req: Any, run: Callable[[Any], None], content_type: str = "application/vnd.docker.raw-stream"
+) -> None:
     """Called by a resource: after this request, hand the socket to ``run``."""
     req.env[HIJACK_KEY] = Hijack(run, content_type)
 
 
 def _upgrade_requested(environ: dict) -> bool:
-    return (
-        "upgrade" in environ.get("HTTP_CONNECTION", "").lower()
-        and environ.get("HTTP_UPGRADE", "").lower() == "tcp"
-    )
+    return "upgrade" in environ.get("HTTP_CONNECTION", "").lower() and environ.get("HTTP_UPGRADE", "").lower() == "tcp"
 
 
 def get_app(app: falcon.App) -> Callable[[dict, Callable], Iterable[bytes]]:

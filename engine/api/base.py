@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from engine.core.env import parse_bool
 from engine.daemon.attach import client_gone
@@ -94,8 +95,7 @@ def read_json(req: Any, required: bool = True, default: Any = None) -> Any:
         raise InvalidParameter(f"malformed JSON in request body: {exc}") from None
 
 
-def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None,
-            stdin: Any = None) -> bytes:
+def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None, stdin: Any = None) -> bytes:
     """Run a job to completion and return what it wrote to stdout."""
     job = engine.job(name, *args, env=env)
     buf = job.stdout.add_buffer()
@@ -108,9 +108,15 @@ def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = 
 _DONE = object()
 
 
-def stream_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None,
-               stdin: Any = None, first_output_timeout: float | None = None,
-               client: Any = None) -> Iterator[bytes]:
+def stream_job(
+    engine: Any,
+    name: str,
+    *args: str,
+    env: Mapping[str, Any] | None = None,
+    stdin: Any = None,
+    first_output_timeout: float | None = None,
+    client: Any = None,
+) -> Iterator[bytes]:
     """Run a job in a thread and return an iterator over its stdout.
 
     The call waits until the job writes something or ends: an error raised

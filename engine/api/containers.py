@@ -41,8 +41,13 @@ class Create(_Resource):
 class ListContainers(_Resource):
     def on_get(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
-        resp.data = self.job("containers", All=query_bool(req, "all"), Limit=query_int(req, "limit", -1),
-                             Size=query_bool(req, "size"), Filters=parse_filters(req.get_param("filters")))
+        resp.data = self.job(
+            "containers",
+            All=query_bool(req, "all"),
+            Limit=query_int(req, "limit", -1),
+            Size=query_bool(req, "size"),
+            Filters=parse_filters(req.get_param("filters")),
+        )
 
 
 class Prune(_Resource):
@@ -59,8 +64,13 @@ class Container(_Resource):
         resp.data = self.job("container_inspect", id, Size=query_bool(req, "size"))
 
     def on_delete(self, req: Any, resp: Any, id: str) -> None:
-        self.job("rm", id, Force=query_bool(req, "force"), RemoveVolume=query_bool(req, "v"),
-                 RemoveLink=query_bool(req, "link"))
+        self.job(
+            "rm",
+            id,
+            Force=query_bool(req, "force"),
+            RemoveVolume=query_bool(req, "v"),
+            RemoveLink=query_bool(req, "link"),
+        )
         resp.status = falcon.HTTP_204
 
 
@@ -120,9 +130,12 @@ class Export(_Resource):
 class Logs(_Resource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         env = {
-            "Follow": query_bool(req, "follow"), "Stdout": query_bool(req, "stdout"),
-            "Stderr": query_bool(req, "stderr"), "Since": req.get_param("since") or "",
-            "Until": req.get_param("until") or "", "Timestamps": query_bool(req, "timestamps"),
+            "Follow": query_bool(req, "follow"),
+            "Stdout": query_bool(req, "stdout"),
+            "Stderr": query_bool(req, "stderr"),
+            "Since": req.get_param("since") or "",
+            "Until": req.get_param("until") or "",
+            "Timestamps": query_bool(req, "timestamps"),
             "Tail": req.get_param("tail") or "all",
         }
         resp.content_type = RAW_STREAM
@@ -132,16 +145,25 @@ class Logs(_Resource):
 class Wait(_Resource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
-        resp.stream = stream_job(self.engine, "wait", id, env={"Condition": req.get_param("condition") or ""},
-                                 client=req.env.get("gunicorn.socket"))
+        resp.stream = stream_job(
+            self.engine,
+            "wait",
+            id,
+            env={"Condition": req.get_param("condition") or ""},
+            client=req.env.get("gunicorn.socket"),
+        )
 
 
 class Stats(_Resource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
-        resp.stream = stream_job(self.engine, "stats", id, env={"Stream": query_bool(req, "stream", True),
-                                                                "OneShot": query_bool(req, "one-shot")},
-                                 client=req.env.get("gunicorn.socket"))
+        resp.stream = stream_job(
+            self.engine,
+            "stats",
+            id,
+            env={"Stream": query_bool(req, "stream", True), "OneShot": query_bool(req, "one-shot")},
+            client=req.env.get("gunicorn.socket"),
+        )
 
 
 class Attach(_Resource):
@@ -150,9 +172,14 @@ class Attach(_Resource):
         import json
 
         tty = bool(json.loads(doc)["Config"].get("Tty"))
-        env = {"Stdin": query_bool(req, "stdin"), "Stdout": query_bool(req, "stdout"),
-               "Stderr": query_bool(req, "stderr"), "Stream": query_bool(req, "stream"),
-               "Logs": query_bool(req, "logs"), "DetachKeys": req.get_param("detachKeys") or ""}
+        env = {
+            "Stdin": query_bool(req, "stdin"),
+            "Stdout": query_bool(req, "stdout"),
+            "Stderr": query_bool(req, "stderr"),
+            "Stream": query_bool(req, "stream"),
+            "Logs": query_bool(req, "logs"),
+            "DetachKeys": req.get_param("detachKeys") or "",
+        }
         engine = self.engine
 
         def run(sock: Any) -> None:
@@ -195,10 +222,17 @@ class Archive(_Resource):
         resp.stream = stream_job(self.engine, "archive_get", id, env={"Path": path})
 
     def on_put(self, req: Any, resp: Any, id: str) -> None:
-        run_job(self.engine, "archive_put", id, env={"Path": self._path(req),
-                                                    "NoOverwriteDirNonDir": query_bool(req, "noOverwriteDirNonDir"),
-                                                    "CopyUIDGID": query_bool(req, "copyUIDGID")},
-                stdin=body_stream(req))
+        run_job(
+            self.engine,
+            "archive_put",
+            id,
+            env={
+                "Path": self._path(req),
+                "NoOverwriteDirNonDir": query_bool(req, "noOverwriteDirNonDir"),
+                "CopyUIDGID": query_bool(req, "copyUIDGID"),
+            },
+            stdin=body_stream(req),
+        )
         resp.status = falcon.HTTP_200
 
 
@@ -288,8 +322,11 @@ class VolumesPrune(_Resource):
 
 class Events(_Resource):
     def on_get(self, req: Any, resp: Any) -> None:
-        env = {"Since": req.get_param("since") or "", "Until": req.get_param("until") or "",
-               "Filters": parse_filters(req.get_param("filters"))}
+        env = {
+            "Since": req.get_param("since") or "",
+            "Until": req.get_param("until") or "",
+            "Filters": parse_filters(req.get_param("filters")),
+        }
         resp.content_type = JSON
         resp.stream = stream_job(self.engine, "events", env=env, client=req.env.get("gunicorn.socket"))
 

@@ -45,7 +45,7 @@ def handle_http_error(req: Any, resp: Any, ex: falcon.HTTPError, params: Any) ->
 
 
 def handle_unexpected(req: Any, resp: Any, ex: Exception, params: Any) -> None:  # noqa: ARG001
-    LOG.exception("%s %s failed", req.method, req.path)
+    LOG.error("%s %s failed", req.method, req.path, exc_info=ex)
     _set_error(resp, 500, f"{type(ex).__name__}: {ex}")
 
 

@@ -40,8 +40,7 @@ class ImageLoad:
 
     def on_post(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
-        resp.stream = stream_job(self.engine, "load", env={"Quiet": query_bool(req, "quiet")},
-                                 stdin=body_stream(req))
+        resp.stream = stream_job(self.engine, "load", env={"Quiet": query_bool(req, "quiet")}, stdin=body_stream(req))
 
 
 class ImageSaveMany:
@@ -110,9 +109,11 @@ class ImageSearch:
         term = req.get_param("term")
         if not term:
             raise InvalidParameter("term is required")
-        env = {"Limit": req.get_param_as_int("limit") or 25,
-               "Filters": parse_filters(req.get_param("filters")),
-               "AuthConfig": req.get_header("X-Registry-Auth") or ""}
+        env = {
+            "Limit": req.get_param_as_int("limit") or 25,
+            "Filters": parse_filters(req.get_param("filters")),
+            "AuthConfig": req.get_header("X-Registry-Auth") or "",
+        }
         resp.content_type = JSON
         resp.data = run_job(self.engine, "search", term, env=env)
 
@@ -181,4 +182,3 @@ def add_routes(app: falcon.App, engine: Any) -> None:
     app.add_route("/images/prune", ImagePrune(engine))
     app.add_route("/images/search", ImageSearch(engine))
     app.add_sink(PerImage(engine), prefix=re.compile(r"^/images/.+"))
-

@@ -127,13 +127,36 @@ def add_routes(app: falcon.App, engine: Any, debug: bool = False) -> None:
     app.add_route("/version", JobDocument(engine, "version"))
     app.add_route("/info", JobDocument(engine, "info"))
     swarm = NotInSwarm()
-    for path in ("/swarm", "/swarm/init", "/swarm/join", "/swarm/leave", "/swarm/update",
-                 "/swarm/unlockkey", "/swarm/unlock", "/nodes", "/services", "/services/create",
-                 "/tasks", "/secrets", "/secrets/create", "/configs", "/configs/create"):
+    for path in (
+        "/swarm",
+        "/swarm/init",
+        "/swarm/join",
+        "/swarm/leave",
+        "/swarm/update",
+        "/swarm/unlockkey",
+        "/swarm/unlock",
+        "/nodes",
+        "/services",
+        "/services/create",
+        "/tasks",
+        "/secrets",
+        "/secrets/create",
+        "/configs",
+        "/configs/create",
+    ):
         app.add_route(path, swarm)
-    for path in ("/nodes/{id}", "/services/{id}", "/services/{id}/update", "/services/{id}/logs",
-                 "/tasks/{id}", "/tasks/{id}/logs", "/secrets/{id}", "/secrets/{id}/update",
-                 "/configs/{id}", "/configs/{id}/update"):
+    for path in (
+        "/nodes/{id}",
+        "/services/{id}",
+        "/services/{id}/update",
+        "/services/{id}/logs",
+        "/tasks/{id}",
+        "/tasks/{id}/logs",
+        "/secrets/{id}",
+        "/secrets/{id}/update",
+        "/configs/{id}",
+        "/configs/{id}/update",
+    ):
         app.add_route(path, swarm)
     if debug:
         app.add_route("/debug/vars", DebugVars(engine))

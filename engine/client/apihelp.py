@@ -13,7 +13,8 @@ import json
 import re
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from engine.client.errors import ClientError
 from engine.client.runflags import parse_go_duration
@@ -144,8 +145,9 @@ def print_err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def request_json(client: Any, method: str, path: str, *args: str, params: dict[str, Any] | None = None,
-                 body: Any = None) -> Any:
+def request_json(
+    client: Any, method: str, path: str, *args: str, params: dict[str, Any] | None = None, body: Any = None
+) -> Any:
     """One API call with the CLI's query; the decoded JSON body (None when empty)."""
     url = client._url(path, *args)
     if method == "GET":
@@ -209,7 +211,7 @@ def indent_json(raw: bytes | str, indent: str = "    ") -> str:
             j = i + 1
             while j < n and text[j] != '"':
                 j += 2 if text[j] == "\\" else 1
-            out.append(text[i:j + 1])
+            out.append(text[i : j + 1])
             i = j + 1
         else:
             j = i

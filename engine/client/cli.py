@@ -13,16 +13,22 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import engine
 from engine.client.errors import ClientError
 from engine.daemon.config import DEFAULT_HOST, add_daemon_arguments
 
 #: Command modules, in the order their commands appear in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("engine.client.commands.system", "engine.client.commands.containers",
-                                    "engine.client.commands.images", "engine.client.commands.registry",
-                                    "engine.client.commands.volumes", "engine.client.commands.networks")
+COMMAND_MODULES: tuple[str, ...] = (
+    "engine.client.commands.system",
+    "engine.client.commands.containers",
+    "engine.client.commands.images",
+    "engine.client.commands.registry",
+    "engine.client.commands.volumes",
+    "engine.client.commands.networks",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,14 +54,28 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
         epilog="Run 'engine COMMAND --help' for more information on a command.",
     )
     parser.add_argument("-d", "--daemon", action="store_true", help="run the daemon (same as 'engine daemon')")
-    parser.add_argument("-H", "--host", action="append", default=None, metavar="ADDR",
-                        help=f"daemon socket to connect to (default $DOCKER_HOST or {DEFAULT_HOST})")
+    parser.add_argument(
+        "-H",
+        "--host",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help=f"daemon socket to connect to (default $DOCKER_HOST or {DEFAULT_HOST})",
+    )
     parser.add_argument("-D", "--debug", action="store_true", help="debug output")
     parser.add_argument("--tls", action="store_true", help="use TLS; implied by --tlsverify")
-    parser.add_argument("--tlsverify", action="store_true", default=bool(os.environ.get("DOCKER_TLS_VERIFY")),
-                        help="use TLS and verify the remote")
-    parser.add_argument("--tlscacert", default=os.path.join(_cert_path(), "ca.pem"), help="trust certs signed only by this CA")
-    parser.add_argument("--tlscert", default=os.path.join(_cert_path(), "cert.pem"), help="path to TLS certificate file")
+    parser.add_argument(
+        "--tlsverify",
+        action="store_true",
+        default=bool(os.environ.get("DOCKER_TLS_VERIFY")),
+        help="use TLS and verify the remote",
+    )
+    parser.add_argument(
+        "--tlscacert", default=os.path.join(_cert_path(), "ca.pem"), help="trust certs signed only by this CA"
+    )
+    parser.add_argument(
+        "--tlscert", default=os.path.join(_cert_path(), "cert.pem"), help="path to TLS certificate file"
+    )
     parser.add_argument("--tlskey", default=os.path.join(_cert_path(), "key.pem"), help="path to TLS key file")
     parser.add_argument("-v", "--version", action="store_true", help="print version information and quit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -83,7 +103,7 @@ def make_client(args: argparse.Namespace) -> Any:
             verify=args.tlsverify,
         )
         if base_url.startswith("tcp://"):
-            base_url = "https://" + base_url[len("tcp://"):]
+            base_url = "https://" + base_url[len("tcp://") :]
     try:
         return docker.APIClient(base_url=base_url, version=engine.API_VERSION, tls=tls, timeout=None)
     except docker.errors.DockerException as exc:
@@ -96,7 +116,7 @@ def _split_daemon_argv(argv: list[str]) -> list[str] | None:
         if flag in argv:
             i = argv.index(flag)
             if not any(not a.startswith("-") for a in argv[:i]):
-                return argv[:i] + argv[i + 1:]
+                return argv[:i] + argv[i + 1 :]
     return None
 
 

@@ -18,8 +18,9 @@ import posixpath
 import stat as statmod
 import tarfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from engine.client.errors import ClientError
 
@@ -155,6 +156,7 @@ def prepare_copy(src: CopyInfo, dst: CopyInfo) -> tuple[str, tuple[str, str] | N
 
 def destination_info(path: str) -> CopyInfo:
     """moby ``CopyInfoDestinationPath``: follow symlinks at ``path``; its parent must exist."""
+
     def lstat(path: str) -> os.stat_result | None:
         try:
             return os.lstat(path)
@@ -306,7 +308,10 @@ def tar_stream(src: CopyInfo, rename: tuple[str, str] | None, counter: list[int]
 
     def produce() -> None:
         try:
-            with os.fdopen(write_fd, "wb") as out, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            with (
+                os.fdopen(write_fd, "wb") as out,
+                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            ):
                 for name, path in _walk_entries(src):
                     if rename is not None:
                         name = rebase_name(name, *rename)

@@ -14,20 +14,46 @@ import csv
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Iterable
 from fractions import Fraction
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from engine.client.errors import ClientError
 
 #: The pull policies of ``--pull``.
 PULL_POLICIES = ("always", "missing", "never")
 
-_ULIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
-                 "rss", "rtprio", "rttime", "sigpending", "stack")
-_SYSCTL_NAMES = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                 "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
-_DOMAIN_RE = re.compile(r"^(:?(:?[a-zA-Z0-9]|(:?[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9]))"
-                        r"(:?\.(:?[a-zA-Z0-9]|(:?[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])))*)\.?\s*$")
+_ULIMIT_NAMES = (
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+)
+_SYSCTL_NAMES = (
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+)
+_DOMAIN_RE = re.compile(
+    r"^(:?(:?[a-zA-Z0-9]|(:?[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9]))"
+    r"(:?\.(:?[a-zA-Z0-9]|(:?[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])))*)\.?\s*$"
+)
 TRUE_VALUES = ("1", "t", "T", "true", "TRUE", "True")
 FALSE_VALUES = ("0", "f", "F", "false", "FALSE", "False")
 
@@ -71,9 +97,9 @@ def _parse_size(text: str, binary: bool) -> int:
     if sep == -1:
         raise ValueError(f"invalid size: '{text}'")
     if text[sep] != " ":
-        num, sfx = text[: sep + 1], text[sep + 1:]
+        num, sfx = text[: sep + 1], text[sep + 1 :]
     else:
-        num, sfx = text[:sep], text[sep + 1:]
+        num, sfx = text[:sep], text[sep + 1 :]
     try:
         size = float(num)
     except ValueError:
@@ -122,8 +148,16 @@ def parse_cpus(text: str) -> int:
     return int(nano)
 
 
-_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-                   "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
 
 
 def parse_go_duration(text: str) -> int:
@@ -420,14 +454,25 @@ def parse_mount(value: str) -> dict[str, Any]:
         if not mount.get("ReadOnly"):
             raise bad("option 'bind-recursive=readonly' requires 'readonly' to be specified in conjunction")
         if bind.get("Propagation") != "rprivate":
-            raise bad("option 'bind-recursive=readonly' requires 'bind-propagation=rprivate' to be specified in conjunction")
+            raise bad(
+                "option 'bind-recursive=readonly' requires 'bind-propagation=rprivate' to be specified in conjunction"
+            )
     out: dict[str, Any] = {}
     for key in ("Type", "Source", "Target", "ReadOnly", "Consistency"):
         if mount.get(key):
             out[key] = mount[key]
     if "BindOptions" in opts:
-        out["BindOptions"] = {k: bind[k] for k in ("Propagation", "NonRecursive", "CreateMountpoint",
-                                                   "ReadOnlyNonRecursive", "ReadOnlyForceRecursive") if bind.get(k)}
+        out["BindOptions"] = {
+            k: bind[k]
+            for k in (
+                "Propagation",
+                "NonRecursive",
+                "CreateMountpoint",
+                "ReadOnlyNonRecursive",
+                "ReadOnlyForceRecursive",
+            )
+            if bind.get(k)
+        }
     if "VolumeOptions" in opts:
         vol = opts["VolumeOptions"]
         vol.setdefault("DriverConfig", {})
@@ -492,7 +537,9 @@ def parse_ulimit(value: str) -> dict[str, Any]:
         raise invalid_argument("--ulimit", value, f"invalid ulimit type: {name}")
     parts = limits.split(":")
     if len(parts) > 2:
-        raise invalid_argument("--ulimit", value, f"too many limit value arguments - {limits}, can only have up to two, `soft[:hard]`")
+        raise invalid_argument(
+            "--ulimit", value, f"too many limit value arguments - {limits}, can only have up to two, `soft[:hard]`"
+        )
     try:
         soft = parse_int(parts[0])
         hard = parse_int(parts[1]) if len(parts) == 2 else soft
@@ -500,10 +547,15 @@ def parse_ulimit(value: str) -> dict[str, Any]:
         raise invalid_argument("--ulimit", value, str(exc)) from None
     if hard != -1:
         if soft == -1:
-            raise invalid_argument("--ulimit", value, "ulimit soft limit must be less than or equal to hard limit: "
-                                             f"soft: -1 (unlimited), hard: {hard}")
+            raise invalid_argument(
+                "--ulimit",
+                value,
+                f"ulimit soft limit must be less than or equal to hard limit: soft: -1 (unlimited), hard: {hard}",
+            )
         if soft > hard:
-            raise invalid_argument("--ulimit", value, f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
+            raise invalid_argument(
+                "--ulimit", value, f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+            )
     return {"Name": name, "Hard": hard, "Soft": soft}
 
 
@@ -518,8 +570,11 @@ def throttle_device(flag: str, value: str, iops: bool) -> dict[str, Any]:
         if n < 0:
             raise ValueError
     except ValueError:
-        hint = ("<device-path>:<number>. Number must be a positive integer" if iops else
-                "<device-path>:<number>[<unit>]. Number must be a positive integer. Unit is optional and can be kb, mb, or gb")
+        hint = (
+            "<device-path>:<number>. Number must be a positive integer"
+            if iops
+            else "<device-path>:<number>[<unit>]. Number must be a positive integer. Unit is optional and can be kb, mb, or gb"
+        )
         raise invalid_argument(flag, value, f"invalid rate for device: {value}. The correct format is {hint}") from None
     return {"Path": path, "Rate": n}
 

@@ -23,7 +23,8 @@ import sys
 import termios
 import threading
 import tty
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from engine.client.errors import ClientError
 
@@ -108,8 +109,12 @@ class HijackedConnection:
             pass
 
 
-def hijack(client: Any, path: str, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None,
-           ) -> HijackedConnection:
+def hijack(
+    client: Any,
+    path: str,
+    params: dict[str, Any] | None = None,
+    body: dict[str, Any] | None = None,
+) -> HijackedConnection:
     """``POST path`` with ``Upgrade: tcp``; the connection once the daemon has answered ``101``.
 
     :raises docker.errors.APIError: for an error status.
@@ -151,7 +156,11 @@ def stdcopy(read: Callable[[int], bytes], stdout: IO[bytes] | None, stderr: IO[b
 
 def parse_detach_keys(keys: str) -> bytes:
     """moby/term ``ToBytes``: ``ctrl-p,ctrl-q`` -> ``b"\\x10\\x11"``; ``DEL`` and single characters too."""
-    names = ["ctrl-@"] + [f"ctrl-{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + ["ctrl-[", "ctrl-\\", "ctrl-]", "ctrl-^", "ctrl-_"]
+    names = (
+        ["ctrl-@"]
+        + [f"ctrl-{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+        + ["ctrl-[", "ctrl-\\", "ctrl-]", "ctrl-^", "ctrl-_"]
+    )
     out = bytearray()
     for key in keys.split(","):
         if len(key) == 1:
@@ -230,8 +239,15 @@ class Streamer:
         without one the daemon watches for it).
     """
 
-    def __init__(self, conn: HijackedConnection, stdin_fd: int | None, stdout: IO[bytes] | None,
-                 stderr: IO[bytes] | None, tty: bool, detach_keys: bytes = DEFAULT_DETACH_KEYS) -> None:
+    def __init__(
+        self,
+        conn: HijackedConnection,
+        stdin_fd: int | None,
+        stdout: IO[bytes] | None,
+        stderr: IO[bytes] | None,
+        tty: bool,
+        detach_keys: bytes = DEFAULT_DETACH_KEYS,
+    ) -> None:
         self.conn = conn
         self.stdin_fd = stdin_fd
         self.stdout = stdout
@@ -340,9 +356,27 @@ def terminal_size(stream: IO[Any] | None = None) -> tuple[int, int]:
 #: SIGCHLD/SIGPIPE/SIGURG; the synchronous faults (SEGV, BUS...) and the
 #: terminal-read ones (TTIN/TTOU) cannot be caught safely in Python, and
 #: SIGWINCH becomes a resize instead.
-PROXY_SIGNALS = tuple(getattr(signal, name) for name in (
-    "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGALRM", "SIGTSTP", "SIGCONT",
-    "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR", "SIGXCPU", "SIGXFSZ") if hasattr(signal, name))
+PROXY_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGTERM",
+        "SIGALRM",
+        "SIGTSTP",
+        "SIGCONT",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGIO",
+        "SIGPWR",
+        "SIGXCPU",
+        "SIGXFSZ",
+    )
+    if hasattr(signal, name)
+)
 
 
 class Forwarder:
@@ -368,8 +402,9 @@ class Forwarder:
             try:
                 if kind == "signal":
                     name = signal.Signals(value).name[3:]
-                    self.client._raise_for_status(self.client._post(
-                        self.client._url("/containers/{0}/kill", self.ident), params={"signal": name}))
+                    self.client._raise_for_status(
+                        self.client._post(self.client._url("/containers/{0}/kill", self.ident), params={"signal": name})
+                    )
                 elif kind == "resize":
                     self.resize_now()
             except Exception:  # noqa: BLE001 - like the CLI, a failed forward is only logged at debug level
@@ -401,6 +436,7 @@ class Forwarder:
 
     def monitor_resize(self) -> None:
         """Resize now (retrying like the CLI's ``initTtySize``) and on every SIGWINCH."""
+
         def first() -> None:
             import time
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 from engine.utils.progress import bar, human_size
 
@@ -79,8 +80,14 @@ class Renderer:
         detail = msg.get("progressDetail") or {}
         if ident and detail.get("current") is not None:
             self.totals[ident] = (detail["current"], detail.get("total") or 0)
-        elif ident and msg.get("status") in ("Pull complete", "Download complete", "Pushed", "Already exists",
-                                             "Layer already exists", "Loading layer"):
+        elif ident and msg.get("status") in (
+            "Pull complete",
+            "Download complete",
+            "Pushed",
+            "Already exists",
+            "Layer already exists",
+            "Loading layer",
+        ):
             cur, tot = self.totals.get(ident, (0, 0))
             self.totals[ident] = (max(cur, tot), tot)
         text = self._line(msg)

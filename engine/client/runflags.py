@@ -22,19 +22,53 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from engine.client.flagparse import (FALSE_VALUES, PULL_POLICIES, TRUE_VALUES, FlagError, convert_publish, dedupe_env,
-                                     expose_ports, invalid_argument, is_ip, kv_to_map, normalize_capabilities,
-                                     parse_cpus, parse_device, parse_go_duration, parse_int, parse_kv_file,
-                                     parse_mount, parse_port_specs, parse_restart_policy, parse_uint, parse_ulimit,
-                                     parse_volume_spec, ram_in_bytes, throttle_device, validate_dns_search,
-                                     validate_env, validate_extra_host, validate_label, validate_link,
-                                     validate_sysctl, weight_device)
+from engine.client.flagparse import (
+    FALSE_VALUES,
+    PULL_POLICIES,
+    TRUE_VALUES,
+    FlagError,
+    convert_publish,
+    dedupe_env,
+    expose_ports,
+    invalid_argument,
+    is_ip,
+    kv_to_map,
+    normalize_capabilities,
+    parse_cpus,
+    parse_device,
+    parse_go_duration,
+    parse_int,
+    parse_kv_file,
+    parse_mount,
+    parse_port_specs,
+    parse_restart_policy,
+    parse_uint,
+    parse_ulimit,
+    parse_volume_spec,
+    ram_in_bytes,
+    throttle_device,
+    validate_dns_search,
+    validate_env,
+    validate_extra_host,
+    validate_label,
+    validate_link,
+    validate_sysctl,
+    weight_device,
+)
 
-__all__ = ["CreateSpec", "FlagError", "add_create_flags", "add_run_flags", "enable_bool_values", "parse_create",
-           "normalize_platform"]
+__all__ = [
+    "CreateSpec",
+    "FlagError",
+    "add_create_flags",
+    "add_run_flags",
+    "enable_bool_values",
+    "normalize_platform",
+    "parse_create",
+]
 
 
 def _security_opts(values: list[str]) -> tuple[list[str], list[str] | None, list[str] | None]:
@@ -73,8 +107,17 @@ def _valid_mode(value: str, container_ok: bool) -> bool:
 
 def _network_opt(value: str) -> dict[str, Any]:
     """One ``--network`` value: a name, or ``name=n,alias=a,ip=...`` (the advanced syntax)."""
-    opt: dict[str, Any] = {"Target": "", "Aliases": [], "IPv4Address": "", "IPv6Address": "", "Links": [],
-                           "MacAddress": "", "LinkLocalIPs": [], "DriverOpts": {}, "GwPriority": 0}
+    opt: dict[str, Any] = {
+        "Target": "",
+        "Aliases": [],
+        "IPv4Address": "",
+        "IPv6Address": "",
+        "Links": [],
+        "MacAddress": "",
+        "LinkLocalIPs": [],
+        "DriverOpts": {},
+        "GwPriority": 0,
+    }
     if not re.search(r"\w+=\w+(,\w+=\w+)*", value):
         opt["Target"] = value
         return opt
@@ -130,10 +173,23 @@ def _endpoint(opt: dict[str, Any]) -> dict[str, Any]:
     mac = opt["MacAddress"]
     if mac and not re.fullmatch(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}", mac.strip()):
         raise FlagError(f"{mac} is not a valid mac address")
-    return {"IPAMConfig": ipam, "Links": opt["Links"] or None, "Aliases": opt["Aliases"] or None, "MacAddress": mac,
-            "DriverOpts": opt["DriverOpts"] or None, "GwPriority": opt["GwPriority"], "NetworkID": "",
-            "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None}
+    return {
+        "IPAMConfig": ipam,
+        "Links": opt["Links"] or None,
+        "Aliases": opt["Aliases"] or None,
+        "MacAddress": mac,
+        "DriverOpts": opt["DriverOpts"] or None,
+        "GwPriority": opt["GwPriority"],
+        "NetworkID": "",
+        "EndpointID": "",
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": None,
+    }
 
 
 def _endpoint_is_empty(ep: dict[str, Any]) -> bool:
@@ -158,7 +214,9 @@ def _networking(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if n["MacAddress"] and args.mac_address:
             raise FlagError("conflicting options: cannot specify both --mac-address and per-network MAC address")
         if n["LinkLocalIPs"] and extra_ips:
-            raise FlagError("conflicting options: cannot specify both --link-local-ip and per-network link-local IP addresses")
+            raise FlagError(
+                "conflicting options: cannot specify both --link-local-ip and per-network link-local IP addresses"
+            )
         if aliases:
             n["Aliases"] = list(aliases)
         if _user_defined(n["Target"]) and links:
@@ -192,8 +250,14 @@ def _networking(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return mode, {"EndpointsConfig": endpoints}
 
 
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386", "armhf": "arm",
-                 "armel": "arm"}
+_ARCH_ALIASES = {
+    "x86_64": "amd64",
+    "x86-64": "amd64",
+    "aarch64": "arm64",
+    "i386": "386",
+    "armhf": "arm",
+    "armel": "arm",
+}
 
 
 def normalize_platform(value: str) -> str:
@@ -204,7 +268,7 @@ def normalize_platform(value: str) -> str:
 
     parts = value.lower().split("/")
     if len(parts) > 3 or not all(parts):
-        raise FlagError(f"error parsing specified platform: \"{value}\": invalid platform component")
+        raise FlagError(f'error parsing specified platform: "{value}": invalid platform component')
     if len(parts) == 1:
         parts = [parts[0], goarch()] if parts[0] in ("linux", "windows", "darwin", "freebsd") else ["linux", parts[0]]
     parts[1] = _ARCH_ALIASES.get(parts[1], parts[1])
@@ -229,7 +293,11 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--name", help="assign a name to the container")
     a("--pull", default="missing", help='pull image before running ("always", "missing", "never")')
     _bool_flag(p, "-q", "--quiet", help="suppress the pull output")
-    a("--platform", default=os.environ.get("DOCKER_DEFAULT_PLATFORM", ""), help="set platform if server is multi-platform capable")
+    a(
+        "--platform",
+        default=os.environ.get("DOCKER_DEFAULT_PLATFORM", ""),
+        help="set platform if server is multi-platform capable",
+    )
     a("--disable-content-trust", action="store_true", default=True, help=argparse.SUPPRESS)
     # general
     a("-a", "--attach", action="append", metavar="STREAM", help="attach to STDIN, STDOUT or STDERR")
@@ -327,7 +395,12 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--shm-size", default=None, help="size of /dev/shm")
     a("--uts", default="", help="UTS namespace to use")
     a("--runtime", default="", help="runtime to use for this container")
-    a("--init", action="store_true", default=None, help="run an init inside the container that forwards signals and reaps processes")
+    a(
+        "--init",
+        action="store_true",
+        default=None,
+        help="run an init inside the container that forwards signals and reaps processes",
+    )
     enable_bool_values(p)
 
 
@@ -384,8 +457,10 @@ def _rewrite_bools(parser: argparse.ArgumentParser, args: list[str], twins: dict
             elif value in FALSE_VALUES:
                 arg = twins[name][1]
             else:
-                raise FlagError(f'invalid argument "{value}" for "{name}" flag: strconv.ParseBool: '
-                                f'parsing "{value}": invalid syntax')
+                raise FlagError(
+                    f'invalid argument "{value}" for "{name}" flag: strconv.ParseBool: '
+                    f'parsing "{value}": invalid syntax'
+                )
         out.append(arg)
         if not sep and name in takes_value and i + 1 < len(args):
             out.append(args[i + 1])
@@ -458,8 +533,11 @@ def _list(args: argparse.Namespace, attr: str) -> list[str]:
     return list(getattr(args, attr, None) or [])
 
 
-def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0),
-                 lookup_env: Callable[[str], str | None] = os.environ.get) -> CreateSpec:
+def parse_create(
+    args: argparse.Namespace,
+    console_size: tuple[int, int] = (0, 0),
+    lookup_env: Callable[[str], str | None] = os.environ.get,
+) -> CreateSpec:
     """The create body for parsed ``run``/``create`` arguments, as the docker CLI builds it.
 
     :param console_size: ``(height, width)`` of our stdout if it is a terminal.
@@ -467,7 +545,7 @@ def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0
     :raises FlagError: for any value docker would refuse before calling the daemon.
     """
     if args.pull not in PULL_POLICIES + ("",):
-        raise FlagError(f"invalid pull option: '{args.pull}': must be one of \"always\", \"missing\" or \"never\"")
+        raise FlagError(f'invalid pull option: \'{args.pull}\': must be one of "always", "missing" or "never"')
     attach = []
     for stream in _list(args, "attach"):
         if stream.lower() not in ("stdin", "stdout", "stderr"):
@@ -551,8 +629,10 @@ def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0
         storage_opts[key] = val
 
     health: dict[str, Any] | None = None
-    health_durations = {name: _duration_flag(args, f"health_{name}", f"--health-{name.replace('_', '-')}")
-                        for name in ("interval", "timeout", "start_period", "start_interval")}
+    health_durations = {
+        name: _duration_flag(args, f"health_{name}", f"--health-{name.replace('_', '-')}")
+        for name in ("interval", "timeout", "start_period", "start_interval")
+    }
     health_retries = _int_flag(args, "health_retries", "--health-retries", bits=64)
     have_health = bool(args.health_cmd) or any(health_durations.values()) or health_retries != 0
     if args.no_healthcheck:
@@ -568,8 +648,12 @@ def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0
         health = {}
         if args.health_cmd:
             health["Test"] = ["CMD-SHELL", args.health_cmd]
-        for key, hname in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
-                           ("StartInterval", "start_interval")):
+        for key, hname in (
+            ("Interval", "interval"),
+            ("Timeout", "timeout"),
+            ("StartPeriod", "start_period"),
+            ("StartInterval", "start_interval"),
+        ):
             if health_durations[hname]:
                 health[key] = health_durations[hname]
         if health_retries:
@@ -615,9 +699,15 @@ def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0
         "BlkioWeight": blkio_weight,
         "BlkioWeightDevice": [weight_device(v) for v in _list(args, "blkio_weight_device")],
         "BlkioDeviceReadBps": [throttle_device("--device-read-bps", v, False) for v in _list(args, "device_read_bps")],
-        "BlkioDeviceWriteBps": [throttle_device("--device-write-bps", v, False) for v in _list(args, "device_write_bps")],
-        "BlkioDeviceReadIOps": [throttle_device("--device-read-iops", v, True) for v in _list(args, "device_read_iops")],
-        "BlkioDeviceWriteIOps": [throttle_device("--device-write-iops", v, True) for v in _list(args, "device_write_iops")],
+        "BlkioDeviceWriteBps": [
+            throttle_device("--device-write-bps", v, False) for v in _list(args, "device_write_bps")
+        ],
+        "BlkioDeviceReadIOps": [
+            throttle_device("--device-read-iops", v, True) for v in _list(args, "device_read_iops")
+        ],
+        "BlkioDeviceWriteIOps": [
+            throttle_device("--device-write-iops", v, True) for v in _list(args, "device_write_iops")
+        ],
         "CpuPeriod": _int_flag(args, "cpu_period", "--cpu-period"),
         "CpuQuota": _int_flag(args, "cpu_quota", "--cpu-quota"),
         "CpuRealtimePeriod": _int_flag(args, "cpu_rt_period", "--cpu-rt-period"),
@@ -632,18 +722,20 @@ def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0
     kernel_memory = _size_flag(args, "kernel_memory", "--kernel-memory")
     if kernel_memory:
         resources["KernelMemory"] = kernel_memory
-    resources.update({
-        "MemoryReservation": _size_flag(args, "memory_reservation", "--memory-reservation"),
-        "MemorySwap": _size_flag(args, "memory_swap", "--memory-swap", swap=True),
-        "MemorySwappiness": swappiness,
-        "OomKillDisable": args.oom_kill_disable,
-        "PidsLimit": _int_flag(args, "pids_limit", "--pids-limit"),
-        "Ulimits": list(ulimits.values()),
-        "CpuCount": _int_flag(args, "cpu_count", "--cpu-count"),
-        "CpuPercent": _int_flag(args, "cpu_percent", "--cpu-percent"),
-        "IOMaximumIOps": 0,
-        "IOMaximumBandwidth": 0,
-    })
+    resources.update(
+        {
+            "MemoryReservation": _size_flag(args, "memory_reservation", "--memory-reservation"),
+            "MemorySwap": _size_flag(args, "memory_swap", "--memory-swap", swap=True),
+            "MemorySwappiness": swappiness,
+            "OomKillDisable": args.oom_kill_disable,
+            "PidsLimit": _int_flag(args, "pids_limit", "--pids-limit"),
+            "Ulimits": list(ulimits.values()),
+            "CpuCount": _int_flag(args, "cpu_count", "--cpu-count"),
+            "CpuPercent": _int_flag(args, "cpu_percent", "--cpu-percent"),
+            "IOMaximumIOps": 0,
+            "IOMaximumBandwidth": 0,
+        }
+    )
 
     config: dict[str, Any] = {
         "Hostname": args.hostname,
@@ -655,22 +747,26 @@ def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0
     }
     if exposed:
         config["ExposedPorts"] = dict(sorted(exposed.items()))
-    config.update({
-        "Tty": args.tty,
-        "OpenStdin": args.interactive,
-        # With stdin attached, stdin closes when this client disconnects.
-        "StdinOnce": bool(args.interactive and attach_stdin),
-        "Env": env or None,
-        "Cmd": list(args.command) or None,
-    })
+    config.update(
+        {
+            "Tty": args.tty,
+            "OpenStdin": args.interactive,
+            # With stdin attached, stdin closes when this client disconnects.
+            "StdinOnce": bool(args.interactive and attach_stdin),
+            "Env": env or None,
+            "Cmd": list(args.command) or None,
+        }
+    )
     if health is not None:
         config["Healthcheck"] = health
-    config.update({
-        "Image": args.image,
-        "Volumes": volumes,
-        "WorkingDir": args.workdir,
-        "Entrypoint": entrypoint,
-    })
+    config.update(
+        {
+            "Image": args.image,
+            "Volumes": volumes,
+            "WorkingDir": args.workdir,
+            "Entrypoint": entrypoint,
+        }
+    )
     endpoint = networking["EndpointsConfig"].get(network_mode)
     if endpoint and endpoint.get("MacAddress"):
         config["MacAddress"] = endpoint["MacAddress"]
@@ -717,11 +813,13 @@ def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0
         host["StorageOpt"] = dict(sorted(storage_opts.items()))
     if tmpfs:
         host["Tmpfs"] = dict(sorted(tmpfs.items()))
-    host.update({
-        "UTSMode": args.uts,
-        "UsernsMode": args.userns,
-        "ShmSize": _size_flag(args, "shm_size", "--shm-size"),
-    })
+    host.update(
+        {
+            "UTSMode": args.uts,
+            "UsernsMode": args.userns,
+            "ShmSize": _size_flag(args, "shm_size", "--shm-size"),
+        }
+    )
     if sysctls:
         host["Sysctls"] = dict(sorted(sysctls.items()))
     if args.runtime:
@@ -743,5 +841,12 @@ def parse_create(args: argparse.Namespace, console_size: tuple[int, int] = (0, 0
         if ipaddress.ip_address(server).is_loopback:
             warnings.append(f"Localhost DNS ({server}) may fail in containers.")
             break
-    return CreateSpec(body=body, name=args.name or "", platform=normalize_platform(args.platform), pull=args.pull or "missing",
-                      quiet=args.quiet, cidfile=args.cidfile, warnings=warnings)
+    return CreateSpec(
+        body=body,
+        name=args.name or "",
+        platform=normalize_platform(args.platform),
+        pull=args.pull or "missing",
+        quiet=args.quiet,
+        cidfile=args.cidfile,
+        warnings=warnings,
+    )

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from engine.client.errors import ClientError
 
@@ -92,7 +93,8 @@ def _truth(value: Any) -> bool:
 # -- lexing and parsing -------------------------------------------------------------------------------------
 
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+)
   | (?P<str>"(?:[^"\\]|\\.)*")
   | (?P<raw>`[^`]*`)
@@ -105,7 +107,9 @@ _TOKEN = re.compile(r"""
   | (?P<rp>\))
   | (?P<assign>:=)
   | (?P<comma>,)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 
 @dataclass
@@ -178,7 +182,7 @@ def _parse_pipeline(tokens: list[tuple[str, str]]) -> _Pipeline:
                 j += 1
             if depth:
                 raise TemplateError("template: unclosed left paren")
-            operand = _Operand("pipeline", _parse_pipeline(tokens[i + 1:j - 1]))
+            operand = _Operand("pipeline", _parse_pipeline(tokens[i + 1 : j - 1]))
             if j < len(tokens) and tokens[j][0] == "chain":
                 operand.chain = [p for p in tokens[j][1].split(".") if p]
                 j += 1
@@ -225,7 +229,7 @@ def parse(source: str) -> list[_Node]:
     pieces: list[tuple[str, str]] = []
     pos = 0
     for m in _ACTION.finditer(source):
-        text = source[pos:m.start()]
+        text = source[pos : m.start()]
         if m.group(1):
             text = text.rstrip()
         pieces.append(("text", text))
@@ -236,7 +240,7 @@ def parse(source: str) -> list[_Node]:
             pos += len(rest) - len(rest.lstrip())
     pieces.append(("text", source[pos:]))
     if "{{" in "".join(t for k, t in pieces if k == "text"):
-        raise TemplateError('template: unclosed action')
+        raise TemplateError("template: unclosed action")
 
     root: list[_Node] = []
     stack: list[tuple[_Node | None, list[_Node]]] = [(None, root)]
@@ -249,7 +253,7 @@ def parse(source: str) -> list[_Node]:
         if text.startswith("/*"):
             continue
         word = text.split(None, 1)[0] if text else ""
-        rest = text[len(word):].strip()
+        rest = text[len(word) :].strip()
         if word in ("if", "range", "with"):
             node = _Node(word, pipe=_parse_pipeline(_tokens(rest)))
             node_list.append(node)
@@ -382,7 +386,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "not": lambda v: not _truth(v),
     "and": None,  # type: ignore[dict-item]  # short-circuit: see _call
     "or": None,  # type: ignore[dict-item]
-    "slice": lambda v, *ix: v[int(ix[0]) if ix else 0:int(ix[1]) if len(ix) > 1 else None],
+    "slice": lambda v, *ix: v[int(ix[0]) if ix else 0 : int(ix[1]) if len(ix) > 1 else None],
 }
 
 #: In a table header every function passes its first argument through.
@@ -542,7 +546,7 @@ def preformat(fmt: str) -> tuple[str, bool]:
     """The CLI's ``Context.preFormat``: strip ``table``, map ``json``, turn ``\\t``/``\\n`` escapes into characters."""
     table = fmt.startswith("table")
     if table:
-        fmt = fmt[len("table"):]
+        fmt = fmt[len("table") :]
     elif fmt == "json":
         fmt = "{{json .}}"
     fmt = fmt.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
@@ -565,8 +569,9 @@ class _Header:
         return ""
 
 
-def render_rows(fmt: str, rows: Iterable[Any], titles: Mapping[str, str], out: Any,
-                minwidth: int = 10, padding: int = 3) -> None:
+def render_rows(
+    fmt: str, rows: Iterable[Any], titles: Mapping[str, str], out: Any, minwidth: int = 10, padding: int = 3
+) -> None:
     """Print one line per row with ``fmt`` (a ``table`` format gets the header and aligned columns)."""
     from engine.client.format import tabwrite
 

@@ -13,7 +13,8 @@ import enum
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from engine.core.env import Env
 from engine.core.streams import Input, Output

@@ -7,7 +7,8 @@ the way in and out: strings, booleans (moby's rules), integers, JSON and lists.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 _FALSE = frozenset({"", "0", "no", "false", "none"})
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import io
 import json
 import threading
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 
 class Output:

@@ -18,7 +18,8 @@ import json
 import os
 import posixpath
 import stat
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from engine.errors import InvalidParameter, NotFound
 from engine.graph import archive
@@ -34,8 +35,14 @@ GO_SETUID, GO_SETGID, GO_STICKY = 1 << 23, 1 << 22, 1 << 20
 def go_mode(st: os.stat_result) -> int:
     mode = st.st_mode & 0o777
     kind = stat.S_IFMT(st.st_mode)
-    mode |= {stat.S_IFDIR: GO_DIR, stat.S_IFLNK: GO_SYMLINK, stat.S_IFIFO: GO_PIPE, stat.S_IFSOCK: GO_SOCKET,
-             stat.S_IFBLK: GO_DEVICE, stat.S_IFCHR: GO_DEVICE | GO_CHARDEV}.get(kind, 0)
+    mode |= {
+        stat.S_IFDIR: GO_DIR,
+        stat.S_IFLNK: GO_SYMLINK,
+        stat.S_IFIFO: GO_PIPE,
+        stat.S_IFSOCK: GO_SOCKET,
+        stat.S_IFBLK: GO_DEVICE,
+        stat.S_IFCHR: GO_DEVICE | GO_CHARDEV,
+    }.get(kind, 0)
     if st.st_mode & stat.S_ISUID:
         mode |= GO_SETUID
     if st.st_mode & stat.S_ISGID:
@@ -71,7 +78,7 @@ def _mount_source(svc: Any, c: Any, path: str) -> tuple[str, str] | None:
     source = m["Source"] if m["Type"] == "bind" else svc.volumes.path(m["Name"])
     if not os.path.isdir(source):
         return None  # a bind-mounted file: the rootfs's placeholder stands in
-    return source, "/" + clean[len(dest):].lstrip("/")
+    return source, "/" + clean[len(dest) :].lstrip("/")
 
 
 @contextlib.contextmanager
@@ -127,8 +134,13 @@ def _open_parent(root: int, path: str, c: Any, shown: str) -> tuple[int, str]:
 def _stat_doc(st: os.stat_result, name: str, link: str) -> dict:
     from engine.daemon.container import rfc3339nano
 
-    return {"name": name, "size": st.st_size, "mode": go_mode(st), "mtime": rfc3339nano(st.st_mtime),
-            "linkTarget": link}
+    return {
+        "name": name,
+        "size": st.st_size,
+        "mode": go_mode(st),
+        "mtime": rfc3339nano(st.st_mtime),
+        "linkTarget": link,
+    }
 
 
 def stat_path(svc: Any, c: Any, path: str) -> dict:
@@ -193,8 +205,9 @@ def get(svc: Any, c: Any, path: str, out: Any) -> None:
             os.close(parent)
 
 
-def put(svc: Any, c: Any, path: str, body: Any, no_overwrite_dir_non_dir: bool = False,
-        copy_uid_gid: bool = False) -> None:
+def put(
+    svc: Any, c: Any, path: str, body: Any, no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False
+) -> None:
     """Extract the tar ``body`` into the directory ``path`` of the container.
 
     Owners are the tar's. ``copy_uid_gid`` (``docker cp -a``) is accepted
@@ -213,8 +226,13 @@ def put(svc: Any, c: Any, path: str, body: Any, no_overwrite_dir_non_dir: bool =
         except NotADirectoryError:
             raise InvalidParameter("extraction point is not a directory") from None
         try:
-            archive.apply_layer(f"/proc/self/fd/{fd}", body, whiteouts="keep",
-                                no_overwrite_dir_non_dir=no_overwrite_dir_non_dir, shown_as=shown)
+            archive.apply_layer(
+                f"/proc/self/fd/{fd}",
+                body,
+                whiteouts="keep",
+                no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                shown_as=shown,
+            )
         finally:
             os.close(fd)
     svc.daemon.container_event(c, "extract-to-dir")

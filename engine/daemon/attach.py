@@ -16,7 +16,8 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from engine.daemon.logs import frame
 from engine.errors import InvalidParameter
@@ -86,8 +87,14 @@ def close_client(sock: Any) -> None:
 class StdinPump(threading.Thread):
     """Client socket -> ``write``; EOF -> ``close``; detach keys -> ``detach``."""
 
-    def __init__(self, sock: Any, write: Callable[[bytes], None], close: Callable[[], None],
-                 detach_keys: bytes | None, on_detach: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        sock: Any,
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
+        detach_keys: bytes | None,
+        on_detach: Callable[[], None],
+    ) -> None:
         super().__init__(name="attach-stdin", daemon=True)
         self.sock = sock
         self.write = write
@@ -121,8 +128,14 @@ class StdinPump(threading.Thread):
             self.finished.set()
 
 
-def pump_frames(sock: Any, frames: Iterable[tuple[int, bytes]], tty: bool, stdout: bool, stderr: bool,
-                stop: threading.Event | None = None) -> bytes | None:
+def pump_frames(
+    sock: Any,
+    frames: Iterable[tuple[int, bytes]],
+    tty: bool,
+    stdout: bool,
+    stderr: bool,
+    stop: threading.Event | None = None,
+) -> bytes | None:
     """Forward output frames to the client until the exit frame; returns its payload."""
     for stream, data in frames:
         if stop is not None and stop.is_set():
@@ -136,8 +149,7 @@ def pump_frames(sock: Any, frames: Iterable[tuple[int, bytes]], tty: bool, stdou
     return None
 
 
-def pump_fds(sock: Any, fds: dict[int, int], tty: bool, stdout: bool, stderr: bool,
-             done: Callable[[], bool]) -> None:
+def pump_fds(sock: Any, fds: dict[int, int], tty: bool, stdout: bool, stderr: bool, done: Callable[[], bool]) -> None:
     """Forward what exec process fds (fd -> stream) produce until they all reach EOF."""
     open_fds = dict(fds)
     client_ok = True

@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from engine.core.env import parse_bool
 from engine.drivers import PRIORITY
@@ -114,26 +115,58 @@ _OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
     ("dns_search", ("dns-search",), ("--dns-search",), "list", "DNS search domain for containers"),
     ("dns_opts", ("dns-opts",), ("--dns-opt",), "list", "DNS option for containers"),
     ("registry_mirrors", ("registry-mirrors",), ("--registry-mirror",), "list", "preferred Docker registry mirror"),
-    ("insecure_registries", ("insecure-registries",), ("--insecure-registry",), "list",
-     "registry (host[:port] or CIDR) reached over plain HTTP or unverified TLS"),
+    (
+        "insecure_registries",
+        ("insecure-registries",),
+        ("--insecure-registry",),
+        "list",
+        "registry (host[:port] or CIDR) reached over plain HTTP or unverified TLS",
+    ),
     ("iptables", ("iptables",), ("--iptables",), "bool", "enable addition of iptables rules"),
     ("ip_forward", ("ip-forward",), ("--ip-forward",), "bool", "enable net.ipv4.ip_forward"),
     ("ip_masq", ("ip-masq",), ("--ip-masq",), "bool", "enable IP masquerading for the bridge's subnet"),
     ("ip", ("ip",), ("--ip",), "str", "default IP when binding container ports"),
-    ("bridge", ("bridge",), ("-b", "--bridge"), "str",
-     f"attach containers to an existing bridge ('none' disables networking; default: create {DEFAULT_BRIDGE})"),
+    (
+        "bridge",
+        ("bridge",),
+        ("-b", "--bridge"),
+        "str",
+        f"attach containers to an existing bridge ('none' disables networking; default: create {DEFAULT_BRIDGE})",
+    ),
     ("bip", ("bip",), ("--bip",), "str", "address and netmask of the bridge (CIDR), not with -b"),
-    ("fixed_cidr", ("fixed-cidr",), ("--fixed-cidr",), "str", "IPv4 subnet for container addresses (inside the bridge's)"),
+    (
+        "fixed_cidr",
+        ("fixed-cidr",),
+        ("--fixed-cidr",),
+        "str",
+        "IPv4 subnet for container addresses (inside the bridge's)",
+    ),
     ("icc", ("icc",), ("--icc",), "bool", "enable inter-container communication"),
     ("storage_driver", ("storage-driver",), ("-s", "--storage-driver"), "str", "graph driver to use"),
     ("storage_opts", ("storage-opts",), ("--storage-opt",), "list", "graph driver option"),
-    ("storage_driver_priority", ("storage-driver-priority",), (), "list",
-     "graph drivers to try, in order, when none is chosen"),
+    (
+        "storage_driver_priority",
+        ("storage-driver-priority",),
+        (),
+        "list",
+        "graph drivers to try, in order, when none is chosen",
+    ),
     ("exec_driver", ("exec-driver",), ("-e", "--exec-driver"), "str", "exec driver to use"),
-    ("mtu", ("mtu",), ("--mtu",), "int", "container network MTU (default: the default route's interface MTU, else 1500)"),
+    (
+        "mtu",
+        ("mtu",),
+        ("--mtu",),
+        "int",
+        "container network MTU (default: the default route's interface MTU, else 1500)",
+    ),
     ("selinux_enabled", ("selinux-enabled",), ("--selinux-enabled",), "bool", "enable SELinux support"),
-    ("userland_proxy", ("userland-proxy",), ("--userland-proxy",), "bool",
-     "use a userland proxy for published ports (needed for 127.0.0.1:PORT)"),
+    (
+        "userland_proxy",
+        ("userland-proxy",),
+        ("--userland-proxy",),
+        "bool",
+        "use a userland proxy for published ports (needed for 127.0.0.1:PORT)",
+    ),
     ("labels", ("labels",), ("--label",), "list", "daemon label (key=value)"),
 ]
 
@@ -148,8 +181,13 @@ def _bool_flag(value: str) -> bool:
 def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every daemon flag; unset flags stay ``None`` so that conflicts
     with daemon.json can be detected."""
-    parser.add_argument("--config-file", dest="config_file", default=None, metavar="PATH",
-                        help=f"daemon configuration file (default {DEFAULT_CONFIG_FILE})")
+    parser.add_argument(
+        "--config-file",
+        dest="config_file",
+        default=None,
+        metavar="PATH",
+        help=f"daemon configuration file (default {DEFAULT_CONFIG_FILE})",
+    )
     for attr, _keys, flags, kind, help_text in _OPTIONS:
         if not flags:
             continue

@@ -49,8 +49,15 @@ def job_container_inspect(job: Any) -> None:
 
 
 def job_containers(job: Any) -> None:
-    job.write_json(views.list_containers(svc_of(job), job.env.get_bool("All"), job.env.get_int("Limit", -1),
-                                         job.env.get_bool("Size"), job.env.get_json("Filters", {}) or {}))
+    job.write_json(
+        views.list_containers(
+            svc_of(job),
+            job.env.get_bool("All"),
+            job.env.get_int("Limit", -1),
+            job.env.get_bool("Size"),
+            job.env.get_json("Filters", {}) or {},
+        )
+    )
 
 
 # lifecycle
@@ -60,8 +67,9 @@ def job_start(job: Any) -> None:
 
 def job_stop(job: Any) -> None:
     timeout = job.env.get("Timeout")
-    svc_of(job).stop(container_of(job), int(timeout) if timeout not in ("", None) else None,
-                     job.env.get("Signal") or None)
+    svc_of(job).stop(
+        container_of(job), int(timeout) if timeout not in ("", None) else None, job.env.get("Signal") or None
+    )
 
 
 def job_restart(job: Any) -> None:
@@ -82,8 +90,12 @@ def job_unpause(job: Any) -> None:
 
 
 def job_rm(job: Any) -> None:
-    svc_of(job).remove(container_of(job), force=job.env.get_bool("Force"), volumes=job.env.get_bool("RemoveVolume"),
-                       link=job.env.get_bool("RemoveLink"))
+    svc_of(job).remove(
+        container_of(job),
+        force=job.env.get_bool("Force"),
+        volumes=job.env.get_bool("RemoveVolume"),
+        link=job.env.get_bool("RemoveLink"),
+    )
 
 
 def job_rename(job: Any) -> None:
@@ -114,9 +126,25 @@ def job_update(job: Any) -> None:
     svc = svc_of(job)
     c = container_of(job)
     body = job.env.get_json("Body", {}) or {}
-    allowed = {"BlkioWeight", "CpuShares", "CpuPeriod", "CpuQuota", "CpusetCpus", "CpusetMems", "Memory",
-               "MemorySwap", "MemoryReservation", "KernelMemory", "NanoCpus", "PidsLimit", "RestartPolicy",
-               "OomKillDisable", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime"}
+    allowed = {
+        "BlkioWeight",
+        "CpuShares",
+        "CpuPeriod",
+        "CpuQuota",
+        "CpusetCpus",
+        "CpusetMems",
+        "Memory",
+        "MemorySwap",
+        "MemoryReservation",
+        "KernelMemory",
+        "NanoCpus",
+        "PidsLimit",
+        "RestartPolicy",
+        "OomKillDisable",
+        "MemorySwappiness",
+        "CpuRealtimePeriod",
+        "CpuRealtimeRuntime",
+    }
     with c.lock:
         new = dict(c.host_config)
         for key, value in body.items():
@@ -193,10 +221,24 @@ def job_changes(job: Any) -> None:
     svc = svc_of(job)
     c = container_of(job)
     changes = svc.daemon.graphdriver.changes(c.id, c.init_layer)
-    hidden = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/.dockerenv", "/dev", "/dev/console", "/dev/pts",
-              "/dev/shm", "/proc", "/sys", "/etc"}
-    out = [{"Path": ch.path, "Kind": int(ch.kind)} for ch in sorted(changes, key=lambda ch: ch.path)
-           if ch.path not in hidden or int(ch.kind) != 0]
+    hidden = {
+        "/etc/hosts",
+        "/etc/hostname",
+        "/etc/resolv.conf",
+        "/.dockerenv",
+        "/dev",
+        "/dev/console",
+        "/dev/pts",
+        "/dev/shm",
+        "/proc",
+        "/sys",
+        "/etc",
+    }
+    out = [
+        {"Path": ch.path, "Kind": int(ch.kind)}
+        for ch in sorted(changes, key=lambda ch: ch.path)
+        if ch.path not in hidden or int(ch.kind) != 0
+    ]
     job.write_json(out or None)
 
 
@@ -237,8 +279,14 @@ def job_archive_put(job: Any) -> None:
     from engine.daemon import archive_ops
 
     c = container_of(job)
-    archive_ops.put(svc_of(job), c, job.env.get("Path"), job.stdin, job.env.get_bool("NoOverwriteDirNonDir"),
-                    job.env.get_bool("CopyUIDGID"))
+    archive_ops.put(
+        svc_of(job),
+        c,
+        job.env.get("Path"),
+        job.stdin,
+        job.env.get_bool("NoOverwriteDirNonDir"),
+        job.env.get_bool("CopyUIDGID"),
+    )
 
 
 # logs, attach, resize, stats
@@ -255,11 +303,17 @@ def job_logs(job: Any) -> None:
     stop = job.engine.stopping
     job.stdout.write(b"")
     for stream, data in logfile.read(
-            c.log_path, env.get_bool("Stdout"), env.get_bool("Stderr"),
-            since=logfile.parse_time(env.get("Since")), until=logfile.parse_time(env.get("Until")),
-            tail=tail_n, timestamps=env.get_bool("Timestamps"), follow=env.get_bool("Follow"),
-            running=lambda: c.state.running and not c.removed,
-            stopped=lambda: stop.is_set() or job.stdout.closed):
+        c.log_path,
+        env.get_bool("Stdout"),
+        env.get_bool("Stderr"),
+        since=logfile.parse_time(env.get("Since")),
+        until=logfile.parse_time(env.get("Until")),
+        tail=tail_n,
+        timestamps=env.get_bool("Timestamps"),
+        follow=env.get_bool("Follow"),
+        running=lambda: c.state.running and not c.removed,
+        stopped=lambda: stop.is_set() or job.stdout.closed,
+    ):
         job.stdout.write(logfile.frame(stream, data, c.tty))
 
 
@@ -280,9 +334,16 @@ def job_attach(job: Any) -> None:
     job.engine.daemon.container_event(c, "attach")
     from engine.daemon.streams import attach_container
 
-    attach_container(svc, c, sock, want_in and bool(c.config.get("OpenStdin")), want_out, want_err,
-                     attaching.parse_detach_keys(env.get("DetachKeys")) if c.tty else None,
-                     job.engine.stopping)
+    attach_container(
+        svc,
+        c,
+        sock,
+        want_in and bool(c.config.get("OpenStdin")),
+        want_out,
+        want_err,
+        attaching.parse_detach_keys(env.get("DetachKeys")) if c.tty else None,
+        job.engine.stopping,
+    )
 
 
 def job_resize(job: Any) -> None:
@@ -301,8 +362,14 @@ def job_resize(job: Any) -> None:
 def job_stats(job: Any) -> None:
     from engine.daemon.stats import stream_stats
 
-    stream_stats(svc_of(job), container_of(job), job.env.get_bool("Stream"), job.env.get_bool("OneShot"),
-                 job.stdout, job.engine.stopping)
+    stream_stats(
+        svc_of(job),
+        container_of(job),
+        job.env.get_bool("Stream"),
+        job.env.get_bool("OneShot"),
+        job.stdout,
+        job.engine.stopping,
+    )
 
 
 # exec
@@ -355,8 +422,9 @@ def job_volumes(job: Any) -> None:
 
 def job_volume_create(job: Any) -> None:
     body = job.env.get_json("Body", {}) or {}
-    vol, _ = job.engine.daemon.volumes.create(body.get("Name") or None, body.get("Labels"),
-                                             body.get("DriverOpts"), body.get("Driver") or "local")
+    vol, _ = job.engine.daemon.volumes.create(
+        body.get("Name") or None, body.get("Labels"), body.get("DriverOpts"), body.get("Driver") or "local"
+    )
     job.engine.daemon.events.log("volume", "create", vol["Name"], {"driver": "local"})
     job.write_json(vol)
 
@@ -392,11 +460,15 @@ def job_system_df(job: Any) -> None:
     volumes = []
     for vol in daemon.volumes.list():
         vol = dict(vol)
-        vol["UsageData"] = {"Size": daemon.volumes.size(vol["Name"]), "RefCount": len(daemon.volumes.users(vol["Name"]))}
+        vol["UsageData"] = {
+            "Size": daemon.volumes.size(vol["Name"]),
+            "RefCount": len(daemon.volumes.users(vol["Name"])),
+        }
         volumes.append(vol)
     layers = sum(layer.size for layer in graph.layers.all())
-    job.write_json({"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes,
-                    "BuildCache": []})
+    job.write_json(
+        {"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": []}
+    )
 
 
 # events
@@ -433,20 +505,41 @@ def engine_register_jobs(engine: Any, daemon: Any) -> None:
     if daemon is None:
         return
     for name, handler in (
-        ("create", job_create), ("container_inspect", job_container_inspect), ("containers", job_containers),
-        ("start", job_start), ("stop", job_stop), ("restart", job_restart), ("kill", job_kill),
-        ("pause", job_pause), ("unpause", job_unpause), ("rm", job_rm), ("rename", job_rename),
-        ("wait", job_wait), ("container_update", job_update), ("containers_prune", job_containers_prune),
-        ("top", job_top), ("container_changes", job_changes), ("export", job_export),
-        ("archive_stat", job_archive_stat), ("archive_get", job_archive_get), ("archive_put", job_archive_put),
-        ("logs", job_logs), ("attach", job_attach), ("resize", job_resize), ("stats", job_stats),
-        ("exec_create", job_exec_create), ("exec_start", job_exec_start), ("exec_inspect", job_exec_inspect),
+        ("create", job_create),
+        ("container_inspect", job_container_inspect),
+        ("containers", job_containers),
+        ("start", job_start),
+        ("stop", job_stop),
+        ("restart", job_restart),
+        ("kill", job_kill),
+        ("pause", job_pause),
+        ("unpause", job_unpause),
+        ("rm", job_rm),
+        ("rename", job_rename),
+        ("wait", job_wait),
+        ("container_update", job_update),
+        ("containers_prune", job_containers_prune),
+        ("top", job_top),
+        ("container_changes", job_changes),
+        ("export", job_export),
+        ("archive_stat", job_archive_stat),
+        ("archive_get", job_archive_get),
+        ("archive_put", job_archive_put),
+        ("logs", job_logs),
+        ("attach", job_attach),
+        ("resize", job_resize),
+        ("stats", job_stats),
+        ("exec_create", job_exec_create),
+        ("exec_start", job_exec_start),
+        ("exec_inspect", job_exec_inspect),
         ("exec_resize", job_exec_resize),
-        ("volumes", job_volumes), ("volume_create", job_volume_create), ("volume_inspect", job_volume_inspect),
-        ("volume_rm", job_volume_rm), ("volumes_prune", job_volumes_prune),
-        ("events", job_events), ("system_df", job_system_df),
+        ("volumes", job_volumes),
+        ("volume_create", job_volume_create),
+        ("volume_inspect", job_volume_inspect),
+        ("volume_rm", job_volume_rm),
+        ("volumes_prune", job_volumes_prune),
+        ("events", job_events),
+        ("system_df", job_system_df),
         *NETWORK_JOBS,
     ):
         engine.register(name, handler)
-
-

@@ -19,15 +19,15 @@ import select
 import signal as signals
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine.daemon import netns, resolvconf
 from engine.daemon.container import Container, State
 from engine.daemon.names import random_name
 from engine.daemon.volumes import VolumeStore, api_mount, parse_bind, parse_mount, parse_tmpfs
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, ProcessConfig, Resources
-from engine.errors import (Conflict, EngineError, HostError, InvalidParameter, NoSuchContainer, NotFound,
-                           NotModified)
+from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NoSuchContainer, NotFound, NotModified
 from engine.utils.fs import safe_rmtree
 from engine.utils.truncindex import TruncIndex
 
@@ -39,8 +39,11 @@ RESTART_POLICIES = ("", "no", "always", "on-failure", "unless-stopped")
 #: minute, and start over when a container ran for 10 s.
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET_AFTER = 0.1, 60.0, 10.0
 
-SIGNALS = {name[3:]: getattr(signals, name) for name in dir(signals)
-           if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(signals, name), int)}
+SIGNALS = {
+    name[3:]: getattr(signals, name)
+    for name in dir(signals)
+    if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(signals, name), int)
+}
 
 
 def parse_signal(value: str | int | None, default: int = signals.SIGKILL) -> int:
@@ -244,8 +247,9 @@ class ContainerService:
         return [c.id for c in self.all() if any(m.get("Name") == name for m in c.mounts)]
 
     # create
-    def create(self, config: dict, host_config: dict | None, name: str = "",
-               networking: dict | None = None) -> tuple[Container, list[str]]:
+    def create(
+        self, config: dict, host_config: dict | None, name: str = "", networking: dict | None = None
+    ) -> tuple[Container, list[str]]:
         graph = self.daemon.graph
         hc = dict(host_config or {})
         warnings = validate_host_config(hc, os.cpu_count() or 1)
@@ -294,8 +298,17 @@ class ContainerService:
             driver.create(cid, cid + "-init")
             created_layers.append(cid)
             c = Container(
-                id=cid, name=name, created=time.time(), image_id=image.id, config=merged, host_config=hc,
-                path=argv[0], args=argv[1:], driver=driver.name, top_layer=image.top_layer, root=root,
+                id=cid,
+                name=name,
+                created=time.time(),
+                image_id=image.id,
+                config=merged,
+                host_config=hc,
+                path=argv[0],
+                args=argv[1:],
+                driver=driver.name,
+                top_layer=image.top_layer,
+                root=root,
                 log_path=os.path.join(root, f"{cid}-json.log"),
             )
             c.mounts = self._plan_mounts(c, merged, hc, made_volumes)
@@ -322,9 +335,12 @@ class ContainerService:
             self._containers[cid] = c
             self.index.add(cid)
         if (hc.get("NetworkMode") or "default") in ("default", "bridge") and (
-                self.network is None or self.network.driver is None):
-            warnings.append("The bridge network driver is not available: the container gets its own network "
-                            "namespace with only the loopback interface")
+            self.network is None or self.network.driver is None
+        ):
+            warnings.append(
+                "The bridge network driver is not available: the container gets its own network "
+                "namespace with only the loopback interface"
+            )
         self.daemon.container_event(c, "create")
         return c, warnings
 
@@ -338,7 +354,8 @@ class ContainerService:
                 other = entity.id if entity is not None else "?"
                 raise Conflict(
                     f'Conflict. The container name "{name}" is already in use by container "{other}". '
-                    "You have to remove (or rename) that container to be able to reuse that name.") from None
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                ) from None
             return name
         for attempt in range(6):
             candidate = "/" + random_name(attempt)
@@ -398,11 +415,19 @@ class ContainerService:
                 if mode == "ro":
                     copy["RW"] = False
                 points[copy["Destination"]] = copy
-        for dest in (config.get("Volumes") or {}):
+        for dest in config.get("Volumes") or {}:
             dest = os.path.normpath(dest)
             if dest not in points:
-                points[dest] = {"Type": "volume", "Name": "", "Source": "", "Destination": dest, "Mode": "",
-                                "RW": True, "Propagation": "", "NoCopy": False}
+                points[dest] = {
+                    "Type": "volume",
+                    "Name": "",
+                    "Source": "",
+                    "Destination": dest,
+                    "Mode": "",
+                    "RW": True,
+                    "Propagation": "",
+                    "NoCopy": False,
+                }
         image_rootfs = None
         try:
             for point in points.values():
@@ -412,8 +437,9 @@ class ContainerService:
                         os.makedirs(point["Source"], 0o755, exist_ok=True)
                 elif point["Type"] == "volume":
                     anonymous = not point["Name"]
-                    info, created = self.volumes.create(point["Name"] or None, labels=point.pop("Labels", None),
-                                                       anonymous=anonymous)
+                    info, created = self.volumes.create(
+                        point["Name"] or None, labels=point.pop("Labels", None), anonymous=anonymous
+                    )
                     point["Name"] = info["Name"]
                     point["Source"] = info["Mountpoint"]
                     if created and anonymous:  # a named one stays, as in Docker
@@ -421,16 +447,24 @@ class ContainerService:
                     if created and not point.get("NoCopy"):
                         if image_rootfs is None:
                             image_rootfs = self.daemon.graphdriver.get(c.id + "-init")
-                        self.volumes.copy_up(point["Name"],
-                                             os.path.join(image_rootfs, point["Destination"].lstrip("/")))
+                        self.volumes.copy_up(
+                            point["Name"], os.path.join(image_rootfs, point["Destination"].lstrip("/"))
+                        )
         finally:
             if image_rootfs is not None:
                 self.daemon.graphdriver.put(c.id + "-init")
         return sorted(points.values(), key=lambda p: p["Destination"].count("/"))
 
     def _initial_network_settings(self, hc: dict) -> dict:
-        return {"Bridge": "", "Ports": {}, "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
-                "Networks": {}}
+        return {
+            "Bridge": "",
+            "Ports": {},
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "Gateway": "",
+            "MacAddress": "",
+            "Networks": {},
+        }
 
     # rename and remove
     def rename(self, c: Container, new: str) -> None:
@@ -446,8 +480,10 @@ class ContainerService:
         except Conflict:
             entity = linkgraph.get(new)
             other = entity.id if entity is not None else "?"
-            raise Conflict(f'Conflict. The container name "{new}" is already in use by container "{other}". '
-                           "You have to remove (or rename) that container to be able to reuse that name.") from None
+            raise Conflict(
+                f'Conflict. The container name "{new}" is already in use by container "{other}". '
+                "You have to remove (or rename) that container to be able to reuse that name."
+            ) from None
         with c.lock:
             c.name = new
             c.to_disk()
@@ -461,8 +497,10 @@ class ContainerService:
             if c.state.removal_in_progress or c.removed:
                 raise Conflict(f"removal of container {c.short_id} is already in progress")
             if c.state.running and not force:
-                raise Conflict(f"You cannot remove a running container {c.id}. Stop the container before "
-                               "attempting removal or force remove")
+                raise Conflict(
+                    f"You cannot remove a running container {c.id}. Stop the container before "
+                    "attempting removal or force remove"
+                )
             c.state.removal_in_progress = True
             c.exit_on_next = True
         self.monitor.cancel_restart(c)
@@ -534,30 +572,56 @@ class ContainerService:
             env.append("TERM=xterm")
         security = hc.get("SecurityOpt") or []
         process = ProcessConfig(
-            args=[c.path, *c.args], env=env, cwd=cfg.get("WorkingDir") or "/", user=cfg.get("User") or "",
-            additional_groups=list(hc.get("GroupAdd") or []), tty=bool(cfg.get("Tty")),
+            args=[c.path, *c.args],
+            env=env,
+            cwd=cfg.get("WorkingDir") or "/",
+            user=cfg.get("User") or "",
+            additional_groups=list(hc.get("GroupAdd") or []),
+            tty=bool(cfg.get("Tty")),
             console_size=tuple(hc["ConsoleSize"]) if hc.get("ConsoleSize") and any(hc["ConsoleSize"]) else None,
             privileged=bool(hc.get("Privileged")),
-            no_new_privileges=any(s in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
-                                  for s in security),
-            cap_add=list(hc.get("CapAdd") or []), cap_drop=list(hc.get("CapDrop") or []),
+            no_new_privileges=any(
+                s in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true") for s in security
+            ),
+            cap_add=list(hc.get("CapAdd") or []),
+            cap_drop=list(hc.get("CapDrop") or []),
         )
         mounts = []
         for m in c.mounts:
             if m["Type"] == "tmpfs":
                 opts = ["nosuid", "nodev", "noexec"] if not m.get("Mode") else []
-                mounts.append({"type": "tmpfs", "source": "tmpfs", "destination": m["Destination"],
-                               "options": opts + [o for o in (m.get("Mode") or "").split(",") if o]
-                               + ([] if m.get("RW", True) else ["ro"]), "propagation": ""})
+                mounts.append(
+                    {
+                        "type": "tmpfs",
+                        "source": "tmpfs",
+                        "destination": m["Destination"],
+                        "options": opts
+                        + [o for o in (m.get("Mode") or "").split(",") if o]
+                        + ([] if m.get("RW", True) else ["ro"]),
+                        "propagation": "",
+                    }
+                )
                 continue
             source = m["Source"] if m["Type"] == "bind" else self.volumes.path(m["Name"])
             opts = ["rbind"] + ([] if m.get("RW", True) else ["ro"])
-            mounts.append({"type": "bind", "source": source, "destination": m["Destination"], "options": opts,
-                           "propagation": m.get("Propagation") or "rprivate"})
+            mounts.append(
+                {
+                    "type": "bind",
+                    "source": source,
+                    "destination": m["Destination"],
+                    "options": opts,
+                    "propagation": m.get("Propagation") or "rprivate",
+                }
+            )
         devices = []
         for d in hc.get("Devices") or []:
-            devices.append({"path_on_host": d.get("PathOnHost"), "path_in_container": d.get("PathInContainer")
-                            or d.get("PathOnHost"), "permissions": d.get("CgroupPermissions") or "rwm"})
+            devices.append(
+                {
+                    "path_on_host": d.get("PathOnHost"),
+                    "path_in_container": d.get("PathInContainer") or d.get("PathOnHost"),
+                    "permissions": d.get("CgroupPermissions") or "rwm",
+                }
+            )
         ipc = hc.get("IpcMode") or "private"
         if ipc.startswith("container:"):
             other = self.get(ipc.split(":", 1)[1])
@@ -565,16 +629,24 @@ class ContainerService:
                 raise Conflict(f"cannot join IPC of a non running container: {other.id}")
             ipc = f"container:/proc/{other.state.pid}/ns/ipc"
         return Command(
-            id=c.id, rootfs=rootfs, process=process, container_dir=c.root,
-            hostname=cfg.get("Hostname") or "", domainname=cfg.get("Domainname") or "",
-            mounts=mounts, resources=resources_of(hc), network=network,
+            id=c.id,
+            rootfs=rootfs,
+            process=process,
+            container_dir=c.root,
+            hostname=cfg.get("Hostname") or "",
+            domainname=cfg.get("Domainname") or "",
+            mounts=mounts,
+            resources=resources_of(hc),
+            network=network,
             ipc_mode="host" if ipc == "host" else ipc if ipc.startswith("container:") else "private",
             pid_mode="host" if hc.get("PidMode") == "host" else "private",
             uts_mode="host" if hc.get("UTSMode") == "host" else "private",
             cgroup_parent=(hc.get("CgroupParent") or "engine").strip("/") or "engine",
             readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
-            masked_paths=hc.get("MaskedPaths"), readonly_paths=hc.get("ReadonlyPaths"),
-            devices=devices, sysctls=dict(hc.get("Sysctls") or {}),
+            masked_paths=hc.get("MaskedPaths"),
+            readonly_paths=hc.get("ReadonlyPaths"),
+            devices=devices,
+            sysctls=dict(hc.get("Sysctls") or {}),
             shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
         )
 
@@ -621,8 +693,9 @@ class ContainerService:
                 except EngineError:
                     LOG.exception("removing %s after a failed start", c.short_id)
             if isinstance(failure, ExecStartError):
-                raise InvalidParameter(f"failed to create shim task: OCI runtime create failed: {failure}: "
-                                       "unknown") from failure
+                raise InvalidParameter(
+                    f"failed to create shim task: OCI runtime create failed: {failure}: unknown"
+                ) from failure
             raise failure
         return True
 
@@ -746,8 +819,14 @@ class ContainerService:
             c.to_disk()
         self.daemon.container_event(c, "unpause")
 
-    def wait(self, c: Container, condition: str = "not-running", timeout: float | None = None,
-             only_exited: bool = False, stop: threading.Event | None = None) -> bool:
+    def wait(
+        self,
+        c: Container,
+        condition: str = "not-running",
+        timeout: float | None = None,
+        only_exited: bool = False,
+        stop: threading.Event | None = None,
+    ) -> bool:
         """Block until ``condition``; False on timeout.
 
         ``not-running``: until it is not running (at once if it is not);

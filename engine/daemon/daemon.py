@@ -113,8 +113,7 @@ class Daemon:
     def _image_event(self, action: str, image_id: str, attributes: dict) -> None:
         self.events.log("image", action, image_id, attributes)
         if self.plugins is not None:
-            self.plugins.hook.engine_image_event(daemon=self, image_id=image_id, action=action,
-                                                 attributes=attributes)
+            self.plugins.hook.engine_image_event(daemon=self, image_id=image_id, action=action, attributes=attributes)
 
     def image_count(self) -> int:
         return len(self.graph.images) if self.graph is not None else 0
@@ -134,14 +133,16 @@ class Daemon:
             if entry is None:
                 LOG.warning("no bridge network driver is installed: containers get only lo")
             elif not entry.loaded:
-                raise RuntimeError(f"network driver bridge from {entry.distribution} {entry.version} failed to "
-                                   f"load: {entry.error}")
+                raise RuntimeError(
+                    f"network driver bridge from {entry.distribution} {entry.version} failed to load: {entry.error}"
+                )
             else:
                 try:
                     entry.cls.probe(self.config)
                 except NotSupported as exc:
-                    raise RuntimeError(f"network driver bridge cannot run here: {exc} (use -b none to run "
-                                       "without networking)") from exc
+                    raise RuntimeError(
+                        f"network driver bridge cannot run here: {exc} (use -b none to run without networking)"
+                    ) from exc
                 home = os.path.join(self.root, "network")
                 os.makedirs(home, mode=0o700, exist_ok=True)
                 driver = entry.cls(home, self.config)
@@ -159,11 +160,13 @@ class Daemon:
         entries = load_drivers("exec")
         entry = entries.get(name)
         if entry is None:
-            raise RuntimeError(f"exec driver {name!r} is not installed; installed exec drivers: "
-                               f"{', '.join(entries) or 'none'}")
+            raise RuntimeError(
+                f"exec driver {name!r} is not installed; installed exec drivers: {', '.join(entries) or 'none'}"
+            )
         if not entry.loaded:
-            raise RuntimeError(f"exec driver {name} from {entry.distribution} {entry.version} failed to load: "
-                               f"{entry.error}")
+            raise RuntimeError(
+                f"exec driver {name} from {entry.distribution} {entry.version} failed to load: {entry.error}"
+            )
         home = os.path.join(self.root, "execdriver", name)
         try:
             entry.cls.probe(home)
@@ -198,8 +201,9 @@ class Daemon:
         attrs.update(attributes or {})
         self.events.log("container", action, container.id, attrs)
         if self.plugins is not None:
-            self.plugins.hook.engine_container_event(daemon=self, container=container, action=action.split(":")[0],
-                                                     attributes=attrs)
+            self.plugins.hook.engine_container_event(
+                daemon=self, container=container, action=action.split(":")[0], attributes=attrs
+            )
 
     def container_counts(self) -> dict[str, int]:
         return self.containers.counts() if self.containers is not None else {}

@@ -13,14 +13,16 @@ import fnmatch
 import queue
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 #: Events kept for ``since`` (moby keeps 256; we keep more, they are small).
 HISTORY = 1024
 
 
-def make_event(type_: str, action: str, actor_id: str, attributes: dict | None = None,
-               now: float | None = None) -> dict:
+def make_event(
+    type_: str, action: str, actor_id: str, attributes: dict | None = None, now: float | None = None
+) -> dict:
     """One message in the 1.41 shape."""
     now = time.time() if now is None else now
     attrs = {k: str(v) for k, v in (attributes or {}).items()}
@@ -29,14 +31,16 @@ def make_event(type_: str, action: str, actor_id: str, attributes: dict | None =
         event.update(status=action, id=actor_id, **({"from": attrs["image"]} if "image" in attrs else {}))
     elif type_ == "image":
         event.update(status=action, id=actor_id)
-    event.update({
-        "Type": type_,
-        "Action": action,
-        "Actor": {"ID": actor_id, "Attributes": attrs},
-        "scope": "local",
-        "time": int(now),
-        "timeNano": int(now * 1e9),
-    })
+    event.update(
+        {
+            "Type": type_,
+            "Action": action,
+            "Actor": {"ID": actor_id, "Attributes": attrs},
+            "scope": "local",
+            "time": int(now),
+            "timeNano": int(now * 1e9),
+        }
+    )
     return event
 
 
@@ -54,16 +58,16 @@ def matches(event: dict, filters: dict[str, list[str]]) -> bool:
             action = event["Action"].split(":", 1)[0]
             ok = action in values or event["Action"] in values
         elif key in ("container", "volume", "network", "daemon"):
-            ok = event["Type"] == key and any(
-                actor.startswith(v) or attrs.get("name") == v for v in values)
+            ok = event["Type"] == key and any(actor.startswith(v) or attrs.get("name") == v for v in values)
         elif key == "image":
             image = attrs.get("image", actor if event["Type"] == "image" else "")
             name = attrs.get("name", "")
-            ok = any(v in (image, name, actor) or image.startswith(v) or
-                     (":" not in v and image.split(":", 1)[0] == v) for v in values)
+            ok = any(
+                v in (image, name, actor) or image.startswith(v) or (":" not in v and image.split(":", 1)[0] == v)
+                for v in values
+            )
         elif key == "label":
-            ok = any(attrs.get(v.partition("=")[0]) == v.partition("=")[2] if "=" in v else v in attrs
-                     for v in values)
+            ok = any(attrs.get(v.partition("=")[0]) == v.partition("=")[2] if "=" in v else v in attrs for v in values)
         elif key == "scope":
             ok = "local" in values
         else:

@@ -104,16 +104,27 @@ class ExecService:
             env.append("TERM=xterm")
         hc = c.host_config
         process = ProcessConfig(
-            args=list(cmd), env=env, cwd=body.get("WorkingDir") or c.config.get("WorkingDir") or "/",
-            user=body.get("User") or c.config.get("User") or "", additional_groups=list(hc.get("GroupAdd") or []),
-            tty=tty, console_size=tuple(body["ConsoleSize"]) if body.get("ConsoleSize") else None,
+            args=list(cmd),
+            env=env,
+            cwd=body.get("WorkingDir") or c.config.get("WorkingDir") or "/",
+            user=body.get("User") or c.config.get("User") or "",
+            additional_groups=list(hc.get("GroupAdd") or []),
+            tty=tty,
+            console_size=tuple(body["ConsoleSize"]) if body.get("ConsoleSize") else None,
             privileged=bool(body.get("Privileged") or hc.get("Privileged")),
-            cap_add=list(hc.get("CapAdd") or []), cap_drop=list(hc.get("CapDrop") or []),
+            cap_add=list(hc.get("CapAdd") or []),
+            cap_drop=list(hc.get("CapDrop") or []),
             no_new_privileges=any(s.startswith("no-new-privileges") for s in hc.get("SecurityOpt") or []),
         )
-        e = Exec(id=secrets.token_hex(32), container_id=c.id, process=process,
-                 open_stdin=bool(body.get("AttachStdin")), open_stdout=bool(body.get("AttachStdout")),
-                 open_stderr=bool(body.get("AttachStderr")), detach_keys=body.get("DetachKeys") or "")
+        e = Exec(
+            id=secrets.token_hex(32),
+            container_id=c.id,
+            process=process,
+            open_stdin=bool(body.get("AttachStdin")),
+            open_stdout=bool(body.get("AttachStdout")),
+            open_stderr=bool(body.get("AttachStderr")),
+            detach_keys=body.get("DetachKeys") or "",
+        )
         with self._lock:
             self._execs[e.id] = e
         with c.lock:
@@ -193,7 +204,8 @@ class ExecService:
         def runner() -> None:
             try:
                 result["code"] = self.containers.exec_driver.exec(
-                    self.containers.monitor.command(c), e.process, pipes, on_start)
+                    self.containers.monitor.command(c), e.process, pipes, on_start
+                )
             except BaseException as exc:  # reported to the request thread
                 result["error"] = exc
             finally:
@@ -212,8 +224,13 @@ class ExecService:
                 console_sock.close()
             for fd in ours.values():
                 os.close(fd)
-            e.exit_code = 126 if "permission denied" in str(result["error"]) else 127 \
-                if isinstance(result["error"], ExecStartError) else 1
+            e.exit_code = (
+                126
+                if "permission denied" in str(result["error"])
+                else 127
+                if isinstance(result["error"], ExecStartError)
+                else 1
+            )
             e.running = False
             raise result["error"]
         self.containers.daemon.container_event(c, f"exec_start: {' '.join(e.process.args)}", {"execID": e.id})
@@ -222,6 +239,7 @@ class ExecService:
             return
         stdin_fd = ours.get("master", ours.get("stdin"))
         if stdin_fd is not None and e.open_stdin:
+
             def write(data: bytes) -> None:
                 try:
                     os.write(stdin_fd, data)
@@ -240,12 +258,26 @@ class ExecService:
                     except OSError:
                         pass
 
-            attach.StdinPump(sock, write, close, attach.parse_detach_keys(e.detach_keys) if e.process.tty else None,
-                             lambda: attach.close_client(sock)).start()
-        out_fds = {ours["master"]: 1} if "master" in ours else {
-            fd: n for n, fd in ((1, ours.get("stdout")), (2, ours.get("stderr"))) if fd is not None}
-        attach.pump_fds(sock, out_fds, e.process.tty, e.open_stdout or e.process.tty, e.open_stderr,
-                        done=lambda: not thread.is_alive())
+            attach.StdinPump(
+                sock,
+                write,
+                close,
+                attach.parse_detach_keys(e.detach_keys) if e.process.tty else None,
+                lambda: attach.close_client(sock),
+            ).start()
+        out_fds = (
+            {ours["master"]: 1}
+            if "master" in ours
+            else {fd: n for n, fd in ((1, ours.get("stdout")), (2, ours.get("stderr"))) if fd is not None}
+        )
+        attach.pump_fds(
+            sock,
+            out_fds,
+            e.process.tty,
+            e.open_stdout or e.process.tty,
+            e.open_stderr,
+            done=lambda: not thread.is_alive(),
+        )
         thread.join()
         self._finish(e, c, result, ours)
 

@@ -18,10 +18,10 @@ from engine.utils import host
 def rfc3339nano(ts: float) -> str:
     """Go's RFC3339Nano in UTC (``2026-11-30T06:03:41.123456789Z``)."""
     whole = int(ts)
-    nanos = int(round((ts - whole) * 1e9))
+    nanos = round((ts - whole) * 1e9)
     if nanos >= 1_000_000_000:
         whole, nanos = whole + 1, nanos - 1_000_000_000
-    base = _dt.datetime.fromtimestamp(whole, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = _dt.datetime.fromtimestamp(whole, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if nanos:
         return f"{base}.{nanos:09d}".rstrip("0") + "Z"
     return base + "Z"
@@ -98,9 +98,8 @@ def build_info(daemon: Any) -> dict[str, Any]:
     for h in cfg.hosts:
         if h.startswith("tcp://") and not cfg.tlsverify:
             warnings.append(
-                "WARNING: API is accessible on http://%s without encryption.\n"
-                "         Access to the remote API is equivalent to root access on the host."
-                % h[len("tcp://"):]
+                "WARNING: API is accessible on http://{} without encryption.\n"
+                "         Access to the remote API is equivalent to root access on the host.".format(h[len("tcp://") :])
             )
     exec_drivers = load_drivers("exec")
     runtimes = {name: {"path": entry.entry_point.split(":")[0]} for name, entry in exec_drivers.items() if entry.loaded}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from engine.graph.images import parse_created
 
@@ -43,10 +43,19 @@ def frame(stream: int, data: bytes, tty: bool) -> bytes:
     return bytes((stream, 0, 0, 0)) + len(data).to_bytes(4, "big") + data
 
 
-def read(path: str, stdout: bool = True, stderr: bool = True, since: float = 0.0, until: float = 0.0,
-         tail: int = -1, timestamps: bool = False, follow: bool = False,
-         running: Callable[[], bool] = lambda: False, stopped: Callable[[], bool] = lambda: False,
-         poll: float = 0.1) -> Iterator[tuple[int, bytes]]:
+def read(
+    path: str,
+    stdout: bool = True,
+    stderr: bool = True,
+    since: float = 0.0,
+    until: float = 0.0,
+    tail: int = -1,
+    timestamps: bool = False,
+    follow: bool = False,
+    running: Callable[[], bool] = lambda: False,
+    stopped: Callable[[], bool] = lambda: False,
+    poll: float = 0.1,
+) -> Iterator[tuple[int, bytes]]:
     """Yield (stream, bytes) entries of a container's log.
 
     :param running: whether the container is still running (follow ends when not).
@@ -103,9 +112,16 @@ def read(path: str, stdout: bool = True, stderr: bool = True, since: float = 0.0
     yield from _follow(offset_file, offset, keep, render, follow, running, stopped, poll)
 
 
-def _follow(path: str, offset: int, keep: Callable[[dict], bool], render: Callable[[dict], tuple[int, bytes]],
-            follow: bool, running: Callable[[], bool], stopped: Callable[[], bool],
-            poll: float) -> Iterator[tuple[int, bytes]]:
+def _follow(
+    path: str,
+    offset: int,
+    keep: Callable[[dict], bool],
+    render: Callable[[dict], tuple[int, bytes]],
+    follow: bool,
+    running: Callable[[], bool],
+    stopped: Callable[[], bool],
+    poll: float,
+) -> Iterator[tuple[int, bytes]]:
     fh = None
     inode = None
     pending = b""

@@ -61,9 +61,14 @@ class NetworkService:
         def link(job: Any) -> None:
             driver.link(job.args[0], job.args[1], job.env.get_list("Ports"), job.env.get_bool("Enable"))
 
-        for name, handler in (("init_networkdriver", init), ("allocate_interface", allocate_interface),
-                              ("release_interface", release_interface), ("allocate_port", allocate_port),
-                              ("release_port", release_port), ("link", link)):
+        for name, handler in (
+            ("init_networkdriver", init),
+            ("allocate_interface", allocate_interface),
+            ("release_interface", release_interface),
+            ("allocate_port", allocate_port),
+            ("release_port", release_port),
+            ("link", link),
+        ):
             engine.register(name, handler)
 
     def _job(self, name: str, *args: str, **env: Any) -> Any:
@@ -75,8 +80,12 @@ class NetworkService:
 
     def init(self) -> None:
         self.facts = self._job("init_networkdriver") or {}
-        LOG.info("network: bridge %s, %s/%s", self.facts.get("Bridge"), self.facts.get("IPAddress"),
-                 self.facts.get("IPPrefixLen"))
+        LOG.info(
+            "network: bridge %s, %s/%s",
+            self.facts.get("Bridge"),
+            self.facts.get("IPAddress"),
+            self.facts.get("IPPrefixLen"),
+        )
 
     # containers
     def links(self, c: Any) -> list[tuple[Any, str]]:
@@ -99,12 +108,14 @@ class NetworkService:
             except NotFound:
                 raise InvalidParameter(f"could not get container for {name.lstrip('/')}") from None
             if (child.host_config.get("NetworkMode") or "default") == "host":
-                raise InvalidParameter("conflicting options: host type networking can't be used with links. "
-                                       "This would result in undefined behavior")
+                raise InvalidParameter(
+                    "conflicting options: host type networking can't be used with links. "
+                    "This would result in undefined behavior"
+                )
             try:
                 self.daemon.linkgraph.set(f"{c.name}/{alias}", child.id)
             except Conflict:
-                raise Conflict(f"Conflict. The link name \"{c.name}/{alias}\" is already in use") from None
+                raise Conflict(f'Conflict. The link name "{c.name}/{alias}" is already in use') from None
 
     def allocate(self, c: Any, netns_path: str) -> dict:
         """Interface, published ports and links for ``c`` at start; all or nothing."""
@@ -128,7 +139,7 @@ class NetworkService:
             exposed = {port_key(p): None for p in c.config.get("ExposedPorts") or {}}
             exposed.update(ports or {})
             settings["Ports"] = exposed
-            for child, alias in links:
+            for child, _alias in links:
                 child_ports = list((child.config.get("ExposedPorts") or {}).keys())
                 self._job("link", c.id, child.id, Ports=child_ports, Enable=True)
         except BaseException:
@@ -212,10 +223,14 @@ class NetworkService:
     def inspect_settings(self, c: Any, settings: dict) -> dict:
         """``NetworkSettings`` of a started bridge-mode container."""
         endpoint = views.endpoint(
-            NetworkID=settings.get("NetworkID", ""), EndpointID=settings.get("EndpointID", ""),
-            Gateway=settings.get("Gateway", ""), IPAddress=settings.get("IPAddress", ""),
-            IPPrefixLen=settings.get("IPPrefixLen", 0), MacAddress=settings.get("MacAddress", ""),
-            Links=[f"{child.name}:{c.name}/{alias}" for child, alias in self.links(c)] or None)
+            NetworkID=settings.get("NetworkID", ""),
+            EndpointID=settings.get("EndpointID", ""),
+            Gateway=settings.get("Gateway", ""),
+            IPAddress=settings.get("IPAddress", ""),
+            IPPrefixLen=settings.get("IPPrefixLen", 0),
+            MacAddress=settings.get("MacAddress", ""),
+            Links=[f"{child.name}:{c.name}/{alias}" for child, alias in self.links(c)] or None,
+        )
         return {
             "Bridge": settings.get("Bridge", ""),
             "SandboxID": hashlib.sha256(settings.get("SandboxKey", c.id).encode()).hexdigest(),
@@ -239,13 +254,30 @@ class NetworkService:
         containers = {}
         for c in self.daemon.containers.all():
             if c.state.running and (c.host_config.get("NetworkMode") or "default") == name:
-                containers[c.id] = {"Name": c.name.lstrip("/"), "EndpointID": "", "MacAddress": "",
-                                    "IPv4Address": "", "IPv6Address": ""}
-        return {"Name": name, "Id": self._builtin_id(name), "Created": rfc3339nano(self.daemon.started_at),
-                "Scope": "local", "Driver": driver, "EnableIPv6": False,
-                "IPAM": {"Driver": "default", "Options": None, "Config": []}, "Internal": False,
-                "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
-                "Containers": containers, "Options": {}, "Labels": {}}
+                containers[c.id] = {
+                    "Name": c.name.lstrip("/"),
+                    "EndpointID": "",
+                    "MacAddress": "",
+                    "IPv4Address": "",
+                    "IPv6Address": "",
+                }
+        return {
+            "Name": name,
+            "Id": self._builtin_id(name),
+            "Created": rfc3339nano(self.daemon.started_at),
+            "Scope": "local",
+            "Driver": driver,
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": None, "Config": []},
+            "Internal": False,
+            "Attachable": False,
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False,
+            "Containers": containers,
+            "Options": {},
+            "Labels": {},
+        }
 
     def networks(self) -> list[dict]:
         out = list(self.driver.networks()) if self.driver is not None else []
@@ -261,7 +293,9 @@ class NetworkService:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise InvalidParameter(f"network {name_or_id} is ambiguous ({len(matches)} matches found based on ID prefix)")
+            raise InvalidParameter(
+                f"network {name_or_id} is ambiguous ({len(matches)} matches found based on ID prefix)"
+            )
         raise NotFound(f"network {name_or_id} not found")
 
 
@@ -292,8 +326,9 @@ def job_network_inspect(job: Any) -> None:
 
 
 def job_network_create(job: Any) -> None:
-    raise NotSupported("user-defined networks are not supported by this engine; use the built-in "
-                       "bridge, host or none networks")
+    raise NotSupported(
+        "user-defined networks are not supported by this engine; use the built-in bridge, host or none networks"
+    )
 
 
 def job_network_rm(job: Any) -> None:
@@ -310,6 +345,11 @@ def job_networks_prune(job: Any) -> None:
     job.write_json({"NetworksDeleted": None})
 
 
-JOBS = (("networks", job_networks), ("network_inspect", job_network_inspect), ("network_create", job_network_create),
-        ("network_rm", job_network_rm), ("network_connect", job_network_connect),
-        ("networks_prune", job_networks_prune))
+JOBS = (
+    ("networks", job_networks),
+    ("network_inspect", job_network_inspect),
+    ("network_create", job_network_create),
+    ("network_rm", job_network_rm),
+    ("network_connect", job_network_connect),
+    ("networks_prune", job_networks_prune),
+)

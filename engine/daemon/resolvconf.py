@@ -64,8 +64,14 @@ def parse(text: str) -> tuple[list[str], list[str], list[str], list[str]]:
     return nameservers, search, options, other
 
 
-def build(dns: list[str], dns_search: list[str], dns_options: list[str], host_mode: bool = False,
-          host_file: str = HOST_RESOLV_CONF, resolved_file: str = RESOLVED_RESOLV_CONF) -> tuple[str, list[str]]:
+def build(
+    dns: list[str],
+    dns_search: list[str],
+    dns_options: list[str],
+    host_mode: bool = False,
+    host_file: str = HOST_RESOLV_CONF,
+    resolved_file: str = RESOLVED_RESOLV_CONF,
+) -> tuple[str, list[str]]:
     """The container's resolv.conf text and warnings."""
     warnings: list[str] = []
     host_ns, host_search, host_opts, _ = parse(read_text(host_file))
@@ -78,8 +84,10 @@ def build(dns: list[str], dns_search: list[str], dns_options: list[str], host_mo
         kept = [ns for ns in nameservers if not _is_local(ns)]
         if not kept:
             if nameservers:
-                warnings.append("WARNING: Local (127.0.0.1) DNS resolver found in resolv.conf and containers can't use "
-                                f"it. Using default external servers: {DEFAULT_NAMESERVERS}")
+                warnings.append(
+                    "WARNING: Local (127.0.0.1) DNS resolver found in resolv.conf and containers can't use "
+                    f"it. Using default external servers: {DEFAULT_NAMESERVERS}"
+                )
                 LOG.warning("host resolv.conf has only local nameservers; containers get %s", DEFAULT_NAMESERVERS)
             kept = list(DEFAULT_NAMESERVERS)
         nameservers = kept
@@ -118,8 +126,14 @@ def link_names(alias: str, hostname: str, name: str) -> str:
     return " ".join(names)
 
 
-def hosts(hostname: str, domainname: str, ip: str = "", extra_hosts: list[str] | None = None,
-          links: list[tuple[str, str]] | None = None, host_gateway: str = "") -> str:
+def hosts(
+    hostname: str,
+    domainname: str,
+    ip: str = "",
+    extra_hosts: list[str] | None = None,
+    links: list[tuple[str, str]] | None = None,
+    host_gateway: str = "",
+) -> str:
     """/etc/hosts: the standard entries, ``--add-host``s, links and the container's own.
 
     :param links: (ip, names) of linked containers, names from :func:`link_names`.

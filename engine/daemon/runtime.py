@@ -23,13 +23,19 @@ def shim_spec(svc: Any, c: Container, cmd: Command) -> dict:
     log_cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
     return {
         "command": cmd.to_json(),
-        "driver": {"module": type(svc.exec_driver).__module__, "class": type(svc.exec_driver).__name__,
-                   "home": svc.exec_driver.home},
+        "driver": {
+            "module": type(svc.exec_driver).__module__,
+            "class": type(svc.exec_driver).__name__,
+            "home": svc.exec_driver.home,
+        },
         "tty": bool(c.config.get("Tty")),
         "open_stdin": bool(c.config.get("OpenStdin")),
         "stdin_once": bool(c.config.get("StdinOnce")),
-        "log": {"path": c.log_path, "max_size": parse_size(log_cfg.get("max-size", "")),
-                "max_file": max(1, int(log_cfg.get("max-file", "1") or 1))},
+        "log": {
+            "path": c.log_path,
+            "max_size": parse_size(log_cfg.get("max-size", "")),
+            "max_file": max(1, int(log_cfg.get("max-file", "1") or 1)),
+        },
     }
 
 
@@ -38,9 +44,9 @@ def parse_size(value: str) -> int:
     text = (value or "").strip().lower()
     if not text:
         return 0
-    units = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
     num = text.rstrip("bkmgt") or "0"
-    unit = text[len(num):].rstrip("b") or "b"
+    unit = text[len(num) :].rstrip("b") or "b"
     try:
         return int(float(num) * units[unit[0]])
     except (ValueError, KeyError):
@@ -75,15 +81,18 @@ def setup_network(svc: Any, c: Container) -> dict:
     host_mode = mode == "host"
     hostname = cfg.get("Hostname") or c.id[:12]
     gateway = svc.network.host_gateway() if svc.network is not None and svc.network.driver is not None else ""
-    resolv, warnings = resolvconf.build(list(hc.get("Dns") or daemon_cfg.dns),
-                                        list(hc.get("DnsSearch") or daemon_cfg.dns_search),
-                                        list(hc.get("DnsOptions") or daemon_cfg.dns_opts), host_mode=host_mode)
+    resolv, _warnings = resolvconf.build(
+        list(hc.get("Dns") or daemon_cfg.dns),
+        list(hc.get("DnsSearch") or daemon_cfg.dns_search),
+        list(hc.get("DnsOptions") or daemon_cfg.dns_opts),
+        host_mode=host_mode,
+    )
     atomic_write(c.resolv_conf_path, resolv.encode())
     atomic_write(c.hostname_path, (hostname + "\n").encode())
     if host_mode:
         with open("/etc/hosts", "rb") as fh:
             base = fh.read()
-        extra = resolvconf.hosts("", "", "", hc.get("ExtraHosts"), host_gateway=gateway)[len(resolvconf.HOSTS_HEADER):]
+        extra = resolvconf.hosts("", "", "", hc.get("ExtraHosts"), host_gateway=gateway)[len(resolvconf.HOSTS_HEADER) :]
         atomic_write(c.hosts_path, base + extra.encode())
         return {"mode": "host"}
     path = os.path.join(svc.netns_dir, c.id)
@@ -97,13 +106,17 @@ def setup_network(svc: Any, c: Container) -> dict:
             allocated = True
         ip = settings.get("IPAddress", "")
         links = svc.network.links_for(c) if svc.network is not None else []
-        atomic_write(c.hosts_path, resolvconf.hosts(hostname, cfg.get("Domainname") or "", ip,
-                                                    hc.get("ExtraHosts"), links, host_gateway=gateway).encode())
+        atomic_write(
+            c.hosts_path,
+            resolvconf.hosts(
+                hostname, cfg.get("Domainname") or "", ip, hc.get("ExtraHosts"), links, host_gateway=gateway
+            ).encode(),
+        )
     except BaseException:
         if allocated:
             try:
                 svc.network.release(c)
-            except Exception:  # noqa: BLE001 - the first error is the one to report
+            except Exception:
                 LOG.exception("releasing the network of %s after a failed set-up", c.short_id)
         netns.remove(path)
         raise
@@ -136,8 +149,9 @@ def start_container(svc: Any, c: Container) -> None:
     try:
         network = setup_network(svc, c)
         link_env = svc.network.link_env(c) if svc.network is not None else []
-        cmd = svc.command_for(c, rootfs, {k: v for k, v in network.items() if k in ("mode", "path")},
-                              extra_env=link_env)
+        cmd = svc.command_for(
+            c, rootfs, {k: v for k, v in network.items() if k in ("mode", "path")}, extra_env=link_env
+        )
         for m in c.mounts:
             if m["Type"] == "volume":
                 svc.volumes.hold(m["Name"])  # while the container runs
@@ -148,8 +162,9 @@ def start_container(svc: Any, c: Container) -> None:
             except FileNotFoundError:
                 pass
         pending = svc.pending_attach.pop(c.id, [])
-        result = shim.start_shim(c.root, spec, pythonpath=svc.shim_launcher.pythonpath, attachers=pending,
-                                 forkserver=svc.shim_launcher)
+        result = shim.start_shim(
+            c.root, spec, pythonpath=svc.shim_launcher.pythonpath, attachers=pending, forkserver=svc.shim_launcher
+        )
     except BaseException:
         for waiting in pending:  # their attach ends: nothing will run
             waiting.ready.set()
@@ -192,8 +207,11 @@ def handle_exit(svc: Any, c: Container) -> None:
     """The shim of ``c`` is gone: record the exit, release, apply the policy."""
     from engine.shim import client as shim
 
-    result = shim.read_exit(c.root) or {"ExitCode": 255, "OOMKilled": False,
-                                          "Error": "the container's shim exited without recording an exit status"}
+    result = shim.read_exit(c.root) or {
+        "ExitCode": 255,
+        "OOMKilled": False,
+        "Error": "the container's shim exited without recording an exit status",
+    }
     daemon = svc.daemon
     with c.lock:
         if not c.state.running or c.exiting:
@@ -220,8 +238,12 @@ def handle_exit(svc: Any, c: Container) -> None:
         st.finished_at = time.time()
         ran_for = st.finished_at - st.started_at
         c.exits += 1
-        restart = (not c.exit_on_next and not c.state.removal_in_progress and not daemon.engine.is_shutdown
-                   and _should_restart(c, st.exit_code, c.has_been_manually_stopped))
+        restart = (
+            not c.exit_on_next
+            and not c.state.removal_in_progress
+            and not daemon.engine.is_shutdown
+            and _should_restart(c, st.exit_code, c.has_been_manually_stopped)
+        )
         if restart:
             c.backoff = 0.1 if ran_for >= 10.0 or not c.backoff else min(60.0, c.backoff * 2)
             st.restarting = st.running = True
@@ -334,5 +356,11 @@ def restart_on_daemon_start(svc: Any, c: Container) -> None:
             LOG.error("restarting %s at daemon start failed: %s", c.short_id, exc)
 
 
-__all__ = ["handle_exit", "load_command", "parse_size", "restart_on_daemon_start", "restore_container",
-           "start_container"]
+__all__ = [
+    "handle_exit",
+    "load_command",
+    "parse_size",
+    "restart_on_daemon_start",
+    "restore_container",
+    "start_container",
+]

@@ -26,15 +26,32 @@ def net_stats(pid: int) -> dict:
         if name == "lo":
             continue
         f = [int(x) for x in rest.split()]
-        out[name] = {"rx_bytes": f[0], "rx_packets": f[1], "rx_errors": f[2], "rx_dropped": f[3],
-                     "tx_bytes": f[8], "tx_packets": f[9], "tx_errors": f[10], "tx_dropped": f[11]}
+        out[name] = {
+            "rx_bytes": f[0],
+            "rx_packets": f[1],
+            "rx_errors": f[2],
+            "rx_dropped": f[3],
+            "tx_bytes": f[8],
+            "tx_packets": f[9],
+            "tx_errors": f[10],
+            "tx_dropped": f[11],
+        }
     return out
 
 
 def sample(svc: Any, c: Any) -> dict:
-    empty = {"read": ZERO_TIME, "preread": ZERO_TIME, "pids_stats": {}, "blkio_stats": {}, "num_procs": 0,
-             "storage_stats": {}, "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
-             "memory_stats": {}, "name": c.name, "id": c.id}
+    empty = {
+        "read": ZERO_TIME,
+        "preread": ZERO_TIME,
+        "pids_stats": {},
+        "blkio_stats": {},
+        "num_procs": 0,
+        "storage_stats": {},
+        "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+        "memory_stats": {},
+        "name": c.name,
+        "id": c.id,
+    }
     if not c.state.running:
         return empty
     try:

@@ -34,8 +34,16 @@ class PendingAttach:
         self.ready.set()
 
 
-def attach_container(svc: Any, c: Any, sock: Any, stdin: bool, stdout: bool, stderr: bool,
-                     detach_keys: bytes | None, stopping: threading.Event) -> None:
+def attach_container(
+    svc: Any,
+    c: Any,
+    sock: Any,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    detach_keys: bytes | None,
+    stopping: threading.Event,
+) -> None:
     from engine.shim.client import ShimClient
 
     conn = None

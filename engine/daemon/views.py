@@ -10,33 +10,107 @@ from engine.daemon.container import Container, rfc3339nano
 from engine.daemon.volumes import api_mount
 from engine.errors import InvalidParameter
 
-DEFAULT_MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-                        "/sys/firmware", "/sys/devices/virtual/powercap"]
+DEFAULT_MASKED_PATHS = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+]
 DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 HOST_CONFIG_DEFAULTS: dict[str, Any] = {
-    "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
-    "NetworkMode": "default", "PortBindings": {}, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-    "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None, "CapDrop": None,
-    "CgroupnsMode": "host", "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
-    "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": False,
-    "PublishAllPorts": False, "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
-    "ShmSize": 67108864, "Runtime": "native", "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0,
-    "Memory": 0, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0, "BlkioWeightDevice": [],
-    "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None,
-    "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0,
-    "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": [], "DeviceCgroupRules": None,
-    "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0, "MemoryReservation": 0, "MemorySwap": 0,
-    "MemorySwappiness": None, "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
-    "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-    "MaskedPaths": DEFAULT_MASKED_PATHS, "ReadonlyPaths": DEFAULT_READONLY_PATHS,
+    "Binds": None,
+    "ContainerIDFile": "",
+    "LogConfig": {"Type": "json-file", "Config": {}},
+    "NetworkMode": "default",
+    "PortBindings": {},
+    "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+    "AutoRemove": False,
+    "VolumeDriver": "",
+    "VolumesFrom": None,
+    "CapAdd": None,
+    "CapDrop": None,
+    "CgroupnsMode": "host",
+    "Dns": [],
+    "DnsOptions": [],
+    "DnsSearch": [],
+    "ExtraHosts": None,
+    "GroupAdd": None,
+    "IpcMode": "private",
+    "Cgroup": "",
+    "Links": None,
+    "OomScoreAdj": 0,
+    "PidMode": "",
+    "Privileged": False,
+    "PublishAllPorts": False,
+    "ReadonlyRootfs": False,
+    "SecurityOpt": None,
+    "UTSMode": "",
+    "UsernsMode": "",
+    "ShmSize": 67108864,
+    "Runtime": "native",
+    "ConsoleSize": [0, 0],
+    "Isolation": "",
+    "CpuShares": 0,
+    "Memory": 0,
+    "NanoCpus": 0,
+    "CgroupParent": "",
+    "BlkioWeight": 0,
+    "BlkioWeightDevice": [],
+    "BlkioDeviceReadBps": None,
+    "BlkioDeviceWriteBps": None,
+    "BlkioDeviceReadIOps": None,
+    "BlkioDeviceWriteIOps": None,
+    "CpuPeriod": 0,
+    "CpuQuota": 0,
+    "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0,
+    "CpusetCpus": "",
+    "CpusetMems": "",
+    "Devices": [],
+    "DeviceCgroupRules": None,
+    "DeviceRequests": None,
+    "KernelMemory": 0,
+    "KernelMemoryTCP": 0,
+    "MemoryReservation": 0,
+    "MemorySwap": 0,
+    "MemorySwappiness": None,
+    "OomKillDisable": False,
+    "PidsLimit": None,
+    "Ulimits": None,
+    "CpuCount": 0,
+    "CpuPercent": 0,
+    "IOMaximumIOps": 0,
+    "IOMaximumBandwidth": 0,
+    "MaskedPaths": DEFAULT_MASKED_PATHS,
+    "ReadonlyPaths": DEFAULT_READONLY_PATHS,
 }
 
 CONFIG_DEFAULTS: dict[str, Any] = {
-    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
-    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
-    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": {},
+    "Hostname": "",
+    "Domainname": "",
+    "User": "",
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "AttachStderr": False,
+    "Tty": False,
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "Env": None,
+    "Cmd": None,
+    "Image": "",
+    "Volumes": None,
+    "WorkingDir": "",
+    "Entrypoint": None,
+    "OnBuild": None,
+    "Labels": {},
 }
 
 
@@ -98,9 +172,21 @@ def network_settings(c: Container) -> dict:
 
 
 def endpoint(**values: Any) -> dict:
-    out = {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "", "EndpointID": "", "Gateway": "",
-           "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-           "MacAddress": "", "DriverOpts": None}
+    out = {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
+        "NetworkID": "",
+        "EndpointID": "",
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": "",
+        "DriverOpts": None,
+    }
     out.update(values)
     return out
 
@@ -159,8 +245,14 @@ def ports_summary(c: Container) -> list[dict]:
             out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
             continue
         for b in bindings:
-            out.append({"IP": b.get("HostIp", ""), "PrivatePort": int(port),
-                        "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
+            out.append(
+                {
+                    "IP": b.get("HostIp", ""),
+                    "PrivatePort": int(port),
+                    "PublicPort": int(b.get("HostPort") or 0),
+                    "Type": proto or "tcp",
+                }
+            )
     return out
 
 
@@ -201,8 +293,23 @@ def summary(svc: Any, c: Container, size: bool = False, paths: dict[str, list[st
     return doc
 
 
-LIST_FILTERS = {"ancestor", "before", "expose", "exited", "health", "id", "isolation", "is-task", "label",
-                "name", "network", "publish", "since", "status", "volume"}
+LIST_FILTERS = {
+    "ancestor",
+    "before",
+    "expose",
+    "exited",
+    "health",
+    "id",
+    "isolation",
+    "is-task",
+    "label",
+    "name",
+    "network",
+    "publish",
+    "since",
+    "status",
+    "volume",
+}
 STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
 
 
@@ -214,8 +321,9 @@ def _label_ok(labels: dict, wanted: list[str]) -> bool:
     return True
 
 
-def list_containers(svc: Any, all_: bool = False, limit: int = -1, size: bool = False,
-                    filters: dict[str, list[str]] | None = None) -> list[dict]:
+def list_containers(
+    svc: Any, all_: bool = False, limit: int = -1, size: bool = False, filters: dict[str, list[str]] | None = None
+) -> list[dict]:
     """``GET /containers/json`` (moby ``daemon/list.go``), newest first."""
     filters = filters or {}
     for key in filters:
@@ -269,8 +377,11 @@ def list_containers(svc: Any, all_: bool = False, limit: int = -1, size: bool = 
         if since is not None and c.created <= since:
             continue
         if filters.get("volume") and not any(
-                m.get("Name") in filters["volume"] or m["Destination"] in filters["volume"]
-                or m.get("Source") in filters["volume"] for m in c.mounts):
+            m.get("Name") in filters["volume"]
+            or m["Destination"] in filters["volume"]
+            or m.get("Source") in filters["volume"]
+            for m in c.mounts
+        ):
             continue
         if filters.get("network"):
             mode = c.host_config.get("NetworkMode") or "default"

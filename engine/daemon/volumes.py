@@ -17,7 +17,8 @@ import re
 import secrets
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.utils.fs import atomic_write, copy_tree
@@ -73,11 +74,17 @@ class VolumeStore:
     def release(self, name: str) -> None:
         self.driver.put(self.layer_id(name))
 
-    def create(self, name: str | None = None, labels: dict | None = None, options: dict | None = None,
-               driver: str = "local", anonymous: bool = False) -> tuple[dict, bool]:
+    def create(
+        self,
+        name: str | None = None,
+        labels: dict | None = None,
+        options: dict | None = None,
+        driver: str = "local",
+        anonymous: bool = False,
+    ) -> tuple[dict, bool]:
         """Create a volume (or return the existing one of that name)."""
         if driver not in ("", "local"):
-            raise NotFound(f"error looking up volume plugin {driver}: plugin \"{driver}\" not found")
+            raise NotFound(f'error looking up volume plugin {driver}: plugin "{driver}" not found')
         if options:
             raise InvalidParameter("the local volume driver takes no options here (type/device/o are not supported)")
         if not name:
@@ -85,16 +92,24 @@ class VolumeStore:
         elif not _NAME.match(name):
             raise InvalidParameter(
                 f'create {name}: "{name}" includes invalid characters for a local volume name, '
-                "only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, "
-                "use absolute path")
+                'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, '
+                "use absolute path"
+            )
         with self._lock:
             if name in self._meta:
                 return self.inspect(name), False
             lid = self.layer_id(name)
             if not self.driver.exists(lid):
                 self.driver.create(lid)
-            meta = {"Name": name, "Driver": "local", "Labels": dict(labels or {}), "Options": dict(options or {}),
-                    "CreatedAt": _created(), "Scope": "local", "Anonymous": anonymous}
+            meta = {
+                "Name": name,
+                "Driver": "local",
+                "Labels": dict(labels or {}),
+                "Options": dict(options or {}),
+                "CreatedAt": _created(),
+                "Scope": "local",
+                "Anonymous": anonymous,
+            }
             atomic_write(os.path.join(self.dir, name + ".json"), json.dumps(meta).encode(), mode=0o600)
             self._meta[name] = meta
             return self.inspect(name), True
@@ -193,12 +208,28 @@ def parse_bind(spec: str) -> dict:
     else:
         raise InvalidParameter(f"invalid volume specification: '{spec}'")
     if not dst.startswith("/"):
-        raise InvalidParameter(f"invalid volume specification: '{spec}': invalid mount config for type "
-                               f"\"volume\": invalid mount path: '{dst}' mount path must be absolute")
+        raise InvalidParameter(
+            f"invalid volume specification: '{spec}': invalid mount config for type "
+            f"\"volume\": invalid mount path: '{dst}' mount path must be absolute"
+        )
     opts = [o for o in mode.split(",") if o]
     for o in opts:
-        if o not in ("ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "shared", "rshared", "slave",
-                     "rslave", "consistent", "cached", "delegated"):
+        if o not in (
+            "ro",
+            "rw",
+            "z",
+            "Z",
+            "nocopy",
+            "private",
+            "rprivate",
+            "shared",
+            "rshared",
+            "slave",
+            "rslave",
+            "consistent",
+            "cached",
+            "delegated",
+        ):
             raise InvalidParameter(f"invalid mode: {o}")
     rw = "ro" not in opts
     propagation = next((o for o in opts if o.endswith(("private", "shared", "slave"))), "rprivate")
@@ -208,9 +239,16 @@ def parse_bind(spec: str) -> dict:
         kind = "bind"
     else:
         kind = "volume"
-    return {"Type": kind, "Name": src if kind == "volume" else "", "Source": src if kind == "bind" else "",
-            "Destination": os.path.normpath(dst), "Mode": mode, "RW": rw,
-            "Propagation": propagation if kind == "bind" else "", "NoCopy": "nocopy" in opts}
+    return {
+        "Type": kind,
+        "Name": src if kind == "volume" else "",
+        "Source": src if kind == "bind" else "",
+        "Destination": os.path.normpath(dst),
+        "Mode": mode,
+        "RW": rw,
+        "Propagation": propagation if kind == "bind" else "",
+        "NoCopy": "nocopy" in opts,
+    }
 
 
 def parse_mount(m: dict) -> dict:
@@ -218,8 +256,9 @@ def parse_mount(m: dict) -> dict:
     kind = (m.get("Type") or "").lower()
     target = m.get("Target") or ""
     if not target.startswith("/"):
-        raise InvalidParameter(f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' "
-                               "mount path must be absolute")
+        raise InvalidParameter(
+            f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' mount path must be absolute"
+        )
     source = m.get("Source") or ""
     ro = bool(m.get("ReadOnly"))
     if kind == "bind":
@@ -228,13 +267,29 @@ def parse_mount(m: dict) -> dict:
         if not os.path.exists(source):
             raise InvalidParameter(f'invalid mount config for type "bind": bind source path does not exist: {source}')
         prop = (m.get("BindOptions") or {}).get("Propagation") or "rprivate"
-        return {"Type": "bind", "Name": "", "Source": source, "Destination": os.path.normpath(target), "Mode": "",
-                "RW": not ro, "Propagation": prop, "NoCopy": False}
+        return {
+            "Type": "bind",
+            "Name": "",
+            "Source": source,
+            "Destination": os.path.normpath(target),
+            "Mode": "",
+            "RW": not ro,
+            "Propagation": prop,
+            "NoCopy": False,
+        }
     if kind == "volume":
         opts = m.get("VolumeOptions") or {}
-        return {"Type": "volume", "Name": source, "Source": "", "Destination": os.path.normpath(target),
-                "Mode": "", "RW": not ro, "Propagation": "", "NoCopy": bool(opts.get("NoCopy")),
-                "Labels": opts.get("Labels") or {}}
+        return {
+            "Type": "volume",
+            "Name": source,
+            "Source": "",
+            "Destination": os.path.normpath(target),
+            "Mode": "",
+            "RW": not ro,
+            "Propagation": "",
+            "NoCopy": bool(opts.get("NoCopy")),
+            "Labels": opts.get("Labels") or {},
+        }
     if kind == "tmpfs":
         if source:
             raise InvalidParameter('invalid mount config for type "tmpfs": field Source must not be specified')
@@ -244,16 +299,32 @@ def parse_mount(m: dict) -> dict:
             data.append(f"size={int(topts['SizeBytes'])}")
         if topts.get("Mode"):
             data.append(f"mode={int(topts['Mode']):o}")
-        return {"Type": "tmpfs", "Name": "", "Source": "", "Destination": os.path.normpath(target),
-                "Mode": ",".join(data), "RW": not ro, "Propagation": "", "NoCopy": False}
+        return {
+            "Type": "tmpfs",
+            "Name": "",
+            "Source": "",
+            "Destination": os.path.normpath(target),
+            "Mode": ",".join(data),
+            "RW": not ro,
+            "Propagation": "",
+            "NoCopy": False,
+        }
     raise InvalidParameter(f"mount type unknown: {kind!r}")
 
 
 def parse_tmpfs(dest: str, options: str) -> dict:
     if not dest.startswith("/"):
         raise InvalidParameter(f"invalid mount path {dest!r}: must be absolute")
-    return {"Type": "tmpfs", "Name": "", "Source": "", "Destination": os.path.normpath(dest),
-            "Mode": options or "", "RW": "ro" not in (options or "").split(","), "Propagation": "", "NoCopy": False}
+    return {
+        "Type": "tmpfs",
+        "Name": "",
+        "Source": "",
+        "Destination": os.path.normpath(dest),
+        "Mode": options or "",
+        "RW": "ro" not in (options or "").split(","),
+        "Propagation": "",
+        "NoCopy": False,
+    }
 
 
 def api_mount(point: dict, store: VolumeStore | None = None) -> dict:

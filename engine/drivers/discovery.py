@@ -51,7 +51,7 @@ class DriverEntry:
         return doc.strip().splitlines()[0].strip() if doc.strip() else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _distributions_by_entry_point() -> dict[tuple[str, str, str], tuple[str, str]]:
     """(group, name, value) -> (distribution name, version), for reporting."""
     found: dict[tuple[str, str, str], tuple[str, str]] = {}
@@ -83,7 +83,9 @@ def load_drivers(kind: str) -> dict[str, DriverEntry]:
 
     def on_failure(_manager: Any, ep: Any, exc: BaseException) -> None:
         dist, version = distribution_of(group, ep.name, ep.value)
-        LOG.error("%s driver %s from %s %s failed to load: %s: %s", kind, ep.name, dist, version, type(exc).__name__, exc)
+        LOG.error(
+            "%s driver %s from %s %s failed to load: %s: %s", kind, ep.name, dist, version, type(exc).__name__, exc
+        )
         entries.setdefault(
             ep.name,
             DriverEntry(kind, ep.name, ep.value, None, f"{type(exc).__name__}: {exc}", dist, version),

@@ -16,7 +16,8 @@ only joins it: ``network["mode"]`` is ``host`` (stay in the host's),
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from engine.errors import EngineError, NotSupported
 from engine.utils.records import Record
@@ -168,8 +169,9 @@ class ExecDriver(abc.ABC):
         """Kill every process of the container and release what it holds (cgroups)."""
 
     @abc.abstractmethod
-    def exec(self, command: Command, process: ProcessConfig, pipes: Pipes,
-             start_callback: Callable[[int], Any] | None = None) -> int:
+    def exec(
+        self, command: Command, process: ProcessConfig, pipes: Pipes, start_callback: Callable[[int], Any] | None = None
+    ) -> int:
         """Run another process inside the running container; return its exit code."""
 
     @abc.abstractmethod

@@ -27,8 +27,9 @@ import enum
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, ClassVar, Iterable, Mapping, Sequence
+from typing import IO, ClassVar
 
 from engine.drivers import PRIORITY  # re-exported: the selection below uses it
 from engine.drivers.discovery import DriverEntry, load_drivers
@@ -304,8 +305,7 @@ def selection_plan(
             _probe(entry, root, options)
         except NotSupported as exc:
             raise DriverSelectionError(
-                f"{root}/{entry.name} holds images of graph driver {entry.name}, "
-                f"which cannot run here: {exc}"
+                f"{root}/{entry.name} holds images of graph driver {entry.name}, which cannot run here: {exc}"
             ) from exc
         return SelectionResult(entry, f"existing data in {root}/{entry.name}", {})
 

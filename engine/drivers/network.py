@@ -26,7 +26,8 @@ the daemon can put it into ``NetworkSettings`` and ``GET /networks`` as is.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, ClassVar
 
 from engine.errors import NotSupported
 
@@ -83,8 +84,9 @@ class NetworkDriver(abc.ABC):
         link rules. Safe to call twice, or for a container never allocated."""
 
     @abc.abstractmethod
-    def allocate_ports(self, container_id: str,
-                       port_bindings: Mapping[str, Sequence[Mapping[str, Any]] | None]) -> dict[str, list[dict]]:
+    def allocate_ports(
+        self, container_id: str, port_bindings: Mapping[str, Sequence[Mapping[str, Any]] | None]
+    ) -> dict[str, list[dict]]:
         """Publish container ports, all or none.
 
         :param port_bindings: ``HostConfig.PortBindings``:
@@ -104,9 +106,10 @@ class NetworkDriver(abc.ABC):
         :returns: ``Port``, ``HostIp``, ``HostPort`` as bound.
         """
         port = str(binding.get("Port") or "")
-        made = self.allocate_ports(container_id, {port: [{"HostIp": binding.get("HostIp", ""),
-                                                          "HostPort": binding.get("HostPort", "")}]})
-        (key, bound), = made.items()
+        made = self.allocate_ports(
+            container_id, {port: [{"HostIp": binding.get("HostIp", ""), "HostPort": binding.get("HostPort", "")}]}
+        )
+        ((key, bound),) = made.items()
         return {"Port": key, **bound[0]}
 
     @abc.abstractmethod
@@ -114,8 +117,9 @@ class NetworkDriver(abc.ABC):
         """Unpublish every port of a container, keeping its interface."""
 
     @abc.abstractmethod
-    def link(self, parent: Mapping[str, Any] | str, child: Mapping[str, Any] | str,
-             ports: Sequence[str], enable: bool) -> None:
+    def link(
+        self, parent: Mapping[str, Any] | str, child: Mapping[str, Any] | str, ports: Sequence[str], enable: bool
+    ) -> None:
         """Allow (or stop allowing) ``parent`` to reach ``child``'s ports.
 
         :param parent: a container ID the driver allocated, or settings with

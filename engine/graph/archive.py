@@ -67,7 +67,8 @@ import tempfile
 import threading
 import urllib.parse
 import zlib
-from typing import IO, Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
 
 import zstandard
 
@@ -161,7 +162,7 @@ class _ZstdFrames:
                 pos += take
                 continue
             take = min(self._want - len(self._buf), end - pos)
-            self._buf += data[pos:pos + take]
+            self._buf += data[pos : pos + take]
             pos += take
             if len(self._buf) == self._want:
                 header, self._buf = self._buf, b""
@@ -223,7 +224,7 @@ class _Source(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._head:
-            data, self._head = self._head[:len(buffer)], self._head[len(buffer):]
+            data, self._head = self._head[: len(buffer)], self._head[len(buffer) :]
         else:
             try:
                 data = self._stream.read(len(buffer))
@@ -367,9 +368,9 @@ def _member_xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
-            found[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
+            found[key[len("SCHILY.xattr.") :]] = value.encode("utf-8", "surrogateescape")
         elif key.startswith("LIBARCHIVE.xattr."):
-            name = urllib.parse.unquote(key[len("LIBARCHIVE.xattr."):])
+            name = urllib.parse.unquote(key[len("LIBARCHIVE.xattr.") :])
             try:
                 found[name] = base64.b64decode(value + "=" * (-len(value) % 4))
             except ValueError:
@@ -396,8 +397,9 @@ def clean_name(name: str, dest: str) -> str:
 class _Applier:
     """One :func:`apply_layer` run: the root fd, what was unpacked, deferred times."""
 
-    def __init__(self, dest: str, whiteouts: str, no_overwrite_dir_non_dir: bool = False,
-                 shown_as: str | None = None) -> None:
+    def __init__(
+        self, dest: str, whiteouts: str, no_overwrite_dir_non_dir: bool = False, shown_as: str | None = None
+    ) -> None:
         self.dest = os.path.abspath(dest)
         #: ``dest`` as error messages name it.
         self.shown = shown_as or self.dest
@@ -519,7 +521,7 @@ class _Applier:
             if base == WHITEOUT_OPAQUE:
                 self._opaque(rel_dir, name)
             else:
-                self._whiteout(rel_dir, base[len(WHITEOUT_PREFIX):], name, member)
+                self._whiteout(rel_dir, base[len(WHITEOUT_PREFIX) :], name, member)
             return
 
         if not rel:
@@ -576,10 +578,10 @@ class _Applier:
             os.close(fd)
         self.dirs.append((rel, *_member_times(member)))
 
-    def _file(self, parent: int, base: str, member: tarfile.TarInfo, data: IO[bytes] | None,
-              copy_from: str | None = None) -> None:
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=parent)
+    def _file(
+        self, parent: int, base: str, member: tarfile.TarInfo, data: IO[bytes] | None, copy_from: str | None = None
+    ) -> None:
+        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
         try:
             if copy_from is not None:
                 src = os.open(copy_from, os.O_RDONLY | os.O_CLOEXEC)
@@ -612,7 +614,7 @@ class _Applier:
                     continue
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
         except tarfile.ReadError as exc:
             raise InvalidParameter(f"unexpected EOF in layer tar (in {_quote(member.name)})") from exc
         if sparse:
@@ -624,9 +626,7 @@ class _Applier:
             # Docker's check (lexical, from the link's directory).
             joined = posixpath.normpath(posixpath.join(self.dest, posixpath.dirname(rel), target))
             if joined != self.dest and not joined.startswith(self.dest.rstrip("/") + "/"):
-                raise InvalidParameter(
-                    f"invalid symlink {_quote(os.path.join(self.shown, rel))} -> {_quote(target)}"
-                )
+                raise InvalidParameter(f"invalid symlink {_quote(os.path.join(self.shown, rel))} -> {_quote(target)}")
         os.symlink(target, base, dir_fd=parent)
         os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
         self._set_xattrs(fs.at_path(parent, base), member)
@@ -783,8 +783,13 @@ class _Applier:
         self._file(parent, base, saved, None, copy_from=os.path.join(self._plnk_dir, key))
 
 
-def apply_layer(dest: str, stream: IO[bytes], whiteouts: str = "aufs", no_overwrite_dir_non_dir: bool = False,
-                shown_as: str | None = None) -> int:
+def apply_layer(
+    dest: str,
+    stream: IO[bytes],
+    whiteouts: str = "aufs",
+    no_overwrite_dir_non_dir: bool = False,
+    shown_as: str | None = None,
+) -> int:
     """Apply a layer tar to the directory ``dest`` in one streaming pass.
 
     The tar may be plain or compressed with gzip, bzip2, xz or zstd (detected
@@ -821,8 +826,14 @@ def apply_layer(dest: str, stream: IO[bytes], whiteouts: str = "aufs", no_overwr
     last_end = 0
     try:
         try:
-            tar = tarfile.open(fileobj=layer, mode="r|", bufsize=_TAR_BUFFER, tarinfo=_EndWatchingTarInfo,
-                               encoding="utf-8", errors="surrogateescape")
+            tar = tarfile.open(
+                fileobj=layer,
+                mode="r|",
+                bufsize=_TAR_BUFFER,
+                tarinfo=_EndWatchingTarInfo,
+                encoding="utf-8",
+                errors="surrogateescape",
+            )
         except tarfile.ReadError as exc:
             if layer.eof and layer.count == 0:
                 return 0  # an empty stream is an empty layer, as for Go's archive/tar
@@ -868,7 +879,7 @@ def _tar_error(exc: tarfile.ReadError, layer: LayerStream, end: object) -> Inval
 class _Node:
     """What :func:`changes` compares of one entry (moby's ``FileInfo``)."""
 
-    __slots__ = ("mode", "uid", "gid", "rdev", "size", "mtime", "target", "xattrs", "children")
+    __slots__ = ("children", "gid", "mode", "mtime", "rdev", "size", "target", "uid", "xattrs")
 
     def __init__(self, st: os.stat_result, target: str | None, xattrs: dict[str, bytes]) -> None:
         self.mode = st.st_mode
@@ -932,7 +943,12 @@ def _same_time(a: int, b: int) -> bool:
 
 def _differs(old: _Node, new: _Node) -> bool:
     if (old.mode, old.uid, old.gid, old.rdev, old.target, old.xattrs) != (
-        new.mode, new.uid, new.gid, new.rdev, new.target, new.xattrs
+        new.mode,
+        new.uid,
+        new.gid,
+        new.rdev,
+        new.target,
+        new.xattrs,
     ):
         return True
     # A directory's size and mtime change whenever an entry is added; they
@@ -1226,7 +1242,7 @@ def _walk(writer: _TarWriter, root: int, prefix: str, overlay: bool = False, kee
                 # what the layer deletes; the opaque marker was written
                 # right after its directory, as for overlay.
                 if name != WHITEOUT_OPAQUE and not is_aufs_metadata(name):
-                    yield writer.whiteout(posixpath.join(rel_dir, name[len(WHITEOUT_PREFIX):]))
+                    yield writer.whiteout(posixpath.join(rel_dir, name[len(WHITEOUT_PREFIX) :]))
                 continue
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if overlay and _is_overlay_whiteout(st):
@@ -1251,6 +1267,7 @@ def tar_entry(parent_fd: int, name: str, arcname: str, release: Callable[[], Non
 
     Nothing is followed: a symlink is archived as a symlink.
     """
+
     def chunks() -> Iterator[bytes]:
         writer = _TarWriter()
         st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)

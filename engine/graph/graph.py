@@ -12,7 +12,8 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, InvalidParameter, NoSuchImage
@@ -30,9 +31,23 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 #: The container.Config fields, in Go's order, with their zero values: moby
 #: always marshals the whole struct, and clients index into it.
 CONTAINER_CONFIG_ZERO: dict[str, Any] = {
-    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
-    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
-    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+    "Hostname": "",
+    "Domainname": "",
+    "User": "",
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "AttachStderr": False,
+    "Tty": False,
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "Env": None,
+    "Cmd": None,
+    "Image": "",
+    "Volumes": None,
+    "WorkingDir": "",
+    "Entrypoint": None,
+    "OnBuild": None,
+    "Labels": None,
 }
 
 
@@ -58,8 +73,9 @@ def full_container_config(config: dict | None) -> dict:
 class ImageDeleteConflict(Conflict):
     """moby's imageDeleteConflict, with its exact messages."""
 
-    def __init__(self, image_id: str, message: str, hard: bool = False, used: bool = False,
-                 reference: str | None = None) -> None:
+    def __init__(
+        self, image_id: str, message: str, hard: bool = False, used: bool = False, reference: str | None = None
+    ) -> None:
         self.hard = hard
         self.used = used
         if reference is not None:
@@ -78,8 +94,9 @@ class Graph:
     :param on_event: ``fn(action, image_id, attributes)`` for image events.
     """
 
-    def __init__(self, root: str, driver: GraphDriver,
-                 on_event: Callable[[str, str, dict], None] | None = None) -> None:
+    def __init__(
+        self, root: str, driver: GraphDriver, on_event: Callable[[str, str, dict], None] | None = None
+    ) -> None:
         self.root = root
         self.driver = driver
         self.layers = LayerStore(root, driver)
@@ -157,8 +174,9 @@ class Graph:
                         del self._pinned[chain]
 
     # registration
-    def register_layer(self, stream: Any, parent: str | None, diff_id: str | None,
-                       pin: Callable[[str], None] | None = None) -> tuple[Layer, bool]:
+    def register_layer(
+        self, stream: Any, parent: str | None, diff_id: str | None, pin: Callable[[str], None] | None = None
+    ) -> tuple[Layer, bool]:
         layer, created = self.layers.register(stream, parent, diff_id)
         if pin is not None:
             pin(layer.chain_id)
@@ -223,8 +241,11 @@ class Graph:
             users = self.container_users(image.id)
             if users and len(repo_refs) == 1 and not force:
                 raise ImageDeleteConflict(
-                    image.id, f"container {users[0][0][:12]} is using its referenced image {short_id(image.id)}",
-                    used=True, reference=name)
+                    image.id,
+                    f"container {users[0][0][:12]} is using its referenced image {short_id(image.id)}",
+                    used=True,
+                    reference=name,
+                )
             ref = refs.parse_normalized(name)
             self.tags.delete(ref)
             records.append({"Untagged": ref.familiar()})
@@ -268,16 +289,18 @@ class Graph:
         users = self.container_users(image.id)
         running = [cid for cid, is_running in users if is_running]
         if running:
-            raise ImageDeleteConflict(image.id, f"image is being used by running container {running[0][:12]}",
-                                      hard=True, used=True)
+            raise ImageDeleteConflict(
+                image.id, f"image is being used by running container {running[0][:12]}", hard=True, used=True
+            )
         if hard_only:
             return
         if not soft_ok_active and self.tags.references(image.id):
             raise ImageDeleteConflict(image.id, "image is referenced in multiple repositories")
         stopped = [cid for cid, is_running in users if not is_running]
         if stopped:
-            raise ImageDeleteConflict(image.id, f"image is being used by stopped container {stopped[0][:12]}",
-                                      used=True)
+            raise ImageDeleteConflict(
+                image.id, f"image is being used by stopped container {stopped[0][:12]}", used=True
+            )
 
     def _delete_helper(self, image: Image, records: list[dict], force: bool, prune: bool, quiet: bool) -> None:
         try:
@@ -365,17 +388,28 @@ class Graph:
                     raise InvalidParameter("too many non-empty layers in History section")
                 size = self.layers.get(chains[counter]).size if self.layers.exists(chains[counter]) else 0
                 counter += 1
-            items.insert(0, {
-                "Id": "<missing>",
-                "Created": int(parse_created(entry.get("created"))),
-                "CreatedBy": entry.get("created_by", ""),
-                "Tags": None,
-                "Size": size,
-                "Comment": entry.get("comment", ""),
-            })
+            items.insert(
+                0,
+                {
+                    "Id": "<missing>",
+                    "Created": int(parse_created(entry.get("created"))),
+                    "CreatedBy": entry.get("created_by", ""),
+                    "Tags": None,
+                    "Size": size,
+                    "Comment": entry.get("comment", ""),
+                },
+            )
         if not items:
-            items.append({"Id": "<missing>", "Created": int(image.created), "CreatedBy": "", "Tags": None,
-                          "Size": image.size, "Comment": ""})
+            items.append(
+                {
+                    "Id": "<missing>",
+                    "Created": int(image.created),
+                    "CreatedBy": "",
+                    "Tags": None,
+                    "Size": image.size,
+                    "Comment": "",
+                }
+            )
         current: Image | None = image
         for item in items:
             if current is None:

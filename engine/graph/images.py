@@ -22,8 +22,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from engine.errors import InvalidParameter, NotFound
 from engine.graph.layers import chain_ids, check_digest

@@ -18,8 +18,7 @@ from engine.graph.images import Image
 from engine.utils.host import goarch
 
 #: Dockerfile instructions ``--change`` may use (moby's list).
-ALLOWED_CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER",
-                   "VOLUME", "WORKDIR")
+ALLOWED_CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
 
 
 def _json_or_shell(rest: str) -> list[str]:
@@ -52,7 +51,9 @@ def _pairs(rest: str, instruction: str) -> list[tuple[str, str]]:
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not key:
-            raise InvalidParameter(f"{instruction}: syntax error - can't find = in {word!r}. Must be of the form: name=value")
+            raise InvalidParameter(
+                f"{instruction}: syntax error - can't find = in {word!r}. Must be of the form: name=value"
+            )
         out.append((key, value))
     return out
 
@@ -113,11 +114,17 @@ def apply_changes(config: dict, changes: list[str]) -> dict:
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def import_rootfs(graph: Graph, stream: IO[bytes], changes: list[str], message: str = "", source: str = "-",
-                  platform_os: str = "linux") -> Image:
+def import_rootfs(
+    graph: Graph,
+    stream: IO[bytes],
+    changes: list[str],
+    message: str = "",
+    source: str = "-",
+    platform_os: str = "linux",
+) -> Image:
     """Register ``stream`` (a root file system tar, maybe compressed) as a
     one-layer image; the caller tags it."""
     config_part: dict[str, Any] = apply_changes({}, changes)

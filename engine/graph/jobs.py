@@ -153,8 +153,7 @@ def job_tag(job: Any) -> None:
 
 
 def job_image_delete(job: Any) -> None:
-    records = graph_of(job).delete(job.args[0], force=job.env.get_bool("Force"),
-                                   prune=not job.env.get_bool("NoPrune"))
+    records = graph_of(job).delete(job.args[0], force=job.env.get_bool("Force"), prune=not job.env.get_bool("NoPrune"))
     job.write_json(records)
 
 
@@ -225,5 +224,3 @@ def engine_register_jobs(engine: Any, daemon: Any) -> None:
         ("image_prune", job_image_prune),
     ):
         engine.register(name, handler)
-
-

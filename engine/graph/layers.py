@@ -34,12 +34,13 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO
 
 from engine.drivers.graph import GraphDriver
-from engine.graph import tarsplit
 from engine.errors import Conflict, HostError, InvalidParameter, NotFound
+from engine.graph import tarsplit
 from engine.utils.fs import fsync_dir, safe_rmtree, write_synced
 
 LOG = logging.getLogger(__name__)
@@ -319,8 +320,9 @@ class LayerStore:
 
         def open_file(name: str) -> int:
             # Confined to the layer: symlinks in it resolve inside it.
-            return libc.openat2(root_fd, name, os.O_RDONLY | os.O_NOFOLLOW,
-                                resolve=libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS)
+            return libc.openat2(
+                root_fd, name, os.O_RDONLY | os.O_NOFOLLOW, resolve=libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+            )
 
         try:
             with open(os.path.join(self.dir, layer.driver_id, TAR_SPLIT), "rb") as record:
@@ -341,7 +343,7 @@ class LayerStore:
             # Remove children before parents: drivers like overlay keep
             # references from a layer to its lower ones.
             depth = {layer.chain_id: len(self.chain(layer.chain_id)) for layer in doomed}
-            for layer in sorted(doomed, key=lambda l: -depth[l.chain_id]):
+            for layer in sorted(doomed, key=lambda item: -depth[item.chain_id]):
                 hex_id = layer.driver_id
                 try:
                     # Unregister first: a crash after this leaves a driver

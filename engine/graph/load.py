@@ -16,7 +16,8 @@ import json
 import logging
 import os
 import tempfile
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from engine.errors import InvalidParameter, NotSupported
 from engine.graph import archive
@@ -30,8 +31,10 @@ from engine.utils.progress import Progress
 
 LOG = logging.getLogger(__name__)
 
-INDEX_MEDIA_TYPES = {"application/vnd.oci.image.index.v1+json",
-                     "application/vnd.docker.distribution.manifest.list.v2+json"}
+INDEX_MEDIA_TYPES = {
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
 
 
 class _Dir:
@@ -125,17 +128,22 @@ def _oci_entries(files: _Dir, index: dict, tag: str | None = None) -> list[dict]
             name = ref_name
         if desc.get("mediaType") in INDEX_MEDIA_TYPES:
             nested = files.read_json(_blob(desc["digest"]))
-            platforms = [d for d in nested.get("manifests") or []
-                         if (d.get("platform") or {}).get("os", "linux") == "linux"
-                         and (d.get("platform") or {}).get("architecture", "amd64") == _arch()]
+            platforms = [
+                d
+                for d in nested.get("manifests") or []
+                if (d.get("platform") or {}).get("os", "linux") == "linux"
+                and (d.get("platform") or {}).get("architecture", "amd64") == _arch()
+            ]
             entries += _oci_entries(files, {"manifests": platforms[:1]}, name)
             continue
         manifest = files.read_json(_blob(desc["digest"]))
-        entries.append({
-            "Config": _blob(manifest["config"]["digest"]),
-            "Layers": [_blob(layer["digest"]) for layer in manifest.get("layers") or []],
-            "RepoTags": [name] if name else [],
-        })
+        entries.append(
+            {
+                "Config": _blob(manifest["config"]["digest"]),
+                "Layers": [_blob(layer["digest"]) for layer in manifest.get("layers") or []],
+                "RepoTags": [name] if name else [],
+            }
+        )
     return entries
 
 
@@ -172,8 +180,9 @@ def load(graph: Graph, stream: IO[bytes], progress: Progress, quiet: bool = Fals
     return loaded
 
 
-def _load_one(graph: Graph, files: _Dir, entry: dict, progress: Progress, quiet: bool,
-              pin: Callable[[str], None]) -> Image:
+def _load_one(
+    graph: Graph, files: _Dir, entry: dict, progress: Progress, quiet: bool, pin: Callable[[str], None]
+) -> Image:
     config_path = entry.get("Config")
     raw = files.read(config_path)
     config = parse_config(raw)
@@ -181,7 +190,8 @@ def _load_one(graph: Graph, files: _Dir, entry: dict, progress: Progress, quiet:
     layer_paths = entry.get("Layers") or []
     if len(layer_paths) != len(diff_ids):
         raise InvalidParameter(
-            f"invalid manifest, layers length mismatch: expected {len(diff_ids)}, got {len(layer_paths)}")
+            f"invalid manifest, layers length mismatch: expected {len(diff_ids)}, got {len(layer_paths)}"
+        )
     parent = None
     for path, diff in zip(layer_paths, diff_ids):
         chain = chain_id(parent, diff)
@@ -193,6 +203,7 @@ def _load_one(graph: Graph, files: _Dir, entry: dict, progress: Progress, quiet:
         fd = files.open(path)
         total = os.fstat(fd).st_size
         with os.fdopen(fd, "rb") as fh:
+
             def report(done: int, short: str = short, total: int = total) -> None:
                 if not quiet:
                     progress.update("Loading layer", short, done, total)
@@ -210,8 +221,9 @@ def _load_one(graph: Graph, files: _Dir, entry: dict, progress: Progress, quiet:
             continue
         old = graph.set_tag(ref, image)
         if old:
-            progress.stream(f"The image {ref.familiar()} already exists, renaming the old one with ID {old} "
-                            "to empty string\n")
+            progress.stream(
+                f"The image {ref.familiar()} already exists, renaming the old one with ID {old} to empty string\n"
+            )
         progress.stream(f"Loaded image: {ref.familiar()}\n")
     if not tags:
         progress.stream(f"Loaded image ID: {image.id}\n")

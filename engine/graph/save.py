@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from engine.errors import InvalidParameter
 from engine.graph import reference as refs
@@ -29,8 +29,9 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
-def _header(name: str, size: int, mtime: int, kind: bytes = tarfile.REGTYPE, link: str = "",
-            mode: int = 0o644) -> bytes:
+def _header(
+    name: str, size: int, mtime: int, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644
+) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size if kind == tarfile.REGTYPE else 0
     info.mtime = mtime
@@ -123,12 +124,15 @@ def _generate(graph: Graph, selected: list[tuple[Image, list[Reference]]]) -> It
         if config_blob not in written:
             written.add(config_blob)
             yield from _file(config_blob, image.raw, mtime)
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": image.id, "size": len(image.raw)},
-            "layers": layer_descs,
-        }, separators=(",", ":")).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": image.id, "size": len(image.raw)},
+                "layers": layer_descs,
+            },
+            separators=(",", ":"),
+        ).encode()
         manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         manifest_blob = f"blobs/sha256/{manifest_digest.split(':', 1)[1]}"
         if manifest_blob not in written:
@@ -137,22 +141,31 @@ def _generate(graph: Graph, selected: list[tuple[Image, list[Reference]]]) -> It
         desc = {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest)}
         if tags:
             for ref in tags:
-                index.append({**desc, "annotations": {"io.containerd.image.name": str(ref),
-                                                      "org.opencontainers.image.ref.name": ref.tag or ""}})
+                index.append(
+                    {
+                        **desc,
+                        "annotations": {
+                            "io.containerd.image.name": str(ref),
+                            "org.opencontainers.image.ref.name": ref.tag or "",
+                        },
+                    }
+                )
         else:
             index.append(desc)
-        manifest_json.append({
-            "Config": config_blob,
-            "RepoTags": [ref.familiar() for ref in tags],
-            "Layers": layer_paths,
-        })
+        manifest_json.append(
+            {
+                "Config": config_blob,
+                "RepoTags": [ref.familiar() for ref in tags],
+                "Layers": layer_paths,
+            }
+        )
         top = image.chain_ids[-1].split(":", 1)[1] if image.chain_ids else ""
         for ref in tags:
             repositories.setdefault(ref.familiar_name, {})[ref.tag or "latest"] = top
-    yield from _file("index.json", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                               "manifests": index}).encode(), 0)
+    yield from _file(
+        "index.json", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index}).encode(), 0
+    )
     yield from _file("manifest.json", json.dumps(manifest_json).encode(), 0)
     if repositories:
         yield from _file("repositories", json.dumps(repositories).encode(), 0)
     yield b"\0" * (BLOCK * 2)
-

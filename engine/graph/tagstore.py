@@ -47,7 +47,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from engine.errors import Conflict, HostError, InvalidParameter
 from engine.graph.reference import (
@@ -214,8 +214,13 @@ class TagStore:
             refs.sort(key=_sort_key)
         return by_id
 
-    def _commit(self, repos: _Repos, times: dict[str, float],
-                added: list[tuple[Reference, str]] = (), removed: list[tuple[Reference, str]] = ()) -> None:
+    def _commit(
+        self,
+        repos: _Repos,
+        times: dict[str, float],
+        added: list[tuple[Reference, str]] = (),
+        removed: list[tuple[Reference, str]] = (),
+    ) -> None:
         """Write the new state, then make it current; on a failed write nothing changes.
 
         Callers build ``repos`` and ``times`` as new objects, so the state in
@@ -288,8 +293,12 @@ class TagStore:
             if ref.tag is not None:
                 times[image_id] = self._clock()
             stored = _ref(ref.name, key)
-            self._commit(repos, times, added=[(stored, image_id)],
-                         removed=[(stored, old)] if old is not None and old != image_id else [])
+            self._commit(
+                repos,
+                times,
+                added=[(stored, image_id)],
+                removed=[(stored, old)] if old is not None and old != image_id else [],
+            )
 
     def delete(self, ref: Reference) -> bool:
         """Remove a tag or digest reference (a bare name means its ``latest`` tag).

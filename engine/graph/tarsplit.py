@@ -21,7 +21,8 @@ import json
 import os
 import posixpath
 import zlib
-from typing import IO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO
 
 from engine.errors import HostError, InvalidParameter
 
@@ -56,7 +57,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
             length = int(data[pos:space])
         except ValueError:
             break
-        record = data[space + 1:pos + length - 1]
+        record = data[space + 1 : pos + length - 1]
         key, _, value = record.partition(b"=")
         out[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
         pos += length

@@ -30,8 +30,9 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import (
     URL,
@@ -45,12 +46,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
-    delete as sql_delete,
     event,
     func,
     or_,
     select,
     update,
+)
+from sqlalchemy import (
+    delete as sql_delete,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -145,9 +148,7 @@ def validate_name(name: str) -> str:
     """
     # fullmatch, not "$": "$" would also accept a name ending in a newline.
     if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
-        raise InvalidParameter(
-            f"Invalid container name ({name}), only {NAME_CHARS} are allowed"
-        )
+        raise InvalidParameter(f"Invalid container name ({name}), only {NAME_CHARS} are allowed")
     return name if name.startswith("/") else "/" + name
 
 
@@ -204,7 +205,7 @@ def _join(parent: str, name: str) -> str:
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _IN_CHUNK):
-        yield items[start:start + _IN_CHUNK]
+        yield items[start : start + _IN_CHUNK]
 
 
 def _check_id(entity_id: str) -> None:
@@ -277,15 +278,13 @@ class LinkGraph:
         """Create the tables and the root entity ``"0"`` at ``/`` if missing."""
         with self._write() as conn:
             metadata.create_all(conn)
-            conn.execute(
-                sqlite_insert(entity_table).values(id=ROOT_ID).on_conflict_do_nothing()
-            )
+            conn.execute(sqlite_insert(entity_table).values(id=ROOT_ID).on_conflict_do_nothing())
             # UNIQUE(parent_id, name) does not catch a second root edge, as
             # NULLs never compare equal, so look for it first.
             root_edge = conn.execute(
-                select(func.count()).select_from(edge_table).where(
-                    edge_table.c.entity_id == ROOT_ID, edge_table.c.parent_id.is_(None)
-                )
+                select(func.count())
+                .select_from(edge_table)
+                .where(edge_table.c.entity_id == ROOT_ID, edge_table.c.parent_id.is_(None))
             ).scalar_one()
             if not root_edge:
                 conn.execute(edge_table.insert().values(entity_id=ROOT_ID, parent_id=None, name="/"))
@@ -328,9 +327,7 @@ class LinkGraph:
         entity_id = ROOT_ID
         for name in _parts(path):
             entity_id = conn.execute(
-                select(edge_table.c.entity_id).where(
-                    edge_table.c.parent_id == entity_id, edge_table.c.name == name
-                )
+                select(edge_table.c.entity_id).where(edge_table.c.parent_id == entity_id, edge_table.c.name == name)
             ).scalar_one_or_none()
             if entity_id is None:
                 return None
@@ -359,12 +356,14 @@ class LinkGraph:
             child = Entity(child_id, full_path)
             out.append(WalkMeta(parent, child, full_path, Edge(child_id, parent.id, name)))
             if left != 0 and child_id not in ancestors:
-                stack.append((
-                    child,
-                    iter(adjacency.get(child_id, ())),
-                    left - 1 if left > 0 else -1,
-                    ancestors | {child_id},
-                ))
+                stack.append(
+                    (
+                        child,
+                        iter(adjacency.get(child_id, ())),
+                        left - 1 if left > 0 else -1,
+                        ancestors | {child_id},
+                    )
+                )
         return out
 
     def _adjacency(self, conn: Connection, start_id: str, depth: int) -> dict[str, list[tuple[str, str]]]:
@@ -406,16 +405,15 @@ class LinkGraph:
             found: list[tuple[str, ...]] = []
             for chunk in _chunks(frontier):
                 rows = conn.execute(
-                    select(edge_table.c.entity_id, edge_table.c.parent_id, edge_table.c.name)
-                    .where(edge_table.c.entity_id.in_(chunk), edge_table.c.parent_id.is_not(None))
+                    select(edge_table.c.entity_id, edge_table.c.parent_id, edge_table.c.name).where(
+                        edge_table.c.entity_id.in_(chunk), edge_table.c.parent_id.is_not(None)
+                    )
                 )
                 for child_id, parent_id, name in rows:
                     suffix = (name, *suffixes[child_id])
                     if parent_id == ROOT_ID:
                         found.append(suffix)
-                    elif parent_id not in suffixes and (
-                        parent_id not in level or suffix < level[parent_id]
-                    ):
+                    elif parent_id not in suffixes and (parent_id not in level or suffix < level[parent_id]):
                         level[parent_id] = suffix
             if found:
                 return "/" + "/".join(min(found))
@@ -474,12 +472,8 @@ class LinkGraph:
                     raise NotFound(f"cannot set {path}: parent {parent_path} does not exist")
                 if parent_id == entity_id:
                     raise InvalidParameter(f"cannot set {path}: an entity cannot be its own child")
-                conn.execute(
-                    sqlite_insert(entity_table).values(id=entity_id).on_conflict_do_nothing()
-                )
-                conn.execute(
-                    edge_table.insert().values(entity_id=entity_id, parent_id=parent_id, name=name)
-                )
+                conn.execute(sqlite_insert(entity_table).values(id=entity_id).on_conflict_do_nothing())
+                conn.execute(edge_table.insert().values(entity_id=entity_id, parent_id=parent_id, name=name))
         except IntegrityError as exc:
             raise Conflict(f"name {path} is already in use") from exc
         LOG.debug("link graph: set %s -> %s", path, entity_id)
@@ -629,9 +623,7 @@ class LinkGraph:
             removed = 0
             if parent_id is not None:
                 removed = conn.execute(
-                    sql_delete(edge_table).where(
-                        edge_table.c.parent_id == parent_id, edge_table.c.name == name
-                    )
+                    sql_delete(edge_table).where(edge_table.c.parent_id == parent_id, edge_table.c.name == name)
                 ).rowcount
             if not removed:
                 raise NotFound(f"no such path in the link graph: {path}")
@@ -671,9 +663,7 @@ class LinkGraph:
         parent_path, name = _split(current_path)
         new_parent_path, new_name = _split(new_path)
         if parent_path != new_parent_path:
-            raise InvalidParameter(
-                f"cannot rename when parent paths do not match: {parent_path} != {new_parent_path}"
-            )
+            raise InvalidParameter(f"cannot rename when parent paths do not match: {parent_path} != {new_parent_path}")
         try:
             with self._write() as conn:
                 parent_id = self._resolve(conn, parent_path)

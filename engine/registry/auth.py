@@ -23,8 +23,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 LOG = logging.getLogger(__name__)
 
@@ -113,9 +114,15 @@ class AuthConfig:
         return None
 
     def to_dict(self) -> dict[str, str]:
-        return {"username": self.username, "password": self.password, "auth": self.auth, "email": self.email,
-                "serveraddress": self.server_address, "identitytoken": self.identity_token,
-                "registrytoken": self.registry_token}
+        return {
+            "username": self.username,
+            "password": self.password,
+            "auth": self.auth,
+            "email": self.email,
+            "serveraddress": self.server_address,
+            "identitytoken": self.identity_token,
+            "registrytoken": self.registry_token,
+        }
 
 
 def encode_header(conf: dict[str, str]) -> str:

@@ -23,8 +23,9 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from engine.errors import InvalidParameter
@@ -85,13 +86,15 @@ def load_tls_files(certs_dir: str, host: str) -> TLSFiles:
     for path in sorted(glob.glob(os.path.join(directory, "*.cert"))):
         pair = path[: -len(".cert")] + ".key"
         if not os.path.exists(pair):
-            raise InvalidParameter(f"missing key {os.path.basename(pair)} for client certificate "
-                                   f"{os.path.basename(path)}")
+            raise InvalidParameter(
+                f"missing key {os.path.basename(pair)} for client certificate {os.path.basename(path)}"
+            )
         cert, key = path, pair
     for path in glob.glob(os.path.join(directory, "*.key")):
         if not os.path.exists(path[: -len(".key")] + ".cert"):
-            raise InvalidParameter(f"missing client certificate {os.path.basename(path)[:-4]}.cert for key "
-                                   f"{os.path.basename(path)}")
+            raise InvalidParameter(
+                f"missing client certificate {os.path.basename(path)[:-4]}.cert for key {os.path.basename(path)}"
+            )
     return TLSFiles(cas, cert, key)
 
 
@@ -160,9 +163,16 @@ class RegistryService:
     :param backoff: first back-off in seconds; doubled at each retry.
     """
 
-    def __init__(self, mirrors: Iterable[str] = (), insecure: Iterable[str] = (), certs_dir: str = CERTS_DIR,
-                 connect_timeout: float = 15.0, read_timeout: float = 60.0, retries: int = 5,
-                 backoff: float = 1.0) -> None:
+    def __init__(
+        self,
+        mirrors: Iterable[str] = (),
+        insecure: Iterable[str] = (),
+        certs_dir: str = CERTS_DIR,
+        connect_timeout: float = 15.0,
+        read_timeout: float = 60.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+    ) -> None:
         self.mirrors = [self._check_mirror(m) for m in mirrors]
         self.insecure_hosts: set[str] = set()
         self.insecure_nets = [ipaddress.ip_network(c) for c in DEFAULT_INSECURE_CIDRS]
@@ -223,15 +233,24 @@ class RegistryService:
             if pull:
                 for mirror in self.mirrors:
                     netloc = urlsplit(mirror).netloc
-                    out.append(Endpoint(mirror, domain, mirror=True, verify=not self.is_insecure(netloc),
-                                        tls=load_tls_files(self.certs_dir, netloc)))
+                    out.append(
+                        Endpoint(
+                            mirror,
+                            domain,
+                            mirror=True,
+                            verify=not self.is_insecure(netloc),
+                            tls=load_tls_files(self.certs_dir, netloc),
+                        )
+                    )
             out.append(Endpoint(HUB_REGISTRY, domain, tls=load_tls_files(self.certs_dir, "registry-1.docker.io")))
             return out
         tls = load_tls_files(self.certs_dir, domain)
         if not self.is_insecure(domain):
             return [Endpoint(f"https://{domain}", domain, tls=tls)]
-        candidates = [Endpoint(f"https://{domain}", domain, verify=False, tls=tls),
-                      Endpoint(f"http://{domain}", domain, verify=False)]
+        candidates = [
+            Endpoint(f"https://{domain}", domain, verify=False, tls=tls),
+            Endpoint(f"http://{domain}", domain, verify=False),
+        ]
         with self._lock:
             known = self._working_url.get(domain)
         if known is not None:

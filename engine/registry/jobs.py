@@ -148,8 +148,9 @@ class RegistryJobs:
         platform = parse_platform(job.env.get("Platform"))
         out = _Tracked(job)
         progress = Progress(out.write)
-        puller = Puller(graph, self.service, self.metadata, progress, auth, platform,
-                        cancelled=lambda: bool(job.stdout.closed))
+        puller = Puller(
+            graph, self.service, self.metadata, progress, auth, platform, cancelled=lambda: bool(job.stdout.closed)
+        )
         waited: list[bool] = []
 
         def on_wait() -> None:
@@ -195,8 +196,7 @@ class RegistryJobs:
         conf = AuthConfig.from_dict(job.env.get_json("AuthConfig", {}))
         host = host_of(conf.server_address)
         service = self.service
-        session, token = first_working(service, service.endpoints(host, pull=False), "", conf, (),
-                                       Session.login)
+        session, token = first_working(service, service.endpoints(host, pull=False), "", conf, (), Session.login)
         session.close()
         LOG.info("login to %s as %s succeeded", host, conf.username or "(token)")
         job.write_json({"Status": "Login Succeeded", "IdentityToken": token})

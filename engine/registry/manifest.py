@@ -47,9 +47,16 @@ IMAGE_MANIFESTS = (DOCKER_MANIFEST, OCI_MANIFEST)
 INDEXES = (DOCKER_LIST, OCI_INDEX)
 #: What a pull accepts, best first (schema 1 only to refuse it clearly).
 ACCEPT = (DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX, SCHEMA1_SIGNED, SCHEMA1)
-LAYER_TYPES = (DOCKER_LAYER, DOCKER_FOREIGN_LAYER, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_NONDIST_GZIP,
-               "application/vnd.oci.image.layer.nondistributable.v1.tar",
-               "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
+LAYER_TYPES = (
+    DOCKER_LAYER,
+    DOCKER_FOREIGN_LAYER,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_NONDIST_GZIP,
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+)
 CONFIG_TYPES = (DOCKER_CONFIG, OCI_CONFIG)
 #: Manifests larger than this are refused (moby: 4 MiB).
 MAX_MANIFEST = 4 << 20
@@ -85,8 +92,13 @@ class Descriptor:
             raise InvalidParameter(f"invalid manifest: {what} size {size!r}")
         urls = doc.get("urls") or ()
         platform = doc.get("platform")
-        return cls(str(doc.get("mediaType") or ""), digest, size, tuple(u for u in urls if isinstance(u, str)),
-                   platform if isinstance(platform, dict) else {})
+        return cls(
+            str(doc.get("mediaType") or ""),
+            digest,
+            size,
+            tuple(u for u in urls if isinstance(u, str)),
+            platform if isinstance(platform, dict) else {},
+        )
 
     def to_json(self) -> dict:
         return {"mediaType": self.media_type, "size": self.size, "digest": self.digest}
@@ -104,8 +116,15 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
-                 "i386": "386", "i686": "386"}
+_ARCH_ALIASES = {
+    "x86_64": "amd64",
+    "x86-64": "amd64",
+    "aarch64": "arm64",
+    "armhf": "arm",
+    "armel": "arm",
+    "i386": "386",
+    "i686": "386",
+}
 _DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
 
 
@@ -154,8 +173,7 @@ def select_platform(manifests: list[Descriptor], wanted: Platform) -> Descriptor
     for index, desc in enumerate(manifests):
         plat = desc.platform
         os_name = str(plat.get("os", "")).lower()
-        arch = _ARCH_ALIASES.get(str(plat.get("architecture", "")).lower(),
-                                 str(plat.get("architecture", "")).lower())
+        arch = _ARCH_ALIASES.get(str(plat.get("architecture", "")).lower(), str(plat.get("architecture", "")).lower())
         if os_name != wanted.os or arch != wanted.architecture:
             continue
         variant = _variant(arch, str(plat.get("variant", "")).lower())
@@ -222,8 +240,10 @@ def parse_manifest(body: bytes, media_type: str) -> ImageManifest | ManifestInde
         else:
             kind = media_type or "unknown"
     if kind in (SCHEMA1, SCHEMA1_SIGNED) or doc.get("schemaVersion") == 1:
-        raise NotSupported("image manifest schema 1 (the retired v1 format) is not supported: "
-                           "push the image again with a newer client to convert it to schema 2")
+        raise NotSupported(
+            "image manifest schema 1 (the retired v1 format) is not supported: "
+            "push the image again with a newer client to convert it to schema 2"
+        )
     if declared and declared != kind and {declared, kind} - set(ACCEPT):
         raise InvalidParameter(f"invalid manifest: media type {declared} does not match {kind}")
     if doc.get("schemaVersion") != 2:

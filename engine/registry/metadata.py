@@ -74,8 +74,11 @@ class DistributionMetadata:
             return []
         out = []
         for entry in doc if isinstance(doc, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("Digest"), str) \
-                    and isinstance(entry.get("SourceRepository"), str):
+            if (
+                isinstance(entry, dict)
+                and isinstance(entry.get("Digest"), str)
+                and isinstance(entry.get("SourceRepository"), str)
+            ):
                 out.append(BlobSource(entry["Digest"], entry["SourceRepository"], str(entry.get("MediaType") or "")))
         return out
 
@@ -95,11 +98,14 @@ class DistributionMetadata:
             LOG.debug("not recording distribution metadata: %s", exc)
             return
         with self._lock:
-            entries = [s for s in self.sources(diff_id)
-                       if (s.digest, s.repository) != (source.digest, source.repository)]
+            entries = [
+                s for s in self.sources(diff_id) if (s.digest, s.repository) != (source.digest, source.repository)
+            ]
             entries.insert(0, source)
-            doc = [{"Digest": s.digest, "SourceRepository": s.repository, "MediaType": s.media_type}
-                   for s in entries[:MAX_ENTRIES]]
+            doc = [
+                {"Digest": s.digest, "SourceRepository": s.repository, "MediaType": s.media_type}
+                for s in entries[:MAX_ENTRIES]
+            ]
             try:
                 atomic_write(os.path.join(self._by_diff, diff_hex), json.dumps(doc).encode(), mode=0o600)
                 atomic_write(os.path.join(self._by_digest, blob_hex), diff_id.encode(), mode=0o600)

@@ -41,9 +41,10 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from engine.errors import EngineError, InvalidParameter, NotFound, NotSupported, RegistryError, Unauthorized
 from engine.graph import archive
@@ -54,8 +55,17 @@ from engine.graph.layers import chain_id
 from engine.graph.reference import Reference
 from engine.registry.auth import AuthConfig
 from engine.registry.endpoints import RegistryService
-from engine.registry.manifest import (ACCEPT, Descriptor, ImageManifest, ManifestIndex, Platform, host_platform,
-                                      parse_manifest, select_platform, sha256_digest)
+from engine.registry.manifest import (
+    ACCEPT,
+    Descriptor,
+    ImageManifest,
+    ManifestIndex,
+    Platform,
+    host_platform,
+    parse_manifest,
+    select_platform,
+    sha256_digest,
+)
 from engine.registry.metadata import BlobSource, DistributionMetadata
 from engine.registry.session import TRANSIENT, Session, first_working, iter_raw, retryable
 from engine.utils.progress import Progress
@@ -140,8 +150,7 @@ class FollowReader(io.RawIOBase):
     :param report: ``fn(bytes read)`` for "Extracting" progress.
     """
 
-    def __init__(self, spool: Spool, failed: Callable[[], BaseException | None],
-                 report: Callable[[int], None]) -> None:
+    def __init__(self, spool: Spool, failed: Callable[[], BaseException | None], report: Callable[[int], None]) -> None:
         self.spool = spool
         self.pos = 0
         self._failed = failed
@@ -217,9 +226,16 @@ class Puller:
     :param cancelled: polled; True when the client went away.
     """
 
-    def __init__(self, graph: Graph, service: RegistryService, metadata: DistributionMetadata, progress: Progress,
-                 auth: AuthConfig, platform: Platform | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        service: RegistryService,
+        metadata: DistributionMetadata,
+        progress: Progress,
+        auth: AuthConfig,
+        platform: Platform | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self.graph = graph
         self.service = service
         self.metadata = metadata
@@ -258,9 +274,10 @@ class Puller:
                 if ref.tag is None and ref.digest is None:
                     return self._pull_all_tags(ref, pin)
                 digest, updated = self._pull_one(ref, pin)
-                lines = [f"Digest: {digest}",
-                         f"Status: {'Downloaded newer image' if updated else 'Image is up to date'} for "
-                         f"{ref.familiar()}"]
+                lines = [
+                    f"Digest: {digest}",
+                    f"Status: {'Downloaded newer image' if updated else 'Image is up to date'} for {ref.familiar()}",
+                ]
                 for line in lines:
                     self.progress.message(line)
                 return lines
@@ -271,8 +288,15 @@ class Puller:
             raise
 
     def _pull_all_tags(self, ref: Reference, pin: Callable[[str], None]) -> list[str]:
-        session, tags = first_working(self.service, self.service.endpoints(ref.domain), ref.path, self.auth,
-                                      ("pull",), self._list_tags(ref), self.cancelled)
+        session, tags = first_working(
+            self.service,
+            self.service.endpoints(ref.domain),
+            ref.path,
+            self.auth,
+            ("pull",),
+            self._list_tags(ref),
+            self.cancelled,
+        )
         session.close()
         if not tags:
             raise NotFound(f"no tags found for {ref.familiar_name}")
@@ -293,8 +317,11 @@ class Puller:
                 raise _renamed(exc, f"repository {ref.familiar_name} not found: {exc}") from None
             except Unauthorized as exc:
                 # Not a 401: the docker CLI would prompt for a login (see _resolve).
-                raise NotFound(f"pull access denied for {ref.familiar_name}, repository does not exist or "
-                               f"may require 'docker login': {exc}") from None
+                raise NotFound(
+                    f"pull access denied for {ref.familiar_name}, repository does not exist or "
+                    f"may require 'docker login': {exc}"
+                ) from None
+
         return attempt
 
     # one tag or digest
@@ -312,16 +339,20 @@ class Puller:
                 # prompting for a login, which hangs scripts. moby answers
                 # 404 (access denied) or 500 (no credentials) here too.
                 if session.auth.anonymous and "no basic auth credentials" in str(exc):
-                    raise RegistryError(f"Head \"{session.repo_url('manifests/' + wanted)}\": "
-                                        "no basic auth credentials") from None
-                raise NotFound(f"pull access denied for {ref.familiar_name}, repository does not exist or "
-                               f"may require 'docker login': {exc}") from None
+                    raise RegistryError(
+                        f'Head "{session.repo_url("manifests/" + wanted)}": no basic auth credentials'
+                    ) from None
+                raise NotFound(
+                    f"pull access denied for {ref.familiar_name}, repository does not exist or "
+                    f"may require 'docker login': {exc}"
+                ) from None
             actual = sha256_digest(body)
             if ref.digest and actual != ref.digest:
                 raise RegistryError(f"manifest verification failed for digest {ref.digest}")
             if header_digest and header_digest.startswith("sha256:") and header_digest != actual:
-                raise RegistryError(f"manifest digest mismatch: the registry says {header_digest}, "
-                                    f"the content is {actual}")
+                raise RegistryError(
+                    f"manifest digest mismatch: the registry says {header_digest}, the content is {actual}"
+                )
             return body, media_type
 
         return attempt
@@ -329,15 +360,21 @@ class Puller:
     def _pull_one(self, ref: Reference, pin: Callable[[str], None]) -> tuple[str, bool]:
         """Pull one manifest; returns (manifest digest, whether a reference changed)."""
         session, (body, media_type) = first_working(
-            self.service, self.service.endpoints(ref.domain), ref.path, self.auth, ("pull",), self._resolve(ref),
-            self.cancelled)
+            self.service,
+            self.service.endpoints(ref.domain),
+            ref.path,
+            self.auth,
+            ("pull",),
+            self._resolve(ref),
+            self.cancelled,
+        )
         with session:
             manifest_digest = ref.digest or sha256_digest(body)
             manifest = parse_manifest(body, media_type)
             wanted = self.platform or host_platform()
             if isinstance(manifest, ManifestIndex):
                 entry = select_platform(manifest.manifests, wanted)
-                child, child_type, header = session.get_manifest(entry.digest, ACCEPT)
+                child, child_type, _header = session.get_manifest(entry.digest, ACCEPT)
                 if sha256_digest(child) != entry.digest:
                     raise RegistryError(f"manifest verification failed for digest {entry.digest}")
                 manifest = parse_manifest(child, child_type or entry.media_type)
@@ -362,8 +399,9 @@ class Puller:
         self.graph.set_tag(canonical, image)
         return updated
 
-    def _image(self, session: Session, ref: Reference, manifest: ImageManifest, wanted: Platform,
-               pin: Callable[[str], None]) -> Image:
+    def _image(
+        self, session: Session, ref: Reference, manifest: ImageManifest, wanted: Platform, pin: Callable[[str], None]
+    ) -> Image:
         config_desc = manifest.config
         if self.graph.images.exists(config_desc.digest):
             # The image is here already: nothing to download (moby does the same).
@@ -374,15 +412,19 @@ class Puller:
         raw = self._config(session, config_desc)
         config = parse_config(raw)
         if self.platform is not None:
-            actual = Platform(str(config.get("os", "")), str(config.get("architecture", "")),
-                              str(config.get("variant", "")))
+            actual = Platform(
+                str(config.get("os", "")), str(config.get("architecture", "")), str(config.get("variant", ""))
+            )
             if (actual.os, actual.architecture) != (wanted.os, wanted.architecture):
-                raise NotFound(f"image with reference {ref.familiar()} was found but does not match the specified "
-                               f"platform: wanted {wanted}, actual: {actual}")
+                raise NotFound(
+                    f"image with reference {ref.familiar()} was found but does not match the specified "
+                    f"platform: wanted {wanted}, actual: {actual}"
+                )
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(manifest.layers):
-            raise InvalidParameter(f"invalid image: the config lists {len(diff_ids)} layers, "
-                                   f"the manifest {len(manifest.layers)}")
+            raise InvalidParameter(
+                f"invalid image: the config lists {len(diff_ids)} layers, the manifest {len(manifest.layers)}"
+            )
         self._layers(session, ref, manifest.layers, diff_ids, pin)
         image, _ = self.graph.create_image(raw)
         return image
@@ -402,8 +444,9 @@ class Puller:
         return body
 
     # layers
-    def _layers(self, session: Session, ref: Reference, descs: list[Descriptor], diff_ids: list[str],
-                pin: Callable[[str], None]) -> None:
+    def _layers(
+        self, session: Session, ref: Reference, descs: list[Descriptor], diff_ids: list[str], pin: Callable[[str], None]
+    ) -> None:
         plan: list[_Planned] = []
         parent: str | None = None
         for desc, diff in zip(descs, diff_ids):
@@ -483,16 +526,19 @@ class Puller:
             try:
                 resp = session.get_blob(desc.digest, offset)
                 try:
-                    if offset and (resp.status_code != 206
-                                   or _content_range_start(resp.headers.get("Content-Range")) != offset):
+                    if offset and (
+                        resp.status_code != 206 or _content_range_start(resp.headers.get("Content-Range")) != offset
+                    ):
                         LOG.info("registry ignored the range request for %s; downloading it again", ident)
                         offset, hasher = 0, hashlib.sha256()
                     for chunk in iter_raw(resp, CHUNK):
                         if self._stop.is_set():
                             raise Cancelled("pull cancelled")
                         if offset + len(chunk) > desc.size:
-                            raise RegistryError(f"filesystem layer verification failed for digest {desc.digest}: "
-                                                f"the blob is larger than the {desc.size} bytes of its descriptor")
+                            raise RegistryError(
+                                f"filesystem layer verification failed for digest {desc.digest}: "
+                                f"the blob is larger than the {desc.size} bytes of its descriptor"
+                            )
                         os.pwrite(spool.fd, chunk, offset)
                         hasher.update(chunk)
                         offset += len(chunk)

@@ -25,8 +25,8 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Callable, Iterable, Iterator
 
 from zlib_ng import zlib_ng
 
@@ -38,8 +38,15 @@ from engine.graph.layers import Layer
 from engine.graph.reference import Reference
 from engine.registry.auth import AuthConfig
 from engine.registry.endpoints import RegistryService
-from engine.registry.manifest import (DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_LAYER_GZIP, Descriptor,
-                                      schema2_manifest, sha256_digest)
+from engine.registry.manifest import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_MANIFEST,
+    OCI_LAYER_GZIP,
+    Descriptor,
+    schema2_manifest,
+    sha256_digest,
+)
 from engine.registry.metadata import BlobSource, DistributionMetadata
 from engine.registry.session import TRANSIENT, Session, Unreachable, first_working, retryable
 from engine.utils.progress import Progress
@@ -72,8 +79,9 @@ class GzipStream:
     :param stop: set when the push is abandoned.
     """
 
-    def __init__(self, chunks: Iterable[bytes], report: Callable[[int], None],
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, chunks: Iterable[bytes], report: Callable[[int], None], stop: threading.Event | None = None
+    ) -> None:
         self._chunks = chunks
         self._report = report
         self._stop = stop
@@ -107,7 +115,7 @@ class GzipStream:
             whole = len(pending) - len(pending) % COMPRESS_BATCH
             view = memoryview(pending)
             for start in range(0, whole, COMPRESS_BATCH):
-                out += comp.compress(view[start:start + COMPRESS_BATCH])
+                out += comp.compress(view[start : start + COMPRESS_BATCH])
             view.release()
             del pending[:whole]
             done += whole
@@ -150,8 +158,15 @@ class Pusher:
     :param cancelled: polled; True when the client went away.
     """
 
-    def __init__(self, graph: Graph, service: RegistryService, metadata: DistributionMetadata, progress: Progress,
-                 auth: AuthConfig, cancelled: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        service: RegistryService,
+        metadata: DistributionMetadata,
+        progress: Progress,
+        auth: AuthConfig,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self.graph = graph
         self.service = service
         self.metadata = metadata
@@ -183,8 +198,15 @@ class Pusher:
         """Push ``repo:tag`` (every tag of ``repo`` when ``tag`` is empty)."""
         targets = self.targets(repo, tag)
         self.progress.message(f"The push refers to repository [{repo.name}]")
-        session, _ = first_working(self.service, self.service.endpoints(repo.domain, pull=False), repo.path,
-                                   self.auth, ("pull", "push"), lambda s: s.ping(), self.cancelled)
+        session, _ = first_working(
+            self.service,
+            self.service.endpoints(repo.domain, pull=False),
+            repo.path,
+            self.auth,
+            ("pull", "push"),
+            lambda s: s.ping(),
+            self.cancelled,
+        )
         with session:
             for ref, image in targets:
                 self._push_tag(session, ref, image)
@@ -229,8 +251,9 @@ class Pusher:
         ident = short(layer.diff_id)
         repo_name = ref.repository().name
         location: str | None = None
-        candidates = [s for s in self.metadata.sources(layer.diff_id)
-                      if s.domain == ref.domain and s.media_type in REUSABLE]
+        candidates = [
+            s for s in self.metadata.sources(layer.diff_id) if s.domain == ref.domain and s.media_type in REUSABLE
+        ]
         for source in candidates:
             if source.repository != repo_name:
                 continue
@@ -275,8 +298,12 @@ class Pusher:
                 self.progress.update("Pushing", ident, total, total, force=True)
                 return Descriptor(DOCKER_LAYER, stream.digest, stream.size)
             except (RegistryError, *TRANSIENT) as exc:
-                if self._stop.is_set() or attempt == UPLOAD_ATTEMPTS or isinstance(exc, Unreachable) \
-                        or (isinstance(exc, TRANSIENT) and not retryable(exc)):
+                if (
+                    self._stop.is_set()
+                    or attempt == UPLOAD_ATTEMPTS
+                    or isinstance(exc, Unreachable)
+                    or (isinstance(exc, TRANSIENT) and not retryable(exc))
+                ):
                     if isinstance(exc, EngineError):
                         raise
                     raise RegistryError(f"uploading layer {ident}: {exc}") from None

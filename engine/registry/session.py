@@ -27,15 +27,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, TypeVar
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit, parse_qsl
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 import requests.adapters
 import urllib3
 
-from engine.errors import (EngineError, Forbidden, InvalidParameter, NotFound, RegistryError, Unauthorized,
-                           Unavailable)
+from engine.errors import EngineError, Forbidden, InvalidParameter, NotFound, RegistryError, Unauthorized, Unavailable
 from engine.registry.auth import CLIENT_ID, AuthConfig, Challenge, parse_challenges, scope_for, token_from_response
 from engine.registry.endpoints import Endpoint, RegistryService
 
@@ -45,8 +45,14 @@ USER_AGENT = "engine (docker/20.10 compatible; python-requests)"
 
 #: Errors that mean the connection failed or broke: worth a retry, and for
 #: a download worth resuming.
-TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-             urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, ConnectionError)
+TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    ConnectionError,
+)
 
 
 class Unreachable(RegistryError):
@@ -125,8 +131,15 @@ class Session:
     :param cancelled: polled between retries; True stops the session.
     """
 
-    def __init__(self, service: RegistryService, endpoint: Endpoint, repository: str, auth: AuthConfig,
-                 actions: tuple[str, ...] = ("pull",), cancelled: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        service: RegistryService,
+        endpoint: Endpoint,
+        repository: str,
+        auth: AuthConfig,
+        actions: tuple[str, ...] = ("pull",),
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self.service = service
         self.endpoint = endpoint
         self.repository = repository
@@ -192,8 +205,13 @@ class Session:
         try:
             if self.auth.identity_token:
                 # An identity token is an OAuth2 refresh token (docker login).
-                form = {"grant_type": "refresh_token", "refresh_token": self.auth.identity_token,
-                        "service": service, "client_id": CLIENT_ID, "scope": " ".join(scopes)}
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": self.auth.identity_token,
+                    "service": service,
+                    "client_id": CLIENT_ID,
+                    "scope": " ".join(scopes),
+                }
                 resp = self.http.post(realm, data=form, timeout=timeout, verify=verify)
             else:
                 params: list[tuple[str, str]] = [("service", service)] if service else []
@@ -234,8 +252,9 @@ class Session:
                     raise Unauthorized("unauthorized: no basic auth credentials")
                 return requests.auth._basic_auth_str(*creds)
         schemes = ", ".join(c.scheme for c in challenges) or "none"
-        raise Unauthorized(f"unauthorized: the registry asks for an authentication scheme we do not support "
-                           f"({schemes})")
+        raise Unauthorized(
+            f"unauthorized: the registry asks for an authentication scheme we do not support ({schemes})"
+        )
 
     def add_scope(self, scope: str) -> None:
         """Ask for one more scope (a mount needs ``pull`` on the source repository)."""
@@ -246,9 +265,19 @@ class Session:
                     self._authorization = None
 
     # requests
-    def request(self, method: str, url: str, *, retry: bool | None = None, stream: bool = False,
-                headers: dict[str, str] | None = None, data: Any = None, allow_404: bool = False,
-                what: str = "", timeout: float | None = None) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        retry: bool | None = None,
+        stream: bool = False,
+        headers: dict[str, str] | None = None,
+        data: Any = None,
+        allow_404: bool = False,
+        what: str = "",
+        timeout: float | None = None,
+    ) -> requests.Response:
         """Send a request, authenticating on a 401 and retrying transient failures.
 
         :param retry: retry on transient errors; default for GET and HEAD
@@ -272,9 +301,15 @@ class Session:
                     hdrs["Authorization"] = self._authorization
             try:
                 resp = self.http.request(
-                    method, url, headers=hdrs, data=data, stream=stream, allow_redirects=True,
+                    method,
+                    url,
+                    headers=hdrs,
+                    data=data,
+                    stream=stream,
+                    allow_redirects=True,
                     verify=self.endpoint.verify,
-                    timeout=(self.service.connect_timeout, timeout or self.service.read_timeout))
+                    timeout=(self.service.connect_timeout, timeout or self.service.read_timeout),
+                )
             except TRANSIENT as exc:
                 if attempt >= attempts or self.cancelled() or not retryable(exc):
                     kind = RegistryError if retryable(exc) else Unreachable
@@ -302,8 +337,12 @@ class Session:
             if resp.status_code == 404 and allow_404:
                 return resp
             if resp.status_code >= 400:
-                if resp.status_code == 401 and self.auth.anonymous and self._challenge is not None \
-                        and self._challenge.scheme == "basic":
+                if (
+                    resp.status_code == 401
+                    and self.auth.anonymous
+                    and self._challenge is not None
+                    and self._challenge.scheme == "basic"
+                ):
                     resp.close()
                     raise Unauthorized("unauthorized: no basic auth credentials")
                 try:
@@ -326,8 +365,11 @@ class Session:
         :raises RegistryError: it cannot be reached or is not a v2 registry.
         """
         try:
-            resp = self.http.get(self.url("/v2/"), verify=self.endpoint.verify,
-                                 timeout=(self.service.connect_timeout, self.service.read_timeout))
+            resp = self.http.get(
+                self.url("/v2/"),
+                verify=self.endpoint.verify,
+                timeout=(self.service.connect_timeout, self.service.read_timeout),
+            )
         except TRANSIENT as exc:
             raise Unreachable(f"Get {self.url('/v2/')}: {_reason(exc)}") from None
         if resp.status_code not in (200, 401):
@@ -353,15 +395,20 @@ class Session:
         else:
             self._authorization = self._answer(challenges)
         try:
-            check = self.http.get(self.url("/v2/"), headers={"Authorization": self._authorization},
-                                  verify=self.endpoint.verify,
-                                  timeout=(self.service.connect_timeout, self.service.read_timeout))
+            check = self.http.get(
+                self.url("/v2/"),
+                headers={"Authorization": self._authorization},
+                verify=self.endpoint.verify,
+                timeout=(self.service.connect_timeout, self.service.read_timeout),
+            )
         except TRANSIENT as exc:
             raise RegistryError(f"Get {self.url('/v2/')}: {_reason(exc)}") from None
         if check.status_code == 401:
-            raise Unauthorized(error_text(check) if check.content else
-                               f"unauthorized: login attempt to {self.url('/v2/')} failed with status: 401 "
-                               "Unauthorized")
+            raise Unauthorized(
+                error_text(check)
+                if check.content
+                else f"unauthorized: login attempt to {self.url('/v2/')} failed with status: 401 Unauthorized"
+            )
         raise_for(check, f"login attempt to {self.url('/v2/')} failed")
         return self.identity_token
 
@@ -370,8 +417,9 @@ class Session:
 
         :returns: ``(body, media type, Docker-Content-Digest or "")``.
         """
-        resp = self.request("GET", self.repo_url(f"manifests/{reference}"),
-                            headers={"Accept": ", ".join(accept)}, what=what)
+        resp = self.request(
+            "GET", self.repo_url(f"manifests/{reference}"), headers={"Accept": ", ".join(accept)}, what=what
+        )
         body = resp.content
         media_type = resp.headers.get("Content-Type", "").split(";", 1)[0].strip()
         return body, media_type, resp.headers.get("Docker-Content-Digest", "")
@@ -394,8 +442,9 @@ class Session:
     def get_blob(self, digest: str, offset: int = 0) -> requests.Response:
         """A streamed ``GET`` of a blob, from ``offset`` with a ``Range`` header."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        return self.request("GET", self.repo_url(f"blobs/{digest}"), stream=True, headers=headers,
-                            what=f"fetching blob {digest}")
+        return self.request(
+            "GET", self.repo_url(f"blobs/{digest}"), stream=True, headers=headers, what=f"fetching blob {digest}"
+        )
 
     def blob_size(self, digest: str) -> int | None:
         """``HEAD`` of a blob: its size, or None when the repository does not have it."""
@@ -428,8 +477,14 @@ class Session:
 
     def upload_chunks(self, location: str, chunks: Iterable[bytes]) -> str:
         """Stream ``chunks`` in one chunked ``PATCH``; returns the next location."""
-        resp = self.request("PATCH", location, data=chunks, retry=False, what="uploading a blob",
-                            headers={"Content-Type": "application/octet-stream"})
+        resp = self.request(
+            "PATCH",
+            location,
+            data=chunks,
+            retry=False,
+            what="uploading a blob",
+            headers={"Content-Type": "application/octet-stream"},
+        )
         resp.close()
         return self.absolute(resp.headers.get("Location") or location)
 
@@ -438,8 +493,14 @@ class Session:
         parts = urlsplit(location)
         query = parse_qsl(parts.query, keep_blank_values=True) + [("digest", digest)]
         url = urlunsplit(parts._replace(query=urlencode(query)))
-        resp = self.request("PUT", url, data=body, retry=False, what="completing a blob upload",
-                            headers={"Content-Type": "application/octet-stream"})
+        resp = self.request(
+            "PUT",
+            url,
+            data=body,
+            retry=False,
+            what="completing a blob upload",
+            headers={"Content-Type": "application/octet-stream"},
+        )
         resp.close()
         got = resp.headers.get("Docker-Content-Digest")
         if got and got != digest:
@@ -453,8 +514,14 @@ class Session:
 
     def put_manifest(self, reference: str, media_type: str, body: bytes) -> str:
         """``PUT /v2/<name>/manifests/<tag>``; returns the digest the registry gives it."""
-        resp = self.request("PUT", self.repo_url(f"manifests/{reference}"), data=body, retry=True,
-                            headers={"Content-Type": media_type}, what="uploading the manifest")
+        resp = self.request(
+            "PUT",
+            self.repo_url(f"manifests/{reference}"),
+            data=body,
+            retry=True,
+            headers={"Content-Type": media_type},
+            what="uploading the manifest",
+        )
         resp.close()
         return resp.headers.get("Docker-Content-Digest", "")
 
@@ -463,8 +530,9 @@ class Session:
 
         :raises NotFound: the registry has no search endpoint.
         """
-        resp = self.request("GET", self.url("/v1/search?" + urlencode({"q": term, "n": str(limit)})),
-                            allow_404=True, what="searching")
+        resp = self.request(
+            "GET", self.url("/v1/search?" + urlencode({"q": term, "n": str(limit)})), allow_404=True, what="searching"
+        )
         if resp.status_code == 404:
             raise NotFound("no search endpoint")
         try:
@@ -520,9 +588,15 @@ def iter_raw(resp: requests.Response, size: int = 1 << 20) -> Iterator[bytes]:
 T = TypeVar("T")
 
 
-def first_working(service: RegistryService, endpoints: list[Endpoint], repository: str, auth: AuthConfig,
-                  actions: tuple[str, ...], attempt: Callable[[Session], T],
-                  cancelled: Callable[[], bool] | None = None) -> tuple[Session, T]:
+def first_working(
+    service: RegistryService,
+    endpoints: list[Endpoint],
+    repository: str,
+    auth: AuthConfig,
+    actions: tuple[str, ...],
+    attempt: Callable[[Session], T],
+    cancelled: Callable[[], bool] | None = None,
+) -> tuple[Session, T]:
     """Run ``attempt`` on a session with each endpoint in turn until one works.
 
     The next endpoint is tried when this one cannot be reached (https that

@@ -122,8 +122,12 @@ def _tcp_listener(address: str) -> socket.socket:
     return sock
 
 
-def open_listeners(addresses: list[HostAddress], group: str = "engine", group_explicit: bool = False,
-                   environ: dict[str, str] | None = None) -> list[Listener]:
+def open_listeners(
+    addresses: list[HostAddress],
+    group: str = "engine",
+    group_explicit: bool = False,
+    environ: dict[str, str] | None = None,
+) -> list[Listener]:
     """Bind every address; on any failure close (and unlink) what was bound."""
     done: list[Listener] = []
     activated = None
@@ -137,7 +141,9 @@ def open_listeners(addresses: list[HostAddress], group: str = "engine", group_ex
                 if activated is None:
                     activated = systemd_fds(environ)
                 if not activated:
-                    raise ConfigError("no sockets found via socket activation: make sure the service was started by systemd")
+                    raise ConfigError(
+                        "no sockets found via socket activation: make sure the service was started by systemd"
+                    )
                 wanted = [int(addr.address)] if addr.address else activated
                 for fd in wanted:
                     if fd not in activated:

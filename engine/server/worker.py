@@ -20,8 +20,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from gunicorn import util
 from gunicorn.http import wsgi
@@ -172,12 +173,7 @@ def _body_consumed(parser: Any) -> bool:
     (nothing left to drain), without touching the socket."""
     body = getattr(parser.mesg, "body", None)
     reader = getattr(body, "reader", None)
-    return (
-        isinstance(reader, LengthReader)
-        and reader.length == 0
-        and not body.failed
-        and not body.buf.tell()
-    )
+    return isinstance(reader, LengthReader) and reader.length == 0 and not body.failed and not body.buf.tell()
 
 
 #: Closing a connection whose request body the client is still sending: read

@@ -27,7 +27,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import engine
 from engine.drivers.exec import ExecStartError
@@ -122,9 +123,9 @@ class AttachConnection:
         """Send ``data`` to the container's stdin (in frames of at most 1 MiB)."""
         view = memoryview(data)
         while view:
-            chunk = view[:protocol.MAX_INPUT_FRAME]
+            chunk = view[: protocol.MAX_INPUT_FRAME]
             self.sock.sendall(protocol.frame(protocol.INPUT_STDIN, bytes(chunk)))
-            view = view[len(chunk):]
+            view = view[len(chunk) :]
 
     def close_stdin(self) -> None:
         """This client's stdin ended (with ``stdin_once`` the container's stdin is closed)."""
@@ -274,7 +275,7 @@ class ShimClient:
             if record is None:
                 raise
             return record
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise TimeoutError(f"container in {self.container_dir} still running after {timeout}s") from exc
 
     def resize(self, h: int, w: int) -> None:
@@ -325,9 +326,16 @@ def default_pythonpath(driver_module: str) -> list[str]:
     return paths
 
 
-def start_shim(container_dir: str, spec: dict[str, Any], python: str = sys.executable,
-               pythonpath: list[str] | None = None, *, attachers: Sequence[Any] = (),
-               timeout: float = START_TIMEOUT, forkserver: ForkServer | None = None) -> dict[str, Any]:
+def start_shim(
+    container_dir: str,
+    spec: dict[str, Any],
+    python: str = sys.executable,
+    pythonpath: list[str] | None = None,
+    *,
+    attachers: Sequence[Any] = (),
+    timeout: float = START_TIMEOUT,
+    forkserver: ForkServer | None = None,
+) -> dict[str, Any]:
     """Start the container's shim and, through it, the container.
 
     :param container_dir: the container's directory (``shim.json``, the
@@ -391,8 +399,15 @@ def _shim_env(pythonpath: list[str]) -> dict[str, str]:
     }
 
 
-def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: list[str] | None,
-           conns: list[AttachConnection], timeout: float, forkserver: ForkServer | None) -> dict[str, Any]:
+def _start(
+    container_dir: str,
+    spec: dict[str, Any],
+    python: str,
+    pythonpath: list[str] | None,
+    conns: list[AttachConnection],
+    timeout: float,
+    forkserver: ForkServer | None,
+) -> dict[str, Any]:
     if shim_alive(container_dir):
         # Checked before shim.json is replaced; the launcher checks again.
         raise Conflict(f"a shim is already running for {container_dir}")
@@ -405,8 +420,7 @@ def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: li
     ]
     # The shim waits for our acknowledgement a little longer than we wait for its result.
     config["ack_timeout"] = timeout + 10
-    atomic_write(os.path.join(container_dir, protocol.CONFIG_FILE),
-                 json.dumps(config, indent=1).encode(), mode=0o600)
+    atomic_write(os.path.join(container_dir, protocol.CONFIG_FILE), json.dumps(config, indent=1).encode(), mode=0o600)
     launching = forkserver.launch(container_dir, peers) if forkserver is not None else None
     if launching is not None:
         try:
@@ -446,13 +460,16 @@ def _start(container_dir: str, spec: dict[str, Any], python: str, pythonpath: li
         if not isinstance(result, dict):
             detail = launching.detail() or answer
             text = detail.decode(errors="replace").strip()[-2000:]
-            raise HostError(f"the shim launcher {launching.ended()} without a start result"
-                            + (f": {text}" if text else ""))
+            raise HostError(
+                f"the shim launcher {launching.ended()} without a start result" + (f": {text}" if text else "")
+            )
         if result.get("Error"):
             raise ExecStartError(result["Error"])
         if not launching.acknowledge():
-            raise HostError(f"the shim launcher for {container_dir} went away before the start was confirmed "
-                            "(the shim stops the container)")
+            raise HostError(
+                f"the shim launcher for {container_dir} went away before the start was confirmed "
+                "(the shim stops the container)"
+            )
         confirmed = True
         LOG.debug("shim for %s started: %s", container_dir, result)
         return result
@@ -471,8 +488,13 @@ class _Launching:
     :param server: the fork server that forked it, else None.
     """
 
-    def __init__(self, out: socket.socket, err: socket.socket, proc: subprocess.Popen | None = None,
-                 server: subprocess.Popen | None = None) -> None:
+    def __init__(
+        self,
+        out: socket.socket,
+        err: socket.socket,
+        proc: subprocess.Popen | None = None,
+        server: subprocess.Popen | None = None,
+    ) -> None:
         self.out = out
         self.err = err
         self.proc = proc
@@ -528,8 +550,9 @@ class _Launching:
                     self.proc.wait()
 
 
-def _launch_directly(container_dir: str, spec: dict[str, Any], python: str, pythonpath: list[str] | None,
-                     peers: list[socket.socket]) -> _Launching:
+def _launch_directly(
+    container_dir: str, spec: dict[str, Any], python: str, pythonpath: list[str] | None, peers: list[socket.socket]
+) -> _Launching:
     """``python -S -m engine.shim <dir>``: the launcher in a new interpreter."""
     if pythonpath is None:
         pythonpath = default_pythonpath(spec["driver"]["module"])
@@ -539,9 +562,17 @@ def _launch_directly(container_dir: str, spec: dict[str, Any], python: str, pyth
     out, out_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     err, err_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        proc = subprocess.Popen(argv, stdin=out_theirs, stdout=out_theirs, stderr=err_theirs,
-                                env=_shim_env(pythonpath), cwd="/", start_new_session=True, close_fds=True,
-                                pass_fds=[peer.fileno() for peer in peers])
+        proc = subprocess.Popen(
+            argv,
+            stdin=out_theirs,
+            stdout=out_theirs,
+            stderr=err_theirs,
+            env=_shim_env(pythonpath),
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=[peer.fileno() for peer in peers],
+        )
     except OSError as exc:
         out.close()
         err.close()
@@ -614,12 +645,14 @@ class ForkServer:
     #: After a failed start, launch directly for this long before trying again.
     RETRY_AFTER = 60.0
 
-    def __init__(self, python: str = sys.executable, pythonpath: list[str] | None = None,
-                 preload: Sequence[str] = ()) -> None:
+    def __init__(
+        self, python: str = sys.executable, pythonpath: list[str] | None = None, preload: Sequence[str] = ()
+    ) -> None:
         self.python = python
         self.preload = list(preload)
-        self.pythonpath = pythonpath if pythonpath is not None else default_pythonpath(
-            self.preload[0] if self.preload else "engine")
+        self.pythonpath = (
+            pythonpath if pythonpath is not None else default_pythonpath(self.preload[0] if self.preload else "engine")
+        )
         self._lock = threading.Lock()
         self._ctl: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
@@ -680,8 +713,11 @@ class ForkServer:
                     try:
                         self._spawn()
                     except (OSError, HostError) as exc:
-                        LOG.warning("the shim fork server could not start (shims start directly for %gs): %s",
-                                    self.RETRY_AFTER, exc)
+                        LOG.warning(
+                            "the shim fork server could not start (shims start directly for %gs): %s",
+                            self.RETRY_AFTER,
+                            exc,
+                        )
                         self._failed_at = time.monotonic()
                         return None
                 assert self._ctl is not None and self._proc is not None
@@ -703,9 +739,16 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [self.python, "-S", "-P", "-m", "engine.shim.forkserver", str(theirs.fileno()), *self.preload]
         try:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          env=_shim_env(self.pythonpath), cwd="/", start_new_session=True,
-                                          close_fds=True, pass_fds=[theirs.fileno()])
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=_shim_env(self.pythonpath),
+                cwd="/",
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=[theirs.fileno()],
+            )
         except OSError:
             ours.close()
             raise

@@ -156,8 +156,10 @@ def main(argv: list[str]) -> int:
     try:
         ctl = socket.socket(fileno=int(argv[0]))
     except (IndexError, ValueError, OSError) as exc:
-        sys.stderr.write(f"usage: python -S -m engine.shim.forkserver CONTROL_FD [MODULE...] "
-                         f"(CONTROL_FD: a SOCK_SEQPACKET socket from the daemon): {exc}\n")
+        sys.stderr.write(
+            f"usage: python -S -m engine.shim.forkserver CONTROL_FD [MODULE...] "
+            f"(CONTROL_FD: a SOCK_SEQPACKET socket from the daemon): {exc}\n"
+        )
         return 2
     ctl.set_inheritable(False)
     importlib.import_module("engine.shim.shim")  # warmed up for every launcher

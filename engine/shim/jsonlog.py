@@ -72,10 +72,14 @@ class JSONLogFile:
                 self._flush(batch)
                 batch.clear()
                 self._rotate()
-            line = json.dumps(
-                {"log": data.decode("utf-8", "replace"), "stream": stream, "time": when},
-                ensure_ascii=False, separators=(",", ":"),
-            ).encode() + b"\n"
+            line = (
+                json.dumps(
+                    {"log": data.decode("utf-8", "replace"), "stream": stream, "time": when},
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                ).encode()
+                + b"\n"
+            )
             batch += line
             self.size += len(line)
         self._flush(batch)
@@ -86,7 +90,7 @@ class JSONLogFile:
         view = memoryview(batch)
         try:
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
         except OSError as exc:
             if not self._failed:
                 LOG.error("cannot write the container log %s: %s; output is being lost", self.path, exc)
@@ -144,7 +148,7 @@ class LogStream:
             # split however the output happened to be read.
             nl = buf.find(b"\n", start, start + MAX_PARTIAL)
             if nl >= 0:
-                entries.append((self.name, bytes(buf[start:nl + 1]), when))
+                entries.append((self.name, bytes(buf[start : nl + 1]), when))
                 start = nl + 1
             elif len(buf) - start >= MAX_PARTIAL:
                 cut = utf8_boundary(buf, start + MAX_PARTIAL)

@@ -36,7 +36,8 @@ import struct
 import termios
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine.shim import protocol
 from engine.shim.jsonlog import LogStream
@@ -112,11 +113,20 @@ class IOLoop:
     :param finish_timeout: how long clients get to read the exit frame.
     """
 
-    def __init__(self, outputs: list[Output], stdin_fd: int | None, tty: bool, stdin_once: bool,
-                 listener: socket.socket, socket_path: str, state: dict[str, Any],
-                 console_fd: int | None = None,
-                 drain_timeout: float = 2.0, finish_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        outputs: list[Output],
+        stdin_fd: int | None,
+        tty: bool,
+        stdin_once: bool,
+        listener: socket.socket,
+        socket_path: str,
+        state: dict[str, Any],
+        console_fd: int | None = None,
+        drain_timeout: float = 2.0,
+        finish_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.outputs = outputs
         self.tty = tty
         self.stdin_once = stdin_once
@@ -229,13 +239,13 @@ class IOLoop:
     def _run(self) -> None:
         try:
             self._loop()
-        except BaseException as exc:  # noqa: BLE001 - recorded in exit.json by the main thread
+        except BaseException as exc:
             LOG.exception("the shim's I/O loop failed")
             self.error = f"shim I/O loop failed: {exc.__class__.__name__}: {exc}"
             self.drained.set()
             try:
                 self.on_crash()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 LOG.exception("cannot stop the container after the I/O loop failed")
         finally:
             self._close_everything()
@@ -338,8 +348,11 @@ class IOLoop:
         if all(out.eof for out in self.outputs):
             self.drained.set()
         elif self._drain_deadline is not None and self.clock() >= self._drain_deadline:
-            LOG.info("output still open %.1fs after the container exited (processes outside its "
-                     "PID namespace hold it); not waiting for more", self.drain_timeout)
+            LOG.info(
+                "output still open %.1fs after the container exited (processes outside its "
+                "PID namespace hold it); not waiting for more",
+                self.drain_timeout,
+            )
             for out in self.outputs:
                 self._end_output(out)
             self.drained.set()
@@ -414,8 +427,7 @@ class IOLoop:
                 return
             data = data[sent:]
         if not force and len(client.outbuf) + len(data) > CLIENT_BUFFER:
-            LOG.warning("a client of %s is more than %d bytes behind; dropping it",
-                        self.socket_path, CLIENT_BUFFER)
+            LOG.warning("a client of %s is more than %d bytes behind; dropping it", self.socket_path, CLIENT_BUFFER)
             self._drop(client)
             return
         client.outbuf += data
@@ -478,20 +490,21 @@ class IOLoop:
                 self._answer(client, {"Error": "request line too long"})
             return
         line = bytes(client.inbuf[:nl])
-        del client.inbuf[:nl + 1]
+        del client.inbuf[: nl + 1]
         try:
             request = json.loads(line)
             op = request["op"]
         except (ValueError, TypeError, KeyError):
-            self._answer(client, {"Error": "bad request: expected one JSON object with an \"op\""})
+            self._answer(client, {"Error": 'bad request: expected one JSON object with an "op"'})
             return
         if op == "attach":
             # Acknowledged first, so that the client's attach() returns only
             # once every later byte of output will reach it.
             self._send(client, protocol.frame(protocol.STREAM_ATTACHED, b""), force=True)
             if not client.closed:
-                self._attach(client, bool(request.get("stdin")), bool(request.get("stdout")),
-                             bool(request.get("stderr")))
+                self._attach(
+                    client, bool(request.get("stdin")), bool(request.get("stdout")), bool(request.get("stderr"))
+                )
         elif op == "state":
             self._answer(client, self._state())
         elif op == "wait":
@@ -534,7 +547,7 @@ class IOLoop:
             end = protocol.HEADER.size + length
             if len(buf) < end:
                 return
-            payload = bytes(buf[protocol.HEADER.size:end])
+            payload = bytes(buf[protocol.HEADER.size : end])
             del buf[:end]
             if kind == protocol.INPUT_STDIN:
                 if client.stdin_open:
@@ -556,8 +569,7 @@ class IOLoop:
         """Set the pty's window size (the kernel sends SIGWINCH); an error message or None."""
         if not self.tty or self._console_fd is None:
             return "the container has no tty to resize"
-        if not (isinstance(height, int) and isinstance(width, int) and 0 <= height <= 0xFFFF
-                and 0 <= width <= 0xFFFF):
+        if not (isinstance(height, int) and isinstance(width, int) and 0 <= height <= 0xFFFF and 0 <= width <= 0xFFFF):
             return f"bad console size {height!r}x{width!r}"
         try:
             fcntl.ioctl(self._console_fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))

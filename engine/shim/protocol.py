@@ -128,7 +128,7 @@ def write_json_atomic(path: str, obj: Any, mode: int = 0o644) -> None:
             os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

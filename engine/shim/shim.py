@@ -173,7 +173,7 @@ class Shim:
         """Start the container, serve it until it exits, record the exit; the process's exit status."""
         try:
             pipes = self._setup()
-        except Exception as exc:  # noqa: BLE001 - reported to the launcher
+        except Exception as exc:
             LOG.exception("shim set-up failed")
             self._report({"Error": f"shim set-up failed: {_message(exc)}"})
             self._cleanup()
@@ -182,7 +182,7 @@ class Shim:
         code = protocol.UNKNOWN_EXIT_CODE
         try:
             code = self.driver.run(self.command, pipes, self._on_start)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not self.started:
                 LOG.info("container %s did not start: %s", self.command.id, exc)
                 self._report({"Error": _message(exc)})
@@ -207,8 +207,9 @@ class Shim:
         launch = self.launch
         log_spec = launch.log
         if log_spec:
-            self.log = JSONLogFile(log_spec["path"], int(log_spec.get("max_size", 0) or 0),
-                                   int(log_spec.get("max_file", 1) or 1))
+            self.log = JSONLogFile(
+                log_spec["path"], int(log_spec.get("max_size", 0) or 0), int(log_spec.get("max_file", 1) or 1)
+            )
 
         def stream(name: str) -> LogStream | None:
             return LogStream(self.log, name) if self.log is not None else None
@@ -237,8 +238,10 @@ class Shim:
                 in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             self._child_ends.append(in_r)
             pipes = Pipes(stdin=in_r, stdout=out_w, stderr=err_w)
-            outputs = [Output(out_r, protocol.STREAM_STDOUT, stream("stdout")),
-                       Output(err_r, protocol.STREAM_STDERR, stream("stderr"))]
+            outputs = [
+                Output(out_r, protocol.STREAM_STDOUT, stream("stdout")),
+                Output(err_r, protocol.STREAM_STDERR, stream("stderr")),
+            ]
 
         sock_path = launch.path(protocol.SOCKET_FILE)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -249,15 +252,23 @@ class Shim:
             os.umask(old_umask)
         os.chmod(sock_path, 0o600)
         listener.listen(64)
-        self.loop = IOLoop(outputs, stdin_fd, launch.tty, launch.stdin_once, listener, sock_path,
-                           state={}, console_fd=console_fd, drain_timeout=DRAIN_TIMEOUT)
+        self.loop = IOLoop(
+            outputs,
+            stdin_fd,
+            launch.tty,
+            launch.stdin_once,
+            listener,
+            sock_path,
+            state={},
+            console_fd=console_fd,
+            drain_timeout=DRAIN_TIMEOUT,
+        )
         # From here the loop owns these descriptors.
         self._owned.clear()
         for spec in launch.attach:
             sock = socket.socket(fileno=int(spec["fd"]))
             sock.set_inheritable(False)
-            self.loop.add_attached(sock, bool(spec.get("stdin")), bool(spec.get("stdout")),
-                                   bool(spec.get("stderr")))
+            self.loop.add_attached(sock, bool(spec.get("stdin")), bool(spec.get("stdout")), bool(spec.get("stderr")))
         return pipes
 
     def _take_console(self) -> None:
@@ -295,7 +306,7 @@ class Shim:
             self.loop.state.update(state)
             self.loop.on_crash = self._kill
             self.loop.start()
-        except Exception as exc:  # noqa: BLE001 - the start is reported as failed
+        except Exception as exc:
             LOG.exception("cannot record the start of container %s", self.command.id)
             self.start_failed = True
             self._report({"Error": f"cannot record the container's start: {_message(exc)}"})
@@ -324,13 +335,13 @@ class Shim:
         oom = False
         try:
             oom = bool(self.driver.oom_killed(self.command))
-        except Exception:  # noqa: BLE001 - cleanup problems are logged, the exit still recorded
+        except Exception:
             LOG.exception("oom_killed failed for container %s", self.command.id)
         self._terminate()
         exit_info = {"ExitCode": code, "FinishedAt": finished_at, "OOMKilled": oom, "Error": error}
         try:
             protocol.write_json_atomic(self.launch.path(protocol.EXIT_FILE), exit_info)
-        except Exception:  # noqa: BLE001 - the clients still get the exit
+        except Exception:
             LOG.exception("cannot write %s", protocol.EXIT_FILE)
         LOG.info("container %s exited: %s", self.command.id, exit_info)
         loop.finish(exit_info)
@@ -376,7 +387,7 @@ class Shim:
         """SIGKILL the container's first process, so that ``run()`` returns."""
         try:
             self.driver.kill(self.command, signal.SIGKILL)
-        except Exception:  # noqa: BLE001 - the PID is still ours (not reaped): kill it directly
+        except Exception:
             LOG.exception("the driver could not kill container %s", self.command.id)
             if self.pid:
                 try:
@@ -387,7 +398,7 @@ class Shim:
     def _terminate(self) -> None:
         try:
             self.driver.terminate(self.command)
-        except Exception:  # noqa: BLE001
+        except Exception:
             LOG.exception("terminate failed for container %s", self.command.id)
 
     def _close_child_ends(self) -> None:

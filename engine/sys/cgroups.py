@@ -53,8 +53,16 @@ from engine.utils.records import Record
 LOG = logging.getLogger(__name__)
 
 __all__ = [
-    "Cgroup", "CgroupLayout", "DEFAULT_DEVICE_RULES", "DeviceRule", "MIN_MEMORY", "parse_cpuset",
-    "read_layout", "own_cgroups", "remove_parent", "system_cpu_usage",
+    "DEFAULT_DEVICE_RULES",
+    "MIN_MEMORY",
+    "Cgroup",
+    "CgroupLayout",
+    "DeviceRule",
+    "own_cgroups",
+    "parse_cpuset",
+    "read_layout",
+    "remove_parent",
+    "system_cpu_usage",
 ]
 
 #: Docker's smallest memory limit (``Minimum memory limit allowed is 6MB``).
@@ -64,23 +72,38 @@ MIN_MEMORY = 6 * 1024 * 1024
 #: device (the node still cannot be opened unless allowed below), the usual
 #: character devices, ttys and ptys, and /dev/net/tun.
 DEFAULT_DEVICE_RULES: tuple[str, ...] = (
-    "c *:* m", "b *:* m",
-    "c 1:3 rwm",   # /dev/null
-    "c 1:5 rwm",   # /dev/zero
-    "c 1:7 rwm",   # /dev/full
-    "c 1:8 rwm",   # /dev/random
-    "c 1:9 rwm",   # /dev/urandom
-    "c 5:0 rwm",   # /dev/tty
-    "c 5:1 rwm",   # /dev/console
-    "c 5:2 rwm",   # /dev/ptmx
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",  # /dev/null
+    "c 1:5 rwm",  # /dev/zero
+    "c 1:7 rwm",  # /dev/full
+    "c 1:8 rwm",  # /dev/random
+    "c 1:9 rwm",  # /dev/urandom
+    "c 5:0 rwm",  # /dev/tty
+    "c 5:1 rwm",  # /dev/console
+    "c 5:2 rwm",  # /dev/ptmx
     "c 136:* rwm",  # /dev/pts/*
     "c 10:200 rwm",  # /dev/net/tun
 )
 
 #: v1 controllers a container joins when they are mounted (named hierarchies
 #: such as ``name=systemd`` carry no limits and are left alone).
-V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
-                  "net_cls", "net_prio", "perf_event", "rdma", "misc")
+V1_CONTROLLERS = (
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "hugetlb",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "rdma",
+    "misc",
+)
 
 #: The controllers enabled for a container's subtree on v2, when available:
 #: the ones :meth:`Cgroup.apply` sets limits with (enabling a controller
@@ -135,9 +158,9 @@ def _unescape(path: str) -> str:
         return path
     out, i = [], 0
     while i < len(path):
-        digits = path[i + 1:i + 4]
+        digits = path[i + 1 : i + 4]
         if path[i] == "\\" and len(digits) == 3 and digits.isdigit():
-            out.append(chr(int(path[i + 1:i + 4], 8)))
+            out.append(chr(int(path[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(path[i])
@@ -244,11 +267,11 @@ class DeviceRule(NamedTuple):
         if parts == ["a"]:
             return cls("a", None, None, "rwm")
         if len(parts) != 3 or parts[0] not in ("a", "b", "c"):
-            raise InvalidParameter(f"invalid device cgroup rule {text!r}: want \"<a|b|c> <major|*>:<minor|*> <rwm>\"")
+            raise InvalidParameter(f'invalid device cgroup rule {text!r}: want "<a|b|c> <major|*>:<minor|*> <rwm>"')
         kind, numbers, access = parts
         major_text, sep, minor_text = numbers.partition(":")
         if not sep or not access or set(access) - set("rwm") or len(set(access)) != len(access):
-            raise InvalidParameter(f"invalid device cgroup rule {text!r}: want \"<a|b|c> <major|*>:<minor|*> <rwm>\"")
+            raise InvalidParameter(f'invalid device cgroup rule {text!r}: want "<a|b|c> <major|*>:<minor|*> <rwm>"')
 
         def number(part: str) -> int | None:
             if part == "*":
@@ -347,8 +370,15 @@ class Cgroup:
     :param own: this process's cgroups (read from /proc/self/cgroup when not given).
     """
 
-    def __init__(self, parent: str, id: str, *, layout: CgroupLayout | None = None, version: int | None = None,
-                 own: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        parent: str,
+        id: str,
+        *,
+        layout: CgroupLayout | None = None,
+        version: int | None = None,
+        own: dict[str, str] | None = None,
+    ) -> None:
         if not id or "/" in id or id in (".", ".."):
             raise InvalidParameter(f"invalid cgroup name {id!r}")
         if any(part == ".." for part in parent.split("/")):
@@ -386,9 +416,11 @@ class Cgroup:
         root = mount.root.rstrip("/")
         if root:
             if path != root and not path.startswith(root + "/"):
-                raise HostError(f"cgroup path {path} is outside of the hierarchy mounted at {mount.mount_point} "
-                                f"(which shows {mount.root}); mount the whole hierarchy")
-            path = path[len(root):] or "/"
+                raise HostError(
+                    f"cgroup path {path} is outside of the hierarchy mounted at {mount.mount_point} "
+                    f"(which shows {mount.root}); mount the whole hierarchy"
+                )
+            path = path[len(root) :] or "/"
         return os.path.join(mount.mount_point, path.lstrip("/"))
 
     def path(self, controller: str) -> str | None:
@@ -439,8 +471,10 @@ class Cgroup:
                     os.makedirs(path, exist_ok=True)
         except OSError as exc:
             name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-            raise HostError(f"cgroup: creating {exc.filename} failed ({name}): {exc.strerror}; "
-                            "is the cgroup file system mounted read-write?") from exc
+            raise HostError(
+                f"cgroup: creating {exc.filename} failed ({name}): {exc.strerror}; "
+                "is the cgroup file system mounted read-write?"
+            ) from exc
 
     def _create_cpuset_v1(self, path: str) -> None:
         """A v1 cpuset starts with empty ``cpus``/``mems``, and a task cannot join
@@ -480,9 +514,11 @@ class Cgroup:
                         fh.write(" ".join("+" + c for c in wanted))
                 except OSError as exc:
                     if exc.errno == errno.EBUSY:
-                        raise HostError(f"cgroup v2: cannot enable {', '.join(wanted)} in {current}: it has "
-                                        "processes of its own (the 'no internal processes' rule); use an "
-                                        "absolute --cgroup-parent outside the daemon's cgroup") from exc
+                        raise HostError(
+                            f"cgroup v2: cannot enable {', '.join(wanted)} in {current}: it has "
+                            "processes of its own (the 'no internal processes' rule); use an "
+                            "absolute --cgroup-parent outside the daemon's cgroup"
+                        ) from exc
                     raise
             current = os.path.join(current, part)
             os.makedirs(current, exist_ok=True)
@@ -493,7 +529,7 @@ class Cgroup:
         :raises NotFound: when the process is gone.
         :raises HostError: for anything else (a cpuset without CPUs: ENOSPC).
         """
-        for controller, path in self.paths.items():
+        for path in self.paths.values():
             try:
                 with open(os.path.join(path, "cgroup.procs"), "w") as fh:
                     fh.write(str(pid))
@@ -538,7 +574,9 @@ class Cgroup:
         if r.cpu_shares < 0:
             raise InvalidParameter(f"invalid CPU shares {r.cpu_shares}: must not be negative")
         if r.cpu_period and not 1000 <= r.cpu_period <= 1_000_000:
-            raise InvalidParameter("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+            raise InvalidParameter(
+                "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
+            )
         if r.cpu_quota and r.cpu_quota != -1 and r.cpu_quota < 1000:
             raise InvalidParameter("CPU cfs quota can not be less than 1ms (i.e. 1000)")
         if r.blkio_weight and not 10 <= r.blkio_weight <= 1000:
@@ -555,8 +593,9 @@ class Cgroup:
             if available_text is None:
                 continue
             if not requested <= parse_cpuset(available_text):
-                raise InvalidParameter(f"Requested {kind} are not available - requested {value}, "
-                                       f"available: {available_text}")
+                raise InvalidParameter(
+                    f"Requested {kind} are not available - requested {value}, available: {available_text}"
+                )
 
     def _available_cpuset(self, name: str) -> str | None:
         """The CPUs or memory nodes of the nearest existing ancestor (what a child may use)."""
@@ -605,15 +644,24 @@ class Cgroup:
         return path
 
     def _apply_v1(self, r: Resources, update: bool) -> None:
-        if r.memory or r.memory_swap or r.memory_reservation or r.memory_swappiness != -1 or r.oom_kill_disable \
-                or r.kernel_memory:
+        if (
+            r.memory
+            or r.memory_swap
+            or r.memory_reservation
+            or r.memory_swappiness != -1
+            or r.oom_kill_disable
+            or r.kernel_memory
+        ):
             mem = self._need("memory", "a memory limit")
             limit_file = os.path.join(mem, "memory.limit_in_bytes")
             memsw_file = os.path.join(mem, "memory.memsw.limit_in_bytes")
             has_memsw = os.path.exists(memsw_file)
             if r.memory_swap and not has_memsw:
-                LOG.warning("cgroup %s: swap accounting is off in this kernel (swapaccount=1 on the kernel "
-                            "command line); the memory+swap limit is not enforced", self.id)
+                LOG.warning(
+                    "cgroup %s: swap accounting is off in this kernel (swapaccount=1 on the kernel "
+                    "command line); the memory+swap limit is not enforced",
+                    self.id,
+                )
             memory = r.memory
             memsw = r.memory_swap if has_memsw else 0
             if memory or memsw:
@@ -623,8 +671,10 @@ class Cgroup:
                 current_memsw = _read_int(memsw_file, _UNLIMITED_V1) if has_memsw else _UNLIMITED_V1
                 new_memory = _UNLIMITED_V1 if memory == -1 else memory
                 if memory and not memsw and new_memory > current_memsw:
-                    raise InvalidParameter("Memory limit should be smaller than already set memoryswap limit, "
-                                           "update the memoryswap at the same time")
+                    raise InvalidParameter(
+                        "Memory limit should be smaller than already set memoryswap limit, "
+                        "update the memoryswap at the same time"
+                    )
                 if memsw and (new_memory > current_memsw or memsw == -1):
                     _write(memsw_file, memsw, "memory.memsw.limit_in_bytes")
                     memsw = 0
@@ -633,19 +683,25 @@ class Cgroup:
                 if memsw:
                     _write(memsw_file, memsw, "memory.memsw.limit_in_bytes")
             if r.memory_reservation:
-                _write(os.path.join(mem, "memory.soft_limit_in_bytes"), r.memory_reservation,
-                       "memory.soft_limit_in_bytes")
+                _write(
+                    os.path.join(mem, "memory.soft_limit_in_bytes"), r.memory_reservation, "memory.soft_limit_in_bytes"
+                )
             if r.memory_swappiness != -1:
                 _write(os.path.join(mem, "memory.swappiness"), r.memory_swappiness, "memory.swappiness")
             if r.oom_kill_disable:
                 _write(os.path.join(mem, "memory.oom_control"), 1, "memory.oom_control")
             if r.kernel_memory:
                 try:
-                    _write(os.path.join(mem, "memory.kmem.limit_in_bytes"), r.kernel_memory,
-                           "memory.kmem.limit_in_bytes")
+                    _write(
+                        os.path.join(mem, "memory.kmem.limit_in_bytes"), r.kernel_memory, "memory.kmem.limit_in_bytes"
+                    )
                 except HostError as exc:
-                    LOG.warning("cgroup %s: kernel memory limits are not supported by this kernel (%s); "
-                                "ignoring --kernel-memory", self.id, exc)
+                    LOG.warning(
+                        "cgroup %s: kernel memory limits are not supported by this kernel (%s); "
+                        "ignoring --kernel-memory",
+                        self.id,
+                        exc,
+                    )
         if r.cpu_shares or r.cpu_period or r.cpu_quota:
             cpu = self._need("cpu", "CPU shares or quota")
             if r.cpu_shares:
@@ -674,8 +730,10 @@ class Cgroup:
                 fh.write(str(value))
         except OSError as exc:
             if exc.errno == errno.EBUSY:
-                raise InvalidParameter(f"cannot set the memory limit to {value} bytes: the container uses more "
-                                       "than that and the kernel could not reclaim enough") from exc
+                raise InvalidParameter(
+                    f"cannot set the memory limit to {value} bytes: the container uses more "
+                    "than that and the kernel could not reclaim enough"
+                ) from exc
             _write(path, value, "memory.limit_in_bytes")
 
     def _write_blkio_weight(self, weight: int) -> None:
@@ -693,9 +751,12 @@ class Cgroup:
             if os.path.exists(os.path.join(path, name)):
                 _write(os.path.join(path, name), value, name)
                 return
-        LOG.warning("cgroup %s: the block I/O scheduler offers no weight file (%s); ignoring the blkio weight "
-                    "(select bfq for the disk: echo bfq > /sys/block/<disk>/queue/scheduler)",
-                    self.id, " or ".join(n for n, _ in candidates))
+        LOG.warning(
+            "cgroup %s: the block I/O scheduler offers no weight file (%s); ignoring the blkio weight "
+            "(select bfq for the disk: echo bfq > /sys/block/<disk>/queue/scheduler)",
+            self.id,
+            " or ".join(n for n, _ in candidates),
+        )
 
     def _apply_devices_v1(self, rules: list[str]) -> None:
         path = self.path("devices")
@@ -718,8 +779,10 @@ class Cgroup:
                 # v2 limits swap alone; Docker's --memory-swap is memory plus swap.
                 swap_file = os.path.join(directory, "memory.swap.max")
                 if not os.path.exists(swap_file):
-                    LOG.warning("cgroup %s: no memory.swap.max (swap accounting off); the memory+swap limit is "
-                                "not enforced", self.id)
+                    LOG.warning(
+                        "cgroup %s: no memory.swap.max (swap accounting off); the memory+swap limit is not enforced",
+                        self.id,
+                    )
                 else:
                     swap = "max" if r.memory_swap == -1 or r.memory == -1 else r.memory_swap - r.memory
                     _write(swap_file, swap, "memory.swap.max")
@@ -837,8 +900,12 @@ class Cgroup:
                 "failcnt": _read_int(os.path.join(mem, "memory.failcnt")),
                 "stats": _read_keyed(os.path.join(mem, "memory.stat")),
             }
-        cpu_usage: dict[str, Any] = {"total_usage": 0, "percpu_usage": [], "usage_in_kernelmode": 0,
-                                     "usage_in_usermode": 0}
+        cpu_usage: dict[str, Any] = {
+            "total_usage": 0,
+            "percpu_usage": [],
+            "usage_in_kernelmode": 0,
+            "usage_in_usermode": 0,
+        }
         acct = self.path("cpuacct")
         if acct:
             cpu_usage["total_usage"] = _read_int(os.path.join(acct, "cpuacct.usage"))
@@ -853,21 +920,31 @@ class Cgroup:
         cpu = self.path("cpu")
         if cpu:
             stat = _read_keyed(os.path.join(cpu, "cpu.stat"))
-            throttling = {"periods": stat.get("nr_periods", 0), "throttled_periods": stat.get("nr_throttled", 0),
-                          "throttled_time": stat.get("throttled_time", 0)}
-        out["cpu_stats"] = {"cpu_usage": cpu_usage, "system_cpu_usage": system_cpu_usage(),
-                            "online_cpus": _online_cpus(), "throttling_data": throttling}
+            throttling = {
+                "periods": stat.get("nr_periods", 0),
+                "throttled_periods": stat.get("nr_throttled", 0),
+                "throttled_time": stat.get("throttled_time", 0),
+            }
+        out["cpu_stats"] = {
+            "cpu_usage": cpu_usage,
+            "system_cpu_usage": system_cpu_usage(),
+            "online_cpus": _online_cpus(),
+            "throttling_data": throttling,
+        }
         pids = self.path("pids")
         if pids:
-            out["pids_stats"] = {"current": _read_int(os.path.join(pids, "pids.current")),
-                                 "limit": _read_int(os.path.join(pids, "pids.max"))}
+            out["pids_stats"] = {
+                "current": _read_int(os.path.join(pids, "pids.current")),
+                "limit": _read_int(os.path.join(pids, "pids.max")),
+            }
         blkio = self.path("blkio")
         entries: list[dict[str, Any]] = []
         serviced: list[dict[str, Any]] = []
         if blkio:
-            for target, names in ((entries, ("blkio.throttle.io_service_bytes_recursive",
-                                             "blkio.io_service_bytes_recursive")),
-                                  (serviced, ("blkio.throttle.io_serviced_recursive", "blkio.io_serviced_recursive"))):
+            for target, names in (
+                (entries, ("blkio.throttle.io_service_bytes_recursive", "blkio.io_service_bytes_recursive")),
+                (serviced, ("blkio.throttle.io_serviced_recursive", "blkio.io_serviced_recursive")),
+            ):
                 for name in names:
                     try:
                         text = _read(os.path.join(blkio, name))
@@ -877,8 +954,9 @@ class Cgroup:
                         parts = line.split()
                         if len(parts) == 3 and ":" in parts[0]:
                             major, minor = parts[0].split(":")
-                            target.append({"major": int(major), "minor": int(minor), "op": parts[1],
-                                           "value": int(parts[2])})
+                            target.append(
+                                {"major": int(major), "minor": int(minor), "op": parts[1], "value": int(parts[2])}
+                            )
                     break
         out["blkio_stats"] = {"io_service_bytes_recursive": entries, "io_serviced_recursive": serviced}
         return out
@@ -897,17 +975,25 @@ class Cgroup:
             }
         stat = _read_keyed(os.path.join(directory, "cpu.stat"))
         out["cpu_stats"] = {
-            "cpu_usage": {"total_usage": stat.get("usage_usec", 0) * 1000, "percpu_usage": [],
-                          "usage_in_kernelmode": stat.get("system_usec", 0) * 1000,
-                          "usage_in_usermode": stat.get("user_usec", 0) * 1000},
+            "cpu_usage": {
+                "total_usage": stat.get("usage_usec", 0) * 1000,
+                "percpu_usage": [],
+                "usage_in_kernelmode": stat.get("system_usec", 0) * 1000,
+                "usage_in_usermode": stat.get("user_usec", 0) * 1000,
+            },
             "system_cpu_usage": system_cpu_usage(),
             "online_cpus": _online_cpus(),
-            "throttling_data": {"periods": stat.get("nr_periods", 0), "throttled_periods": stat.get("nr_throttled", 0),
-                                "throttled_time": stat.get("throttled_usec", 0) * 1000},
+            "throttling_data": {
+                "periods": stat.get("nr_periods", 0),
+                "throttled_periods": stat.get("nr_throttled", 0),
+                "throttled_time": stat.get("throttled_usec", 0) * 1000,
+            },
         }
         if "pids" in self.layout.v2_controllers:
-            out["pids_stats"] = {"current": _read_int(os.path.join(directory, "pids.current")),
-                                 "limit": _read_int(os.path.join(directory, "pids.max"))}
+            out["pids_stats"] = {
+                "current": _read_int(os.path.join(directory, "pids.current")),
+                "limit": _read_int(os.path.join(directory, "pids.max")),
+            }
         entries: list[dict[str, Any]] = []
         serviced: list[dict[str, Any]] = []
         try:
@@ -918,8 +1004,12 @@ class Cgroup:
             device, *pairs = line.split()
             major, _, minor = device.partition(":")
             values = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
-            for key, op, target in (("rbytes", "read", entries), ("wbytes", "write", entries),
-                                    ("rios", "read", serviced), ("wios", "write", serviced)):
+            for key, op, target in (
+                ("rbytes", "read", entries),
+                ("wbytes", "write", entries),
+                ("rios", "read", serviced),
+                ("wios", "write", serviced),
+            ):
                 if key in values:
                     target.append({"major": int(major), "minor": int(minor), "op": op, "value": int(values[key])})
         out["blkio_stats"] = {"io_service_bytes_recursive": entries, "io_serviced_recursive": serviced}
@@ -992,12 +1082,19 @@ class Cgroup:
                         time.sleep(0.01)
                         continue
                     name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-                    raise HostError(f"cgroup: removing {path} failed ({name}): {exc.strerror}; "
-                                    f"processes left: {self.pids()}") from exc
+                    raise HostError(
+                        f"cgroup: removing {path} failed ({name}): {exc.strerror}; processes left: {self.pids()}"
+                    ) from exc
 
 
-def remove_parent(parent: str, *, layout: CgroupLayout | None = None, version: int | None = None,
-                  own: dict[str, str] | None = None, timeout: float = 2.0) -> None:
+def remove_parent(
+    parent: str,
+    *,
+    layout: CgroupLayout | None = None,
+    version: int | None = None,
+    own: dict[str, str] | None = None,
+    timeout: float = 2.0,
+) -> None:
     """Remove a cgroup parent's directories, once every container in it is destroyed.
 
     Nothing is killed: a parent holds containers, not processes of its own.
@@ -1006,8 +1103,13 @@ def remove_parent(parent: str, *, layout: CgroupLayout | None = None, version: i
     """
     if not parent.strip("/"):
         raise InvalidParameter("refusing to remove the root cgroup")
-    where = Cgroup(os.path.dirname(parent.rstrip("/")), os.path.basename(parent.rstrip("/")), layout=layout,
-                   version=version, own=own)
+    where = Cgroup(
+        os.path.dirname(parent.rstrip("/")),
+        os.path.basename(parent.rstrip("/")),
+        layout=layout,
+        version=version,
+        own=own,
+    )
     deadline = time.monotonic() + timeout
     for path in sorted(set(where.paths.values())):
         try:
@@ -1036,9 +1138,11 @@ _WARNED_V2_DEVICES: list[bool] = []
 def _warn_v2_devices_once() -> None:
     if not _WARNED_V2_DEVICES:
         _WARNED_V2_DEVICES.append(True)
-        LOG.warning("cgroup v2: device rules need an eBPF program, which this engine does not load; "
-                    "device access is not restricted by the cgroup (only the default device nodes exist "
-                    "in a container's /dev)")
+        LOG.warning(
+            "cgroup v2: device rules need an eBPF program, which this engine does not load; "
+            "device access is not restricted by the cgroup (only the default device nodes exist "
+            "in a container's /dev)"
+        )
 
 
 def _host_memory() -> int:

@@ -20,25 +20,71 @@ import ctypes
 import errno
 import functools
 import os
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from engine.errors import NotSupported
 
 __all__ = [
-    "MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_REMOUNT", "MS_BIND",
-    "MS_MOVE", "MS_REC", "MS_PRIVATE", "MS_SLAVE", "MS_SHARED", "MS_NOATIME", "MS_NODIRATIME",
-    "MS_RELATIME", "MS_STRICTATIME",
-    "MNT_FORCE", "MNT_DETACH", "MNT_EXPIRE", "UMOUNT_NOFOLLOW",
-    "RENAME_NOREPLACE", "RENAME_EXCHANGE",
-    "RESOLVE_NO_XDEV", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS",
-    "RESOLVE_BENEATH", "RESOLVE_IN_ROOT",
-    "mount", "umount2", "renameat2", "openat2", "openat2_supported", "has_syscall",
-    "CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWUSER",
-    "CLONE_NEWCGROUP", "unshare", "setns", "pivot_root",
-    "PR_SET_PDEATHSIG", "PR_SET_KEEPCAPS", "PR_CAPBSET_READ", "PR_CAPBSET_DROP", "PR_SET_NO_NEW_PRIVS",
-    "PR_GET_NO_NEW_PRIVS", "PR_CAP_AMBIENT", "PR_CAP_AMBIENT_IS_SET", "PR_CAP_AMBIENT_RAISE",
-    "PR_CAP_AMBIENT_LOWER", "PR_CAP_AMBIENT_CLEAR_ALL", "prctl", "CapabilitySets", "capget", "capset",
-    "sethostname", "setdomainname",
+    "CLONE_NEWCGROUP",
+    "CLONE_NEWIPC",
+    "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "CLONE_NEWPID",
+    "CLONE_NEWUSER",
+    "CLONE_NEWUTS",
+    "MNT_DETACH",
+    "MNT_EXPIRE",
+    "MNT_FORCE",
+    "MS_BIND",
+    "MS_MOVE",
+    "MS_NOATIME",
+    "MS_NODEV",
+    "MS_NODIRATIME",
+    "MS_NOEXEC",
+    "MS_NOSUID",
+    "MS_PRIVATE",
+    "MS_RDONLY",
+    "MS_REC",
+    "MS_RELATIME",
+    "MS_REMOUNT",
+    "MS_SHARED",
+    "MS_SLAVE",
+    "MS_STRICTATIME",
+    "PR_CAPBSET_DROP",
+    "PR_CAPBSET_READ",
+    "PR_CAP_AMBIENT",
+    "PR_CAP_AMBIENT_CLEAR_ALL",
+    "PR_CAP_AMBIENT_IS_SET",
+    "PR_CAP_AMBIENT_LOWER",
+    "PR_CAP_AMBIENT_RAISE",
+    "PR_GET_NO_NEW_PRIVS",
+    "PR_SET_KEEPCAPS",
+    "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_PDEATHSIG",
+    "RENAME_EXCHANGE",
+    "RENAME_NOREPLACE",
+    "RESOLVE_BENEATH",
+    "RESOLVE_IN_ROOT",
+    "RESOLVE_NO_MAGICLINKS",
+    "RESOLVE_NO_SYMLINKS",
+    "RESOLVE_NO_XDEV",
+    "UMOUNT_NOFOLLOW",
+    "CapabilitySets",
+    "capget",
+    "capset",
+    "has_syscall",
+    "mount",
+    "openat2",
+    "openat2_supported",
+    "pivot_root",
+    "prctl",
+    "renameat2",
+    "setdomainname",
+    "sethostname",
+    "setns",
+    "umount2",
+    "unshare",
 ]
 
 # mount(2) flags, <linux/mount.h>.
@@ -109,12 +155,35 @@ RESOLVE_IN_ROOT = 0x10
 #: architecture (asm/unistd tables); glibc has no wrapper for it.
 _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
     machine: {"openat2": 437}
-    for machine in ("x86_64", "aarch64", "arm64", "armv7l", "armv8l", "i386", "i686",
-                    "ppc64le", "ppc64", "s390x", "riscv64", "loongarch64")
+    for machine in (
+        "x86_64",
+        "aarch64",
+        "arm64",
+        "armv7l",
+        "armv8l",
+        "i386",
+        "i686",
+        "ppc64le",
+        "ppc64",
+        "s390x",
+        "riscv64",
+        "loongarch64",
+    )
 }
-for _machine, _number in (("x86_64", 155), ("aarch64", 41), ("arm64", 41), ("riscv64", 41), ("loongarch64", 41),
-                          ("armv7l", 218), ("armv8l", 218), ("i386", 217), ("i686", 217), ("s390x", 217),
-                          ("ppc64le", 203), ("ppc64", 203)):
+for _machine, _number in (
+    ("x86_64", 155),
+    ("aarch64", 41),
+    ("arm64", 41),
+    ("riscv64", 41),
+    ("loongarch64", 41),
+    ("armv7l", 218),
+    ("armv8l", 218),
+    ("i386", 217),
+    ("i686", 217),
+    ("s390x", 217),
+    ("ppc64le", 203),
+    ("ppc64", 203),
+):
     _SYSCALL_NUMBERS[_machine]["pivot_root"] = _number
 del _machine, _number
 
@@ -152,6 +221,7 @@ def _errcheck(name: str, hidden: int = 0) -> Callable[[int, Any, tuple], int]:
 
     :param hidden: leading arguments not to show (a syscall's number).
     """
+
     def check(result: int, func: Any, arguments: tuple) -> int:
         if result == -1:
             err = ctypes.get_errno()
@@ -192,13 +262,15 @@ def _bind_syscall(name: str, argtypes: list[Any]) -> Callable[..., Any] | None:
     return functools.partial(func, number)
 
 
-_mount = _bind("mount", ctypes.c_int,
-               [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p])
+_mount = _bind(
+    "mount", ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+)
 _umount2 = _bind("umount2", ctypes.c_int, [ctypes.c_char_p, ctypes.c_int])
 _unshare = _bind("unshare", ctypes.c_int, [ctypes.c_int])
 _setns = _bind("setns", ctypes.c_int, [ctypes.c_int, ctypes.c_int])
-_renameat2 = _bind("renameat2", ctypes.c_int,
-                   [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint])
+_renameat2 = _bind(
+    "renameat2", ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+)
 # prctl(2) is variadic in C; every option used here takes at most four
 # unsigned long arguments, so a fixed five-argument prototype is exact.
 _prctl = _bind("prctl", ctypes.c_int, [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
@@ -229,17 +301,20 @@ class OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-_openat2 = _bind_syscall(
-    "openat2", [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(OpenHow), ctypes.c_size_t]
-)
+_openat2 = _bind_syscall("openat2", [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(OpenHow), ctypes.c_size_t])
 
 
 def _path(value: str | bytes | os.PathLike | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
 
 
-def mount(source: str | bytes | None, target: str | bytes | os.PathLike, fstype: str | bytes | None = None,
-          flags: int = 0, data: str | bytes | None = None) -> None:
+def mount(
+    source: str | bytes | None,
+    target: str | bytes | os.PathLike,
+    fstype: str | bytes | None = None,
+    flags: int = 0,
+    data: str | bytes | None = None,
+) -> None:
     """Mount ``source`` on ``target`` (mount(2)).
 
     :raises OSError: with the errno of the failed call.
@@ -276,8 +351,13 @@ def setns(fd: int, nstype: int = 0) -> None:
     _setns(fd, nstype)
 
 
-def renameat2(src: str | bytes | os.PathLike, dst: str | bytes | os.PathLike, flags: int = 0,
-              src_dir_fd: int | None = None, dst_dir_fd: int | None = None) -> None:
+def renameat2(
+    src: str | bytes | os.PathLike,
+    dst: str | bytes | os.PathLike,
+    flags: int = 0,
+    src_dir_fd: int | None = None,
+    dst_dir_fd: int | None = None,
+) -> None:
     """Rename like :func:`os.rename`, with renameat2(2) flags such as ``RENAME_NOREPLACE``.
 
     Plain rename(2) silently replaces an empty directory; ``RENAME_NOREPLACE``
@@ -285,8 +365,13 @@ def renameat2(src: str | bytes | os.PathLike, dst: str | bytes | os.PathLike, fl
 
     :raises OSError: ``EEXIST`` when ``RENAME_NOREPLACE`` finds ``dst``.
     """
-    _renameat2(AT_FDCWD if src_dir_fd is None else src_dir_fd, _path(src),
-               AT_FDCWD if dst_dir_fd is None else dst_dir_fd, _path(dst), flags)
+    _renameat2(
+        AT_FDCWD if src_dir_fd is None else src_dir_fd,
+        _path(src),
+        AT_FDCWD if dst_dir_fd is None else dst_dir_fd,
+        _path(dst),
+        flags,
+    )
 
 
 def openat2(dir_fd: int, path: str | bytes | os.PathLike, flags: int, mode: int = 0, resolve: int = 0) -> int:
@@ -312,7 +397,7 @@ def openat2(dir_fd: int, path: str | bytes | os.PathLike, flags: int, mode: int 
         raise
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def openat2_supported() -> bool:
     """Whether openat2(2) with ``RESOLVE_IN_ROOT`` works here (probes once)."""
     try:

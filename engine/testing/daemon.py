@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -70,8 +70,9 @@ class DaemonProcess:
     def start(self, wait: bool = True, timeout: float = 30.0) -> DaemonProcess:
         os.makedirs(self.workdir, exist_ok=True)
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=self.env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
         if wait:
             self.wait_ready(timeout)
         return self
@@ -90,8 +91,14 @@ class DaemonProcess:
             time.sleep(0.05)
         raise TimeoutError(f"daemon not ready after {timeout}s:\n{self.log()}")
 
-    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 30.0,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
         conn = UnixHTTPConnection(self.socket, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})

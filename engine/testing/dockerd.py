@@ -51,20 +51,31 @@ class ReferenceDockerd:
         with open(config, "w") as fh:
             json.dump({"deprecated-key-path": os.path.join(self.workdir, "key.json")}, fh)
         argv = [
-            DOCKERD, "--config-file", config,
-            "--data-root", os.path.join(self.workdir, "data"),
-            "--exec-root", os.path.join(self.workdir, "exec"),
-            "--pidfile", os.path.join(self.workdir, "docker.pid"),
-            "-H", self.host,
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false",
+            DOCKERD,
+            "--config-file",
+            config,
+            "--data-root",
+            os.path.join(self.workdir, "data"),
+            "--exec-root",
+            os.path.join(self.workdir, "exec"),
+            "--pidfile",
+            os.path.join(self.workdir, "docker.pid"),
+            "-H",
+            self.host,
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip6tables=false",
             f"--storage-driver={self.storage_driver}",
         ]
-        script = ("set -e; for d in /run /opt /etc/docker; do mkdir -p $d; mount -t tmpfs tmpfs $d; done; "
-                  'exec "$@"')
+        script = 'set -e; for d in /run /opt /etc/docker; do mkdir -p $d; mount -t tmpfs tmpfs $d; done; exec "$@"'
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

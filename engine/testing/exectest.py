@@ -46,8 +46,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import pytest
 
@@ -58,7 +59,7 @@ from engine.graph.archive import apply_layer
 from engine.sys import cgroups, libc
 from engine.testing.images import PATH_ENV, busybox_layer
 
-__all__ = ["Box", "ExecDriverConformance", "Result", "Running", "DEFAULT_CAPEFF"]
+__all__ = ["DEFAULT_CAPEFF", "Box", "ExecDriverConformance", "Result", "Running"]
 
 #: Docker's default capability set as /proc/PID/status shows it for root.
 DEFAULT_CAPEFF = "00000000a80425fb"
@@ -94,8 +95,9 @@ class Result:
 class Running:
     """A container started in the background by :meth:`Box.start`."""
 
-    def __init__(self, command: Command, proc: subprocess.Popen, status: io.BufferedReader,
-                 master: int | None = None) -> None:
+    def __init__(
+        self, command: Command, proc: subprocess.Popen, status: io.BufferedReader, master: int | None = None
+    ) -> None:
         self.command = command
         self.proc = proc
         self.status = status
@@ -133,7 +135,7 @@ class Running:
         """The init's PID once ``start_callback`` ran; fails with the start error otherwise."""
         event = self.next_event(timeout)
         if event is None or event["event"] != "started":
-            out, err = self.proc.communicate(timeout=10)
+            _out, err = self.proc.communicate(timeout=10)
             raise AssertionError(f"container did not start: {event}; stderr: {err!r}")
         return int(event["pid"])
 
@@ -148,8 +150,7 @@ class Running:
             os.close(self.master)
             self.master = None
             out = bytes(self._tty_output)
-        return Result(code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"),
-                      self.events)
+        return Result(code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"), self.events)
 
 
 class Box:
@@ -171,8 +172,16 @@ class Box:
         self.running: list[Running] = []
         self.netns_files: list[str] = []
 
-    def command(self, args: list[str], *, env: list[str] | None = None, cwd: str = "/", user: str = "",
-                tty: bool = False, **kw: Any) -> Command:
+    def command(
+        self,
+        args: list[str],
+        *,
+        env: list[str] | None = None,
+        cwd: str = "/",
+        user: str = "",
+        tty: bool = False,
+        **kw: Any,
+    ) -> Command:
         """A command for ``args`` on a new rootfs; keyword arguments set :class:`Command` or
         :class:`ProcessConfig` fields (``privileged``, ``cap_drop``, ``resources`` ...)."""
         id = secrets.token_hex(16)
@@ -182,16 +191,26 @@ class Box:
         container_dir = os.path.join(self.tmp, f"container-{id[:12]}")
         os.mkdir(container_dir)
         hostname = kw.pop("hostname", id[:12])
-        for name, text in (("hostname", f"{hostname}\n"),
-                           ("hosts", f"127.0.0.1\tlocalhost\n10.9.8.7\t{hostname}\n"),
-                           ("resolv.conf", "nameserver 10.9.8.1\n")):
+        for name, text in (
+            ("hostname", f"{hostname}\n"),
+            ("hosts", f"127.0.0.1\tlocalhost\n10.9.8.7\t{hostname}\n"),
+            ("resolv.conf", "nameserver 10.9.8.1\n"),
+        ):
             with open(os.path.join(container_dir, name), "w") as fh:
                 fh.write(text)
         process_fields = {k: kw.pop(k) for k in list(kw) if k in ProcessConfig.fields()}
-        process = ProcessConfig(args=args, env=[PATH_ENV] if env is None else env, cwd=cwd, user=user, tty=tty,
-                                **process_fields)
-        command = Command(id=id, rootfs=rootfs, process=process, container_dir=container_dir, hostname=hostname,
-                          cgroup_parent=self.parent, **kw)
+        process = ProcessConfig(
+            args=args, env=[PATH_ENV] if env is None else env, cwd=cwd, user=user, tty=tty, **process_fields
+        )
+        command = Command(
+            id=id,
+            rootfs=rootfs,
+            process=process,
+            container_dir=container_dir,
+            hostname=hostname,
+            cgroup_parent=self.parent,
+            **kw,
+        )
         self.commands.append(command)
         return command
 
@@ -202,17 +221,23 @@ class Box:
             json.dump(command.to_json(), fh)
         status_r, status_w = os.pipe()
         master = None
-        argv = [sys.executable, "-m", "engine.testing.exectest_run", self.driver_name, self.home, path,
-                str(status_w)]
+        argv = [sys.executable, "-m", "engine.testing.exectest_run", self.driver_name, self.home, path, str(status_w)]
         try:
             if command.process.tty:
                 master, slave = os.openpty()
-                proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=subprocess.PIPE,
-                                        pass_fds=[status_w], start_new_session=True)
+                proc = subprocess.Popen(
+                    argv, stdin=slave, stdout=slave, stderr=subprocess.PIPE, pass_fds=[status_w], start_new_session=True
+                )
                 os.close(slave)
             else:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, pass_fds=[status_w], start_new_session=True)
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=[status_w],
+                    start_new_session=True,
+                )
         finally:
             os.close(status_w)
         running = Running(command, proc, os.fdopen(status_r, "rb"), master)
@@ -336,11 +361,14 @@ class ExecDriverConformance:
         driver.kill(running.command, signal.SIGKILL)
         assert running.wait().code == 128 + signal.SIGKILL
 
-    @pytest.mark.parametrize("args, message", [
-        (["nosuchcmd"], 'exec: "nosuchcmd": executable file not found in $PATH'),
-        (["/nope"], 'exec: "/nope": stat /nope: no such file or directory'),
-        (["/etc/passwd"], 'exec: "/etc/passwd": permission denied'),
-    ])
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            (["nosuchcmd"], 'exec: "nosuchcmd": executable file not found in $PATH'),
+            (["/nope"], 'exec: "/nope": stat /nope: no such file or directory'),
+            (["/etc/passwd"], 'exec: "/etc/passwd": permission denied'),
+        ],
+    )
     def test_start_errors(self, box: Box, args: list[str], message: str) -> None:
         result = box.run(box.command(args))
         assert result.error is not None, result
@@ -363,10 +391,19 @@ class ExecDriverConformance:
     # ---- identity: hostname, files, env, cwd
 
     def test_hostname_and_etc_files(self, box: Box) -> None:
-        result = box.sh("hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf; cat /proc/sys/kernel/domainname",
-                        hostname="box-one", domainname="example.test")
-        assert result.stdout.splitlines() == ["box-one", "box-one", "127.0.0.1\tlocalhost", "10.9.8.7\tbox-one",
-                                              "nameserver 10.9.8.1", "example.test"]
+        result = box.sh(
+            "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf; cat /proc/sys/kernel/domainname",
+            hostname="box-one",
+            domainname="example.test",
+        )
+        assert result.stdout.splitlines() == [
+            "box-one",
+            "box-one",
+            "127.0.0.1\tlocalhost",
+            "10.9.8.7\tbox-one",
+            "nameserver 10.9.8.1",
+            "example.test",
+        ]
 
     def test_hostname_too_long(self, box: Box) -> None:
         result = box.run(box.command(["true"], hostname="h" * 65))
@@ -435,9 +472,11 @@ class ExecDriverConformance:
     # ---- file system
 
     def test_masked_and_readonly_paths(self, box: Box) -> None:
-        result = box.sh("cat /proc/keys | wc -c; cat /proc/timer_list | wc -c; ls /sys/firmware | wc -l; "
-                        "echo 1 > /proc/sys/kernel/shm_rmid_forced && echo wrote-proc-sys; "
-                        "touch /sys/kernel/x && echo wrote-sys; echo done")
+        result = box.sh(
+            "cat /proc/keys | wc -c; cat /proc/timer_list | wc -c; ls /sys/firmware | wc -l; "
+            "echo 1 > /proc/sys/kernel/shm_rmid_forced && echo wrote-proc-sys; "
+            "touch /sys/kernel/x && echo wrote-sys; echo done"
+        )
         lines = result.stdout.split()
         assert lines[:3] == ["0", "0", "0"], result
         assert "wrote-proc-sys" not in lines and "wrote-sys" not in lines
@@ -445,10 +484,14 @@ class ExecDriverConformance:
         assert result.stderr.count("Read-only file system") == 2, result.stderr
 
     def test_privileged_gets_host_devices(self, box: Box) -> None:
-        host = sorted(name for name in os.listdir("/dev") if name not in ("console", "ptmx") and
-                      (os.lstat(f"/dev/{name}").st_mode & 0o170000) == 0o020000)  # character devices
-        inside = box.sh("for f in /dev/*; do [ -c $f ] && [ ! -L $f ] && echo ${f#/dev/}; done; true",
-                        privileged=True).stdout.split()
+        host = sorted(
+            name
+            for name in os.listdir("/dev")
+            if name not in ("console", "ptmx") and (os.lstat(f"/dev/{name}").st_mode & 0o170000) == 0o020000
+        )  # character devices
+        inside = box.sh(
+            "for f in /dev/*; do [ -c $f ] && [ ! -L $f ] && echo ${f#/dev/}; done; true", privileged=True
+        ).stdout.split()
         assert set(host) <= set(inside), set(host) - set(inside)
 
     def test_privileged_has_no_masked_paths(self, box: Box) -> None:
@@ -460,22 +503,55 @@ class ExecDriverConformance:
     def test_mount_table_has_no_host_paths(self, box: Box) -> None:
         command = box.command(["cat", "/proc/self/mountinfo"])
         points = [line.split()[4] for line in box.run(command).stdout.splitlines()]
-        allowed = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/etc/hostname",
-                   "/etc/hosts", "/etc/resolv.conf", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                   "/proc/sysrq-trigger", "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
-                   "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-                   "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"}
+        allowed = {
+            "/",
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger",
+            "/proc/asound",
+            "/proc/acpi",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/proc/scsi",
+            "/sys/firmware",
+            "/sys/devices/virtual/powercap",
+        }
         assert set(points) <= allowed, set(points) - allowed
         assert not any(box.tmp in p or command.rootfs in p for p in points)
 
     def test_dev(self, box: Box) -> None:
-        result = box.sh("stat -c '%n %F %t:%T %a' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; "
-                        "for l in ptmx fd stdout; do readlink /dev/$l; done; grep -E ' /dev/(shm|pts|mqueue) ' /proc/self/mounts | cut -d' ' -f2,3; "
-                        "test -e /dev/console || echo no-console")
+        result = box.sh(
+            "stat -c '%n %F %t:%T %a' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; "
+            "for l in ptmx fd stdout; do readlink /dev/$l; done; grep -E ' /dev/(shm|pts|mqueue) ' /proc/self/mounts | cut -d' ' -f2,3; "
+            "test -e /dev/console || echo no-console"
+        )
         lines = result.stdout.splitlines()
-        assert lines[:6] == [f"/dev/{name} character special file {major}:{minor} 666" for name, major, minor in
-                             (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
-                              ("tty", 5, 0))]
+        assert lines[:6] == [
+            f"/dev/{name} character special file {major}:{minor} 666"
+            for name, major, minor in (
+                ("null", 1, 3),
+                ("zero", 1, 5),
+                ("full", 1, 7),
+                ("random", 1, 8),
+                ("urandom", 1, 9),
+                ("tty", 5, 0),
+            )
+        ]
         assert lines[6:9] == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/1"]
         assert sorted(lines[9:12]) == ["/dev/mqueue mqueue", "/dev/pts devpts", "/dev/shm tmpfs"]
         assert lines[12] == "no-console"
@@ -487,9 +563,10 @@ class ExecDriverConformance:
         assert "Operation not permitted" in result.stderr, result.stderr
 
     def test_extra_device(self, box: Box) -> None:
-        result = box.sh("stat -c '%F %t:%T' /dev/mynull; echo x > /dev/mynull && echo ok",
-                        devices=[{"path_on_host": "/dev/null", "path_in_container": "/dev/mynull",
-                                  "permissions": "rwm"}])
+        result = box.sh(
+            "stat -c '%F %t:%T' /dev/mynull; echo x > /dev/mynull && echo ok",
+            devices=[{"path_on_host": "/dev/null", "path_in_container": "/dev/mynull", "permissions": "rwm"}],
+        )
         assert result.stdout.splitlines() == ["character special file 1:3", "ok"]
 
     def test_readonly_rootfs(self, box: Box) -> None:
@@ -502,11 +579,15 @@ class ExecDriverConformance:
         (data / "file").write_text("from the host\n")
         motd = tmp_path / "motd"
         motd.write_text("hello\n")
-        result = box.sh("cat /data/file /etc/motd; touch /data/new || echo ro; "
-                        "grep ' /scratch ' /proc/self/mounts; touch /scratch/x && echo rw",
-                        mounts=[{"type": "bind", "source": str(data), "destination": "/data", "options": ["rbind", "ro"]},
-                                {"type": "bind", "source": str(motd), "destination": "/etc/motd", "options": []},
-                                {"type": "tmpfs", "destination": "/scratch", "options": ["size=1m", "mode=1777"]}])
+        result = box.sh(
+            "cat /data/file /etc/motd; touch /data/new || echo ro; "
+            "grep ' /scratch ' /proc/self/mounts; touch /scratch/x && echo rw",
+            mounts=[
+                {"type": "bind", "source": str(data), "destination": "/data", "options": ["rbind", "ro"]},
+                {"type": "bind", "source": str(motd), "destination": "/etc/motd", "options": []},
+                {"type": "tmpfs", "destination": "/scratch", "options": ["size=1m", "mode=1777"]},
+            ],
+        )
         lines = result.stdout.splitlines()
         assert lines[:3] == ["from the host", "hello", "ro"], result
         assert lines[3].startswith("tmpfs /scratch tmpfs rw") and "size=1024k" in lines[3]
@@ -548,8 +629,10 @@ class ExecDriverConformance:
     # ---- cgroups
 
     def test_memory_limit_and_oom(self, box: Box, driver: ExecDriver) -> None:
-        command = box.command(["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
-                              resources=Resources(memory=32 << 20, memory_swap=32 << 20))
+        command = box.command(
+            ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+            resources=Resources(memory=32 << 20, memory_swap=32 << 20),
+        )
         result = box.run(command)
         assert result.code == 128 + signal.SIGKILL, result
         assert driver.oom_killed(command)
@@ -565,13 +648,13 @@ class ExecDriverConformance:
         assert not driver.oom_killed(command)
 
     def test_pids_limit(self, box: Box) -> None:
-        result = box.sh("for i in 1 2 3 4 5 6 7 8; do sleep 30 & done; echo done",
-                        resources=Resources(pids_limit=5))
+        result = box.sh("for i in 1 2 3 4 5 6 7 8; do sleep 30 & done; echo done", resources=Resources(pids_limit=5))
         assert "can't fork" in result.stderr, result.stderr
 
     def test_pause_unpause(self, box: Box, driver: ExecDriver) -> None:
-        command = box.command(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; "
-                                           "mv /tmp/count.new /tmp/count; done"])
+        command = box.command(
+            ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; done"]
+        )
         running = box.start(command)
         running.wait_started()
         path = os.path.join(command.rootfs, "tmp", "count")
@@ -631,10 +714,15 @@ class ExecDriverConformance:
         r, w = os.pipe()
         started: list[int] = []
         try:
-            code = driver.exec(command, ProcessConfig(args=["sh", "-c", "hostname; echo $$; cat /proc/1/cmdline; "
-                                                                        "echo; ps -o comm; exit 7"],
-                                                      env=[PATH_ENV]),
-                               Pipes(stdout=w), started.append)
+            code = driver.exec(
+                command,
+                ProcessConfig(
+                    args=["sh", "-c", "hostname; echo $$; cat /proc/1/cmdline; echo; ps -o comm; exit 7"],
+                    env=[PATH_ENV],
+                ),
+                Pipes(stdout=w),
+                started.append,
+            )
         finally:
             os.close(w)
         with os.fdopen(r) as fh:
@@ -653,8 +741,13 @@ class ExecDriverConformance:
         box.start(command).wait_started()
         r, w = os.pipe()
         try:
-            code = driver.exec(command, ProcessConfig(args=["sh", "-c", "id -u; grep CapEff /proc/self/status"],
-                                                      env=[PATH_ENV], user="www-data"), Pipes(stdout=w))
+            code = driver.exec(
+                command,
+                ProcessConfig(
+                    args=["sh", "-c", "id -u; grep CapEff /proc/self/status"], env=[PATH_ENV], user="www-data"
+                ),
+                Pipes(stdout=w),
+            )
         finally:
             os.close(w)
         with os.fdopen(r) as fh:
@@ -680,8 +773,9 @@ class ExecDriverConformance:
     # ---- tty
 
     def test_tty(self, box: Box) -> None:
-        command = box.command(["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo isatty; stty size"], tty=True,
-                              console_size=(30, 100))
+        command = box.command(
+            ["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo isatty; stty size"], tty=True, console_size=(30, 100)
+        )
         result = box.start(command).wait()
         assert result.code == 0, result
         lines = [line.strip() for line in result.stdout.splitlines()]
@@ -693,9 +787,16 @@ class ExecDriverConformance:
         box.start(command).wait_started()
         master, slave = os.openpty()
         try:
-            code = driver.exec(command, ProcessConfig(args=["sh", "-c", "[ -t 0 ] && echo isatty; stty size"],
-                                                      env=[PATH_ENV], tty=True, console_size=(12, 34)),
-                               Pipes(stdin=slave, stdout=slave, stderr=slave))
+            code = driver.exec(
+                command,
+                ProcessConfig(
+                    args=["sh", "-c", "[ -t 0 ] && echo isatty; stty size"],
+                    env=[PATH_ENV],
+                    tty=True,
+                    console_size=(12, 34),
+                ),
+                Pipes(stdin=slave, stdout=slave, stderr=slave),
+            )
         finally:
             os.close(slave)
         output = b""

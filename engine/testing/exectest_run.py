@@ -38,8 +38,9 @@ def main(argv: list[str]) -> int:
     pipes = Pipes(stdin=0, stdout=0 if tty else 1, stderr=0 if tty else 2)
     began = time.perf_counter()
     try:
-        code = driver.run(command, pipes, lambda pid: send(event="started", pid=pid,
-                                                             elapsed=time.perf_counter() - began))
+        code = driver.run(
+            command, pipes, lambda pid: send(event="started", pid=pid, elapsed=time.perf_counter() - began)
+        )
     except Exception as exc:
         send(event="error", type=type(exc).__name__, message=str(exc))
         return 1

@@ -47,8 +47,9 @@ import secrets
 import stat
 import tarfile
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import pytest
 import zstandard
@@ -129,8 +130,12 @@ class Entry:
 
 
 _TYPES = {
-    "file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
-    "hardlink": tarfile.LNKTYPE, "char": tarfile.CHRTYPE, "block": tarfile.BLKTYPE,
+    "file": tarfile.REGTYPE,
+    "dir": tarfile.DIRTYPE,
+    "symlink": tarfile.SYMTYPE,
+    "hardlink": tarfile.LNKTYPE,
+    "char": tarfile.CHRTYPE,
+    "block": tarfile.BLKTYPE,
     "fifo": tarfile.FIFOTYPE,
 }
 
@@ -191,8 +196,13 @@ def make_layer_tar(entries: Iterable[Entry], compression: str = "none") -> bytes
 
 
 _TYPE_NAMES = {
-    stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char",
-    stat.S_IFBLK: "block", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket",
+    stat.S_IFDIR: "dir",
+    stat.S_IFREG: "file",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFCHR: "char",
+    stat.S_IFBLK: "block",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
 }
 
 
@@ -256,7 +266,7 @@ def tree_manifest(path: str, *, mtime: str | None = None, sockets: bool = True) 
 
 
 #: A version 2 ``security.capability`` value granting cap_net_bind_service.
-CAP_NET_BIND_SERVICE = bytes.fromhex("01000002" "00040000" "00000000" "00000000" "00000000")
+CAP_NET_BIND_SERVICE = bytes.fromhex("0100000200040000000000000000000000000000")
 
 
 def build_rich_tree(root: str) -> None:
@@ -272,6 +282,7 @@ def build_rich_tree(root: str) -> None:
     ``run/socket``; ``var/empty``; a sparse file ``var/sparse`` (16 MiB with
     data at both ends); ``opt/nanos`` with a nanosecond mtime.
     """
+
     def write(rel: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> str:
         full = os.path.join(root, rel)
         with open(full, "wb") as f:
@@ -280,9 +291,19 @@ def build_rich_tree(root: str) -> None:
         os.chmod(full, mode)
         return full
 
-    for rel, mode, uid in (("bin", 0o755, 0), ("etc", 0o755, 0), ("home", 0o755, 0), ("home/user", 0o700, 1000),
-                           ("tmp", 0o1777, 0), ("dev", 0o755, 0), ("run", 0o755, 0), ("var", 0o755, 0),
-                           ("var/empty", 0o555, 0), ("opt", 0o750, 0), ("usr/share/zoneinfo", 0o755, 0)):
+    for rel, mode, uid in (
+        ("bin", 0o755, 0),
+        ("etc", 0o755, 0),
+        ("home", 0o755, 0),
+        ("home/user", 0o700, 1000),
+        ("tmp", 0o1777, 0),
+        ("dev", 0o755, 0),
+        ("run", 0o755, 0),
+        ("var", 0o755, 0),
+        ("var/empty", 0o555, 0),
+        ("opt", 0o750, 0),
+        ("usr/share/zoneinfo", 0o755, 0),
+    ):
         full = os.path.join(root, rel)
         os.makedirs(full, exist_ok=True)
         os.chown(full, uid, uid)
@@ -429,8 +450,22 @@ class GraphDriverConformance:
         with pytest.raises(NotFound):
             driver.metadata(id)
 
-    @pytest.mark.parametrize("bad", ["", ".", "..", "../" + "a" * 61, "a/b", "/etc", "A" * 64, "a" * 63,
-                                     "a" * 64 + "/..", "a" * 64 + "-init/..", "a" * 64 + "\n"])
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            "",
+            ".",
+            "..",
+            "../" + "a" * 61,
+            "a/b",
+            "/etc",
+            "A" * 64,
+            "a" * 63,
+            "a" * 64 + "/..",
+            "a" * 64 + "-init/..",
+            "a" * 64 + "\n",
+        ],
+    )
     def test_invalid_ids(self, driver: GraphDriver, bad: str) -> None:
         for call in (driver.create, driver.get, driver.remove, driver.exists):
             with pytest.raises(InvalidParameter):
@@ -533,8 +568,14 @@ class GraphDriverConformance:
 
         assert files(l1) == {".": "dir", "a": "dir", "a/b": "dir", "a/b/one": sha("1"), "gone": sha("bye")}
         assert files(l2) == {".": "dir", "a": "dir", "a/b": "dir", "a/b/one": sha("1"), "a/b/two": sha("2")}
-        assert files(l3) == {".": "dir", "a": "dir", "a/b": "dir", "a/b/one": sha("one"), "a/b/two": sha("2"),
-                             "c": "dir"}
+        assert files(l3) == {
+            ".": "dir",
+            "a": "dir",
+            "a/b": "dir",
+            "a/b/one": sha("one"),
+            "a/b/two": sha("2"),
+            "c": "dir",
+        }
         assert files(l4) == {**files(l3), "c/four": sha("4")}
 
     def test_child_writes_do_not_reach_parent(self, driver: GraphDriver) -> None:
@@ -611,14 +652,30 @@ class GraphDriverConformance:
         base = self.layer(driver, fill=build_rich_tree)
         child = self.layer(driver, base, self._modify)
         found = {c.path: c.kind for c in driver.changes(child, base)}
-        A, C, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
+        A, C, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE  # noqa: N806 (a legend for the table below)
         expected = {
-            "/etc": C, "/etc/passwd": C, "/etc/dangling": D, "/etc/localtime": C,
-            "/bin": C, "/bin/ping": C, "/bin/ping6": C,
-            "/home": C, "/home/user": C, "/home/user/notes": C,
-            "/var": C, "/var/empty": D, "/opt": C,
-            "/srv": A, "/srv/app": A, "/srv/app/data": A, "/srv/app/run": A, "/srv/app/run-again": A,
-            "/srv/app/start": A, "/srv/app/pipe": A, "/srv/app/zero": A, "/srv/app/big": A,
+            "/etc": C,
+            "/etc/passwd": C,
+            "/etc/dangling": D,
+            "/etc/localtime": C,
+            "/bin": C,
+            "/bin/ping": C,
+            "/bin/ping6": C,
+            "/home": C,
+            "/home/user": C,
+            "/home/user/notes": C,
+            "/var": C,
+            "/var/empty": D,
+            "/opt": C,
+            "/srv": A,
+            "/srv/app": A,
+            "/srv/app/data": A,
+            "/srv/app/run": A,
+            "/srv/app/run-again": A,
+            "/srv/app/start": A,
+            "/srv/app/pipe": A,
+            "/srv/app/zero": A,
+            "/srv/app/big": A,
         }
         assert found == expected
         everything = {c.path for c in driver.changes(base, None)}
@@ -675,27 +732,47 @@ class GraphDriverConformance:
         assert not driver.exists(child)
 
     def test_apply_diff_whiteouts_three_layers(self, driver: GraphDriver) -> None:
-        layer1 = make_layer_tar([
-            Entry.dir("etc"), Entry.file("etc/a", b"a"), Entry.file("etc/b", b"b"),
-            Entry.dir("opt"), Entry.dir("opt/x"), Entry.file("opt/x/y", b"y"),
-            Entry.dir("usr"), Entry.dir("usr/lib"), Entry.file("usr/lib/z", b"z"),
-            Entry.dir("var"), Entry.dir("var/cache"), Entry.file("var/cache/c1", b"1"),
-            Entry.dir("var/cache/sub"), Entry.file("var/cache/sub/c2", b"2"),
-        ])
-        layer2 = make_layer_tar([
-            Entry.dir("etc"), Entry.whiteout("etc/a"), Entry.file("etc/c", b"c"),
-            Entry.dir("opt"), Entry.whiteout("opt/x"),
-            Entry.dir("var"), Entry.dir("var/cache", mode=0o700),
-            Entry.file("var/cache/early", b"e"),
-            Entry.opaque("var/cache"),
-            Entry.file("var/cache/new", b"n"),
-        ])
-        layer3 = make_layer_tar([
-            Entry.file("etc/a", b"again"),
-            Entry.whiteout("usr"),
-            Entry.dir("opt/x"), Entry.file("opt/x/fresh", b"f"),
-            Entry.whiteout("var/cache/new"),
-        ])
+        layer1 = make_layer_tar(
+            [
+                Entry.dir("etc"),
+                Entry.file("etc/a", b"a"),
+                Entry.file("etc/b", b"b"),
+                Entry.dir("opt"),
+                Entry.dir("opt/x"),
+                Entry.file("opt/x/y", b"y"),
+                Entry.dir("usr"),
+                Entry.dir("usr/lib"),
+                Entry.file("usr/lib/z", b"z"),
+                Entry.dir("var"),
+                Entry.dir("var/cache"),
+                Entry.file("var/cache/c1", b"1"),
+                Entry.dir("var/cache/sub"),
+                Entry.file("var/cache/sub/c2", b"2"),
+            ]
+        )
+        layer2 = make_layer_tar(
+            [
+                Entry.dir("etc"),
+                Entry.whiteout("etc/a"),
+                Entry.file("etc/c", b"c"),
+                Entry.dir("opt"),
+                Entry.whiteout("opt/x"),
+                Entry.dir("var"),
+                Entry.dir("var/cache", mode=0o700),
+                Entry.file("var/cache/early", b"e"),
+                Entry.opaque("var/cache"),
+                Entry.file("var/cache/new", b"n"),
+            ]
+        )
+        layer3 = make_layer_tar(
+            [
+                Entry.file("etc/a", b"again"),
+                Entry.whiteout("usr"),
+                Entry.dir("opt/x"),
+                Entry.file("opt/x/fresh", b"f"),
+                Entry.whiteout("var/cache/new"),
+            ]
+        )
         l1 = self.layer(driver)
         assert driver.apply_diff(l1, None, io.BytesIO(layer1)) == 6
         l2 = self.layer(driver, l1)
@@ -708,19 +785,46 @@ class GraphDriverConformance:
 
         h = lambda s: hashlib.sha256(s).hexdigest()[:8]  # noqa: E731
         assert files(l1) == {
-            "etc": "dir", "etc/a": h(b"a"), "etc/b": h(b"b"), "opt": "dir", "opt/x": "dir", "opt/x/y": h(b"y"),
-            "usr": "dir", "usr/lib": "dir", "usr/lib/z": h(b"z"), "var": "dir", "var/cache": "dir",
-            "var/cache/c1": h(b"1"), "var/cache/sub": "dir", "var/cache/sub/c2": h(b"2"),
+            "etc": "dir",
+            "etc/a": h(b"a"),
+            "etc/b": h(b"b"),
+            "opt": "dir",
+            "opt/x": "dir",
+            "opt/x/y": h(b"y"),
+            "usr": "dir",
+            "usr/lib": "dir",
+            "usr/lib/z": h(b"z"),
+            "var": "dir",
+            "var/cache": "dir",
+            "var/cache/c1": h(b"1"),
+            "var/cache/sub": "dir",
+            "var/cache/sub/c2": h(b"2"),
         }
         assert files(l2) == {
-            "etc": "dir", "etc/b": h(b"b"), "etc/c": h(b"c"), "opt": "dir", "usr": "dir", "usr/lib": "dir",
-            "usr/lib/z": h(b"z"), "var": "dir", "var/cache": "dir", "var/cache/early": h(b"e"),
+            "etc": "dir",
+            "etc/b": h(b"b"),
+            "etc/c": h(b"c"),
+            "opt": "dir",
+            "usr": "dir",
+            "usr/lib": "dir",
+            "usr/lib/z": h(b"z"),
+            "var": "dir",
+            "var/cache": "dir",
+            "var/cache/early": h(b"e"),
             "var/cache/new": h(b"n"),
         }
         assert self.manifest(driver, l2)["var/cache"]["mode"] == oct(0o700)
         assert files(l3) == {
-            "etc": "dir", "etc/a": h(b"again"), "etc/b": h(b"b"), "etc/c": h(b"c"), "opt": "dir", "opt/x": "dir",
-            "opt/x/fresh": h(b"f"), "var": "dir", "var/cache": "dir", "var/cache/early": h(b"e"),
+            "etc": "dir",
+            "etc/a": h(b"again"),
+            "etc/b": h(b"b"),
+            "etc/c": h(b"c"),
+            "opt": "dir",
+            "opt/x": "dir",
+            "opt/x/fresh": h(b"f"),
+            "var": "dir",
+            "var/cache": "dir",
+            "var/cache/early": h(b"e"),
         }
 
     def test_apply_diff_refuses_hostile_layer(self, driver: GraphDriver, tmp_path: Any) -> None:

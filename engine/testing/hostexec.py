@@ -34,7 +34,8 @@ import os
 import signal
 import socket
 import termios
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
 
@@ -231,8 +232,9 @@ class HostProcessDriver(ExecDriver):
         self._signal_group(command, signal.SIGKILL)
         self._groups.pop(command.id, None)
 
-    def exec(self, command: Command, process: ProcessConfig, pipes: Pipes,
-             start_callback: Callable[[int], Any] | None = None) -> int:
+    def exec(
+        self, command: Command, process: ProcessConfig, pipes: Pipes, start_callback: Callable[[int], Any] | None = None
+    ) -> int:
         """Run another host process (its own session, not in the group); return its exit code."""
         return self._wait(self._spawn(process, pipes), start_callback)
 

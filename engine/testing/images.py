@@ -21,8 +21,8 @@ import random
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from engine.testing.graphtest import Entry, make_layer_tar
 
@@ -64,8 +64,14 @@ def image_config(cmd: list[str], history: list[dict], env: list[str] | None = No
     }
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, kind: bytes = tarfile.REGTYPE,
-         link: str = "", mode: int = 0o644) -> None:
+def _add(
+    tar: tarfile.TarFile,
+    name: str,
+    data: bytes | None = None,
+    kind: bytes = tarfile.REGTYPE,
+    link: str = "",
+    mode: int = 0o644,
+) -> None:
     info = tarfile.TarInfo(name)
     info.mtime = EPOCH
     info.type = kind
@@ -120,8 +126,24 @@ def busybox_layer() -> bytes:
     with open(BUSYBOX, "rb") as fh:
         binary = fh.read()
     entries: list[Entry] = []
-    dirs = {"bin", "dev", "etc", "home", "proc", "root", "sys", "tmp", "usr", "usr/bin", "usr/sbin", "sbin",
-            "var", "var/spool", "var/spool/mail", "var/www"}
+    dirs = {
+        "bin",
+        "dev",
+        "etc",
+        "home",
+        "proc",
+        "root",
+        "sys",
+        "tmp",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "sbin",
+        "var",
+        "var/spool",
+        "var/spool/mail",
+        "var/www",
+    }
     applets = busybox_applets()
     for applet in applets:
         parent = os.path.dirname(applet).lstrip("/")
@@ -139,11 +161,16 @@ def busybox_layer() -> bytes:
         target = os.path.relpath("bin/busybox", os.path.dirname(rel))
         entries.append(Entry.symlink(rel, target, mtime=EPOCH))
     entries += [
-        Entry.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
-                                 b"www-data:x:33:33:www-data:/var/www:/bin/false\n"
-                                 b"nobody:x:65534:65534:nobody:/home:/bin/false\n", mtime=EPOCH),
-        Entry.file("etc/group", b"root:x:0:\ndaemon:x:1:\nwheel:x:10:root\nwww-data:x:33:\nnogroup:x:65534:\n",
-                   mtime=EPOCH),
+        Entry.file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
+            b"www-data:x:33:33:www-data:/var/www:/bin/false\n"
+            b"nobody:x:65534:65534:nobody:/home:/bin/false\n",
+            mtime=EPOCH,
+        ),
+        Entry.file(
+            "etc/group", b"root:x:0:\ndaemon:x:1:\nwheel:x:10:root\nwww-data:x:33:\nnogroup:x:65534:\n", mtime=EPOCH
+        ),
         Entry.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", mode=0o640, mtime=EPOCH),
     ]
     entries.sort(key=lambda e: e.name)
@@ -167,28 +194,45 @@ def busybox_archive(tags: Iterable[str] = ("busybox:latest",)) -> bytes:
 def layered_image(tags: Iterable[str] = ("layered:latest",)) -> BuiltImage:
     """Three layers over nothing: whiteouts, an opaque dir, hard links, symlinks."""
     t = {"mtime": EPOCH}
-    base = make_layer_tar([
-        Entry.dir("etc", **t), Entry.file("etc/os-release", b"ID=test\n", **t),
-        Entry.dir("data", **t), Entry.file("data/keep", b"keep\n", **t), Entry.file("data/gone", b"gone\n", **t),
-        Entry.dir("data/sub", **t), Entry.file("data/sub/a", b"a\n", **t),
-        Entry.dir("opaque", **t), Entry.file("opaque/old1", b"1", **t), Entry.file("opaque/old2", b"2", **t),
-        Entry.file("link-target", b"shared content\n", mode=0o640, **t),
-        Entry.hardlink("hard-link", "link-target", **t),
-        Entry.symlink("abs-link", "/etc/os-release", **t), Entry.symlink("rel-link", "etc/os-release", **t),
-        Entry.fifo("pipe", **t),
-        Entry.file("setuid", b"#!/bin/sh\n", mode=0o4755, **t),
-        Entry.file("owned", b"owned by 1000\n", uid=1000, gid=1000, **t),
-    ])
-    middle = make_layer_tar([
-        Entry.dir("data", **t), Entry.whiteout("data/gone"),
-        Entry.dir("opaque", **t), Entry.opaque("opaque"), Entry.file("opaque/new", b"new\n", **t),
-        Entry.file("data/sub/b", b"b\n", **t),
-    ])
-    top = make_layer_tar([
-        Entry.dir("data", **t), Entry.whiteout("data/sub"),
-        Entry.file("data/sub", b"now a file\n", **t),
-        Entry.file("etc/os-release", b"ID=test\nVERSION=2\n", **t),
-    ])
+    base = make_layer_tar(
+        [
+            Entry.dir("etc", **t),
+            Entry.file("etc/os-release", b"ID=test\n", **t),
+            Entry.dir("data", **t),
+            Entry.file("data/keep", b"keep\n", **t),
+            Entry.file("data/gone", b"gone\n", **t),
+            Entry.dir("data/sub", **t),
+            Entry.file("data/sub/a", b"a\n", **t),
+            Entry.dir("opaque", **t),
+            Entry.file("opaque/old1", b"1", **t),
+            Entry.file("opaque/old2", b"2", **t),
+            Entry.file("link-target", b"shared content\n", mode=0o640, **t),
+            Entry.hardlink("hard-link", "link-target", **t),
+            Entry.symlink("abs-link", "/etc/os-release", **t),
+            Entry.symlink("rel-link", "etc/os-release", **t),
+            Entry.fifo("pipe", **t),
+            Entry.file("setuid", b"#!/bin/sh\n", mode=0o4755, **t),
+            Entry.file("owned", b"owned by 1000\n", uid=1000, gid=1000, **t),
+        ]
+    )
+    middle = make_layer_tar(
+        [
+            Entry.dir("data", **t),
+            Entry.whiteout("data/gone"),
+            Entry.dir("opaque", **t),
+            Entry.opaque("opaque"),
+            Entry.file("opaque/new", b"new\n", **t),
+            Entry.file("data/sub/b", b"b\n", **t),
+        ]
+    )
+    top = make_layer_tar(
+        [
+            Entry.dir("data", **t),
+            Entry.whiteout("data/sub"),
+            Entry.file("data/sub", b"now a file\n", **t),
+            Entry.file("etc/os-release", b"ID=test\nVERSION=2\n", **t),
+        ]
+    )
     history = [{"created": CREATED, "created_by": f"layer {i}"} for i in range(3)]
     return BuiltImage([base, middle, top], image_config(["/bin/true"], history), list(tags))
 
@@ -220,5 +264,12 @@ def write_archive(data: bytes, directory: str | None = None, name: str = "image.
     return path
 
 
-__all__ = ["BuiltImage", "big_image", "busybox_archive", "busybox_image", "docker_archive", "layered_image",
-           "write_archive"]
+__all__ = [
+    "BuiltImage",
+    "big_image",
+    "busybox_archive",
+    "busybox_image",
+    "docker_archive",
+    "layered_image",
+    "write_archive",
+]

@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from typing import Mapping
+from collections.abc import Mapping
 
 REGISTRY = "/usr/bin/docker-registry"
 
@@ -62,8 +62,14 @@ class LocalRegistry:
         path) with ``nsenter``, so ``127.0.0.1`` is that namespace's loopback.
     """
 
-    def __init__(self, workdir: str, storage: str | None = None, users: Mapping[str, str] | None = None,
-                 port: int | None = None, netns: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        storage: str | None = None,
+        users: Mapping[str, str] | None = None,
+        port: int | None = None,
+        netns: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.storage = storage or os.path.join(workdir, "storage")
         self.users = dict(users or {})
@@ -153,8 +159,7 @@ class LocalRegistry:
     def blob_path(self, digest: str) -> str:
         """Where the filesystem driver keeps a blob's bytes."""
         hex_part = digest.split(":", 1)[1]
-        return os.path.join(self.storage, "docker", "registry", "v2", "blobs", "sha256", hex_part[:2], hex_part,
-                            "data")
+        return os.path.join(self.storage, "docker", "registry", "v2", "blobs", "sha256", hex_part[:2], hex_part, "data")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

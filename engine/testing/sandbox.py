@@ -52,10 +52,21 @@ def pytest_load_initial_conftests(early_config, parser, args):  # noqa: ARG001
     sys.stderr.flush()
     env = dict(os.environ, **{MARK: "1"})
     argv = [
-        "unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc",
-        "--propagation", "private",
-        sys.executable, "-m", "engine.testing.sandbox",
-        sys.executable, "-m", "pytest", *args,
+        "unshare",
+        "--mount",
+        "--net",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        sys.executable,
+        "-m",
+        "engine.testing.sandbox",
+        sys.executable,
+        "-m",
+        "pytest",
+        *args,
     ]
     os.execvpe("unshare", argv, env)
 

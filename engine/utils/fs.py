@@ -27,8 +27,8 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from engine.errors import HostError, InvalidParameter
 from engine.sys import libc
@@ -168,7 +168,7 @@ def _copy_range_slow(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
             done = len(data)
             view = memoryview(data)
             while view:
-                view = view[os.write(dst_fd, view):]
+                view = view[os.write(dst_fd, view) :]
         if done == 0:
             return
         pos += done
@@ -234,8 +234,7 @@ class _TreeCopier:
         if st.st_nlink > 1:
             first = self.links.get(key)
             if first is not None:
-                os.link(first, name, src_dir_fd=self.dst_root_fd, dst_dir_fd=frame.dst_fd,
-                        follow_symlinks=False)
+                os.link(first, name, src_dir_fd=self.dst_root_fd, dst_dir_fd=frame.dst_fd, follow_symlinks=False)
                 return None
             self.links[key] = rel
 
@@ -259,8 +258,9 @@ class _TreeCopier:
     def _copy_file(self, frame: _Frame, name: str, st: os.stat_result) -> None:
         src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=frame.src_fd)
         try:
-            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                          dir_fd=frame.dst_fd)
+            dst = os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=frame.dst_fd
+            )
             try:
                 if not copy_file_data(src, dst, st.st_size, self.reflink):
                     self.reflink = False
@@ -364,12 +364,20 @@ def mountinfo(path: str = "/proc/self/mountinfo") -> list[Mount]:
         fields = line.split(b" ")
         sep = fields.index(b"-")
         major, minor = fields[2].split(b":")
-        mounts.append(Mount(
-            mount_id=int(fields[0]), parent_id=int(fields[1]), major=int(major), minor=int(minor),
-            root=_unescape(fields[3]), mount_point=_unescape(fields[4]), options=fields[5].decode(),
-            fstype=fields[sep + 1].decode(), source=_unescape(fields[sep + 2]),
-            super_options=fields[sep + 3].decode() if len(fields) > sep + 3 else "",
-        ))
+        mounts.append(
+            Mount(
+                mount_id=int(fields[0]),
+                parent_id=int(fields[1]),
+                major=int(major),
+                minor=int(minor),
+                root=_unescape(fields[3]),
+                mount_point=_unescape(fields[4]),
+                options=fields[5].decode(),
+                fstype=fields[sep + 1].decode(),
+                source=_unescape(fields[sep + 2]),
+                super_options=fields[sep + 3].decode() if len(fields) > sep + 3 else "",
+            )
+        )
     return mounts
 
 
@@ -572,7 +580,7 @@ def write_synced(path: str, data: bytes, mode: int = 0o644) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -602,7 +610,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
             os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

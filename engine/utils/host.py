@@ -10,8 +10,15 @@ from dataclasses import dataclass, field
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 #: Python's machine names -> Go's GOARCH names, which clients expect.
-GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-          "s390x": "s390x", "riscv64": "riscv64"}
+GOARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
 
 
 def goarch(machine: str | None = None) -> str:

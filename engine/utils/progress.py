@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 BAR_WIDTH = 50
 
@@ -30,8 +31,14 @@ def bar(current: int, total: int) -> str:
     return f"[{body.ljust(BAR_WIDTH)}] {human_size(current).rjust(8)}/{human_size(total)}"
 
 
-def message(status: str | None = None, id: str | None = None, current: int | None = None,
-            total: int | None = None, stream: str | None = None, aux: Any = None) -> dict:
+def message(
+    status: str | None = None,
+    id: str | None = None,
+    current: int | None = None,
+    total: int | None = None,
+    stream: str | None = None,
+    aux: Any = None,
+) -> dict:
     msg: dict[str, Any] = {}
     if status is not None:
         msg["status"] = status

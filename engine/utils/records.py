@@ -32,7 +32,10 @@ class Record:
         super().__init_subclass__(**kwargs)
         fields: list[str] = list(cls._fields)
         defaults = dict(cls._defaults)
-        for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        # The class's own annotations; inspect.get_annotations would pull
+        # inspect (and dis, ...) into the shim, which imports only the stdlib's light modules.
+        own = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
+        for name, annotation in own.items():
             if str(annotation).startswith(("ClassVar", "typing.ClassVar")):
                 continue
             if name not in fields:
@@ -47,7 +50,9 @@ class Record:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
         if len(args) > len(cls._fields):
-            raise TypeError(f"{cls.__name__}() takes {len(cls._fields)} positional arguments but {len(args)} were given")
+            raise TypeError(
+                f"{cls.__name__}() takes {len(cls._fields)} positional arguments but {len(args)} were given"
+            )
         for name, value in zip(cls._fields, args):
             if name in kwargs:
                 raise TypeError(f"{cls.__name__}() got multiple values for argument {name!r}")
@@ -90,7 +95,7 @@ class Record:
 
 
 def _fresh(value: Any) -> Any:
-    return value.copy() if isinstance(value, _MUTABLE) or isinstance(value, Record) else value
+    return value.copy() if isinstance(value, (_MUTABLE, Record)) else value
 
 
 def _plain(value: Any) -> Any:

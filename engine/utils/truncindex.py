@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from engine.errors import Conflict, InvalidParameter, NotFound
 

@@ -22,8 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def admin(*args: str, python: str = sys.executable, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-m", "engine.admin.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [python, "-m", "engine.admin.cli", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 @pytest.fixture
@@ -36,7 +37,9 @@ def no_config(tmp_path):
 def first_supported(rows):
     """The graph driver the priority list should pick: the first one whose probe passes."""
     graph = {r["name"]: r for r in rows if r["kind"] == "graph" and r["name"]}
-    return next(graph[n] for n in ("aufs", "btrfs", "devmapper", "overlay", "vfs") if n in graph and graph[n]["supported"])
+    return next(
+        graph[n] for n in ("aufs", "btrfs", "devmapper", "overlay", "vfs") if n in graph and graph[n]["supported"]
+    )
 
 
 def test_drivers_lists_and_selects_by_priority(no_config):
@@ -86,8 +89,11 @@ def venv(tmp_path_factory):
     env_dir = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True)
     python = str(env_dir / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(src)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(src)],
+        check=True,
+        capture_output=True,
+    )
     return python
 
 
@@ -103,11 +109,16 @@ def test_third_party_driver_listed_and_selectable(venv, no_config):
     assert not broken["loaded"] and "engine_graph_fakefs_missing_dependency" in broken["load_error"]
     assert broken["distribution"] == "engine-graph-fakefs"
     assert first_supported(list(rows.values()))["selected"]  # the priority list still wins
-    chosen = {r["name"]: r for r in json.loads(admin("drivers", "--kind", "graph", "--json", "-s", "fakefs",
-                                                     *no_config, python=venv).stdout)}
+    chosen = {
+        r["name"]: r
+        for r in json.loads(
+            admin("drivers", "--kind", "graph", "--json", "-s", "fakefs", *no_config, python=venv).stdout
+        )
+    }
     assert chosen["fakefs"]["selected"] and chosen["fakefs"]["selected_reason"] == "chosen by --storage-driver"
-    out = admin("drivers", "--kind", "graph", "--json", *no_config, python=venv,
-                env=dict(os.environ, ENGINE_DRIVER="fakefs"))
+    out = admin(
+        "drivers", "--kind", "graph", "--json", *no_config, python=venv, env=dict(os.environ, ENGINE_DRIVER="fakefs")
+    )
     assert {r["name"]: r for r in json.loads(out.stdout)}["fakefs"]["selected"]
 
 

@@ -28,8 +28,13 @@ def client():
 
     class Boom:
         def on_get(self, req, resp, kind):
-            raise {"400": InvalidParameter("bad"), "404": NotFound("gone"), "409": Conflict("busy"),
-                   "304": NotModified(), "500": RuntimeError("kaput")}[kind]
+            raise {
+                "400": InvalidParameter("bad"),
+                "404": NotFound("gone"),
+                "409": Conflict("busy"),
+                "304": NotModified(),
+                "500": RuntimeError("kaput"),
+            }[kind]
 
     app = create_app(eng, cors=True)
     app.add_route("/boom/{kind}", Boom())

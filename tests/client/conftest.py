@@ -40,12 +40,12 @@ def _remove_all_containers(daemon: Daemon) -> None:
         for c in api.containers(all=True):
             try:
                 api.remove_container(c["Id"], force=True, v=True)
-            except Exception:  # noqa: BLE001 - already gone (e.g. --rm)
+            except Exception:
                 pass
         for v in (api.volumes() or {}).get("Volumes") or []:
             try:
                 api.remove_volume(v["Name"], force=True)
-            except Exception:  # noqa: BLE001 - in use or gone
+            except Exception:
                 pass
     finally:
         api.close()
@@ -81,7 +81,7 @@ def client_daemon(request, tmp_path_factory):
     finally:
         try:
             _remove_all_containers(daemon)
-        except Exception:  # noqa: BLE001 - the daemon may be the thing that broke
+        except Exception:
             pass
         process.stop()  # type: ignore[attr-defined]
         from engine.utils.fs import safe_rmtree
@@ -100,9 +100,16 @@ def engine(client_daemon, tmp_path):
 
     def run(*args: str, input: str | bytes | None = None, timeout: float = 90, cwd: str | None = None):
         text = not isinstance(input, bytes)
-        return subprocess.run([sys.executable, "-m", "engine.client.cli", "-H", client_daemon.host, *args],
-                              input=input, capture_output=True, text=text, env=env, timeout=timeout,
-                              cwd=cwd, stdin=None if input is not None else subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "engine.client.cli", "-H", client_daemon.host, *args],
+            input=input,
+            capture_output=True,
+            text=text,
+            env=env,
+            timeout=timeout,
+            cwd=cwd,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
 
     run.daemon = client_daemon  # type: ignore[attr-defined]
     run.env = env  # type: ignore[attr-defined]
@@ -119,8 +126,9 @@ class Tmux:
         self.env.pop("TMUX", None)
 
     def _tmux(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.name, *args], capture_output=True, text=True, timeout=30,
-                              env=self.env)
+        return subprocess.run(
+            ["tmux", "-L", self.name, *args], capture_output=True, text=True, timeout=30, env=self.env
+        )
 
     def start(self, command: str, env: dict[str, str], width: int = 100, height: int = 30) -> None:
         env_args = [f"{k}={v}" for k, v in env.items() if k in ("DOCKER_CONFIG", "PYTHONPATH", "PYTHONUNBUFFERED")]

@@ -73,8 +73,18 @@ def test_run_missing_image_tries_to_pull(engine):
 
 
 def test_detached_lifecycle(engine):
-    proc = engine("run", "-d", "--name", "web", "-l", "role=test", "busybox", "sh", "-c",
-                  "echo started; echo warn >&2; while true; do sleep 1; done")
+    proc = engine(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "role=test",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; echo warn >&2; while true; do sleep 1; done",
+    )
     assert proc.returncode == 0, proc.stderr
     cid = proc.stdout.strip()
     assert len(cid) == 64
@@ -84,12 +94,14 @@ def test_detached_lifecycle(engine):
 
     ps = engine("ps").stdout.splitlines()
     assert ps[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
-    assert ps[1].startswith(cid[:12] + "   busybox   \"sh -c ") and ps[1].endswith("web")
+    assert ps[1].startswith(cid[:12] + '   busybox   "sh -c ') and ps[1].endswith("web")
     assert "…" in ps[1] and " ago " in ps[1] and "Up " in ps[1]
     assert engine("ps", "-q").stdout == cid[:12] + "\n"
     assert engine("ps", "-q", "--no-trunc").stdout == cid + "\n"
-    assert engine("ps", "--format", "{{.ID}} {{.Names}} {{.State}} {{.Label \"role\"}}").stdout == \
-        f"{cid[:12]} web running test\n"
+    assert (
+        engine("ps", "--format", '{{.ID}} {{.Names}} {{.State}} {{.Label "role"}}').stdout
+        == f"{cid[:12]} web running test\n"
+    )
     doc = json.loads(engine("ps", "--format", "{{json .}}").stdout)
     assert doc["Names"] == "web" and doc["Labels"] == "role=test" and doc["Status"].startswith("Up")
     assert engine("ps", "-f", "name=nomatch", "-q").stdout == ""
@@ -104,8 +116,10 @@ def test_detached_lifecycle(engine):
 
     inspected = json.loads(engine("inspect", "web").stdout)
     assert len(inspected) == 1 and inspected[0]["Id"] == cid and inspected[0]["Config"]["Labels"] == {"role": "test"}
-    assert engine("inspect", "-f", "{{.State.Running}} {{.Name}} {{.Config.Labels}}", "web").stdout == \
-        "true /web map[role:test]\n"
+    assert (
+        engine("inspect", "-f", "{{.State.Running}} {{.Name}} {{.Config.Labels}}", "web").stdout
+        == "true /web map[role:test]\n"
+    )
     assert engine("container", "inspect", "-f", "{{.Id}}", "web").stdout.strip() == cid
 
     top = engine("top", "web").stdout.splitlines()
@@ -122,8 +136,10 @@ def test_detached_lifecycle(engine):
 def test_errors_for_missing_containers(engine):
     proc = engine("stop", "nosuch1", "nosuch2")
     assert proc.returncode == 1
-    assert proc.stderr.splitlines() == ["Error response from daemon: No such container: nosuch1",
-                                        "Error response from daemon: No such container: nosuch2"]
+    assert proc.stderr.splitlines() == [
+        "Error response from daemon: No such container: nosuch1",
+        "Error response from daemon: No such container: nosuch2",
+    ]
     proc = engine("rm", "-f", "nosuch")
     assert proc.returncode == 0 and "No such container: nosuch" in proc.stderr
     proc = engine("start", "nosuch")
@@ -183,8 +199,12 @@ def test_start_attach_wait_kill_restart(engine):
 
 
 def test_attach_to_running_container(engine):
-    assert engine("run", "-d", "--name", "talker", "busybox", "sh", "-c",
-                  "sleep 1; echo one; echo two >&2; exit 6").returncode == 0
+    assert (
+        engine(
+            "run", "-d", "--name", "talker", "busybox", "sh", "-c", "sleep 1; echo one; echo two >&2; exit 6"
+        ).returncode
+        == 0
+    )
     proc = engine("attach", "--no-stdin", "talker")
     assert proc.returncode == 6
     assert "one\n" in proc.stdout and "two\n" in proc.stderr
@@ -194,12 +214,31 @@ def test_attach_to_running_container(engine):
 
 def test_update(engine):
     assert engine("run", "-d", "--name", "upd", "busybox", "sleep", "300").returncode == 0
-    proc = engine("update", "--memory", "64m", "--memory-swap", "128m", "--cpus", "0.5", "--cpu-shares", "512",
-                  "--pids-limit", "50", "--restart", "on-failure:2", "upd")
+    proc = engine(
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--pids-limit",
+        "50",
+        "--restart",
+        "on-failure:2",
+        "upd",
+    )
     assert (proc.returncode, proc.stdout.splitlines()[0]) == (0, "upd"), proc.stderr
     doc = json.loads(engine("inspect", "upd").stdout)[0]["HostConfig"]
     assert (doc["Memory"], doc["MemorySwap"], doc["NanoCpus"], doc["CpuShares"], doc["PidsLimit"]) == (
-        64 << 20, 128 << 20, 500_000_000, 512, 50)
+        64 << 20,
+        128 << 20,
+        500_000_000,
+        512,
+        50,
+    )
     assert doc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
     proc = engine("update", "upd")
     assert proc.returncode == 1 and "you must provide one or more flags" in proc.stderr
@@ -213,21 +252,48 @@ def test_run_options_reach_the_container(engine, tmp_path):
     assert proc.returncode == 125 and "container ID file found" in proc.stderr
     env_file = tmp_path / "env"
     env_file.write_text("FROM_FILE=yes\n")
-    proc = engine("run", "--rm", "-e", "A=1", "--env-file", str(env_file), "-w", "/tmp", "-h", "boxname",
-                  "-u", "1:1", "--entrypoint", "sh", "busybox", "-c", "echo $A $FROM_FILE $(pwd) $(hostname) $(id -u)")
+    proc = engine(
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "--env-file",
+        str(env_file),
+        "-w",
+        "/tmp",
+        "-h",
+        "boxname",
+        "-u",
+        "1:1",
+        "--entrypoint",
+        "sh",
+        "busybox",
+        "-c",
+        "echo $A $FROM_FILE $(pwd) $(hostname) $(id -u)",
+    )
     assert (proc.returncode, proc.stdout) == (0, "1 yes /tmp boxname 1\n"), proc.stderr
     host_dir = tmp_path / "shared"
     host_dir.mkdir()
     (host_dir / "in.txt").write_text("from host")
-    proc = engine("run", "--rm", "-v", f"{host_dir}:/shared", "busybox", "sh", "-c",
-                  "cat /shared/in.txt; echo back > /shared/out.txt")
+    proc = engine(
+        "run",
+        "--rm",
+        "-v",
+        f"{host_dir}:/shared",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /shared/in.txt; echo back > /shared/out.txt",
+    )
     assert proc.stdout == "from host", proc.stderr
     assert (host_dir / "out.txt").read_text() == "back\n"
-    proc = engine("run", "--rm", "--mount", f"type=bind,src={host_dir},dst=/ro,readonly", "busybox",
-                  "sh", "-c", "touch /ro/x")
+    proc = engine(
+        "run", "--rm", "--mount", f"type=bind,src={host_dir},dst=/ro,readonly", "busybox", "sh", "-c", "touch /ro/x"
+    )
     assert proc.returncode != 0
-    proc = engine("run", "--rm", "--read-only", "--tmpfs", "/scratch", "busybox", "sh", "-c",
-                  "touch /scratch/ok && touch /nope")
+    proc = engine(
+        "run", "--rm", "--read-only", "--tmpfs", "/scratch", "busybox", "sh", "-c", "touch /scratch/ok && touch /nope"
+    )
     assert proc.returncode == 1 and "Read-only file system" in proc.stderr
 
 
@@ -287,7 +353,9 @@ def test_cp_both_ways(engine, tmp_path):
     assert engine("cp", str(src), "files:/tmp/dst").returncode == 0
     assert engine("cp", str(src / "a.txt"), "files:/tmp/").returncode == 0
     assert engine("cp", f"{src}/.", "files:/tmp/dot").returncode == 0
-    listing = engine("exec", "files", "sh", "-c", "cat /tmp/a.txt /tmp/dst/sub/b.txt /tmp/dot/a.txt; ls /tmp/dot").stdout
+    listing = engine(
+        "exec", "files", "sh", "-c", "cat /tmp/a.txt /tmp/dst/sub/b.txt /tmp/dot/a.txt; ls /tmp/dot"
+    ).stdout
     assert listing == "ABAa.txt\nsub\n"
 
     assert engine("cp", "files:/tmp/dst", str(tmp_path / "back")).returncode == 0
@@ -333,8 +401,24 @@ def test_export_diff_port_stats(engine, tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip() == "Error: No public port '80' published for fs"
     assert engine("port", "fs").stdout == ""
     stats = engine("stats", "--no-stream", "fs").stdout.splitlines()
-    assert stats[0].split() == ["CONTAINER", "ID", "NAME", "CPU", "%", "MEM", "USAGE", "/", "LIMIT", "MEM", "%",
-                                "NET", "I/O", "BLOCK", "I/O", "PIDS"]
+    assert stats[0].split() == [
+        "CONTAINER",
+        "ID",
+        "NAME",
+        "CPU",
+        "%",
+        "MEM",
+        "USAGE",
+        "/",
+        "LIMIT",
+        "MEM",
+        "%",
+        "NET",
+        "I/O",
+        "BLOCK",
+        "I/O",
+        "PIDS",
+    ]
     assert stats[1].split()[1] == "fs" and stats[1].split()[2].endswith("%")
     row = engine("stats", "--no-stream", "--format", "{{.Name}}|{{.PIDs}}", "fs").stdout.strip()
     assert row.split("|")[0] == "fs" and int(row.split("|")[1]) >= 1
@@ -343,7 +427,7 @@ def test_export_diff_port_stats(engine, tmp_path):
 def test_container_group_and_prune(engine):
     assert engine("container", "run", "--name", "g1", "busybox", "true").returncode == 0
     assert engine("container", "ls", "-a", "--format", "{{.Names}}").stdout == "g1\n"
-    assert engine("container", "ps", "-a", "-q") .stdout.strip() == engine("ps", "-aq").stdout.strip()
+    assert engine("container", "ps", "-a", "-q").stdout.strip() == engine("ps", "-aq").stdout.strip()
     assert engine("container", "logs", "g1").returncode == 0
     proc = engine("container", "prune", "-f")
     assert proc.returncode == 0 and proc.stdout.startswith("Deleted Containers:\n")
@@ -357,13 +441,25 @@ def test_events_and_system_df(engine):
     until = str(int(time.time()) + 1)
     time.sleep(1.5)
     # The name filter: a previous test's container may have died in this second too.
-    proc = engine("events", "--since", since, "--until", until, "-f", "type=container", "-f", "event=die",
-                  "-f", "container=ev")
+    proc = engine(
+        "events", "--since", since, "--until", until, "-f", "type=container", "-f", "event=die", "-f", "container=ev"
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and " container die " in lines[0] and "name=ev" in lines[0]
-    proc = engine("events", "--since", since, "--until", until, "--format", "{{.Action}}", "-f", "event=start",
-                  "-f", "container=ev")
+    proc = engine(
+        "events",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--format",
+        "{{.Action}}",
+        "-f",
+        "event=start",
+        "-f",
+        "container=ev",
+    )
     assert proc.stdout == "start\n"
     df = engine("system", "df").stdout.splitlines()
     assert df[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
@@ -371,8 +467,12 @@ def test_events_and_system_df(engine):
 
 
 def test_logs_follow_ends_with_the_container(engine):
-    assert engine("run", "-d", "--name", "counter", "busybox", "sh", "-c",
-                  "for i in 1 2 3; do echo $i; sleep 0.3; done").returncode == 0
+    assert (
+        engine(
+            "run", "-d", "--name", "counter", "busybox", "sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.3; done"
+        ).returncode
+        == 0
+    )
     proc = engine("logs", "-f", "counter", timeout=30)
     assert (proc.returncode, proc.stdout) == (0, "1\n2\n3\n")
     proc = engine("logs", "-f", "--tail", "1", "counter", timeout=30)
@@ -396,11 +496,14 @@ def test_system_prune(engine):
     assert engine("ps", "-aq").stdout == ""
 
 
-@pytest.mark.parametrize("user, groups", [
-    ("", "uid=0(root) gid=0(root) groups=0(root),10(wheel)"),
-    ("nobody", "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"),
-    ("1234:99", "uid=1234 gid=99 groups=99"),
-])
+@pytest.mark.parametrize(
+    "user, groups",
+    [
+        ("", "uid=0(root) gid=0(root) groups=0(root),10(wheel)"),
+        ("nobody", "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"),
+        ("1234:99", "uid=1234 gid=99 groups=99"),
+    ],
+)
 def test_user_and_groups(engine, user, groups):
     """The primary group is also a supplementary one (containerd adds it; runc then calls setgroups)."""
     args = ["run", "--rm"] + (["-u", user] if user else []) + ["busybox", "id"]
@@ -412,8 +515,10 @@ def test_user_and_groups(engine, user, groups):
 def test_exec_user_and_groups(engine):
     cid = engine("run", "-d", "busybox", "sleep", "60").stdout.strip()
     assert engine("exec", cid, "id").stdout == "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
-    assert engine("exec", "-u", "nobody", cid, "id").stdout == \
-        "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n"
+    assert (
+        engine("exec", "-u", "nobody", cid, "id").stdout
+        == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n"
+    )
 
 
 def _one_entry_tar(name: str, directory: bool) -> bytes:
@@ -441,8 +546,9 @@ def test_cp_no_overwrite_dir_non_dir(engine):
         url = api._url("/containers/{0}/archive", cid)
         answers = []
         for name, directory in (("d", False), ("f", True)):
-            resp = api._put(url, params={"path": "/tmp", "noOverwriteDirNonDir": "true"},
-                            data=_one_entry_tar(name, directory))
+            resp = api._put(
+                url, params={"path": "/tmp", "noOverwriteDirNonDir": "true"}, data=_one_entry_tar(name, directory)
+            )
             answers.append((resp.status_code, resp.json()["message"]))
         assert answers[0][0] == answers[1][0] and answers[0][0] in (400, 500)  # ours 400, dockerd 500
         assert answers[0][1].endswith('cannot overwrite directory "/tmp/d" with non-directory "/tmp"')
@@ -460,8 +566,17 @@ def test_cp_stopped_container_reaches_its_volumes(engine, tmp_path):
     bound = tmp_path / "bound"
     bound.mkdir()
     (bound / "b.txt").write_text("from the bind\n")
-    cid = engine("create", "-v", "/data", "-v", f"{bound}:/srv/b", "busybox",
-                 "sh", "-c", "cat /data/in.txt /srv/b/b.txt /srv/b/in2.txt").stdout.strip()
+    cid = engine(
+        "create",
+        "-v",
+        "/data",
+        "-v",
+        f"{bound}:/srv/b",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/in.txt /srv/b/b.txt /srv/b/in2.txt",
+    ).stdout.strip()
     src = tmp_path / "in.txt"
     src.write_text("copied while stopped\n")
     assert engine("cp", str(src), f"{cid}:/data/").returncode == 0

@@ -13,14 +13,17 @@ from engine.client.cparchive import CopyInfo
 from engine.client.errors import ClientError
 
 
-@pytest.mark.parametrize("arg, expected", [
-    ("web:/etc/passwd", ("web", "/etc/passwd")),
-    ("web:relative", ("web", "relative")),
-    ("/abs:with:colons", ("", "/abs:with:colons")),
-    ("./web:x", ("", "./web:x")),
-    ("plain", ("", "plain")),
-    ("-", ("", "-")),
-])
+@pytest.mark.parametrize(
+    "arg, expected",
+    [
+        ("web:/etc/passwd", ("web", "/etc/passwd")),
+        ("web:relative", ("web", "relative")),
+        ("/abs:with:colons", ("", "/abs:with:colons")),
+        ("./web:x", ("", "./web:x")),
+        ("plain", ("", "plain")),
+        ("-", ("", "-")),
+    ],
+)
 def test_split_cp_arg(arg, expected):
     assert cparchive.split_cp_arg(arg) == expected
 
@@ -34,14 +37,17 @@ def test_split_dir_entry_and_trailing():
     assert cparchive.go_base("/a/b/") == "b" and cparchive.go_base("/") == "/"
 
 
-@pytest.mark.parametrize("src, dst, expected", [
-    (CopyInfo("/c/dir", True, True), CopyInfo("/h/exists", True, True), ("/h/exists", None)),
-    (CopyInfo("/c/dir", True, True), CopyInfo("/h/new"), ("/h", ("dir", "new"))),
-    (CopyInfo("/c/dir/.", True, True), CopyInfo("/h/new"), ("/h", (".", "new"))),
-    (CopyInfo("/c/file", True, False), CopyInfo("/h/file2", True, False), ("/h", ("file", "file2"))),
-    (CopyInfo("/c/file", True, False), CopyInfo("/h/new"), ("/h", ("file", "new"))),
-    (CopyInfo("/c/link", True, False, rebase_name="orig"), CopyInfo("/h/new"), ("/h", ("orig", "new"))),
-])
+@pytest.mark.parametrize(
+    "src, dst, expected",
+    [
+        (CopyInfo("/c/dir", True, True), CopyInfo("/h/exists", True, True), ("/h/exists", None)),
+        (CopyInfo("/c/dir", True, True), CopyInfo("/h/new"), ("/h", ("dir", "new"))),
+        (CopyInfo("/c/dir/.", True, True), CopyInfo("/h/new"), ("/h", (".", "new"))),
+        (CopyInfo("/c/file", True, False), CopyInfo("/h/file2", True, False), ("/h", ("file", "file2"))),
+        (CopyInfo("/c/file", True, False), CopyInfo("/h/new"), ("/h", ("file", "new"))),
+        (CopyInfo("/c/link", True, False, rebase_name="orig"), CopyInfo("/h/new"), ("/h", ("orig", "new"))),
+    ],
+)
 def test_prepare_copy(src, dst, expected):
     assert cparchive.prepare_copy(src, dst) == expected
 

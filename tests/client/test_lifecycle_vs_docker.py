@@ -66,8 +66,13 @@ def test_kill_ends_restarts_and_rm_f_removes(engine):
 
 def test_manual_start_resets_the_restart_count(engine):
     engine("run", "-d", "--name", "of", "--restart", "on-failure:1", "busybox", "sh", "-c", "echo run; exit 1")
-    assert wait_for(lambda: engine("logs", "of").stdout.count("run") == 2 and not state(engine, "of")["Restarting"]
-                    and not state(engine, "of")["Running"])
+    assert wait_for(
+        lambda: (
+            engine("logs", "of").stdout.count("run") == 2
+            and not state(engine, "of")["Restarting"]
+            and not state(engine, "of")["Running"]
+        )
+    )
     time.sleep(1)  # no third run
     assert engine("logs", "of").stdout.count("run") == 2
     engine("start", "of")
@@ -121,9 +126,11 @@ def test_abandoned_attaches_to_a_created_container_let_go(engine):
     assert host.startswith("unix://")
     for _ in range(140):  # more than the worker's threads
         s = socket.socket(socket.AF_UNIX)
-        s.connect(host[len("unix://"):])
-        s.sendall(b"POST /v1.41/containers/cr/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: x\r\n"
-                  b"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n")
+        s.connect(host[len("unix://") :])
+        s.sendall(
+            b"POST /v1.41/containers/cr/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+        )
         s.settimeout(10)
         assert s.recv(200).startswith(b"HTTP/1.1 101")
         s.close()

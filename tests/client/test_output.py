@@ -9,47 +9,75 @@ import struct
 
 import pytest
 
-from engine.client.apihelp import (ellipsis, filters_json, get_timestamp, go_quote, indent_json)
+from engine.client.apihelp import ellipsis, filters_json, get_timestamp, go_quote, indent_json
 from engine.client.commands.container_info import PsRow, StatsRow, cpu_percent, displayable_ports, memory_usage
 from engine.client.commands.system import disk_usage_rows, format_event
 from engine.client.format import tabwrite
 from engine.client.hijack import EscapeProxy, HijackError, parse_detach_keys, stdcopy
 
 
-def P(private, kind="tcp", ip="", public=0):  # noqa: N802 - reads like the Go test table
-    return {"IP": ip, "PrivatePort": private, "PublicPort": public, "Type": kind} if ip else \
-        {"PrivatePort": private, "PublicPort": public, "Type": kind}
+def P(private, kind="tcp", ip="", public=0):
+    return (
+        {"IP": ip, "PrivatePort": private, "PublicPort": public, "Type": kind}
+        if ip
+        else {"PrivatePort": private, "PublicPort": public, "Type": kind}
+    )
 
 
 # The cases of the docker CLI's TestDisplayablePorts (cli/command/formatter/container_test.go).
-@pytest.mark.parametrize("ports, expected", [
-    ([P(9988)], "9988/tcp"),
-    ([P(9988, "udp")], "9988/udp"),
-    ([P(9988, ip="0.0.0.0")], "0.0.0.0:0->9988/tcp"),
-    ([P(9988, ip="::")], "[::]:0->9988/tcp"),
-    ([P(9988, public=8899)], "9988/tcp"),
-    ([P(9988, ip="4.3.2.1", public=8899)], "4.3.2.1:8899->9988/tcp"),
-    ([P(9988, ip="::1", public=8899)], "[::1]:8899->9988/tcp"),
-    ([P(9988, ip="4.3.2.1", public=9988)], "4.3.2.1:9988->9988/tcp"),
-    ([P(9988, ip="::1", public=9988)], "[::1]:9988->9988/tcp"),
-    ([P(9988, "udp"), P(9988, "udp")], "9988/udp, 9988/udp"),
-    ([P(9998, "udp", "1.2.3.4", 9998), P(9999, "udp", "1.2.3.4", 9999)], "1.2.3.4:9998-9999->9998-9999/udp"),
-    ([P(9998, "udp", "::1", 9998), P(9999, "udp", "::1", 9999)], "[::1]:9998-9999->9998-9999/udp"),
-    ([P(9998, "udp", "1.2.3.4", 8887), P(9999, "udp", "1.2.3.4", 8888)],
-     "1.2.3.4:8887->9998/udp, 1.2.3.4:8888->9999/udp"),
-    ([P(9998, "udp"), P(9999, "udp")], "9998-9999/udp"),
-    ([P(6677, "tcp", "1.2.3.4", 7766), P(9988, "udp", public=8899)], "9988/udp, 1.2.3.4:7766->6677/tcp"),
-    ([P(9988, "udp", "1.2.3.4", 8899), P(9988, "tcp", "1.2.3.4", 8899), P(2233, "tcp", "4.3.2.1", 3322),
-      P(2233, "tcp", "::1", 3322)],
-     "4.3.2.1:3322->2233/tcp, [::1]:3322->2233/tcp, 1.2.3.4:8899->9988/tcp, 1.2.3.4:8899->9988/udp"),
-    ([P(80), P(1024), P(80, "udp"), P(1024, "udp"), P(1024, "tcp", "1.1.1.1", 80), P(1024, "udp", "1.1.1.1", 80),
-      P(80, "tcp", "1.1.1.1", 1024), P(80, "udp", "1.1.1.1", 1024), P(1024, "tcp", "2.1.1.1", 80),
-      P(1024, "udp", "2.1.1.1", 80), P(80, "tcp", "2.1.1.1", 1024), P(80, "udp", "2.1.1.1", 1024), P(12345, "sctp")],
-     "80/tcp, 80/udp, 1024/tcp, 1024/udp, 12345/sctp, 1.1.1.1:1024->80/tcp, 1.1.1.1:1024->80/udp, "
-     "2.1.1.1:1024->80/tcp, 2.1.1.1:1024->80/udp, 1.1.1.1:80->1024/tcp, 1.1.1.1:80->1024/udp, "
-     "2.1.1.1:80->1024/tcp, 2.1.1.1:80->1024/udp"),
-    ([P(80, ip="0.0.0.0", public=8080), P(80, ip="::", public=8080)], "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"),
-])
+@pytest.mark.parametrize(
+    "ports, expected",
+    [
+        ([P(9988)], "9988/tcp"),
+        ([P(9988, "udp")], "9988/udp"),
+        ([P(9988, ip="0.0.0.0")], "0.0.0.0:0->9988/tcp"),
+        ([P(9988, ip="::")], "[::]:0->9988/tcp"),
+        ([P(9988, public=8899)], "9988/tcp"),
+        ([P(9988, ip="4.3.2.1", public=8899)], "4.3.2.1:8899->9988/tcp"),
+        ([P(9988, ip="::1", public=8899)], "[::1]:8899->9988/tcp"),
+        ([P(9988, ip="4.3.2.1", public=9988)], "4.3.2.1:9988->9988/tcp"),
+        ([P(9988, ip="::1", public=9988)], "[::1]:9988->9988/tcp"),
+        ([P(9988, "udp"), P(9988, "udp")], "9988/udp, 9988/udp"),
+        ([P(9998, "udp", "1.2.3.4", 9998), P(9999, "udp", "1.2.3.4", 9999)], "1.2.3.4:9998-9999->9998-9999/udp"),
+        ([P(9998, "udp", "::1", 9998), P(9999, "udp", "::1", 9999)], "[::1]:9998-9999->9998-9999/udp"),
+        (
+            [P(9998, "udp", "1.2.3.4", 8887), P(9999, "udp", "1.2.3.4", 8888)],
+            "1.2.3.4:8887->9998/udp, 1.2.3.4:8888->9999/udp",
+        ),
+        ([P(9998, "udp"), P(9999, "udp")], "9998-9999/udp"),
+        ([P(6677, "tcp", "1.2.3.4", 7766), P(9988, "udp", public=8899)], "9988/udp, 1.2.3.4:7766->6677/tcp"),
+        (
+            [
+                P(9988, "udp", "1.2.3.4", 8899),
+                P(9988, "tcp", "1.2.3.4", 8899),
+                P(2233, "tcp", "4.3.2.1", 3322),
+                P(2233, "tcp", "::1", 3322),
+            ],
+            "4.3.2.1:3322->2233/tcp, [::1]:3322->2233/tcp, 1.2.3.4:8899->9988/tcp, 1.2.3.4:8899->9988/udp",
+        ),
+        (
+            [
+                P(80),
+                P(1024),
+                P(80, "udp"),
+                P(1024, "udp"),
+                P(1024, "tcp", "1.1.1.1", 80),
+                P(1024, "udp", "1.1.1.1", 80),
+                P(80, "tcp", "1.1.1.1", 1024),
+                P(80, "udp", "1.1.1.1", 1024),
+                P(1024, "tcp", "2.1.1.1", 80),
+                P(1024, "udp", "2.1.1.1", 80),
+                P(80, "tcp", "2.1.1.1", 1024),
+                P(80, "udp", "2.1.1.1", 1024),
+                P(12345, "sctp"),
+            ],
+            "80/tcp, 80/udp, 1024/tcp, 1024/udp, 12345/sctp, 1.1.1.1:1024->80/tcp, 1.1.1.1:1024->80/udp, "
+            "2.1.1.1:1024->80/tcp, 2.1.1.1:1024->80/udp, 1.1.1.1:80->1024/tcp, 1.1.1.1:80->1024/udp, "
+            "2.1.1.1:80->1024/tcp, 2.1.1.1:80->1024/udp",
+        ),
+        ([P(80, ip="0.0.0.0", public=8080), P(80, ip="::", public=8080)], "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"),
+    ],
+)
 def test_displayable_ports(ports, expected):
     assert displayable_ports(ports) == expected
 
@@ -87,30 +115,53 @@ def test_ps_row_fields():
     full = PsRow(SUMMARY, trunc=False, now=1005)
     assert full.ID() == SUMMARY["Id"] and full.Names() == "web,other/alias"
     assert full.Command() == json.dumps(SUMMARY["Command"])
-    assert sorted(row.to_json()) == ["Command", "CreatedAt", "ID", "Image", "Labels", "LocalVolumes", "Mounts",
-                                     "Names", "Networks", "Platform", "Ports", "RunningFor", "Size", "State",
-                                     "Status"]
+    assert sorted(row.to_json()) == [
+        "Command",
+        "CreatedAt",
+        "ID",
+        "Image",
+        "Labels",
+        "LocalVolumes",
+        "Mounts",
+        "Names",
+        "Networks",
+        "Platform",
+        "Ports",
+        "RunningFor",
+        "Size",
+        "State",
+        "Status",
+    ]
 
 
-@pytest.mark.parametrize("image, image_id, expected", [
-    ("docker.io/library/busybox:latest", "sha256:aa", "busybox:latest"),
-    ("localhost:5000/team/app", "sha256:aa", "localhost:5000/team/app"),
-    ("busybox@sha256:" + "a" * 64, "sha256:bb", "busybox"),
-    ("sha256:c5779a749cb1ed7e", "sha256:c5779a749cb1ed7e9b7d", "c5779a749cb1"),
-    ("", "sha256:aa", "<no image>"),
-])
+@pytest.mark.parametrize(
+    "image, image_id, expected",
+    [
+        ("docker.io/library/busybox:latest", "sha256:aa", "busybox:latest"),
+        ("localhost:5000/team/app", "sha256:aa", "localhost:5000/team/app"),
+        ("busybox@sha256:" + "a" * 64, "sha256:bb", "busybox"),
+        ("sha256:c5779a749cb1ed7e", "sha256:c5779a749cb1ed7e9b7d", "c5779a749cb1"),
+        ("", "sha256:aa", "<no image>"),
+    ],
+)
 def test_ps_image_column(image, image_id, expected):
     assert PsRow(dict(SUMMARY, Image=image, ImageID=image_id), trunc=True).Image() == expected
 
 
 STATS = {
-    "name": "/web", "id": "b49c029db5002b33b681e95a31685f22143dfd8e4a1f892475b0b35c0a8511c9",
+    "name": "/web",
+    "id": "b49c029db5002b33b681e95a31685f22143dfd8e4a1f892475b0b35c0a8511c9",
     "cpu_stats": {"cpu_usage": {"total_usage": 300_000_000}, "system_cpu_usage": 20_000_000_000, "online_cpus": 4},
     "precpu_stats": {"cpu_usage": {"total_usage": 100_000_000}, "system_cpu_usage": 10_000_000_000},
     "memory_stats": {"usage": 10 << 20, "limit": 1 << 30, "stats": {"inactive_file": 2 << 20}},
     "networks": {"eth0": {"rx_bytes": 1500, "tx_bytes": 2_500_000}},
-    "blkio_stats": {"io_service_bytes_recursive": [{"op": "Read", "value": 4096}, {"op": "write", "value": 1000},
-                                                   {"op": "Total", "value": 5096}]},
+    "blkio_stats": {
+        "io_service_bytes_recursive": [
+            {"op": "Read", "value": 4096},
+            {"op": "write", "value": 1000},
+            {"op": "Total", "value": 5096},
+        ]
+    },
     "pids_stats": {"current": 3},
 }
 
@@ -123,19 +174,30 @@ def test_stats_computation():
     assert memory_usage(v1) == 9 << 20
     row = StatsRow("web", STATS)
     assert (row.ID(), row.Name(), row.CPUPerc(), row.MemUsage(), row.MemPerc()) == (
-        "b49c029db500", "web", "8.00%", "8MiB / 1GiB", "0.78%")
+        "b49c029db500",
+        "web",
+        "8.00%",
+        "8MiB / 1GiB",
+        "0.78%",
+    )
     assert (row.NetIO(), row.BlockIO(), row.PIDs()) == ("1.5kB / 2.5MB", "4.1kB / 1kB", "3")
     missing = StatsRow("gone", None)
     assert (missing.Name(), missing.CPUPerc(), missing.MemUsage(), missing.PIDs()) == ("--", "--", "-- / --", "--")
-    assert cpu_percent({"cpu_stats": {"cpu_usage": {"total_usage": 5, "percpu_usage": [1, 2]},
-                                      "system_cpu_usage": 10}, "precpu_stats": {}}) == pytest.approx(100.0)
+    assert cpu_percent(
+        {
+            "cpu_stats": {"cpu_usage": {"total_usage": 5, "percpu_usage": [1, 2]}, "system_cpu_usage": 10},
+            "precpu_stats": {},
+        }
+    ) == pytest.approx(100.0)
 
 
 def test_indent_json_keeps_the_daemon_text():
     raw = b'[{"A":[],"B":{},"C":"x\\u003cy","D":[1,{"E":null}],"F":true}]'
-    assert indent_json(raw) == ('[\n    {\n        "A": [],\n        "B": {},\n        "C": "x\\u003cy",\n'
-                                '        "D": [\n            1,\n            {\n                "E": null\n'
-                                '            }\n        ],\n        "F": true\n    }\n]')
+    assert indent_json(raw) == (
+        '[\n    {\n        "A": [],\n        "B": {},\n        "C": "x\\u003cy",\n'
+        '        "D": [\n            1,\n            {\n                "E": null\n'
+        '            }\n        ],\n        "F": true\n    }\n]'
+    )
     assert indent_json(b"[]") == "[]"
     doc = [{"a": "b: c, d", "e": [1.5, -2, "[{"]}]
     assert indent_json(json.dumps(doc)) == json.dumps(doc, indent=4)
@@ -146,8 +208,10 @@ def test_quote_ellipsis_filters():
     assert go_quote('a"b\\c\n\x01é') == '"a\\"b\\\\c\\n\\x01é"'
     assert ellipsis("0123456789abcdefghijXYZ", 20) == "0123456789abcdefghi…"
     assert ellipsis("short", 20) == "short"
-    assert filters_json(["name=web", "status=exited", "name=db"]) == \
-        '{"name":{"web":true,"db":true},"status":{"exited":true}}'
+    assert (
+        filters_json(["name=web", "status=exited", "name=db"])
+        == '{"name":{"web":true,"db":true},"status":{"exited":true}}'
+    )
     assert filters_json([]) is None
 
 
@@ -165,29 +229,39 @@ def test_timestamps():
 def test_tabwriter_like_go():
     out = io.StringIO()
     tabwrite(["TYPE\tTOTAL\tSIZE", "Images\t1\t1.983MB", "Local Volumes\t0\t0B"], out)
-    assert out.getvalue() == ("TYPE            TOTAL     SIZE\n"
-                              "Images          1         1.983MB\n"
-                              "Local Volumes   0         0B\n")
+    assert out.getvalue() == (
+        "TYPE            TOTAL     SIZE\nImages          1         1.983MB\nLocal Volumes   0         0B\n"
+    )
 
 
 def test_event_lines():
-    event = {"Type": "container", "Action": "die", "Actor": {"ID": "abc", "Attributes": {"name": "web", "exitCode": "0",
-                                                                                         "image": "busybox"}},
-             "time": 1704067200, "timeNano": 1704067200123456789}
+    event = {
+        "Type": "container",
+        "Action": "die",
+        "Actor": {"ID": "abc", "Attributes": {"name": "web", "exitCode": "0", "image": "busybox"}},
+        "time": 1704067200,
+        "timeNano": 1704067200123456789,
+    }
     assert format_event(event).endswith("container die abc (exitCode=0, image=busybox, name=web)")
     assert format_event(event)[19:29] == ".123456789"
     assert format_event({"Type": "volume", "Action": "create", "Actor": {"ID": "v"}}) == "volume create v"
 
 
 def test_disk_usage_rows():
-    du = {"LayersSize": 2000, "Images": [{"Containers": 1, "Size": 1500, "SharedSize": 0}, {"Containers": 0,
-                                                                                            "Size": 500, "SharedSize": 0}],
-          "Containers": [{"State": "running", "SizeRw": 10}, {"State": "exited", "SizeRw": 30}],
-          "Volumes": [{"UsageData": {"Size": 100, "RefCount": 0}}, {"UsageData": {"Size": -1, "RefCount": 1}}],
-          "BuildCache": []}
+    du = {
+        "LayersSize": 2000,
+        "Images": [{"Containers": 1, "Size": 1500, "SharedSize": 0}, {"Containers": 0, "Size": 500, "SharedSize": 0}],
+        "Containers": [{"State": "running", "SizeRw": 10}, {"State": "exited", "SizeRw": 30}],
+        "Volumes": [{"UsageData": {"Size": 100, "RefCount": 0}}, {"UsageData": {"Size": -1, "RefCount": 1}}],
+        "BuildCache": [],
+    }
     rows = [(r.Type(), r.TotalCount(), r.Active(), r.Size(), r.Reclaimable()) for r in disk_usage_rows(du)]
-    assert rows == [("Images", "2", "1", "2kB", "500B (25%)"), ("Containers", "2", "1", "40B", "30B (75%)"),
-                    ("Local Volumes", "2", "1", "100B", "100B (100%)"), ("Build Cache", "0", "0", "0B", "0B")]
+    assert rows == [
+        ("Images", "2", "1", "2kB", "500B (25%)"),
+        ("Containers", "2", "1", "40B", "30B (75%)"),
+        ("Local Volumes", "2", "1", "100B", "100B (100%)"),
+        ("Build Cache", "0", "0", "0B", "0B"),
+    ]
 
 
 def frame(kind: int, data: bytes) -> bytes:

@@ -18,45 +18,50 @@ DOC = {
 }
 
 
-@pytest.mark.parametrize("fmt, expected", [
-    ("{{.Id}}", "abc"),
-    ("{{.State.Running}} {{.State.Pid}}", "true 42"),
-    ("{{.Config.Cmd}}", "[sh -c x]"),
-    ("{{.Config.Labels}}", "map[a:1 b:2]"),
-    ("{{.Config.Env}}", "[]"),
-    ("{{.State.Health}}", "<nil>"),
-    ("{{.Nope}}", "<no value>"),
-    ("{{json .Config.Labels}}", '{"b":"2","a":"1"}'),
-    ("{{json .Mounts}}", '[{"Source":"/a","Destination":"/x"},{"Source":"/b","Destination":"/y"}]'),
-    ('{{json "a<b"}}', '"a<b"'),
-    ("{{range .Mounts}}{{.Source}}:{{.Destination}} {{end}}", "/a:/x /b:/y "),
-    ("{{range $i, $m := .Mounts}}{{$i}}={{$m.Source}};{{end}}", "0=/a;1=/b;"),
-    ("{{range $k, $v := .Config.Labels}}{{$k}}{{$v}}{{end}}", "a1b2"),
-    ("{{range $p, $conf := .NetworkSettings.Ports}}{{if $conf}}{{$p}}->{{(index $conf 0).HostPort}} {{end}}{{end}}",
-     "80/tcp->8080 "),
-    ("{{range .Config.Env}}x{{else}}empty{{end}}", "empty"),
-    ("{{if .State.Running}}up{{else}}down{{end}}", "up"),
-    ("{{if not .State.Running}}down{{else if .State.Pid}}pid{{else}}?{{end}}", "pid"),
-    ("{{if eq .State.Pid 41 42}}yes{{end}}", "yes"),
-    ("{{if and .State.Running (gt .State.Pid 10)}}big{{end}}", "big"),
-    ("{{or .Nope .Id}}", "abc"),
-    ("{{with .State}}{{.Pid}}{{end}}", "42"),
-    ("{{with .Nope}}x{{else}}none{{end}}", "none"),
-    ('{{index .Config.Labels "a"}}', "1"),
-    ("{{index .Config.Cmd 1}}", "-c"),
-    ("{{len .Mounts}}", "2"),
-    ('{{join .Config.Cmd " "}}', "sh -c x"),
-    ('{{split "a,b" ","}}', "[a b]"),
-    ("{{.Name | upper}}", "/WEB"),
-    ("{{lower \"ABC\"}} {{title \"hello world\"}}", "abc Hello World"),
-    ('{{truncate .Id 2}} {{pad .Id 1 2}}|', "ab  abc  |"),
-    ('{{printf "%s:%d" .Name .State.Pid}}', "/web:42"),
-    ('{{printf "%-6s|" .Id}}', "abc   |"),
-    ("{{println .Id}}", "abc\n"),
-    ("{{$n := .Name}}{{$n}}", "/web"),
-    ("{{/* a comment */}}x", "x"),
-    ("a  {{- .Id -}}  b", "aabcb"),
-])
+@pytest.mark.parametrize(
+    "fmt, expected",
+    [
+        ("{{.Id}}", "abc"),
+        ("{{.State.Running}} {{.State.Pid}}", "true 42"),
+        ("{{.Config.Cmd}}", "[sh -c x]"),
+        ("{{.Config.Labels}}", "map[a:1 b:2]"),
+        ("{{.Config.Env}}", "[]"),
+        ("{{.State.Health}}", "<nil>"),
+        ("{{.Nope}}", "<no value>"),
+        ("{{json .Config.Labels}}", '{"b":"2","a":"1"}'),
+        ("{{json .Mounts}}", '[{"Source":"/a","Destination":"/x"},{"Source":"/b","Destination":"/y"}]'),
+        ('{{json "a<b"}}', '"a<b"'),
+        ("{{range .Mounts}}{{.Source}}:{{.Destination}} {{end}}", "/a:/x /b:/y "),
+        ("{{range $i, $m := .Mounts}}{{$i}}={{$m.Source}};{{end}}", "0=/a;1=/b;"),
+        ("{{range $k, $v := .Config.Labels}}{{$k}}{{$v}}{{end}}", "a1b2"),
+        (
+            "{{range $p, $conf := .NetworkSettings.Ports}}{{if $conf}}{{$p}}->{{(index $conf 0).HostPort}} {{end}}{{end}}",
+            "80/tcp->8080 ",
+        ),
+        ("{{range .Config.Env}}x{{else}}empty{{end}}", "empty"),
+        ("{{if .State.Running}}up{{else}}down{{end}}", "up"),
+        ("{{if not .State.Running}}down{{else if .State.Pid}}pid{{else}}?{{end}}", "pid"),
+        ("{{if eq .State.Pid 41 42}}yes{{end}}", "yes"),
+        ("{{if and .State.Running (gt .State.Pid 10)}}big{{end}}", "big"),
+        ("{{or .Nope .Id}}", "abc"),
+        ("{{with .State}}{{.Pid}}{{end}}", "42"),
+        ("{{with .Nope}}x{{else}}none{{end}}", "none"),
+        ('{{index .Config.Labels "a"}}', "1"),
+        ("{{index .Config.Cmd 1}}", "-c"),
+        ("{{len .Mounts}}", "2"),
+        ('{{join .Config.Cmd " "}}', "sh -c x"),
+        ('{{split "a,b" ","}}', "[a b]"),
+        ("{{.Name | upper}}", "/WEB"),
+        ('{{lower "ABC"}} {{title "hello world"}}', "abc Hello World"),
+        ("{{truncate .Id 2}} {{pad .Id 1 2}}|", "ab  abc  |"),
+        ('{{printf "%s:%d" .Name .State.Pid}}', "/web:42"),
+        ('{{printf "%-6s|" .Id}}', "abc   |"),
+        ("{{println .Id}}", "abc\n"),
+        ("{{$n := .Name}}{{$n}}", "/web"),
+        ("{{/* a comment */}}x", "x"),
+        ("a  {{- .Id -}}  b", "aabcb"),
+    ],
+)
 def test_render(fmt, expected):
     assert render(fmt, DOC) == expected
 
@@ -83,13 +88,13 @@ class Row:
     def __init__(self, ident, name):
         self.ident, self.name = ident, name
 
-    def ID(self):  # noqa: N802
+    def ID(self):
         return self.ident
 
-    def Names(self):  # noqa: N802
+    def Names(self):
         return self.name
 
-    def Label(self, key):  # noqa: N802
+    def Label(self, key):
         return f"label-{key}"
 
     def to_json(self):
@@ -103,11 +108,15 @@ def test_methods_and_json_of_objects():
 
 def test_table_rows_have_a_header_and_aligned_columns():
     out = io.StringIO()
-    render_rows("table {{.ID}}\\t{{.Names}}\\t{{.ID}}", [Row("1", "alpha"), Row("22", "b")],
-                {"ID": "CONTAINER ID", "Names": "NAMES"}, out)
-    assert out.getvalue() == ("CONTAINER ID   NAMES     CONTAINER ID\n"
-                              "1              alpha     1\n"
-                              "22             b         22\n")
+    render_rows(
+        "table {{.ID}}\\t{{.Names}}\\t{{.ID}}",
+        [Row("1", "alpha"), Row("22", "b")],
+        {"ID": "CONTAINER ID", "Names": "NAMES"},
+        out,
+    )
+    assert out.getvalue() == (
+        "CONTAINER ID   NAMES     CONTAINER ID\n1              alpha     1\n22             b         22\n"
+    )
     out = io.StringIO()
     render_rows("{{.ID}}:{{.Names}}", [Row("1", "a")], {}, out)
     assert out.getvalue() == "1:a\n"

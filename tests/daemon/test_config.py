@@ -8,7 +8,14 @@ import json
 import pytest
 
 from engine.daemon.config import (
-    Config, ConfigError, add_daemon_arguments, build_config, check_host, kernel_version, parse_host, validate,
+    Config,
+    ConfigError,
+    add_daemon_arguments,
+    build_config,
+    check_host,
+    kernel_version,
+    parse_host,
+    validate,
 )
 
 
@@ -34,10 +41,39 @@ def test_defaults(no_default_file):
 
 
 def test_docker_flag_names(no_default_file):
-    cfg = parse("-p", "/tmp/p.pid", "-g", "/tmp/root", "-H", "unix:///tmp/s.sock", "-H", "tcp://127.0.0.1:2375",
-                "-D", "-G", "wheel", "--iptables=false", "--icc=true", "--dns", "1.1.1.1", "--dns", "9.9.9.9",
-                "-s", "vfs", "--storage-opt", "a=b", "-e", "lxc", "--mtu", "1400", "-b", "br0",
-                "--insecure-registry", "10.0.0.0/8", "--registry-mirror", "http://127.0.0.1:5000")
+    cfg = parse(
+        "-p",
+        "/tmp/p.pid",
+        "-g",
+        "/tmp/root",
+        "-H",
+        "unix:///tmp/s.sock",
+        "-H",
+        "tcp://127.0.0.1:2375",
+        "-D",
+        "-G",
+        "wheel",
+        "--iptables=false",
+        "--icc=true",
+        "--dns",
+        "1.1.1.1",
+        "--dns",
+        "9.9.9.9",
+        "-s",
+        "vfs",
+        "--storage-opt",
+        "a=b",
+        "-e",
+        "lxc",
+        "--mtu",
+        "1400",
+        "-b",
+        "br0",
+        "--insecure-registry",
+        "10.0.0.0/8",
+        "--registry-mirror",
+        "http://127.0.0.1:5000",
+    )
     assert cfg.pidfile == "/tmp/p.pid" and cfg.root == "/tmp/root"
     assert cfg.hosts == ["unix:///tmp/s.sock", "tcp://127.0.0.1:2375"]
     assert cfg.debug and cfg.group == "wheel" and cfg.iptables is False
@@ -49,9 +85,19 @@ def test_docker_flag_names(no_default_file):
 
 def test_daemon_json_with_docker_keys(tmp_path):
     f = tmp_path / "daemon.json"
-    f.write_text(json.dumps({"data-root": "/srv/engine", "debug": True, "storage-driver": "vfs",
-                             "registry-mirrors": ["http://m"], "icc": False, "mtu": 9000,
-                             "storage-driver-priority": ["overlay", "vfs"]}))
+    f.write_text(
+        json.dumps(
+            {
+                "data-root": "/srv/engine",
+                "debug": True,
+                "storage-driver": "vfs",
+                "registry-mirrors": ["http://m"],
+                "icc": False,
+                "mtu": 9000,
+                "storage-driver-priority": ["overlay", "vfs"],
+            }
+        )
+    )
     cfg = parse("-H", "unix:///tmp/x.sock", config_file=str(f))
     assert cfg.root == "/srv/engine" and cfg.debug and cfg.storage_driver == "vfs"
     assert cfg.registry_mirrors == ["http://m"] and cfg.icc is False and cfg.mtu == 9000
@@ -85,7 +131,9 @@ def test_unknown_key_and_bad_json(tmp_path):
 
 
 def test_seed_checks_with_seed_messages(no_default_file):
-    with pytest.raises(ConfigError, match=r"You specified -b & --bip, mutually exclusive options\. Please specify only one\."):
+    with pytest.raises(
+        ConfigError, match=r"You specified -b & --bip, mutually exclusive options\. Please specify only one\."
+    ):
         validate(parse("-b", "br0", "--bip", "10.1.0.1/24"))
     with pytest.raises(ConfigError, match="You specified --iptables=false with --icc=false. ICC uses iptables"):
         validate(parse("--iptables=false", "--icc=false"))

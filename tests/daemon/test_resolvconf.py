@@ -37,8 +37,10 @@ def test_local_host_servers_fall_back_to_public_ones_with_a_warning(host_files):
 
 
 def test_systemd_resolved_stub_uses_its_upstream_servers(host_files):
-    host, resolved = host_files("nameserver 127.0.0.53\nsearch lan\noptions edns0 trust-ad\n",
-                                "nameserver 192.168.1.1\nnameserver 192.168.1.2\nsearch lan\n")
+    host, resolved = host_files(
+        "nameserver 127.0.0.53\nsearch lan\noptions edns0 trust-ad\n",
+        "nameserver 192.168.1.1\nnameserver 192.168.1.2\nsearch lan\n",
+    )
     text, warnings = resolvconf.build([], [], [], host_file=host, resolved_file=resolved)
     assert text == "nameserver 192.168.1.1\nnameserver 192.168.1.2\nsearch lan\n" and warnings == []
     # without systemd-resolved's file: the fallback, as for any local server
@@ -49,28 +51,35 @@ def test_systemd_resolved_stub_uses_its_upstream_servers(host_files):
 
 def test_given_servers_are_used_as_given(host_files):
     host, resolved = host_files("nameserver 10.0.0.2\nsearch lan\n")
-    text, warnings = resolvconf.build(["127.0.0.1", "1.1.1.1"], ["example.com"], ["ndots:1"], host_file=host,
-                                      resolved_file=resolved)
+    text, warnings = resolvconf.build(
+        ["127.0.0.1", "1.1.1.1"], ["example.com"], ["ndots:1"], host_file=host, resolved_file=resolved
+    )
     assert text == "nameserver 127.0.0.1\nnameserver 1.1.1.1\nsearch example.com\noptions ndots:1\n"
     assert warnings == []
     text, _ = resolvconf.build([], ["."], [], host_file=host, resolved_file=resolved)
     assert "search" not in text  # "--dns-search ." means none
 
 
-@pytest.mark.parametrize("entry, parsed", [
-    ("db:10.0.0.5", ("db", "10.0.0.5")),
-    ("v6:2001:db8::1", ("v6", "2001:db8::1")),
-    ("gw:host-gateway", ("gw", "host-gateway")),
-])
+@pytest.mark.parametrize(
+    "entry, parsed",
+    [
+        ("db:10.0.0.5", ("db", "10.0.0.5")),
+        ("v6:2001:db8::1", ("v6", "2001:db8::1")),
+        ("gw:host-gateway", ("gw", "host-gateway")),
+    ],
+)
 def test_parse_extra_host(entry, parsed):
     assert resolvconf.parse_extra_host(entry) == parsed
 
 
-@pytest.mark.parametrize("entry, message", [
-    ("bogus", 'bad format for add-host: "bogus"'),
-    (":1.2.3.4", 'bad format for add-host: ":1.2.3.4"'),
-    ("h:not-an-ip", 'invalid IP address in add-host: "not-an-ip"'),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("bogus", 'bad format for add-host: "bogus"'),
+        (":1.2.3.4", 'bad format for add-host: ":1.2.3.4"'),
+        ("h:not-an-ip", 'invalid IP address in add-host: "not-an-ip"'),
+    ],
+)
 def test_parse_extra_host_errors(entry, message):
     with pytest.raises(InvalidParameter) as err:
         resolvconf.parse_extra_host(entry)
@@ -78,13 +87,17 @@ def test_parse_extra_host_errors(entry, message):
 
 
 def test_hosts_like_docker():
-    text = resolvconf.hosts("abc123", "", "172.17.0.3", ["db:10.0.0.5", "gw:host-gateway"],
-                            [("172.17.0.2", resolvconf.link_names("database", "f00dfeed1234", "db"))],
-                            host_gateway="172.17.0.1")
-    assert text == resolvconf.HOSTS_HEADER + ("10.0.0.5\tdb\n"
-                                              "172.17.0.1\tgw\n"
-                                              "172.17.0.2\tdatabase f00dfeed1234 db\n"
-                                              "172.17.0.3\tabc123\n")
+    text = resolvconf.hosts(
+        "abc123",
+        "",
+        "172.17.0.3",
+        ["db:10.0.0.5", "gw:host-gateway"],
+        [("172.17.0.2", resolvconf.link_names("database", "f00dfeed1234", "db"))],
+        host_gateway="172.17.0.1",
+    )
+    assert text == resolvconf.HOSTS_HEADER + (
+        "10.0.0.5\tdb\n172.17.0.1\tgw\n172.17.0.2\tdatabase f00dfeed1234 db\n172.17.0.3\tabc123\n"
+    )
     assert resolvconf.link_names("db", "f00dfeed1234", "db") == "db f00dfeed1234"
     assert resolvconf.hosts("h", "example.com", "172.17.0.3").endswith("172.17.0.3\th.example.com h\n")
     with pytest.raises(InvalidParameter, match="unable to derive the IP value for host-gateway"):

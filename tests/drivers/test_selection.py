@@ -25,9 +25,12 @@ def fake(name: str, probe_error: Exception | None = None) -> DriverEntry:
 
         def create(self, id, parent=None, mount_label=""): ...
         def remove(self, id): ...
-        def get(self, id, mount_label=""): return ""
+        def get(self, id, mount_label=""):
+            return ""
+
         def put(self, id): ...
-        def exists(self, id): return False
+        def exists(self, id):
+            return False
 
     Fake.name = name
     return DriverEntry("graph", name, f"fake:{name}", Fake, None, "fake-dist", "1.0")
@@ -42,10 +45,13 @@ def plan(tmp_path, drivers, configured=None, environ=None, priority=("aufs", "bt
 
 
 def test_priority_skips_the_three_not_supported_errors(tmp_path):
-    drivers = [fake("aufs", NotSupported("aufs not in /proc/filesystems")),
-               fake("btrfs", IncompatibleFilesystem("not btrfs")),
-               fake("devmapper", PrerequisitesNotMet("no dmsetup")),
-               fake("overlay"), fake("vfs")]
+    drivers = [
+        fake("aufs", NotSupported("aufs not in /proc/filesystems")),
+        fake("btrfs", IncompatibleFilesystem("not btrfs")),
+        fake("devmapper", PrerequisitesNotMet("no dmsetup")),
+        fake("overlay"),
+        fake("vfs"),
+    ]
     result = plan(tmp_path, drivers)
     assert result.entry.name == "overlay"
     assert set(result.skipped) == {"aufs", "btrfs", "devmapper"}

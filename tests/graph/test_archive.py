@@ -14,7 +14,7 @@ import stat
 import tarfile
 import time
 import tracemalloc
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -49,7 +49,11 @@ def canary(tmp_path, dest) -> Iterator[str]:
     assert sorted(os.listdir(tmp_path)) == siblings
     after = os.stat("/etc/passwd")
     assert (after.st_ino, after.st_nlink, after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (
-        host_passwd.st_ino, host_passwd.st_nlink, host_passwd.st_size, host_passwd.st_mtime_ns, host_passwd.st_ctime_ns
+        host_passwd.st_ino,
+        host_passwd.st_nlink,
+        host_passwd.st_size,
+        host_passwd.st_mtime_ns,
+        host_passwd.st_ctime_ns,
     )
     assert sorted(os.listdir("/etc")) == host_etc
 
@@ -169,14 +173,28 @@ def test_unknown_whiteout_format(dest):
 def test_metadata_is_kept(dest):
     entries = [
         Entry.dir("bin", mode=0o751, uid=1, gid=2, mtime="1500000000.5"),
-        Entry.file("bin/su", b"su", mode=0o4755, xattrs={"security.capability": bytes.fromhex("0100000200040000000000000000000000000000")}),
+        Entry.file(
+            "bin/su",
+            b"su",
+            mode=0o4755,
+            xattrs={"security.capability": bytes.fromhex("0100000200040000000000000000000000000000")},
+        ),
         Entry.file("bin/sg", b"sg", mode=0o2711, uid=1000, gid=1000),
         Entry.dir("tmp", mode=0o1777),
-        Entry.file("f", b"x", mode=0o600, uid=12345, gid=54321, mtime="1600000000.123456789",
-                   xattrs={"user.bin": b"\x00\xff\xfe", "trusted.t": b"t", "user.text": "é".encode()}),
+        Entry.file(
+            "f",
+            b"x",
+            mode=0o600,
+            uid=12345,
+            gid=54321,
+            mtime="1600000000.123456789",
+            xattrs={"user.bin": b"\x00\xff\xfe", "trusted.t": b"t", "user.text": "é".encode()},
+        ),
         Entry.symlink("abs", "/usr/share/zoneinfo/UTC", uid=7, gid=8, mtime=1234567890),
         Entry.hardlink("f2", "f", mode=0o600, uid=12345, gid=54321, mtime="1600000000.123456789"),
-        Entry.char("null", 1, 3), Entry.block("loop0", 7, 0, gid=6), Entry.fifo("fifo", mode=0o620),
+        Entry.char("null", 1, 3),
+        Entry.block("loop0", 7, 0, gid=6),
+        Entry.fifo("fifo", mode=0o620),
         Entry.file("a" * 150 + "/long-name-" + "b" * 120, b"long"),
     ]
     assert apply(dest, entries) == 2 + 2 + 1 + 4
@@ -214,8 +232,11 @@ def test_atime_rule(dest):
 
 def test_libarchive_xattrs_and_overlay_xattrs_refused(dest):
     info = tarfile.TarInfo("f")
-    info.pax_headers = {"LIBARCHIVE.xattr.user.a%20b": "aGVsbG8", "SCHILY.xattr.trusted.overlay.redirect": "/etc",
-                        "SCHILY.xattr.user.ok": "1"}
+    info.pax_headers = {
+        "LIBARCHIVE.xattr.user.a%20b": "aGVsbG8",
+        "SCHILY.xattr.trusted.overlay.redirect": "/etc",
+        "SCHILY.xattr.user.ok": "1",
+    }
     archive.apply_layer(dest, io.BytesIO(info.tobuf(tarfile.PAX_FORMAT) + bytes(1024)))
     assert fs.read_xattrs(os.path.join(dest, "f")) == {"user.a b": b"hello", "user.ok": b"1"}
 
@@ -229,16 +250,35 @@ def test_root_entry_sets_root_metadata(dest):
 
 
 def test_replacing_entries(dest):
-    apply(dest, [Entry.dir("d"), Entry.file("d/inner", b"1"), Entry.file("f", b"f"), Entry.symlink("s", "f"),
-                 Entry.dir("keep", mode=0o700), Entry.file("keep/x", b"x")])
-    apply(dest, [
-        Entry.file("d", b"now a file"),  # dir -> file, contents go
-        Entry.dir("f"), Entry.file("f/child", b"c"),  # file -> dir
-        Entry.file("s", b"not a link"),  # symlink -> file, the target is not written
-        Entry.dir("keep", mode=0o750, uid=3),  # dir onto dir: merge, update metadata
-    ])
-    assert listing(dest) == {"d": h(b"now a file"), "f": "dir", "f/child": h(b"c"), "s": h(b"not a link"),
-                             "keep": "dir", "keep/x": h(b"x")}
+    apply(
+        dest,
+        [
+            Entry.dir("d"),
+            Entry.file("d/inner", b"1"),
+            Entry.file("f", b"f"),
+            Entry.symlink("s", "f"),
+            Entry.dir("keep", mode=0o700),
+            Entry.file("keep/x", b"x"),
+        ],
+    )
+    apply(
+        dest,
+        [
+            Entry.file("d", b"now a file"),  # dir -> file, contents go
+            Entry.dir("f"),
+            Entry.file("f/child", b"c"),  # file -> dir
+            Entry.file("s", b"not a link"),  # symlink -> file, the target is not written
+            Entry.dir("keep", mode=0o750, uid=3),  # dir onto dir: merge, update metadata
+        ],
+    )
+    assert listing(dest) == {
+        "d": h(b"now a file"),
+        "f": "dir",
+        "f/child": h(b"c"),
+        "s": h(b"not a link"),
+        "keep": "dir",
+        "keep/x": h(b"x"),
+    }
     m = tree_manifest(dest)
     assert m["keep"]["mode"] == oct(0o750) and m["keep"]["uid"] == 3
 
@@ -277,38 +317,61 @@ def test_gnu_sparse_members(dest, tmp_path):
 
 
 LOWER = [
-    Entry.dir("etc"), Entry.file("etc/a", b"a"), Entry.file("etc/b", b"b"),
-    Entry.dir("var"), Entry.dir("var/cache"), Entry.file("var/cache/old", b"o"),
-    Entry.dir("var/cache/sub"), Entry.file("var/cache/sub/deep", b"d"),
-    Entry.dir("opt"), Entry.dir("opt/tree"), Entry.file("opt/tree/leaf", b"l"),
+    Entry.dir("etc"),
+    Entry.file("etc/a", b"a"),
+    Entry.file("etc/b", b"b"),
+    Entry.dir("var"),
+    Entry.dir("var/cache"),
+    Entry.file("var/cache/old", b"o"),
+    Entry.dir("var/cache/sub"),
+    Entry.file("var/cache/sub/deep", b"d"),
+    Entry.dir("opt"),
+    Entry.dir("opt/tree"),
+    Entry.file("opt/tree/leaf", b"l"),
 ]
 
 
 def test_aufs_whiteouts(dest):
     apply(dest, LOWER)
-    apply(dest, [
-        Entry.whiteout("etc/a"),
-        Entry.whiteout("opt/tree"),
-        Entry.whiteout("nothing/here"),  # a whiteout of what does not exist: nothing happens
-        Entry.dir("var/cache", mode=0o700),
-        Entry.file("var/cache/mine-before", b"1"),
-        Entry.opaque("var/cache"),
-        Entry.file("var/cache/mine-after", b"2"),
-    ])
+    apply(
+        dest,
+        [
+            Entry.whiteout("etc/a"),
+            Entry.whiteout("opt/tree"),
+            Entry.whiteout("nothing/here"),  # a whiteout of what does not exist: nothing happens
+            Entry.dir("var/cache", mode=0o700),
+            Entry.file("var/cache/mine-before", b"1"),
+            Entry.opaque("var/cache"),
+            Entry.file("var/cache/mine-after", b"2"),
+        ],
+    )
     assert listing(dest) == {
-        "etc": "dir", "etc/b": h(b"b"), "var": "dir", "var/cache": "dir",
-        "var/cache/mine-before": h(b"1"), "var/cache/mine-after": h(b"2"), "opt": "dir",
+        "etc": "dir",
+        "etc/b": h(b"b"),
+        "var": "dir",
+        "var/cache": "dir",
+        "var/cache/mine-before": h(b"1"),
+        "var/cache/mine-after": h(b"2"),
+        "opt": "dir",
     }
     assert not os.path.exists(os.path.join(dest, "nothing"))
 
 
 def test_overlay_whiteouts(dest):
-    apply(dest, [
-        Entry.dir("etc"), Entry.whiteout("etc/a"),
-        Entry(name="etc/.wh.owned", uid=5, gid=6, mode=0),
-        Entry.dir("var"), Entry.dir("var/cache"), Entry.opaque("var/cache"), Entry.file("var/cache/new", b"n"),
-        Entry.opaque("implied/dir"),
-    ], whiteouts="overlay")
+    apply(
+        dest,
+        [
+            Entry.dir("etc"),
+            Entry.whiteout("etc/a"),
+            Entry(name="etc/.wh.owned", uid=5, gid=6, mode=0),
+            Entry.dir("var"),
+            Entry.dir("var/cache"),
+            Entry.opaque("var/cache"),
+            Entry.file("var/cache/new", b"n"),
+            Entry.opaque("implied/dir"),
+        ],
+        whiteouts="overlay",
+    )
     st = os.lstat(os.path.join(dest, "etc/a"))
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 and stat.S_IMODE(st.st_mode) == 0
     owned = os.lstat(os.path.join(dest, "etc/owned"))
@@ -327,16 +390,32 @@ def test_overlay_layers_through_a_real_overlay_mount(tmp_path):
     for p in (lower, upper, work, merged):
         p.mkdir()
     apply(str(lower), LOWER)
-    apply(str(upper), [Entry.dir("etc"), Entry.whiteout("etc/a"), Entry.dir("var"), Entry.dir("var/cache"),
-                       Entry.opaque("var/cache"), Entry.file("var/cache/new", b"n")], whiteouts="overlay")
+    apply(
+        str(upper),
+        [
+            Entry.dir("etc"),
+            Entry.whiteout("etc/a"),
+            Entry.dir("var"),
+            Entry.dir("var/cache"),
+            Entry.opaque("var/cache"),
+            Entry.file("var/cache/new", b"n"),
+        ],
+        whiteouts="overlay",
+    )
     try:
         libc.mount("overlay", str(merged), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
     except OSError as exc:
         pytest.skip(f"overlay cannot be mounted here: {exc}")
     try:
         assert listing(str(merged)) == {
-            "etc": "dir", "etc/b": h(b"b"), "var": "dir", "var/cache": "dir", "var/cache/new": h(b"n"),
-            "opt": "dir", "opt/tree": "dir", "opt/tree/leaf": h(b"l"),
+            "etc": "dir",
+            "etc/b": h(b"b"),
+            "var": "dir",
+            "var/cache": "dir",
+            "var/cache/new": h(b"n"),
+            "opt": "dir",
+            "opt/tree": "dir",
+            "opt/tree/leaf": h(b"l"),
         }
     finally:
         libc.umount2(str(merged))
@@ -349,11 +428,17 @@ def test_invalid_whiteouts(dest, canary, name):
 
 
 def test_aufs_metadata_entries(dest):
-    apply(dest, [
-        Entry.dir(".wh..wh.plnk"), Entry.file(".wh..wh.plnk/123.456", b"linked content", mode=0o640, uid=9),
-        Entry.file(".wh..wh.aufs", b""), Entry.dir(".wh..wh.orph"),
-        Entry.dir("bin"), Entry.hardlink("bin/tool", ".wh..wh.plnk/123.456"),
-    ])
+    apply(
+        dest,
+        [
+            Entry.dir(".wh..wh.plnk"),
+            Entry.file(".wh..wh.plnk/123.456", b"linked content", mode=0o640, uid=9),
+            Entry.file(".wh..wh.aufs", b""),
+            Entry.dir(".wh..wh.orph"),
+            Entry.dir("bin"),
+            Entry.hardlink("bin/tool", ".wh..wh.plnk/123.456"),
+        ],
+    )
     assert listing(dest) == {"bin": "dir", "bin/tool": h(b"linked content")}
     assert tree_manifest(dest)["bin/tool"]["uid"] == 9
 
@@ -361,24 +446,42 @@ def test_aufs_metadata_entries(dest):
 def test_keep_whiteouts_for_an_aufs_branch(dest):
     """whiteouts="keep": whiteouts and opaque markers are written as the files they are, nothing is deleted."""
     apply(dest, LOWER)
-    size = apply(dest, [
-        Entry.dir(".wh..wh.plnk"), Entry.file(".wh..wh.plnk/7.8", b"pl", mode=0o640),
-        Entry.file(".wh..wh.aufs", b""), Entry.dir(".wh..wh.orph"),
-        Entry.whiteout("etc/a"),
-        Entry.whiteout("opt/tree"),
-        Entry.whiteout("implied/gone"),
-        Entry.dir("var/cache", mode=0o700),
-        Entry.opaque("var/cache"),
-        Entry.file("var/cache/mine", b"m"),
-        Entry.hardlink("var/cache/linked", ".wh..wh.plnk/7.8"),
-    ], whiteouts="keep")
+    size = apply(
+        dest,
+        [
+            Entry.dir(".wh..wh.plnk"),
+            Entry.file(".wh..wh.plnk/7.8", b"pl", mode=0o640),
+            Entry.file(".wh..wh.aufs", b""),
+            Entry.dir(".wh..wh.orph"),
+            Entry.whiteout("etc/a"),
+            Entry.whiteout("opt/tree"),
+            Entry.whiteout("implied/gone"),
+            Entry.dir("var/cache", mode=0o700),
+            Entry.opaque("var/cache"),
+            Entry.file("var/cache/mine", b"m"),
+            Entry.hardlink("var/cache/linked", ".wh..wh.plnk/7.8"),
+        ],
+        whiteouts="keep",
+    )
     assert size == 1 + 2
     assert listing(dest) == {
-        "etc": "dir", "etc/a": h(b"a"), "etc/b": h(b"b"), "etc/.wh.a": h(b""),
-        "opt": "dir", "opt/tree": "dir", "opt/tree/leaf": h(b"l"), "opt/.wh.tree": h(b""),
-        "implied": "dir", "implied/.wh.gone": h(b""),
-        "var": "dir", "var/cache": "dir", "var/cache/old": h(b"o"), "var/cache/sub": "dir",
-        "var/cache/sub/deep": h(b"d"), "var/cache/.wh..wh..opq": h(b""), "var/cache/mine": h(b"m"),
+        "etc": "dir",
+        "etc/a": h(b"a"),
+        "etc/b": h(b"b"),
+        "etc/.wh.a": h(b""),
+        "opt": "dir",
+        "opt/tree": "dir",
+        "opt/tree/leaf": h(b"l"),
+        "opt/.wh.tree": h(b""),
+        "implied": "dir",
+        "implied/.wh.gone": h(b""),
+        "var": "dir",
+        "var/cache": "dir",
+        "var/cache/old": h(b"o"),
+        "var/cache/sub": "dir",
+        "var/cache/sub/deep": h(b"d"),
+        "var/cache/.wh..wh..opq": h(b""),
+        "var/cache/mine": h(b"m"),
         "var/cache/linked": h(b"pl"),
     }
     manifest = tree_manifest(dest)
@@ -403,8 +506,10 @@ def test_dotdot_escape_refused(dest, canary):
 
 
 def test_absolute_names_are_relative_to_dest(dest, canary):
-    apply(dest, [Entry.file(canary + "/file", b"inside"), Entry.file("/etc/passwd", b"mine"),
-                 Entry.file("/../../x", b"x")])
+    apply(
+        dest,
+        [Entry.file(canary + "/file", b"inside"), Entry.file("/etc/passwd", b"mine"), Entry.file("/../../x", b"x")],
+    )
     assert open(os.path.join(dest, canary.lstrip("/"), "file")).read() == "inside"
     assert open(os.path.join(dest, "etc/passwd")).read() == "mine"
     assert open(os.path.join(dest, "x")).read() == "x"
@@ -443,8 +548,10 @@ def test_existing_escaping_symlink_is_clamped(dest, canary):
     os.symlink("../canary", os.path.join(dest, "evil"))
     os.symlink("/../../canary", os.path.join(dest, "evil-abs"))
     os.mkdir(os.path.join(dest, "canary"))  # where both land when clamped
-    apply(dest, [Entry.file("evil/file", b"pwned"), Entry.file("evil-abs/new", b"pwned"),
-                 Entry.dir("evil/sub", mode=0o777)])
+    apply(
+        dest,
+        [Entry.file("evil/file", b"pwned"), Entry.file("evil-abs/new", b"pwned"), Entry.dir("evil/sub", mode=0o777)],
+    )
     assert sorted(os.listdir(os.path.join(dest, "canary"))) == ["file", "new", "sub"]
 
 
@@ -491,19 +598,43 @@ def test_hardlink_targets_resolve_inside(dest, canary):
 
 
 def test_merged_usr_symlinked_parent(dest, canary):
-    apply(dest, [Entry.dir("usr"), Entry.dir("usr/lib"), Entry.symlink("lib", "usr/lib"),
-                 Entry.symlink("lib64", "/usr/lib"), Entry.file("lib/libc.so", b"c"), Entry.file("lib64/ld.so", b"ld"),
-                 Entry.dir("lib/modules")])
-    assert listing(dest) == {"usr": "dir", "usr/lib": "dir", "usr/lib/libc.so": h(b"c"),
-                             "usr/lib/ld.so": h(b"ld"), "usr/lib/modules": "dir", "lib": "symlink",
-                             "lib64": "symlink"}
+    apply(
+        dest,
+        [
+            Entry.dir("usr"),
+            Entry.dir("usr/lib"),
+            Entry.symlink("lib", "usr/lib"),
+            Entry.symlink("lib64", "/usr/lib"),
+            Entry.file("lib/libc.so", b"c"),
+            Entry.file("lib64/ld.so", b"ld"),
+            Entry.dir("lib/modules"),
+        ],
+    )
+    assert listing(dest) == {
+        "usr": "dir",
+        "usr/lib": "dir",
+        "usr/lib/libc.so": h(b"c"),
+        "usr/lib/ld.so": h(b"ld"),
+        "usr/lib/modules": "dir",
+        "lib": "symlink",
+        "lib64": "symlink",
+    }
 
 
 def test_removal_invalidates_symlinked_parents(dest, canary):
     """lib -> usr/lib was resolved for lib/a; once usr goes, lib/b must not land in the deleted usr/lib."""
     with pytest.raises(InvalidParameter, match="missing directory"):
-        apply(dest, [Entry.dir("usr"), Entry.dir("usr/lib"), Entry.symlink("lib", "usr/lib"),
-                     Entry.file("lib/a", b"a"), Entry.whiteout("usr"), Entry.file("lib/b", b"b")])
+        apply(
+            dest,
+            [
+                Entry.dir("usr"),
+                Entry.dir("usr/lib"),
+                Entry.symlink("lib", "usr/lib"),
+                Entry.file("lib/a", b"a"),
+                Entry.whiteout("usr"),
+                Entry.file("lib/b", b"b"),
+            ],
+        )
     assert sorted(os.listdir(dest)) == ["lib"]
 
 
@@ -637,14 +768,22 @@ def test_changes_kinds_and_order(tmp_path):
     fs.safe_rmtree(os.path.join(layer, "h"))
     open(os.path.join(layer, "h"), "w").close()  # dir -> file: old entries go silently
     assert archive.changes(layer, parent) == [
-        Change("/a", C), Change("/a/b", D), Change("/a/c", C), Change("/d", D), Change("/g", C),
-        Change("/g/in", A), Change("/h", C), Change("/new", A), Change("/new/file", A),
+        Change("/a", C),
+        Change("/a/b", D),
+        Change("/a/c", C),
+        Change("/d", D),
+        Change("/g", C),
+        Change("/g/in", A),
+        Change("/h", C),
+        Change("/new", A),
+        Change("/new/file", A),
     ]
 
 
 def test_changes_what_counts(tmp_path):
-    parent, layer = _copy(tmp_path, {"mt": b"1", "mode": b"2", "own": b"3", "x": b"4", "ns": b"5", "dir/f": b"6",
-                                     "dirmode/f": b"7"})
+    parent, layer = _copy(
+        tmp_path, {"mt": b"1", "mode": b"2", "own": b"3", "x": b"4", "ns": b"5", "dir/f": b"6", "dirmode/f": b"7"}
+    )
     os.symlink("x", os.path.join(parent, "link"))
     os.symlink("x", os.path.join(layer, "link"))
     os.utime(os.path.join(layer, "mt"), ns=(0, 2_000_000_000_000_000_000))  # mtime only
@@ -657,11 +796,16 @@ def test_changes_what_counts(tmp_path):
     os.chmod(os.path.join(layer, "dirmode"), 0o700)  # directory metadata: a change
     os.unlink(os.path.join(layer, "link"))
     os.symlink("y", os.path.join(layer, "link"))  # same size, other target
-    os.utime(os.path.join(layer, "link"), ns=(0, os.lstat(os.path.join(parent, "link")).st_mtime_ns),
-             follow_symlinks=False)
+    os.utime(
+        os.path.join(layer, "link"), ns=(0, os.lstat(os.path.join(parent, "link")).st_mtime_ns), follow_symlinks=False
+    )
     os.setxattr(os.path.join(layer, "dir/f"), "trusted.overlay.origin", b"ignored")
     assert archive.changes(layer, parent) == [
-        Change("/dirmode", C), Change("/link", C), Change("/mode", C), Change("/mt", C), Change("/own", C),
+        Change("/dirmode", C),
+        Change("/link", C),
+        Change("/mode", C),
+        Change("/mt", C),
+        Change("/own", C),
         Change("/x", C),
     ]
 
@@ -709,8 +853,10 @@ def test_tar_tree_roundtrip_and_determinism(tmp_path):
     members = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(first))}
     assert members["bin/ping6"].islnk() and members["bin/ping6"].linkname == "bin/ping"
     assert members["dev/null"].ischr() and (members["dev/null"].devmajor, members["dev/null"].devminor) == (1, 3)
-    assert members["home/user/notes"].pax_headers["SCHILY.xattr.trusted.md5"].encode("utf-8", "surrogateescape") \
+    assert (
+        members["home/user/notes"].pax_headers["SCHILY.xattr.trusted.md5"].encode("utf-8", "surrogateescape")
         == b"\x00\xff binary"
+    )
     assert members["bin/su"].mode == 0o4755 and members["opt/nanos"].mtime == 1_600_000_000
     assert first.endswith(bytes(1024)) and len(first) % 512 == 0
 
@@ -726,8 +872,12 @@ def test_export_changes_with_whiteouts(tmp_path):
     found = archive.changes(layer, parent)
     members = _members(archive.export_changes(layer, found))
     assert [(m.name, m.type) for m in members] == [
-        ("etc", tarfile.DIRTYPE), ("etc/.wh.a", tarfile.REGTYPE), ("etc/c", tarfile.REGTYPE),
-        ("etc/d", tarfile.LNKTYPE), ("var", tarfile.DIRTYPE), ("var/.wh.lib", tarfile.REGTYPE),
+        ("etc", tarfile.DIRTYPE),
+        ("etc/.wh.a", tarfile.REGTYPE),
+        ("etc/c", tarfile.REGTYPE),
+        ("etc/d", tarfile.LNKTYPE),
+        ("var", tarfile.DIRTYPE),
+        ("var/.wh.lib", tarfile.REGTYPE),
     ]
     assert members[1].mtime == 0 and members[1].size == 0
     # Applied on a copy of the parent it gives the layer (sockets aside).
@@ -764,8 +914,13 @@ def test_tar_tree_keep_reads_an_aufs_branch(tmp_path):
     data = archive.tar_tree(str(branch), whiteouts="keep").read()
     found = _members(io.BytesIO(data))
     assert [(m.name, m.type) for m in found] == [
-        (".wh.top", tarfile.REGTYPE), ("a", tarfile.DIRTYPE), ("a/.wh.b", tarfile.REGTYPE), ("a/c", tarfile.REGTYPE),
-        ("d", tarfile.DIRTYPE), ("d/.wh..wh..opq", tarfile.REGTYPE), ("d/-early", tarfile.REGTYPE),
+        (".wh.top", tarfile.REGTYPE),
+        ("a", tarfile.DIRTYPE),
+        ("a/.wh.b", tarfile.REGTYPE),
+        ("a/c", tarfile.REGTYPE),
+        ("d", tarfile.DIRTYPE),
+        ("d/.wh..wh..opq", tarfile.REGTYPE),
+        ("d/-early", tarfile.REGTYPE),
         ("d/e", tarfile.REGTYPE),
     ]
     for m in found:
@@ -781,8 +936,14 @@ def test_tar_tree_keep_reads_an_aufs_branch(tmp_path):
     lower.mkdir()
     _tree(str(lower), {"top": b"t", "a/b": b"b", "a/kept": b"k", "d/old": b"o"})
     archive.apply_layer(str(lower), io.BytesIO(data))
-    assert listing(str(lower)) == {"a": "dir", "a/kept": h(b"k"), "a/c": h(b"c"), "d": "dir", "d/-early": h(b"e"),
-                                   "d/e": h(b"e")}
+    assert listing(str(lower)) == {
+        "a": "dir",
+        "a/kept": h(b"k"),
+        "a/c": h(b"c"),
+        "d": "dir",
+        "d/-early": h(b"e"),
+        "d/e": h(b"e"),
+    }
 
 
 def test_aufs_metadata_names():
@@ -799,8 +960,10 @@ def test_entry_differs(tmp_path):
     os.setxattr(os.path.join(layer, "x"), "user.new", b"1")
     os.symlink("a", os.path.join(parent, "link"))
     os.symlink("b", os.path.join(layer, "link"))
-    differs = {rel: archive.entry_differs(os.path.join(parent, rel), os.path.join(layer, rel))
-               for rel in ("same", "mode", "dir", "x", "link")}
+    differs = {
+        rel: archive.entry_differs(os.path.join(parent, rel), os.path.join(layer, rel))
+        for rel in ("same", "mode", "dir", "x", "link")
+    }
     assert differs == {"same": False, "mode": True, "dir": False, "x": True, "link": True}
     assert archive.entry_differs(os.path.join(parent, "dir"), os.path.join(layer, "same"))
 
@@ -809,8 +972,9 @@ def test_export_skips_vanished_entries(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     (root / "here").write_text("h")
-    members = _members(archive.export_changes(str(root), [Change("/gone", A), Change("/gone/deeper", A),
-                                                            Change("/here", C)]))
+    members = _members(
+        archive.export_changes(str(root), [Change("/gone", A), Change("/gone/deeper", A), Change("/here", C)])
+    )
     assert [m.name for m in members] == ["here"]
 
 

@@ -48,8 +48,7 @@ def test_chain_ids_follow_the_oci_rule():
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 def test_register_and_replay_byte_exact(store, fmt):
     long_name = "deep/" + "x" * 150 + "/file.txt"
-    members = [("etc/hostname", b"box\n"), ("empty", b""), ("big.bin", os.urandom(3 << 20)),
-               ("odd", b"z" * 513)]
+    members = [("etc/hostname", b"box\n"), ("empty", b""), ("big.bin", os.urandom(3 << 20)), ("odd", b"z" * 513)]
     if fmt != tarfile.USTAR_FORMAT:
         members.append((long_name, b"long\n"))
     data = python_tar(members, fmt)
@@ -60,17 +59,26 @@ def test_register_and_replay_byte_exact(store, fmt):
 
 
 def test_register_rich_layer_and_child(store):
-    base = make_layer_tar([Entry.dir("etc"), Entry.file("etc/a", b"1"), Entry.symlink("lib", "usr/lib"),
-                           Entry.dir("usr"), Entry.dir("usr/lib"), Entry.file("usr/lib/x.so", b"elf"),
-                           Entry.hardlink("etc/a2", "etc/a"), Entry.fifo("run.fifo"),
-                           Entry.char("null", 1, 3)])
+    base = make_layer_tar(
+        [
+            Entry.dir("etc"),
+            Entry.file("etc/a", b"1"),
+            Entry.symlink("lib", "usr/lib"),
+            Entry.dir("usr"),
+            Entry.dir("usr/lib"),
+            Entry.file("usr/lib/x.so", b"elf"),
+            Entry.hardlink("etc/a2", "etc/a"),
+            Entry.fifo("run.fifo"),
+            Entry.char("null", 1, 3),
+        ]
+    )
     child = make_layer_tar([Entry.whiteout("etc/a2"), Entry.file("etc/b", b"2" * 10000), Entry.opaque("usr/lib")])
     l1, _ = store.register(io.BytesIO(base), None, digest(base))
     l2, _ = store.register(io.BytesIO(child), l1.chain_id, digest(child))
     assert l2.chain_id == chain_id(l1.chain_id, digest(child)) and l2.parent == l1.chain_id
     assert b"".join(store.tar_stream(l1.chain_id)) == base
     assert b"".join(store.tar_stream(l2.chain_id)) == child
-    assert [l.chain_id for l in store.chain(l2.chain_id)] == [l2.chain_id, l1.chain_id]
+    assert [layer.chain_id for layer in store.chain(l2.chain_id)] == [l2.chain_id, l1.chain_id]
     # An existing layer is returned without reading the stream.
     same, created = store.register(io.BytesIO(b"ignored"), None, digest(base))
     assert same == l1 and not created
@@ -123,8 +131,8 @@ def test_gc_keeps_shared_chains(store):
     lb, _ = store.register(io.BytesIO(b), la.chain_id, digest(b))
     lc, _ = store.register(io.BytesIO(c), la.chain_id, digest(c))
     removed = store.gc({la.chain_id, lc.chain_id})
-    assert [l.chain_id for l in removed] == [lb.chain_id]
+    assert [layer.chain_id for layer in removed] == [lb.chain_id]
     assert store.exists(la.chain_id) and store.exists(lc.chain_id)
     removed = store.gc(set())
-    assert [l.chain_id for l in removed] == [lc.chain_id, la.chain_id]
+    assert [layer.chain_id for layer in removed] == [lc.chain_id, la.chain_id]
     assert os.listdir(store.dir) == []

@@ -114,9 +114,7 @@ def test_without_force_a_taken_tag_is_a_conflict(store, path):
     before = read(path)
     with pytest.raises(Conflict) as info:
         store.set(parse("busybox:latest"), B, force=False)
-    assert str(info.value) == (
-        f"tag busybox:latest is already set to image {A}, use the force option to replace it"
-    )
+    assert str(info.value) == (f"tag busybox:latest is already set to image {A}, use the force option to replace it")
     assert info.value.http_status == 409
     assert store.get(parse("busybox")) == A
     assert read(path) == before
@@ -158,12 +156,15 @@ def test_digest_does_not_touch_last_tag_time(store):
     assert store.last_tag_time(A) == 1001.0
 
 
-@pytest.mark.parametrize("name,image_id,message", [
-    (f"busybox:1@{DIGEST}", A, "refusing to create a tag with a digest reference"),
-    ("sha256:" + "f" * 64, A, "refusing to create an ambiguous tag using digest algorithm as name"),
-    ("busybox:1", "sha256:abc", "invalid image ID"),
-    ("busybox:1", "busybox", "invalid image ID"),
-])
+@pytest.mark.parametrize(
+    "name,image_id,message",
+    [
+        (f"busybox:1@{DIGEST}", A, "refusing to create a tag with a digest reference"),
+        ("sha256:" + "f" * 64, A, "refusing to create an ambiguous tag using digest algorithm as name"),
+        ("busybox:1", "sha256:abc", "invalid image ID"),
+        ("busybox:1", "busybox", "invalid image ID"),
+    ],
+)
 def test_set_refuses(store, name, image_id, message):
     with pytest.raises(InvalidParameter, match=message):
         store.set(parse(name), image_id)
@@ -174,9 +175,16 @@ def test_references_are_sorted(store):
     for name in ["zeta:1", "alpha:2", "alpha:10", f"alpha@{DIGEST}", "localhost:5000/alpha:1", "user/beta:x"]:
         store.set(parse(name), A)
     store.set(parse("other:1"), B)
-    assert [ref.familiar() for ref in store.references(A)] == sorted([
-        "zeta:1", "alpha:2", "alpha:10", f"alpha@{DIGEST}", "localhost:5000/alpha:1", "user/beta:x",
-    ])
+    assert [ref.familiar() for ref in store.references(A)] == sorted(
+        [
+            "zeta:1",
+            "alpha:2",
+            "alpha:10",
+            f"alpha@{DIGEST}",
+            "localhost:5000/alpha:1",
+            "user/beta:x",
+        ]
+    )
     assert store.repo_tags(A) == ["alpha:10", "alpha:2", "localhost:5000/alpha:1", "user/beta:x", "zeta:1"]
     assert store.repo_digests(A) == [f"alpha@{DIGEST}"]
     assert store.references(C) == []
@@ -271,27 +279,30 @@ def test_file_without_last_tag_time_loads(path):
     assert TagStore(path).lookup("busybox") == A
 
 
-@pytest.mark.parametrize("content", [
-    b"",
-    b"{",
-    b'{"Repositories": {"docker.io/library/busybox": {"latest": "sha256:aa',  # a torn write
-    b"\xff\xfe",
-    b"[]",
-    b"{}",
-    b'{"Repositories": []}',
-    b'{"Repositories": {"docker.io/library/busybox": []}}',
-    b'{"Repositories": {"busybox": {"latest": "%s"}}}' % A.encode(),
-    b'{"Repositories": {"docker.io/library/BUSYBOX": {"latest": "%s"}}}' % A.encode(),
-    b'{"Repositories": {"docker.io/library/busybox:1": {"latest": "%s"}}}' % A.encode(),
-    b'{"Repositories": {"docker.io/library/busybox": {"bad tag": "%s"}}}' % A.encode(),
-    b'{"Repositories": {"docker.io/library/busybox": {"@sha256:abc": "%s"}}}' % A.encode(),
-    b'{"Repositories": {"docker.io/library/busybox": {"latest": "abc"}}}',
-    b'{"Repositories": {"docker.io/library/busybox": {"latest": "%s"}}}' % A[7:].encode(),
-    b'{"Repositories": {"docker.io/library/busybox": {"latest": 1}}}',
-    b'{"Repositories": {}, "LastTagTime": []}',
-    b'{"Repositories": {}, "LastTagTime": {"x": 1}}',
-    b'{"Repositories": {}, "LastTagTime": {"%s": "yesterday"}}' % A.encode(),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{",
+        b'{"Repositories": {"docker.io/library/busybox": {"latest": "sha256:aa',  # a torn write
+        b"\xff\xfe",
+        b"[]",
+        b"{}",
+        b'{"Repositories": []}',
+        b'{"Repositories": {"docker.io/library/busybox": []}}',
+        b'{"Repositories": {"busybox": {"latest": "%s"}}}' % A.encode(),
+        b'{"Repositories": {"docker.io/library/BUSYBOX": {"latest": "%s"}}}' % A.encode(),
+        b'{"Repositories": {"docker.io/library/busybox:1": {"latest": "%s"}}}' % A.encode(),
+        b'{"Repositories": {"docker.io/library/busybox": {"bad tag": "%s"}}}' % A.encode(),
+        b'{"Repositories": {"docker.io/library/busybox": {"@sha256:abc": "%s"}}}' % A.encode(),
+        b'{"Repositories": {"docker.io/library/busybox": {"latest": "abc"}}}',
+        b'{"Repositories": {"docker.io/library/busybox": {"latest": "%s"}}}' % A[7:].encode(),
+        b'{"Repositories": {"docker.io/library/busybox": {"latest": 1}}}',
+        b'{"Repositories": {}, "LastTagTime": []}',
+        b'{"Repositories": {}, "LastTagTime": {"x": 1}}',
+        b'{"Repositories": {}, "LastTagTime": {"%s": "yesterday"}}' % A.encode(),
+    ],
+)
 def test_corrupt_file_is_an_error_and_left_untouched(path, content):
     with open(path, "wb") as f:
         f.write(content)
@@ -360,7 +371,7 @@ def test_sixteen_threads(path):
                     doc = json.loads(f.read())
                 assert set(doc) == {"Repositories", "LastTagTime"}
                 reads += 1
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
                 return
 
@@ -373,7 +384,7 @@ def test_sixteen_threads(path):
                 store.set(parse("shared:latest"), image, force=True)
                 if i % 5 == 4:
                     assert store.delete(parse(f"repo{n}:t{i}"))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     watcher = threading.Thread(target=reader)

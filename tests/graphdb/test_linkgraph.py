@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -119,11 +119,8 @@ def test_foreign_keys_on_for_every_pooled_connection(graph: LinkGraph) -> None:
 
 
 def test_foreign_keys_are_enforced(graph: LinkGraph) -> None:
-    with pytest.raises(IntegrityError):
-        with graph.engine.connect() as conn, conn.begin():
-            conn.exec_driver_sql(
-                "INSERT INTO edge (entity_id, parent_id, name) VALUES ('ghost', '0', 'ghost')"
-            )
+    with pytest.raises(IntegrityError), graph.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("INSERT INTO edge (entity_id, parent_id, name) VALUES ('ghost', '0', 'ghost')")
     assert not graph.exists("/ghost")
 
 
@@ -188,13 +185,13 @@ def test_validate_name_accepts(name: str) -> None:
     assert validate_name(name) == "/" + name.lstrip("/")
 
 
-@pytest.mark.parametrize("name", ["", "/", "a", "/a", "_web", "-web", ".web", "we b", "web/db", "wéb", "web\n", "//web"])
+@pytest.mark.parametrize(
+    "name", ["", "/", "a", "/a", "_web", "-web", ".web", "we b", "web/db", "wéb", "web\n", "//web"]
+)
 def test_validate_name_rejects_with_dockers_message(name: str) -> None:
     with pytest.raises(InvalidParameter) as info:
         validate_name(name)
-    assert str(info.value) == (
-        f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-    )
+    assert str(info.value) == (f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
 
 def test_paths_by_depth() -> None:
@@ -274,7 +271,13 @@ def test_list_depths(linked: LinkGraph) -> None:
     }
     assert set(linked.list("/", 1)) == {"/web", "/db", "/cache", "/web/db", "/web/cache", "/db/store"}
     assert set(linked.list("/", -1)) == {
-        "/web", "/db", "/cache", "/web/db", "/web/cache", "/db/store", "/web/db/store",
+        "/web",
+        "/db",
+        "/cache",
+        "/web/db",
+        "/web/cache",
+        "/db/store",
+        "/web/db/store",
     }
     assert linked.list("/web", 0) == {"/web/db": Entity("D", "/web/db"), "/web/cache": Entity("C", "/web/cache")}
     assert linked.list("/missing", -1) == {}
@@ -291,7 +294,11 @@ def test_children_order_and_meta(linked: LinkGraph) -> None:
     assert first.edge == Edge("C", "W", "cache")
     # Depth first: each container is followed by its links.
     assert [step.full_path for step in linked.children("/", -1)] == [
-        "/cache", "/db", "/web", "/web/cache", "/web/db",
+        "/cache",
+        "/db",
+        "/web",
+        "/web/cache",
+        "/web/db",
     ]
     with pytest.raises(NotFound):
         linked.children("/missing", 0)
@@ -504,9 +511,7 @@ def test_two_graphs_on_one_file_write_concurrently(db_path: Path) -> None:
             errors.append(exc)
 
     try:
-        workers = [
-            threading.Thread(target=worker, args=(first if n % 2 else second, n)) for n in range(8)
-        ]
+        workers = [threading.Thread(target=worker, args=(first if n % 2 else second, n)) for n in range(8)]
         for thread in workers:
             thread.start()
         for thread in workers:

@@ -55,13 +55,25 @@ def test_permission_denied_is_126(docker, busybox):
 
 def test_unknown_image_is_404_for_pull(daemon):
     body = json.dumps({"Image": "nosuchimage", "Cmd": ["true"]}).encode()
-    status, data = daemon.request("POST", "/v1.41/containers/create", body, headers={"Content-Type": "application/json"})
+    status, data = daemon.request(
+        "POST", "/v1.41/containers/create", body, headers={"Content-Type": "application/json"}
+    )
     assert status == 404 and b"No such image: nosuchimage:latest" in data
 
 
 def test_detached_logs_stop_rm(docker, busybox):
-    cid = out(docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
-                     "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done")).strip()
+    cid = out(
+        docker(
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "busybox",
+            "sh",
+            "-c",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+        )
+    ).strip()
     assert len(cid) == 64
     time.sleep(1)
     ps = out(docker("ps", "--format", "{{.Names}} {{.Status}}"))
@@ -93,7 +105,10 @@ def test_wait_and_stderr(docker, busybox):
 
 def test_exec(docker, busybox):
     docker("run", "-d", "--name", "ex", "busybox", "sleep", "60")
-    assert out(docker("exec", "ex", "hostname")).strip() == json.loads(docker("inspect", "ex").stdout)[0]["Config"]["Hostname"]
+    assert (
+        out(docker("exec", "ex", "hostname")).strip()
+        == json.loads(docker("inspect", "ex").stdout)[0]["Config"]["Hostname"]
+    )
     proc = docker("exec", "ex", "sh", "-c", "exit 5", check=False)
     assert proc.returncode == 5
     assert out(docker("exec", "ex", "sh", "-c", "echo $$")).strip() != "1"
@@ -132,8 +147,9 @@ def test_cp_both_ways(docker, busybox, tmp_path):
 def test_capabilities_masked_paths_readonly_proc(docker, busybox):
     caps = out(docker("run", "--rm", "busybox", "grep", "CapEff", "/proc/self/status"))
     assert caps.split()[1] == "00000000a80425fb"
-    proc = docker("run", "--rm", "busybox", "sh", "-c", "cat /proc/kcore | head -c 1 | wc -c; cat /proc/keys | wc -c",
-                  check=False)
+    proc = docker(
+        "run", "--rm", "busybox", "sh", "-c", "cat /proc/kcore | head -c 1 | wc -c; cat /proc/keys | wc -c", check=False
+    )
     assert out(proc).split() == ["0", "0"]
     proc = docker("run", "--rm", "busybox", "sh", "-c", "echo 1 > /proc/sys/kernel/panic", check=False)
     assert proc.returncode != 0
@@ -150,15 +166,36 @@ def test_memory_limit_and_oom(docker, busybox):
     limit = int(open(f"/sys/fs/cgroup/memory{mem_path}/memory.limit_in_bytes").read())
     assert limit == 32 * 1024 * 1024
     docker("rm", "-f", "mem")
-    proc = docker("run", "--name", "oom", "--memory", "32m", "--memory-swap", "32m", "busybox", "sh", "-c",
-                  "x=$(head -c 100000000 /dev/zero | tr '\\0' 'a'); echo done", check=False)
+    proc = docker(
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "32m",
+        "--memory-swap",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' 'a'); echo done",
+        check=False,
+    )
     assert proc.returncode == 137
     assert json.loads(docker("inspect", "oom").stdout)[0]["State"]["OOMKilled"] is True
 
 
 def test_pids_limit(docker, busybox):
-    proc = docker("run", "--rm", "--pids-limit", "10", "busybox", "sh", "-c",
-                  "for i in $(seq 1 30); do sleep 5 & done; wait", check=False)
+    proc = docker(
+        "run",
+        "--rm",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 1 30); do sleep 5 & done; wait",
+        check=False,
+    )
     assert b"can't fork" in proc.stderr or b"Resource temporarily unavailable" in proc.stderr
 
 
@@ -213,8 +250,18 @@ def test_volumes_and_binds(docker, busybox, tmp_path):
     host.mkdir()
     (host / "in").write_text("from host\n")
     docker("volume", "create", "named")
-    proc = docker("run", "--rm", "-v", f"{host}:/b", "-v", "named:/n", "busybox", "sh", "-c",
-                  "cat /b/in; echo vol > /n/f; echo out > /b/out")
+    proc = docker(
+        "run",
+        "--rm",
+        "-v",
+        f"{host}:/b",
+        "-v",
+        "named:/n",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /b/in; echo vol > /n/f; echo out > /b/out",
+    )
     assert out(proc) == "from host\n"
     assert (host / "out").read_text() == "out\n"
     assert out(docker("run", "--rm", "-v", "named:/n:ro", "busybox", "cat", "/n/f")) == "vol\n"
@@ -237,10 +284,12 @@ def test_events_stream(docker, busybox, daemon):
 
 def test_net_modes(docker, busybox):
     assert out(docker("run", "--rm", "--net", "none", "busybox", "ls", "/sys/class/net")).split() == ["lo"]
+
     # /proc/net/dev follows the reader's network namespace (this test's
     # sandbox); /sys/class/net here would show the namespace /sys was mounted in.
     def ifaces(text):
         return sorted(line.split(":")[0].strip() for line in text.splitlines()[2:])
+
     host_ifaces = ifaces(open("/proc/net/dev").read())
     assert ifaces(out(docker("run", "--rm", "--net", "host", "busybox", "cat", "/proc/net/dev"))) == host_ifaces
     docker("run", "-d", "--name", "netowner", "--net", "none", "busybox", "sleep", "60")
@@ -265,8 +314,16 @@ def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
     archive = tmp_path / "bb.tar"
     archive.write_bytes(busybox_archive())
     docker("load", "-i", str(archive))
-    docker("run", "-d", "--name", "survivor", "busybox", "sh", "-c",
-           "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        "survivor",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done",
+    )
     time.sleep(0.5)
     # The worker launched the shim through its fork server, which ends with the worker.
     forkservers = [pid for pid in children_of(d.pids()) if "engine.shim.forkserver" in cmdline(pid)]
@@ -289,7 +346,6 @@ def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
         d2.stop()
 
 
-
 class Tmux:
     """A private tmux server (its own socket name) running one command."""
 
@@ -298,12 +354,17 @@ class Tmux:
         self.env = env
 
     def run(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.sock, *args], env=self.env, capture_output=True, text=True,
-                              timeout=30).stdout
+        return subprocess.run(
+            ["tmux", "-L", self.sock, *args], env=self.env, capture_output=True, text=True, timeout=30
+        ).stdout
 
     def start(self, command: str) -> None:
-        subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-x", "120", "-y", "40", "-s", "t", command],
-                       env=self.env, check=True, timeout=30)
+        subprocess.run(
+            ["tmux", "-L", self.sock, "new-session", "-d", "-x", "120", "-y", "40", "-s", "t", command],
+            env=self.env,
+            check=True,
+            timeout=30,
+        )
 
     def send(self, *keys: str) -> None:
         self.run("send-keys", "-t", "t", *keys)
@@ -340,7 +401,7 @@ def test_run_it_interactive(tmux, docker, busybox):
     tmux.send("echo hello-$((6*7))", "Enter")
     tmux.wait_for("hello-42")
     tmux.send("stty size; tty", "Enter")
-    screen = tmux.wait_for("40 120")
+    tmux.wait_for("40 120")
     tmux.wait_for("/dev/pts/0")
     tmux.send("exit 4", "Enter")
     tmux.wait_for("EXITED=4")
@@ -384,8 +445,11 @@ def test_abandoned_waits_end_their_jobs(workdir, docker_config, tmp_path):
         archive = tmp_path / "bb.tar"
         archive.write_bytes(busybox_archive())
         subprocess.run(["docker", "load", "-i", str(archive)], env=env, check=True, capture_output=True)
-        cid = subprocess.run(["docker", "run", "-d", "busybox", "sleep", "120"], env=env, check=True,
-                             capture_output=True).stdout.decode().strip()
+        cid = (
+            subprocess.run(["docker", "run", "-d", "busybox", "sleep", "120"], env=env, check=True, capture_output=True)
+            .stdout.decode()
+            .strip()
+        )
 
         def running_jobs() -> int:
             return json.loads(d.request("GET", "/debug/vars")[1])["running_jobs"]

@@ -116,12 +116,15 @@ def test_live_pidfile_is_refused(workdir, daemon):
     assert not os.path.exists(other.socket)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["-H", "http://127.0.0.1:1"], "Invalid bind address format"),
-    (["-s", "nosuchfs"], "'nosuchfs' (from --storage-driver) is not installed; installed graph drivers:"),
-    (["-b", "br0", "--bip", "10.9.0.1/24"], "mutually exclusive"),
-    (["-H", "tcp://127.0.0.1:23760", "--tlsverify", "--tlscacert", "/nonexistent/ca.pem"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["-H", "http://127.0.0.1:1"], "Invalid bind address format"),
+        (["-s", "nosuchfs"], "'nosuchfs' (from --storage-driver) is not installed; installed graph drivers:"),
+        (["-b", "br0", "--bip", "10.9.0.1/24"], "mutually exclusive"),
+        (["-H", "tcp://127.0.0.1:23760", "--tlsverify", "--tlscacert", "/nonexistent/ca.pem"], "no such file"),
+    ],
+)
 def test_bad_startup_leaves_nothing_behind(workdir, args, message):
     d = DaemonProcess(workdir, args)
     proc = subprocess.run(d.command(), capture_output=True, text=True, timeout=60)
@@ -139,11 +142,42 @@ def test_tcp_with_tls(workdir, tmp_path, monkeypatch):
     certs = tmp_path / "certs"
     certs.mkdir()
     subj = "/CN=127.0.0.1"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(certs / "key.pem"),
-                    "-out", str(certs / "cert.pem"), "-days", "1", "-subj", subj,
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    d = DaemonProcess(workdir, ["-s", "vfs", "-H", "tcp://127.0.0.1:23761", "--tls",
-                                "--tlscert", str(certs / "cert.pem"), "--tlskey", str(certs / "key.pem")])
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(certs / "key.pem"),
+            "-out",
+            str(certs / "cert.pem"),
+            "-days",
+            "1",
+            "-subj",
+            subj,
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    d = DaemonProcess(
+        workdir,
+        [
+            "-s",
+            "vfs",
+            "-H",
+            "tcp://127.0.0.1:23761",
+            "--tls",
+            "--tlscert",
+            str(certs / "cert.pem"),
+            "--tlskey",
+            str(certs / "key.pem"),
+        ],
+    )
     d.start()
     try:
         tls = dockerpy.tls.TLSConfig(verify=str(certs / "cert.pem"))
@@ -159,20 +193,40 @@ def test_tcp_with_tls(workdir, tmp_path, monkeypatch):
 
 def test_engine_client_version_and_info(daemon):
     env = dict(os.environ, DOCKER_HOST="")
-    out = subprocess.run([sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "version"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "Server: engine" in out.stdout and "API version:      1.41" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "info"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "info"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "Storage Driver: vfs" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "frobnicate"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "frobnicate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "'frobnicate' is not an engine command" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "engine.client.cli", "-H", "unix:///nonexistent.sock", "version"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.client.cli", "-H", "unix:///nonexistent.sock", "version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 1 and "Cannot connect to the engine daemon" in out.stderr
 
 

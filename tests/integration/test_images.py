@@ -16,8 +16,15 @@ import pytest
 from engine.testing import dockerd as reference
 from engine.testing.daemon import DaemonProcess
 from engine.testing.graphtest import Entry, make_layer_tar
-from engine.testing.images import (BuiltImage, big_image, busybox_archive, busybox_image, docker_archive,
-                                   image_config, layered_image)
+from engine.testing.images import (
+    BuiltImage,
+    big_image,
+    busybox_archive,
+    busybox_image,
+    docker_archive,
+    image_config,
+    layered_image,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -56,7 +63,9 @@ def test_load_list_inspect(docker, archives):
 
 def test_history(docker, archives):
     docker("load", "-i", archives["busybox"])
-    lines = docker("history", "--no-trunc", "--format", "{{.ID}}|{{.CreatedBy}}", "busybox").stdout.decode().splitlines()
+    lines = (
+        docker("history", "--no-trunc", "--format", "{{.ID}}|{{.CreatedBy}}", "busybox").stdout.decode().splitlines()
+    )
     assert lines[0].startswith(busybox_image().id + "|") and "CMD" in lines[0]
     assert lines[1].startswith("<missing>|") and "ADD file:" in lines[1]
 
@@ -88,8 +97,11 @@ def test_tag_errors(docker, archives):
 
 
 def test_unknown_image_is_404(daemon):
-    for path in ("/v1.41/images/nosuch/json", "/v1.41/images/sha256:" + "0" * 64 + "/json",
-                 "/v1.41/images/NotLower/json"):
+    for path in (
+        "/v1.41/images/nosuch/json",
+        "/v1.41/images/sha256:" + "0" * 64 + "/json",
+        "/v1.41/images/NotLower/json",
+    ):
         status, body = daemon.request("GET", path)
         assert status == 404, (path, body)
         assert json.loads(body)["message"].startswith("No such image")
@@ -120,14 +132,38 @@ def test_save_round_trip_and_format(docker, archives, tmp_path):
 
 
 def test_import_with_changes(docker, tmp_path):
-    rootfs = make_layer_tar([Entry.dir("app"), Entry.file("app/run.sh", b"#!/bin/sh\necho hi\n", mode=0o755)],
-                            compression="gzip")
+    rootfs = make_layer_tar(
+        [Entry.dir("app"), Entry.file("app/run.sh", b"#!/bin/sh\necho hi\n", mode=0o755)], compression="gzip"
+    )
     src = tmp_path / "rootfs.tar.gz"
     src.write_bytes(rootfs)
-    out = docker("import", "-c", 'CMD ["/app/run.sh"]', "-c", "ENV A=1 B=two", "-c", "WORKDIR /app",
-                 "-c", "EXPOSE 80 53/udp", "-c", "USER nobody", "-c", "LABEL team=core",
-                 "-c", "VOLUME /data", "-c", "ENTRYPOINT /bin/sh", "-m", "made by a test",
-                 str(src), "imported:1").stdout.decode().strip()
+    out = (
+        docker(
+            "import",
+            "-c",
+            'CMD ["/app/run.sh"]',
+            "-c",
+            "ENV A=1 B=two",
+            "-c",
+            "WORKDIR /app",
+            "-c",
+            "EXPOSE 80 53/udp",
+            "-c",
+            "USER nobody",
+            "-c",
+            "LABEL team=core",
+            "-c",
+            "VOLUME /data",
+            "-c",
+            "ENTRYPOINT /bin/sh",
+            "-m",
+            "made by a test",
+            str(src),
+            "imported:1",
+        )
+        .stdout.decode()
+        .strip()
+    )
     assert out.startswith("sha256:")
     doc = inspect(docker, "imported:1")
     cfg = doc["Config"]
@@ -158,7 +194,11 @@ def test_prune_dangling(docker, archives):
     rebuilt = layered_image(tags=())
     path = os.path.join(os.path.dirname(archives["layered"]), "untagged.tar")
     with open(path, "wb") as fh:
-        fh.write(docker_archive([BuiltImage(rebuilt.layers[:2], rebuilt.config | {"history": rebuilt.config["history"][:2]})]))
+        fh.write(
+            docker_archive(
+                [BuiltImage(rebuilt.layers[:2], rebuilt.config | {"history": rebuilt.config["history"][:2]})]
+            )
+        )
     docker("load", "-i", path)
     out = docker("image", "prune", "-f").stdout.decode()
     assert "Deleted Images:" in out and "deleted: sha256:" in out
@@ -201,8 +241,11 @@ def test_docker_py_load_save_remove(daemon, archives):
 def _store_snapshot(daemon) -> tuple:
     layerdb = os.path.join(daemon.root, "layerdb")
     graph = os.path.join(daemon.root, "graph")
-    return (sorted(os.listdir(layerdb)), sorted(os.listdir(graph)),
-            sorted(os.listdir(os.path.join(daemon.root, "vfs", "dir"))))
+    return (
+        sorted(os.listdir(layerdb)),
+        sorted(os.listdir(graph)),
+        sorted(os.listdir(os.path.join(daemon.root, "vfs", "dir"))),
+    )
 
 
 def test_corrupt_and_truncated_archives(docker, daemon, archives, tmp_path):
@@ -223,8 +266,11 @@ def test_wrong_layer_digest_in_archive(docker, daemon, archives, tmp_path):
     tampered = BuiltImage(image.layers, image.config, ["tampered:latest"])
     config = tampered.config_bytes()
     # A layer that does not match the diff ID the config promises.
-    evil = BuiltImage([image.layers[0], make_layer_tar([Entry.file("x", b"not what was promised")]), image.layers[2]],
-                     image.config, ["tampered:latest"])
+    evil = BuiltImage(
+        [image.layers[0], make_layer_tar([Entry.file("x", b"not what was promised")]), image.layers[2]],
+        image.config,
+        ["tampered:latest"],
+    )
     buf = io.BytesIO(docker_archive([evil]))
     # Rewrite the config to the original diff IDs.
     out = io.BytesIO()
@@ -360,7 +406,11 @@ def test_save_here_load_there_and_back(daemon, dockerd, archives, docker_config,
     run_docker(daemon.host, docker_config, "rmi", "layered")
     run_docker(daemon.host, docker_config, "load", "-i", str(theirs))
     fmt = "{{.Id}} {{json .RepoTags}} {{json .RootFS.Layers}}"
-    assert (run_docker(daemon.host, docker_config, "image", "inspect", "--format", fmt, "layered").stdout
-            == run_docker(dockerd.host, docker_config, "image", "inspect", "--format", fmt, "layered").stdout)
-    assert json.loads(run_docker(daemon.host, docker_config, "image", "inspect", "layered").stdout)[0]["Id"] \
+    assert (
+        run_docker(daemon.host, docker_config, "image", "inspect", "--format", fmt, "layered").stdout
+        == run_docker(dockerd.host, docker_config, "image", "inspect", "--format", fmt, "layered").stdout
+    )
+    assert (
+        json.loads(run_docker(daemon.host, docker_config, "image", "inspect", "layered").stdout)[0]["Id"]
         == layered_image().id
+    )

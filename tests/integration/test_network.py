@@ -98,8 +98,23 @@ def test_publish_reaches_loopback_and_own_address(docker, busybox, www):
     try:
         subprocess.run(["ip", "addr", "add", "10.99.0.1/24", "dev", "tst0"], check=True)
         subprocess.run(["ip", "link", "set", "tst0", "up"], check=True)
-        docker("run", "-d", "--name", "web", "-p", "18080:80", "-v", f"{www}:/www", "busybox",
-               "httpd", "-f", "-p", "80", "-h", "/www")
+        docker(
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "18080:80",
+            "-v",
+            f"{www}:/www",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        )
         assert b"hello from the container" in wait_http("127.0.0.1", 18080)
         assert b"hello from the container" in wait_http("10.99.0.1", 18080)
         assert out(docker("port", "web")).strip() == "80/tcp -> 0.0.0.0:18080"
@@ -111,8 +126,24 @@ def test_publish_reaches_loopback_and_own_address(docker, busybox, www):
 
 
 def test_publish_all_and_udp(docker, busybox, www, tmp_path):
-    docker("run", "-d", "--name", "pall", "--expose", "80", "-P", "-v", f"{www}:/www", "busybox",
-           "httpd", "-f", "-p", "80", "-h", "/www")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        "pall",
+        "--expose",
+        "80",
+        "-P",
+        "-v",
+        f"{www}:/www",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    )
     mapping = out(docker("port", "pall", "80/tcp")).strip()
     host_port = int(mapping.rsplit(":", 1)[1])
     assert b"hello from the container" in wait_http("127.0.0.1", host_port)
@@ -177,8 +208,23 @@ def test_icc_false_only_linked_pairs_talk(workdir, docker_config, tmp_path, www)
         archive = tmp_path / "bb.tar"
         archive.write_bytes(busybox_archive())
         docker("load", "-i", str(archive))
-        docker("run", "-d", "--name", "srv", "--expose", "80", "-v", f"{www}:/www", "busybox",
-               "httpd", "-f", "-p", "80", "-h", "/www")
+        docker(
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--expose",
+            "80",
+            "-v",
+            f"{www}:/www",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        )
         ip = ip_of(docker, "srv")
         time.sleep(0.5)
         # Not the last command of sh -c, or sh would exec it as PID 1, which
@@ -197,8 +243,9 @@ def test_net_none_host_container_modes(docker, busybox):
     assert out(docker("run", "--rm", "--net", "none", "busybox", "ls", "/sys/class/net")).split() == ["lo"]
     docker("run", "-d", "--name", "owner", "busybox", "sleep", "60")
     mine = out(docker("exec", "owner", "cat", "/etc/hostname")).strip()
-    joined = out(docker("run", "--rm", "--net", "container:owner", "busybox", "sh", "-c",
-                        "hostname; ip -4 -o addr show eth0")).split("\n")
+    joined = out(
+        docker("run", "--rm", "--net", "container:owner", "busybox", "sh", "-c", "hostname; ip -4 -o addr show eth0")
+    ).split("\n")
     assert joined[0] == mine and ip_of(docker, "owner") in joined[1]
     docker("stop", "-t", "0", "owner")
     proc = docker("run", "--rm", "--net", "container:owner", "busybox", "true", check=False)
@@ -221,8 +268,23 @@ def test_restart_keeps_addresses_and_ports_then_cleans_up(workdir, docker_config
     archive.write_bytes(busybox_archive())
     docker("load", "-i", str(archive))
     veths_before = veths()
-    docker("run", "-d", "--name", "keep", "-p", "18081:80", "-v", f"{www}:/www", "busybox",
-           "httpd", "-f", "-p", "80", "-h", "/www")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "-p",
+        "18081:80",
+        "-v",
+        f"{www}:/www",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    )
     ip_before = ip_of(docker, "keep")
     assert b"hello" in wait_http("127.0.0.1", 18081)
     d.kill()
@@ -236,8 +298,10 @@ def test_restart_keeps_addresses_and_ports_then_cleans_up(workdir, docker_config
         docker("rm", "-f", "keep", "newer")
         assert veths() == veths_before
         assert "-A ENGINE" not in iptables_save() or "DNAT" not in iptables_save()
-        assert "engine_net_bridge.proxy" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                                              text=True).stdout
+        assert (
+            "engine_net_bridge.proxy"
+            not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        )
     finally:
         d2.stop()
     assert ":ENGINE" not in iptables_save()  # no container left: the daemon removed its chains
@@ -261,8 +325,11 @@ def test_daemon_start_restarts_linked_children_before_parents(workdir, docker_co
     docker("load", "-i", str(archive))
     for _ in range(20):  # the parent's ID must sort first, so that ID order would start it first
         child = out(docker("run", "-d", "--restart", "always", "--name", "child", "busybox", "sleep", "600")).strip()
-        parent = out(docker("run", "-d", "--restart", "always", "--name", "parent", "--link", "child:db",
-                            "busybox", "sleep", "600")).strip()
+        parent = out(
+            docker(
+                "run", "-d", "--restart", "always", "--name", "parent", "--link", "child:db", "busybox", "sleep", "600"
+            )
+        ).strip()
         if parent < child:
             break
         docker("rm", "-f", "parent", "child")

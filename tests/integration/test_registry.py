@@ -20,8 +20,15 @@ import requests
 from engine.testing import dockerd as reference
 from engine.testing import registry as local_registry
 from engine.testing.daemon import DaemonProcess
-from engine.testing.images import (BuiltImage, big_image, busybox_archive, busybox_image, docker_archive,
-                                   image_config, layered_image)
+from engine.testing.images import (
+    BuiltImage,
+    big_image,
+    busybox_archive,
+    busybox_image,
+    docker_archive,
+    image_config,
+    layered_image,
+)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -127,7 +134,7 @@ def test_same_image_same_blobs_from_a_loaded_or_a_pulled_copy(docker, archives, 
     first = f"{registry.host}/layered:latest"
     docker("tag", "layered", first)
     out = docker("push", first).stdout.decode()
-    digest = [line for line in out.splitlines() if "digest:" in line][0].split()[2]
+    digest = next(line for line in out.splitlines() if "digest:" in line).split()[2]
     docker("rmi", first, "layered")
     docker("pull", first)
     other = local_registry.LocalRegistry(str(tmp_path / "other-registry")).start()
@@ -148,8 +155,12 @@ def test_pull_progress_stream(daemon, docker, archives, registry):
     docker("tag", "layered", target)
     docker("push", target)
     docker("rmi", target, "layered")
-    status, lines = api_stream(daemon, "POST", f"/v1.41/images/create?fromImage={registry.host}%2Fteam%2Flayered"
-                                               "&tag=v1", headers={"X-Registry-Auth": "e30="})
+    status, lines = api_stream(
+        daemon,
+        "POST",
+        f"/v1.41/images/create?fromImage={registry.host}%2Fteam%2Flayered&tag=v1",
+        headers={"X-Registry-Auth": "e30="},
+    )
     assert status == 200
     assert lines[0] == {"status": "Pulling from team/layered", "id": "v1"}
     ids = [m["id"] for m in lines if m.get("status") == "Pulling fs layer"]
@@ -174,8 +185,11 @@ def test_pull_progress_stream(daemon, docker, archives, registry):
 def test_shared_layers_already_exist(docker, daemon, archives, registry):
     """An image whose bottom layer is busybox's: that layer is not downloaded again."""
     base = busybox_image()
-    child = BuiltImage(base.layers + [busybox_image().layers[0][:0] or _small_layer()],
-                       image_config(["sh"], [{"created_by": "base"}, {"created_by": "child"}]), ["child:latest"])
+    child = BuiltImage(
+        base.layers + [busybox_image().layers[0][:0] or _small_layer()],
+        image_config(["sh"], [{"created_by": "base"}, {"created_by": "child"}]),
+        ["child:latest"],
+    )
     path = os.path.join(daemon.workdir, "child.tar")
     with open(path, "wb") as fh:
         fh.write(docker_archive([child]))
@@ -199,15 +213,17 @@ def _small_layer():
 
 
 def test_push_mounts_blobs_from_another_repository(docker, archives, registry):
-    target, _ = push_busybox(docker, archives, registry, name="team/one")
+    _target, _ = push_busybox(docker, archives, registry, name="team/one")
     other = f"{registry.host}/team/two:latest"
     docker("tag", "busybox", other)
     out = docker("push", other).stdout.decode()
     assert f"{busybox_image().diff_ids()[0][7:19]}: Mounted from team/one" in out
-    digest = [line for line in out.splitlines() if "digest:" in line][0].split()[2]
+    digest = next(line for line in out.splitlines() if "digest:" in line).split()[2]
     # Same image, same blobs: the same manifest digest in both repositories.
-    assert inspect(docker, other)["RepoDigests"] == [f"{registry.host}/team/one@{digest}",
-                                                     f"{registry.host}/team/two@{digest}"]
+    assert inspect(docker, other)["RepoDigests"] == [
+        f"{registry.host}/team/one@{digest}",
+        f"{registry.host}/team/two@{digest}",
+    ]
 
 
 def test_concurrent_pulls_share_one_download(daemon, docker, registry, workdir):
@@ -255,8 +271,8 @@ def test_concurrent_pulls_share_one_download(daemon, docker, registry, workdir):
 
 
 def test_pull_by_digest_and_all_tags(docker, archives, registry):
-    target, proc = push_busybox(docker, archives, registry)
-    digest = [line for line in proc.stdout.decode().splitlines() if "digest:" in line][0].split()[2]
+    _target, proc = push_busybox(docker, archives, registry)
+    digest = next(line for line in proc.stdout.decode().splitlines() if "digest:" in line).split()[2]
     docker("tag", "busybox", f"{registry.host}/busybox:other")
     docker("push", f"{registry.host}/busybox:other")
     docker("rmi", "-f", busybox_image().id)
@@ -267,8 +283,10 @@ def test_pull_by_digest_and_all_tags(docker, archives, registry):
     assert doc["RepoDigests"] == [f"{registry.host}/busybox@{digest}"]
     out = docker("pull", "-a", f"{registry.host}/busybox").stdout.decode()
     assert f"Status: Downloaded newer image for {registry.host}/busybox" in out
-    assert sorted(inspect(docker, busybox_image().id)["RepoTags"]) == [f"{registry.host}/busybox:latest",
-                                                                         f"{registry.host}/busybox:other"]
+    assert sorted(inspect(docker, busybox_image().id)["RepoTags"]) == [
+        f"{registry.host}/busybox:latest",
+        f"{registry.host}/busybox:other",
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -292,8 +310,9 @@ def run_docker(host, docker_config, *args, check=True, input=None):
     return proc
 
 
-def test_dockerd_pulls_what_we_pushed_and_we_pull_what_it_pushed(docker, daemon, dockerd, docker_config, archives,
-                                                                  registry):
+def test_dockerd_pulls_what_we_pushed_and_we_pull_what_it_pushed(
+    docker, daemon, dockerd, docker_config, archives, registry
+):
     target, _ = push_busybox(docker, archives, registry)
     fmt = "{{.Id}} {{json .RepoDigests}} {{json .RootFS.Layers}}"
     ours = run_docker(daemon.host, docker_config, "image", "inspect", "--format", fmt, target).stdout
@@ -306,8 +325,10 @@ def test_dockerd_pulls_what_we_pushed_and_we_pull_what_it_pushed(docker, daemon,
     run_docker(dockerd.host, docker_config, "tag", "layered", other)
     run_docker(dockerd.host, docker_config, "push", other)
     docker("pull", other)
-    assert (run_docker(daemon.host, docker_config, "image", "inspect", "--format", fmt, other).stdout
-            == run_docker(dockerd.host, docker_config, "image", "inspect", "--format", fmt, other).stdout)
+    assert (
+        run_docker(daemon.host, docker_config, "image", "inspect", "--format", fmt, other).stdout
+        == run_docker(dockerd.host, docker_config, "image", "inspect", "--format", fmt, other).stdout
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +383,7 @@ def test_unknown_repository_tag_and_malformed_reference(daemon, docker, registry
     proc = docker("pull", f"{registry.host}/nosuch:latest", check=False)
     assert proc.returncode != 0
     assert f"manifest for {registry.host}/nosuch:latest not found: manifest unknown".encode() in proc.stderr
-    status, lines = api_stream(daemon, "POST", f"/v1.41/images/create?fromImage={registry.host}%2Fnosuch&tag=x")
+    status, _lines = api_stream(daemon, "POST", f"/v1.41/images/create?fromImage={registry.host}%2Fnosuch&tag=x")
     assert status == 404
     status, raw = daemon.request("POST", "/v1.41/images/create?fromImage=Bad..Name&tag=latest")
     assert status == 400 and b"invalid reference format" in raw
@@ -374,14 +395,26 @@ def test_unknown_repository_tag_and_malformed_reference(daemon, docker, registry
 
 
 def test_unsupported_platform_in_manifest_list(daemon, docker, archives, registry):
-    target, proc = push_busybox(docker, archives, registry)
-    digest = [line for line in proc.stdout.decode().splitlines() if "digest:" in line][0].split()[2]
+    _target, proc = push_busybox(docker, archives, registry)
+    digest = next(line for line in proc.stdout.decode().splitlines() if "digest:" in line).split()[2]
     size = int(proc.stdout.decode().split("size: ")[-1].split()[0])
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
-             "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": size,
-                            "digest": digest, "platform": {"architecture": "s390x", "os": "linux"}}]}
-    resp = requests.put(f"{registry.url}/v2/busybox/manifests/s390x-only", data=json.dumps(index),
-                        headers={"Content-Type": index["mediaType"]})
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "size": size,
+                "digest": digest,
+                "platform": {"architecture": "s390x", "os": "linux"},
+            }
+        ],
+    }
+    resp = requests.put(
+        f"{registry.url}/v2/busybox/manifests/s390x-only",
+        data=json.dumps(index),
+        headers={"Content-Type": index["mediaType"]},
+    )
     assert resp.status_code == 201, resp.text
     docker("rmi", "-f", busybox_image().id)
     proc = docker("pull", f"{registry.host}/busybox:s390x-only", check=False)
@@ -398,11 +431,13 @@ def test_corrupted_blob_fails_and_leaves_nothing(daemon, docker, archives, regis
     target = f"{registry.host}/layered:latest"
     docker("tag", "layered", target)
     out = docker("push", target).stdout.decode()
-    digest = [line for line in out.splitlines() if "digest:" in line][0].split()[2]
+    digest = next(line for line in out.splitlines() if "digest:" in line).split()[2]
     docker("rmi", target, "layered")
     assert layer_dirs(daemon) == []
-    manifest = requests.get(f"{registry.url}/v2/layered/manifests/{digest}",
-                            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
+    manifest = requests.get(
+        f"{registry.url}/v2/layered/manifests/{digest}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    ).json()
     # Corrupt the middle layer in place: same size, one byte flipped near the end.
     victim = registry.blob_path(manifest["layers"][1]["digest"])
     with open(victim, "r+b") as fh:
@@ -444,8 +479,9 @@ def test_kill_during_pull_then_restart(workdir, docker_config, registry):
         run_docker(d.host, docker_config, "rmi", f"{registry.host}/big:latest")
         assert layer_dirs(d) == []
         env = dict(os.environ, DOCKER_HOST=d.host, DOCKER_CONFIG=docker_config)
-        pull = subprocess.Popen(["docker", "pull", f"{registry.host}/big:latest"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        pull = subprocess.Popen(
+            ["docker", "pull", f"{registry.host}/big:latest"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         # Kill once the first layer is registered and others are still coming.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(layer_dirs(d)) < 1:
@@ -516,8 +552,13 @@ def test_docker_py_pull_push(daemon, archives, registry):
 
 def engine_cli(daemon, docker_config, *args, input=None, check=True):
     env = dict(os.environ, DOCKER_CONFIG=docker_config)
-    proc = subprocess.run([sys.executable, "-m", "engine.client.cli", "-H", daemon.host, *args], env=env,
-                          capture_output=True, input=input, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, *args],
+        env=env,
+        capture_output=True,
+        input=input,
+        timeout=300,
+    )
     if check:
         assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
     return proc
@@ -527,11 +568,21 @@ def test_engine_cli_login_push_pull_logout_search(daemon, docker, docker_config,
     docker("load", "-i", archives["busybox"])
     target = f"{auth_registry.host}/cli/busybox:latest"
     docker("tag", "busybox", target)
-    proc = engine_cli(daemon, docker_config, "login", "-u", "alice", "--password-stdin", auth_registry.host,
-                      input=b"bad\n", check=False)
+    proc = engine_cli(
+        daemon,
+        docker_config,
+        "login",
+        "-u",
+        "alice",
+        "--password-stdin",
+        auth_registry.host,
+        input=b"bad\n",
+        check=False,
+    )
     assert proc.returncode == 1 and b"unauthorized" in proc.stderr
-    proc = engine_cli(daemon, docker_config, "login", "-u", "alice", "--password-stdin", auth_registry.host,
-                      input=b"s3cret\n")
+    proc = engine_cli(
+        daemon, docker_config, "login", "-u", "alice", "--password-stdin", auth_registry.host, input=b"s3cret\n"
+    )
     assert b"Login Succeeded" in proc.stdout
     with open(os.path.join(docker_config, "config.json")) as fh:
         assert json.load(fh)["auths"][auth_registry.host]["auth"] == base64.b64encode(b"alice:s3cret").decode()

@@ -54,8 +54,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def _reply(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None,
-               ctype: str = "application/json") -> None:
+    def _reply(
+        self, code: int, body: bytes = b"", headers: dict[str, str] | None = None, ctype: str = "application/json"
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -74,21 +75,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         value = self.headers.get("Authorization", "")
         host = f"127.0.0.1:{self.server.server_address[1]}"
         if script.bearer and value != f"Bearer {TOKEN}":
-            self._error(401, "UNAUTHORIZED", "authentication required", {
-                "WWW-Authenticate": f'Bearer realm="http://{host}/token",service="fake",scope="x"'})
+            self._error(
+                401,
+                "UNAUTHORIZED",
+                "authentication required",
+                {"WWW-Authenticate": f'Bearer realm="http://{host}/token",service="fake",scope="x"'},
+            )
             return False
         if script.basic is not None:
             expected = "Basic " + base64.b64encode(":".join(script.basic).encode()).decode()
             if value != expected:
-                self._error(401, "UNAUTHORIZED", "authentication required",
-                            {"WWW-Authenticate": 'Basic realm="fake"'})
+                self._error(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="fake"'})
                 return False
         return True
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         server = self.server
         parts = urlsplit(self.path)
         server.log.append((self.command, self.path, dict(self.headers)))
@@ -104,7 +108,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if parts.path == "/v2/":
             self._reply(200, b"{}")
             return
-        path = parts.path[len("/v2/"):]
+        path = parts.path[len("/v2/") :]
         if "/manifests/" in path:
             repo, ref = path.split("/manifests/", 1)
             entry = server.manifests.get((repo, ref))

@@ -15,7 +15,7 @@ from engine.registry.push import GzipStream, compress_layer
 
 def test_gzip_is_deterministic_and_round_trips():
     data = os.urandom(3_000_000) + b"compressible " * 200_000
-    chunks = [data[i:i + 70_000] for i in range(0, len(data), 70_000)]
+    chunks = [data[i : i + 70_000] for i in range(0, len(data), 70_000)]
     blob, digest = compress_layer(chunks)
     again, digest2 = compress_layer([data])  # other chunking, same bytes out
     assert digest == digest2 and blob == again

@@ -55,12 +55,17 @@ def test_auth_header_identity_token_and_auth_field_and_key_case():
 
 
 def test_parse_bearer_challenge():
-    header = ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
-              'scope="repository:library/busybox:pull,push"')
+    header = (
+        'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+        'scope="repository:library/busybox:pull,push"'
+    )
     (challenge,) = parse_challenges(header)
     assert challenge.scheme == "bearer"
-    assert challenge.params == {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
-                                "scope": "repository:library/busybox:pull,push"}
+    assert challenge.params == {
+        "realm": "https://auth.docker.io/token",
+        "service": "registry.docker.io",
+        "scope": "repository:library/busybox:pull,push",
+    }
 
 
 def test_parse_several_challenges_quotes_and_escapes():
@@ -165,10 +170,26 @@ def test_certs_d_context_loads_real_material(tmp_path):
     host = tmp_path / "reg.example"
     host.mkdir()
     for name in ("ca", "client"):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", f"/CN={name}", "-keyout", str(host / f"{name}.key"),
-                        "-out", str(host / f"{name}.{'crt' if name == 'ca' else 'cert'}")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                f"/CN={name}",
+                "-keyout",
+                str(host / f"{name}.key"),
+                "-out",
+                str(host / f"{name}.{'crt' if name == 'ca' else 'cert'}"),
+            ],
+            check=True,
+            capture_output=True,
+        )
     os.unlink(host / "ca.key")
     files = load_tls_files(str(tmp_path), "reg.example")
     ctx = files.context()
@@ -197,8 +218,10 @@ def test_search_terms_and_filters():
     assert split_search_term("busybox") == ("docker.io", "busybox")
     assert split_search_term("user/repo") == ("docker.io", "user/repo")
     assert split_search_term("localhost:5000/x") == ("localhost:5000", "x")
-    results = [{"name": "a", "description": "", "star_count": 10, "is_official": True, "is_automated": False},
-               {"name": "b", "description": "", "star_count": 1, "is_official": False, "is_automated": True}]
+    results = [
+        {"name": "a", "description": "", "star_count": 10, "is_official": True, "is_automated": False},
+        {"name": "b", "description": "", "star_count": 1, "is_official": False, "is_automated": True},
+    ]
     assert [r["name"] for r in filter_results(results, {"stars": ["5"]})] == ["a"]
     assert [r["name"] for r in filter_results(results, {"is-automated": ["true"]})] == ["b"]
     assert [r["name"] for r in filter_results(results, {"is-official": ["false"]})] == ["b"]
@@ -212,9 +235,12 @@ def test_search_terms_and_filters():
 
 
 def _manifest(media_type=mf.DOCKER_MANIFEST, **extra):
-    doc = {"schemaVersion": 2, "mediaType": media_type,
-           "config": {"mediaType": mf.DOCKER_CONFIG, "size": 10, "digest": DIGEST},
-           "layers": [{"mediaType": mf.DOCKER_LAYER, "size": 20, "digest": OTHER}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": mf.DOCKER_CONFIG, "size": 10, "digest": DIGEST},
+        "layers": [{"mediaType": mf.DOCKER_LAYER, "size": 20, "digest": OTHER}],
+    }
     doc.update(extra)
     return json.dumps(doc).encode()
 
@@ -256,9 +282,13 @@ def _entry(arch, variant=None, digest=DIGEST, os_name="linux"):
 
 
 def test_platform_selection_is_variant_aware():
-    entries = [_entry("arm", "v6", "sha256:" + "1" * 64), _entry("arm", "v7", "sha256:" + "2" * 64),
-               _entry("arm64", "v8", "sha256:" + "3" * 64), _entry("amd64", None, "sha256:" + "4" * 64),
-               _entry("unknown", None, "sha256:" + "5" * 64, os_name="unknown")]
+    entries = [
+        _entry("arm", "v6", "sha256:" + "1" * 64),
+        _entry("arm", "v7", "sha256:" + "2" * 64),
+        _entry("arm64", "v8", "sha256:" + "3" * 64),
+        _entry("amd64", None, "sha256:" + "4" * 64),
+        _entry("unknown", None, "sha256:" + "5" * 64, os_name="unknown"),
+    ]
     pick = lambda text: mf.select_platform(entries, mf.parse_platform(text)).digest[7:8]  # noqa: E731
     assert pick("linux/arm/v7") == "2" and pick("linux/arm/v6") == "1" and pick("linux/arm") == "2"
     assert pick("linux/arm64") == "3" and pick("linux/arm64/v8") == "3" and pick("linux/amd64") == "4"

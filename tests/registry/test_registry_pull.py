@@ -11,7 +11,6 @@ import random
 
 import pytest
 from fakeregistry import FakeRegistry, digest_of
-from engine_graph_vfs.driver import VfsDriver
 
 from engine.errors import NotFound, NotSupported, RegistryError
 from engine.graph import reference as refs
@@ -24,6 +23,7 @@ from engine.registry.pull import Puller
 from engine.testing.graphtest import Entry, make_layer_tar
 from engine.testing.images import BuiltImage, image_config
 from engine.utils.progress import Progress
+from engine_graph_vfs.driver import VfsDriver
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the vfs driver keeps owners: needs root")
 
@@ -62,8 +62,10 @@ def publish(fake: FakeRegistry, repo: str, tag: str, image: BuiltImage) -> tuple
     layer_digests = [fake.add_blob(b) for b in blobs]
     config = image.config_bytes()
     fake.add_blob(config)
-    body = mf.schema2_manifest(mf.Descriptor(mf.DOCKER_CONFIG, digest_of(config), len(config)),
-                               [mf.Descriptor(mf.DOCKER_LAYER, d, len(b)) for d, b in zip(layer_digests, blobs)])
+    body = mf.schema2_manifest(
+        mf.Descriptor(mf.DOCKER_CONFIG, digest_of(config), len(config)),
+        [mf.Descriptor(mf.DOCKER_LAYER, d, len(b)) for d, b in zip(layer_digests, blobs)],
+    )
     return fake.add_manifest(repo, tag, mf.DOCKER_MANIFEST, body), layer_digests
 
 
@@ -81,8 +83,14 @@ class Recorder:
 def make_puller(graph: Graph, tmp_path, auth: AuthConfig | None = None, platform=None) -> tuple[Puller, Recorder]:
     rec = Recorder()
     service = RegistryService(backoff=0.01, read_timeout=10)
-    puller = Puller(graph, service, DistributionMetadata(str(tmp_path)), Progress(rec.write, interval=0),
-                    auth or AuthConfig(), platform)
+    puller = Puller(
+        graph,
+        service,
+        DistributionMetadata(str(tmp_path)),
+        Progress(rec.write, interval=0),
+        auth or AuthConfig(),
+        platform,
+    )
     return puller, rec
 
 
@@ -233,11 +241,24 @@ def test_manifest_list_picks_our_platform_and_records_the_list_digest(fake, grap
     ours_digest, _ = publish(fake, "multi", "amd64-only", ours)
     other_digest, _ = publish(fake, "multi", "arm64-only", other)
     size = {d: len(fake.manifests[("multi", d)][1]) for d in (ours_digest, other_digest)}
-    index = {"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [
-        {"mediaType": mf.DOCKER_MANIFEST, "digest": other_digest, "size": size[other_digest],
-         "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-        {"mediaType": mf.DOCKER_MANIFEST, "digest": ours_digest, "size": size[ours_digest],
-         "platform": {"os": "linux", "architecture": "amd64"}}]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": mf.OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": mf.DOCKER_MANIFEST,
+                "digest": other_digest,
+                "size": size[other_digest],
+                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+            },
+            {
+                "mediaType": mf.DOCKER_MANIFEST,
+                "digest": ours_digest,
+                "size": size[ours_digest],
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
+        ],
+    }
     index_digest = fake.add_manifest("multi", "latest", mf.OCI_INDEX, json.dumps(index).encode())
     puller, _ = make_puller(graph, tmp_path)
     puller.pull(refs.parse(f"{fake.host}/multi:latest"))

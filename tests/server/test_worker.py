@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import socket
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from gunicorn.config import Config
@@ -38,11 +39,10 @@ def serve(app: Callable, request: bytes) -> tuple[Any, bytes, Any]:
         conn.init()
         req = next(conn.parser)
         log = _Log()
-        worker = types.SimpleNamespace(cfg=cfg, alive=True, keepalived_conns=[], max_keepalived=10,
-                                       wsgi=app, log=log)
+        worker = types.SimpleNamespace(cfg=cfg, alive=True, keepalived_conns=[], max_keepalived=10, wsgi=app, log=log)
         try:
             outcome: Any = W.EngineWorker.handle_request(worker, req, conn)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+        except BaseException as exc:
             outcome = exc
         theirs.settimeout(0.2)
         data = b""

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine.drivers.exec import Command, Pipes
 from engine.testing.hostexec import HostProcessDriver

@@ -43,7 +43,7 @@ def runner():
         def target() -> None:
             try:
                 result["code"] = driver.run(cmd, pipes or Pipes(), on_start)
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
+            except BaseException as exc:
                 result["error"] = exc
             ready.set()
 

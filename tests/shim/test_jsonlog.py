@@ -49,16 +49,19 @@ def test_partials_do_not_split_utf8_characters(tmp_path):
     assert entries(log.path)[-1]["log"] == "\ufffd\ufffdbad\n"
 
 
-@pytest.mark.parametrize("data,end,cut", [
-    (b"abc", 3, 3),
-    ("aé".encode(), 3, 3),
-    ("aé".encode(), 2, 1),
-    ("a€".encode(), 3, 1),
-    ("a€".encode(), 4, 4),
-    ("a😀".encode(), 4, 1),
-    ("a😀".encode(), 5, 5),
-    (b"\x80\x80\x80\x80", 4, 4),
-])
+@pytest.mark.parametrize(
+    "data,end,cut",
+    [
+        (b"abc", 3, 3),
+        ("aé".encode(), 3, 3),
+        ("aé".encode(), 2, 1),
+        ("a€".encode(), 3, 1),
+        ("a€".encode(), 4, 4),
+        ("a😀".encode(), 4, 1),
+        ("a😀".encode(), 5, 5),
+        (b"\x80\x80\x80\x80", 4, 4),
+    ],
+)
 def test_utf8_boundary(data, end, cut):
     assert utf8_boundary(data, end) == cut
 

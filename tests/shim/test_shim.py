@@ -20,8 +20,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,17 @@ import engine
 from engine.drivers.exec import Command, ExecStartError, ProcessConfig
 from engine.errors import Conflict, HostError
 from engine.shim import protocol
-from engine.shim.client import (AttachConnection, ForkServer, ShimClient, ShimUnavailable, prepare_attach,
-                                read_exit, read_state, shim_alive, start_shim)
+from engine.shim.client import (
+    AttachConnection,
+    ForkServer,
+    ShimClient,
+    ShimUnavailable,
+    prepare_attach,
+    read_exit,
+    read_state,
+    shim_alive,
+    start_shim,
+)
 from engine.testing.hostexec import HostProcessDriver
 from engine.testing.procs import alive, cmdline, stat_fields, wait_gone
 
@@ -74,8 +84,11 @@ def holds_files_in(pid: int, directory: str) -> bool:
 
 def processes_mentioning(text: str) -> list[int]:
     """Live processes whose command line names ``text`` or that hold a file below it open."""
-    return [int(p) for p in os.listdir("/proc")
-            if p.isdigit() and (text in cmdline(int(p)) or holds_files_in(int(p), text)) and alive(int(p))]
+    return [
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit() and (text in cmdline(int(p)) or holds_files_in(int(p), text)) and alive(int(p))
+    ]
 
 
 def read_log(path: str) -> list[dict[str, Any]]:
@@ -144,20 +157,37 @@ class Started:
         return ShimClient(self.dir)
 
 
-def make_spec(container_dir: str, args: list[str], *, tty: bool = False, open_stdin: bool = False,
-              stdin_once: bool = False, max_size: int = 0, max_file: int = 1,
-              console_size: tuple[int, int] | None = None, driver: dict[str, str] | None = None,
-              ) -> tuple[Command, dict[str, Any]]:
+def make_spec(
+    container_dir: str,
+    args: list[str],
+    *,
+    tty: bool = False,
+    open_stdin: bool = False,
+    stdin_once: bool = False,
+    max_size: int = 0,
+    max_file: int = 1,
+    console_size: tuple[int, int] | None = None,
+    driver: dict[str, str] | None = None,
+) -> tuple[Command, dict[str, Any]]:
     cid = os.path.basename(container_dir)
     command = Command(
-        id=cid, rootfs="/", container_dir=container_dir,
-        process=ProcessConfig(args=args, env=["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "TERM=xterm"],
-                              cwd="/", tty=tty, console_size=console_size),
+        id=cid,
+        rootfs="/",
+        container_dir=container_dir,
+        process=ProcessConfig(
+            args=args,
+            env=["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root", "TERM=xterm"],
+            cwd="/",
+            tty=tty,
+            console_size=console_size,
+        ),
     )
     spec = {
         "command": command.to_json(),
         "driver": dict(driver or HOSTEXEC, home=os.path.join(container_dir, "driver-home")),
-        "tty": tty, "open_stdin": open_stdin, "stdin_once": stdin_once,
+        "tty": tty,
+        "open_stdin": open_stdin,
+        "stdin_once": stdin_once,
         "log": {"path": os.path.join(container_dir, f"{cid}-json.log"), "max_size": max_size, "max_file": max_file},
     }
     return command, spec
@@ -201,16 +231,16 @@ def shim(tmp_path, forkserver) -> Iterator[Callable[..., Started]]:
     started: list[tuple[str, dict[str, Any] | None]] = []
     conns: list[AttachConnection] = []
 
-    def start(args: list[str], name: str = "c1", attachers: tuple[Any, ...] = (),
-              **options: Any) -> Started:
+    def start(args: list[str], name: str = "c1", attachers: tuple[Any, ...] = (), **options: Any) -> Started:
         container_dir = str(tmp_path / name)
         os.mkdir(container_dir)
         command, spec = make_spec(container_dir, args, **options)
         conns.extend(a for a in attachers if isinstance(a, AttachConnection))
         entry: tuple[str, dict[str, Any] | None] = (container_dir, None)
         started.append(entry)
-        result = start_shim(container_dir, spec, pythonpath=PYTHONPATH, attachers=attachers, timeout=30,
-                            forkserver=forkserver)
+        result = start_shim(
+            container_dir, spec, pythonpath=PYTHONPATH, attachers=attachers, timeout=30, forkserver=forkserver
+        )
         started[-1] = (container_dir, result)
         return Started(container_dir, command, result)
 
@@ -237,8 +267,12 @@ def container_dir(tmp_path) -> Iterator[str]:
         os.kill(pid, signal.SIGKILL)
 
 
-def run_launcher(container_dir: str, spec: dict[str, Any], pass_fds: tuple[int, ...] = (), acknowledge: bool = True,
-                 ) -> tuple[subprocess.CompletedProcess, list[str]]:
+def run_launcher(
+    container_dir: str,
+    spec: dict[str, Any],
+    pass_fds: tuple[int, ...] = (),
+    acknowledge: bool = True,
+) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Write shim.json and run the launcher by hand; its result and stdout lines (after its ACK).
 
     :param acknowledge: confirm a start as the daemon does, on a socket (else the socket is at EOF at once).
@@ -251,9 +285,15 @@ def run_launcher(container_dir: str, spec: dict[str, Any], pass_fds: tuple[int, 
             ours.sendall(protocol.ACK)
         else:
             ours.shutdown(socket.SHUT_WR)
-        proc = subprocess.run([sys.executable, "-S", "-m", "engine.shim", container_dir], capture_output=True,
-                              env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(PYTHONPATH)},
-                              timeout=30, cwd="/", pass_fds=pass_fds, stdin=theirs)
+        proc = subprocess.run(
+            [sys.executable, "-S", "-m", "engine.shim", container_dir],
+            capture_output=True,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(PYTHONPATH)},
+            timeout=30,
+            cwd="/",
+            pass_fds=pass_fds,
+            stdin=theirs,
+        )
     assert proc.stdout.startswith(protocol.ACK), proc.stdout
     return proc, proc.stdout[1:].decode().splitlines()
 
@@ -299,7 +339,7 @@ def test_inherited_descriptors_are_closed(container_dir):
     _, spec = make_spec(container_dir, ["sleep", "30"])
     read_fd, write_fd = os.pipe()
     try:
-        proc, lines = run_launcher(container_dir, spec, pass_fds=(write_fd,))
+        _proc, lines = run_launcher(container_dir, spec, pass_fds=(write_fd,))
         result = json.loads(lines[0])
         os.close(write_fd)
         write_fd = -1
@@ -356,7 +396,7 @@ def test_missing_command_reports_docker_error_and_leaves_nothing(container_dir, 
     with pytest.raises(ExecStartError, match=r'^exec: "no-such-command-here": executable file not found in \$PATH$'):
         start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
     _, spec = make_spec(container_dir, ["/no/such/binary"])
-    with pytest.raises(ExecStartError, match=r'stat /no/such/binary: no such file or directory'):
+    with pytest.raises(ExecStartError, match=r"stat /no/such/binary: no such file or directory"):
         start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
     wait_for(lambda: not processes_mentioning(container_dir), what="the shims to go away")
 
@@ -383,9 +423,14 @@ def test_a_launcher_run_by_hand_confirms_its_own_start(container_dir):
     _, spec = make_spec(container_dir, ["sleep", "30"])
     with open(os.path.join(container_dir, protocol.CONFIG_FILE), "w") as f:
         json.dump(spec, f)
-    proc = subprocess.run([sys.executable, "-S", "-m", "engine.shim", container_dir], capture_output=True,
-                          env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(PYTHONPATH)},
-                          timeout=30, cwd="/", stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-m", "engine.shim", container_dir],
+        capture_output=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(PYTHONPATH)},
+        timeout=30,
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+    )
     result = json.loads(proc.stdout[1:].splitlines()[0])
     try:
         time.sleep(0.5)
@@ -511,8 +556,13 @@ class WaitingAttach:
 
 def test_waiting_attach_is_connected_before_the_container_starts(shim, container_dir, forkserver):
     waiting = WaitingAttach(stdin=True, stdout=True, stderr=True)
-    s = shim(["sh", "-c", "echo early; read line; echo got $line"], open_stdin=True, stdin_once=True,
-             attachers=(waiting,), name="c0")
+    s = shim(
+        ["sh", "-c", "echo early; read line; echo got $line"],
+        open_stdin=True,
+        stdin_once=True,
+        attachers=(waiting,),
+        name="c0",
+    )
     assert waiting.connection is not None
     with waiting.connection as conn:
         out = Output(conn)
@@ -547,8 +597,10 @@ def test_preattached_connection_gets_eof_when_start_fails(container_dir, forkser
 
 def test_multiple_clients_get_the_same_output(shim):
     s = shim(["cat"], open_stdin=True)
-    with s.client.attach(stdin=True, stdout=True, stderr=False) as a, \
-            s.client.attach(stdin=False, stdout=True, stderr=True) as b:
+    with (
+        s.client.attach(stdin=True, stdout=True, stderr=False) as a,
+        s.client.attach(stdin=False, stdout=True, stderr=True) as b,
+    ):
         out_a, out_b = Output(a), Output(b)
         a.send_stdin(b"one\n")
         assert out_a.until(rb"one\n") == b"one\n"
@@ -602,8 +654,7 @@ def test_client_that_disconnects_midway_does_not_stop_the_container(shim):
 
 def test_slow_client_is_dropped_and_never_blocks_the_container(shim):
     total = 16 * 1024 * 1024
-    s = shim(["sh", "-c", f"head -c {total} /dev/zero | tr '\\0' x; echo; echo done"],
-             max_size=1024 * 1024, max_file=2)
+    s = shim(["sh", "-c", f"head -c {total} /dev/zero | tr '\\0' x; echo; echo done"], max_size=1024 * 1024, max_file=2)
     # Attached before the output starts? Not needed: it only has to fall behind.
     slow = s.client.attach(stdin=False, stdout=True, stderr=True)
     try:
@@ -666,8 +717,11 @@ def test_tty_size_resize_and_exit(shim):
 @pytest.mark.parametrize("max_file", [1, 3])
 def test_log_rotation(shim, max_file):
     max_size = 2000
-    s = shim(["sh", "-c", 'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); done'],
-             max_size=max_size, max_file=max_file)
+    s = shim(
+        ["sh", "-c", 'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); done'],
+        max_size=max_size,
+        max_file=max_file,
+    )
     assert s.client.wait(timeout=15)["ExitCode"] == 0
     wait_gone(s.result["ShimPid"])
     names = sorted(n for n in os.listdir(s.dir) if n.startswith("c1-json.log"))
@@ -711,8 +765,10 @@ def test_shim_survives_the_death_of_the_process_that_started_it(container_dir):
         parent = int(stat_fields(shim_pid)[1])
         assert parent != proc.pid and "engine.shim" not in cmdline(parent)
         size = os.path.getsize(os.path.join(container_dir, "c1-json.log"))
-        wait_for(lambda: os.path.getsize(os.path.join(container_dir, "c1-json.log")) > size + 200,
-                 what="the log to grow after the starter exited")
+        wait_for(
+            lambda: os.path.getsize(os.path.join(container_dir, "c1-json.log")) > size + 200,
+            what="the log to grow after the starter exited",
+        )
 
         # A daemon-side process attached to it, then killed with SIGKILL.
         attacher = textwrap.dedent(f"""
@@ -728,8 +784,10 @@ def test_shim_survives_the_death_of_the_process_that_started_it(container_dir):
         daemon.kill()
         daemon.wait()
         size = os.path.getsize(os.path.join(container_dir, "c1-json.log"))
-        wait_for(lambda: os.path.getsize(os.path.join(container_dir, "c1-json.log")) > size + 200,
-                 what="the log to grow after the attached process died")
+        wait_for(
+            lambda: os.path.getsize(os.path.join(container_dir, "c1-json.log")) > size + 200,
+            what="the log to grow after the attached process died",
+        )
         assert shim_alive(container_dir)
         assert ShimClient(container_dir).state()["Running"] is True
 
@@ -749,8 +807,10 @@ def test_shim_rss_while_idle(shim):
         time.sleep(0.5)
         s.client.state()
         status = vm_status(s.result["ShimPid"])
-    print(f"\nshim RSS while idle: {status['VmRSS'] / 1024:.1f} MB "
-          f"(anon {status['RssAnon'] / 1024:.1f} MB, file {status['RssFile'] / 1024:.1f} MB); target < 12 MB")
+    print(
+        f"\nshim RSS while idle: {status['VmRSS'] / 1024:.1f} MB "
+        f"(anon {status['RssAnon'] / 1024:.1f} MB, file {status['RssFile'] / 1024:.1f} MB); target < 12 MB"
+    )
     # The target is 12 MB; the assertion only catches regressions.
     assert status["VmRSS"] < 16 * 1024
 

@@ -14,7 +14,7 @@ import secrets
 import signal
 import subprocess
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -129,12 +129,15 @@ def test_parse_cpuset() -> None:
         parse_cpuset("3-1")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("c 1:3 rwm", "c 1:3 rwm"),
-    ("b *:* m", "b *:* m"),
-    ("c 136:* wr", "c 136:* rw"),
-    ("a", "a *:* rwm"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("c 1:3 rwm", "c 1:3 rwm"),
+        ("b *:* m", "b *:* m"),
+        ("c 136:* wr", "c 136:* rw"),
+        ("a", "a *:* rwm"),
+    ],
+)
 def test_device_rule_parse(text: str, expected: str) -> None:
     assert str(DeviceRule.parse(text)) == expected
 
@@ -147,8 +150,19 @@ def test_device_rule_invalid(text: str) -> None:
 
 def test_default_device_rules_are_dockers() -> None:
     assert [str(DeviceRule.parse(r)) for r in DEFAULT_DEVICE_RULES] == [
-        "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm"]
+        "c *:* m",
+        "b *:* m",
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 1:8 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 5:1 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+        "c 10:200 rwm",
+    ]
 
 
 # --------------------------------------------------------------------------
@@ -176,8 +190,13 @@ def parent() -> Iterator[dict]:
     def spawn(cg: Cgroup | None, script: str, **kw) -> subprocess.Popen:
         """Start ``busybox sh -c script``; it waits for one line on stdin
         (sent once it is in ``cg``) before running ``script``."""
-        proc = subprocess.Popen([BUSYBOX, "sh", "-c", "read go; " + script], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+        proc = subprocess.Popen(
+            [BUSYBOX, "sh", "-c", "read go; " + script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **kw,
+        )
         procs.append(proc)
         if cg is not None:
             cg.add(proc.pid)
@@ -241,9 +260,21 @@ def test_create_exists_destroy(parent) -> None:
 def test_apply_writes_limits(parent) -> None:
     cg = parent["make"]()
     cg.create()
-    cg.apply(Resources(memory=64 << 20, memory_swap=128 << 20, memory_reservation=32 << 20, memory_swappiness=10,
-                       cpu_shares=512, cpu_period=100000, cpu_quota=50000, cpuset_cpus="0", cpuset_mems="0",
-                       pids_limit=20, blkio_weight=300))
+    cg.apply(
+        Resources(
+            memory=64 << 20,
+            memory_swap=128 << 20,
+            memory_reservation=32 << 20,
+            memory_swappiness=10,
+            cpu_shares=512,
+            cpu_period=100000,
+            cpu_quota=50000,
+            cpuset_cpus="0",
+            cpuset_mems="0",
+            pids_limit=20,
+            blkio_weight=300,
+        )
+    )
     mem = cg.path("memory")
     assert _read(f"{mem}/memory.limit_in_bytes") == str(64 << 20)
     assert _read(f"{mem}/memory.memsw.limit_in_bytes") == str(128 << 20)
@@ -291,21 +322,29 @@ def test_update_raises_memory_above_memsw(parent) -> None:
     assert "a *:* rwm" not in _read(f"{cg.path('devices')}/devices.list")
 
 
-@pytest.mark.parametrize("resources, message", [
-    (Resources(memory=1 << 20), "Minimum memory limit allowed is 6MB"),
-    (Resources(memory=64 << 20, memory_swap=32 << 20), "Minimum memoryswap limit should be larger than memory limit"),
-    (Resources(memory_swap=64 << 20), "You should always set the Memory limit when using Memoryswap limit"),
-    (Resources(memory=32 << 20, memory_reservation=64 << 20), "Minimum memory limit can not be less than memory "
-                                                               "reservation limit"),
-    (Resources(memory_swappiness=101), "valid memory swappiness range is 0-100"),
-    (Resources(cpu_period=10), "CPU cfs period can not be less than 1ms"),
-    (Resources(cpu_quota=10), "CPU cfs quota can not be less than 1ms"),
-    (Resources(blkio_weight=5), "Range of blkio weight is from 10 to 1000"),
-    (Resources(cpuset_cpus="0-4096"), "Requested CPUs are not available - requested 0-4096, available: "),
-    (Resources(cpuset_mems="7"), "Requested memory nodes are not available - requested 7, available: "),
-    (Resources(cpuset_cpus="zero"), "Invalid value zero for cpuset cpus"),
-    (Resources(device_rules=["c 1:3 rwx"]), "invalid device cgroup rule"),
-])
+@pytest.mark.parametrize(
+    "resources, message",
+    [
+        (Resources(memory=1 << 20), "Minimum memory limit allowed is 6MB"),
+        (
+            Resources(memory=64 << 20, memory_swap=32 << 20),
+            "Minimum memoryswap limit should be larger than memory limit",
+        ),
+        (Resources(memory_swap=64 << 20), "You should always set the Memory limit when using Memoryswap limit"),
+        (
+            Resources(memory=32 << 20, memory_reservation=64 << 20),
+            "Minimum memory limit can not be less than memory reservation limit",
+        ),
+        (Resources(memory_swappiness=101), "valid memory swappiness range is 0-100"),
+        (Resources(cpu_period=10), "CPU cfs period can not be less than 1ms"),
+        (Resources(cpu_quota=10), "CPU cfs quota can not be less than 1ms"),
+        (Resources(blkio_weight=5), "Range of blkio weight is from 10 to 1000"),
+        (Resources(cpuset_cpus="0-4096"), "Requested CPUs are not available - requested 0-4096, available: "),
+        (Resources(cpuset_mems="7"), "Requested memory nodes are not available - requested 7, available: "),
+        (Resources(cpuset_cpus="zero"), "Invalid value zero for cpuset cpus"),
+        (Resources(device_rules=["c 1:3 rwx"]), "invalid device cgroup rule"),
+    ],
+)
 def test_validation(parent, resources: Resources, message: str) -> None:
     cg = parent["make"]()
     with pytest.raises(InvalidParameter, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -320,7 +359,7 @@ def test_add_pids_and_proc_cgroup(parent) -> None:
     assert proc.pid in cg.pids()
     text = _read(f"/proc/{proc.pid}/cgroup")
     assert f"freezer:/{parent['name']}/c1" in text
-    assert f"/{parent['name']}/c1" in [line.split(":", 2)[2] for line in text.splitlines() if ":memory:" in line][0]
+    assert f"/{parent['name']}/c1" in next(line.split(":", 2)[2] for line in text.splitlines() if ":memory:" in line)
 
 
 def _utime(pid: int) -> int:
@@ -371,13 +410,18 @@ def test_stats_shape(parent) -> None:
     cg.create()
     cg.apply(Resources(memory=64 << 20, pids_limit=10))
     # Burn some CPU, then hold about 1 MB of shell variable while sleeping.
-    proc = parent["spawn"](cg, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; "
-                               f"x=$({BUSYBOX} head -c 1000000 /dev/zero | {BUSYBOX} tr '\\0' a); "
-                               f"{BUSYBOX} sleep 60")
+    parent["spawn"](
+        cg,
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; "
+        f"x=$({BUSYBOX} head -c 1000000 /dev/zero | {BUSYBOX} tr '\\0' a); "
+        f"{BUSYBOX} sleep 60",
+    )
+
     def sleeping() -> bool:
         try:
-            return any(open(f"/proc/{pid}/cmdline", "rb").read().startswith(f"{BUSYBOX}\0sleep".encode())
-                       for pid in cg.pids())
+            return any(
+                open(f"/proc/{pid}/cmdline", "rb").read().startswith(f"{BUSYBOX}\0sleep".encode()) for pid in cg.pids()
+            )
         except FileNotFoundError:
             return False
 

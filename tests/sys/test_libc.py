@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -89,8 +89,15 @@ def test_the_shim_does_not_import_dataclasses():
     """The reason the module exists: the shim's import path stays clear of dataclasses and inspect."""
     from engine.shim.client import default_pythonpath
 
-    code = ("import sys, engine.shim.shim, engine_exec_native.driver; "
-            "print(sorted({'dataclasses', 'inspect', 'ast'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-S", "-P", "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": os.pathsep.join(default_pythonpath("engine_exec_native.driver"))})
+    code = (
+        "import sys, engine.shim.shim, engine_exec_native.driver; "
+        "print(sorted({'dataclasses', 'inspect', 'ast'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-P", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": os.pathsep.join(default_pythonpath("engine_exec_native.driver"))},
+    )
     assert out.stdout == "[]\n"

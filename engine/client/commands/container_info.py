@@ -19,11 +19,24 @@ import re
 import sys
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from engine.client import cparchive
-from engine.client.apihelp import (api_error_text, ellipsis, filters_json, get_timestamp, go_quote, go_time_string,
-                                   indent_json, inspect_container, is_not_found, print_err, request_json, short_id)
+from engine.client.apihelp import (
+    api_error_text,
+    ellipsis,
+    filters_json,
+    get_timestamp,
+    go_quote,
+    go_time_string,
+    indent_json,
+    inspect_container,
+    is_not_found,
+    print_err,
+    request_json,
+    short_id,
+)
 from engine.client.errors import ClientError
 from engine.client.format import bytes_size, human_duration, human_size, tabwrite
 from engine.client.hijack import stdcopy
@@ -41,10 +54,24 @@ def _api_errors() -> tuple[type[BaseException], ...]:
 # -- ps -----------------------------------------------------------------------------------------------------
 
 PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
-PS_TITLES = {"ID": "CONTAINER ID", "Names": "NAMES", "Image": "IMAGE", "Command": "COMMAND",
-             "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE",
-             "Status": "STATUS", "Size": "SIZE", "Labels": "LABELS", "Mounts": "MOUNTS",
-             "LocalVolumes": "LOCAL VOLUMES", "Networks": "NETWORKS", "Platform": "PLATFORM", "Label": "LABEL"}
+PS_TITLES = {
+    "ID": "CONTAINER ID",
+    "Names": "NAMES",
+    "Image": "IMAGE",
+    "Command": "COMMAND",
+    "CreatedAt": "CREATED AT",
+    "RunningFor": "CREATED",
+    "Ports": "PORTS",
+    "State": "STATE",
+    "Status": "STATUS",
+    "Size": "SIZE",
+    "Labels": "LABELS",
+    "Mounts": "MOUNTS",
+    "LocalVolumes": "LOCAL VOLUMES",
+    "Networks": "NETWORKS",
+    "Platform": "PLATFORM",
+    "Label": "LABEL",
+}
 
 
 def _join_host_port(host: str, port: Any) -> str:
@@ -53,8 +80,9 @@ def _join_host_port(host: str, port: Any) -> str:
 
 def displayable_ports(ports: Iterable[dict[str, Any]]) -> str:
     """The CLI's ``DisplayablePorts``: ``0.0.0.0:8080->80/tcp, 9000-9001/tcp``; consecutive ports grouped."""
-    ports = sorted(ports or [], key=lambda p: (p.get("PrivatePort", 0), p.get("IP", ""), p.get("PublicPort", 0),
-                                                 p.get("Type", "")))
+    ports = sorted(
+        ports or [], key=lambda p: (p.get("PrivatePort", 0), p.get("IP", ""), p.get("PublicPort", 0), p.get("Type", ""))
+    )
     groups: dict[str, list[int]] = {}
     order: list[str] = []
     result: list[str] = []
@@ -73,7 +101,9 @@ def displayable_ports(ports: Iterable[dict[str, Any]]) -> str:
         ip = port.get("IP") or ""
         if ip:
             if port.get("PublicPort", 0) != current:
-                host_mappings.append(f"{_join_host_port(ip, port.get('PublicPort', 0))}->{current}/{port.get('Type', '')}")
+                host_mappings.append(
+                    f"{_join_host_port(ip, port.get('PublicPort', 0))}->{current}/{port.get('Type', '')}"
+                )
                 continue
             key = f"{ip}/{key}"
         group = groups.get(key)
@@ -173,15 +203,32 @@ class PsRow:
         return str(sum(1 for m in self.c.get("Mounts") or [] if m.get("Driver") == "local"))
 
     def Networks(self) -> str:  # noqa: N802
-        return ",".join(sorted(((self.c.get("NetworkSettings") or {}).get("Networks") or {})))
+        return ",".join(sorted((self.c.get("NetworkSettings") or {}).get("Networks") or {}))
 
     def Platform(self) -> None:  # noqa: N802
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name)() for name in (
-            "Command", "CreatedAt", "ID", "Image", "Labels", "LocalVolumes", "Mounts", "Names", "Networks",
-            "Platform", "Ports", "RunningFor", "Size", "State", "Status")}
+        return {
+            name: getattr(self, name)()
+            for name in (
+                "Command",
+                "CreatedAt",
+                "ID",
+                "Image",
+                "Labels",
+                "LocalVolumes",
+                "Mounts",
+                "Names",
+                "Networks",
+                "Platform",
+                "Ports",
+                "RunningFor",
+                "Size",
+                "State",
+                "Status",
+            )
+        }
 
 
 def cmd_ps(client: Any, args: argparse.Namespace) -> int:
@@ -204,8 +251,15 @@ def cmd_ps(client: Any, args: argparse.Namespace) -> int:
     size = args.size
     if size is None:
         # Like the CLI: a template that shows .Size (or all fields) asks the daemon for sizes.
-        size = bool(fmt) and not args.quiet and (re.search(r"\.Size\b", fmt) is not None or
-                                                 re.search(r"json\s+\.\s*}}", fmt) is not None or fmt == "json")
+        size = (
+            bool(fmt)
+            and not args.quiet
+            and (
+                re.search(r"\.Size\b", fmt) is not None
+                or re.search(r"json\s+\.\s*}}", fmt) is not None
+                or fmt == "json"
+            )
+        )
     if size:
         params["size"] = 1
     filters = filters_json(args.filter)
@@ -293,8 +347,9 @@ _INSPECT_PATHS = {
 }
 
 
-def inspect_objects(client: Any, names: list[str], kinds: list[str], fmt: str | None, size: bool = False,
-                    missing: str = "object") -> int:
+def inspect_objects(
+    client: Any, names: list[str], kinds: list[str], fmt: str | None, size: bool = False, missing: str = "object"
+) -> int:
     """The CLI's ``inspect.Inspect``: try each kind per name, print JSON (re-indented) or the template."""
     raws: list[bytes] = []
     errors: list[str] = []
@@ -434,18 +489,29 @@ def cmd_export(client: Any, args: argparse.Namespace) -> int:
 
 # -- stats --------------------------------------------------------------------------------------------------
 
-STATS_DEFAULT = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
-STATS_TITLES = {"Container": "CONTAINER", "Name": "NAME", "ID": "CONTAINER ID", "CPUPerc": "CPU %",
-                "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET I/O", "BlockIO": "BLOCK I/O",
-                "PIDs": "PIDS"}
+STATS_DEFAULT = (
+    "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
+)
+STATS_TITLES = {
+    "Container": "CONTAINER",
+    "Name": "NAME",
+    "ID": "CONTAINER ID",
+    "CPUPerc": "CPU %",
+    "MemUsage": "MEM USAGE / LIMIT",
+    "MemPerc": "MEM %",
+    "NetIO": "NET I/O",
+    "BlockIO": "BLOCK I/O",
+    "PIDs": "PIDS",
+}
 
 
 def cpu_percent(stats: dict[str, Any]) -> float:
     """``calculateCPUPercentUnix``: container CPU time over system CPU time between two samples, times CPUs."""
     cpu = stats.get("cpu_stats") or {}
     pre = stats.get("precpu_stats") or {}
-    cpu_delta = float((cpu.get("cpu_usage") or {}).get("total_usage") or 0) - \
-        float((pre.get("cpu_usage") or {}).get("total_usage") or 0)
+    cpu_delta = float((cpu.get("cpu_usage") or {}).get("total_usage") or 0) - float(
+        (pre.get("cpu_usage") or {}).get("total_usage") or 0
+    )
     system_delta = float(cpu.get("system_cpu_usage") or 0) - float(pre.get("system_cpu_usage") or 0)
     online = float(cpu.get("online_cpus") or 0)
     if online == 0.0:
@@ -528,8 +594,10 @@ class StatsRow:
         return str(((self.stats or {}).get("pids_stats") or {}).get("current", 0))
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name)() for name in (
-            "BlockIO", "CPUPerc", "Container", "ID", "MemPerc", "MemUsage", "Name", "NetIO", "PIDs")}
+        return {
+            name: getattr(self, name)()
+            for name in ("BlockIO", "CPUPerc", "Container", "ID", "MemPerc", "MemUsage", "Name", "NetIO", "PIDs")
+        }
 
 
 class _StatsCollector:
@@ -545,8 +613,9 @@ class _StatsCollector:
 
     def _run(self, client: Any, stream: bool) -> None:
         try:
-            resp = client._get(client._url("/containers/{0}/stats", self.container),
-                               params={"stream": 1 if stream else 0}, stream=True)
+            resp = client._get(
+                client._url("/containers/{0}/stats", self.container), params={"stream": 1 if stream else 0}, stream=True
+            )
             client._raise_for_status(resp)
             for line in resp.iter_lines():
                 if line.strip():
@@ -635,8 +704,9 @@ def _copy_from(client: Any, container: str, src_path: str, dst_path: str, args: 
         _copy_response(resp, sys.stdout.buffer)
         return 0
     st = cparchive.decode_path_stat(resp.headers.get("X-Docker-Container-Path-Stat")) or {}
-    src = cparchive.CopyInfo(src_path, exists=True, is_dir=bool(st.get("mode", 0) & cparchive.MODE_DIR),
-                             rebase_name=rebase)
+    src = cparchive.CopyInfo(
+        src_path, exists=True, is_dir=bool(st.get("mode", 0) & cparchive.MODE_DIR), rebase_name=rebase
+    )
     dst = cparchive.destination_info(dst_path)
     dst_dir, rename = cparchive.prepare_copy(src, dst)
     counted = _CountingReader(resp.raw)
@@ -682,10 +752,13 @@ def _copy_to(client: Any, container: str, src_path: str, dst_path: str, args: ar
     if st is not None:
         mode = st.get("mode", 0)
         if mode & cparchive.MODE_DEVICE:
-            raise ClientError(f'destination "{container}:{dst_path}" must be a directory or a regular file: got a device')
+            raise ClientError(
+                f'destination "{container}:{dst_path}" must be a directory or a regular file: got a device'
+            )
         if mode & cparchive.MODE_IRREGULAR:
-            raise ClientError(f'destination "{container}:{dst_path}" must be a directory or a regular file: '
-                              "got an irregular file")
+            raise ClientError(
+                f'destination "{container}:{dst_path}" must be a directory or a regular file: got an irregular file'
+            )
         dst.exists, dst.is_dir = True, bool(mode & cparchive.MODE_DIR)
     params: dict[str, Any] = {"noOverwriteDirNonDir": "true"}
     if args.archive:
@@ -701,8 +774,12 @@ def _copy_to(client: Any, container: str, src_path: str, dst_path: str, args: ar
         dst_dir, rename = cparchive.prepare_copy(src, dst)
         params["path"] = dst_dir
         body = cparchive.tar_stream(src, rename, counter)
-    resp = client._put(client._url("/containers/{0}/archive", container), params=params, data=body,
-                       headers={"Content-Type": "application/x-tar"})
+    resp = client._put(
+        client._url("/containers/{0}/archive", container),
+        params=params,
+        data=body,
+        headers={"Content-Type": "application/x-tar"},
+    )
     client._raise_for_status(resp)
     if src_path != "-":
         _report_copied(counter[0], f"{container}:{dst.path}")
@@ -718,7 +795,9 @@ def _add_ps(sub: Any, name: str, aliases: tuple[str, ...] = ()) -> None:
     p.add_argument("-f", "--filter", action="append", help="filter output based on conditions provided")
     p.add_argument("--format", help="format output using a custom template ('table', 'json', or a Go template)")
     p.add_argument("-n", "--last", type=int, default=-1, help="show n last created containers (includes all states)")
-    p.add_argument("-l", "--latest", action="store_true", help="show the latest created container (includes all states)")
+    p.add_argument(
+        "-l", "--latest", action="store_true", help="show the latest created container (includes all states)"
+    )
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
     p.add_argument("-s", "--size", action="store_true", default=None, help="display total file sizes")
@@ -732,7 +811,7 @@ def _add_common(sub: Any) -> None:
     p.add_argument("--details", action="store_true", help="show extra details provided to logs")
     p.add_argument("-f", "--follow", action="store_true", help="follow log output")
     p.add_argument("--since", default="", help="show logs since timestamp or relative (e.g. 42m for 42 minutes)")
-    p.add_argument("-n", "--tail", default="all", help='number of lines to show from the end of the logs')
+    p.add_argument("-n", "--tail", default="all", help="number of lines to show from the end of the logs")
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
     p.add_argument("--until", default="", help="show logs before a timestamp or relative (e.g. 42m)")
     enable_bool_values(p)

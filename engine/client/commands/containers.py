@@ -19,17 +19,34 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from engine.client.apihelp import (api_error_text, filters_json, inspect_container, is_not_found, print_err,
-                                   request_json)
+from engine.client.apihelp import api_error_text, filters_json, inspect_container, is_not_found, print_err, request_json
 from engine.client.errors import ClientError
-from engine.client.flagparse import (FlagError, invalid_argument, parse_cpus, parse_int, parse_kv_file,
-                                     parse_restart_policy, parse_uint, ram_in_bytes, validate_env)
+from engine.client.flagparse import (
+    FlagError,
+    invalid_argument,
+    parse_cpus,
+    parse_int,
+    parse_kv_file,
+    parse_restart_policy,
+    parse_uint,
+    ram_in_bytes,
+    validate_env,
+)
 from engine.client.format import human_size
-from engine.client.hijack import (DEFAULT_DETACH_KEYS, Detached, Forwarder, HijackError, Streamer, hijack,
-                                  parse_detach_keys, terminal_size)
+from engine.client.hijack import (
+    DEFAULT_DETACH_KEYS,
+    Detached,
+    Forwarder,
+    HijackError,
+    Streamer,
+    hijack,
+    parse_detach_keys,
+    terminal_size,
+)
 from engine.client.progress import StreamError, display
 from engine.client.runflags import CreateSpec, add_create_flags, add_run_flags, enable_bool_values, parse_create
 
@@ -41,11 +58,17 @@ def _api_errors() -> tuple[type[BaseException], ...]:
     return docker.errors.APIError, requests.exceptions.RequestException
 
 
-def post_json_exact(client: Any, path: str, body: Any, *args: str, params: dict[str, Any] | None = None,
-                    stream: bool = False) -> Any:
+def post_json_exact(
+    client: Any, path: str, body: Any, *args: str, params: dict[str, Any] | None = None, stream: bool = False
+) -> Any:
     """POST ``body`` as JSON without docker-py's dropping of ``null`` fields (the CLI sends them)."""
-    resp = client._post(client._url(path, *args), data=json.dumps(body, separators=(",", ":")), params=params,
-                        headers={"Content-Type": "application/json"}, stream=stream)
+    resp = client._post(
+        client._url(path, *args),
+        data=json.dumps(body, separators=(",", ":")),
+        params=params,
+        headers={"Content-Type": "application/json"},
+        stream=stream,
+    )
     client._raise_for_status(resp)
     return resp
 
@@ -60,8 +83,11 @@ def status_error(exc: BaseException, command: str = "run") -> int:
     """The CLI's ``toStatusError``: print the error; 127 (cannot find), 126 (cannot run), else 125."""
     text = api_error_text(exc) if isinstance(exc, _api_errors()) else str(exc)
     print_err(f"engine: {text}\n\nRun 'engine {command} --help' for more information")
-    if ("executable file not found" in text or "no such file or directory" in text
-            or "system cannot find the file specified" in text):
+    if (
+        "executable file not found" in text
+        or "no such file or directory" in text
+        or "system cannot find the file specified" in text
+    ):
         return 127
     if "permission denied" in text or "is a directory" in text:
         return 126
@@ -112,8 +138,12 @@ def pull_image(client: Any, image: str, platform: str = "", quiet: bool = False,
     params = {"fromImage": ref.name, "tag": ref.digest or ref.tag or "latest"}
     if platform:
         params["platform"] = platform.lower()
-    resp = client._post(client._url("/images/create"), params=params, stream=True,
-                        headers={"X-Registry-Auth": _registry_auth(ref.domain)})
+    resp = client._post(
+        client._url("/images/create"),
+        params=params,
+        stream=True,
+        headers={"X-Registry-Auth": _registry_auth(ref.domain)},
+    )
     client._raise_for_status(resp)
     sink = open(os.devnull, "w") if quiet else (out or sys.stderr)
     try:
@@ -131,13 +161,16 @@ def create_container(client: Any, spec: CreateSpec) -> str:
     version = str(getattr(client, "_version", "1.41"))
     if any(ep.get("MacAddress") for ep in endpoints.values()) and _version_tuple(version) < (1, 44):
         # The API client refuses a per-network MAC address below 1.44, and --mac-address is one.
-        raise ClientError(f'"specify mac-address per network" requires API version 1.44, but the Docker daemon API '
-                          f"version is {version}")
+        raise ClientError(
+            f'"specify mac-address per network" requires API version 1.44, but the Docker daemon API '
+            f"version is {version}"
+        )
     cidfile = None
     if spec.cidfile:
         if os.path.exists(spec.cidfile):
-            raise ClientError(f"container ID file found, make sure the other container isn't running or delete "
-                              f"{spec.cidfile}")
+            raise ClientError(
+                f"container ID file found, make sure the other container isn't running or delete {spec.cidfile}"
+            )
         try:
             cidfile = open(spec.cidfile, "w")
         except OSError as exc:
@@ -301,11 +334,22 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
         streamer = None
         try:
             if attach:
-                conn = hijack(client, client._url("/containers/{0}/attach", cid), params=_attach_params(
-                    config["AttachStdin"], config["AttachStdout"], config["AttachStderr"], args.detach_keys))
+                conn = hijack(
+                    client,
+                    client._url("/containers/{0}/attach", cid),
+                    params=_attach_params(
+                        config["AttachStdin"], config["AttachStdout"], config["AttachStderr"], args.detach_keys
+                    ),
+                )
                 stdout, stderr = _attach_streams(config)
-                streamer = Streamer(conn, sys.stdin.fileno() if config["AttachStdin"] else None, stdout, stderr,
-                                    config["Tty"], _detach_keys(args.detach_keys))
+                streamer = Streamer(
+                    conn,
+                    sys.stdin.fileno() if config["AttachStdin"] else None,
+                    stdout,
+                    stderr,
+                    config["Tty"],
+                    _detach_keys(args.detach_keys),
+                )
             waiter = _Waiter(client, cid, "removed" if config["HostConfig"]["AutoRemove"] else "next-exit")
         except _api_errors() as exc:
             print_err(api_error_text(exc))
@@ -374,8 +418,11 @@ def cmd_attach(client: Any, args: argparse.Namespace) -> int:
     try:
         if args.sig_proxy and not tty:
             forwarder.proxy_signals()
-        conn = hijack(client, client._url("/containers/{0}/attach", args.container),
-                      params=_attach_params(stdin, True, True, args.detach_keys))
+        conn = hijack(
+            client,
+            client._url("/containers/{0}/attach", args.container),
+            params=_attach_params(stdin, True, True, args.detach_keys),
+        )
         try:
             _check_running(inspect_container(client, args.container))
         except ClientError as exc:
@@ -386,13 +433,20 @@ def cmd_attach(client: Any, args: argparse.Namespace) -> int:
             height, width = terminal_size()
             if height or width:
                 try:
-                    client._post(client._url("/containers/{0}/resize", args.container),
-                                 params={"h": height + 1, "w": width + 1})
+                    client._post(
+                        client._url("/containers/{0}/resize", args.container), params={"h": height + 1, "w": width + 1}
+                    )
                 except _api_errors():
                     pass
             forwarder.monitor_resize()
-        streamer = Streamer(conn, sys.stdin.fileno() if stdin else None, sys.stdout.buffer, sys.stderr.buffer, tty,
-                            _detach_keys(args.detach_keys))
+        streamer = Streamer(
+            conn,
+            sys.stdin.fileno() if stdin else None,
+            sys.stdout.buffer,
+            sys.stderr.buffer,
+            tty,
+            _detach_keys(args.detach_keys),
+        )
         try:
             streamer.run()
         except Detached:
@@ -421,10 +475,19 @@ def _start_attached(client: Any, args: argparse.Namespace) -> int:
         if stdin and tty and not sys.stdin.isatty():
             print_err("the input device is not a TTY")
             return 1
-        conn = hijack(client, client._url("/containers/{0}/attach", cid),
-                      params=_attach_params(stdin, True, True, args.detach_keys))
-        streamer = Streamer(conn, sys.stdin.fileno() if stdin else None, sys.stdout.buffer, sys.stderr.buffer, tty,
-                            _detach_keys(args.detach_keys))
+        conn = hijack(
+            client,
+            client._url("/containers/{0}/attach", cid),
+            params=_attach_params(stdin, True, True, args.detach_keys),
+        )
+        streamer = Streamer(
+            conn,
+            sys.stdin.fileno() if stdin else None,
+            sys.stdout.buffer,
+            sys.stderr.buffer,
+            tty,
+            _detach_keys(args.detach_keys),
+        )
         waiter = _Waiter(client, cid, "removed" if (c.get("HostConfig") or {}).get("AutoRemove") else "next-exit")
         try:
             client._raise_for_status(client._post(client._url("/containers/{0}/start", cid)))
@@ -508,8 +571,9 @@ def cmd_exec(client: Any, args: argparse.Namespace) -> int:
     conn = hijack(client, client._url("/exec/{0}/start", exec_id), body={"Detach": False, "Tty": args.tty})
     stdout = sys.stdout.buffer
     stderr = sys.stdout.buffer if args.tty else sys.stderr.buffer
-    streamer = Streamer(conn, sys.stdin.fileno() if body["AttachStdin"] else None, stdout, stderr, args.tty,
-                        _detach_keys(detach_keys))
+    streamer = Streamer(
+        conn, sys.stdin.fileno() if body["AttachStdin"] else None, stdout, stderr, args.tty, _detach_keys(detach_keys)
+    )
     forwarder = Forwarder(client, exec_id, exec_resize=True)
     try:
         if args.tty and sys.stdin.isatty():
@@ -536,9 +600,14 @@ def cmd_exec(client: Any, args: argparse.Namespace) -> int:
 # -- one call per container ---------------------------------------------------------------------------------
 
 
-def _each(names: Sequence[str], call: Callable[[str], Any], parallel: bool = True,
-          ignore: Callable[[BaseException], bool] | None = None) -> int:
+def _each(
+    names: Sequence[str],
+    call: Callable[[str], Any],
+    parallel: bool = True,
+    ignore: Callable[[BaseException], bool] | None = None,
+) -> int:
     """Run ``call`` for every container (in parallel, like the CLI), print names in order, then the errors."""
+
     def guarded(name: str) -> BaseException | None:
         try:
             call(name)
@@ -584,7 +653,9 @@ def cmd_restart(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_kill(client: Any, args: argparse.Namespace) -> int:
-    return _each(args.containers, _post(client, "/containers/{0}/kill", {"signal": args.signal} if args.signal else None))
+    return _each(
+        args.containers, _post(client, "/containers/{0}/kill", {"signal": args.signal} if args.signal else None)
+    )
 
 
 def cmd_pause(client: Any, args: argparse.Namespace) -> int:
@@ -640,9 +711,23 @@ def cmd_rename(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-_UPDATE_FLAGS = ("blkio_weight", "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpuset_cpus",
-                 "cpuset_mems", "cpu_shares", "memory", "memory_reservation", "memory_swap", "kernel_memory",
-                 "restart", "pids_limit", "cpus")
+_UPDATE_FLAGS = (
+    "blkio_weight",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpuset_cpus",
+    "cpuset_mems",
+    "cpu_shares",
+    "memory",
+    "memory_reservation",
+    "memory_swap",
+    "kernel_memory",
+    "restart",
+    "pids_limit",
+    "cpus",
+)
 
 
 def cmd_update(client: Any, args: argparse.Namespace) -> int:
@@ -684,29 +769,39 @@ def cmd_update(client: Any, args: argparse.Namespace) -> int:
             "NanoCpus": nano,
             "CgroupParent": "",
             "BlkioWeight": num("blkio_weight", "--blkio-weight", 16, unsigned=True),
-            "BlkioWeightDevice": None, "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None,
-            "BlkioDeviceReadIOps": None, "BlkioDeviceWriteIOps": None,
+            "BlkioWeightDevice": None,
+            "BlkioDeviceReadBps": None,
+            "BlkioDeviceWriteBps": None,
+            "BlkioDeviceReadIOps": None,
+            "BlkioDeviceWriteIOps": None,
             "CpuPeriod": num("cpu_period", "--cpu-period"),
             "CpuQuota": num("cpu_quota", "--cpu-quota"),
             "CpuRealtimePeriod": num("cpu_rt_period", "--cpu-rt-period"),
             "CpuRealtimeRuntime": num("cpu_rt_runtime", "--cpu-rt-runtime"),
             "CpusetCpus": args.cpuset_cpus or "",
             "CpusetMems": args.cpuset_mems or "",
-            "Devices": None, "DeviceCgroupRules": None, "DeviceRequests": None,
+            "Devices": None,
+            "DeviceCgroupRules": None,
+            "DeviceRequests": None,
         }
         kernel = size("kernel_memory", "--kernel-memory")
         if kernel:
             body["KernelMemory"] = kernel
-        body.update({
-            "MemoryReservation": size("memory_reservation", "--memory-reservation"),
-            "MemorySwap": size("memory_swap", "--memory-swap", swap=True),
-            "MemorySwappiness": None,
-            "OomKillDisable": None,
-            "PidsLimit": pids if pids != 0 else None,
-            "Ulimits": None,
-            "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-            "RestartPolicy": parse_restart_policy(args.restart or ""),
-        })
+        body.update(
+            {
+                "MemoryReservation": size("memory_reservation", "--memory-reservation"),
+                "MemorySwap": size("memory_swap", "--memory-swap", swap=True),
+                "MemorySwappiness": None,
+                "OomKillDisable": None,
+                "PidsLimit": pids if pids != 0 else None,
+                "Ulimits": None,
+                "CpuCount": 0,
+                "CpuPercent": 0,
+                "IOMaximumIOps": 0,
+                "IOMaximumBandwidth": 0,
+                "RestartPolicy": parse_restart_policy(args.restart or ""),
+            }
+        )
     except FlagError as exc:
         print_err(str(exc))
         return 125
@@ -809,14 +904,28 @@ def _add_exec(sub: Any) -> None:
 def _add_simple(sub: Any) -> None:
     p = sub.add_parser("stop", help="stop one or more running containers")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.add_argument("-t", "--time", "--timeout", dest="time", type=int, default=None,
-                   help="seconds to wait before killing the container")
+    p.add_argument(
+        "-t",
+        "--time",
+        "--timeout",
+        dest="time",
+        type=int,
+        default=None,
+        help="seconds to wait before killing the container",
+    )
     p.add_argument("-s", "--signal", default="", help="signal to send to the container (needs API 1.42; not sent)")
     p.set_defaults(func=cmd_stop)
     p = sub.add_parser("restart", help="restart one or more containers")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.add_argument("-t", "--time", "--timeout", dest="time", type=int, default=None,
-                   help="seconds to wait before killing the container")
+    p.add_argument(
+        "-t",
+        "--time",
+        "--timeout",
+        dest="time",
+        type=int,
+        default=None,
+        help="seconds to wait before killing the container",
+    )
     p.add_argument("-s", "--signal", default="", help="signal to send to the container (needs API 1.42; not sent)")
     p.set_defaults(func=cmd_restart)
     p = sub.add_parser("kill", help="kill one or more running containers")
@@ -861,7 +970,9 @@ def _add_rm(sub: Any, name: str) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.add_argument("-f", "--force", action="store_true", help="force the removal of a running container (uses SIGKILL)")
     p.add_argument("-l", "--link", action="store_true", help="remove the specified link")
-    p.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes associated with the container")
+    p.add_argument(
+        "-v", "--volumes", action="store_true", help="remove anonymous volumes associated with the container"
+    )
     p.set_defaults(func=cmd_rm)
 
 

@@ -83,8 +83,13 @@ def cmd_load(client: Any, args: Any) -> int:
             _fail("requested load from stdin, but stdin is empty")
         fh = sys.stdin.buffer
     try:
-        resp = client._post(client._url("/images/load"), data=fh, params={"quiet": "1" if args.quiet else "0"},
-                            stream=True, headers={"Content-Type": "application/x-tar"})
+        resp = client._post(
+            client._url("/images/load"),
+            data=fh,
+            params={"quiet": "1" if args.quiet else "0"},
+            stream=True,
+            headers={"Content-Type": "application/x-tar"},
+        )
         client._raise_for_status(resp)
         display(resp.iter_content(chunk_size=None))
     except StreamError as exc:
@@ -115,7 +120,9 @@ def cmd_save(client: Any, args: Any) -> int:
 def cmd_import(client: Any, args: Any) -> int:
     repo, tag = "", ""
     if args.reference:
-        repo, _, tag = args.reference.rpartition(":") if ":" in args.reference.rsplit("/", 1)[-1] else (args.reference, "", "")
+        repo, _, tag = (
+            args.reference.rpartition(":") if ":" in args.reference.rsplit("/", 1)[-1] else (args.reference, "", "")
+        )
     params = {"repo": repo, "tag": tag, "message": args.message or "", "changes": args.change or []}
     if args.file.startswith(("http://", "https://")):
         params["fromSrc"] = args.file
@@ -124,8 +131,13 @@ def cmd_import(client: Any, args: Any) -> int:
         params["fromSrc"] = "-"
         data = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     try:
-        resp = client._post(client._url("/images/create"), data=data, params=params, stream=True,
-                            headers={"Content-Type": "application/x-tar"})
+        resp = client._post(
+            client._url("/images/create"),
+            data=data,
+            params=params,
+            stream=True,
+            headers={"Content-Type": "application/x-tar"},
+        )
         client._raise_for_status(resp)
         for chunk in resp.iter_lines():
             if not chunk:
@@ -144,7 +156,7 @@ def cmd_import(client: Any, args: Any) -> int:
 def cmd_tag(client: Any, args: Any) -> int:
     target = args.target
     last = target.rsplit("/", 1)[-1]
-    repo, tag = (target.rsplit(":", 1) if ":" in last else (target, None))
+    repo, tag = target.rsplit(":", 1) if ":" in last else (target, None)
     client.tag(args.source, repo, tag)
     return 0
 
@@ -228,7 +240,9 @@ def _add_images_args(p: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("--digests", action="store_true", help="show digests")
-    p.add_argument("-f", "--filter", action="append", help="filter output (dangling=, label=, before=, since=, reference=)")
+    p.add_argument(
+        "-f", "--filter", action="append", help="filter output (dangling=, label=, before=, since=, reference=)"
+    )
     p.add_argument("--format", help="'json' for one JSON object per line")
     p.set_defaults(func=cmd_images)
 
@@ -286,4 +300,3 @@ def register(sub: Any) -> None:
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     p.add_argument("--filter", action="append", help="provide filter values (until=, label=)")
     p.set_defaults(func=cmd_image_prune)
-

@@ -16,8 +16,16 @@ from engine.client.commands.container_info import inspect_objects
 from engine.client.template import render_rows
 
 NETWORK_DEFAULT = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
-NETWORK_TITLES = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
-                  "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT"}
+NETWORK_TITLES = {
+    "ID": "NETWORK ID",
+    "Name": "NAME",
+    "Driver": "DRIVER",
+    "Scope": "SCOPE",
+    "IPv6": "IPV6",
+    "Internal": "INTERNAL",
+    "Labels": "LABELS",
+    "CreatedAt": "CREATED AT",
+}
 
 
 class NetworkRow:
@@ -87,8 +95,9 @@ def _each(client: Any, names: list[str], call: Any) -> int:
 
 
 def cmd_network_rm(client: Any, args: argparse.Namespace) -> int:
-    return _each(client, args.networks,
-                 lambda n: client._raise_for_status(client._delete(client._url("/networks/{0}", n))))
+    return _each(
+        client, args.networks, lambda n: client._raise_for_status(client._delete(client._url("/networks/{0}", n)))
+    )
 
 
 def cmd_network_create(client: Any, args: argparse.Namespace) -> int:
@@ -114,8 +123,10 @@ def cmd_network_connect(client: Any, args: argparse.Namespace) -> int:
 
 def cmd_network_prune(client: Any, args: argparse.Namespace) -> int:
     if not args.force:
-        sys.stdout.write("WARNING! This will remove all custom networks not used by at least one container.\n"
-                         "Are you sure you want to continue? [y/N] ")
+        sys.stdout.write(
+            "WARNING! This will remove all custom networks not used by at least one container.\n"
+            "Are you sure you want to continue? [y/N] "
+        )
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() != "y":
             return 0

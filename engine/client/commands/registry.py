@@ -60,8 +60,12 @@ def cmd_pull(client: Any, args: Any) -> int:
     params = {"fromImage": ref.name, "tag": "" if args.all_tags else (ref.digest or ref.tag or "")}
     if args.platform:
         params["platform"] = args.platform.lower()
-    resp = client._post(client._url("/images/create"), params=params, stream=True,
-                        headers={"X-Registry-Auth": dockerconfig.auth_header(ref.domain)})
+    resp = client._post(
+        client._url("/images/create"),
+        params=params,
+        stream=True,
+        headers={"X-Registry-Auth": dockerconfig.auth_header(ref.domain)},
+    )
     client._raise_for_status(resp)
     _stream(resp, args.quiet)
     print(ref.name if args.all_tags else str(ref))
@@ -78,9 +82,12 @@ def cmd_push(client: Any, args: Any) -> int:
         ref = ref.with_tag(refs.DEFAULT_TAG)
         if not args.quiet:
             print(f"Using default tag: {refs.DEFAULT_TAG}")
-    resp = client._post(client._url(f"/images/{ref.familiar_name}/push"),
-                        params={"tag": "" if args.all_tags else ref.tag}, stream=True,
-                        headers={"X-Registry-Auth": dockerconfig.auth_header(ref.domain)})
+    resp = client._post(
+        client._url(f"/images/{ref.familiar_name}/push"),
+        params={"tag": "" if args.all_tags else ref.tag},
+        stream=True,
+        headers={"X-Registry-Auth": dockerconfig.auth_header(ref.domain)},
+    )
     client._raise_for_status(resp)
     _stream(resp, args.quiet)
     if args.quiet:
@@ -139,8 +146,9 @@ def cmd_search(client: Any, args: Any) -> int:
     params: dict[str, Any] = {"term": args.term, "limit": args.limit}
     if filters:
         params["filters"] = json.dumps(filters)
-    resp = client._get(client._url("/images/search"), params=params,
-                       headers={"X-Registry-Auth": dockerconfig.auth_header(index)})
+    resp = client._get(
+        client._url("/images/search"), params=params, headers={"X-Registry-Auth": dockerconfig.auth_header(index)}
+    )
     results = client._result(resp, json=True) or []
     if args.format in ("json", "{{json .}}"):
         for item in results:
@@ -151,8 +159,15 @@ def cmd_search(client: Any, args: Any) -> int:
         description = (item.get("description") or "").replace("\n", " ")
         if not args.no_trunc and len(description) > 45:
             description = description[:44] + "…"
-        rows.append([item.get("name", ""), description, str(item.get("star_count", 0)),
-                     "[OK]" if item.get("is_official") else "", "[OK]" if item.get("is_automated") else ""])
+        rows.append(
+            [
+                item.get("name", ""),
+                description,
+                str(item.get("star_count", 0)),
+                "[OK]" if item.get("is_official") else "",
+                "[OK]" if item.get("is_automated") else "",
+            ]
+        )
     table(["NAME", "DESCRIPTION", "STARS", "OFFICIAL", "AUTOMATED"], rows)
     return 0
 

@@ -112,7 +112,9 @@ def cmd_info(client: Any, args: Any) -> int:
             p(f"  {label}")
     p(f" Experimental: {'true' if info.get('ExperimentalBuild') else 'false'}")
     reg = info.get("RegistryConfig") or {}
-    if reg.get("InsecureRegistryCIDRs") or [n for n, c in (reg.get("IndexConfigs") or {}).items() if not c.get("Secure")]:
+    if reg.get("InsecureRegistryCIDRs") or [
+        n for n, c in (reg.get("IndexConfigs") or {}).items() if not c.get("Secure")
+    ]:
         p(" Insecure Registries:")
         for name, conf in sorted((reg.get("IndexConfigs") or {}).items()):
             if not conf.get("Secure"):
@@ -209,35 +211,67 @@ class _DfRow:
         return text
 
     def to_json(self) -> dict[str, Any]:
-        return {"Active": self.Active(), "Reclaimable": self.Reclaimable(), "Size": self.Size(),
-                "TotalCount": self.TotalCount(), "Type": self.Type()}
+        return {
+            "Active": self.Active(),
+            "Reclaimable": self.Reclaimable(),
+            "Size": self.Size(),
+            "TotalCount": self.TotalCount(),
+            "Type": self.Type(),
+        }
 
 
 def disk_usage_rows(du: dict[str, Any]) -> list[_DfRow]:
     """The four lines of ``system df`` from ``GET /system/df``, computed as the CLI computes them."""
     images = du.get("Images") or []
     layers = du.get("LayersSize") or 0
-    used = sum(i.get("Size", 0) - i.get("SharedSize", 0) for i in images
-               if i.get("Containers", 0) != 0 and i.get("Size", -1) != -1 and i.get("SharedSize", -1) != -1)
-    rows = [_DfRow("Images", len(images), sum(1 for i in images if i.get("Containers", 0) > 0), layers,
-                   layers - used, percent=True)]
+    used = sum(
+        i.get("Size", 0) - i.get("SharedSize", 0)
+        for i in images
+        if i.get("Containers", 0) != 0 and i.get("Size", -1) != -1 and i.get("SharedSize", -1) != -1
+    )
+    rows = [
+        _DfRow(
+            "Images",
+            len(images),
+            sum(1 for i in images if i.get("Containers", 0) > 0),
+            layers,
+            layers - used,
+            percent=True,
+        )
+    ]
     containers = du.get("Containers") or []
     active_states = ("running", "paused", "restarting")
     size = sum(c.get("SizeRw", 0) or 0 for c in containers)
-    rows.append(_DfRow("Containers", len(containers), sum(1 for c in containers if c.get("State") in active_states),
-                       size, sum(c.get("SizeRw", 0) or 0 for c in containers if c.get("State") not in active_states),
-                       percent=True))
+    rows.append(
+        _DfRow(
+            "Containers",
+            len(containers),
+            sum(1 for c in containers if c.get("State") in active_states),
+            size,
+            sum(c.get("SizeRw", 0) or 0 for c in containers if c.get("State") not in active_states),
+            percent=True,
+        )
+    )
     volumes = du.get("Volumes") or []
     usage = [v.get("UsageData") or {"Size": -1, "RefCount": 0} for v in volumes]
-    rows.append(_DfRow("Local Volumes", len(volumes), sum(1 for u in usage if u.get("RefCount", 0) > 0),
-                       sum(u["Size"] for u in usage if u.get("Size", -1) != -1),
-                       sum(u["Size"] for u in usage if u.get("Size", -1) != -1 and u.get("RefCount", 0) == 0),
-                       percent=True))
+    rows.append(
+        _DfRow(
+            "Local Volumes",
+            len(volumes),
+            sum(1 for u in usage if u.get("RefCount", 0) > 0),
+            sum(u["Size"] for u in usage if u.get("Size", -1) != -1),
+            sum(u["Size"] for u in usage if u.get("Size", -1) != -1 and u.get("RefCount", 0) == 0),
+            percent=True,
+        )
+    )
     cache = du.get("BuildCache") or []
     builder = sum(b.get("Size", 0) for b in cache if not b.get("Shared"))
     in_use = sum(b.get("Size", 0) for b in cache if b.get("InUse") and not b.get("Shared"))
-    rows.append(_DfRow("Build Cache", len(cache), sum(1 for b in cache if b.get("InUse")), builder,
-                       builder - in_use, percent=False))
+    rows.append(
+        _DfRow(
+            "Build Cache", len(cache), sum(1 for b in cache if b.get("InUse")), builder, builder - in_use, percent=False
+        )
+    )
     return rows
 
 
@@ -263,11 +297,14 @@ def cmd_system_prune(client: Any, args: Any) -> int:
         warnings = ["all stopped containers", "all networks not used by at least one container"]
         if args.volumes:
             warnings.append("all anonymous volumes not used by at least one container")
-        warnings.append("all images without at least one container associated to them" if args.all
-                        else "all dangling images")
+        warnings.append(
+            "all images without at least one container associated to them" if args.all else "all dangling images"
+        )
         text = "WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in warnings)
         if args.filter:
-            text += "\n  Items to be pruned will be filtered with:\n" + "".join(f"  - {f}\n" for f in sorted(args.filter))
+            text += "\n  Items to be pruned will be filtered with:\n" + "".join(
+                f"  - {f}\n" for f in sorted(args.filter)
+            )
         sys.stdout.write(text + "\nAre you sure you want to continue? [y/N] ")
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() != "y":
@@ -289,8 +326,12 @@ def cmd_system_prune(client: Any, args: Any) -> int:
             reclaimed += report.get("SpaceReclaimed") or 0
     image_filters = json.loads(filters) if filters else {}
     image_filters["dangling"] = {"false" if args.all else "true": True}
-    report = request_json(client, "POST", "/images/prune",
-                          params={"filters": json.dumps(image_filters, separators=(",", ":"))}) or {}
+    report = (
+        request_json(
+            client, "POST", "/images/prune", params={"filters": json.dumps(image_filters, separators=(",", ":"))}
+        )
+        or {}
+    )
     deleted = report.get("ImagesDeleted") or []
     if deleted:
         lines = [f"{k.lower()}: {v}" for record in deleted for k, v in record.items()]

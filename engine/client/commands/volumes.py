@@ -13,9 +13,19 @@ from engine.client.runflags import kv_to_map
 from engine.client.template import render_rows
 
 VOLUME_DEFAULT = "table {{.Driver}}\t{{.Name}}"
-VOLUME_TITLES = {"ID": "ID", "Name": "VOLUME NAME", "Group": "GROUP", "Driver": "DRIVER", "Scope": "SCOPE",
-                 "Availability": "AVAILABILITY", "Mountpoint": "MOUNTPOINT", "Labels": "LABELS", "Links": "LINKS",
-                 "Size": "SIZE", "Status": "STATUS"}
+VOLUME_TITLES = {
+    "ID": "ID",
+    "Name": "VOLUME NAME",
+    "Group": "GROUP",
+    "Driver": "DRIVER",
+    "Scope": "SCOPE",
+    "Availability": "AVAILABILITY",
+    "Mountpoint": "MOUNTPOINT",
+    "Labels": "LABELS",
+    "Links": "LINKS",
+    "Size": "SIZE",
+    "Status": "STATUS",
+}
 
 
 class VolumeRow:
@@ -60,8 +70,21 @@ class VolumeRow:
         return "N/A"
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name)() for name in (
-            "Availability", "Driver", "Group", "Labels", "Links", "Mountpoint", "Name", "Scope", "Size", "Status")}
+        return {
+            name: getattr(self, name)()
+            for name in (
+                "Availability",
+                "Driver",
+                "Group",
+                "Labels",
+                "Links",
+                "Mountpoint",
+                "Name",
+                "Scope",
+                "Size",
+                "Status",
+            )
+        }
 
 
 def cmd_volume_create(client: Any, args: argparse.Namespace) -> int:
@@ -110,8 +133,9 @@ def cmd_volume_rm(client: Any, args: argparse.Namespace) -> int:
     status = 0
     for name in args.volumes:
         try:
-            client._raise_for_status(client._delete(client._url("/volumes/{0}", name),
-                                                    params={"force": 1} if args.force else None))
+            client._raise_for_status(
+                client._delete(client._url("/volumes/{0}", name), params={"force": 1} if args.force else None)
+            )
         except Exception as exc:  # noqa: BLE001 - printed, the others still removed
             print_err(api_error_text(exc))
             status = 1
@@ -123,8 +147,10 @@ def cmd_volume_rm(client: Any, args: argparse.Namespace) -> int:
 def cmd_volume_prune(client: Any, args: argparse.Namespace) -> int:
     if not args.force:
         # API 1.41 prunes every unused local volume, named ones included.
-        sys.stdout.write("WARNING! This will remove all local volumes not used by at least one container.\n"
-                         "Are you sure you want to continue? [y/N] ")
+        sys.stdout.write(
+            "WARNING! This will remove all local volumes not used by at least one container.\n"
+            "Are you sure you want to continue? [y/N] "
+        )
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() != "y":
             return 0

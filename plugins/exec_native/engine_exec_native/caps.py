@@ -9,29 +9,82 @@ privileged containers without it).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from engine.errors import InvalidParameter
 
-__all__ = ["CAPABILITIES", "DEFAULT_CAPABILITIES", "bounding_set", "from_mask", "last_cap", "normalize", "to_mask",
-           "tweak"]
+__all__ = [
+    "CAPABILITIES",
+    "DEFAULT_CAPABILITIES",
+    "bounding_set",
+    "from_mask",
+    "last_cap",
+    "normalize",
+    "to_mask",
+    "tweak",
+]
 
 #: Every capability name, indexed by its number (<linux/capability.h>, Linux 5.9+).
 CAPABILITIES: tuple[str, ...] = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 )
 _NUMBERS = {name: number for number, name in enumerate(CAPABILITIES)}
 
 #: Docker's default set (moby ``oci/caps/defaults.go``): CapEff ``00000000a80425fb`` for root.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
     "CAP_AUDIT_WRITE",
 )
 
@@ -75,8 +128,9 @@ def normalize(names: Iterable[str]) -> list[str]:
     return out
 
 
-def tweak(basics: Iterable[str], adds: Iterable[str], drops: Iterable[str], privileged: bool,
-          available: Iterable[str]) -> list[str]:
+def tweak(
+    basics: Iterable[str], adds: Iterable[str], drops: Iterable[str], privileged: bool, available: Iterable[str]
+) -> list[str]:
     """The capabilities a container gets, by moby's ``TweakCapabilities`` rules.
 
     * privileged: every available capability;
@@ -115,7 +169,7 @@ def from_mask(mask: int) -> list[str]:
 
 
 def available(bounding: int | None = None, kernel_last: int | None = None) -> list[str]:
-    """"All capabilities" for a container: the kernel's, within this process's bounding set."""
+    """ "All capabilities" for a container: the kernel's, within this process's bounding set."""
     bounding = bounding_set() if bounding is None else bounding
     top = last_cap() if kernel_last is None else kernel_last
     return [name for number, name in enumerate(CAPABILITIES) if number <= top and bounding >> number & 1]

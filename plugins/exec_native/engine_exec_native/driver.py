@@ -47,13 +47,13 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import Conflict, EngineError, HostError, NotFound, PrerequisitesNotMet
 from engine.sys import cgroups, libc
 from engine.sys.cgroups import Cgroup
-
 from engine_exec_native import init, spec
 
 LOG = logging.getLogger(__name__)
@@ -230,8 +230,16 @@ class NativeDriver(ExecDriver):
                 except OSError as exc:
                     LOG.warning("could not restore the PID namespace for children: %s", exc)
             os.close(own_pid_ns)
-        self._save_state(command.id, {"id": command.id, "pid": pid, "start_time": start_time(pid),
-                                      "cgroup": cg.to_state(), "pid_mode": command.pid_mode})
+        self._save_state(
+            command.id,
+            {
+                "id": command.id,
+                "pid": pid,
+                "start_time": start_time(pid),
+                "cgroup": cg.to_state(),
+                "pid_mode": command.pid_mode,
+            },
+        )
         if start_callback is not None:
             try:
                 start_callback(pid)
@@ -259,10 +267,14 @@ class NativeDriver(ExecDriver):
             libc.unshare(libc.CLONE_NEWPID)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
-                raise ExecStartError("cannot create a PID namespace: this process already made one (run() "
-                                     "starts one container per process when the PID namespace is private)") from exc
-            raise ExecStartError(f"cannot create a PID namespace ({errno.errorcode.get(exc.errno or 0)}): "
-                                 f"{exc.strerror}; the engine needs CAP_SYS_ADMIN") from exc
+                raise ExecStartError(
+                    "cannot create a PID namespace: this process already made one (run() "
+                    "starts one container per process when the PID namespace is private)"
+                ) from exc
+            raise ExecStartError(
+                f"cannot create a PID namespace ({errno.errorcode.get(exc.errno or 0)}): "
+                f"{exc.strerror}; the engine needs CAP_SYS_ADMIN"
+            ) from exc
 
     @staticmethod
     def _start_init(plan: dict[str, Any], pipes: Pipes, cg: Cgroup) -> int:
@@ -279,8 +291,9 @@ class NativeDriver(ExecDriver):
             for fd in (sync_r, sync_w, err_r, err_w):
                 os.close(fd)
             if exc.errno == errno.ENOMEM:
-                raise ExecStartError("fork failed (ENOMEM): the PID namespace of this process is gone "
-                                     "(one container per process)") from exc
+                raise ExecStartError(
+                    "fork failed (ENOMEM): the PID namespace of this process is gone (one container per process)"
+                ) from exc
             raise ExecStartError(f"fork failed: {exc}") from exc
         if pid == 0:  # the child: never returns
             os.close(sync_w)
@@ -319,8 +332,9 @@ class NativeDriver(ExecDriver):
 
     # ---- exec
 
-    def exec(self, command: Command, process: ProcessConfig, pipes: Pipes,
-             start_callback: Callable[[int], Any] | None = None) -> int:
+    def exec(
+        self, command: Command, process: ProcessConfig, pipes: Pipes, start_callback: Callable[[int], Any] | None = None
+    ) -> int:
         """Run ``process`` in the running container through the ``nsenter`` helper; return its exit code.
 
         :raises NotFound: the container is not running.
@@ -365,9 +379,13 @@ class NativeDriver(ExecDriver):
             env = {"PYTHONPATH": os.pathsep.join(_package_roots())}
             helper = subprocess.Popen(
                 [sys.executable, "-S", "-m", "engine_exec_native.nsenter", str(cfg_r), str(status_w)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 pass_fds=[cfg_r, status_w, *[fd for fd in [*stdio, config["console"]] if fd is not None]],
-                env=env, close_fds=True)
+                env=env,
+                close_fds=True,
+            )
         except BaseException:
             for fd in owned:
                 os.close(fd)
@@ -396,8 +414,10 @@ class NativeDriver(ExecDriver):
         if failure is not None:
             raise ExecStartError(failure)
         if code is None:
-            raise HostError(f"exec in container {command.id}: the helper died (exit {helper.returncode}): "
-                            f"{stderr.decode(errors='replace').strip()[-2000:]}")
+            raise HostError(
+                f"exec in container {command.id}: the helper died (exit {helper.returncode}): "
+                f"{stderr.decode(errors='replace').strip()[-2000:]}"
+            )
         return code
 
     # ---- the rest

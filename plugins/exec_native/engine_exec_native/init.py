@@ -31,7 +31,6 @@ import termios
 from typing import Any, NoReturn
 
 from engine.sys import libc
-
 from engine_exec_native import caps as _caps
 from engine_exec_native import rootfs
 from engine_exec_native.rootfs import SetupError
@@ -64,7 +63,7 @@ def report(err_fd: int, message: str) -> None:
     data = json.dumps({"message": message}).encode()
     try:
         while data:
-            data = data[os.write(err_fd, data):]
+            data = data[os.write(err_fd, data) :]
     except OSError:
         pass
 
@@ -140,8 +139,10 @@ def setup_terminal(console_size: list[int] | None) -> None:
     try:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     except OSError as exc:
-        raise SetupError(f"setting the controlling terminal failed ({errno.errorcode.get(exc.errno or 0)}): "
-                         f"{exc.strerror}; is the pty slave another session's terminal?") from None
+        raise SetupError(
+            f"setting the controlling terminal failed ({errno.errorcode.get(exc.errno or 0)}): "
+            f"{exc.strerror}; is the pty slave another session's terminal?"
+        ) from None
     if console_size:
         rows, cols = console_size
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -168,8 +169,9 @@ def setup_console(console_socket: int, console_size: list[int] | None) -> None:
         slave_path = f"/dev/pts/{number}"
         slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise SetupError(f"creating the container's console failed ({errno.errorcode.get(exc.errno or 0)}): "
-                         f"{exc.strerror}") from None
+        raise SetupError(
+            f"creating the container's console failed ({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+        ) from None
     if console_size:
         rows, cols = console_size
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -204,8 +206,10 @@ def _join_namespaces(namespaces: dict[str, Any]) -> None:
             try:
                 libc.setns(fd, flag)
             except OSError as exc:
-                raise SetupError(f"joining the namespace {path} failed ({errno.errorcode.get(exc.errno or 0)}): "
-                                 f"{exc.strerror}; is it a namespace file of the right kind?") from None
+                raise SetupError(
+                    f"joining the namespace {path} failed ({errno.errorcode.get(exc.errno or 0)}): "
+                    f"{exc.strerror}; is it a namespace file of the right kind?"
+                ) from None
     except FileNotFoundError as exc:
         raise SetupError(f"namespace {exc.filename} does not exist") from None
     finally:
@@ -221,20 +225,26 @@ def _join_namespaces(namespaces: dict[str, Any]) -> None:
     try:
         libc.unshare(flags)
     except OSError as exc:
-        raise SetupError(f"creating the container's namespaces failed ({errno.errorcode.get(exc.errno or 0)}): "
-                         f"{exc.strerror}; the engine needs CAP_SYS_ADMIN") from None
+        raise SetupError(
+            f"creating the container's namespaces failed ({errno.errorcode.get(exc.errno or 0)}): "
+            f"{exc.strerror}; the engine needs CAP_SYS_ADMIN"
+        ) from None
 
 
 def _set_names(hostname: str, domainname: str) -> None:
-    for value, setter, what in ((hostname, libc.sethostname, "host name"),
-                                (domainname, libc.setdomainname, "domain name")):
+    for value, setter, what in (
+        (hostname, libc.sethostname, "host name"),
+        (domainname, libc.setdomainname, "domain name"),
+    ):
         if not value:
             continue
         try:
             setter(value)
         except OSError as exc:
-            raise SetupError(f"setting the {what} to {value!r} failed ({errno.errorcode.get(exc.errno or 0)}): "
-                             f"{os.strerror(exc.errno or 0)}; at most 64 bytes") from None
+            raise SetupError(
+                f"setting the {what} to {value!r} failed ({errno.errorcode.get(exc.errno or 0)}): "
+                f"{os.strerror(exc.errno or 0)}; at most 64 bytes"
+            ) from None
 
 
 def _write_sysctls(sysctls: dict[str, str]) -> None:
@@ -244,8 +254,10 @@ def _write_sysctls(sysctls: dict[str, str]) -> None:
             with open(path, "w") as fh:
                 fh.write(value)
         except OSError as exc:
-            raise SetupError(f"sysctl {key}={value} failed ({errno.errorcode.get(exc.errno or 0)}): "
-                             f"{exc.strerror}; only namespaced sysctls can be set") from None
+            raise SetupError(
+                f"sysctl {key}={value} failed ({errno.errorcode.get(exc.errno or 0)}): "
+                f"{exc.strerror}; only namespaced sysctls can be set"
+            ) from None
 
 
 def _check_executable(path: str) -> None:
@@ -308,15 +320,17 @@ def apply_credentials(uid: int, gid: int, groups: list[int], mask: int) -> None:
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
     except OSError as exc:
-        raise SetupError(f"switching to uid {uid} gid {gid} failed ({errno.errorcode.get(exc.errno or 0)}): "
-                         f"{exc.strerror}") from None
+        raise SetupError(
+            f"switching to uid {uid} gid {gid} failed ({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+        ) from None
     if keep:
         libc.prctl(libc.PR_SET_KEEPCAPS, 0)
     try:
         libc.capset(mask, mask, mask)
     except OSError as exc:
-        raise SetupError(f"setting capabilities {mask:016x} failed ({errno.errorcode.get(exc.errno or 0)}): "
-                         f"{exc.strerror}") from None
+        raise SetupError(
+            f"setting capabilities {mask:016x} failed ({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+        ) from None
     try:
         libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError:
@@ -339,7 +353,7 @@ def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
         try:
             os.makedirs(cwd, 0o755, exist_ok=True)
         except OSError as exc:
-            raise SetupError(f'mkdir {cwd} for the working directory failed: {_go_error(exc)}') from None
+            raise SetupError(f"mkdir {cwd} for the working directory failed: {_go_error(exc)}") from None
     # containerd puts the primary group first among the supplementary ones
     # (runc then passes them all to setgroups), so `id` in a Docker container
     # shows it in "groups=" too.
@@ -412,8 +426,9 @@ def container_init(plan: dict[str, Any], stdio: list[int | None], sync_fd: int, 
         _fail(err_fd, exc)
 
 
-def exec_child(process: dict[str, Any], stdio: list[int | None], err_fd: int,
-               console_socket: int | None = None) -> NoReturn:
+def exec_child(
+    process: dict[str, Any], stdio: list[int | None], err_fd: int, console_socket: int | None = None
+) -> NoReturn:
     """A process started by ``exec``: the forked child of the helper, inside the container already."""
     try:
         reset_signals()

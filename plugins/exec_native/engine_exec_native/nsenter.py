@@ -27,18 +27,23 @@ import sys
 from typing import Any
 
 from engine.sys import libc
-
 from engine_exec_native import init
 
 #: Namespaces to join, in order; the mount namespace must come last.
-NAMESPACES = (("ipc", libc.CLONE_NEWIPC), ("uts", libc.CLONE_NEWUTS), ("net", libc.CLONE_NEWNET),
-              ("pid", libc.CLONE_NEWPID), ("cgroup", libc.CLONE_NEWCGROUP), ("mnt", libc.CLONE_NEWNS))
+NAMESPACES = (
+    ("ipc", libc.CLONE_NEWIPC),
+    ("uts", libc.CLONE_NEWUTS),
+    ("net", libc.CLONE_NEWNET),
+    ("pid", libc.CLONE_NEWPID),
+    ("cgroup", libc.CLONE_NEWCGROUP),
+    ("mnt", libc.CLONE_NEWNS),
+)
 
 
 def _send(fd: int, **event: Any) -> None:
     data = (json.dumps(event) + "\n").encode()
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _read_all(fd: int) -> bytes:
@@ -83,14 +88,18 @@ def enter(config: dict[str, Any]) -> None:
                 with open(procs, "w") as fh:
                     fh.write(str(os.getpid()))
             except OSError as exc:
-                raise init.SetupError(f"joining the container's cgroup {os.path.dirname(procs)} failed "
-                                      f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}") from None
+                raise init.SetupError(
+                    f"joining the container's cgroup {os.path.dirname(procs)} failed "
+                    f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+                ) from None
         for kind, flag, fd in opened:
             try:
                 libc.setns(fd, flag)
             except OSError as exc:
-                raise init.SetupError(f"joining the container's {kind} namespace failed "
-                                      f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}") from None
+                raise init.SetupError(
+                    f"joining the container's {kind} namespace failed "
+                    f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+                ) from None
     finally:
         for _, _, fd in opened:
             os.close(fd)

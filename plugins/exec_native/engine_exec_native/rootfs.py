@@ -56,23 +56,38 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
 
 # mount(8) option names -> (flag, set?), for user mounts and tmpfs options.
 _FLAGS: dict[str, tuple[int, bool]] = {
-    "ro": (libc.MS_RDONLY, True), "rw": (libc.MS_RDONLY, False),
-    "nosuid": (libc.MS_NOSUID, True), "suid": (libc.MS_NOSUID, False),
-    "nodev": (libc.MS_NODEV, True), "dev": (libc.MS_NODEV, False),
-    "noexec": (libc.MS_NOEXEC, True), "exec": (libc.MS_NOEXEC, False),
-    "noatime": (libc.MS_NOATIME, True), "atime": (libc.MS_NOATIME, False),
-    "nodiratime": (libc.MS_NODIRATIME, True), "diratime": (libc.MS_NODIRATIME, False),
-    "relatime": (libc.MS_RELATIME, True), "norelatime": (libc.MS_RELATIME, False),
-    "strictatime": (libc.MS_STRICTATIME, True), "nostrictatime": (libc.MS_STRICTATIME, False),
-    "sync": (0x10, True), "async": (0x10, False), "dirsync": (0x80, True),
-    "bind": (libc.MS_BIND, True), "rbind": (libc.MS_BIND | libc.MS_REC, True),
+    "ro": (libc.MS_RDONLY, True),
+    "rw": (libc.MS_RDONLY, False),
+    "nosuid": (libc.MS_NOSUID, True),
+    "suid": (libc.MS_NOSUID, False),
+    "nodev": (libc.MS_NODEV, True),
+    "dev": (libc.MS_NODEV, False),
+    "noexec": (libc.MS_NOEXEC, True),
+    "exec": (libc.MS_NOEXEC, False),
+    "noatime": (libc.MS_NOATIME, True),
+    "atime": (libc.MS_NOATIME, False),
+    "nodiratime": (libc.MS_NODIRATIME, True),
+    "diratime": (libc.MS_NODIRATIME, False),
+    "relatime": (libc.MS_RELATIME, True),
+    "norelatime": (libc.MS_RELATIME, False),
+    "strictatime": (libc.MS_STRICTATIME, True),
+    "nostrictatime": (libc.MS_STRICTATIME, False),
+    "sync": (0x10, True),
+    "async": (0x10, False),
+    "dirsync": (0x80, True),
+    "bind": (libc.MS_BIND, True),
+    "rbind": (libc.MS_BIND | libc.MS_REC, True),
     "defaults": (0, False),
 }
 _PROPAGATION = {
-    "private": libc.MS_PRIVATE, "rprivate": libc.MS_PRIVATE | libc.MS_REC,
-    "slave": libc.MS_SLAVE, "rslave": libc.MS_SLAVE | libc.MS_REC,
-    "shared": libc.MS_SHARED, "rshared": libc.MS_SHARED | libc.MS_REC,
-    "unbindable": 1 << 17, "runbindable": 1 << 17 | libc.MS_REC,
+    "private": libc.MS_PRIVATE,
+    "rprivate": libc.MS_PRIVATE | libc.MS_REC,
+    "slave": libc.MS_SLAVE,
+    "rslave": libc.MS_SLAVE | libc.MS_REC,
+    "shared": libc.MS_SHARED,
+    "rshared": libc.MS_SHARED | libc.MS_REC,
+    "unbindable": 1 << 17,
+    "runbindable": 1 << 17 | libc.MS_REC,
 }
 
 
@@ -92,9 +107,14 @@ def split_options(options: list[str]) -> tuple[int, int, str]:
 
 # statvfs(3) f_flag bits -> mount(2) flags a bind remount must repeat (a
 # remount that drops a flag the kernel locked fails with EPERM).
-_STATVFS_FLAGS = ((os.ST_NOSUID, libc.MS_NOSUID), (os.ST_NODEV, libc.MS_NODEV), (os.ST_NOEXEC, libc.MS_NOEXEC),
-                  (os.ST_NOATIME, libc.MS_NOATIME), (os.ST_NODIRATIME, libc.MS_NODIRATIME),
-                  (os.ST_RELATIME, libc.MS_RELATIME))
+_STATVFS_FLAGS = (
+    (os.ST_NOSUID, libc.MS_NOSUID),
+    (os.ST_NODEV, libc.MS_NODEV),
+    (os.ST_NOEXEC, libc.MS_NOEXEC),
+    (os.ST_NOATIME, libc.MS_NOATIME),
+    (os.ST_NODIRATIME, libc.MS_NODIRATIME),
+    (os.ST_RELATIME, libc.MS_RELATIME),
+)
 
 
 def _kept_flags(path: str) -> int:
@@ -213,8 +233,14 @@ def _user_mount(root: str, item: dict[str, Any]) -> None:
         rest = flags & ~(libc.MS_BIND | libc.MS_REC)
         if rest:
             # mount(2) ignores flags on the first bind; a remount applies them.
-            mount(target, target, None, libc.MS_BIND | libc.MS_REMOUNT | rest | _kept_flags(target), None,
-                  f"remounting {destination} ({','.join(item.get('options', []))})")
+            mount(
+                target,
+                target,
+                None,
+                libc.MS_BIND | libc.MS_REMOUNT | rest | _kept_flags(target),
+                None,
+                f"remounting {destination} ({','.join(item.get('options', []))})",
+            )
         if item.get("propagation"):
             _, propagation, _ = split_options([item["propagation"]])
     else:
@@ -236,8 +262,14 @@ def prepare(plan: dict[str, Any]) -> None:
     mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME, "mode=755,size=65536k", "mount tmpfs on /dev")
     for device in plan["devices"]:
         _mknod(root, device)
-    mount("devpts", _target(root, "/dev/pts"), "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
-          "newinstance,ptmxmode=0666,mode=0620,gid=5", "mount devpts on /dev/pts")
+    mount(
+        "devpts",
+        _target(root, "/dev/pts"),
+        "devpts",
+        libc.MS_NOSUID | libc.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        "mount devpts on /dev/pts",
+    )
     _symlink("pts/ptmx", os.path.join(dev, "ptmx"))
     shm = _target(root, "/dev/shm")
     if plan["namespaces"]["ipc"] is None:
@@ -247,8 +279,13 @@ def prepare(plan: dict[str, Any]) -> None:
         mount("shm", shm, "tmpfs", common, f"mode=1777,size={plan['shm_size']}", "mount tmpfs on /dev/shm")
     mount("mqueue", _target(root, "/dev/mqueue"), "mqueue", common, None, "mount mqueue on /dev/mqueue")
     _mount_sys(root, plan["privileged"])
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ):
         _symlink(target, os.path.join(dev, name))
     if plan["console"]:
         # The caller's pty slave is the console (the pty is made outside, on the host's devpts).

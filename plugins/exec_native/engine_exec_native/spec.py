@@ -19,12 +19,22 @@ from typing import Any
 from engine.drivers.exec import Command, Pipes, ProcessConfig, Resources
 from engine.errors import InvalidParameter, NotFound
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
-
 from engine_exec_native import caps
 
-__all__ = ["DEFAULT_DEVICES", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS", "DEFAULT_PATH", "build_init_plan",
-           "build_process_plan", "cgroup_resources", "device_rules", "host_devices", "masked_paths",
-           "readonly_paths", "resolve_devices"]
+__all__ = [
+    "DEFAULT_DEVICES",
+    "DEFAULT_MASKED_PATHS",
+    "DEFAULT_PATH",
+    "DEFAULT_READONLY_PATHS",
+    "build_init_plan",
+    "build_process_plan",
+    "cgroup_resources",
+    "device_rules",
+    "host_devices",
+    "masked_paths",
+    "readonly_paths",
+    "resolve_devices",
+]
 
 #: The PATH used for the lookup of ``args[0]`` when the environment has none (Docker's default).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -33,8 +43,17 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: them, directories an empty read-only tmpfs (they leak host information or
 #: offer kernel interfaces a container has no business with).
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 )
 
 #: Paths bound read-only in unprivileged containers (writes there change the host's kernel).
@@ -43,8 +62,14 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = ("/proc/bus", "/proc/fs", "/proc/irq",
 #: The device nodes every container's /dev gets (mknod in a fresh tmpfs).
 DEFAULT_DEVICES: tuple[dict[str, Any], ...] = tuple(
     {"path": path, "type": "c", "major": major, "minor": minor, "mode": 0o666, "uid": 0, "gid": 0}
-    for path, major, minor in (("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
-                               ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0))
+    for path, major, minor in (
+        ("/dev/null", 1, 3),
+        ("/dev/zero", 1, 5),
+        ("/dev/full", 1, 7),
+        ("/dev/random", 1, 8),
+        ("/dev/urandom", 1, 9),
+        ("/dev/tty", 5, 0),
+    )
 )
 
 # moby's HostDevices skips these below /dev: they are made per container (pts,
@@ -75,8 +100,16 @@ def _device_entry(host_path: str, container_path: str, permissions: str) -> dict
         kind = "b"
     else:
         return None
-    return {"path": container_path, "type": kind, "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
-            "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid, "permissions": permissions}
+    return {
+        "path": container_path,
+        "type": kind,
+        "major": os.major(st.st_rdev),
+        "minor": os.minor(st.st_rdev),
+        "mode": stat.S_IMODE(st.st_mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "permissions": permissions,
+    }
 
 
 def resolve_devices(requested: list[dict]) -> list[dict[str, Any]]:
@@ -104,11 +137,14 @@ def resolve_devices(requested: list[dict]) -> list[dict[str, Any]]:
                 continue
             entry = _device_entry(host, inside, permissions)
         except OSError as exc:
-            raise NotFound(f'error gathering device information while adding custom device "{host}": '
-                           f"{exc.strerror.lower() if exc.strerror else exc}") from exc
+            raise NotFound(
+                f'error gathering device information while adding custom device "{host}": '
+                f"{exc.strerror.lower() if exc.strerror else exc}"
+            ) from exc
         if entry is None:
-            raise InvalidParameter(f'error gathering device information while adding custom device "{host}": '
-                                   "not a device node")
+            raise InvalidParameter(
+                f'error gathering device information while adding custom device "{host}": not a device node'
+            )
         out.append(entry)
     return out
 
@@ -160,13 +196,16 @@ def capability_mask(privileged: bool, cap_add: list[str], cap_drop: list[str]) -
     names = caps.tweak(caps.DEFAULT_CAPABILITIES, cap_add, cap_drop, privileged, everything)
     missing = [n for n in names if n not in everything]
     if missing:
-        raise InvalidParameter(f"cannot grant {', '.join(missing)}: the engine itself does not have "
-                               f"{'it' if len(missing) == 1 else 'them'} (its bounding set)")
+        raise InvalidParameter(
+            f"cannot grant {', '.join(missing)}: the engine itself does not have "
+            f"{'it' if len(missing) == 1 else 'them'} (its bounding set)"
+        )
     return caps.to_mask(names)
 
 
-def build_process_plan(process: ProcessConfig, container: ProcessConfig | None = None, *,
-                       create_cwd: bool = False) -> dict[str, Any]:
+def build_process_plan(
+    process: ProcessConfig, container: ProcessConfig | None = None, *, create_cwd: bool = False
+) -> dict[str, Any]:
     """The process part of a plan: argv, env, cwd, user, capabilities.
 
     :param container: for an exec, the container's own process: its privilege,
@@ -207,8 +246,8 @@ def _namespaces(command: Command) -> dict[str, Any]:
         ipc = "new"
     elif ipc_mode == "host":
         ipc = None
-    elif ipc_mode.startswith("container:") and ipc_mode[len("container:"):]:
-        ipc = ipc_mode[len("container:"):]
+    elif ipc_mode.startswith("container:") and ipc_mode[len("container:") :]:
+        ipc = ipc_mode[len("container:") :]
     else:
         raise InvalidParameter(f"invalid IPC mode {ipc_mode!r}: private, shareable, host or container:<ns path>")
     if command.pid_mode not in ("private", "host", ""):
@@ -232,18 +271,37 @@ def _mounts(command: Command) -> list[dict[str, Any]]:
             source = item.get("source", "")
             if not os.path.exists(source):
                 raise InvalidParameter(f"bind source path does not exist: {source}")
-            mounts.append({"type": "bind", "source": source, "destination": destination,
-                           "options": list(item.get("options", [])), "propagation": item.get("propagation", ""),
-                           "is_dir": os.path.isdir(source)})
+            mounts.append(
+                {
+                    "type": "bind",
+                    "source": source,
+                    "destination": destination,
+                    "options": list(item.get("options", [])),
+                    "propagation": item.get("propagation", ""),
+                    "is_dir": os.path.isdir(source),
+                }
+            )
         elif kind == "tmpfs":
-            mounts.append({"type": "tmpfs", "source": "tmpfs", "destination": destination,
-                           "options": list(item.get("options", []))})
+            mounts.append(
+                {
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "destination": destination,
+                    "options": list(item.get("options", [])),
+                }
+            )
         else:
             raise InvalidParameter(f"unsupported mount type {kind!r} for {destination}: bind or tmpfs")
     for destination, options in command.tmpfs.items():
         # Docker's --tmpfs defaults, which the given options override.
-        mounts.append({"type": "tmpfs", "source": "tmpfs", "destination": destination,
-                       "options": ["noexec", "nosuid", "nodev"] + [o for o in options.split(",") if o]})
+        mounts.append(
+            {
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "destination": destination,
+                "options": ["noexec", "nosuid", "nodev"] + [o for o in options.split(",") if o],
+            }
+        )
     return mounts
 
 

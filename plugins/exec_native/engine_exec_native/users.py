@@ -111,8 +111,12 @@ def _number(text: str) -> int | None:
     return None
 
 
-def resolve_user(spec: str, passwd: str | None = "/etc/passwd", group: str | None = "/etc/group",
-                 additional_groups: list[str] | None = None) -> ExecUser:
+def resolve_user(
+    spec: str,
+    passwd: str | None = "/etc/passwd",
+    group: str | None = "/etc/group",
+    additional_groups: list[str] | None = None,
+) -> ExecUser:
     """Resolve ``spec`` against the passwd and group files at the given paths (missing files are empty).
 
     :raises UserError: with runc's message when a name cannot be resolved.

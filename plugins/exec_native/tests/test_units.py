@@ -59,19 +59,22 @@ def test_parse_files() -> None:
     assert groups[1].name == "wheel" and groups[1].members == ("root", "alice")
 
 
-@pytest.mark.parametrize("spec_, uid, gid, home, sgids", [
-    ("", 0, 0, "/root", [10]),                # root, and wheel lists root
-    ("root", 0, 0, "/root", [10]),
-    ("alice", 1000, 1000, "/home/alice", [10, 29]),
-    ("1000", 1000, 1000, "/home/alice", [10, 29]),
-    ("www-data", 33, 33, "/var/www", []),
-    ("33", 33, 33, "/var/www", []),           # the first entry with uid 33 wins
-    ("alice:staff", 1000, 50, "/home/alice", []),  # an explicit group: no supplementary groups
-    ("alice:29", 1000, 29, "/home/alice", []),
-    ("4242", 4242, 0, "/", []),               # numeric and unknown: fine
-    ("4242:4343", 4242, 4343, "/", []),
-    ("0:wheel", 0, 10, "/root", []),
-])
+@pytest.mark.parametrize(
+    "spec_, uid, gid, home, sgids",
+    [
+        ("", 0, 0, "/root", [10]),  # root, and wheel lists root
+        ("root", 0, 0, "/root", [10]),
+        ("alice", 1000, 1000, "/home/alice", [10, 29]),
+        ("1000", 1000, 1000, "/home/alice", [10, 29]),
+        ("www-data", 33, 33, "/var/www", []),
+        ("33", 33, 33, "/var/www", []),  # the first entry with uid 33 wins
+        ("alice:staff", 1000, 50, "/home/alice", []),  # an explicit group: no supplementary groups
+        ("alice:29", 1000, 29, "/home/alice", []),
+        ("4242", 4242, 0, "/", []),  # numeric and unknown: fine
+        ("4242:4343", 4242, 4343, "/", []),
+        ("0:wheel", 0, 10, "/root", []),
+    ],
+)
 def test_resolve_user(files, spec_: str, uid: int, gid: int, home: str, sgids: list[int]) -> None:
     user = resolve_user(spec_, *files)
     assert (user.uid, user.gid, user.home, user.sgids) == (uid, gid, home, sgids)
@@ -113,8 +116,7 @@ def test_default_mask_is_dockers() -> None:
 def test_names_and_masks() -> None:
     assert caps.CAPABILITIES[21] == "CAP_SYS_ADMIN" and caps.CAPABILITIES[40] == "CAP_CHECKPOINT_RESTORE"
     assert caps.from_mask(caps.to_mask(["CAP_KILL", "CAP_CHOWN"])) == ["CAP_CHOWN", "CAP_KILL"]
-    assert caps.normalize(["net_admin", "CAP_SYS_TIME", "all", "NET_ADMIN"]) == ["CAP_NET_ADMIN", "CAP_SYS_TIME",
-                                                                                "ALL"]
+    assert caps.normalize(["net_admin", "CAP_SYS_TIME", "all", "NET_ADMIN"]) == ["CAP_NET_ADMIN", "CAP_SYS_TIME", "ALL"]
     with pytest.raises(InvalidParameter, match='unknown capability: "CAP_FLY"'):
         caps.normalize(["fly"])
 
@@ -122,15 +124,23 @@ def test_names_and_masks() -> None:
 ALL_CAPS = list(caps.CAPABILITIES)
 
 
-@pytest.mark.parametrize("adds, drops, privileged, expected", [
-    ([], [], False, list(caps.DEFAULT_CAPABILITIES)),
-    ([], [], True, ALL_CAPS),
-    (["NET_ADMIN"], ["CHOWN"], False, [c for c in caps.DEFAULT_CAPABILITIES if c != "CAP_CHOWN"] + ["CAP_NET_ADMIN"]),
-    (["ALL"], ["SYS_ADMIN"], False, [c for c in ALL_CAPS if c != "CAP_SYS_ADMIN"]),
-    (["NET_RAW", "kill"], ["ALL"], False, ["CAP_NET_RAW", "CAP_KILL"]),
-    ([], ["ALL"], False, []),
-    (["ALL"], [], True, ALL_CAPS),
-])
+@pytest.mark.parametrize(
+    "adds, drops, privileged, expected",
+    [
+        ([], [], False, list(caps.DEFAULT_CAPABILITIES)),
+        ([], [], True, ALL_CAPS),
+        (
+            ["NET_ADMIN"],
+            ["CHOWN"],
+            False,
+            [c for c in caps.DEFAULT_CAPABILITIES if c != "CAP_CHOWN"] + ["CAP_NET_ADMIN"],
+        ),
+        (["ALL"], ["SYS_ADMIN"], False, [c for c in ALL_CAPS if c != "CAP_SYS_ADMIN"]),
+        (["NET_RAW", "kill"], ["ALL"], False, ["CAP_NET_RAW", "CAP_KILL"]),
+        ([], ["ALL"], False, []),
+        (["ALL"], [], True, ALL_CAPS),
+    ],
+)
 def test_tweak(adds: list[str], drops: list[str], privileged: bool, expected: list[str]) -> None:
     assert caps.tweak(caps.DEFAULT_CAPABILITIES, adds, drops, privileged, ALL_CAPS) == expected
 
@@ -142,8 +152,9 @@ def test_available_within_bounding_set() -> None:
 
 
 def test_capability_mask_refuses_what_the_engine_lacks(monkeypatch) -> None:
-    monkeypatch.setattr(caps, "bounding_set", lambda status="/proc/self/status": caps.to_mask(
-        caps.DEFAULT_CAPABILITIES))
+    monkeypatch.setattr(
+        caps, "bounding_set", lambda status="/proc/self/status": caps.to_mask(caps.DEFAULT_CAPABILITIES)
+    )
     assert spec.capability_mask(True, [], []) == caps.to_mask(caps.DEFAULT_CAPABILITIES)
     with pytest.raises(InvalidParameter, match="cannot grant CAP_SYS_ADMIN"):
         spec.capability_mask(False, ["SYS_ADMIN"], [])
@@ -170,8 +181,18 @@ def test_masked_path_selection() -> None:
 
 def test_device_rules() -> None:
     devices = spec.resolve_devices([{"path_on_host": "/dev/null", "path_in_container": "/dev/n", "permissions": "rw"}])
-    assert devices == [{"path": "/dev/n", "type": "c", "major": 1, "minor": 3, "mode": devices[0]["mode"],
-                        "uid": 0, "gid": 0, "permissions": "rw"}]
+    assert devices == [
+        {
+            "path": "/dev/n",
+            "type": "c",
+            "major": 1,
+            "minor": 3,
+            "mode": devices[0]["mode"],
+            "uid": 0,
+            "gid": 0,
+            "permissions": "rw",
+        }
+    ]
     assert spec.device_rules(_command(), devices) == list(DEFAULT_DEVICE_RULES) + ["c 1:3 rw"]
     assert spec.device_rules(_command(privileged=True), devices) == ["a *:* rwm"]
     custom = _command(resources=Resources(device_rules=["c 4:* rwm"]))
@@ -225,11 +246,18 @@ def test_process_plan() -> None:
 
 
 def test_mounts_plan(tmp_path) -> None:
-    plan = spec._mounts(_command(mounts=[{"type": "bind", "source": str(tmp_path), "destination": "/d"}],
-                                 tmpfs={"/run": "size=1m,exec"}))
+    plan = spec._mounts(
+        _command(
+            mounts=[{"type": "bind", "source": str(tmp_path), "destination": "/d"}], tmpfs={"/run": "size=1m,exec"}
+        )
+    )
     assert plan[0]["is_dir"] and plan[0]["type"] == "bind"
-    assert plan[1] == {"type": "tmpfs", "source": "tmpfs", "destination": "/run",
-                       "options": ["noexec", "nosuid", "nodev", "size=1m", "exec"]}
+    assert plan[1] == {
+        "type": "tmpfs",
+        "source": "tmpfs",
+        "destination": "/run",
+        "options": ["noexec", "nosuid", "nodev", "size=1m", "exec"],
+    }
     with pytest.raises(InvalidParameter, match="bind source path does not exist"):
         spec._mounts(_command(mounts=[{"type": "bind", "source": str(tmp_path / "x"), "destination": "/d"}]))
     with pytest.raises(InvalidParameter, match="not an absolute path"):

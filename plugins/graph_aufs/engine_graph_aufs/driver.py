@@ -63,7 +63,8 @@ import stat
 import subprocess
 import threading
 import time
-from typing import IO, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import IO, NamedTuple
 
 from engine.drivers.graph import Change, ChangeKind, NaiveDiffDriver, validate_id
 from engine.errors import (
@@ -266,8 +267,12 @@ def flush_and_unmount(target: str, flags: int = 0) -> None:
             try:
                 done = subprocess.run([auplink, target, "flush"], capture_output=True, timeout=60, check=False)
                 if done.returncode:
-                    LOG.warning("aufs: auplink %s flush exited %d: %s", target, done.returncode,
-                                done.stderr.decode(errors="replace").strip())
+                    LOG.warning(
+                        "aufs: auplink %s flush exited %d: %s",
+                        target,
+                        done.returncode,
+                        done.stderr.decode(errors="replace").strip(),
+                    )
             except (OSError, subprocess.SubprocessError) as exc:
                 LOG.warning("aufs: auplink %s flush failed: %s", target, exc)
     libc.umount2(target, flags)
@@ -339,10 +344,14 @@ class _LowerView:
         hidden: set[str] = set()
         for branch in self.dir_branches(rel):
             names = os.listdir(os.path.join(branch, rel))
-            whiteouts = {n[len(archive.WHITEOUT_PREFIX):] for n in names
-                         if n.startswith(archive.WHITEOUT_PREFIX) and not n.startswith(archive.WHITEOUT_META_PREFIX)}
-            visible.update(n for n in names
-                           if not n.startswith(archive.WHITEOUT_PREFIX) and n not in hidden and n not in whiteouts)
+            whiteouts = {
+                n[len(archive.WHITEOUT_PREFIX) :]
+                for n in names
+                if n.startswith(archive.WHITEOUT_PREFIX) and not n.startswith(archive.WHITEOUT_META_PREFIX)
+            }
+            visible.update(
+                n for n in names if not n.startswith(archive.WHITEOUT_PREFIX) and n not in hidden and n not in whiteouts
+            )
             hidden |= whiteouts
         return visible
 
@@ -358,7 +367,7 @@ def _split_names(names: list[str]) -> tuple[list[str], set[str], bool]:
         elif name == archive.WHITEOUT_OPAQUE:
             opaque = True
         elif not archive.is_aufs_metadata(name):
-            whiteouts.add(name[len(archive.WHITEOUT_PREFIX):])
+            whiteouts.add(name[len(archive.WHITEOUT_PREFIX) :])
     return entries, whiteouts, opaque
 
 
@@ -391,8 +400,9 @@ def branch_changes(branch: str, lower: Sequence[str]) -> list[Change]:
                     gone = view.listdir(rel_dir) - present
                 else:
                     # A whiteout of what is not there below deletes nothing.
-                    gone = {name for name in whiteouts - present
-                            if view.lookup(posixpath.join(rel_dir, name)) is not None}
+                    gone = {
+                        name for name in whiteouts - present if view.lookup(posixpath.join(rel_dir, name)) is not None
+                    }
                 for name in gone:
                     found[f"/{posixpath.join(rel_dir, name)}"] = ChangeKind.DELETE
                 for name in entries:
@@ -466,8 +476,13 @@ class AufsDriver(NaiveDiffDriver):
 
     name = "aufs"
 
-    def __init__(self, home: str, options: Sequence[str] = (), mount: MountFunction = libc.mount,
-                 unmount: UnmountFunction = flush_and_unmount) -> None:
+    def __init__(
+        self,
+        home: str,
+        options: Sequence[str] = (),
+        mount: MountFunction = libc.mount,
+        unmount: UnmountFunction = flush_and_unmount,
+    ) -> None:
         _check_options(options)
         super().__init__(os.path.abspath(home), options)
         self._layers = os.path.join(self.home, "layers")
@@ -724,14 +739,18 @@ class AufsDriver(NaiveDiffDriver):
                 "or choose another --storage-driver"
             )
         if exc.errno == errno.EPERM:
-            return HostError(f"{head}: mounting needs CAP_SYS_ADMIN in the initial user namespace; "
-                             "run the daemon as root, outside a user namespace")
+            return HostError(
+                f"{head}: mounting needs CAP_SYS_ADMIN in the initial user namespace; "
+                "run the daemon as root, outside a user namespace"
+            )
         if exc.errno == errno.ENOENT:
             return HostError(f"{head}: a branch below {self._diff} or /dev/shm (for the xino file) is missing")
         if exc.errno == errno.EINVAL:
-            return HostError(f"{head}: aufs refused a branch or an option; is {self.home} on aufs, btrfs or "
-                             "ecryptfs, or has the image more layers than the aufs module's branch limit? "
-                             "The kernel log (dmesg) has aufs' reason")
+            return HostError(
+                f"{head}: aufs refused a branch or an option; is {self.home} on aufs, btrfs or "
+                "ecryptfs, or has the image more layers than the aufs module's branch limit? "
+                "The kernel log (dmesg) has aufs' reason"
+            )
         return HostError(f"{head}: {exc.strerror}; the kernel log (dmesg) may have aufs' reason")
 
     def _unmount(self, id: str) -> None:
@@ -792,8 +811,7 @@ class AufsDriver(NaiveDiffDriver):
 
     def status(self) -> list[tuple[str, str]]:
         dirs = sum(1 for name in os.listdir(self._layers) if not name.startswith("."))
-        return [("Root Dir", self.home), ("Backing Filesystem", fs.backing_filesystem(self.home)),
-                ("Dirs", str(dirs))]
+        return [("Root Dir", self.home), ("Backing Filesystem", fs.backing_filesystem(self.home)), ("Dirs", str(dirs))]
 
     def metadata(self, id: str) -> dict[str, str]:
         """``DiffDir`` (the layer's own branch) and ``MountDir`` (what :meth:`get` returns)."""

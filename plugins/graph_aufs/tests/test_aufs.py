@@ -20,18 +20,31 @@ import stat
 import subprocess
 import tarfile
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from engine.drivers.discovery import load_drivers
 from engine.drivers.graph import Change, ChangeKind
-from engine.errors import Conflict, HostError, IncompatibleFilesystem, InvalidParameter, NotFound, NotSupported, \
-    PrerequisitesNotMet
+from engine.errors import (
+    Conflict,
+    HostError,
+    IncompatibleFilesystem,
+    InvalidParameter,
+    NotFound,
+    NotSupported,
+    PrerequisitesNotMet,
+)
 from engine.graph import archive
 from engine.sys import libc
-from engine.testing.graphtest import Entry, GraphDriverConformance, build_rich_tree, make_layer_tar, new_id, \
-    tree_manifest
+from engine.testing.graphtest import (
+    Entry,
+    GraphDriverConformance,
+    build_rich_tree,
+    make_layer_tar,
+    new_id,
+    tree_manifest,
+)
 from engine.utils import fs
 from engine_graph_aufs import driver as aufs
 from engine_graph_aufs.driver import AufsDriver, MountCall, mount_plan
@@ -174,13 +187,17 @@ def test_probe_reason_without_aufs(tmp_path):
 def test_aufs_listed_in_filesystems(tmp_path):
     listed = tmp_path / "filesystems"
     absent = str(tmp_path / "no-modprobe")
-    for text, expected in (("nodev\tsysfs\n\text4\nnodev\taufs\n", True), ("nodev\tsysfs\n\text4\n", False),
-                           ("nodev\taufs2\nnodev\tnotaufs\n", False), ("", False)):
+    for text, expected in (
+        ("nodev\tsysfs\n\text4\nnodev\taufs\n", True),
+        ("nodev\tsysfs\n\text4\n", False),
+        ("nodev\taufs2\nnodev\tnotaufs\n", False),
+        ("", False),
+    ):
         listed.write_text(text)
         assert aufs.aufs_supported(str(listed), absent) is expected, text
     assert aufs.aufs_supported(str(tmp_path / "missing"), absent) is False
     with open("/proc/filesystems") as f:
-        assert AUFS_HERE == any(line.split()[-1:] == ["aufs"] for line in f)
+        assert any(line.split()[-1:] == ["aufs"] for line in f) == AUFS_HERE
 
 
 def test_modprobe_tried_when_aufs_is_not_listed(tmp_path):
@@ -279,8 +296,7 @@ def test_layout_of_a_four_layer_chain(driver):
             assert os.listdir(os.path.join(home, sub, id)) == []
         assert driver.exists(id)
     assert sorted(os.listdir(os.path.join(home, "layers"))) == sorted([l1, l2, l3, l4])
-    assert dict(driver.status()) == {"Root Dir": home, "Backing Filesystem": fs.backing_filesystem(home),
-                                     "Dirs": "4"}
+    assert dict(driver.status()) == {"Root Dir": home, "Backing Filesystem": fs.backing_filesystem(home), "Dirs": "4"}
     assert driver.metadata(l1) == {"DiffDir": f"{home}/diff/{l1}", "MountDir": f"{home}/diff/{l1}"}
     assert driver.metadata(l4) == {"DiffDir": f"{home}/diff/{l4}", "MountDir": f"{home}/mnt/{l4}"}
 
@@ -337,7 +353,7 @@ def test_leftovers_of_a_crash(home):
 
 
 def test_corrupt_layers_file(driver):
-    base, child = chain_of(driver, 2)
+    _base, child = chain_of(driver, 2)
     with open(os.path.join(driver.home, "layers", child), "w") as f:
         f.write("../../etc\n")
     with pytest.raises(HostError, match="corrupt"):
@@ -366,8 +382,9 @@ def test_mount_plan_three_branches():
     assert mount_plan([d0, d1, d2], page_size=4096) == [
         MountCall("none", "aufs", 0, f"br:{d0}=rw:{d1}=ro+wh:{d2}=ro+wh,{OPTS}"),
     ]
-    assert mount_plan([d0, d1, d2], mount_label="system_u:object_r:svirt_sandbox_file_t:s0:c1,c2",
-                      page_size=4096)[0].data.endswith(f',{OPTS},context="system_u:object_r:svirt_sandbox_file_t:s0:c1,c2"')
+    assert mount_plan([d0, d1, d2], mount_label="system_u:object_r:svirt_sandbox_file_t:s0:c1,c2", page_size=4096)[
+        0
+    ].data.endswith(f',{OPTS},context="system_u:object_r:svirt_sandbox_file_t:s0:c1,c2"')
 
 
 def test_mount_plan_two_hundred_branches():
@@ -376,22 +393,27 @@ def test_mount_plan_two_hundred_branches():
     # Each path is 90 bytes: "br:<rw>=rw" takes 96, ",dio,xino=..." 28 and
     # each ":<dir>=ro+wh" 97, so 40 read-only branches fit in 4095 bytes;
     # an "append:<dir>=ro+wh" takes 103 (+1 for its comma): 39 per remount.
-    assert [len(call.data.split(":")) - 2 if call.flags == 0 else call.data.count("append:") for call in plan] \
-        == [40, 39, 39, 39, 39, 3]
-    assert plan[0] == MountCall("none", "aufs", 0,
-                                "br:" + f"{dirs[0]}=rw" + "".join(f":{d}=ro+wh" for d in dirs[1:41]) + f",{OPTS}")
+    assert [len(call.data.split(":")) - 2 if call.flags == 0 else call.data.count("append:") for call in plan] == [
+        40,
+        39,
+        39,
+        39,
+        39,
+        3,
+    ]
+    assert plan[0] == MountCall(
+        "none", "aufs", 0, "br:" + f"{dirs[0]}=rw" + "".join(f":{d}=ro+wh" for d in dirs[1:41]) + f",{OPTS}"
+    )
     assert plan[1] == MountCall("none", "aufs", libc.MS_REMOUNT, ",".join(f"append:{d}=ro+wh" for d in dirs[41:80]))
-    assert plan[-1] == MountCall("none", "aufs", libc.MS_REMOUNT,
-                                 ",".join(f"append:{d}=ro+wh" for d in dirs[197:200]))
-    assert all(call.flags == libc.MS_REMOUNT and call.source == "none" and call.fstype == "aufs"
-               for call in plan[1:])
+    assert plan[-1] == MountCall("none", "aufs", libc.MS_REMOUNT, ",".join(f"append:{d}=ro+wh" for d in dirs[197:200]))
+    assert all(call.flags == libc.MS_REMOUNT and call.source == "none" and call.fstype == "aufs" for call in plan[1:])
     assert all(len(call.data) <= 4095 for call in plan)
     assert len(plan[0].data) == 96 + 40 * 97 + 28 == 4004
     assert len(plan[1].data) == 39 * 104 - 1 == 4055
     # Every branch once, in order.
     named = [part.split("=")[0] for part in plan[0].data[3:].split(",")[0].split(":")]
     for call in plan[1:]:
-        named += [part[len("append:"):].split("=")[0] for part in call.data.split(",")]
+        named += [part[len("append:") :].split("=")[0] for part in call.data.split(",")]
     assert named == dirs
 
 
@@ -445,7 +467,9 @@ def test_refcount_mounts_once_and_unmounts_at_zero(driver, kernel):
     mnt = os.path.join(driver.home, "mnt", child)
     assert driver.get(child) == mnt
     assert driver.get(child) == mnt
-    assert kernel.calls == [("mount", mnt, 0, f"br:{driver.home}/diff/{child}=rw:{driver.home}/diff/{base}=ro+wh,{OPTS}")]
+    assert kernel.calls == [
+        ("mount", mnt, 0, f"br:{driver.home}/diff/{child}=rw:{driver.home}/diff/{base}=ro+wh,{OPTS}")
+    ]
     assert driver.references(child) == 2
     driver.put(child)
     assert kernel.count("unmount") == 0
@@ -495,14 +519,17 @@ def test_failed_append_takes_the_mount_down(driver, kernel):
     driver.put(top)
 
 
-@pytest.mark.parametrize("code, kind, remedy", [
-    (errno.ENODEV, PrerequisitesNotMet, "modprobe aufs"),
-    (errno.EPERM, HostError, "CAP_SYS_ADMIN"),
-    (errno.ENOENT, HostError, "/dev/shm"),
-    (errno.ENOMEM, HostError, "Cannot allocate memory"),
-])
+@pytest.mark.parametrize(
+    "code, kind, remedy",
+    [
+        (errno.ENODEV, PrerequisitesNotMet, "modprobe aufs"),
+        (errno.EPERM, HostError, "CAP_SYS_ADMIN"),
+        (errno.ENOENT, HostError, "/dev/shm"),
+        (errno.ENOMEM, HostError, "Cannot allocate memory"),
+    ],
+)
 def test_mount_errors_become_remedies(driver, kernel, code, kind, remedy):
-    base, child = chain_of(driver, 2)
+    _base, child = chain_of(driver, 2)
     kernel.mount_errors = {0: code}
     with pytest.raises(kind, match=remedy) as info:
         driver.get(child)
@@ -512,7 +539,7 @@ def test_mount_errors_become_remedies(driver, kernel, code, kind, remedy):
 
 
 def test_busy_unmount_is_retried_then_detached(driver, kernel):
-    base, child = chain_of(driver, 2)
+    _base, child = chain_of(driver, 2)
     mnt = os.path.join(driver.home, "mnt", child)
     driver.get(child)
     kernel.unmount_errors = [errno.EBUSY] * 5
@@ -526,7 +553,7 @@ def test_busy_unmount_is_retried_then_detached(driver, kernel):
 
 
 def test_concurrent_get_put_balance(driver, kernel):
-    base, child = chain_of(driver, 2)
+    _base, child = chain_of(driver, 2)
     errors: list[BaseException] = []
 
     def worker() -> None:
@@ -579,12 +606,28 @@ def test_native_differ_against_the_naive_one(driver, tmp_path):
     GraphDriverConformance._modify(child_tree)
     naive = archive.changes(child_tree, base_tree)
     assert {c.path: c.kind for c in naive} == {
-        "/etc": C, "/etc/passwd": C, "/etc/dangling": D, "/etc/localtime": C,
-        "/bin": C, "/bin/ping": C, "/bin/ping6": C,
-        "/home": C, "/home/user": C, "/home/user/notes": C,
-        "/var": C, "/var/empty": D, "/opt": C,
-        "/srv": A, "/srv/app": A, "/srv/app/data": A, "/srv/app/run": A, "/srv/app/run-again": A,
-        "/srv/app/start": A, "/srv/app/pipe": A, "/srv/app/zero": A, "/srv/app/big": A,
+        "/etc": C,
+        "/etc/passwd": C,
+        "/etc/dangling": D,
+        "/etc/localtime": C,
+        "/bin": C,
+        "/bin/ping": C,
+        "/bin/ping6": C,
+        "/home": C,
+        "/home/user": C,
+        "/home/user/notes": C,
+        "/var": C,
+        "/var/empty": D,
+        "/opt": C,
+        "/srv": A,
+        "/srv/app": A,
+        "/srv/app/data": A,
+        "/srv/app/run": A,
+        "/srv/app/run-again": A,
+        "/srv/app/start": A,
+        "/srv/app/pipe": A,
+        "/srv/app/zero": A,
+        "/srv/app/big": A,
     }
 
     child = new_id()
@@ -653,8 +696,16 @@ def test_branch_as_aufs_leaves_it(driver, tmp_path):
     with open(os.path.join(upper, "new"), "wb") as f:
         f.write(b"new!")
 
-    expected = [Change("/a", D), Change("/d", C), Change("/d/x", D), Change("/keep", C), Change("/keep/k1", D),
-                Change("/keep/k2", D), Change("/keep/k3", A), Change("/new", A)]
+    expected = [
+        Change("/a", D),
+        Change("/d", C),
+        Change("/d/x", D),
+        Change("/keep", C),
+        Change("/keep/k1", D),
+        Change("/keep/k2", D),
+        Change("/keep/k3", A),
+        Change("/new", A),
+    ]
     assert driver.changes(child, base) == expected
     # The same as the naive differ on the trees aufs would show.
     parent_tree, child_tree = str(tmp_path / "parent"), str(tmp_path / "child")
@@ -669,8 +720,13 @@ def test_branch_as_aufs_leaves_it(driver, tmp_path):
     data = read_tar(driver.diff(child, base))
     found = members(data)
     assert [(m.name, m.type) for m in found] == [
-        (".wh.a", tarfile.REGTYPE), (".wh.ghost", tarfile.REGTYPE), ("d", tarfile.DIRTYPE), ("d/.wh.x", tarfile.REGTYPE),
-        ("keep", tarfile.DIRTYPE), ("keep/.wh..wh..opq", tarfile.REGTYPE), ("keep/k3", tarfile.REGTYPE),
+        (".wh.a", tarfile.REGTYPE),
+        (".wh.ghost", tarfile.REGTYPE),
+        ("d", tarfile.DIRTYPE),
+        ("d/.wh.x", tarfile.REGTYPE),
+        ("keep", tarfile.DIRTYPE),
+        ("keep/.wh..wh..opq", tarfile.REGTYPE),
+        ("keep/k3", tarfile.REGTYPE),
         ("new", tarfile.REGTYPE),
     ]
     for m in found:
@@ -685,16 +741,29 @@ def test_branch_as_aufs_leaves_it(driver, tmp_path):
 
 THREE_LAYERS = [
     [
-        Entry.dir("etc"), Entry.file("etc/a", b"a"), Entry.file("etc/b", b"b"),
-        Entry.dir("opt"), Entry.dir("opt/x"), Entry.file("opt/x/y", b"y"),
-        Entry.dir("usr"), Entry.dir("usr/lib"), Entry.file("usr/lib/z", b"z"),
-        Entry.dir("var"), Entry.dir("var/cache"), Entry.file("var/cache/c1", b"1"),
-        Entry.dir("var/cache/sub"), Entry.file("var/cache/sub/c2", b"2"),
+        Entry.dir("etc"),
+        Entry.file("etc/a", b"a"),
+        Entry.file("etc/b", b"b"),
+        Entry.dir("opt"),
+        Entry.dir("opt/x"),
+        Entry.file("opt/x/y", b"y"),
+        Entry.dir("usr"),
+        Entry.dir("usr/lib"),
+        Entry.file("usr/lib/z", b"z"),
+        Entry.dir("var"),
+        Entry.dir("var/cache"),
+        Entry.file("var/cache/c1", b"1"),
+        Entry.dir("var/cache/sub"),
+        Entry.file("var/cache/sub/c2", b"2"),
     ],
     [
-        Entry.dir("etc"), Entry.whiteout("etc/a"), Entry.file("etc/c", b"c"),
-        Entry.dir("opt"), Entry.whiteout("opt/x"),
-        Entry.dir("var"), Entry.dir("var/cache", mode=0o700),
+        Entry.dir("etc"),
+        Entry.whiteout("etc/a"),
+        Entry.file("etc/c", b"c"),
+        Entry.dir("opt"),
+        Entry.whiteout("opt/x"),
+        Entry.dir("var"),
+        Entry.dir("var/cache", mode=0o700),
         Entry.file("var/cache/early", b"e"),
         Entry.opaque("var/cache"),
         Entry.file("var/cache/new", b"n"),
@@ -702,7 +771,8 @@ THREE_LAYERS = [
     [
         Entry.file("etc/a", b"again"),
         Entry.whiteout("usr"),
-        Entry.dir("opt/x"), Entry.file("opt/x/fresh", b"f"),
+        Entry.dir("opt/x"),
+        Entry.file("opt/x/fresh", b"f"),
         Entry.whiteout("var/cache/new"),
     ],
 ]
@@ -725,15 +795,30 @@ def test_three_layers_of_whiteouts(driver, tmp_path):
         trees.append(tree)
 
     assert sorted(listing(diff_dir(driver, ids[1]))) == [
-        "etc", "etc/.wh.a", "etc/c", "opt", "opt/.wh.x", "var", "var/cache",
-        "var/cache/.wh..wh..opq", "var/cache/early", "var/cache/new",
+        "etc",
+        "etc/.wh.a",
+        "etc/c",
+        "opt",
+        "opt/.wh.x",
+        "var",
+        "var/cache",
+        "var/cache/.wh..wh..opq",
+        "var/cache/early",
+        "var/cache/new",
     ]
     assert listing(diff_dir(driver, ids[0])) == listing(trees[0])  # nothing applied to the parent
     assert driver.changes(ids[1], ids[0]) == archive.changes(trees[1], trees[0])
     assert driver.changes(ids[2], ids[1]) == archive.changes(trees[2], trees[1])
     assert {c.path: c.kind for c in driver.changes(ids[2], ids[1])} == {
-        "/etc": C, "/etc/a": A, "/usr": D, "/opt": C, "/opt/x": A, "/opt/x/fresh": A,
-        "/var": C, "/var/cache": C, "/var/cache/new": D,
+        "/etc": C,
+        "/etc/a": A,
+        "/usr": D,
+        "/opt": C,
+        "/opt/x": A,
+        "/opt/x/fresh": A,
+        "/var": C,
+        "/var/cache": C,
+        "/var/cache/new": D,
     }
     # The middle layer's native diff rebuilds its tree on its parent's.
     again = str(tmp_path / "again")
@@ -749,9 +834,12 @@ def test_differ_against_another_layer_needs_the_mount(real_driver):
     real_driver.apply_diff(ids[0], None, io.BytesIO(make_layer_tar(THREE_LAYERS[0])))
     assert read_tar(real_driver.diff(ids[2], ids[1])).endswith(bytes(1024))
     assert real_driver.changes(ids[2], ids[1]) == []
-    for call in (lambda: real_driver.diff(ids[2], ids[0]), lambda: real_driver.changes(ids[2], None),
-                 lambda: real_driver.diff_size(ids[1], None),
-                 lambda: real_driver.apply_diff(ids[2], ids[0], io.BytesIO(make_layer_tar([])))):
+    for call in (
+        lambda: real_driver.diff(ids[2], ids[0]),
+        lambda: real_driver.changes(ids[2], None),
+        lambda: real_driver.diff_size(ids[1], None),
+        lambda: real_driver.apply_diff(ids[2], ids[0], io.BytesIO(make_layer_tar([]))),
+    ):
         with pytest.raises(PrerequisitesNotMet, match="ENODEV"):
             call()
     assert all(real_driver.references(id) == 0 for id in ids)
@@ -772,8 +860,18 @@ def test_real_aufs_mount(home):
         top = drv.get(ids[2])
         try:
             assert is_mount_point(top)
-            assert sorted(listing(top)) == ["etc", "etc/a", "etc/b", "etc/c", "opt", "opt/x", "opt/x/fresh", "var",
-                                            "var/cache", "var/cache/early"]
+            assert sorted(listing(top)) == [
+                "etc",
+                "etc/a",
+                "etc/b",
+                "etc/c",
+                "opt",
+                "opt/x",
+                "opt/x/fresh",
+                "var",
+                "var/cache",
+                "var/cache/early",
+            ]
             with open(os.path.join(top, "etc/b"), "a") as f:
                 f.write("more")
             os.unlink(os.path.join(top, "etc/c"))

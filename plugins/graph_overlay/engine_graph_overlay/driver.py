@@ -72,8 +72,9 @@ import stat
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Iterator, Sequence
+from typing import IO
 
 from engine.drivers.graph import Change, ChangeKind, NaiveDiffDriver, validate_id
 from engine.errors import (
@@ -163,8 +164,14 @@ def _kernel_has_overlay(path: str = PROC_FILESYSTEMS) -> bool:
     modprobe = shutil.which("modprobe")
     if modprobe is None:
         return False
-    result = subprocess.run([modprobe, "overlay"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, timeout=60, check=False)
+    result = subprocess.run(
+        [modprobe, "overlay"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=60,
+        check=False,
+    )
     if result.returncode:
         LOG.info("overlay: modprobe overlay failed: %s", result.stderr.decode(errors="replace").strip())
     return listed()
@@ -348,8 +355,9 @@ def detect_features(home: str) -> Features:
         )
         metacopy = _has_xattr(os.path.join(upper, "file"), _METACOPY_XATTR)
         if redirect or metacopy:
-            LOG.warning("overlay: the kernel uses %s; using the naive differ",
-                        "redirect_dir" if redirect else "metacopy")
+            LOG.warning(
+                "overlay: the kernel uses %s; using the naive differ", "redirect_dir" if redirect else "metacopy"
+            )
         return Features(tuple(options), native_diff=not (redirect or metacopy))
     finally:
         fs.safe_rmtree(scratch)
@@ -527,8 +535,13 @@ class OverlayDriver(NaiveDiffDriver):
         self._children: dict[str, set[str]] = {}
         self._parent_of: dict[str, str] = {}
         self._index()
-        LOG.info("overlay: home %s on %s, mount options %s, native diff %s", home, self._backing,
-                 ",".join(self._features.options) or "(none)", self._features.native_diff)
+        LOG.info(
+            "overlay: home %s on %s, mount options %s, native diff %s",
+            home,
+            self._backing,
+            ",".join(self._features.options) or "(none)",
+            self._features.native_diff,
+        )
 
     @classmethod
     def probe(cls, home: str, options: Sequence[str] = ()) -> None:
@@ -658,16 +671,23 @@ class OverlayDriver(NaiveDiffDriver):
         return options
 
     def _relative_data(self, id: str, lowers: Sequence[str], label: str = "") -> str:
-        return ",".join([*self._options(label), "lowerdir=" + ":".join(lowers), f"upperdir={id}/diff",
-                         f"workdir={id}/work"])
+        return ",".join(
+            [*self._options(label), "lowerdir=" + ":".join(lowers), f"upperdir={id}/diff", f"workdir={id}/work"]
+        )
 
     def _absolute_data(self, id: str, lowers: Sequence[str], label: str = "") -> str | None:
         """The mount data with absolute paths, or None if the home's path would need escaping."""
-        if any(c in self.home for c in ",:\\\""):
+        if any(c in self.home for c in ',:\\"'):
             return None
         layer = os.path.join(self.home, id)
-        return ",".join([*self._options(label), "lowerdir=" + ":".join(os.path.join(self.home, l) for l in lowers),
-                         f"upperdir={layer}/diff", f"workdir={layer}/work"])
+        return ",".join(
+            [
+                *self._options(label),
+                "lowerdir=" + ":".join(os.path.join(self.home, lower) for lower in lowers),
+                f"upperdir={layer}/diff",
+                f"workdir={layer}/work",
+            ]
+        )
 
     def max_depth(self, id: str) -> int:
         """How many lower layers a layer ``id`` can have here: what fits in one page, at most 500."""
@@ -778,8 +798,9 @@ class OverlayDriver(NaiveDiffDriver):
                 children = sorted(self._children.get(id, ()))
                 if children:
                     shown = ", ".join(child[:12] for child in children[:3]) + (", ..." if len(children) > 3 else "")
-                    raise Conflict(f"overlay: layer {id} is the parent of {len(children)} layers ({shown}); "
-                                   "remove them first")
+                    raise Conflict(
+                        f"overlay: layer {id} is the parent of {len(children)} layers ({shown}); remove them first"
+                    )
                 try:
                     link: str | None = self._link(id)
                 except HostError:

@@ -18,13 +18,13 @@ import re
 import stat
 import tarfile
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from engine.drivers.graph import ChangeKind, NaiveDiffDriver
 from engine.errors import Conflict, HostError, IncompatibleFilesystem, InvalidParameter, NotSupported
-from engine.graph import archive
 from engine.sys import libc
 from engine.testing import sandbox
 from engine.testing.graphtest import (
@@ -62,8 +62,22 @@ def _tar_entries(data: bytes) -> list[tuple[Any, ...]]:
         for m in tar:
             content = tar.extractfile(m).read() if m.isreg() else b""  # type: ignore[union-attr]
             pax = tuple(sorted((k, v) for k, v in m.pax_headers.items() if k != "path"))
-            entries.append((m.name, m.type, m.mode, m.uid, m.gid, m.mtime, m.size, m.linkname,
-                            m.devmajor, m.devminor, pax, hashlib.sha256(content).hexdigest()))
+            entries.append(
+                (
+                    m.name,
+                    m.type,
+                    m.mode,
+                    m.uid,
+                    m.gid,
+                    m.mtime,
+                    m.size,
+                    m.linkname,
+                    m.devmajor,
+                    m.devminor,
+                    pax,
+                    hashlib.sha256(content).hexdigest(),
+                )
+            )
     return entries
 
 
@@ -73,8 +87,7 @@ def _without_lone_links(manifest: dict[str, dict[str, Any]]) -> dict[str, dict[s
     for item in manifest.values():
         if "hardlink" in item:
             groups[item["hardlink"]] = groups.get(item["hardlink"], 0) + 1
-    return {rel: {k: v for k, v in item.items() if k != "hardlink" or groups[v] > 1}
-            for rel, item in manifest.items()}
+    return {rel: {k: v for k, v in item.items() if k != "hardlink" or groups[v] > 1} for rel, item in manifest.items()}
 
 
 def _read(stream: io.BufferedReader | Any) -> bytes:
@@ -101,35 +114,75 @@ def vfs(tmp_path: Any) -> Iterator[VfsDriver]:
 #: directories, and type changes in both directions.
 THREE_LAYERS = [
     [
-        Entry.dir("etc"), Entry.file("etc/a", b"a"), Entry.file("etc/b", b"b"),
-        Entry.hardlink("etc/a-again", "etc/a"), Entry.symlink("etc/localtime", "/usr/share/zoneinfo/UTC"),
-        Entry.dir("usr"), Entry.dir("usr/lib"), Entry.file("usr/lib/libz", b"z" * 5000, xattrs={"user.x": b"1"}),
-        Entry.dir("usr/bin"), Entry.file("usr/bin/tool", b"tool", 0o4755,
-                                         xattrs={"security.capability": CAP_NET_BIND_SERVICE}),
-        Entry.dir("var"), Entry.dir("var/lib"), Entry.dir("var/lib/db"), Entry.file("var/lib/db/x", b"x"),
-        Entry.file("var/lib/db/y", b"y"), Entry.dir("var/lib/db/sub"), Entry.file("var/lib/db/sub/z", b"z"),
-        Entry.dir("opt"), Entry.dir("opt/app"), Entry.file("opt/app/conf", b"conf"),
-        Entry.dir("srv"), Entry.file("srv/thing", b"thing"),
-        Entry.dir("dev"), Entry.char("dev/null", 1, 3), Entry.block("dev/loop0", 7, 0),
-        Entry.dir("run"), Entry.fifo("run/fifo"),
-        Entry.dir("home", mtime="1600000000.123456789"), Entry.dir("home/u", 0o700, uid=1000, gid=1000),
+        Entry.dir("etc"),
+        Entry.file("etc/a", b"a"),
+        Entry.file("etc/b", b"b"),
+        Entry.hardlink("etc/a-again", "etc/a"),
+        Entry.symlink("etc/localtime", "/usr/share/zoneinfo/UTC"),
+        Entry.dir("usr"),
+        Entry.dir("usr/lib"),
+        Entry.file("usr/lib/libz", b"z" * 5000, xattrs={"user.x": b"1"}),
+        Entry.dir("usr/bin"),
+        Entry.file("usr/bin/tool", b"tool", 0o4755, xattrs={"security.capability": CAP_NET_BIND_SERVICE}),
+        Entry.dir("var"),
+        Entry.dir("var/lib"),
+        Entry.dir("var/lib/db"),
+        Entry.file("var/lib/db/x", b"x"),
+        Entry.file("var/lib/db/y", b"y"),
+        Entry.dir("var/lib/db/sub"),
+        Entry.file("var/lib/db/sub/z", b"z"),
+        Entry.dir("opt"),
+        Entry.dir("opt/app"),
+        Entry.file("opt/app/conf", b"conf"),
+        Entry.dir("srv"),
+        Entry.file("srv/thing", b"thing"),
+        Entry.dir("dev"),
+        Entry.char("dev/null", 1, 3),
+        Entry.block("dev/loop0", 7, 0),
+        Entry.dir("run"),
+        Entry.fifo("run/fifo"),
+        Entry.dir("home", mtime="1600000000.123456789"),
+        Entry.dir("home/u", 0o700, uid=1000, gid=1000),
         Entry.file("home/u/notes", b"n", 0o600, uid=1000, gid=1000, xattrs={"trusted.t": b"\x00\xff"}),
     ],
     [
-        Entry.dir("etc"), Entry.whiteout("etc/b"), Entry.file("etc/c", b"c"),
-        Entry.dir("var"), Entry.dir("var/lib"), Entry.dir("var/lib/db", 0o700), Entry.opaque("var/lib/db"),
-        Entry.file("var/lib/db/new", b"new"), Entry.dir("var/lib/db/sub"), Entry.file("var/lib/db/sub/w", b"w"),
-        Entry.dir("opt"), Entry.file("opt/app", b"now a file"),
-        Entry.dir("srv"), Entry.dir("srv/thing", 0o750), Entry.file("srv/thing/inner", b"i"),
-        Entry.dir("usr"), Entry.whiteout("usr/bin"),
-        Entry.dir("home"), Entry.dir("home/u", 0o700, uid=1001, gid=1001),
+        Entry.dir("etc"),
+        Entry.whiteout("etc/b"),
+        Entry.file("etc/c", b"c"),
+        Entry.dir("var"),
+        Entry.dir("var/lib"),
+        Entry.dir("var/lib/db", 0o700),
+        Entry.opaque("var/lib/db"),
+        Entry.file("var/lib/db/new", b"new"),
+        Entry.dir("var/lib/db/sub"),
+        Entry.file("var/lib/db/sub/w", b"w"),
+        Entry.dir("opt"),
+        Entry.file("opt/app", b"now a file"),
+        Entry.dir("srv"),
+        Entry.dir("srv/thing", 0o750),
+        Entry.file("srv/thing/inner", b"i"),
+        Entry.dir("usr"),
+        Entry.whiteout("usr/bin"),
+        Entry.dir("home"),
+        Entry.dir("home/u", 0o700, uid=1001, gid=1001),
     ],
     [
-        Entry.dir("usr"), Entry.dir("usr/bin", 0o711), Entry.file("usr/bin/tool2", b"2", 0o755),
-        Entry.dir("var"), Entry.dir("var/lib"), Entry.dir("var/lib/db", 0o700), Entry.whiteout("var/lib/db/new"),
-        Entry.dir("etc"), Entry.file("etc/a", b"A2"), Entry.whiteout("etc/localtime"),
-        Entry.dir("opt"), Entry.dir("opt/app"), Entry.file("opt/app/again", b"again"),
-        Entry.dir("srv"), Entry.dir("srv/thing", 0o750), Entry.opaque("srv/thing"),
+        Entry.dir("usr"),
+        Entry.dir("usr/bin", 0o711),
+        Entry.file("usr/bin/tool2", b"2", 0o755),
+        Entry.dir("var"),
+        Entry.dir("var/lib"),
+        Entry.dir("var/lib/db", 0o700),
+        Entry.whiteout("var/lib/db/new"),
+        Entry.dir("etc"),
+        Entry.file("etc/a", b"A2"),
+        Entry.whiteout("etc/localtime"),
+        Entry.dir("opt"),
+        Entry.dir("opt/app"),
+        Entry.file("opt/app/again", b"again"),
+        Entry.dir("srv"),
+        Entry.dir("srv/thing", 0o750),
+        Entry.opaque("srv/thing"),
     ],
 ]
 
@@ -152,12 +205,27 @@ class TestOverlay(GraphDriverConformance):
         found = {c.path: c.kind for c in driver.changes(child, base)}
         A, C, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
         expected = {
-            "/etc": C, "/etc/passwd": C, "/etc/dangling": D, "/etc/localtime": C,
-            "/bin": C, "/bin/ping6": C,
-            "/home": C, "/home/user": C, "/home/user/notes": C,
-            "/var": C, "/var/empty": D, "/opt": C,
-            "/srv": A, "/srv/app": A, "/srv/app/data": A, "/srv/app/run": A, "/srv/app/run-again": A,
-            "/srv/app/start": A, "/srv/app/pipe": A, "/srv/app/zero": A, "/srv/app/big": A,
+            "/etc": C,
+            "/etc/passwd": C,
+            "/etc/dangling": D,
+            "/etc/localtime": C,
+            "/bin": C,
+            "/bin/ping6": C,
+            "/home": C,
+            "/home/user": C,
+            "/home/user/notes": C,
+            "/var": C,
+            "/var/empty": D,
+            "/opt": C,
+            "/srv": A,
+            "/srv/app": A,
+            "/srv/app/data": A,
+            "/srv/app/run": A,
+            "/srv/app/run-again": A,
+            "/srv/app/start": A,
+            "/srv/app/pipe": A,
+            "/srv/app/zero": A,
+            "/srv/app/big": A,
         }
         assert found == expected
         tree = self.manifest(driver, child)
@@ -203,18 +271,27 @@ class TestOverlay(GraphDriverConformance):
         child = self.layer(driver, base)
         grandchild = self.layer(driver, child)
         d = lambda id, part: os.path.join(driver.home, id, part)  # noqa: E731
-        assert driver.metadata(base) == {"MergedDir": d(base, "merged"), "UpperDir": d(base, "diff"),
-                                         "WorkDir": d(base, "work")}
-        assert driver.metadata(grandchild) == {
-            "LowerDir": f"{d(child, 'diff')}:{d(base, 'diff')}", "MergedDir": d(grandchild, "merged"),
-            "UpperDir": d(grandchild, "diff"), "WorkDir": d(grandchild, "work"),
+        assert driver.metadata(base) == {
+            "MergedDir": d(base, "merged"),
+            "UpperDir": d(base, "diff"),
+            "WorkDir": d(base, "work"),
         }
-        assert dict(driver.status()) == {"Backing Filesystem": fs.backing_filesystem(driver.home),
-                                         "Supports d_type": "true", "Native Overlay Diff": "true",
-                                         "Using metacopy": "false"}
+        assert driver.metadata(grandchild) == {
+            "LowerDir": f"{d(child, 'diff')}:{d(base, 'diff')}",
+            "MergedDir": d(grandchild, "merged"),
+            "UpperDir": d(grandchild, "diff"),
+            "WorkDir": d(grandchild, "work"),
+        }
+        assert dict(driver.status()) == {
+            "Backing Filesystem": fs.backing_filesystem(driver.home),
+            "Supports d_type": "true",
+            "Native Overlay Diff": "true",
+            "Using metacopy": "false",
+        }
 
     def test_child_root_is_parents_root(self, driver: OverlayDriver) -> None:
         """A merged tree's root is its upper directory: a child starts with its parent's root metadata."""
+
         def odd_root(p: str) -> None:
             os.chmod(p, 0o750)
             os.chown(p, 1000, 1000)
@@ -222,8 +299,11 @@ class TestOverlay(GraphDriverConformance):
 
         base = self.layer(driver, fill=odd_root)
         child = self.layer(driver, base)
-        assert self.manifest(driver, child)["."] == self.manifest(driver, base)["."] == {
-            "type": "dir", "mode": oct(0o750), "uid": 1000, "gid": 1000, "xattrs": {"user.root": b"r".hex()}}
+        assert (
+            self.manifest(driver, child)["."]
+            == self.manifest(driver, base)["."]
+            == {"type": "dir", "mode": oct(0o750), "uid": 1000, "gid": 1000, "xattrs": {"user.root": b"r".hex()}}
+        )
 
     # ---- mounting
 
@@ -301,8 +381,9 @@ class TestOverlay(GraphDriverConformance):
             driver.put(id)
             driver.put(id)
         assert fs.mounts_below(driver.home) == []
-        assert not any(m.fstype == "overlay" and m.mount_point.startswith(os.path.realpath(driver.home))
-                       for m in fs.mountinfo())
+        assert not any(
+            m.fstype == "overlay" and m.mount_point.startswith(os.path.realpath(driver.home)) for m in fs.mountinfo()
+        )
         driver.put(chain[-1])  # one too many: logged, not fatal
         assert driver.references(chain[-1]) == 0
 
@@ -343,8 +424,9 @@ class TestOverlay(GraphDriverConformance):
         for i in range(limit + 1):
             id = new_id()
             driver.create(id, chain[-1] if chain else None)
-            driver.apply_diff(id, chain[-1] if chain else None, io.BytesIO(make_layer_tar([
-                Entry.file(f"f{i:03}", str(i).encode())])))
+            driver.apply_diff(
+                id, chain[-1] if chain else None, io.BytesIO(make_layer_tar([Entry.file(f"f{i:03}", str(i).encode())]))
+            )
             chain.append(id)
 
         for depth in (130, limit):
@@ -377,9 +459,12 @@ class TestOverlay(GraphDriverConformance):
 
     def test_mount_failure_messages(self) -> None:
         assert mount_failure(OSError(errno.EINVAL, "Invalid argument")).startswith(
-            "overlay: mount failed (EINVAL): is the backing fs overlay?")
+            "overlay: mount failed (EINVAL): is the backing fs overlay?"
+        )
         assert "modprobe overlay" in mount_failure(OSError(errno.ENODEV, "No such device"))
-        assert mount_failure(OSError(errno.EIO, "Input/output error")) == "overlay: mount failed (EIO): Input/output error"
+        assert (
+            mount_failure(OSError(errno.EIO, "Input/output error")) == "overlay: mount failed (EIO): Input/output error"
+        )
 
     # ---- removal and restarts
 
@@ -471,10 +556,25 @@ class TestOverlay(GraphDriverConformance):
             assert native == NaiveDiffDriver.changes(driver, id, parent)
             assert driver.diff_size(id, parent) == NaiveDiffDriver.diff_size(driver, id, parent)
         assert {str(c) for c in driver.changes(layers[1], layers[0])} >= {
-            "D /etc/b", "C /var/lib/db", "D /var/lib/db/x", "D /var/lib/db/y", "C /var/lib/db/sub",
-            "D /var/lib/db/sub/z", "A /var/lib/db/sub/w", "D /usr/bin", "C /opt/app", "C /srv/thing"}
+            "D /etc/b",
+            "C /var/lib/db",
+            "D /var/lib/db/x",
+            "D /var/lib/db/y",
+            "C /var/lib/db/sub",
+            "D /var/lib/db/sub/z",
+            "A /var/lib/db/sub/w",
+            "D /usr/bin",
+            "C /opt/app",
+            "C /srv/thing",
+        }
         assert {str(c) for c in driver.changes(top, layers[2])} == {
-            "C /usr", "C /usr/lib", "D /usr/lib/libz", "A /usr/lib/libnew", "C /etc", "D /etc/a-again"}
+            "C /usr",
+            "C /usr/lib",
+            "D /usr/lib/libz",
+            "A /usr/lib/libnew",
+            "C /etc",
+            "D /etc/a-again",
+        }
 
     def test_native_diff_exports_whiteouts_and_opaque_markers(self, driver: OverlayDriver) -> None:
         l1 = new_id()
@@ -554,8 +654,9 @@ def foreign_overlay(tmp_path: Any) -> Iterator[str]:
     for d in ("lower", "upper", "work", "merged"):
         (base / d).mkdir(parents=True)
     merged = str(base / "merged")
-    libc.mount("overlay", merged, "overlay", 0,
-               f"lowerdir={base / 'lower'},upperdir={base / 'upper'},workdir={base / 'work'}")
+    libc.mount(
+        "overlay", merged, "overlay", 0, f"lowerdir={base / 'lower'},upperdir={base / 'upper'},workdir={base / 'work'}"
+    )
     try:
         yield merged
     finally:

@@ -31,7 +31,7 @@ import os
 import secrets
 import tempfile
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from engine.drivers.graph import NaiveDiffDriver, validate_id
 from engine.errors import Conflict, InvalidParameter, NotFound, PrerequisitesNotMet

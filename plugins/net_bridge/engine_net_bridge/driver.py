@@ -47,22 +47,36 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
 
 from engine.drivers.network import NetworkDriver
-from engine.errors import (Conflict, EngineError, HostError, InvalidParameter, NotFound, NotSupported,
-                           PrerequisitesNotMet)
-
+from engine.errors import (
+    Conflict,
+    EngineError,
+    HostError,
+    InvalidParameter,
+    NotFound,
+    NotSupported,
+    PrerequisitesNotMet,
+)
 from engine_net_bridge import ipam, netlink
 from engine_net_bridge.iptables import CHAIN, IPTables, IptablesError, Rule, base_rules, link_rules, port_rules
 from engine_net_bridge.links import link_env as _link_env
 from engine_net_bridge.links import parse_link_ports
 from engine_net_bridge.portmapper import ProxyRecord, find_proxies, proxy_alive, start_proxy, stop_proxy
-from engine_net_bridge.ports import (WILDCARD, PortMapping, PortRequest, bind_host_port, ephemeral_range,
-                                     requests_from_bindings, same_socket_space)
+from engine_net_bridge.ports import (
+    WILDCARD,
+    PortMapping,
+    PortRequest,
+    bind_host_port,
+    ephemeral_range,
+    requests_from_bindings,
+    same_socket_space,
+)
 from engine_net_bridge.state import Endpoint, Store
 
 LOG = logging.getLogger(__name__)
@@ -108,8 +122,16 @@ class BridgeDriver(NetworkDriver):
 
     name = "bridge"
 
-    def __init__(self, home: str, config: Any, *, resolv_conf: str = "/etc/resolv.conf",
-                 proc_sys: str = "/proc/sys", iptables: IPTables | None = None, modprobe: str = "modprobe") -> None:
+    def __init__(
+        self,
+        home: str,
+        config: Any,
+        *,
+        resolv_conf: str = "/etc/resolv.conf",
+        proc_sys: str = "/proc/sys",
+        iptables: IPTables | None = None,
+        modprobe: str = "modprobe",
+    ) -> None:
         super().__init__(home, config)
         self.resolv_conf = resolv_conf
         self.proc_sys = proc_sys
@@ -168,8 +190,10 @@ class BridgeDriver(NetworkDriver):
         if os.geteuid() != 0:
             raise PrerequisitesNotMet("the bridge driver needs root (CAP_NET_ADMIN)")
         if getattr(config, "iptables", True) and not IPTables().available():
-            raise PrerequisitesNotMet("iptables is not installed: install it (apt-get install iptables) "
-                                      "or run the daemon with --iptables=false")
+            raise PrerequisitesNotMet(
+                "iptables is not installed: install it (apt-get install iptables) "
+                "or run the daemon with --iptables=false"
+            )
 
     # init
     def init(self) -> dict:
@@ -199,17 +223,27 @@ class BridgeDriver(NetworkDriver):
                 "Bridge": name,
                 # Whether the engine made this bridge (in this run or an earlier one).
                 "CreatedBridge": created or (bool(previous.get("CreatedBridge")) and previous.get("Bridge") == name),
-                "Subnet": str(address.network), "Gateway": str(address.ip),
-                "FixedCIDR": str(fixed) if fixed else "", "Mtu": self._mtu, "MacAddress": mac,
-                "Rules": [], "Sysctls": {},
+                "Subnet": str(address.network),
+                "Gateway": str(address.ip),
+                "FixedCIDR": str(fixed) if fixed else "",
+                "Mtu": self._mtu,
+                "MacAddress": mac,
+                "Rules": [],
+                "Sysctls": {},
             }
             if self._use_iptables:
                 self._add_host_rules()
             else:
                 self.store.save(BRIDGE_FILE, self._doc)
             self._ready = True
-            LOG.info("bridge network: %s %s (containers from %s), MTU %d, iptables %s",
-                     name, address, self._pool.range, self._mtu, "on" if self._use_iptables else "off")
+            LOG.info(
+                "bridge network: %s %s (containers from %s), MTU %d, iptables %s",
+                name,
+                address,
+                self._pool.range,
+                self._mtu,
+                "on" if self._use_iptables else "off",
+            )
             return self._facts()
 
     def _stop_orphan_proxies(self) -> None:
@@ -222,15 +256,25 @@ class BridgeDriver(NetworkDriver):
         recorded = {(p.pid, p.start_time) for ep in self._endpoints.values() for p in ep.proxies}
         for found in find_proxies(self.home):
             if (found.pid, found.start_time) not in recorded:
-                LOG.warning("stopping userland proxy %d: no container of this daemon records it (the daemon "
-                            "was killed while it started)", found.pid)
+                LOG.warning(
+                    "stopping userland proxy %d: no container of this daemon records it (the daemon "
+                    "was killed while it started)",
+                    found.pid,
+                )
                 stop_proxy(found)
 
     def _facts(self) -> dict:
-        return {"Bridge": self._bridge, "IPAddress": str(self._address.ip),
-                "IPPrefixLen": self._address.network.prefixlen, "Subnet": str(self._address.network),
-                "Gateway": str(self._address.ip), "FixedCIDR": self._doc.get("FixedCIDR", ""),
-                "Mtu": self._mtu, "MacAddress": self._doc.get("MacAddress", ""), "NetworkID": self._doc["ID"]}
+        return {
+            "Bridge": self._bridge,
+            "IPAddress": str(self._address.ip),
+            "IPPrefixLen": self._address.network.prefixlen,
+            "Subnet": str(self._address.network),
+            "Gateway": str(self._address.ip),
+            "FixedCIDR": self._doc.get("FixedCIDR", ""),
+            "Mtu": self._mtu,
+            "MacAddress": self._doc.get("MacAddress", ""),
+            "NetworkID": self._doc["ID"],
+        }
 
     def _fixed_cidr(self) -> IPv4Network | None:
         text = str(self._cfg("fixed_cidr", "") or "").strip()
@@ -257,21 +301,26 @@ class BridgeDriver(NetworkDriver):
             if index is None:
                 if not using_default:
                     LOG.error("bridge not found: %s", name)
-                    raise BridgeNotFound(f"bridge not found: {name}: create it first (ip link add {name} type "
-                                         f"bridge) or leave out -b to let the engine create {DEFAULT_BRIDGE}")
+                    raise BridgeNotFound(
+                        f"bridge not found: {name}: create it first (ip link add {name} type "
+                        f"bridge) or leave out -b to let the engine create {DEFAULT_BRIDGE}"
+                    )
                 address = bip or self._choose_address(ipr, name)
                 mac = ipam.random_mac()
                 LOG.info("creating bridge %s with %s", name, address)
                 try:
                     netlink.create_bridge(ipr, name, address, self._mtu, mac)
                 except NetlinkError as exc:
-                    raise HostError(f"cannot create bridge {name}: {os.strerror(exc.code)}; is the bridge "
-                                    f"module available (modprobe bridge)?") from exc
+                    raise HostError(
+                        f"cannot create bridge {name}: {os.strerror(exc.code)}; is the bridge "
+                        f"module available (modprobe bridge)?"
+                    ) from exc
                 return name, address, mac, True
             kind = netlink.link_kind(ipr, index)
             if kind != "bridge":
-                raise InvalidParameter(f"{name} is not a bridge (it is a {kind or 'physical'} interface): "
-                                       f"give -b an existing bridge")
+                raise InvalidParameter(
+                    f"{name} is not a bridge (it is a {kind or 'physical'} interface): give -b an existing bridge"
+                )
             addresses = netlink.ipv4_addresses(ipr, index)
             if bip is not None:
                 match = [a for a in addresses if a.ip == bip.ip]
@@ -279,9 +328,11 @@ class BridgeDriver(NetworkDriver):
                     address = match[0]
                 elif addresses:
                     # The seed's check (ch. 6 §3.3.4), with its message.
-                    raise InvalidParameter(f"bridge ip ({addresses[0].ip}) does not match existing bridge "
-                                           f"configuration {bip.ip}: drop --bip, or delete the bridge "
-                                           f"(ip link del {name}) so it is made again with the new address")
+                    raise InvalidParameter(
+                        f"bridge ip ({addresses[0].ip}) does not match existing bridge "
+                        f"configuration {bip.ip}: drop --bip, or delete the bridge "
+                        f"(ip link del {name}) so it is made again with the new address"
+                    )
                 else:
                     netlink.add_address(ipr, index, bip)
                     address = bip
@@ -291,8 +342,9 @@ class BridgeDriver(NetworkDriver):
                 address = self._choose_address(ipr, name)
                 netlink.add_address(ipr, index, address)
             else:
-                raise InvalidParameter(f"bridge {name} has no IPv4 address: give it one "
-                                       f"(ip addr add 172.17.42.1/16 dev {name})")
+                raise InvalidParameter(
+                    f"bridge {name} has no IPv4 address: give it one (ip addr add 172.17.42.1/16 dev {name})"
+                )
             netlink.ensure_up(ipr, index)
             mac = netlink.link_attrs(ipr, index)["address"] or ""
             return name, address, mac, False
@@ -324,23 +376,26 @@ class BridgeDriver(NetworkDriver):
 
     def _br_netfilter_remedy(self) -> str:
         why = "--icc=false" if not self._icc else "--userland-proxy=false"
-        return (f"{why} needs the br_netfilter kernel module, so that traffic between containers passes "
-                f"iptables: load it (modprobe br_netfilter), or run the daemon without {why}")
+        return (
+            f"{why} needs the br_netfilter kernel module, so that traffic between containers passes "
+            f"iptables: load it (modprobe br_netfilter), or run the daemon without {why}"
+        )
 
     def _load_br_netfilter(self) -> None:
         """``modprobe br_netfilter`` unless its sysctls are there (they are per network namespace)."""
         if os.path.isdir(self._br_netfilter_path()):
             return
-        program = shutil.which(self.modprobe) or shutil.which(self.modprobe, path="/usr/sbin:/sbin") \
-            or self.modprobe
+        program = shutil.which(self.modprobe) or shutil.which(self.modprobe, path="/usr/sbin:/sbin") or self.modprobe
         try:
             proc = subprocess.run([program, "br_netfilter"], capture_output=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise PrerequisitesNotMet(f"cannot run {program}: {exc}; {self._br_netfilter_remedy()}") from exc
         if not os.path.isdir(self._br_netfilter_path()):
             said = proc.stderr.decode(errors="replace").strip() or f"status {proc.returncode}"
-            raise PrerequisitesNotMet(f"{self._br_netfilter_path()} is missing and modprobe br_netfilter "
-                                      f"failed ({said}); {self._br_netfilter_remedy()}")
+            raise PrerequisitesNotMet(
+                f"{self._br_netfilter_path()} is missing and modprobe br_netfilter "
+                f"failed ({said}); {self._br_netfilter_remedy()}"
+            )
         LOG.info("loaded the br_netfilter kernel module")
 
     def _set_sysctl(self, path: str, value: str) -> str | None:
@@ -358,8 +413,10 @@ class BridgeDriver(NetworkDriver):
     def _add_host_rules(self) -> None:
         """The ENGINE chains and the base rules, recorded before they are added."""
         if not self._ipt.available():
-            raise PrerequisitesNotMet("iptables is not installed: install it (apt-get install iptables) "
-                                      "or run the daemon with --iptables=false")
+            raise PrerequisitesNotMet(
+                "iptables is not installed: install it (apt-get install iptables) "
+                "or run the daemon with --iptables=false"
+            )
         rules = self._base_rules()
         self._doc["Rules"] = [r.to_json() for r in rules]
         if self._needs_br_netfilter:
@@ -385,8 +442,13 @@ class BridgeDriver(NetworkDriver):
         self._ipt.apply([("-I", rule) for rule in reversed(rules)])
 
     def _base_rules(self) -> list[Rule]:
-        return base_rules(self._bridge, str(self._address.network), icc=self._icc,
-                          masquerade=bool(self._cfg("ip_masq", True)), localhost_dnat=not self._use_proxy)
+        return base_rules(
+            self._bridge,
+            str(self._address.network),
+            icc=self._icc,
+            masquerade=bool(self._cfg("ip_masq", True)),
+            localhost_dnat=not self._use_proxy,
+        )
 
     def _remove_host_rules(self, doc: Mapping[str, Any], extra: Sequence[Rule] = ()) -> None:
         """Take out every rule a previous instance (or this one) recorded, ``extra``, and the ENGINE chains."""
@@ -429,8 +491,9 @@ class BridgeDriver(NetworkDriver):
         assert self._pool is not None
         netns_path = str(request.get("NetnsPath") or request.get("SandboxKey") or "")
         if not netns_path:
-            raise InvalidParameter("allocate_interface needs NetnsPath: the file the container's network "
-                                   "namespace is bound to")
+            raise InvalidParameter(
+                "allocate_interface needs NetnsPath: the file the container's network namespace is bound to"
+            )
         if not os.path.exists(netns_path):
             raise InvalidParameter(f"network namespace {netns_path} does not exist")
         requested_ip = self._parse_requested_ip(request.get("RequestedIP"))
@@ -444,10 +507,19 @@ class BridgeDriver(NetworkDriver):
                 LOG.warning("container %s still had a network endpoint; releasing it first", container_id[:12])
                 self._release_locked(container_id)
             ip = self._pool.allocate(self._ips_in_use(), requested_ip)
-            ep = Endpoint(container_id=container_id, name=name, endpoint_id=secrets.token_hex(32), ip=str(ip),
-                          prefixlen=self._address.network.prefixlen, gateway=str(self._address.ip),
-                          mac=mac_override or ipam.mac_for(ip), bridge=self._bridge, mtu=self._mtu,
-                          host_veth=self._new_veth_name(), netns_path=netns_path)
+            ep = Endpoint(
+                container_id=container_id,
+                name=name,
+                endpoint_id=secrets.token_hex(32),
+                ip=str(ip),
+                prefixlen=self._address.network.prefixlen,
+                gateway=str(self._address.ip),
+                mac=mac_override or ipam.mac_for(ip),
+                bridge=self._bridge,
+                mtu=self._mtu,
+                host_veth=self._new_veth_name(),
+                netns_path=netns_path,
+            )
             # Written first: a crash from here on leaves a file naming the
             # address and the veth, so neither is lost nor handed out twice.
             self.store.save_endpoint(ep)
@@ -560,8 +632,9 @@ class BridgeDriver(NetworkDriver):
         LOG.debug("container %s: released %s", ep.name, ep.ip)
 
     # ports
-    def allocate_ports(self, container_id: str,
-                       port_bindings: Mapping[str, Sequence[Mapping[str, Any]] | None]) -> dict[str, list[dict]]:
+    def allocate_ports(
+        self, container_id: str, port_bindings: Mapping[str, Sequence[Mapping[str, Any]] | None]
+    ) -> dict[str, list[dict]]:
         """Publish ports, all or none; see :meth:`NetworkDriver.allocate_ports`."""
         self._require_ready()
         requests = requests_from_bindings(port_bindings, str(self._cfg("ip", WILDCARD) or WILDCARD))
@@ -591,8 +664,13 @@ class BridgeDriver(NetworkDriver):
                 applied = True
             # Without the userland proxy one that only holds the ports, so
             # that no other program binds them (and loses its traffic to DNAT).
-            record = start_proxy(container_id, [(s, m.proto, ep.ip, m.container_port) for s, m in zip(socks, made)],
-                                 self.store.proxy_log, hold=not self._use_proxy, home=self.home)
+            record = start_proxy(
+                container_id,
+                [(s, m.proto, ep.ip, m.container_port) for s, m in zip(socks, made)],
+                self.store.proxy_log,
+                hold=not self._use_proxy,
+                home=self.home,
+            )
             with self._lock:
                 ep.proxies.append(record)
                 self.store.save_endpoint(ep)
@@ -605,8 +683,7 @@ class BridgeDriver(NetworkDriver):
         out: dict[str, list[dict]] = {}
         for m in made:
             out.setdefault(m.key, []).append({"HostIp": m.host_ip, "HostPort": str(m.host_port)})
-        LOG.debug("container %s: published %s", ep.name,
-                  ", ".join(f"{m.host_ip}:{m.host_port}->{m.key}" for m in made))
+        LOG.debug("container %s: published %s", ep.name, ", ".join(f"{m.host_ip}:{m.host_port}->{m.key}" for m in made))
         return out
 
     def _port_rules(self, ep: Endpoint, mappings: Sequence[PortMapping], present: Sequence[Rule]) -> list[Rule]:
@@ -618,14 +695,16 @@ class BridgeDriver(NetworkDriver):
         """
         rules: list[Rule] = []
         for m in mappings:
-            for rule in port_rules(self._bridge, m.proto, m.host_ip, m.host_port, ep.ip, m.container_port,
-                                   proxy=self._use_proxy):
+            for rule in port_rules(
+                self._bridge, m.proto, m.host_ip, m.host_port, ep.ip, m.container_port, proxy=self._use_proxy
+            ):
                 if rule not in rules and rule not in present:
                     rules.append(rule)
         return rules
 
-    def _undo_ports(self, ep: Endpoint, made: list[PortMapping], rules: list[Rule], applied: bool,
-                    record: ProxyRecord | None) -> None:
+    def _undo_ports(
+        self, ep: Endpoint, made: list[PortMapping], rules: list[Rule], applied: bool, record: ProxyRecord | None
+    ) -> None:
         """Roll a failed :meth:`allocate_ports` back: proxy, rules, then the record."""
         if record is not None:
             stop_proxy(record)
@@ -648,14 +727,15 @@ class BridgeDriver(NetworkDriver):
                 return True
         return False
 
-    def _programming_failed(self, ep: Endpoint, detail: str,
-                            kind: type[EngineError] = PortUnavailable) -> EngineError:
+    def _programming_failed(self, ep: Endpoint, detail: str, kind: type[EngineError] = PortUnavailable) -> EngineError:
         """Moby's wrapper of every error of publishing (libnetwork's ``ProgramExternalConnectivity``)."""
-        return kind(f"driver failed programming external connectivity on endpoint {ep.name} ({ep.endpoint_id}): "
-                    f"{detail}")
+        return kind(
+            f"driver failed programming external connectivity on endpoint {ep.name} ({ep.endpoint_id}): {detail}"
+        )
 
-    def _bind_failed(self, ep: Endpoint, req: PortRequest, port: int, code: int,
-                     kind: type[EngineError] = PortUnavailable) -> EngineError:
+    def _bind_failed(
+        self, ep: Endpoint, req: PortRequest, port: int, code: int, kind: type[EngineError] = PortUnavailable
+    ) -> EngineError:
         """The kernel refused the bind: docker-proxy's words, or without the proxy its dummy proxy's (no prefix)."""
         detail = f"listen {req.proto}4 {req.host_ip}:{port}: bind: {os.strerror(code).lower()}"
         if self._use_proxy:
@@ -674,8 +754,9 @@ class BridgeDriver(NetworkDriver):
             self._next_ephemeral[req.proto] = lo + (port - lo + 1) % size
             yield port
 
-    def _reserve(self, ep: Endpoint, req: PortRequest, pending: Sequence[PortMapping]
-                 ) -> tuple[PortMapping, socket.socket]:
+    def _reserve(
+        self, ep: Endpoint, req: PortRequest, pending: Sequence[PortMapping]
+    ) -> tuple[PortMapping, socket.socket]:
         """Choose and bind a host port for ``req`` (the lock is held)."""
         single = req.host_first != 0 and req.host_first == req.host_last
         for port in self._candidates(req):
@@ -723,13 +804,15 @@ class BridgeDriver(NetworkDriver):
     def _endpoint(self, container_id: str) -> Endpoint:
         ep = self._endpoints.get(container_id)
         if ep is None:
-            raise NotFound(f"container {container_id[:12]} has no network interface on the bridge: "
-                           f"allocate_interface first")
+            raise NotFound(
+                f"container {container_id[:12]} has no network interface on the bridge: allocate_interface first"
+            )
         return ep
 
     # links
-    def link(self, parent: Mapping[str, Any] | str, child: Mapping[str, Any] | str,
-             ports: Sequence[str], enable: bool) -> None:
+    def link(
+        self, parent: Mapping[str, Any] | str, child: Mapping[str, Any] | str, ports: Sequence[str], enable: bool
+    ) -> None:
         """Allow (or stop allowing) ``parent`` to reach ``child``'s ``ports``.
 
         The pair of ACCEPT rules per port (seed ch. 6 §3.3.9) is only needed,
@@ -744,13 +827,25 @@ class BridgeDriver(NetworkDriver):
             child_id, child_ip = self._resolve(child)
             for first, last, proto in parsed:
                 spec = f"{first}-{last}/{proto}" if first != last else f"{first}/{proto}"
-                existing = next((lk for lk in self._links if lk["ParentIP"] == parent_ip
-                                 and lk["ChildIP"] == child_ip and lk["Port"] == spec), None)
+                existing = next(
+                    (
+                        lk
+                        for lk in self._links
+                        if lk["ParentIP"] == parent_ip and lk["ChildIP"] == child_ip and lk["Port"] == spec
+                    ),
+                    None,
+                )
                 if enable:
                     if existing is not None:
                         continue
-                    record: dict[str, Any] = {"Parent": parent_id, "Child": child_id, "ParentIP": parent_ip,
-                                              "ChildIP": child_ip, "Port": spec, "Rules": []}
+                    record: dict[str, Any] = {
+                        "Parent": parent_id,
+                        "Child": child_id,
+                        "ParentIP": parent_ip,
+                        "ChildIP": child_ip,
+                        "Port": spec,
+                        "Rules": [],
+                    }
                     self._links.append(record)
                     self._apply_link(record)
                 elif existing is not None:
@@ -829,8 +924,13 @@ class BridgeDriver(NetworkDriver):
                     try:
                         self._apply_link(record)
                     except IptablesError as exc:
-                        LOG.error("container %s: cannot restore the rules of link %s -> %s: %s", ep.name,
-                                  record["ParentIP"], record["ChildIP"], exc)
+                        LOG.error(
+                            "container %s: cannot restore the rules of link %s -> %s: %s",
+                            ep.name,
+                            record["ParentIP"],
+                            record["ChildIP"],
+                            exc,
+                        )
             return self._settings(ep)
 
     def _readopt_interface(self, ep: Endpoint) -> None:
@@ -840,8 +940,12 @@ class BridgeDriver(NetworkDriver):
                 bridge_index = netlink.link_index(ipr, self._bridge)
             if bridge_index is not None and netlink.attach_to_bridge(ep.host_veth, bridge_index):
                 return
-            if bridge_index is not None and ep.netns_path and os.path.exists(ep.netns_path) \
-                    and not netlink.container_has_eth0(ep.netns_path):
+            if (
+                bridge_index is not None
+                and ep.netns_path
+                and os.path.exists(ep.netns_path)
+                and not netlink.container_has_eth0(ep.netns_path)
+            ):
                 LOG.warning("container %s lost its interface; making %s again", ep.name, ep.host_veth)
                 self._plumb(ep)
                 return
@@ -879,14 +983,29 @@ class BridgeDriver(NetworkDriver):
                 try:
                     socks.append((bind_host_port(m.host_ip, m.proto, m.host_port), m))
                 except OSError as exc:
-                    LOG.error("container %s: cannot listen on %s:%d/%s again (%s); only DNAT serves it now",
-                              ep.name, m.host_ip, m.host_port, m.proto, exc.strerror)
+                    LOG.error(
+                        "container %s: cannot listen on %s:%d/%s again (%s); only DNAT serves it now",
+                        ep.name,
+                        m.host_ip,
+                        m.host_port,
+                        m.proto,
+                        exc.strerror,
+                    )
             if socks:
-                record = start_proxy(ep.container_id, [(s, m.proto, ep.ip, m.container_port) for s, m in socks],
-                                     self.store.proxy_log, hold=hold, home=self.home)
+                record = start_proxy(
+                    ep.container_id,
+                    [(s, m.proto, ep.ip, m.container_port) for s, m in socks],
+                    self.store.proxy_log,
+                    hold=hold,
+                    home=self.home,
+                )
                 ep.proxies.append(record)
-                LOG.info("container %s: restarted the userland proxy (pid %d%s)", ep.name, record.pid,
-                         ", holding its ports only" if hold else "")
+                LOG.info(
+                    "container %s: restarted the userland proxy (pid %d%s)",
+                    ep.name,
+                    record.pid,
+                    ", holding its ports only" if hold else "",
+                )
         except HostError as exc:
             LOG.error("container %s: %s", ep.name, exc)
         finally:
@@ -911,10 +1030,19 @@ class BridgeDriver(NetworkDriver):
         ports: dict[str, list[dict]] = {}
         for m in ep.ports:
             ports.setdefault(m.key, []).append({"HostIp": m.host_ip, "HostPort": str(m.host_port)})
-        return {"IPAddress": ep.ip, "IPPrefixLen": ep.prefixlen, "Gateway": ep.gateway, "MacAddress": ep.mac,
-                "Bridge": ep.bridge, "Mtu": ep.mtu, "EndpointID": ep.endpoint_id,
-                "NetworkID": self._doc.get("ID", ""), "HostVeth": ep.host_veth, "SandboxKey": ep.netns_path,
-                "Ports": ports}
+        return {
+            "IPAddress": ep.ip,
+            "IPPrefixLen": ep.prefixlen,
+            "Gateway": ep.gateway,
+            "MacAddress": ep.mac,
+            "Bridge": ep.bridge,
+            "Mtu": ep.mtu,
+            "EndpointID": ep.endpoint_id,
+            "NetworkID": self._doc.get("ID", ""),
+            "HostVeth": ep.host_veth,
+            "SandboxKey": ep.netns_path,
+            "Ports": ports,
+        }
 
     def settings(self, container_id: str) -> dict | None:
         with self._lock:
@@ -928,37 +1056,44 @@ class BridgeDriver(NetworkDriver):
 
         with self._lock:
             containers = {
-                ep.container_id: {"Name": ep.name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
-                                  "IPv4Address": f"{ep.ip}/{ep.prefixlen}", "IPv6Address": ""}
+                ep.container_id: {
+                    "Name": ep.name,
+                    "EndpointID": ep.endpoint_id,
+                    "MacAddress": ep.mac,
+                    "IPv4Address": f"{ep.ip}/{ep.prefixlen}",
+                    "IPv6Address": "",
+                }
                 for ep in self._endpoints.values()
             }
         ipam_config: dict[str, str] = {"Subnet": str(self._address.network), "Gateway": str(self._address.ip)}
         if self._doc.get("FixedCIDR"):
             ipam_config["IPRange"] = self._doc["FixedCIDR"]
-        return [{
-            "Name": NETWORK_NAME,
-            "Id": self._doc["ID"],
-            "Created": rfc3339nano(float(self._doc["Created"])),
-            "Scope": "local",
-            "Driver": "bridge",
-            "EnableIPv6": False,
-            "IPAM": {"Driver": "default", "Options": None, "Config": [ipam_config]},
-            "Internal": False,
-            "Attachable": False,
-            "Ingress": False,
-            "ConfigFrom": {"Network": ""},
-            "ConfigOnly": False,
-            "Containers": containers,
-            "Options": {
-                "com.docker.network.bridge.default_bridge": "true",
-                "com.docker.network.bridge.enable_icc": "true" if self._icc else "false",
-                "com.docker.network.bridge.enable_ip_masquerade": "true" if self._cfg("ip_masq", True) else "false",
-                "com.docker.network.bridge.host_binding_ipv4": str(self._cfg("ip", WILDCARD) or WILDCARD),
-                "com.docker.network.bridge.name": self._bridge,
-                "com.docker.network.driver.mtu": str(self._mtu),
-            },
-            "Labels": {},
-        }]
+        return [
+            {
+                "Name": NETWORK_NAME,
+                "Id": self._doc["ID"],
+                "Created": rfc3339nano(float(self._doc["Created"])),
+                "Scope": "local",
+                "Driver": "bridge",
+                "EnableIPv6": False,
+                "IPAM": {"Driver": "default", "Options": None, "Config": [ipam_config]},
+                "Internal": False,
+                "Attachable": False,
+                "Ingress": False,
+                "ConfigFrom": {"Network": ""},
+                "ConfigOnly": False,
+                "Containers": containers,
+                "Options": {
+                    "com.docker.network.bridge.default_bridge": "true",
+                    "com.docker.network.bridge.enable_icc": "true" if self._icc else "false",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true" if self._cfg("ip_masq", True) else "false",
+                    "com.docker.network.bridge.host_binding_ipv4": str(self._cfg("ip", WILDCARD) or WILDCARD),
+                    "com.docker.network.bridge.name": self._bridge,
+                    "com.docker.network.driver.mtu": str(self._mtu),
+                },
+                "Labels": {},
+            }
+        ]
 
     # the end
     def close(self) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from collections.abc import Collection, Iterable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Collection, Iterable
 
 from engine.errors import Conflict, HostError, InvalidParameter
 
@@ -80,23 +80,32 @@ def parse_interface(value: str, what: str) -> IPv4Interface:
     try:
         iface = ipaddress.ip_interface(value.strip())
     except ValueError:
-        raise InvalidParameter(f"invalid {what} {value!r}: want an IPv4 address with a prefix length, "
-                               f"like 172.17.42.1/16") from None
+        raise InvalidParameter(
+            f"invalid {what} {value!r}: want an IPv4 address with a prefix length, like 172.17.42.1/16"
+        ) from None
     if not isinstance(iface, IPv4Interface) or "/" not in value:
-        raise InvalidParameter(f"invalid {what} {value!r}: want an IPv4 address with a prefix length, "
-                               f"like 172.17.42.1/16")
+        raise InvalidParameter(
+            f"invalid {what} {value!r}: want an IPv4 address with a prefix length, like 172.17.42.1/16"
+        )
     if iface.network.prefixlen > 30:
-        raise InvalidParameter(f"invalid {what} {value!r}: a /{iface.network.prefixlen} leaves no address "
-                               f"for containers; use /30 or wider")
+        raise InvalidParameter(
+            f"invalid {what} {value!r}: a /{iface.network.prefixlen} leaves no address for containers; use /30 or wider"
+        )
     if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
-        raise InvalidParameter(f"invalid {what} {value!r}: that is the network's "
-                               f"{'network' if iface.ip == iface.network.network_address else 'broadcast'} "
-                               f"address; pick a host address")
+        raise InvalidParameter(
+            f"invalid {what} {value!r}: that is the network's "
+            f"{'network' if iface.ip == iface.network.network_address else 'broadcast'} "
+            f"address; pick a host address"
+        )
     return iface
 
 
-def choose_bridge_address(bridge: str, routes: Iterable[IPv4Network], nameservers: Iterable[IPv4Address],
-                          candidates: Iterable[str] = CANDIDATES) -> IPv4Interface:
+def choose_bridge_address(
+    bridge: str,
+    routes: Iterable[IPv4Network],
+    nameservers: Iterable[IPv4Address],
+    candidates: Iterable[str] = CANDIDATES,
+) -> IPv4Interface:
     """The first candidate that overlaps neither a route nor a nameserver.
 
     :raises NoFreeRange: with Docker's remedy (give an address, run with ``-b``).
@@ -115,8 +124,10 @@ def choose_bridge_address(bridge: str, routes: Iterable[IPv4Network], nameserver
             LOG.debug("bridge range %s overlaps route %s", text, clash_route)
             continue
         return candidate
-    raise NoFreeRange(f"Could not find a free IP address range for interface '{bridge}'. Please configure "
-                      f"its address manually and run 'engine -d -b {bridge}' (or give one with --bip)")
+    raise NoFreeRange(
+        f"Could not find a free IP address range for interface '{bridge}'. Please configure "
+        f"its address manually and run 'engine -d -b {bridge}' (or give one with --bip)"
+    )
 
 
 def mac_for(ip: IPv4Address) -> str:
@@ -159,8 +170,10 @@ class Pool:
 
     def __init__(self, subnet: IPv4Network, gateway: IPv4Address, fixed: IPv4Network | None = None) -> None:
         if fixed is not None and not fixed.subnet_of(subnet):
-            raise InvalidParameter(f"fixed-cidr {fixed} is not inside the bridge's subnet {subnet}: "
-                                   f"choose a range inside it or change --bip")
+            raise InvalidParameter(
+                f"fixed-cidr {fixed} is not inside the bridge's subnet {subnet}: "
+                f"choose a range inside it or change --bip"
+            )
         self.subnet = subnet
         self.gateway = gateway
         self.range = fixed if fixed is not None else subnet
@@ -172,8 +185,7 @@ class Pool:
         self._last = int(self.range.network_address) + 1
 
     def _usable(self, value: int) -> bool:
-        return value not in (int(self.subnet.network_address), int(self.subnet.broadcast_address),
-                             int(self.gateway))
+        return value not in (int(self.subnet.network_address), int(self.subnet.broadcast_address), int(self.gateway))
 
     def allocate(self, in_use: Collection[IPv4Address], requested: IPv4Address | None = None) -> IPv4Address:
         """Pick a free address (or check ``requested``).

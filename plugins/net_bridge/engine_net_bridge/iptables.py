@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from engine.errors import HostError
 
@@ -32,8 +32,10 @@ LOG = logging.getLogger(__name__)
 #: ports, Docker's ``DOCKER`` chain under our name.
 CHAIN = "ENGINE"
 
-_REMEDY = ("is iptables working on this host (iptables -t nat -S)? "
-           "Run the daemon with --iptables=false to manage the rules yourself")
+_REMEDY = (
+    "is iptables working on this host (iptables -t nat -S)? "
+    "Run the daemon with --iptables=false to manage the rules yourself"
+)
 
 
 class IptablesError(HostError):
@@ -52,7 +54,7 @@ class Rule:
         return [self.table, self.chain, *self.args]
 
     @classmethod
-    def from_json(cls, value: Sequence[str]) -> "Rule":
+    def from_json(cls, value: Sequence[str]) -> Rule:
         return cls(str(value[0]), str(value[1]), tuple(str(a) for a in value[2:]))
 
     def __str__(self) -> str:
@@ -70,8 +72,9 @@ class IPTables:
     :param runner: ``subprocess.run``, or a fake for tests.
     """
 
-    def __init__(self, binary: str = "iptables", restore: str = "iptables-restore",
-                 runner: Runner = subprocess.run) -> None:
+    def __init__(
+        self, binary: str = "iptables", restore: str = "iptables-restore", runner: Runner = subprocess.run
+    ) -> None:
         self.binary = _locate(binary)
         self.restore = _locate(restore)
         self._run = runner
@@ -80,7 +83,7 @@ class IPTables:
         """Whether both programs are installed."""
         return shutil.which(self.binary) is not None and shutil.which(self.restore) is not None
 
-    def run(self, *args: str, check: bool = True, stdin: bytes | None = None) -> "subprocess.CompletedProcess[bytes]":
+    def run(self, *args: str, check: bool = True, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run ``iptables --wait args...``.
 
         :raises IptablesError: with iptables' own message, if ``check``.
@@ -90,11 +93,13 @@ class IPTables:
         try:
             proc = self._run(argv, input=stdin, capture_output=True)
         except OSError as exc:
-            raise IptablesError(f"cannot run {self.binary}: {exc.strerror}; install iptables or "
-                                f"run the daemon with --iptables=false") from exc
+            raise IptablesError(
+                f"cannot run {self.binary}: {exc.strerror}; install iptables or run the daemon with --iptables=false"
+            ) from exc
         if check and proc.returncode != 0:
-            raise IptablesError(f"iptables failed: {' '.join(argv[2:])}: "
-                                f"{proc.stderr.decode(errors='replace').strip()}; {_REMEDY}")
+            raise IptablesError(
+                f"iptables failed: {' '.join(argv[2:])}: {proc.stderr.decode(errors='replace').strip()}; {_REMEDY}"
+            )
         return proc
 
     # one rule at a time
@@ -151,17 +156,21 @@ class IPTables:
             if op not in ("-A", "-I", "-D"):
                 raise ValueError(f"unsupported iptables operation {op}")
             tables.setdefault(rule.table, []).append(" ".join([op, rule.chain, *map(_quote, rule.args)]))
-        text = "".join(f"*{table}\n" + "".join(line + "\n" for line in lines) + "COMMIT\n"
-                       for table, lines in tables.items())
+        text = "".join(
+            f"*{table}\n" + "".join(line + "\n" for line in lines) + "COMMIT\n" for table, lines in tables.items()
+        )
         argv = [self.restore, "--noflush", "--wait"]
         try:
             proc = self._run(argv, input=text.encode(), capture_output=True)
         except OSError as exc:
-            raise IptablesError(f"cannot run {self.restore}: {exc.strerror}; install iptables or "
-                                f"run the daemon with --iptables=false") from exc
+            raise IptablesError(
+                f"cannot run {self.restore}: {exc.strerror}; install iptables or run the daemon with --iptables=false"
+            ) from exc
         if proc.returncode != 0:
-            raise IptablesError(f"iptables-restore failed: {proc.stderr.decode(errors='replace').strip()} "
-                                f"(rules: {'; '.join(f'{op} {rule}' for op, rule in ops)}); {_REMEDY}")
+            raise IptablesError(
+                f"iptables-restore failed: {proc.stderr.decode(errors='replace').strip()} "
+                f"(rules: {'; '.join(f'{op} {rule}' for op, rule in ops)}); {_REMEDY}"
+            )
 
     def delete_all(self, rules: Iterable[Rule]) -> None:
         """Delete ``rules`` in one transaction, or one by one if some are missing."""
@@ -204,8 +213,9 @@ def base_rules(bridge: str, subnet: str, *, icc: bool, masquerade: bool, localho
     if masquerade:
         rules.append(Rule("nat", "POSTROUTING", ("-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE")))
     if localhost_dnat:
-        rules.append(Rule("nat", "POSTROUTING", ("-m", "addrtype", "--src-type", "LOCAL", "-o", bridge,
-                                                 "-j", "MASQUERADE")))
+        rules.append(
+            Rule("nat", "POSTROUTING", ("-m", "addrtype", "--src-type", "LOCAL", "-o", bridge, "-j", "MASQUERADE"))
+        )
     # Packets for any local address (not only the bridge's) may be for a
     # published port; PREROUTING sees other hosts and containers, OUTPUT
     # this host's own connections.
@@ -215,18 +225,21 @@ def base_rules(bridge: str, subnet: str, *, icc: bool, masquerade: bool, localho
     else:
         # Loopback cannot be DNATed to another interface without
         # route_localnet; the userland proxy answers 127.0.0.1 instead.
-        rules.append(Rule("nat", "OUTPUT", ("!", "-d", "127.0.0.0/8", "-m", "addrtype", "--dst-type", "LOCAL",
-                                            "-j", CHAIN)))
+        rules.append(
+            Rule("nat", "OUTPUT", ("!", "-d", "127.0.0.0/8", "-m", "addrtype", "--dst-type", "LOCAL", "-j", CHAIN))
+        )
     rules.append(Rule("filter", "FORWARD", ("-o", bridge, "-j", CHAIN)))
-    rules.append(Rule("filter", "FORWARD", ("-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-                                            "-j", "ACCEPT")))
+    rules.append(
+        Rule("filter", "FORWARD", ("-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"))
+    )
     rules.append(Rule("filter", "FORWARD", ("-i", bridge, "!", "-o", bridge, "-j", "ACCEPT")))
     rules.append(Rule("filter", "FORWARD", ("-i", bridge, "-o", bridge, "-j", "ACCEPT" if icc else "DROP")))
     return rules
 
 
-def port_rules(bridge: str, proto: str, host_ip: str, host_port: int, container_ip: str, container_port: int,
-               *, proxy: bool) -> list[Rule]:
+def port_rules(
+    bridge: str, proto: str, host_ip: str, host_port: int, container_ip: str, container_port: int, *, proxy: bool
+) -> list[Rule]:
     """The three rules of one published port: DNAT, FORWARD accept, hairpin masquerade.
 
     :param proxy: a userland proxy serves the port, so connections from the
@@ -238,16 +251,61 @@ def port_rules(bridge: str, proto: str, host_ip: str, host_port: int, container_
         dnat += ["-d", f"{host_ip}/32"]
     if proxy:
         dnat += ["!", "-i", bridge]
-    dnat += ["-p", proto, "-m", proto, "--dport", str(host_port),
-             "-j", "DNAT", "--to-destination", f"{container_ip}:{container_port}"]
+    dnat += [
+        "-p",
+        proto,
+        "-m",
+        proto,
+        "--dport",
+        str(host_port),
+        "-j",
+        "DNAT",
+        "--to-destination",
+        f"{container_ip}:{container_port}",
+    ]
     return [
         Rule("nat", CHAIN, tuple(dnat)),
-        Rule("filter", CHAIN, ("-d", f"{container_ip}/32", "!", "-i", bridge, "-o", bridge, "-p", proto,
-                               "-m", proto, "--dport", str(container_port), "-j", "ACCEPT")),
+        Rule(
+            "filter",
+            CHAIN,
+            (
+                "-d",
+                f"{container_ip}/32",
+                "!",
+                "-i",
+                bridge,
+                "-o",
+                bridge,
+                "-p",
+                proto,
+                "-m",
+                proto,
+                "--dport",
+                str(container_port),
+                "-j",
+                "ACCEPT",
+            ),
+        ),
         # A container reaching its own published port comes back to itself:
         # without this its reply would bypass the NAT and be dropped.
-        Rule("nat", "POSTROUTING", ("-s", f"{container_ip}/32", "-d", f"{container_ip}/32", "-p", proto,
-                                    "-m", proto, "--dport", str(container_port), "-j", "MASQUERADE")),
+        Rule(
+            "nat",
+            "POSTROUTING",
+            (
+                "-s",
+                f"{container_ip}/32",
+                "-d",
+                f"{container_ip}/32",
+                "-p",
+                proto,
+                "-m",
+                proto,
+                "--dport",
+                str(container_port),
+                "-j",
+                "MASQUERADE",
+            ),
+        ),
     ]
 
 
@@ -259,8 +317,48 @@ def link_rules(bridge: str, parent_ip: str, child_ip: str, ports: Iterable[tuple
     rules: list[Rule] = []
     for port, proto in ports:
         spec = port.replace("-", ":")
-        rules.append(Rule("filter", "FORWARD", ("-i", bridge, "-o", bridge, "-p", proto, "-s", parent_ip,
-                                                "-d", child_ip, "--dport", spec, "-j", "ACCEPT")))
-        rules.append(Rule("filter", "FORWARD", ("-i", bridge, "-o", bridge, "-p", proto, "-s", child_ip,
-                                                "-d", parent_ip, "--sport", spec, "-j", "ACCEPT")))
+        rules.append(
+            Rule(
+                "filter",
+                "FORWARD",
+                (
+                    "-i",
+                    bridge,
+                    "-o",
+                    bridge,
+                    "-p",
+                    proto,
+                    "-s",
+                    parent_ip,
+                    "-d",
+                    child_ip,
+                    "--dport",
+                    spec,
+                    "-j",
+                    "ACCEPT",
+                ),
+            )
+        )
+        rules.append(
+            Rule(
+                "filter",
+                "FORWARD",
+                (
+                    "-i",
+                    bridge,
+                    "-o",
+                    bridge,
+                    "-p",
+                    proto,
+                    "-s",
+                    child_ip,
+                    "-d",
+                    parent_ip,
+                    "--sport",
+                    spec,
+                    "-j",
+                    "ACCEPT",
+                ),
+            )
+        )
     return rules

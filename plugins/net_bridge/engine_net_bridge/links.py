@@ -20,7 +20,7 @@ a link (ACCEPT rules when ``--icc=false``) is :meth:`BridgeDriver.link`.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from engine.errors import InvalidParameter
 

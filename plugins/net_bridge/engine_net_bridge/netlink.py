@@ -57,8 +57,9 @@ def _netlink_socket_in(path: str) -> socket.socket:
             try:
                 libc.setns(target, libc.CLONE_NEWNET)
                 try:
-                    result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                                                socket.NETLINK_ROUTE))
+                    result.append(
+                        socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+                    )
                 finally:
                     libc.setns(home, libc.CLONE_NEWNET)
             finally:
@@ -108,9 +109,13 @@ def link_kind(ipr: IPRoute, index: int) -> str:
 def link_attrs(ipr: IPRoute, index: int) -> dict[str, Any]:
     """``ifname``, ``mtu``, ``address``, ``up`` and ``master`` of a link."""
     msg = ipr.get_links(index)[0]
-    return {"ifname": msg.get_attr("IFLA_IFNAME"), "mtu": msg.get_attr("IFLA_MTU"),
-            "address": msg.get_attr("IFLA_ADDRESS"), "up": bool(msg["flags"] & IFF_UP),
-            "master": msg.get_attr("IFLA_MASTER")}
+    return {
+        "ifname": msg.get_attr("IFLA_IFNAME"),
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "address": msg.get_attr("IFLA_ADDRESS"),
+        "up": bool(msg["flags"] & IFF_UP),
+        "master": msg.get_attr("IFLA_MASTER"),
+    }
 
 
 def ipv4_addresses(ipr: IPRoute, index: int) -> list[IPv4Interface]:
@@ -174,8 +179,13 @@ def create_bridge(ipr: IPRoute, name: str, address: IPv4Interface, mtu: int, mac
 def add_address(ipr: IPRoute, index: int, address: IPv4Interface) -> None:
     """Add ``address`` (with its broadcast address) unless the link has it."""
     try:
-        ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen,
-                 broadcast=str(address.network.broadcast_address))
+        ipr.addr(
+            "add",
+            index=index,
+            address=str(address.ip),
+            prefixlen=address.network.prefixlen,
+            broadcast=str(address.network.broadcast_address),
+        )
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:
             raise
@@ -201,8 +211,15 @@ def create_veth(host_name: str, bridge: str, mtu: int, netns_path: str, mac: str
             bridge_index = link_index(ipr, bridge)
             if bridge_index is None:
                 raise LookupError(bridge)
-            ipr.link("add", ifname=host_name, kind="veth", mtu=mtu, master=bridge_index, state="up",
-                     peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac, "mtu": mtu})
+            ipr.link(
+                "add",
+                ifname=host_name,
+                kind="veth",
+                mtu=mtu,
+                master=bridge_index,
+                state="up",
+                peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac, "mtu": mtu},
+            )
     finally:
         os.close(fd)
 

@@ -21,8 +21,9 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from engine.errors import HostError
 
@@ -48,9 +49,10 @@ class ProxyRecord:
         return {"Pid": self.pid, "StartTime": self.start_time, "Ports": list(self.ports), "Hold": self.hold}
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "ProxyRecord":
-        return cls(int(doc["Pid"]), int(doc["StartTime"]), [str(p) for p in doc.get("Ports", [])],
-                   bool(doc.get("Hold", False)))
+    def from_json(cls, doc: Mapping[str, Any]) -> ProxyRecord:
+        return cls(
+            int(doc["Pid"]), int(doc["StartTime"]), [str(p) for p in doc.get("Ports", [])], bool(doc.get("Hold", False))
+        )
 
 
 def _package_root() -> str:
@@ -68,7 +70,7 @@ def _stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    return raw[raw.rfind(b")") + 2:].decode().split()
+    return raw[raw.rfind(b")") + 2 :].decode().split()
 
 
 def start_time_of(pid: int) -> int | None:
@@ -111,8 +113,14 @@ def find_proxies(home: str) -> list[ProxyRecord]:
     return found
 
 
-def start_proxy(container_id: str, maps: Sequence[tuple[socket.socket, str, str, int]], log_path: str,
-                python: str = sys.executable, hold: bool = False, home: str = "") -> ProxyRecord:
+def start_proxy(
+    container_id: str,
+    maps: Sequence[tuple[socket.socket, str, str, int]],
+    log_path: str,
+    python: str = sys.executable,
+    hold: bool = False,
+    home: str = "",
+) -> ProxyRecord:
     """Start a proxy serving ``maps``: (bound host socket, proto, container IP, container port).
 
     The sockets stay open here; the caller closes its copies afterwards.
@@ -121,8 +129,17 @@ def start_proxy(container_id: str, maps: Sequence[tuple[socket.socket, str, str,
     :param home: the driver's home, in the command line (see :func:`find_proxies`).
     :raises HostError: the proxy could not be started.
     """
-    argv = [python, "-S", "-P", "-m", "engine_net_bridge.proxy", *(["--hold"] if hold else []),
-            *(["--home", os.path.realpath(home)] if home else []), "--container", container_id[:12]]
+    argv = [
+        python,
+        "-S",
+        "-P",
+        "-m",
+        "engine_net_bridge.proxy",
+        *(["--hold"] if hold else []),
+        *(["--home", os.path.realpath(home)] if home else []),
+        "--container",
+        container_id[:12],
+    ]
     ports = []
     for sock, proto, ip, port in maps:
         argv.append(f"{sock.fileno()}:{proto}:{ip}:{port}")
@@ -131,9 +148,17 @@ def start_proxy(container_id: str, maps: Sequence[tuple[socket.socket, str, str,
     env = {"PYTHONPATH": _package_root(), "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     try:
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
-                                    cwd="/", close_fds=True, pass_fds=[s.fileno() for s, *_ in maps],
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                cwd="/",
+                close_fds=True,
+                pass_fds=[s.fileno() for s, *_ in maps],
+                start_new_session=True,
+            )
     except OSError as exc:
         raise HostError(f"cannot start the userland proxy ({python}): {exc.strerror}") from exc
     try:

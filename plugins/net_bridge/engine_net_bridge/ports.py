@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from engine.errors import InvalidParameter
 
@@ -93,7 +94,7 @@ class PortMapping:
         return {"Port": self.key, "HostIp": self.host_ip, "HostPort": str(self.host_port)}
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "PortMapping":
+    def from_json(cls, doc: Mapping[str, Any]) -> PortMapping:
         port, proto = split_port(doc["Port"])
         return cls(proto, int(port), str(doc["HostIp"]), int(doc["HostPort"]))
 
@@ -116,8 +117,9 @@ def normalize_host_ip(value: str, default: str) -> str:
     return str(addr)
 
 
-def requests_from_bindings(port_bindings: Mapping[str, Sequence[Mapping[str, Any]] | None],
-                           default_ip: str) -> list[PortRequest]:
+def requests_from_bindings(
+    port_bindings: Mapping[str, Sequence[Mapping[str, Any]] | None], default_ip: str
+) -> list[PortRequest]:
     """Flatten ``HostConfig.PortBindings`` into :class:`PortRequest` s (validated)."""
     out: list[PortRequest] = []
     for key, bindings in (port_bindings or {}).items():
@@ -160,7 +162,7 @@ def parse_port_specs(specs: Iterable[str]) -> tuple[list[str], dict[str, list[di
             end = raw.find("]:")
             if end < 0:
                 raise InvalidParameter(f"invalid port spec {spec!r}")
-            host_ip, raw = raw[1:end], raw[end + 2:]
+            host_ip, raw = raw[1:end], raw[end + 2 :]
             parts = [host_ip, *raw.split(":")]
         else:
             parts = raw.split(":")

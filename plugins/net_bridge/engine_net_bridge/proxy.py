@@ -183,7 +183,8 @@ class Listener:
         self.loop = loop
         self.sock = sock
         self.backend = backend
-        self.name = "%s:%d" % sock.getsockname()[:2]
+        host, port = sock.getsockname()[:2]
+        self.name = f"{host}:{port}"
         self.pause = PAUSE_FIRST
         sock.setblocking(False)
         loop.want(sock, READ, self)
@@ -225,8 +226,9 @@ class Listener:
 class Tcp:
     """One relayed TCP connection, both directions, with half-closes."""
 
-    def __init__(self, loop: Loop, client: socket.socket, backend_sock: socket.socket,
-                 backend: tuple[str, int]) -> None:
+    def __init__(
+        self, loop: Loop, client: socket.socket, backend_sock: socket.socket, backend: tuple[str, int]
+    ) -> None:
         self.loop = loop
         self.client = client
         self.backend = backend_sock
@@ -315,7 +317,8 @@ class Tcp:
 
     def backend_name(self) -> str:
         try:
-            return "%s:%d" % self.backend.getpeername()
+            host, port = self.backend.getpeername()[:2]
+            return f"{host}:{port}"
         except OSError:
             return "the container"
 
@@ -323,8 +326,9 @@ class Tcp:
 class Udp:
     """A published UDP port: one connected socket toward the container per client."""
 
-    def __init__(self, loop: Loop, sock: socket.socket, backend: tuple[str, int],
-                 max_flows: int = UDP_MAX_FLOWS) -> None:
+    def __init__(
+        self, loop: Loop, sock: socket.socket, backend: tuple[str, int], max_flows: int = UDP_MAX_FLOWS
+    ) -> None:
         self.loop = loop
         self.front = sock
         self.backend = backend
@@ -386,8 +390,11 @@ class Udp:
         try:
             out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         except OSError as exc:
-            log_now_and_then("udp socket", f"udp: no socket toward {self.backend[0]}:{self.backend[1]} for a new "
-                                           f"client ({exc.strerror}); its datagrams are dropped")
+            log_now_and_then(
+                "udp socket",
+                f"udp: no socket toward {self.backend[0]}:{self.backend[1]} for a new "
+                f"client ({exc.strerror}); its datagrams are dropped",
+            )
             return None
         try:
             out.setblocking(False)
@@ -465,8 +472,10 @@ def main(argv: list[str]) -> int:
     try:
         container, maps, hold = parse(argv)
     except ValueError as exc:
-        sys.stderr.write(f"usage: python -m engine_net_bridge.proxy [--hold] [--home DIR] --container ID "
-                         f"FD:PROTO:IP:PORT...: {exc}\n")
+        sys.stderr.write(
+            f"usage: python -m engine_net_bridge.proxy [--hold] [--home DIR] --container ID "
+            f"FD:PROTO:IP:PORT...: {exc}\n"
+        )
         return 2
     pid = os.fork()
     if pid:

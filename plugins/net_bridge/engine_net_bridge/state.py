@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.utils.fs import atomic_write
-
 from engine_net_bridge.iptables import Rule
 from engine_net_bridge.portmapper import ProxyRecord
 from engine_net_bridge.ports import PortMapping
@@ -57,9 +56,16 @@ class Endpoint:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ContainerID": self.container_id, "Name": self.name, "EndpointID": self.endpoint_id,
-            "IPAddress": self.ip, "IPPrefixLen": self.prefixlen, "Gateway": self.gateway,
-            "MacAddress": self.mac, "Bridge": self.bridge, "Mtu": self.mtu, "HostVeth": self.host_veth,
+            "ContainerID": self.container_id,
+            "Name": self.name,
+            "EndpointID": self.endpoint_id,
+            "IPAddress": self.ip,
+            "IPPrefixLen": self.prefixlen,
+            "Gateway": self.gateway,
+            "MacAddress": self.mac,
+            "Bridge": self.bridge,
+            "Mtu": self.mtu,
+            "HostVeth": self.host_veth,
             "SandboxKey": self.netns_path,
             "Ports": [p.to_json() for p in self.ports],
             "Proxies": [p.to_json() for p in self.proxies],
@@ -67,11 +73,18 @@ class Endpoint:
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Endpoint":
+    def from_json(cls, doc: dict[str, Any]) -> Endpoint:
         return cls(
-            container_id=doc["ContainerID"], name=doc.get("Name", ""), endpoint_id=doc["EndpointID"],
-            ip=doc["IPAddress"], prefixlen=int(doc["IPPrefixLen"]), gateway=doc["Gateway"],
-            mac=doc["MacAddress"], bridge=doc["Bridge"], mtu=int(doc["Mtu"]), host_veth=doc["HostVeth"],
+            container_id=doc["ContainerID"],
+            name=doc.get("Name", ""),
+            endpoint_id=doc["EndpointID"],
+            ip=doc["IPAddress"],
+            prefixlen=int(doc["IPPrefixLen"]),
+            gateway=doc["Gateway"],
+            mac=doc["MacAddress"],
+            bridge=doc["Bridge"],
+            mtu=int(doc["Mtu"]),
+            host_veth=doc["HostVeth"],
             netns_path=doc.get("SandboxKey", ""),
             ports=[PortMapping.from_json(p) for p in doc.get("Ports", [])],
             proxies=[ProxyRecord.from_json(p) for p in doc.get("Proxies", [])],

@@ -16,16 +16,24 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from netbridge_helpers import (
+    BUSYBOX,
+    delete_link,
+    in_ns,
+    link_names,
+    proxy_pids,
+    read_sysctl,
+    rules_snapshot,
+    write_sysctl,
+)
 from pyroute2 import IPRoute
 
 from engine.daemon import netns
 from engine.daemon.config import Config
-
-from netbridge_helpers import (BUSYBOX, delete_link, in_ns, link_names, proxy_pids, read_sysctl, rules_snapshot,
-                               write_sysctl)
 
 
 @pytest.fixture
@@ -68,15 +76,17 @@ def make_driver(tmp_path, resolv_conf, host_clean) -> Iterator[Callable[..., Any
     made: list[BridgeDriver] = []
     existed = link_names()
 
-    def factory(home: str | None = None, resolv: str | None = None, driver_args: dict | None = None,
-                **options: Any) -> BridgeDriver:
+    def factory(
+        home: str | None = None, resolv: str | None = None, driver_args: dict | None = None, **options: Any
+    ) -> BridgeDriver:
         cfg = Config(data_root=str(tmp_path / "root"))
         for key, value in options.items():
             if not hasattr(cfg, key):
                 raise AttributeError(key)
             setattr(cfg, key, value)
-        driver = BridgeDriver(home or str(tmp_path / "root" / "network"), cfg, resolv_conf=resolv or resolv_conf,
-                              **(driver_args or {}))
+        driver = BridgeDriver(
+            home or str(tmp_path / "root" / "network"), cfg, resolv_conf=resolv or resolv_conf, **(driver_args or {})
+        )
         made.append(driver)
         return driver
 
@@ -135,8 +145,9 @@ def servers(tmp_path, host_clean) -> Iterator[Any]:
             root = tmp_path / f"www-{len(self.procs)}"
             root.mkdir()
             (root / "index.html").write_text(text)
-            self.procs.append(subprocess.Popen(["nsenter", f"--net={ns}", BUSYBOX, "httpd", "-f", "-p",
-                                                str(port), "-h", str(root)]))
+            self.procs.append(
+                subprocess.Popen(["nsenter", f"--net={ns}", BUSYBOX, "httpd", "-f", "-p", str(port), "-h", str(root)])
+            )
             self._wait_port(ns, port)
 
         def _python(self, ns: str, port: int, proto: str, code: str) -> None:
@@ -145,32 +156,44 @@ def servers(tmp_path, host_clean) -> Iterator[Any]:
 
         def udp_echo(self, ns: str, port: int) -> None:
             """Answers each datagram with ``echo:`` + the datagram."""
-            self._python(ns, port, "udp", (
-                "import socket, sys\n"
-                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                "s.bind(('0.0.0.0', int(sys.argv[1])))\n"
-                "while True:\n"
-                "    data, peer = s.recvfrom(65535)\n"
-                "    s.sendto(b'echo:' + data, peer)\n"))
+            self._python(
+                ns,
+                port,
+                "udp",
+                (
+                    "import socket, sys\n"
+                    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    "s.bind(('0.0.0.0', int(sys.argv[1])))\n"
+                    "while True:\n"
+                    "    data, peer = s.recvfrom(65535)\n"
+                    "    s.sendto(b'echo:' + data, peer)\n"
+                ),
+            )
 
         def tcp_digest(self, ns: str, port: int) -> None:
             """Reads a connection to EOF, then answers ``<length> <sha256>``."""
-            self._python(ns, port, "tcp", (
-                "import hashlib, socket, sys\n"
-                "s = socket.socket()\n"
-                "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                "s.bind(('0.0.0.0', int(sys.argv[1])))\n"
-                "s.listen(8)\n"
-                "while True:\n"
-                "    c, _ = s.accept()\n"
-                "    h, n = hashlib.sha256(), 0\n"
-                "    while True:\n"
-                "        data = c.recv(65536)\n"
-                "        if not data:\n"
-                "            break\n"
-                "        h.update(data); n += len(data)\n"
-                "    c.sendall(f'{n} {h.hexdigest()}'.encode())\n"
-                "    c.close()\n"))
+            self._python(
+                ns,
+                port,
+                "tcp",
+                (
+                    "import hashlib, socket, sys\n"
+                    "s = socket.socket()\n"
+                    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                    "s.bind(('0.0.0.0', int(sys.argv[1])))\n"
+                    "s.listen(8)\n"
+                    "while True:\n"
+                    "    c, _ = s.accept()\n"
+                    "    h, n = hashlib.sha256(), 0\n"
+                    "    while True:\n"
+                    "        data = c.recv(65536)\n"
+                    "        if not data:\n"
+                    "            break\n"
+                    "        h.update(data); n += len(data)\n"
+                    "    c.sendall(f'{n} {h.hexdigest()}'.encode())\n"
+                    "    c.close()\n"
+                ),
+            )
 
     s = Servers()
     s.procs = []
@@ -190,8 +213,7 @@ def dummy(host_clean) -> Iterator[Callable[..., str]]:
     """
     names: list[str] = []
 
-    def factory(name: str, address: str | None = None, mtu: int | None = None,
-                default_route: bool = False) -> str:
+    def factory(name: str, address: str | None = None, mtu: int | None = None, default_route: bool = False) -> str:
         with IPRoute() as ipr:
             kwargs: dict[str, Any] = {"mtu": mtu} if mtu else {}
             ipr.link("add", ifname=name, kind="bridge", **kwargs)

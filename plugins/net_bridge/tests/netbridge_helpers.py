@@ -20,8 +20,9 @@ from engine.testing.sandbox import in_sandbox
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 #: Outside the sandbox these tests would reconfigure the real host's network.
-in_own_netns = pytest.mark.skipif(os.geteuid() != 0 or not in_sandbox(),
-                                  reason="needs root inside the test sandbox (its own network namespace)")
+in_own_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or not in_sandbox(), reason="needs root inside the test sandbox (its own network namespace)"
+)
 
 
 def rules_snapshot() -> set[str]:
@@ -96,8 +97,12 @@ def write_sysctl(name: str, value: str) -> None:
 def http_get(host: str, port: int, timeout: float = 3) -> str:
     """GET / with busybox wget; the body, or "" if it failed."""
     # timeout(1), not wget -T: Debian's busybox 1.35 wget crashes on -T.
-    proc = subprocess.run(["timeout", "-s", "KILL", str(timeout), BUSYBOX, "wget", "-q", "-O-",
-                           f"http://{host}:{port}/"], capture_output=True, text=True, timeout=timeout + 5)
+    proc = subprocess.run(
+        ["timeout", "-s", "KILL", str(timeout), BUSYBOX, "wget", "-q", "-O-", f"http://{host}:{port}/"],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 5,
+    )
     return proc.stdout if proc.returncode == 0 else ""
 
 
@@ -115,5 +120,6 @@ def free_port() -> int:
 
 def in_ns(path: str, *argv: str, timeout: float = 10, **kwargs: Any) -> subprocess.CompletedProcess:
     """Run a command in a container's network namespace (``nsenter --net``)."""
-    return subprocess.run(["nsenter", f"--net={path}", *argv], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        ["nsenter", f"--net={path}", *argv], capture_output=True, text=True, timeout=timeout, **kwargs
+    )

@@ -15,18 +15,28 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
-from typing import Iterator
 
 import pytest
+from netbridge_helpers import (
+    BUSYBOX,
+    count_rules,
+    free_port,
+    http_get,
+    in_ns,
+    in_own_netns,
+    link_names,
+    proxy_pids,
+    read_sysctl,
+    rules_snapshot,
+    write_sysctl,
+)
 from pyroute2 import IPRoute
 
 from engine.errors import Conflict, HostError, InvalidParameter, NotFound, PrerequisitesNotMet
 from engine_net_bridge.driver import BridgeNotFound
 from engine_net_bridge.iptables import CHAIN
-
-from netbridge_helpers import (BUSYBOX, count_rules, free_port, http_get, in_ns, in_own_netns, link_names, proxy_pids,
-                               read_sysctl, rules_snapshot, write_sysctl)
 
 pytestmark = [in_own_netns, pytest.mark.root]
 
@@ -37,17 +47,28 @@ def link_info(name: str, path: str | None = None) -> dict:
     """Kind, MTU, MAC, state, master and IPv4 addresses of a link (in a namespace, if given)."""
     from engine_net_bridge.netlink import iproute_in
 
-    with (iproute_in(path) if path else IPRoute()) as ipr:
+    with iproute_in(path) if path else IPRoute() as ipr:
         index = ipr.link_lookup(ifname=name)[0]
         msg = ipr.get_links(index)[0]
         info = msg.get_attr("IFLA_LINKINFO")
-        addrs = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(family=socket.AF_INET,
-                                                                                       index=index)]
-        routes = [(r["dst_len"], r.get_attr("RTA_GATEWAY")) for r in ipr.get_routes(family=socket.AF_INET)
-                  if r.get_attr("RTA_TABLE") == 254]
-        return {"kind": info.get_attr("IFLA_INFO_KIND") if info else None, "mtu": msg.get_attr("IFLA_MTU"),
-                "mac": msg.get_attr("IFLA_ADDRESS"), "up": bool(msg["flags"] & 1),
-                "master": msg.get_attr("IFLA_MASTER"), "addrs": addrs, "routes": routes, "index": index}
+        addrs = [
+            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(family=socket.AF_INET, index=index)
+        ]
+        routes = [
+            (r["dst_len"], r.get_attr("RTA_GATEWAY"))
+            for r in ipr.get_routes(family=socket.AF_INET)
+            if r.get_attr("RTA_TABLE") == 254
+        ]
+        return {
+            "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
+            "mtu": msg.get_attr("IFLA_MTU"),
+            "mac": msg.get_attr("IFLA_ADDRESS"),
+            "up": bool(msg["flags"] & 1),
+            "master": msg.get_attr("IFLA_MASTER"),
+            "addrs": addrs,
+            "routes": routes,
+            "index": index,
+        }
 
 
 def ping(path: str, ip: str) -> bool:
@@ -89,14 +110,17 @@ def test_creates_the_default_bridge(make_driver):
     assert br["mac"] == facts["MacAddress"] and first & 2 and not first & 1
     assert read_sysctl("ip_forward") == "1"
     rules = rules_snapshot()
-    for expected in ("nat -A POSTROUTING -s 172.17.0.0/16 ! -o engine0 -j MASQUERADE",
-                     f"nat -A PREROUTING -m addrtype --dst-type LOCAL -j {CHAIN}",
-                     f"nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {CHAIN}",
-                     f"filter -A FORWARD -o engine0 -j {CHAIN}",
-                     "filter -A FORWARD -o engine0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-                     "filter -A FORWARD -i engine0 ! -o engine0 -j ACCEPT",
-                     "filter -A FORWARD -i engine0 -o engine0 -j ACCEPT",
-                     f"nat :{CHAIN}", f"filter :{CHAIN}"):
+    for expected in (
+        "nat -A POSTROUTING -s 172.17.0.0/16 ! -o engine0 -j MASQUERADE",
+        f"nat -A PREROUTING -m addrtype --dst-type LOCAL -j {CHAIN}",
+        f"nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {CHAIN}",
+        f"filter -A FORWARD -o engine0 -j {CHAIN}",
+        "filter -A FORWARD -o engine0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "filter -A FORWARD -i engine0 ! -o engine0 -j ACCEPT",
+        "filter -A FORWARD -i engine0 -o engine0 -j ACCEPT",
+        f"nat :{CHAIN}",
+        f"filter :{CHAIN}",
+    ):
         assert expected in rules
     doc = json.load(open(os.path.join(driver.home, "bridge.json")))
     assert doc["CreatedBridge"] and doc["Subnet"] == "172.17.0.0/16"
@@ -169,8 +193,11 @@ def test_existing_bridge_and_its_errors(make_driver, dummy, container):
     with IPRoute() as ipr:
         ipr.link("add", ifname="engine0", kind="bridge")
         ipr.addr("add", index=ipr.link_lookup(ifname="engine0")[0], address="10.77.0.1", prefixlen=24)
-    with pytest.raises(InvalidParameter, match=r"bridge ip \(10.77.0.1\) does not match existing bridge "
-                                               r"configuration 10.88.0.1"):
+    with pytest.raises(
+        InvalidParameter,
+        match=r"bridge ip \(10.77.0.1\) does not match existing bridge "
+        r"configuration 10.88.0.1",
+    ):
         make_driver(bip="10.88.0.1/24").init()
     assert make_driver(bip="10.77.0.1/24").init()["Subnet"] == "10.77.0.0/24"
     assert rules_snapshot()  # sanity: the failed inits left the later one working
@@ -193,12 +220,17 @@ def test_two_containers_ping_each_other(make_driver, container):
     assert a["HostVeth"].startswith("veth") and len(a["HostVeth"]) == 11
     assert ping(a["SandboxKey"], b["IPAddress"]) and ping(b["SandboxKey"], a["IPAddress"])
     assert ping(a["SandboxKey"], "172.17.42.1")
-    network, = driver.networks()
+    (network,) = driver.networks()
     assert network["Name"] == "bridge" and network["Driver"] == "bridge" and network["Scope"] == "local"
     assert network["IPAM"]["Config"] == [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.42.1"}]
     assert network["Options"]["com.docker.network.bridge.name"] == "engine0"
-    assert network["Containers"][A] == {"Name": "web", "EndpointID": a["EndpointID"], "MacAddress": a["MacAddress"],
-                                        "IPv4Address": "172.17.0.2/16", "IPv6Address": ""}
+    assert network["Containers"][A] == {
+        "Name": "web",
+        "EndpointID": a["EndpointID"],
+        "MacAddress": a["MacAddress"],
+        "IPv4Address": "172.17.0.2/16",
+        "IPv6Address": "",
+    }
     driver.release_interface(A)
     driver.release_interface(A)  # twice is fine
     assert a["HostVeth"] not in link_names()
@@ -298,8 +330,9 @@ def test_icc_false_makes_bridged_traffic_pass_iptables(make_driver, container, b
     assert br_nf() == "0"  # as it was
 
 
-def test_no_userland_proxy_makes_bridged_traffic_pass_iptables(make_driver, container, servers, dummy,
-                                                               bridged_traffic_unfiltered):
+def test_no_userland_proxy_makes_bridged_traffic_pass_iptables(
+    make_driver, container, servers, dummy, bridged_traffic_unfiltered
+):
     """A container reaching another's published port: the reply must be un-DNATed, which it is only if the
     bridged packet passes conntrack."""
     dummy("pub2", "10.125.0.1/24")
@@ -329,8 +362,9 @@ def test_missing_br_netfilter_fails_init_clearly(make_driver, tmp_path):
     (proc_sys / "net" / "ipv4").mkdir(parents=True)
     modprobe = tmp_path / "modprobe"
     calls = tmp_path / "calls"
-    modprobe.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n"
-                        "echo 'modprobe: FATAL: Module br_netfilter not found' >&2\nexit 1\n")
+    modprobe.write_text(
+        f"#!/bin/sh\necho \"$@\" >> {calls}\necho 'modprobe: FATAL: Module br_netfilter not found' >&2\nexit 1\n"
+    )
     modprobe.chmod(0o755)
     driver = make_driver(icc=False, driver_args={"proc_sys": str(proc_sys), "modprobe": str(modprobe)})
     before = link_names()
@@ -341,8 +375,9 @@ def test_missing_br_netfilter_fails_init_clearly(make_driver, tmp_path):
     assert "Module br_netfilter not found" in message and "--icc=false needs the br_netfilter kernel module" in message
     assert link_names() == before  # refused before the bridge was made
     # The module loads: init goes on and turns the switch on.
-    modprobe.write_text(f"#!/bin/sh\nmkdir -p {proc_sys}/net/bridge\n"
-                        f"echo 0 > {proc_sys}/net/bridge/bridge-nf-call-iptables\n")
+    modprobe.write_text(
+        f"#!/bin/sh\nmkdir -p {proc_sys}/net/bridge\necho 0 > {proc_sys}/net/bridge/bridge-nf-call-iptables\n"
+    )
     driver = make_driver(userland_proxy=False, driver_args={"proc_sys": str(proc_sys), "modprobe": str(modprobe)})
     driver.init()
     assert (proc_sys / "net" / "bridge" / "bridge-nf-call-iptables").read_text() == "1\n"
@@ -462,8 +497,10 @@ def test_published_udp_port(make_driver, container, servers):
     assert made == {"Port": "5353/udp", "HostIp": "0.0.0.0", "HostPort": "15353"}
     assert udp_ask("127.0.0.1", 15353, b"ping") == b"echo:ping"
     assert udp_ask("127.0.0.1", 15353, b"again") == b"echo:again"
-    assert "nat -A ENGINE ! -i engine0 -p udp -m udp --dport 15353 -j DNAT --to-destination " \
-           f"{driver.settings(A)['IPAddress']}:5353" in rules_snapshot()
+    assert (
+        "nat -A ENGINE ! -i engine0 -p udp -m udp --dport 15353 -j DNAT --to-destination "
+        f"{driver.settings(A)['IPAddress']}:5353" in rules_snapshot()
+    )
     driver.release_interface(A)
 
 
@@ -494,7 +531,9 @@ def test_publishing_without_userland_proxy(make_driver, container, servers, dumm
         with pytest.raises(Conflict, match=rf"\): listen tcp4 127.0.0.1:{taken}: bind: address already in use$"):
             driver.allocate_ports(B, {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(taken)}]})
     # An address this host does not have: the kernel's words, a 500 as in moby.
-    with pytest.raises(HostError, match=r"listen tcp4 10.255.255.1:18089: bind: cannot assign requested address$") as err:
+    with pytest.raises(
+        HostError, match=r"listen tcp4 10.255.255.1:18089: bind: cannot assign requested address$"
+    ) as err:
         driver.allocate_ports(B, {"80/tcp": [{"HostIp": "10.255.255.1", "HostPort": "18089"}]})
     assert err.value.http_status == 500
     driver.shutdown()
@@ -526,8 +565,11 @@ def test_without_userland_proxy_the_host_ports_stay_held(make_driver, container,
     first.allocate_ports(A, {"80/tcp": [{"HostPort": str(tcp)}], "53/udp": [{"HostPort": str(udp)}]})
 
     def held() -> bool:
-        return all(cannot_bind(proto, host, port) for proto, port in (("tcp", tcp), ("udp", udp))
-                   for host in ("0.0.0.0", "127.0.0.1"))
+        return all(
+            cannot_bind(proto, host, port)
+            for proto, port in (("tcp", tcp), ("udp", udp))
+            for host in ("0.0.0.0", "127.0.0.1")
+        )
 
     assert held()
     (holder,) = proxy_pids()
@@ -593,9 +635,11 @@ def test_ephemeral_ports_and_ranges(make_driver, container):
         driver.allocate_interface(A, {"NetnsPath": container("a")})
         made = driver.allocate_ports(A, {"80/tcp": [{}], "81/tcp": [{"HostPort": ""}], "53/udp": [{}]})
         # 41001 is taken by a foreign listener; udp has its own space.
-        assert made == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41000"}],
-                        "81/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41002"}],
-                        "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "41000"}]}
+        assert made == {
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41000"}],
+            "81/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41002"}],
+            "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "41000"}],
+        }
         driver.allocate_interface(B, {"NetnsPath": container("b")})
         assert driver.allocate_ports(B, {"80/tcp": [{}]})["80/tcp"][0]["HostPort"] == "41003"
         with pytest.raises(Conflict, match="all ports are allocated"):
@@ -624,8 +668,10 @@ def test_port_already_allocated_leaves_nothing(make_driver, container):
     for host_ip in ("", "127.0.0.1"):
         with pytest.raises(Conflict) as info:
             driver.allocate_ports(B, {"80/tcp": [{"HostIp": host_ip, "HostPort": str(port)}]})
-    assert str(info.value) == (f"driver failed programming external connectivity on endpoint web2 ({endpoint_id}): "
-                               f"Bind for 127.0.0.1:{port} failed: port is already allocated")
+    assert str(info.value) == (
+        f"driver failed programming external connectivity on endpoint web2 ({endpoint_id}): "
+        f"Bind for 127.0.0.1:{port} failed: port is already allocated"
+    )
     assert info.value.http_status == 500  # as moby answers the start request
     # Taken by some other program: docker-proxy's words (not "already
     # allocated"); all or nothing, the free one is not kept.
@@ -637,12 +683,17 @@ def test_port_already_allocated_leaves_nothing(make_driver, container):
         spare = other + 1 if other + 1 != port else other + 2
         with pytest.raises(Conflict) as info:
             driver.allocate_ports(B, {"81/tcp": [{"HostPort": str(spare)}], "82/tcp": [{"HostPort": str(other)}]})
-        assert str(info.value) == (f"driver failed programming external connectivity on endpoint web2 "
-                                   f"({endpoint_id}): Error starting userland proxy: listen tcp4 0.0.0.0:{other}: "
-                                   f"bind: address already in use")
+        assert str(info.value) == (
+            f"driver failed programming external connectivity on endpoint web2 "
+            f"({endpoint_id}): Error starting userland proxy: listen tcp4 0.0.0.0:{other}: "
+            f"bind: address already in use"
+        )
         assert info.value.http_status == 500
-        with pytest.raises(Conflict, match=rf"Error starting userland proxy: listen udp4 0.0.0.0:{other}: "
-                                           rf"bind: address already in use$"):
+        with pytest.raises(
+            Conflict,
+            match=rf"Error starting userland proxy: listen udp4 0.0.0.0:{other}: "
+            rf"bind: address already in use$",
+        ):
             driver.allocate_ports(B, {"53/udp": [{"HostPort": str(other)}]})
         # In a range, a port held elsewhere is skipped.
         made = driver.allocate_ports(B, {"83/tcp": [{"HostPort": f"{other}-{spare}"}]})
@@ -733,8 +784,7 @@ def test_init_stops_a_proxy_the_killed_daemon_never_recorded(make_driver, contai
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
-        foreign = start_proxy(B, [(sock, "tcp", "127.0.0.1", 9)], str(other_home / "proxy.log"),
-                              home=str(other_home))
+        foreign = start_proxy(B, [(sock, "tcp", "127.0.0.1", 9)], str(other_home / "proxy.log"), home=str(other_home))
     try:
         second = make_driver(home=first.home)  # no close(): the first one was killed
         second.init()
@@ -785,8 +835,28 @@ def test_one_container_port_on_several_host_ports_has_its_shared_rules_once(make
     doc["Rules"] += [r for r in doc["Rules"] if "MASQUERADE" in r]
     with open(path, "w") as fh:
         json.dump(doc, fh)
-    subprocess.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", f"{ip}/32", "-d", f"{ip}/32", "-p", "tcp",
-                    "-m", "tcp", "--dport", "80", "-j", "MASQUERADE"], check=True)
+    subprocess.run(
+        [
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            f"{ip}/32",
+            "-d",
+            f"{ip}/32",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "MASQUERADE",
+        ],
+        check=True,
+    )
     assert count_rules(*hairpin) == 2
     last = make_driver(home=first.home)
     last.init()

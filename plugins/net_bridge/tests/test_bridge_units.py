@@ -16,8 +16,14 @@ from engine_net_bridge import ipam
 from engine_net_bridge.iptables import CHAIN, IPTables, IptablesError, Rule, base_rules, link_rules, port_rules
 from engine_net_bridge.links import link_env
 from engine_net_bridge.portmapper import ProxyRecord
-from engine_net_bridge.ports import (PortMapping, ephemeral_range, normalize_host_ip, parse_port_specs,
-                                     requests_from_bindings, same_socket_space)
+from engine_net_bridge.ports import (
+    PortMapping,
+    ephemeral_range,
+    normalize_host_ip,
+    parse_port_specs,
+    requests_from_bindings,
+    same_socket_space,
+)
 from engine_net_bridge.proxy import parse as parse_proxy_args
 from engine_net_bridge.state import Endpoint, Store
 
@@ -33,8 +39,9 @@ def test_candidates_skip_routes_and_nameservers():
     # 10.0.0.2 lies in 10.0.0.0/16: that range would hide the DNS server.
     assert ipam.choose_bridge_address("engine0", routes, [IPv4Address("10.0.0.2")]) == IPv4Interface("10.1.42.1/16")
     # A wider route covering a candidate counts too.
-    assert ipam.choose_bridge_address("engine0", [IPv4Network("172.16.0.0/12"), IPv4Network("10.0.0.0/8")],
-                                      []) == IPv4Interface("192.168.42.1/24")
+    assert ipam.choose_bridge_address(
+        "engine0", [IPv4Network("172.16.0.0/12"), IPv4Network("10.0.0.0/8")], []
+    ) == IPv4Interface("192.168.42.1/24")
 
 
 def test_no_free_range_names_the_remedy():
@@ -45,8 +52,10 @@ def test_no_free_range_names_the_remedy():
 
 def test_read_nameservers(tmp_path):
     path = tmp_path / "resolv.conf"
-    path.write_text("# comment\nnameserver 10.9.8.7\nnameserver ::1\nnameserver fe80::1%eth0\n"
-                    "nameserver bogus\nsearch x\n  nameserver   192.0.2.53  # trailing\n")
+    path.write_text(
+        "# comment\nnameserver 10.9.8.7\nnameserver ::1\nnameserver fe80::1%eth0\n"
+        "nameserver bogus\nsearch x\n  nameserver   192.0.2.53  # trailing\n"
+    )
     assert ipam.read_nameservers(str(path)) == [IPv4Address("10.9.8.7"), IPv4Address("192.0.2.53")]
     assert ipam.read_nameservers(str(tmp_path / "missing")) == []
 
@@ -101,8 +110,9 @@ def test_pool_fixed_cidr_and_requests():
 
 # ports
 def test_parse_port_specs_forms():
-    exposed, bindings = parse_port_specs(["80", "8080:81", "127.0.0.1:8081:82/udp", "127.0.0.1::83",
-                                          "9000-9001:90-91", "7000-7010:70", "[::1]:5000:50"])
+    exposed, bindings = parse_port_specs(
+        ["80", "8080:81", "127.0.0.1:8081:82/udp", "127.0.0.1::83", "9000-9001:90-91", "7000-7010:70", "[::1]:5000:50"]
+    )
     assert exposed == ["80/tcp", "81/tcp", "82/udp", "83/tcp", "90/tcp", "91/tcp", "70/tcp", "50/tcp"]
     assert bindings["80/tcp"] == [{"HostIp": "", "HostPort": ""}]
     assert bindings["81/tcp"] == [{"HostIp": "", "HostPort": "8080"}]
@@ -114,18 +124,29 @@ def test_parse_port_specs_forms():
     assert bindings["50/tcp"] == [{"HostIp": "::1", "HostPort": "5000"}]
 
 
-@pytest.mark.parametrize("spec", ["", "a:b:c:d", "80/sctp", "0", "65536", "x:80", "9000-9002:90-91",
-                                  "300.1.1.1:80:80", "90-80"])
+@pytest.mark.parametrize(
+    "spec", ["", "a:b:c:d", "80/sctp", "0", "65536", "x:80", "9000-9002:90-91", "300.1.1.1:80:80", "90-80"]
+)
 def test_parse_port_specs_rejects(spec):
     with pytest.raises(InvalidParameter):
         parse_port_specs([spec])
 
 
 def test_requests_from_bindings():
-    reqs = requests_from_bindings({"80/tcp": [{"HostIp": "", "HostPort": "18080"}, {"HostPort": "8000-8010"}],
-                                   "53/udp": [{}], "443/tcp": None, "444": []}, "0.0.0.0")
+    reqs = requests_from_bindings(
+        {
+            "80/tcp": [{"HostIp": "", "HostPort": "18080"}, {"HostPort": "8000-8010"}],
+            "53/udp": [{}],
+            "443/tcp": None,
+            "444": [],
+        },
+        "0.0.0.0",
+    )
     assert [(r.key, r.host_ip, r.host_spec) for r in reqs] == [
-        ("80/tcp", "0.0.0.0", "18080"), ("80/tcp", "0.0.0.0", "8000-8010"), ("53/udp", "0.0.0.0", "")]
+        ("80/tcp", "0.0.0.0", "18080"),
+        ("80/tcp", "0.0.0.0", "8000-8010"),
+        ("53/udp", "0.0.0.0", ""),
+    ]
     assert requests_from_bindings({"80/tcp": [{"HostIp": "", "HostPort": ""}]}, "127.0.0.1")[0].host_ip == "127.0.0.1"
     with pytest.raises(InvalidParameter, match="published twice"):
         requests_from_bindings({"80/tcp": [{"HostPort": "1"}], "81/tcp": [{"HostPort": "1"}]}, "0.0.0.0")
@@ -146,8 +167,12 @@ def test_port_collisions_and_range(tmp_path):
 
 # links
 def test_link_env_like_docker():
-    env = link_env("/web/db-1", "172.17.0.5", ["5432/tcp", "8000/tcp", "8001/tcp", "8002/tcp", "53/udp"],
-                   ["HOME=/root", "PATH=/bin", "USER=app", "NOVALUE", "EQ=a=b"])
+    env = link_env(
+        "/web/db-1",
+        "172.17.0.5",
+        ["5432/tcp", "8000/tcp", "8001/tcp", "8002/tcp", "53/udp"],
+        ["HOME=/root", "PATH=/bin", "USER=app", "NOVALUE", "EQ=a=b"],
+    )
     assert env == [
         "DB_1_PORT=tcp://172.17.0.5:5432",
         "DB_1_PORT_5432_TCP=tcp://172.17.0.5:5432",
@@ -207,12 +232,16 @@ def test_base_rules():
 
 def test_port_and_link_rules():
     dnat, accept, hairpin = port_rules("engine0", "tcp", "127.0.0.1", 18080, "172.17.0.2", 80, proxy=True)
-    assert str(dnat) == (f"-t nat -A {CHAIN} -d 127.0.0.1/32 ! -i engine0 -p tcp -m tcp --dport 18080 "
-                         f"-j DNAT --to-destination 172.17.0.2:80")
-    assert str(accept) == (f"-t filter -A {CHAIN} -d 172.17.0.2/32 ! -i engine0 -o engine0 -p tcp -m tcp "
-                           f"--dport 80 -j ACCEPT")
-    assert str(hairpin) == ("-t nat -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 "
-                            "-j MASQUERADE")
+    assert str(dnat) == (
+        f"-t nat -A {CHAIN} -d 127.0.0.1/32 ! -i engine0 -p tcp -m tcp --dport 18080 "
+        f"-j DNAT --to-destination 172.17.0.2:80"
+    )
+    assert str(accept) == (
+        f"-t filter -A {CHAIN} -d 172.17.0.2/32 ! -i engine0 -o engine0 -p tcp -m tcp --dport 80 -j ACCEPT"
+    )
+    assert str(hairpin) == (
+        "-t nat -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE"
+    )
     bare = port_rules("engine0", "udp", "0.0.0.0", 53, "172.17.0.2", 53, proxy=False)[0]
     assert str(bare) == f"-t nat -A {CHAIN} -p udp -m udp --dport 53 -j DNAT --to-destination 172.17.0.2:53"
     there, back = link_rules("engine0", "172.17.0.2", "172.17.0.3", [("8000-8002", "tcp")])
@@ -236,13 +265,19 @@ class FakeRunner:
 def test_apply_is_one_restore_run_grouped_by_table():
     runner = FakeRunner()
     ipt = IPTables(runner=runner)
-    ipt.apply([("-A", Rule("nat", "ENGINE", ("-p", "tcp", "--dport", "1", "-m", "comment", "--comment", "a b"))),
-               ("-I", Rule("filter", "FORWARD", ("-j", "ACCEPT"))),
-               ("-D", Rule("nat", "POSTROUTING", ("-j", "MASQUERADE")))])
-    (argv, stdin), = runner.calls
+    ipt.apply(
+        [
+            ("-A", Rule("nat", "ENGINE", ("-p", "tcp", "--dport", "1", "-m", "comment", "--comment", "a b"))),
+            ("-I", Rule("filter", "FORWARD", ("-j", "ACCEPT"))),
+            ("-D", Rule("nat", "POSTROUTING", ("-j", "MASQUERADE"))),
+        ]
+    )
+    ((argv, stdin),) = runner.calls
     assert os.path.basename(argv[0]) == "iptables-restore" and argv[1:] == ["--noflush", "--wait"]
-    assert stdin.decode() == ('*nat\n-A ENGINE -p tcp --dport 1 -m comment --comment "a b"\n'
-                              '-D POSTROUTING -j MASQUERADE\nCOMMIT\n*filter\n-I FORWARD -j ACCEPT\nCOMMIT\n')
+    assert stdin.decode() == (
+        '*nat\n-A ENGINE -p tcp --dport 1 -m comment --comment "a b"\n'
+        "-D POSTROUTING -j MASQUERADE\nCOMMIT\n*filter\n-I FORWARD -j ACCEPT\nCOMMIT\n"
+    )
 
 
 def test_delete_all_falls_back_to_one_by_one():
@@ -253,7 +288,9 @@ def test_delete_all_falls_back_to_one_by_one():
     # The batch failed (a rule was missing); each rule was then tried alone.
     assert os.path.basename(runner.calls[0][0][0]) == "iptables-restore"
     assert [[os.path.basename(c[0][0]), *c[0][1:5]] for c in runner.calls[1:]] == [
-        ["iptables", "--wait", "-t", "nat", "-D"], ["iptables", "--wait", "-t", "filter", "-D"]]
+        ["iptables", "--wait", "-t", "nat", "-D"],
+        ["iptables", "--wait", "-t", "filter", "-D"],
+    ]
     with pytest.raises(IptablesError, match="--iptables=false"):
         IPTables(runner=FakeRunner(fail_on="-N")).run("-t", "nat", "-N", "X")
 
@@ -283,9 +320,22 @@ def test_methods_need_init(tmp_path):
 # state
 def test_endpoint_files_round_trip(tmp_path):
     store = Store(str(tmp_path / "network"))
-    ep = Endpoint("c" * 64, "web", "e" * 64, "172.17.0.2", 16, "172.17.42.1", "02:42:ac:11:00:02", "engine0",
-                  1500, "veth1234567", "/run/netns/x", [PortMapping("tcp", 80, "0.0.0.0", 18080)],
-                  [ProxyRecord(42, 1234, ["0.0.0.0:18080/tcp"])], [Rule("nat", "ENGINE", ("-j", "RETURN"))])
+    ep = Endpoint(
+        "c" * 64,
+        "web",
+        "e" * 64,
+        "172.17.0.2",
+        16,
+        "172.17.42.1",
+        "02:42:ac:11:00:02",
+        "engine0",
+        1500,
+        "veth1234567",
+        "/run/netns/x",
+        [PortMapping("tcp", 80, "0.0.0.0", 18080)],
+        [ProxyRecord(42, 1234, ["0.0.0.0:18080/tcp"])],
+        [Rule("nat", "ENGINE", ("-j", "RETURN"))],
+    )
     store.save_endpoint(ep)
     (tmp_path / "network" / "endpoints" / ".junk.json.tmp").write_text("{")
     (tmp_path / "network" / "endpoints" / "broken.json").write_text("{")
@@ -299,9 +349,13 @@ def test_endpoint_files_round_trip(tmp_path):
 
 def test_proxy_arguments():
     assert parse_proxy_args(["--container", "abc", "3:tcp:172.17.0.2:80", "4:udp:172.17.0.2:53"]) == (
-        "abc", [(3, "tcp", "172.17.0.2", 80), (4, "udp", "172.17.0.2", 53)], False)
-    assert parse_proxy_args(["--hold", "--home", "/var/lib/engine/network", "--container", "abc",
-                             "3:tcp:172.17.0.2:80"]) == ("abc", [(3, "tcp", "172.17.0.2", 80)], True)
+        "abc",
+        [(3, "tcp", "172.17.0.2", 80), (4, "udp", "172.17.0.2", 53)],
+        False,
+    )
+    assert parse_proxy_args(
+        ["--hold", "--home", "/var/lib/engine/network", "--container", "abc", "3:tcp:172.17.0.2:80"]
+    ) == ("abc", [(3, "tcp", "172.17.0.2", 80)], True)
     for bad in ([], ["3:sctp:1.2.3.4:5"], ["nonsense"]):
         with pytest.raises(ValueError):
             parse_proxy_args(bad)
@@ -311,9 +365,11 @@ def test_proxy_arguments():
 def test_stop_proxy_waits_for_the_exit_and_kills_a_stubborn_one(ignores_term):
     from engine_net_bridge.portmapper import proxy_alive, start_time_of, stop_proxy
 
-    script = ("import signal, sys, time\n"
-              + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_term else "")
-              + "print('ready', flush=True)\ntime.sleep(60)\n")
+    script = (
+        "import signal, sys, time\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_term else "")
+        + "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
     # The mark in its command line makes proxy_alive take it for a proxy.
     proc = subprocess.Popen([sys.executable, "-c", script, "engine_net_bridge.proxy"], stdout=subprocess.PIPE)
     try:

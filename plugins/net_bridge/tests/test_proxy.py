@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -60,8 +61,15 @@ def start_proxy(tmp_path) -> Iterator[Callable[..., int]]:
         argv = [sys.executable, "-S", "-P", "-m", "engine_net_bridge.proxy", "--container", "test"]
         argv += [f"{s.fileno()}:{proto}:{ip}:{port}" for s, proto, ip, port in maps]
         with open(tmp_path / "proxy.log", "ab") as log:
-            proc = subprocess.run(argv, pass_fds=[s.fileno() for s, *_ in maps], stdout=subprocess.PIPE,
-                                  stderr=log, env={"PYTHONPATH": _package_root()}, preexec_fn=limit, timeout=10)
+            proc = subprocess.run(
+                argv,
+                pass_fds=[s.fileno() for s, *_ in maps],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env={"PYTHONPATH": _package_root()},
+                preexec_fn=limit,
+                timeout=10,
+            )
         pid = int(proc.stdout)
         pidfds.append(os.pidfd_open(pid))
         for s, *_ in maps:
@@ -69,8 +77,7 @@ def start_proxy(tmp_path) -> Iterator[Callable[..., int]]:
         # The PID is printed by the parent at the fork; the child is ready
         # (descriptors in place, every port logged) a moment later.
         log_path = tmp_path / "proxy.log"
-        assert eventually(lambda: log_path.read_text().count(f"proxy {pid} ") >= len(maps)), \
-            log_path.read_text()
+        assert eventually(lambda: log_path.read_text().count(f"proxy {pid} ") >= len(maps)), log_path.read_text()
         return pid
 
     yield factory
