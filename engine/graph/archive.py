@@ -74,8 +74,7 @@ import zstandard
 
 from engine.drivers.graph import Change, ChangeKind
 from engine.errors import HostError, InvalidParameter
-from engine.sys import libc
-from engine.utils import fs
+from engine.sys import fs, libc
 
 LOG = logging.getLogger(__name__)
 

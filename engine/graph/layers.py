@@ -41,7 +41,7 @@ from typing import IO
 from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, HostError, InvalidParameter, NotFound
 from engine.graph import tarsplit
-from engine.utils.fs import fsync_dir, safe_rmtree, write_synced
+from engine.sys.fs import fsync_dir, safe_rmtree, write_synced
 
 LOG = logging.getLogger(__name__)
 

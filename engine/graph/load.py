@@ -26,7 +26,7 @@ from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_config
 from engine.graph.layers import chain_id
 from engine.sys import libc
-from engine.utils.fs import safe_rmtree
+from engine.sys.fs import safe_rmtree
 from engine.utils.progress import Progress
 
 LOG = logging.getLogger(__name__)

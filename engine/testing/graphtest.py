@@ -58,7 +58,7 @@ from engine.drivers.discovery import load_drivers
 from engine.drivers.graph import ChangeKind, GraphDriver
 from engine.errors import Conflict, InvalidParameter, NotFound, NotSupported
 from engine.graph import archive
-from engine.utils import fs
+from engine.sys import fs
 
 # --------------------------------------------------------------------------
 # layer tars

@@ -21,8 +21,8 @@ import pytest
 from engine.drivers.graph import Change, ChangeKind
 from engine.errors import HostError, InvalidParameter
 from engine.graph import archive
+from engine.sys import fs
 from engine.testing.graphtest import Entry, build_rich_tree, compress, layer_tar_chunks, make_layer_tar, tree_manifest
-from engine.utils import fs
 
 A, C, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
 

@@ -78,8 +78,7 @@ from engine.errors import (
     PrerequisitesNotMet,
 )
 from engine.graph import archive
-from engine.sys import libc
-from engine.utils import fs
+from engine.sys import fs, libc
 
 LOG = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from engine.errors import (
     PrerequisitesNotMet,
 )
 from engine.graph import archive
-from engine.sys import libc
+from engine.sys import fs, libc
 from engine.testing.graphtest import (
     Entry,
     GraphDriverConformance,
@@ -45,7 +45,6 @@ from engine.testing.graphtest import (
     new_id,
     tree_manifest,
 )
-from engine.utils import fs
 from engine_graph_aufs import driver as aufs
 from engine_graph_aufs.driver import AufsDriver, MountCall, mount_plan
 

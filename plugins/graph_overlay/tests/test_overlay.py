@@ -25,7 +25,7 @@ import pytest
 
 from engine.drivers.graph import ChangeKind, NaiveDiffDriver
 from engine.errors import Conflict, HostError, IncompatibleFilesystem, InvalidParameter, NotSupported
-from engine.sys import libc
+from engine.sys import fs, libc
 from engine.testing import sandbox
 from engine.testing.graphtest import (
     CAP_NET_BIND_SERVICE,
@@ -36,7 +36,6 @@ from engine.testing.graphtest import (
     new_id,
     tree_manifest,
 )
-from engine.utils import fs
 from engine_graph_overlay.driver import (
     OVL_MAX_STACK,
     OverlayDriver,
