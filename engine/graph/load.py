@@ -19,8 +19,8 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
+from engine import archive
 from engine.errors import InvalidParameter, NotSupported
-from engine.graph import archive
 from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_config

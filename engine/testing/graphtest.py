@@ -54,10 +54,11 @@ from typing import Any, ClassVar
 import pytest
 import zstandard
 
+from engine import archive
+from engine.archive import ChangeKind
 from engine.drivers.discovery import load_drivers
-from engine.drivers.graph import ChangeKind, GraphDriver
+from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, InvalidParameter, NotFound, NotSupported
-from engine.graph import archive
 from engine.sys import fs
 
 # --------------------------------------------------------------------------

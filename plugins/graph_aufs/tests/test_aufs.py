@@ -24,8 +24,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from engine import archive
+from engine.archive import Change, ChangeKind
 from engine.drivers.discovery import load_drivers
-from engine.drivers.graph import Change, ChangeKind
 from engine.errors import (
     Conflict,
     HostError,
@@ -35,7 +36,6 @@ from engine.errors import (
     NotSupported,
     PrerequisitesNotMet,
 )
-from engine.graph import archive
 from engine.sys import fs, libc
 from engine.testing.graphtest import (
     Entry,

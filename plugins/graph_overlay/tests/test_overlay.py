@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from engine.drivers.graph import ChangeKind, NaiveDiffDriver
+from engine.archive import ChangeKind
+from engine.drivers.graph import NaiveDiffDriver
 from engine.errors import Conflict, HostError, IncompatibleFilesystem, InvalidParameter, NotSupported
 from engine.sys import fs, libc
 from engine.testing import sandbox

@@ -1,4 +1,4 @@
-"""Tests for engine.graph.archive: applying layer tars (also hostile ones), changes, export.
+"""Tests for engine.archive: applying layer tars (also hostile ones), changes, export.
 
 Run as root in the session sandbox, on real directories below tmp_path.
 Hostile-layer tests keep a canary directory next to ``dest`` and check that
@@ -18,9 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.drivers.graph import Change, ChangeKind
+from engine import archive
+from engine.archive import Change, ChangeKind
 from engine.errors import HostError, InvalidParameter
-from engine.graph import archive
 from engine.sys import fs
 from engine.testing.graphtest import Entry, build_rich_tree, compress, layer_tar_chunks, make_layer_tar, tree_manifest
 
