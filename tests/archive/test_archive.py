@@ -22,7 +22,7 @@ from engine import archive
 from engine.archive import Change, ChangeKind
 from engine.errors import HostError, InvalidParameter
 from engine.sys import fs
-from engine.testing.graphtest import Entry, build_rich_tree, compress, layer_tar_chunks, make_layer_tar, tree_manifest
+from engine.testing.layertar import Entry, build_rich_tree, compress, layer_tar_chunks, make_layer_tar, tree_manifest
 
 A, C, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
 

@@ -16,7 +16,7 @@ import pytest
 
 from engine.errors import HostError, InvalidParameter
 from engine.sys import fs, libc
-from engine.testing.graphtest import build_rich_tree, tree_manifest
+from engine.testing.layertar import build_rich_tree, tree_manifest
 
 
 @pytest.fixture

@@ -37,14 +37,8 @@ from engine.errors import (
     PrerequisitesNotMet,
 )
 from engine.sys import fs, libc
-from engine.testing.graphtest import (
-    Entry,
-    GraphDriverConformance,
-    build_rich_tree,
-    make_layer_tar,
-    new_id,
-    tree_manifest,
-)
+from engine.testing.graphtest import GraphDriverConformance, new_id
+from engine.testing.layertar import Entry, build_rich_tree, make_layer_tar, tree_manifest
 from engine_graph_aufs import driver as aufs
 from engine_graph_aufs.driver import AufsDriver, MountCall, mount_plan
 
