@@ -52,7 +52,14 @@ from engine.drivers.discovery import load_drivers
 from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, InvalidParameter, NotFound, NotSupported
 from engine.sys import fs
-from engine.testing.layertar import CAP_NET_BIND_SERVICE, Entry, build_rich_tree, make_layer_tar, tree_manifest
+from engine.testing.layertar import (
+    CAP_NET_BIND_SERVICE,
+    Entry,
+    build_rich_tree,
+    make_layer_tar,
+    short_digest,
+    tree_manifest,
+)
 
 # --------------------------------------------------------------------------
 # the suite
@@ -497,7 +504,7 @@ class GraphDriverConformance:
         def files(id: str) -> dict[str, str]:
             return {k: v.get("sha256", v["type"])[:8] for k, v in self.manifest(driver, id).items() if k != "."}
 
-        h = lambda s: hashlib.sha256(s).hexdigest()[:8]  # noqa: E731
+        h = short_digest
         assert files(l1) == {
             "etc": "dir",
             "etc/a": h(b"a"),

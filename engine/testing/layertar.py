@@ -9,8 +9,9 @@ the archive tests, the drivers' own tests and the image tests:
   gives them the gzip, bzip2, xz or zstd a layer may come in;
 * :func:`build_rich_tree` fills a directory with one of every kind of entry
   a layer must keep;
-* :func:`tree_manifest` describes a tree so that two trees compare with
-  ``==``.
+* :func:`write_files` writes files with fixed times; :func:`tree_manifest`
+  describes a tree so that two trees compare with ``==``, and
+  :func:`tree_listing` in short.
 """
 
 from __future__ import annotations
@@ -234,6 +235,34 @@ def tree_manifest(path: str, *, mtime: str | None = None, sockets: bool = True) 
     describe(path, ".")
     walk(path, ".")
     return manifest
+
+
+def short_digest(data: bytes) -> str:
+    """The first 8 hex digits of the sha256 of ``data``: how :func:`tree_listing` shows a file."""
+    return hashlib.sha256(data).hexdigest()[:8]
+
+
+def tree_listing(path: str) -> dict[str, str]:
+    """A compact :func:`tree_manifest` for short assertions.
+
+    Each relative path (the root left out) maps to its type, or for a file
+    to :func:`short_digest` of its content.
+    """
+    return {k: v.get("sha256", v["type"])[:8] for k, v in tree_manifest(path).items() if k != "."}
+
+
+def write_files(root: str, files: dict[str, bytes]) -> None:
+    """Write ``files`` (relative path -> content) below ``root``, creating directories.
+
+    Every file gets the same fixed atime and mtime (2001-09-09), so trees
+    written alike compare equal.
+    """
+    for rel, data in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
 
 
 #: A version 2 ``security.capability`` value granting cap_net_bind_service.
