@@ -5,7 +5,8 @@ ID, optionally on top of a parent layer (seed ch. 11). The split follows
 moby's graphdriver: the :class:`GraphDriver` core (about eight methods) and a
 differ (``diff``/``changes``/``apply_diff``/``diff_size``). Drivers without a
 native differ inherit :class:`NaiveDiffDriver`, which computes the differ from
-mounted trees.
+mounted trees with the layer-tar library :mod:`engine.archive` (where
+:class:`~engine.archive.Change` and :class:`~engine.archive.ChangeKind` live).
 
 Selection (seed ch. 4 §4.4.1, ARCHITECTURE §3):
 
