@@ -13,6 +13,7 @@ import subprocess
 import time
 from typing import Any
 
+from engine import archive
 from engine.daemon import attach as attaching
 from engine.daemon import logs as logfile
 from engine.daemon import views
@@ -243,8 +244,6 @@ def job_changes(job: Any) -> None:
 
 
 def job_export(job: Any) -> None:
-    from engine.graph import archive
-
     svc = svc_of(job)
     c = container_of(job)
     driver = svc.daemon.graphdriver

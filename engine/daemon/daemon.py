@@ -19,7 +19,7 @@ from typing import Any
 from engine.daemon.config import Config
 from engine.daemon.events import Events
 from engine.drivers.graph import GraphDriver, select_graphdriver
-from engine.utils.fs import atomic_write, safe_rmtree
+from engine.sys.fs import atomic_write, safe_rmtree
 
 LOG = logging.getLogger(__name__)
 

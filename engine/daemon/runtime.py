@@ -14,7 +14,7 @@ from engine.daemon import netns, resolvconf
 from engine.daemon.container import Container
 from engine.drivers.exec import Command
 from engine.errors import Conflict, EngineError
-from engine.utils.fs import atomic_write
+from engine.sys.fs import atomic_write
 
 LOG = logging.getLogger(__name__)
 

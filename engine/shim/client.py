@@ -35,7 +35,7 @@ from engine.drivers.exec import ExecStartError
 from engine.errors import Conflict, HostError, Unavailable
 from engine.shim import protocol
 from engine.shim.forkserver import MAX_FDS, READY
-from engine.utils.fs import atomic_write
+from engine.sys.fs import atomic_write
 
 LOG = logging.getLogger(__name__)
 
