@@ -189,7 +189,7 @@ class ContainerService:
         self.index = TruncIndex()
         self._lock = threading.RLock()
         self.monitor = Monitor(self)
-        from engine.shim.client import ForkServer
+        from engine.shim.launcher import ForkServer
 
         #: Launches the shims: a warm process with the shim and the driver imported (ARCHITECTURE §5);
         #: its ``pythonpath`` (where ``engine`` and the driver's package are) serves direct launches too.

@@ -139,7 +139,7 @@ def release_network(svc: Any, c: Container) -> None:
 
 # start
 def start_container(svc: Any, c: Container) -> None:
-    from engine.shim import client as shim
+    from engine.shim import launcher
 
     daemon = svc.daemon
     driver = daemon.graphdriver
@@ -162,7 +162,7 @@ def start_container(svc: Any, c: Container) -> None:
             except FileNotFoundError:
                 pass
         pending = svc.pending_attach.pop(c.id, [])
-        result = shim.start_shim(
+        result = launcher.start_shim(
             c.root, spec, pythonpath=svc.shim_launcher.pythonpath, attachers=pending, forkserver=svc.shim_launcher
         )
     except BaseException:
