@@ -96,13 +96,16 @@ class AttachConnection:
     thread than the one iterating :meth:`frames`.
     """
 
-    def __init__(self, sock: socket.socket, stdin: bool, stdout: bool, stderr: bool) -> None:
+    def __init__(
+        self, sock: socket.socket, stdin: bool, stdout: bool, stderr: bool, peer: socket.socket | None = None
+    ) -> None:
         self.sock = sock
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
-        #: The shim's end before start (see :func:`prepare_attach`); None once handed over.
-        self._peer: socket.socket | None = None
+        #: The shim's end of a connection made before start (see :func:`prepare_attach`), for the
+        #: launcher to hand on; None once :meth:`release_peer` let it go, and for a live attach.
+        self.peer = peer
 
     def send_stdin(self, data: bytes) -> None:
         """Send ``data`` to the container's stdin (in frames of at most 1 MiB)."""
@@ -163,12 +166,16 @@ class AttachConnection:
         """The socket's descriptor (for select/poll)."""
         return self.sock.fileno()
 
+    def release_peer(self) -> None:
+        """Close our copy of the shim's end (the launcher holds it now, or nobody: then we read EOF)."""
+        if self.peer is not None:
+            self.peer.close()
+            self.peer = None
+
     def close(self) -> None:
         """Close the connection; the container is not affected."""
         self.sock.close()
-        if self._peer is not None:
-            self._peer.close()
-            self._peer = None
+        self.release_peer()
 
     def __enter__(self) -> AttachConnection:
         return self
@@ -178,7 +185,8 @@ class AttachConnection:
 
 
 def prepare_attach(stdin: bool, stdout: bool, stderr: bool) -> AttachConnection:
-    """A connection attached from the container's first byte: pass it to :func:`start_shim`.
+    """A connection attached from the container's first byte: pass it to
+    :func:`~engine.shim.launcher.start_shim`.
 
     The shim inherits the other end of a socket pair through the launcher,
     so nothing the container writes before the daemon could connect to
@@ -186,9 +194,7 @@ def prepare_attach(stdin: bool, stdout: bool, stderr: bool) -> AttachConnection:
     it starts the container). If the start fails, reading it gives EOF.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn = AttachConnection(ours, stdin, stdout, stderr)
-    conn._peer = theirs
-    return conn
+    return AttachConnection(ours, stdin, stdout, stderr, peer=theirs)
 
 
 # ----------------------------------------------------------------------

@@ -94,9 +94,7 @@ def start_shim(
     finally:
         # The shim holds its ends now (or nobody does, and the attaches read EOF).
         for conn in conns:
-            if conn._peer is not None:
-                conn._peer.close()
-                conn._peer = None
+            conn.release_peer()
 
 
 class _PreAttached:
@@ -111,7 +109,7 @@ class _PreAttached:
 
 def _connect_attacher(item: Any) -> AttachConnection:
     if isinstance(item, AttachConnection):
-        if item._peer is None:
+        if item.peer is None:
             raise ValueError("attach connections must come from prepare_attach() and be used once")
         return item
     conn = prepare_attach(bool(item.stdin), bool(item.stdout), bool(item.stderr))
@@ -139,7 +137,7 @@ def _start(
         # Checked before shim.json is replaced; the launcher checks again.
         raise Conflict(f"a shim is already running for {container_dir}")
     deadline = time.monotonic() + timeout
-    peers = [conn._peer for conn in conns if conn._peer is not None]
+    peers = [conn.peer for conn in conns if conn.peer is not None]
     config = dict(spec)
     config["attach_fds"] = [
         {"fd": peer.fileno(), "stdin": conn.stdin, "stdout": conn.stdout, "stderr": conn.stderr}
