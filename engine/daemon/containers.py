@@ -189,11 +189,11 @@ class ContainerService:
         self.index = TruncIndex()
         self._lock = threading.RLock()
         self.monitor = Monitor(self)
-        from engine.shim.launcher import ForkServer
+        from engine.shim.launcher import ShimLauncher
 
         #: Launches the shims: a warm process with the shim and the driver imported (ARCHITECTURE §5);
         #: its ``pythonpath`` (where ``engine`` and the driver's package are) serves direct launches too.
-        self.shim_launcher = ForkServer(preload=[type(exec_driver).__module__])
+        self.shim_launcher = ShimLauncher(preload=[type(exec_driver).__module__])
         #: Attach connections waiting for a container to start, by container ID.
         self.pending_attach: dict[str, list[Any]] = {}
         #: Called with (container, request) to set up networking; issue 5's bridge hooks in here.

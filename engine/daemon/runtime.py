@@ -139,8 +139,6 @@ def release_network(svc: Any, c: Container) -> None:
 
 # start
 def start_container(svc: Any, c: Container) -> None:
-    from engine.shim import launcher
-
     daemon = svc.daemon
     driver = daemon.graphdriver
     rootfs = driver.get(c.id)
@@ -162,9 +160,7 @@ def start_container(svc: Any, c: Container) -> None:
             except FileNotFoundError:
                 pass
         pending = svc.pending_attach.pop(c.id, [])
-        result = launcher.start_shim(
-            c.root, spec, pythonpath=svc.shim_launcher.pythonpath, attachers=pending, forkserver=svc.shim_launcher
-        )
+        result = svc.shim_launcher.start(c.root, spec, attachers=pending)
     except BaseException:
         for waiting in pending:  # their attach ends: nothing will run
             waiting.ready.set()

@@ -8,6 +8,8 @@
   connections from :func:`~engine.shim.client.prepare_attach`) and hands
   each a connection before the container starts.
 * :class:`ForkServer` is the daemon's side of :mod:`engine.shim.forkserver`.
+* :class:`ShimLauncher` is what the daemon holds: one fork server, preloaded
+  with the exec driver, and :meth:`ShimLauncher.start` for each container.
 
 Talking to a shim once it runs is :mod:`engine.shim.client`'s.
 """
@@ -505,3 +507,33 @@ class ForkServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class ShimLauncher:
+    """How the daemon starts shims: through one warm :class:`ForkServer`, directly when it cannot serve.
+
+    :param preload: modules the fork server imports before serving (the exec driver's module).
+    :param python: the interpreter that runs the shims.
+    :param pythonpath: where ``engine`` and the preloaded modules are found; by
+        default where this process found them (computed once, here).
+    """
+
+    def __init__(
+        self, preload: Sequence[str] = (), python: str = sys.executable, pythonpath: list[str] | None = None
+    ) -> None:
+        self.forkserver = ForkServer(python, pythonpath, preload)
+
+    def start(self, container_dir: str, spec: dict[str, Any], attachers: Sequence[Any] = ()) -> dict[str, Any]:
+        """Start the container's shim and the container: :func:`start_shim` through the fork server.
+
+        :returns: ``{"ShimPid", "Pid", "StartedAt"}``.
+        :raises ExecStartError: the driver could not start the container (its message).
+        :raises Conflict: a shim already runs for ``container_dir``.
+        :raises HostError: the launcher died, said nothing, or took too long.
+        """
+        server = self.forkserver
+        return start_shim(container_dir, spec, server.python, server.pythonpath, attachers=attachers, forkserver=server)
+
+    def close(self) -> None:
+        """Stop the fork server; the shims it launched go on."""
+        self.forkserver.close()
