@@ -13,22 +13,23 @@ from typing import Any
 import falcon
 
 from engine.api.app import request_hijack
-from engine.api.base import JSON, body_stream, parse_filters, query_bool, query_int, read_json, run_job, stream_job
+from engine.api.base import (
+    JSON,
+    MULTIPLEXED,
+    RAW_STREAM,
+    JobResource,
+    body_stream,
+    parse_filters,
+    query_bool,
+    query_int,
+    read_json,
+    run_job,
+    stream_job,
+)
 from engine.errors import EngineError, InvalidParameter
 
-RAW_STREAM = "application/vnd.docker.raw-stream"
-MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 
-
-class _Resource:
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-
-    def job(self, name: str, *args: str, **env: Any) -> bytes:
-        return run_job(self.engine, name, *args, env=env)
-
-
-class Create(_Resource):
+class Create(JobResource):
     def on_post(self, req: Any, resp: Any) -> None:
         body = read_json(req)
         if not isinstance(body, dict):
@@ -38,7 +39,7 @@ class Create(_Resource):
         resp.data = self.job("create", Body=body, Name=req.get_param("name") or "")
 
 
-class ListContainers(_Resource):
+class ListContainers(JobResource):
     def on_get(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
         resp.data = self.job(
@@ -50,13 +51,13 @@ class ListContainers(_Resource):
         )
 
 
-class Prune(_Resource):
+class Prune(JobResource):
     def on_post(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
         resp.data = self.job("containers_prune", Filters=parse_filters(req.get_param("filters")))
 
 
-class Container(_Resource):
+class Container(JobResource):
     """``/containers/{id}`` and ``/containers/{id}/json``."""
 
     def on_get(self, req: Any, resp: Any, id: str) -> None:
@@ -74,7 +75,7 @@ class Container(_Resource):
         resp.status = falcon.HTTP_204
 
 
-class Action(_Resource):
+class Action(JobResource):
     """``POST /containers/{id}/<action>`` without a body to speak of."""
 
     def __init__(self, engine: Any, action: str) -> None:
@@ -103,31 +104,31 @@ class Action(_Resource):
         resp.status = falcon.HTTP_204
 
 
-class Update(_Resource):
+class Update(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.data = self.job("container_update", id, Body=read_json(req))
 
 
-class Top(_Resource):
+class Top(JobResource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.data = self.job("top", id, PsArgs=req.get_param("ps_args") or "")
 
 
-class Changes(_Resource):
+class Changes(JobResource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.data = self.job("container_changes", id)
 
 
-class Export(_Resource):
+class Export(JobResource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = "application/x-tar"
         resp.stream = stream_job(self.engine, "export", id)
 
 
-class Logs(_Resource):
+class Logs(JobResource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         env = {
             "Follow": query_bool(req, "follow"),
@@ -142,7 +143,7 @@ class Logs(_Resource):
         resp.stream = stream_job(self.engine, "logs", id, env=env, client=req.env.get("gunicorn.socket"))
 
 
-class Wait(_Resource):
+class Wait(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.stream = stream_job(
@@ -154,7 +155,7 @@ class Wait(_Resource):
         )
 
 
-class Stats(_Resource):
+class Stats(JobResource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.stream = stream_job(
@@ -166,7 +167,7 @@ class Stats(_Resource):
         )
 
 
-class Attach(_Resource):
+class Attach(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         doc = self.job("container_inspect", id)  # 404 before the connection is taken over
         import json
@@ -194,7 +195,7 @@ class Attach(_Resource):
         resp.status = falcon.HTTP_200
 
 
-class Archive(_Resource):
+class Archive(JobResource):
     def _path(self, req: Any) -> str:
         path = req.get_param("path")
         if not path:
@@ -236,14 +237,14 @@ class Archive(_Resource):
         resp.status = falcon.HTTP_200
 
 
-class ExecCreate(_Resource):
+class ExecCreate(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         resp.status = falcon.HTTP_201
         resp.content_type = JSON
         resp.data = self.job("exec_create", id, Body=read_json(req))
 
 
-class ExecStart(_Resource):
+class ExecStart(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         import json
 
@@ -279,32 +280,32 @@ class ExecStart(_Resource):
         resp.status = falcon.HTTP_200
 
 
-class ExecInspect(_Resource):
+class ExecInspect(JobResource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.data = self.job("exec_inspect", id)
 
 
-class ExecResize(_Resource):
+class ExecResize(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         self.job("exec_resize", id, Height=query_int(req, "h"), Width=query_int(req, "w"))
         resp.status = falcon.HTTP_200
 
 
-class Volumes(_Resource):
+class Volumes(JobResource):
     def on_get(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
         resp.data = self.job("volumes", Filters=parse_filters(req.get_param("filters")))
 
 
-class VolumeCreate(_Resource):
+class VolumeCreate(JobResource):
     def on_post(self, req: Any, resp: Any) -> None:
         resp.status = falcon.HTTP_201
         resp.content_type = JSON
         resp.data = self.job("volume_create", Body=read_json(req, required=False, default={}) or {})
 
 
-class Volume(_Resource):
+class Volume(JobResource):
     def on_get(self, req: Any, resp: Any, name: str) -> None:
         resp.content_type = JSON
         resp.data = self.job("volume_inspect", name)
@@ -314,13 +315,13 @@ class Volume(_Resource):
         resp.status = falcon.HTTP_204
 
 
-class VolumesPrune(_Resource):
+class VolumesPrune(JobResource):
     def on_post(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
         resp.data = self.job("volumes_prune", Filters=parse_filters(req.get_param("filters")))
 
 
-class Events(_Resource):
+class Events(JobResource):
     def on_get(self, req: Any, resp: Any) -> None:
         env = {
             "Since": req.get_param("since") or "",
@@ -331,7 +332,7 @@ class Events(_Resource):
         resp.stream = stream_job(self.engine, "events", env=env, client=req.env.get("gunicorn.socket"))
 
 
-class SystemDf(_Resource):
+class SystemDf(JobResource):
     def on_get(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
         resp.data = self.job("system_df")
@@ -368,25 +369,25 @@ def add_routes(app: falcon.App, engine: Any) -> None:
     add_network_routes(app, engine)
 
 
-class Networks(_Resource):
+class Networks(JobResource):
     def on_get(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
         resp.data = self.job("networks", Filters=parse_filters(req.get_param("filters")))
 
 
-class NetworkCreate(_Resource):
+class NetworkCreate(JobResource):
     def on_post(self, req: Any, resp: Any) -> None:
         read_json(req, required=False)
         self.job("network_create")
 
 
-class NetworksPrune(_Resource):
+class NetworksPrune(JobResource):
     def on_post(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
         resp.data = self.job("networks_prune")
 
 
-class Network(_Resource):
+class Network(JobResource):
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.data = self.job("network_inspect", id)
@@ -395,7 +396,7 @@ class Network(_Resource):
         self.job("network_rm", id)
 
 
-class NetworkConnect(_Resource):
+class NetworkConnect(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         read_json(req, required=False)
         self.job("network_connect", id)
