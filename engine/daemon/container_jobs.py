@@ -16,8 +16,8 @@ from typing import Any
 from engine.daemon import attach as attaching
 from engine.daemon import logs as logfile
 from engine.daemon import views
-from engine.daemon.containers import parse_signal
 from engine.daemon.events import matches
+from engine.daemon.hostconfig import parse_signal
 from engine.daemon.network import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter
 from engine.hookspecs import hookimpl
@@ -121,7 +121,7 @@ def job_wait(job: Any) -> None:
 
 
 def job_update(job: Any) -> None:
-    from engine.daemon.containers import resources_of, validate_host_config
+    from engine.daemon.hostconfig import resources_of, validate_host_config
 
     svc = svc_of(job)
     c = container_of(job)

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.daemon import netns, resolvconf
 from engine.daemon.container import Container
+from engine.daemon.hostconfig import parse_size
 from engine.drivers.exec import Command
 from engine.errors import Conflict, EngineError
 from engine.utils.fs import atomic_write
@@ -37,20 +38,6 @@ def shim_spec(svc: Any, c: Container, cmd: Command) -> dict:
             "max_file": max(1, int(log_cfg.get("max-file", "1") or 1)),
         },
     }
-
-
-def parse_size(value: str) -> int:
-    """``10m``, ``1g``, ``512k``, ``4096`` -> bytes (go-units RAMInBytes)."""
-    text = (value or "").strip().lower()
-    if not text:
-        return 0
-    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    num = text.rstrip("bkmgt") or "0"
-    unit = text[len(num) :].rstrip("b") or "b"
-    try:
-        return int(float(num) * units[unit[0]])
-    except (ValueError, KeyError):
-        raise EngineError(f"invalid size: {value!r}") from None
 
 
 def load_command(c: Container) -> Command:
@@ -355,7 +342,6 @@ def restart_on_daemon_start(svc: Any, c: Container) -> None:
 __all__ = [
     "handle_exit",
     "load_command",
-    "parse_size",
     "restart_on_daemon_start",
     "restore_container",
     "start_container",
