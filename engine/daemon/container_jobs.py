@@ -121,39 +121,13 @@ def job_wait(job: Any) -> None:
 
 
 def job_update(job: Any) -> None:
-    from engine.daemon.hostconfig import resources_of, validate_host_config
+    from engine.daemon.hostconfig import resources_of, updated_host_config, validate_host_config
 
     svc = svc_of(job)
     c = container_of(job)
     body = job.env.get_json("Body", {}) or {}
-    allowed = {
-        "BlkioWeight",
-        "CpuShares",
-        "CpuPeriod",
-        "CpuQuota",
-        "CpusetCpus",
-        "CpusetMems",
-        "Memory",
-        "MemorySwap",
-        "MemoryReservation",
-        "KernelMemory",
-        "NanoCpus",
-        "PidsLimit",
-        "RestartPolicy",
-        "OomKillDisable",
-        "MemorySwappiness",
-        "CpuRealtimePeriod",
-        "CpuRealtimeRuntime",
-    }
     with c.lock:
-        new = dict(c.host_config)
-        for key, value in body.items():
-            if key == "RestartPolicy":
-                # The CLI always sends one; an empty name means "unchanged" (moby).
-                if isinstance(value, dict) and value.get("Name"):
-                    new[key] = value
-            elif key in allowed and value not in (None, "") and value != 0:
-                new[key] = value
+        new = updated_host_config(c.host_config, body)
         validate_host_config(new, os.cpu_count() or 1)
         if c.state.running:
             svc.exec_driver.update(svc.monitor.command(c), resources_of(new))

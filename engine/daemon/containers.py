@@ -24,10 +24,17 @@ from typing import Any
 
 from engine.daemon import netns
 from engine.daemon.container import Container, State
-from engine.daemon.hostconfig import merge_image_config, parse_signal, resources_of, validate_host_config
+from engine.daemon.hostconfig import (
+    apply_create_defaults,
+    build_command,
+    joined_container,
+    merge_image_config,
+    parse_signal,
+    validate_host_config,
+)
 from engine.daemon.names import random_name
 from engine.daemon.volumes import VolumeStore, api_mount, parse_bind, parse_mount, parse_tmpfs
-from engine.drivers.exec import Command, ExecDriver, ExecStartError, ProcessConfig
+from engine.drivers.exec import Command, ExecDriver, ExecStartError
 from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NoSuchContainer, NotFound, NotModified
 from engine.utils.fs import safe_rmtree
 from engine.utils.truncindex import TruncIndex
@@ -146,20 +153,7 @@ class ContainerService:
         made_volumes: list[str] = []
         try:
             os.makedirs(root, mode=0o700)
-            if not merged.get("Hostname"):
-                # A host-network container is named like its host (moby's create).
-                host_net = (hc.get("NetworkMode") or "") == "host"
-                merged["Hostname"] = os.uname().nodename if host_net else cid[:12]
-            merged["Image"] = image_name
-            hc.setdefault("NetworkMode", "default")
-            if not hc.get("NetworkMode"):
-                hc["NetworkMode"] = "default"
-            hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
-            if not (hc.get("LogConfig") or {}).get("Type"):
-                hc["LogConfig"] = {"Type": "json-file", "Config": (hc.get("LogConfig") or {}).get("Config") or {}}
-            if hc["LogConfig"]["Type"] not in ("json-file",):
-                raise InvalidParameter(f"logging driver {hc['LogConfig']['Type']!r} is not supported; use json-file")
-            hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+            apply_create_defaults(merged, hc, image_name, cid, os.uname().nodename)
             top = image.top_layer.split(":", 1)[1] if image.top_layer else None
             driver.create(cid + "-init", top)
             created_layers.append(cid + "-init")
@@ -428,96 +422,14 @@ class ContainerService:
     def command_for(self, c: Container, rootfs: str, network: dict, extra_env: list[str] | None = None) -> Command:
         """The exec driver's command for ``c``; ``extra_env`` (link variables) comes first,
         so the container's own variables win."""
-        cfg, hc = c.config, c.host_config
-        own = list(cfg.get("Env") or [])
-        own_keys = {e.split("=", 1)[0] for e in own}
-        env = [e for e in extra_env or [] if e.split("=", 1)[0] not in own_keys] + own
-        keys = {e.split("=", 1)[0] for e in env}
-        if "PATH" not in keys:
-            env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        if "HOSTNAME" not in keys:
-            env.insert(0, f"HOSTNAME={cfg.get('Hostname', '')}")
-        if cfg.get("Tty") and "TERM" not in keys:
-            env.append("TERM=xterm")
-        security = hc.get("SecurityOpt") or []
-        process = ProcessConfig(
-            args=[c.path, *c.args],
-            env=env,
-            cwd=cfg.get("WorkingDir") or "/",
-            user=cfg.get("User") or "",
-            additional_groups=list(hc.get("GroupAdd") or []),
-            tty=bool(cfg.get("Tty")),
-            console_size=tuple(hc["ConsoleSize"]) if hc.get("ConsoleSize") and any(hc["ConsoleSize"]) else None,
-            privileged=bool(hc.get("Privileged")),
-            no_new_privileges=any(
-                s in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true") for s in security
-            ),
-            cap_add=list(hc.get("CapAdd") or []),
-            cap_drop=list(hc.get("CapDrop") or []),
-        )
-        mounts = []
-        for m in c.mounts:
-            if m["Type"] == "tmpfs":
-                opts = ["nosuid", "nodev", "noexec"] if not m.get("Mode") else []
-                mounts.append(
-                    {
-                        "type": "tmpfs",
-                        "source": "tmpfs",
-                        "destination": m["Destination"],
-                        "options": opts
-                        + [o for o in (m.get("Mode") or "").split(",") if o]
-                        + ([] if m.get("RW", True) else ["ro"]),
-                        "propagation": "",
-                    }
-                )
-                continue
-            source = m["Source"] if m["Type"] == "bind" else self.volumes.path(m["Name"])
-            opts = ["rbind"] + ([] if m.get("RW", True) else ["ro"])
-            mounts.append(
-                {
-                    "type": "bind",
-                    "source": source,
-                    "destination": m["Destination"],
-                    "options": opts,
-                    "propagation": m.get("Propagation") or "rprivate",
-                }
-            )
-        devices = []
-        for d in hc.get("Devices") or []:
-            devices.append(
-                {
-                    "path_on_host": d.get("PathOnHost"),
-                    "path_in_container": d.get("PathInContainer") or d.get("PathOnHost"),
-                    "permissions": d.get("CgroupPermissions") or "rwm",
-                }
-            )
-        ipc = hc.get("IpcMode") or "private"
-        if ipc.startswith("container:"):
-            other = self.get(ipc.split(":", 1)[1])
+        ipc_namespace = ""
+        joined = joined_container(c.host_config, "IpcMode")
+        if joined:
+            other = self.get(joined)
             if not other.state.running:
                 raise Conflict(f"cannot join IPC of a non running container: {other.id}")
-            ipc = f"container:/proc/{other.state.pid}/ns/ipc"
-        return Command(
-            id=c.id,
-            rootfs=rootfs,
-            process=process,
-            container_dir=c.root,
-            hostname=cfg.get("Hostname") or "",
-            domainname=cfg.get("Domainname") or "",
-            mounts=mounts,
-            resources=resources_of(hc),
-            network=network,
-            ipc_mode="host" if ipc == "host" else ipc if ipc.startswith("container:") else "private",
-            pid_mode="host" if hc.get("PidMode") == "host" else "private",
-            uts_mode="host" if hc.get("UTSMode") == "host" else "private",
-            cgroup_parent=(hc.get("CgroupParent") or "engine").strip("/") or "engine",
-            readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
-            masked_paths=hc.get("MaskedPaths"),
-            readonly_paths=hc.get("ReadonlyPaths"),
-            devices=devices,
-            sysctls=dict(hc.get("Sysctls") or {}),
-            shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
-        )
+            ipc_namespace = f"/proc/{other.state.pid}/ns/ipc"
+        return build_command(c, rootfs, network, self.volumes.path, extra_env or (), ipc_namespace)
 
     def start(self, c: Container, by_policy: bool = False) -> bool:
         """Start a created or exited container (moby ``containerStart``); whether it was started.

@@ -9,12 +9,39 @@ no file system, so each can be tested on its own.
 from __future__ import annotations
 
 import signal as signals
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from engine.daemon import resolvconf
-from engine.drivers.exec import Resources
+from engine.daemon.container import Container
+from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import EngineError, InvalidParameter
 
 RESTART_POLICIES = ("", "no", "always", "on-failure", "unless-stopped")
+#: The ``PATH`` of a container whose config sets none (moby's ``DefaultPathEnv``).
+DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: What ``POST /containers/{id}/update`` may change (moby's ``container.UpdateConfig``).
+UPDATABLE = frozenset(
+    {
+        "BlkioWeight",
+        "CpuShares",
+        "CpuPeriod",
+        "CpuQuota",
+        "CpusetCpus",
+        "CpusetMems",
+        "Memory",
+        "MemorySwap",
+        "MemoryReservation",
+        "KernelMemory",
+        "NanoCpus",
+        "PidsLimit",
+        "RestartPolicy",
+        "OomKillDisable",
+        "MemorySwappiness",
+        "CpuRealtimePeriod",
+        "CpuRealtimeRuntime",
+    }
+)
 
 SIGNALS = {
     name[3:]: getattr(signals, name)
@@ -160,3 +187,207 @@ def parse_size(value: str) -> int:
         return int(float(num) * units[unit[0]])
     except (ValueError, KeyError):
         raise EngineError(f"invalid size: {value!r}") from None
+
+
+def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nodename: str) -> None:
+    """Fill in what a create leaves to the daemon, in place: the hostname (the short ID, or
+    ``nodename`` for a host-network container, as moby names it), the image name, the network
+    mode, the log driver (only json-file is built) and the restart policy.
+
+    :raises InvalidParameter: a logging driver other than json-file.
+    """
+    if not config.get("Hostname"):
+        config["Hostname"] = nodename if (hc.get("NetworkMode") or "") == "host" else cid[:12]
+    config["Image"] = image_name
+    hc.setdefault("NetworkMode", "default")
+    if not hc.get("NetworkMode"):
+        hc["NetworkMode"] = "default"
+    hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+    if not (hc.get("LogConfig") or {}).get("Type"):
+        hc["LogConfig"] = {"Type": "json-file", "Config": (hc.get("LogConfig") or {}).get("Config") or {}}
+    if hc["LogConfig"]["Type"] not in ("json-file",):
+        raise InvalidParameter(f"logging driver {hc['LogConfig']['Type']!r} is not supported; use json-file")
+    hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+
+
+def updated_host_config(hc: dict, body: dict) -> dict:
+    """``hc`` with the changes of an update request (``POST /containers/{id}/update``).
+
+    Only :data:`UPDATABLE` keys count, and unset values (None, "", 0) change
+    nothing; a restart policy without a name is "unchanged" (the CLI always
+    sends one). The result still has to pass :func:`validate_host_config`.
+    """
+    new = dict(hc)
+    for key, value in body.items():
+        if key == "RestartPolicy":
+            if isinstance(value, dict) and value.get("Name"):
+                new[key] = value
+        elif key in UPDATABLE and value not in (None, "") and value != 0:
+            new[key] = value
+    return new
+
+
+def container_env(config: dict, extra_env: Sequence[str] = ()) -> list[str]:
+    """The first process's environment.
+
+    ``extra_env`` (link variables) comes first, so the container's own
+    variables win; ``PATH`` and ``HOSTNAME`` are added when missing, and
+    ``TERM=xterm`` with a tty.
+    """
+    own = list(config.get("Env") or [])
+    own_keys = {e.split("=", 1)[0] for e in own}
+    env = [e for e in extra_env if e.split("=", 1)[0] not in own_keys] + own
+    keys = {e.split("=", 1)[0] for e in env}
+    if "PATH" not in keys:
+        env.insert(0, DEFAULT_PATH_ENV)
+    if "HOSTNAME" not in keys:
+        env.insert(0, f"HOSTNAME={config.get('Hostname', '')}")
+    if config.get("Tty") and "TERM" not in keys:
+        env.append("TERM=xterm")
+    return env
+
+
+def process_of(c: Container, extra_env: Sequence[str] = ()) -> ProcessConfig:
+    """The container's first process: its command, environment, user, tty and privileges."""
+    cfg, hc = c.config, c.host_config
+    security = hc.get("SecurityOpt") or []
+    return ProcessConfig(
+        args=[c.path, *c.args],
+        env=container_env(cfg, extra_env),
+        cwd=cfg.get("WorkingDir") or "/",
+        user=cfg.get("User") or "",
+        additional_groups=list(hc.get("GroupAdd") or []),
+        tty=bool(cfg.get("Tty")),
+        console_size=tuple(hc["ConsoleSize"]) if hc.get("ConsoleSize") and any(hc["ConsoleSize"]) else None,
+        privileged=bool(hc.get("Privileged")),
+        no_new_privileges=any(
+            s in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true") for s in security
+        ),
+        cap_add=list(hc.get("CapAdd") or []),
+        cap_drop=list(hc.get("CapDrop") or []),
+    )
+
+
+def mounts_of(points: Sequence[dict], volume_path: Callable[[str], str]) -> list[dict]:
+    """The exec driver's mounts for the container's mount points (``MountPoints``), in their order.
+
+    :param volume_path: a volume's host directory, by volume name.
+    """
+    mounts = []
+    for m in points:
+        if m["Type"] == "tmpfs":
+            opts = ["nosuid", "nodev", "noexec"] if not m.get("Mode") else []
+            mounts.append(
+                {
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "destination": m["Destination"],
+                    "options": opts
+                    + [o for o in (m.get("Mode") or "").split(",") if o]
+                    + ([] if m.get("RW", True) else ["ro"]),
+                    "propagation": "",
+                }
+            )
+            continue
+        source = m["Source"] if m["Type"] == "bind" else volume_path(m["Name"])
+        opts = ["rbind"] + ([] if m.get("RW", True) else ["ro"])
+        mounts.append(
+            {
+                "type": "bind",
+                "source": source,
+                "destination": m["Destination"],
+                "options": opts,
+                "propagation": m.get("Propagation") or "rprivate",
+            }
+        )
+    return mounts
+
+
+def devices_of(hc: dict) -> list[dict]:
+    """``--device`` entries as the exec driver takes them."""
+    return [
+        {
+            "path_on_host": d.get("PathOnHost"),
+            "path_in_container": d.get("PathInContainer") or d.get("PathOnHost"),
+            "permissions": d.get("CgroupPermissions") or "rwm",
+        }
+        for d in hc.get("Devices") or []
+    ]
+
+
+def joined_container(hc: dict, key: str) -> str:
+    """The container named by ``--ipc container:NAME`` (``key`` ``IpcMode``) or
+    ``--network container:NAME`` (``NetworkMode``); "" when it joins none."""
+    mode = hc.get(key) or ""
+    return mode.split(":", 1)[1] if mode.startswith("container:") else ""
+
+
+def ipc_mode_of(hc: dict, joined_namespace: str = "") -> str:
+    """The exec driver's IPC mode: ``host``, ``private``, or ``container:<ns path>`` with the
+    joined container's namespace (``/proc/PID/ns/ipc``) the caller found."""
+    mode = hc.get("IpcMode") or "private"
+    if mode.startswith("container:"):
+        return f"container:{joined_namespace}"
+    return "host" if mode == "host" else "private"
+
+
+def build_command(
+    c: Container,
+    rootfs: str,
+    network: dict,
+    volume_path: Callable[[str], str],
+    extra_env: Sequence[str] = (),
+    ipc_namespace: str = "",
+) -> Command:
+    """The exec driver's :class:`~engine.drivers.exec.Command` for ``c``.
+
+    :param rootfs: the mounted root file system.
+    :param network: ``{"mode", "path"}``, the namespace the daemon made or chose.
+    :param volume_path: a volume's host directory, by volume name.
+    :param extra_env: variables that come before the container's own (links').
+    :param ipc_namespace: ``/proc/PID/ns/ipc`` of the container ``--ipc
+        container:NAME`` joins (see :func:`joined_container`).
+    """
+    cfg, hc = c.config, c.host_config
+    return Command(
+        id=c.id,
+        rootfs=rootfs,
+        process=process_of(c, extra_env),
+        container_dir=c.root,
+        hostname=cfg.get("Hostname") or "",
+        domainname=cfg.get("Domainname") or "",
+        mounts=mounts_of(c.mounts, volume_path),
+        resources=resources_of(hc),
+        network=network,
+        ipc_mode=ipc_mode_of(hc, ipc_namespace),
+        pid_mode="host" if hc.get("PidMode") == "host" else "private",
+        uts_mode="host" if hc.get("UTSMode") == "host" else "private",
+        cgroup_parent=(hc.get("CgroupParent") or "engine").strip("/") or "engine",
+        readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+        masked_paths=hc.get("MaskedPaths"),
+        readonly_paths=hc.get("ReadonlyPaths"),
+        devices=devices_of(hc),
+        sysctls=dict(hc.get("Sysctls") or {}),
+        shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
+    )
+
+
+def log_options(hc: dict) -> dict[str, Any]:
+    """The json-file log's ``max-size`` and ``max-file`` (``--log-opt``) as the shim takes them."""
+    log_cfg = (hc.get("LogConfig") or {}).get("Config") or {}
+    return {
+        "max_size": parse_size(log_cfg.get("max-size", "")),
+        "max_file": max(1, int(log_cfg.get("max-file", "1") or 1)),
+    }
+
+
+def shim_spec(c: Container, cmd: Command, driver: ExecDriver) -> dict[str, Any]:
+    """``shim.json``: the command, the driver the shim loads, the stdio and the log."""
+    return {
+        "command": cmd.to_json(),
+        "driver": {"module": type(driver).__module__, "class": type(driver).__name__, "home": driver.home},
+        "tty": bool(c.config.get("Tty")),
+        "open_stdin": bool(c.config.get("OpenStdin")),
+        "stdin_once": bool(c.config.get("StdinOnce")),
+        "log": {"path": c.log_path, **log_options(c.host_config)},
+    }

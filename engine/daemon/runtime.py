@@ -12,32 +12,12 @@ from typing import Any
 
 from engine.daemon import netns, resolvconf
 from engine.daemon.container import Container
-from engine.daemon.hostconfig import parse_size
+from engine.daemon.hostconfig import shim_spec
 from engine.drivers.exec import Command
 from engine.errors import Conflict, EngineError
 from engine.utils.fs import atomic_write
 
 LOG = logging.getLogger(__name__)
-
-
-def shim_spec(svc: Any, c: Container, cmd: Command) -> dict:
-    log_cfg = (c.host_config.get("LogConfig") or {}).get("Config") or {}
-    return {
-        "command": cmd.to_json(),
-        "driver": {
-            "module": type(svc.exec_driver).__module__,
-            "class": type(svc.exec_driver).__name__,
-            "home": svc.exec_driver.home,
-        },
-        "tty": bool(c.config.get("Tty")),
-        "open_stdin": bool(c.config.get("OpenStdin")),
-        "stdin_once": bool(c.config.get("StdinOnce")),
-        "log": {
-            "path": c.log_path,
-            "max_size": parse_size(log_cfg.get("max-size", "")),
-            "max_file": max(1, int(log_cfg.get("max-file", "1") or 1)),
-        },
-    }
 
 
 def load_command(c: Container) -> Command:
@@ -140,7 +120,7 @@ def start_container(svc: Any, c: Container) -> None:
         for m in c.mounts:
             if m["Type"] == "volume":
                 svc.volumes.hold(m["Name"])  # while the container runs
-        spec = shim_spec(svc, c, cmd)
+        spec = shim_spec(c, cmd, svc.exec_driver)
         for name in ("exit.json", "state.json"):
             try:
                 os.unlink(c.path_of(name))
