@@ -45,6 +45,7 @@ class Daemon:
         self.exec_driver: Any = None
         self.volumes: Any = None
         self.containers: Any = None
+        self.lifecycle: Any = None
         self.execs: Any = None
         self.network: Any = None
         self.events = Events()
@@ -177,22 +178,28 @@ class Daemon:
         LOG.info("exec driver: %s", name)
 
     def _setup_containers(self) -> None:
-        """Volumes, the container store and exec store; restore containers (seed ch. 4 §4.10)."""
-        from engine.daemon.containers import ContainerService
+        """Volumes, the container store, the life cycle and the exec store; restore containers
+        (seed ch. 4 §4.10)."""
         from engine.daemon.execs import ExecService
+        from engine.daemon.lifecycle import LifeCycle
+        from engine.daemon.store import ContainerStore
         from engine.daemon.volumes import VolumeStore
         from engine.drivers.discovery import load_drivers
+        from engine.shim.launcher import ShimLauncher
 
         vfs = load_drivers("graph").get("vfs")
         if vfs is None or not vfs.loaded:
             raise RuntimeError("the volumes graph needs the vfs graph driver (engine-graph-vfs)")
         self.volumes = VolumeStore(self.root, vfs.cls(os.path.join(self.root, "volumes", "vfs")))
-        self.containers = ContainerService(self, self.exec_driver, self.volumes)
-        self.containers.network = self.network
-        self.execs = ExecService(self.containers)
+        self.containers = ContainerStore(self.root, self.linkgraph)
+        #: A warm process with the shim and the driver imported launches the shims (ARCHITECTURE §5).
+        launcher = ShimLauncher(preload=[type(self.exec_driver).__module__])
+        self.lifecycle = LifeCycle(self, self.containers, self.exec_driver, self.volumes, self.network, launcher)
+        self.execs = ExecService(self)
+        self.volumes.users = self.containers.volume_users
         self.graph.container_users = self.containers.image_users
         self.graph.container_layers = self.containers.layer_tops
-        self.containers.restore()
+        self.lifecycle.restore()
         self.network.prune([c.id for c in self.containers.all() if c.state.running])
 
     def container_event(self, container: Any, action: str, attributes: dict | None = None) -> None:
@@ -227,9 +234,8 @@ class Daemon:
                 self.plugins.hook.engine_daemon_shutdown(daemon=self)
             except Exception:
                 LOG.exception("engine_daemon_shutdown hook failed")
-        if self.containers is not None:
-            self.containers.monitor.stop()
-            self.containers.shim_launcher.close()
+        if self.lifecycle is not None:
+            self.lifecycle.close()
         if self.network is not None and self.network.driver is not None:
             running = self.containers is not None and any(c.state.running for c in self.containers.all())
             try:

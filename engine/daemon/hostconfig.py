@@ -8,12 +8,14 @@ no file system, so each can be tested on its own.
 
 from __future__ import annotations
 
+import os
 import signal as signals
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.daemon import resolvconf
 from engine.daemon.container import Container
+from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import EngineError, InvalidParameter
 
@@ -225,6 +227,55 @@ def updated_host_config(hc: dict, body: dict) -> dict:
         elif key in UPDATABLE and value not in (None, "") and value != 0:
             new[key] = value
     return new
+
+
+def mount_points(config: dict, hc: dict, mounts_of_container: Callable[[str], list[dict]]) -> list[dict]:
+    """Every mount point a create asks for, one per destination: binds, then ``--mount`` (a
+    destination given twice is an error), then ``--tmpfs`` (which wins), then ``--volumes-from``
+    and the image's ``VOLUME`` entries for the destinations still free.
+
+    Volumes are not made here: a volume point without ``Name`` is an
+    anonymous volume still to be made.
+
+    :param mounts_of_container: the mount points of a container by name or
+        ID (for ``--volumes-from``); raises if there is no such container.
+    :raises InvalidParameter: a malformed spec, or two ``--mount`` on one destination.
+    """
+    points: dict[str, dict] = {}
+    for spec in hc.get("Binds") or []:
+        point = parse_bind(spec)
+        points[point["Destination"]] = point
+    for m in hc.get("Mounts") or []:
+        point = parse_mount(m)
+        if point["Destination"] in points:
+            raise InvalidParameter(f"Duplicate mount point: {point['Destination']}")
+        points[point["Destination"]] = point
+    for dest, opts in (hc.get("Tmpfs") or {}).items():
+        point = parse_tmpfs(dest, opts)
+        points[point["Destination"]] = point
+    for spec in hc.get("VolumesFrom") or []:
+        source_name, _, mode = spec.partition(":")
+        for m in mounts_of_container(source_name):
+            if m["Destination"] in points or m["Type"] == "tmpfs":
+                continue
+            copy = dict(m)
+            if mode == "ro":
+                copy["RW"] = False
+            points[copy["Destination"]] = copy
+    for dest in config.get("Volumes") or {}:
+        dest = os.path.normpath(dest)
+        if dest not in points:
+            points[dest] = {
+                "Type": "volume",
+                "Name": "",
+                "Source": "",
+                "Destination": dest,
+                "Mode": "",
+                "RW": True,
+                "Propagation": "",
+                "NoCopy": False,
+            }
+    return list(points.values())
 
 
 def container_env(config: dict, extra_env: Sequence[str] = ()) -> list[str]:
