@@ -14,12 +14,25 @@ import os
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.daemon.config import Config
 from engine.daemon.events import Events
 from engine.drivers.graph import GraphDriver, select_graphdriver
 from engine.utils.fs import atomic_write, safe_rmtree
+
+if TYPE_CHECKING:
+    from engine.core.engine import Engine
+    from engine.daemon.container import Container
+    from engine.daemon.execs import ExecService
+    from engine.daemon.lifecycle import LifeCycle
+    from engine.daemon.network import NetworkService
+    from engine.daemon.store import ContainerStore
+    from engine.daemon.volumes import VolumeStore
+    from engine.drivers.exec import ExecDriver
+    from engine.graph.graph import Graph
+    from engine.graphdb import LinkGraph
+    from engine.plugins import PluginManager
 
 LOG = logging.getLogger(__name__)
 
@@ -32,22 +45,25 @@ class Daemon:
     :param plugins: the pluggy plugin manager (hooks are called through it).
     """
 
-    def __init__(self, config: Config, engine: Any, plugins: Any = None) -> None:
+    def __init__(self, config: Config, engine: Engine, plugins: PluginManager | None = None) -> None:
         self.config = config
         self.engine = engine
         self.plugins = plugins
         self.root = config.root
         self.id = ""
         self.started_at = time.time()
+        # The services, made by the start-up steps in this order.
         self.graphdriver: GraphDriver | None = None
-        self.graph: Any = None
-        self.linkgraph: Any = None
-        self.exec_driver: Any = None
-        self.volumes: Any = None
-        self.containers: Any = None
-        self.lifecycle: Any = None
-        self.execs: Any = None
-        self.network: Any = None
+        self.graph: Graph | None = None
+        self.network: NetworkService | None = None
+        self.linkgraph: LinkGraph | None = None
+        self.exec_driver: ExecDriver | None = None
+        self.volumes: VolumeStore | None = None
+        #: The container records, names and lookups.
+        self.containers: ContainerStore | None = None
+        #: Every transition of a container (create, start, stop, ..., restore).
+        self.lifecycle: LifeCycle | None = None
+        self.execs: ExecService | None = None
         self.events = Events()
         self.ready = threading.Event()
         engine.daemon = self
@@ -187,6 +203,8 @@ class Daemon:
         from engine.drivers.discovery import load_drivers
         from engine.shim.launcher import ShimLauncher
 
+        assert self.graph is not None and self.linkgraph is not None and self.network is not None
+        assert self.exec_driver is not None
         vfs = load_drivers("graph").get("vfs")
         if vfs is None or not vfs.loaded:
             raise RuntimeError("the volumes graph needs the vfs graph driver (engine-graph-vfs)")
@@ -202,7 +220,7 @@ class Daemon:
         self.lifecycle.restore()
         self.network.prune([c.id for c in self.containers.all() if c.state.running])
 
-    def container_event(self, container: Any, action: str, attributes: dict | None = None) -> None:
+    def container_event(self, container: Container, action: str, attributes: dict | None = None) -> None:
         attrs = {"image": container.config.get("Image") or container.image_id, "name": container.name.lstrip("/")}
         attrs.update(container.config.get("Labels") or {})
         attrs.update(attributes or {})
