@@ -41,7 +41,7 @@ from engine.shim.client import (
 )
 from engine.shim.launcher import ForkServer, start_shim
 from engine.testing.hostexec import HostProcessDriver
-from engine.testing.procs import alive, cmdline, stat_fields, wait_gone
+from engine.testing.procs import alive, cmdline, stat_fields, wait_for, wait_gone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,17 +53,6 @@ LOOP = "while :; do echo tick; sleep 0.05; done"
 
 # ----------------------------------------------------------------------
 # helpers
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def holds_files_in(pid: int, directory: str) -> bool:
