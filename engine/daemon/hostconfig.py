@@ -2,8 +2,9 @@
 image's config, and their translation for the exec driver (moby
 ``daemon/create.go``, ``daemon/container.go``, ``oci_linux.go``).
 
-Everything here is a pure function of its arguments: no daemon, no driver,
-no file system, so each can be tested on its own.
+Everything here is a function of its arguments: no daemon, no driver, and
+nothing written (``--mount`` binds only check that their source exists), so
+each can be tested on its own.
 """
 
 from __future__ import annotations
