@@ -22,6 +22,8 @@ from engine.drivers.graph import GraphDriver, select_graphdriver
 from engine.utils.fs import atomic_write, safe_rmtree
 
 if TYPE_CHECKING:
+    import pluggy
+
     from engine.core.engine import Engine
     from engine.daemon.container import Container
     from engine.daemon.execs import ExecService
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from engine.drivers.exec import ExecDriver
     from engine.graph.graph import Graph
     from engine.graphdb import LinkGraph
-    from engine.plugins import PluginManager
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Daemon:
     :param plugins: the pluggy plugin manager (hooks are called through it).
     """
 
-    def __init__(self, config: Config, engine: Engine, plugins: PluginManager | None = None) -> None:
+    def __init__(self, config: Config, engine: Engine, plugins: pluggy.PluginManager | None = None) -> None:
         self.config = config
         self.engine = engine
         self.plugins = plugins
