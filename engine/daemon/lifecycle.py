@@ -7,7 +7,11 @@ One class, :class:`LifeCycle`, owns every transition of a container's
 transition changes the state under the container's ``lock`` (its
 ``changed`` condition wakes the waiters); start and remove also hold its
 ``op_lock``, so that no start is half done while a remove takes the
-container apart.
+container apart. The states (``created``, ``running``, ``paused``,
+``restarting``, ``removing``, ``exited``, ``dead``) are read from the
+State's flags (:attr:`State.status <engine.daemon.container.State.status>`);
+since only this class sets them, a state machine held under the container's
+lock can take their place here alone.
 
 A running container lives in its shim (:mod:`engine.shim`), started through
 the :class:`~engine.shim.launcher.ShimLauncher`; the
