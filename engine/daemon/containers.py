@@ -24,6 +24,7 @@ from typing import Any
 
 from engine.daemon import netns, resolvconf
 from engine.daemon.container import Container, State
+from engine.daemon.logconfig import merge_log_config
 from engine.daemon.names import random_name
 from engine.daemon.volumes import VolumeStore, api_mount, parse_bind, parse_mount, parse_tmpfs
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, ProcessConfig, Resources
@@ -285,11 +286,7 @@ class ContainerService:
             hc.setdefault("NetworkMode", "default")
             if not hc.get("NetworkMode"):
                 hc["NetworkMode"] = "default"
-            hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
-            if not (hc.get("LogConfig") or {}).get("Type"):
-                hc["LogConfig"] = {"Type": "json-file", "Config": (hc.get("LogConfig") or {}).get("Config") or {}}
-            if hc["LogConfig"]["Type"] not in ("json-file",):
-                raise InvalidParameter(f"logging driver {hc['LogConfig']['Type']!r} is not supported; use json-file")
+            hc["LogConfig"] = merge_log_config(hc.get("LogConfig"), self.daemon.config)
             hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
             top = image.top_layer.split(":", 1)[1] if image.top_layer else None
             driver.create(cid + "-init", top)

@@ -1,0 +1,87 @@
+"""Operating the daemon as dockerd is operated (issue 17): log rotation
+defaults from daemon.json, Prometheus metrics on ``--metrics-addr``, and a
+configuration reload on SIGHUP; the real daemon in the test sandbox, driven
+by the real docker CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from engine.testing.daemon import DaemonProcess
+from engine.testing.images import busybox_archive
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def start_daemon(workdir: str, config: dict, *args: str) -> DaemonProcess:
+    """A daemon (vfs) whose daemon.json is ``config``."""
+    d = DaemonProcess(workdir, ["-s", "vfs", *args])
+    os.makedirs(workdir, exist_ok=True)
+    with open(d.config_file, "w") as fh:
+        json.dump(config, fh)
+    return d.start()
+
+
+def cli(d: DaemonProcess, docker_config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The real docker CLI against ``d``."""
+    env = dict(os.environ, DOCKER_CONFIG=docker_config, DOCKER_HOST=d.host)
+    env.pop("DOCKER_API_VERSION", None)
+    proc = subprocess.run([shutil.which("docker") or "docker", *args], capture_output=True, env=env, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {proc.stderr.decode()}\ndaemon log:\n{d.log()[-3000:]}")
+    return proc
+
+
+@pytest.fixture
+def busybox_tar(tmp_path):
+    path = tmp_path / "busybox.tar"
+    path.write_bytes(busybox_archive())
+    return str(path)
+
+
+# ---------------------------------------------------------------------------
+# log rotation defaults (log-opts in daemon.json)
+
+
+def test_log_opts_defaults_rotate_new_containers_logs(workdir, docker_config, busybox_tar):
+    d = start_daemon(workdir, {"log-driver": "json-file", "log-opts": {"max-size": "2k", "max-file": "2"}})
+    try:
+        cli(d, docker_config, "load", "-i", busybox_tar)
+        # 200 lines of ~40 bytes each, ~80 bytes as json-file entries: ~16 KB
+        # through a 2 KB file kept with one rotated copy.
+        script = "i=0; while [ $i -lt 200 ]; do echo line $i of the rotation test....; i=$((i+1)); done"
+        cid = cli(d, docker_config, "run", "-d", "busybox", "sh", "-c", script).stdout.decode().strip()
+        cli(d, docker_config, "wait", cid)
+        doc = json.loads(cli(d, docker_config, "inspect", cid).stdout)[0]
+        assert doc["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "2k", "max-file": "2"}}
+        log_path = doc["LogPath"]
+        assert os.path.exists(log_path + ".1") and not os.path.exists(log_path + ".2")
+        for path in (log_path, log_path + ".1"):
+            # rotation happens before an entry that would start past the limit
+            assert os.path.getsize(path) < 2048 + 200
+        lines = cli(d, docker_config, "logs", cid).stdout.decode().splitlines()
+        assert lines[-1] == "line 199 of the rotation test...."
+        assert len(lines) < 100  # the first ones were cut away
+        # A container's own options win over the defaults, key by key.
+        own = cli(d, docker_config, "create", "--log-opt", "max-size=1m", "busybox", "true").stdout.decode().strip()
+        doc = json.loads(cli(d, docker_config, "inspect", own).stdout)[0]
+        assert doc["HostConfig"]["LogConfig"]["Config"] == {"max-size": "1m", "max-file": "2"}
+        bad = cli(d, docker_config, "create", "--log-opt", "max-sise=1m", "busybox", "true", check=False)
+        assert bad.returncode != 0 and b"unknown log opt 'max-sise' for json-file log driver" in bad.stderr
+    finally:
+        d.stop()
+
+
+def test_bad_log_opts_in_daemon_json_stop_start_up(workdir):
+    d = DaemonProcess(workdir, ["-s", "vfs"])
+    os.makedirs(workdir, exist_ok=True)
+    with open(d.config_file, "w") as fh:
+        json.dump({"log-opts": {"max-file": "0"}}, fh)
+    proc = subprocess.run(d.command(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "max-file cannot be less than 1" in proc.stderr
+    assert not os.path.exists(d.socket) and not os.path.exists(d.pidfile)
