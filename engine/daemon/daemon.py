@@ -48,6 +48,8 @@ class Daemon:
         self.execs: Any = None
         self.network: Any = None
         self.events = Events()
+        #: The Prometheus metrics (engine.server.metrics) when ``--metrics-addr`` is set.
+        self.metrics: Any = None
         self.ready = threading.Event()
         engine.daemon = self
 

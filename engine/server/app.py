@@ -82,12 +82,20 @@ class EngineApplication(BaseApplication):
     :param config: the validated daemon configuration.
     :param listeners: sockets the master bound (``fd://N`` binds for gunicorn).
     :param tls: (certfile, keyfile, cafile or None) for TCP listeners, or None.
+    :param metrics_sock: the listening socket of ``--metrics-addr``, or None.
     """
 
-    def __init__(self, config: Config, listeners: list[Listener], tls: tuple[str, str, str | None] | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[Listener],
+        tls: tuple[str, str, str | None] | None,
+        metrics_sock: socket.socket | None = None,
+    ) -> None:
         self.config = config
         self.listeners = listeners
         self.tls = tls
+        self.metrics_sock = metrics_sock
         self.engine: Any = None
         self.shutdown_thread: threading.Thread | None = None
         # gunicorn itself would say READY=1 as soon as the master booted;
@@ -174,7 +182,14 @@ class EngineApplication(BaseApplication):
             daemon = Daemon(self.config, engine, plugins)
             plugins.hook.engine_register_jobs(engine=engine, daemon=daemon)
             daemon.start()
-            app = create_app(engine, cors=self.config.api_enable_cors, debug=self.config.debug, plugins=plugins)
+            metrics_server = self._metrics(daemon) if self.metrics_sock is not None else None
+            app = create_app(
+                engine,
+                cors=self.config.api_enable_cors,
+                debug=self.config.debug,
+                plugins=plugins,
+                extra_middleware=[daemon.metrics.middleware] if metrics_server is not None else (),
+            )
         except Exception as exc:
             LOG.error("start-up failed: %s", exc, exc_info=LOG.isEnabledFor(logging.DEBUG))
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
@@ -183,8 +198,25 @@ class EngineApplication(BaseApplication):
 
         EngineWorker.on_stop = self._start_shutdown
         engine.on_ready = self._signal_ready
+        if metrics_server is not None:
+            metrics_server.start()
         engine.job("acceptconnections").run()
         return get_app(app)
+
+    def _metrics(self, daemon: Any) -> Any:
+        """Wire the metrics to the daemon; the server that will serve them (worker side)."""
+        from engine.server.metrics import Metrics, MetricsServer
+
+        assert self.metrics_sock is not None
+        metrics = Metrics(daemon)
+        server = MetricsServer(metrics, self.metrics_sock)
+
+        def stop() -> None:
+            server.stop()
+            metrics.close()
+
+        daemon.engine.on_shutdown(stop)
+        return server
 
     def _signal_ready(self) -> None:
         try:
@@ -204,3 +236,5 @@ class EngineApplication(BaseApplication):
 
     def close(self) -> None:
         close_listeners(self.listeners)
+        if self.metrics_sock is not None:
+            self.metrics_sock.close()

@@ -85,3 +85,95 @@ def test_bad_log_opts_in_daemon_json_stop_start_up(workdir):
     proc = subprocess.run(d.command(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "max-file cannot be less than 1" in proc.stderr
     assert not os.path.exists(d.socket) and not os.path.exists(d.pidfile)
+
+
+# ---------------------------------------------------------------------------
+# metrics (--metrics-addr)
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """The exposition parsed with prometheus_client's own parser: {(name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(parsed: dict, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    found = [v for (n, lab), v in parsed.items() if n == name and want <= set(lab)]
+    assert found, f"no sample {name}{labels}"
+    return sum(found)
+
+
+def test_metrics_scraped_and_parsed(workdir, docker_config, busybox_tar, tmp_path):
+    from engine.testing import registry as local_registry
+
+    if not local_registry.available():
+        pytest.fail("docker-registry is not installed: run .ci/install")
+    port = local_registry.free_port()
+    reg = local_registry.LocalRegistry(str(tmp_path / "registry")).start()
+    d = start_daemon(workdir, {"metrics-addr": f"127.0.0.1:{port}"})
+    try:
+        cli(d, docker_config, "load", "-i", busybox_tar)
+        target = f"{reg.host}/busybox:latest"
+        cli(d, docker_config, "tag", "busybox", target)
+        cli(d, docker_config, "push", target)
+        cli(d, docker_config, "rmi", target, "busybox")
+        cli(d, docker_config, "pull", target)
+        cli(d, docker_config, "run", "-d", "--name", "sleeper", target, "sleep", "300")
+        cli(d, docker_config, "create", target, "true")
+        cli(d, docker_config, "inspect", "nosuchcontainer", check=False)
+        status, text = scrape(port)
+        assert status == 200, text
+        parsed = samples(text)
+        info = [lab for (n, lab), v in parsed.items() if n == "engine_daemon_engine_info" and v == 1]
+        assert len(info) == 1 and ("graphdriver", "vfs") in info[0] and ("os_type", "linux") in info[0]
+        assert value(parsed, "engine_daemon_container_states_containers", state="running") == 1
+        assert value(parsed, "engine_daemon_container_states_containers", state="stopped") == 1
+        assert value(parsed, "engine_daemon_images") == 1
+        assert value(parsed, "engine_daemon_job_duration_seconds_count", job="pull") == 1
+        assert value(parsed, "engine_daemon_job_duration_seconds_count", job="create") == 2
+        assert value(parsed, "engine_daemon_job_duration_seconds_bucket", job="create", le="+Inf") == 2
+        assert value(parsed, "engine_daemon_http_requests_total", route="/containers/create", code="201") == 2
+        assert value(parsed, "engine_daemon_http_requests_total", route="/containers/{id}/json", code="404") >= 1
+        assert value(parsed, "engine_daemon_http_requests_total", route="/_ping") >= 1
+        layer_bytes = os.path.getsize(busybox_tar) // 2  # the busybox layer, compressed, is well over half of it
+        assert value(parsed, "engine_daemon_registry_pushed_bytes_total") > 0
+        assert value(parsed, "engine_daemon_registry_pulled_bytes_total") > 0
+        assert value(parsed, "engine_daemon_layer_applies_total", driver="vfs") == 2  # load, then pull
+        assert value(parsed, "engine_daemon_layer_applied_bytes_total", driver="vfs") > layer_bytes
+        assert value(parsed, "engine_daemon_layer_apply_seconds_count", driver="vfs") == 2
+        assert value(parsed, "process_resident_memory_bytes") > 0
+        assert scrape(port, "/other")[0] == 404
+        cli(d, docker_config, "rm", "-f", "sleeper")
+    finally:
+        d.stop()
+        reg.stop()
+
+
+def test_metrics_addr_taken_stops_start_up(workdir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        d = DaemonProcess(workdir, ["-s", "vfs", "--metrics-addr", f"127.0.0.1:{port}"])
+        proc = subprocess.run(d.command(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "metrics-addr: cannot listen on" in proc.stderr + proc.stdout
+    assert not os.path.exists(d.socket) and not os.path.exists(d.pidfile)
