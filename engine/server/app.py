@@ -12,25 +12,38 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
 import threading
+import time
 from typing import Any
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from engine.daemon.config import Config
+from engine.daemon.config import Config, config_from
+from engine.errors import EngineError
 from engine.server.listeners import Listener, close_listeners
-from engine.utils.logs import FORMAT, UTCFormatter
+from engine.utils.logs import FORMAT, UTCFormatter, set_debug
 
 LOG = logging.getLogger("engine.server")
 
 #: Threads of the one worker: each long request (attach, wait, logs -f,
 #: events) holds one for its whole life.
 WORKER_THREADS = 128
+#: What the worker writes to the master on its ready pipe: the daemon is up;
+#: a configuration reload is done (either way, systemd hears READY=1).
+READY = b"R"
+RELOADED = b"r"
+
+
+def graceful_timeout(cfg: Config) -> int:
+    """How long the master lets the worker shut down before killing it: the
+    ``shutdown-timeout`` for running jobs, plus time for the shutdown handlers."""
+    return max(25, cfg.shutdown_timeout + 10)
 
 
 class EngineLogger(glogging.Logger):
@@ -47,7 +60,7 @@ class EngineLogger(glogging.Logger):
 
 
 class EngineArbiter(Arbiter):
-    """gunicorn's master, with SIGINT as graceful as SIGTERM.
+    """gunicorn's master, with SIGINT as graceful as SIGTERM and SIGHUP as dockerd's.
 
     The listening sockets belong to :mod:`engine.server.listeners`, which
     removes the socket files itself; gunicorn unlinks by the bound name and
@@ -60,6 +73,18 @@ class EngineArbiter(Arbiter):
 
     def handle_int(self) -> None:
         raise StopIteration
+
+    def handle_hup(self) -> None:
+        """Reload the daemon's configuration in the worker (engine.daemon.reload).
+
+        gunicorn's own SIGHUP starts a new worker and stops the old one: a
+        daemon restart that ends every attach and stream, and runs two
+        daemons on one root for a while. The worker stays; only the signal
+        goes on to it.
+        """
+        self.log.info("reloading the daemon's configuration (SIGHUP)")
+        self.app.reload_master()
+        self.kill_workers(signal.SIGHUP)
 
 
 def sd_notify(state: str, address: str | None) -> None:
@@ -115,7 +140,7 @@ class EngineApplication(BaseApplication):
             "worker_connections": 4096,
             "keepalive": 60,
             "timeout": 120,
-            "graceful_timeout": 25,
+            "graceful_timeout": graceful_timeout(cfg),
             "control_socket_disable": True,
             "limit_request_line": 0,
             "limit_request_field_size": 0,
@@ -162,8 +187,24 @@ class EngineApplication(BaseApplication):
                 return
             if not data:
                 return
-            LOG.info("daemon ready; API listening on %s", ", ".join(str(lst.address) for lst in self.listeners))
-            sd_notify(f"READY=1\nMAINPID={os.getpid()}", self.notify_socket)
+            for byte in data:
+                if byte == RELOADED[0]:
+                    sd_notify("READY=1\nSTATUS=configuration reloaded", self.notify_socket)
+                    continue
+                LOG.info("daemon ready; API listening on %s", ", ".join(str(lst.address) for lst in self.listeners))
+                sd_notify(f"READY=1\nMAINPID={os.getpid()}", self.notify_socket)
+
+    def reload_master(self) -> None:
+        """SIGHUP in the master: tell systemd a reload started, and take the
+        master's own settings (log level, grace at shutdown) from the file."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}", self.notify_socket)
+        try:
+            new = config_from(self.config.flags, self.config.config_file)
+        except EngineError:
+            return  # the worker reports it
+        set_debug(new.debug)
+        self.cfg.set("graceful_timeout", graceful_timeout(new))
 
     def _post_fork(self, server: Any, worker: Any) -> None:  # noqa: ARG002
         os.close(self.ready_r)
@@ -197,6 +238,7 @@ class EngineApplication(BaseApplication):
         from engine.server.worker import EngineWorker
 
         EngineWorker.on_stop = self._start_shutdown
+        EngineWorker.on_reload = self._reload
         engine.on_ready = self._signal_ready
         if metrics_server is not None:
             metrics_server.start()
@@ -218,20 +260,32 @@ class EngineApplication(BaseApplication):
         daemon.engine.on_shutdown(stop)
         return server
 
-    def _signal_ready(self) -> None:
+    def _signal_ready(self, what: bytes = READY) -> None:
         try:
-            os.write(self.ready_w, b"R")
+            os.write(self.ready_w, what)
         except OSError as exc:
             LOG.warning("could not tell the master we are ready: %s", exc)
+
+    def _reload(self) -> None:
+        """SIGHUP in the worker (a thread of its own): run the ``reload`` job."""
+        try:
+            self.engine.job("reload").run()
+        except EngineError as exc:
+            LOG.error("reload failed, the configuration is unchanged: %s", exc)
+        finally:
+            self._signal_ready(RELOADED)
+
+    def _shutdown_timeout(self) -> float:
+        return float(self.engine.daemon.config.shutdown_timeout) if self.engine.daemon is not None else 15.0
 
     def _start_shutdown(self) -> None:
         if self.engine is not None:
             LOG.info("shutting down: waiting for running jobs")
-            self.engine.shutdown()
+            self.engine.shutdown(self._shutdown_timeout())
 
     def _worker_exit(self, server: Any, worker: Any) -> None:  # noqa: ARG002
         if self.engine is not None:
-            self.engine.shutdown()
+            self.engine.shutdown(self._shutdown_timeout())
             LOG.info("engine shut down")
 
     def close(self) -> None:

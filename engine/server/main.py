@@ -88,12 +88,19 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise _Terminated(signum)
 
 
+def _ignore(signum: int, _frame: Any) -> None:
+    """A handler that does nothing (unlike SIG_IGN, it is not inherited across exec)."""
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     """The daemon's main: returns the process exit status."""
     # Until gunicorn installs its own handlers, a stop signal must still
     # unwind through the clean-up below (socket, pidfile).
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
+    # A reload asked for before the daemon runs has nothing to reload; by
+    # default SIGHUP would end the process.
+    signal.signal(signal.SIGHUP, _ignore)
     try:
         cfg = build_config(args)
         setup_logging(cfg.debug)

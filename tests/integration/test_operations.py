@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -177,3 +178,121 @@ def test_metrics_addr_taken_stops_start_up(workdir):
         proc = subprocess.run(d.command(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "metrics-addr: cannot listen on" in proc.stderr + proc.stdout
     assert not os.path.exists(d.socket) and not os.path.exists(d.pidfile)
+
+
+# ---------------------------------------------------------------------------
+# reload (SIGHUP)
+
+
+def api_json(d: DaemonProcess, path: str):
+    status, body = d.request("GET", path)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_sighup_reloads_a_registry_mirror_without_a_restart(workdir, docker_config, busybox_tar, tmp_path):
+    import signal
+    import socket
+
+    from engine.testing import registry as local_registry
+
+    if not local_registry.available():
+        pytest.fail("docker-registry is not installed: run .ci/install")
+    old_mirror = local_registry.LocalRegistry(str(tmp_path / "old-mirror")).start()
+    new_mirror = local_registry.LocalRegistry(str(tmp_path / "new-mirror")).start()
+    notify_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(60)
+    d = DaemonProcess(workdir, ["-s", "vfs"], env={"NOTIFY_SOCKET": notify_path})
+    os.makedirs(workdir, exist_ok=True)
+    with open(d.config_file, "w") as fh:
+        json.dump({"registry-mirrors": [old_mirror.url], "log-opts": {"max-size": "1m"}}, fh)
+    try:
+        d.start()
+        assert notify.recv(4096).decode().startswith("READY=1")
+        # The new mirror serves busybox as Docker Hub's library/busybox.
+        cli(d, docker_config, "load", "-i", busybox_tar)
+        cli(d, docker_config, "tag", "busybox", f"{new_mirror.host}/library/busybox:latest")
+        cli(d, docker_config, "push", f"{new_mirror.host}/library/busybox:latest")
+        cli(d, docker_config, "run", "-d", "--name", "keeper", f"{new_mirror.host}/library/busybox", "sleep", "300")
+        cli(d, docker_config, "rmi", "busybox")
+        started = json.loads(cli(d, docker_config, "inspect", "keeper").stdout)[0]["State"]
+        info = api_json(d, "/info")
+        assert info["RegistryConfig"]["Mirrors"] == [old_mirror.url] and info["Debug"] is False
+        pids = d.pids()
+        assert len(pids) == 2
+
+        with open(d.config_file, "w") as fh:
+            json.dump(
+                {
+                    "registry-mirrors": [new_mirror.url],
+                    "labels": ["tier=edge"],
+                    "debug": True,
+                    "max-concurrent-downloads": 2,
+                    "log-opts": {"max-size": "2m", "max-file": "3"},
+                    "mtu": 1400,
+                },
+                fh,
+            )
+        os.kill(d.proc.pid, signal.SIGHUP)
+        assert notify.recv(4096).decode().startswith("RELOADING=1\nMONOTONIC_USEC=")
+        assert notify.recv(4096).decode().startswith("READY=1")
+
+        info = api_json(d, "/info")
+        assert info["RegistryConfig"]["Mirrors"] == [new_mirror.url]
+        assert info["Labels"] == ["tier=edge"] and info["Debug"] is True
+        # Neither process was replaced, and the container runs on, untouched.
+        assert d.pids() == pids
+        assert json.loads(cli(d, docker_config, "inspect", "keeper").stdout)[0]["State"] == started
+        events = (
+            cli(
+                d,
+                docker_config,
+                "events",
+                "--since",
+                "0",
+                "--until",
+                str(int(time.time()) + 2),  # past the reload's second (until has whole seconds)
+                "--filter",
+                "type=daemon",
+                "--format",
+                "{{json .}}",
+            )
+            .stdout.decode()
+            .splitlines()
+        )
+        assert len(events) == 1
+        event = json.loads(events[0])
+        assert (event["Type"], event["Action"], event["Actor"]["ID"]) == ("daemon", "reload", info["ID"])
+        attrs = event["Actor"]["Attributes"]
+        assert attrs["registry-mirrors"] == json.dumps([new_mirror.url])
+        assert attrs["labels"] == '["tier=edge"]' and attrs["debug"] == "true"
+        assert attrs["max-concurrent-downloads"] == "2" and attrs["shutdown-timeout"] == "15"
+        assert json.loads(attrs["log-opts"]) == {"max-file": "3", "max-size": "2m"}
+        log = d.log()
+        assert "reload: registry-mirrors:" in log
+        assert "mtu changed in" in log and "takes effect only when the daemon restarts" in log
+        # The pull goes through the new mirror.
+        out = cli(d, docker_config, "pull", "busybox").stdout.decode()
+        assert "Downloaded newer image for busybox:latest" in out
+        # New containers get the new log defaults.
+        cid = cli(d, docker_config, "create", "busybox", "true").stdout.decode().strip()
+        doc = json.loads(cli(d, docker_config, "inspect", cid).stdout)[0]
+        assert doc["HostConfig"]["LogConfig"]["Config"] == {"max-size": "2m", "max-file": "3"}
+
+        # A broken file changes nothing, and the daemon goes on.
+        with open(d.config_file, "w") as fh:
+            fh.write("{not json")
+        os.kill(d.proc.pid, signal.SIGHUP)
+        assert notify.recv(4096).decode().startswith("RELOADING=1")
+        assert notify.recv(4096).decode().startswith("READY=1")
+        assert "reload failed, the configuration is unchanged" in d.log()
+        assert api_json(d, "/info")["RegistryConfig"]["Mirrors"] == [new_mirror.url]
+        assert d.pids() == pids
+        cli(d, docker_config, "rm", "-f", "keeper")
+    finally:
+        d.stop()
+        notify.close()
+        old_mirror.stop()
+        new_mirror.stop()
