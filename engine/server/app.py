@@ -24,7 +24,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from engine.daemon.config import Config, config_from
+from engine.daemon.config import DEFAULT_SHUTDOWN_TIMEOUT, Config, config_from
 from engine.errors import EngineError
 from engine.server.listeners import Listener, close_listeners
 from engine.utils.logs import FORMAT, UTCFormatter, set_debug
@@ -82,6 +82,10 @@ class EngineArbiter(Arbiter):
         daemons on one root for a while. The worker stays; only the signal
         goes on to it.
         """
+        if not self.app.ready.is_set():
+            # Nothing to reload yet; systemd, told RELOADING=1, would wait for a READY=1 that never came.
+            self.log.info("SIGHUP ignored: the daemon is still starting")
+            return
         self.log.info("reloading the daemon's configuration (SIGHUP)")
         self.app.reload_master()
         self.kill_workers(signal.SIGHUP)
@@ -126,6 +130,8 @@ class EngineApplication(BaseApplication):
         # gunicorn itself would say READY=1 as soon as the master booted;
         # we say it when the worker's daemon is up (acceptconnections).
         self.notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+        #: Set in the master once the worker's daemon said it is ready.
+        self.ready = threading.Event()
         self.ready_r, self.ready_w = os.pipe()
         super().__init__()
 
@@ -152,6 +158,7 @@ class EngineApplication(BaseApplication):
             "post_fork": self._post_fork,
             "worker_exit": self._worker_exit,
             "when_ready": self._when_ready,
+            "child_exit": self._child_exit,
         }
         if self.tls is not None:
             certfile, keyfile, cafile = self.tls
@@ -193,6 +200,7 @@ class EngineApplication(BaseApplication):
                     continue
                 LOG.info("daemon ready; API listening on %s", ", ".join(str(lst.address) for lst in self.listeners))
                 sd_notify(f"READY=1\nMAINPID={os.getpid()}", self.notify_socket)
+                self.ready.set()
 
     def reload_master(self) -> None:
         """SIGHUP in the master: tell systemd a reload started, and take the
@@ -205,6 +213,9 @@ class EngineApplication(BaseApplication):
             return  # the worker reports it
         set_debug(new.debug)
         self.cfg.set("graceful_timeout", graceful_timeout(new))
+
+    def _child_exit(self, server: Any, worker: Any) -> None:  # noqa: ARG002
+        self.ready.clear()  # a new worker will say when its daemon is up
 
     def _post_fork(self, server: Any, worker: Any) -> None:  # noqa: ARG002
         os.close(self.ready_r)
@@ -276,7 +287,8 @@ class EngineApplication(BaseApplication):
             self._signal_ready(RELOADED)
 
     def _shutdown_timeout(self) -> float:
-        return float(self.engine.daemon.config.shutdown_timeout) if self.engine.daemon is not None else 15.0
+        daemon = self.engine.daemon
+        return float(daemon.config.shutdown_timeout if daemon is not None else DEFAULT_SHUTDOWN_TIMEOUT)
 
     def _start_shutdown(self) -> None:
         if self.engine is not None:

@@ -40,8 +40,9 @@ KEEPALIVE_LINGER = 0.002
 
 class _FrozenConfig:
     """gunicorn's config read through a cache: a worker's settings never
-    change (a reload starts new workers), and each gunicorn lookup costs a
-    dictionary walk and a call; a request makes some twenty.
+    change (SIGHUP reloads the daemon's configuration, not gunicorn's), and
+    each gunicorn lookup costs a dictionary walk and a call; a request makes
+    some twenty.
 
     :param overrides: attributes that differ from ``cfg``.
     """

@@ -296,3 +296,35 @@ def test_sighup_reloads_a_registry_mirror_without_a_restart(workdir, docker_conf
         notify.close()
         old_mirror.stop()
         new_mirror.stop()
+
+
+def test_sighup_during_start_up_changes_nothing(workdir):
+    import signal
+
+    d = DaemonProcess(workdir, ["-s", "vfs"])
+    d.start(wait=False)
+    try:
+        deadline = time.monotonic() + 30
+        # The pidfile is written once the daemon's own code runs (before that,
+        # as for dockerd, SIGHUP's default action applies; systemd sends none then).
+        while not os.path.exists(d.pidfile) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        while time.monotonic() < deadline:
+            # Before gunicorn runs, while the worker starts, and once it serves: never a stop.
+            os.kill(d.proc.pid, signal.SIGHUP)
+            status = None
+            try:
+                status, _ = d.request("GET", "/_ping", timeout=0.2)
+            except OSError:
+                pass
+            if status == 200:
+                break
+            assert d.proc.poll() is None, d.log()
+            time.sleep(0.02)
+        d.wait_ready()
+        pids = d.pids()
+        os.kill(d.proc.pid, signal.SIGHUP)
+        time.sleep(0.5)
+        assert d.pids() == pids and d.request("GET", "/_ping")[0] == 200
+    finally:
+        assert d.stop() == 0
