@@ -1,4 +1,4 @@
-"""``engine-admin``: list the installed drivers and check the host.
+"""``engine-admin``: list the installed drivers, check the host, install the systemd units.
 
 ``engine-admin drivers`` shows every driver of each kind with the
 distribution that brought it, whether it loads and can run here, its
@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from engine.admin import systemd
 from engine.admin.checks import Check, run_checks
 from engine.client.format import table
 from engine.daemon.config import add_daemon_arguments, build_config
@@ -155,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check the kernel features the engine uses")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser(
+        "install-systemd",
+        help="install the systemd units (engine.service, engine.socket)",
+        description=systemd.__doc__.split("\n\n")[1] if systemd.__doc__ else None,
+    )
+    p.add_argument("--dest", default=systemd.DEFAULT_DEST, help=f"unit directory (default {systemd.DEFAULT_DEST})")
+    p.add_argument(
+        "--prefix",
+        default=None,
+        help=f"the engine's install prefix: ExecStart runs PREFIX/bin/engine (default {systemd.default_prefix()})",
+    )
+    p.add_argument("--root", default="/", help="install into this root file system (default /)")
+    p.add_argument(
+        "--group", default=systemd.DEFAULT_GROUP, help=f"group of the API socket (default {systemd.DEFAULT_GROUP})"
+    )
+    p.add_argument("--create-group", action="store_true", help="create the group (groupadd --system) if missing")
+    p.set_defaults(func=systemd.main)
     return parser
 
 

@@ -34,7 +34,9 @@ ROUTE_MODULES: tuple[str, ...] = (
 )
 
 
-def create_app(engine: Any, cors: bool = False, debug: bool = False, plugins: Any = None) -> falcon.App:
+def create_app(
+    engine: Any, cors: bool = False, debug: bool = False, plugins: Any = None, extra_middleware: Iterable[Any] = ()
+) -> falcon.App:
     """Build the API app (no I/O, no globals).
 
     :param engine: the engine whose jobs the resources run.
@@ -42,8 +44,10 @@ def create_app(engine: Any, cors: bool = False, debug: bool = False, plugins: An
     :param debug: add the ``/debug/*`` routes (``-D``).
     :param plugins: the pluggy manager; plugins add routes through
         ``engine_add_routes``.
+    :param extra_middleware: more Falcon middleware after the version
+        middleware (the metrics' request counter).
     """
-    app = falcon.App(middleware=[middleware.VersionMiddleware(cors=cors)], cors_enable=False)
+    app = falcon.App(middleware=[middleware.VersionMiddleware(cors=cors), *extra_middleware], cors_enable=False)
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
     app.req_options.strip_url_path_trailing_slash = True

@@ -101,14 +101,18 @@ class Job:
             self.status = Status.OK
             return self.status
         finally:
+            elapsed = time.monotonic() - started
             LOG.debug(
                 "-job %r = %s (%d) %.1fms%s",
                 self,
                 self.status.name if self.status is not None else "ERR",
                 int(self.status) if self.status is not None else 1,
-                (time.monotonic() - started) * 1000,
+                elapsed * 1000,
                 f": {self.error}" if self.error else "",
             )
+            observer = eng.observer
+            if observer is not None:
+                observer(self.name, elapsed, self.status)
             self.stdout.flush()
             eng._leave_job()
 
@@ -140,6 +144,9 @@ class Engine:
         self.stopping = threading.Event()
         #: The daemon this engine serves, once it exists (seed's "hack" var).
         self.daemon: Any = None
+        #: ``fn(name, seconds, status)``, called as each job ends (the
+        #: metrics set it); None costs the job nothing.
+        self.observer: Callable[[str, float, Status | None], Any] | None = None
         self.register("commands", self._job_commands)
 
     # the handler table

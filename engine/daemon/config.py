@@ -36,6 +36,11 @@ DEFAULT_TLS_TCP_PORT = 2376
 DEFAULT_BRIDGE = "engine0"
 DISABLE_NETWORK_BRIDGE = "none"
 MIN_KERNEL = (3, 8, 0)
+#: dockerd's defaults for the options of the same names.
+DEFAULT_LOG_DRIVER = "json-file"
+DEFAULT_MAX_CONCURRENT_DOWNLOADS = 3
+DEFAULT_MAX_CONCURRENT_UPLOADS = 5
+DEFAULT_SHUTDOWN_TIMEOUT = 15
 
 
 class ConfigError(InvalidParameter):
@@ -82,7 +87,17 @@ class Config:
     selinux_enabled: bool = False
     userland_proxy: bool = True
     labels: list[str] = field(default_factory=list)
+    metrics_addr: str = ""
+    log_driver: str = DEFAULT_LOG_DRIVER
+    log_opts: dict[str, str] = field(default_factory=dict)
+    default_ulimits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_concurrent_downloads: int = DEFAULT_MAX_CONCURRENT_DOWNLOADS
+    max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
+    shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
     config_file: str = DEFAULT_CONFIG_FILE
+    #: The options given as flags (attribute -> value): a reload keeps them
+    #: and refuses a daemon.json that sets them too.
+    flags: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def root(self) -> str:
@@ -94,7 +109,7 @@ class Config:
         return self.bridge == DISABLE_NETWORK_BRIDGE
 
     def to_json(self) -> dict[str, Any]:
-        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items() if k != "flags"}
 
 
 # Options: (attribute, daemon.json key(s), flags, kind, help). ``kind`` is one
@@ -168,6 +183,43 @@ _OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
         "use a userland proxy for published ports (needed for 127.0.0.1:PORT)",
     ),
     ("labels", ("labels",), ("--label",), "list", "daemon label (key=value)"),
+    (
+        "metrics_addr",
+        ("metrics-addr",),
+        ("--metrics-addr",),
+        "str",
+        "serve Prometheus metrics on this HOST:PORT at /metrics (default: off)",
+    ),
+    ("log_driver", ("log-driver",), ("--log-driver",), "str", "default logging driver for containers"),
+    ("log_opts", ("log-opts",), ("--log-opt",), "map", "default logging driver option for containers (key=value)"),
+    (
+        "default_ulimits",
+        ("default-ulimits",),
+        ("--default-ulimit",),
+        "ulimits",
+        "default ulimit for containers (name=soft[:hard])",
+    ),
+    (
+        "max_concurrent_downloads",
+        ("max-concurrent-downloads",),
+        ("--max-concurrent-downloads",),
+        "int",
+        f"layers downloaded at once by a pull (default {DEFAULT_MAX_CONCURRENT_DOWNLOADS})",
+    ),
+    (
+        "max_concurrent_uploads",
+        ("max-concurrent-uploads",),
+        ("--max-concurrent-uploads",),
+        "int",
+        f"layers uploaded at once by a push (default {DEFAULT_MAX_CONCURRENT_UPLOADS})",
+    ),
+    (
+        "shutdown_timeout",
+        ("shutdown-timeout",),
+        ("--shutdown-timeout",),
+        "int",
+        f"seconds to wait for running jobs at shutdown (default {DEFAULT_SHUTDOWN_TIMEOUT})",
+    ),
 ]
 
 _KEY_TO_ATTR = {key: attr for attr, keys, _f, _k, _h in _OPTIONS for key in keys}
@@ -194,7 +246,7 @@ def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": attr, "default": None, "help": help_text}
         if kind == "bool":
             kwargs.update(nargs="?", const=True, type=_bool_flag, metavar="true|false")
-        elif kind == "list":
+        elif kind in ("list", "map", "ulimits"):
             kwargs.update(action="append", metavar=attr.upper().rstrip("S"))
         elif kind == "int":
             kwargs.update(type=int, metavar="N")
@@ -222,11 +274,56 @@ def _coerce(attr: str, value: Any, source: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise TypeError
             return list(value)
+        if kind == "map":
+            return _coerce_map(value)
+        if kind == "ulimits":
+            return _coerce_ulimits(value, source)
         if not isinstance(value, str):
             raise TypeError
         return value
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: invalid value {value!r} for {attr.replace('_', '-')} (want {kind})") from None
+        want = {"map": "an object of strings", "ulimits": "an object of {Name, Soft, Hard}"}.get(kind, kind)
+    raise ConfigError(f"{source}: invalid value {value!r} for {attr.replace('_', '-')} (want {want})") from None
+
+
+def _coerce_map(value: Any) -> dict[str, str]:
+    """``{"k": "v"}`` from daemon.json, or ``["k=v", ...]`` from repeated flags."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        pairs = [v.partition("=") for v in value]
+        if any(not sep or not key for key, sep, _ in pairs):
+            raise ValueError
+        return {key: val for key, _, val in pairs}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise TypeError
+    return dict(value)
+
+
+def _coerce_ulimits(value: Any, source: str) -> dict[str, dict[str, Any]]:
+    """``{"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}`` from daemon.json (dockerd's
+    shape), or ``["nofile=1024:2048", ...]`` from repeated ``--default-ulimit`` flags."""
+    from engine.client.flagparse import FlagError, parse_ulimit
+
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        specs = value
+    elif isinstance(value, dict):
+        specs = []
+        for name, limit in value.items():
+            if not isinstance(limit, dict) or limit.get("Name", name) != name:
+                raise TypeError
+            soft, hard = limit.get("Soft"), limit.get("Hard")
+            if type(soft) is not int or type(hard) is not int:
+                raise TypeError
+            specs.append(f"{name}={soft}:{hard}")
+    else:
+        raise TypeError
+    out = {}
+    for spec in specs:
+        try:
+            limit = parse_ulimit(spec)
+        except FlagError as exc:
+            raise ConfigError(f"{source}: default-ulimits: {exc}".replace('"--ulimit"', '"--default-ulimit"')) from None
+        out[limit["Name"]] = limit
+    return out
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -258,13 +355,23 @@ def load_config_file(path: str) -> dict[str, Any]:
 def build_config(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Config:
     """Merge flags and daemon.json into a :class:`Config` (no host checks)."""
     flags = {attr: getattr(args, attr, None) for attr, *_ in _OPTIONS} if args is not None else {}
-    flags = {k: v for k, v in flags.items() if v is not None}
+    flags = {k: _coerce(k, v, "flag") for k, v in flags.items() if v is not None}
     explicit_file = getattr(args, "config_file", None) if args is not None else None
-    path = explicit_file or DEFAULT_CONFIG_FILE
     if explicit_file and not os.path.exists(explicit_file):
         raise ConfigError(f"unable to configure the engine daemon: config file {explicit_file} does not exist")
-    file_values = load_config_file(path)
+    return config_from(flags, explicit_file or DEFAULT_CONFIG_FILE)
 
+
+def config_from(flags: dict[str, Any], path: str) -> Config:
+    """The configuration that ``flags`` (attribute -> value) and the file at ``path`` give.
+
+    Start-up and a reload (SIGHUP) build it the same way, so a reload yields
+    what a restart with the same flags would.
+
+    :raises ConfigError: the file is unreadable or invalid, or sets an
+        option that is also given as a flag.
+    """
+    file_values = load_config_file(path)
     conflicts = []
     from_file: dict[str, Any] = {}
     for key, value in file_values.items():
@@ -277,9 +384,9 @@ def build_config(args: argparse.Namespace | None = None, environ: dict[str, str]
             f"unable to configure the engine daemon with file {path}: the following directives are "
             f"specified both as a flag and in the configuration file: {', '.join(conflicts)}"
         )
-    cfg = Config(config_file=path)
+    cfg = Config(config_file=path, flags=dict(flags))
     for attr, value in {**from_file, **flags}.items():
-        setattr(cfg, attr, _coerce(attr, value, "flag"))
+        setattr(cfg, attr, value)
     if cfg.tlsverify:
         cfg.tls = True
     return cfg
@@ -306,6 +413,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"invalid --mtu {cfg.mtu}")
     for host in cfg.hosts:
         parse_host(host)
+    if cfg.metrics_addr:
+        parse_metrics_addr(cfg.metrics_addr)
+    for name in ("max-concurrent-downloads", "max-concurrent-uploads", "shutdown-timeout"):
+        value = getattr(cfg, name.replace("-", "_"))
+        if value < 0:
+            raise ConfigError(f"invalid {name}: {value} (must be 0 or more)")
+    from engine.daemon.logconfig import validate_log_config
+
+    validate_log_config(cfg.log_driver, cfg.log_opts)
 
 
 def check_host(
@@ -341,6 +457,16 @@ def kernel_version(release: str) -> tuple[int, int, int] | None:
     while len(parts) < 3:
         parts.append(0)
     return (parts[0], parts[1], parts[2])
+
+
+def parse_metrics_addr(value: str) -> tuple[str, int]:
+    """``--metrics-addr HOST:PORT`` (as dockerd's; an empty HOST is every address) -> ``(host, port)``."""
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"invalid metrics-addr {value!r}: want HOST:PORT, e.g. 127.0.0.1:9323")
+    return host or "0.0.0.0", int(port)
 
 
 @dataclass(frozen=True)

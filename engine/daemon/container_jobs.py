@@ -441,7 +441,8 @@ def job_events(job: Any) -> None:
     """Past events (``since``) then live ones until ``until`` or the client leaves."""
     events = job.engine.daemon.events
     filters = job.env.get_json("Filters", {}) or {}
-    since = logfile.parse_time(job.env.get("Since")) or None
+    # since=0 (``docker events --since 0``) is the start of the history, not "no since".
+    since = logfile.parse_time(job.env.get("Since")) if job.env.get("Since") else None
     until = logfile.parse_time(job.env.get("Until")) or None
     sub = events.subscribe()
     try:

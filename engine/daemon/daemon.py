@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.daemon.config import Config
 from engine.daemon.events import Events
@@ -66,6 +66,8 @@ class Daemon:
         self.lifecycle: LifeCycle | None = None
         self.execs: ExecService | None = None
         self.events = Events()
+        #: The Prometheus metrics (engine.server.metrics) when ``--metrics-addr`` is set.
+        self.metrics: Any = None
         self.ready = threading.Event()
         engine.daemon = self
 

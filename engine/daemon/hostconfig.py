@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.daemon import resolvconf
 from engine.daemon.container import Container
+from engine.daemon.logconfig import merge_log_config
 from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import EngineError, InvalidParameter
@@ -192,12 +193,14 @@ def parse_size(value: str) -> int:
         raise EngineError(f"invalid size: {value!r}") from None
 
 
-def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nodename: str) -> None:
+def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nodename: str, log_defaults: Any) -> None:
     """Fill in what a create leaves to the daemon, in place: the hostname (the short ID, or
     ``nodename`` for a host-network container, as moby names it), the image name, the network
-    mode, the log driver (only json-file is built) and the restart policy.
+    mode, the log configuration (the daemon's ``log-driver``/``log-opts`` merged in) and the
+    restart policy.
 
-    :raises InvalidParameter: a logging driver other than json-file.
+    :param log_defaults: the daemon's configuration (``log_driver``, ``log_opts``).
+    :raises InvalidParameter: an unknown logging driver or option, a bad value.
     """
     if not config.get("Hostname"):
         config["Hostname"] = nodename if (hc.get("NetworkMode") or "") == "host" else cid[:12]
@@ -205,11 +208,7 @@ def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nod
     hc.setdefault("NetworkMode", "default")
     if not hc.get("NetworkMode"):
         hc["NetworkMode"] = "default"
-    hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
-    if not (hc.get("LogConfig") or {}).get("Type"):
-        hc["LogConfig"] = {"Type": "json-file", "Config": (hc.get("LogConfig") or {}).get("Config") or {}}
-    if hc["LogConfig"]["Type"] not in ("json-file",):
-        raise InvalidParameter(f"logging driver {hc['LogConfig']['Type']!r} is not supported; use json-file")
+    hc["LogConfig"] = merge_log_config(hc.get("LogConfig"), log_defaults)
     hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
 
 

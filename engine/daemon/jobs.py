@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.daemon.info import build_info
+from engine.daemon.reload import job_reload
 from engine.hookspecs import hookimpl
 
 
@@ -19,3 +20,4 @@ def engine_register_jobs(engine: Any, daemon: Any) -> None:
     if daemon is None:
         return
     engine.register("info", job_info)
+    engine.register("reload", job_reload)

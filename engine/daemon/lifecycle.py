@@ -230,7 +230,7 @@ class LifeCycle:
         made_volumes: list[str] = []
         try:
             os.makedirs(root, mode=0o700)
-            apply_create_defaults(merged, hc, image_name, cid, os.uname().nodename)
+            apply_create_defaults(merged, hc, image_name, cid, os.uname().nodename, self.daemon.config)
             top = image.top_layer.split(":", 1)[1] if image.top_layer else None
             driver.create(cid + "-init", top)
             created_layers.append(cid + "-init")

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -111,6 +112,9 @@ class Graph:
         self.container_layers: Callable[[], Iterable[str]] = lambda: ()
         self._lock = threading.RLock()
         self._pinned: dict[str, int] = {}
+        #: ``fn(layer, seconds)`` for each layer applied through the driver
+        #: (the metrics set it); None: nothing is timed.
+        self.on_layer: Callable[[Layer, float], None] | None = None
 
     # sizes and lookups
     def chain_size(self, chains: Iterable[str]) -> int:
@@ -177,9 +181,13 @@ class Graph:
     def register_layer(
         self, stream: Any, parent: str | None, diff_id: str | None, pin: Callable[[str], None] | None = None
     ) -> tuple[Layer, bool]:
+        observer = self.on_layer
+        started = time.monotonic() if observer is not None else 0.0
         layer, created = self.layers.register(stream, parent, diff_id)
         if pin is not None:
             pin(layer.chain_id)
+        if created and observer is not None:
+            observer(layer, time.monotonic() - started)
         return layer, created
 
     def create_image(self, raw: bytes, parent: str = "") -> tuple[Image, bool]:

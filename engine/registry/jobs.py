@@ -22,6 +22,7 @@ import logging
 import threading
 from typing import Any
 
+from engine.daemon.config import DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_CONCURRENT_UPLOADS
 from engine.errors import EngineError, InvalidParameter, NotFound, NotSupported
 from engine.graph import reference as refs
 from engine.hookspecs import hookimpl
@@ -109,21 +110,32 @@ class RegistryJobs:
     """The handlers, sharing one :class:`RegistryService` (token cache, endpoint memory) per daemon.
 
     The service is built on first use: the daemon's graph and root only
-    exist once its start-up steps ran, after the jobs were registered.
+    exist once its start-up steps ran, after the jobs were registered. It is
+    built again when the mirrors or insecure registries it was built from
+    changed (a configuration reload); pulls already running keep theirs.
     """
 
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
         self._lock = threading.Lock()
         self._service: RegistryService | None = None
+        self._service_from: tuple = ()
         self._metadata: DistributionMetadata | None = None
 
     @property
     def service(self) -> RegistryService:
+        cfg = self.daemon.config
+        source = (tuple(cfg.registry_mirrors), tuple(cfg.insecure_registries))
         with self._lock:
-            if self._service is None:
-                self._service = RegistryService.from_config(self.daemon.config)
+            if self._service is None or self._service_from != source:
+                self._service = RegistryService.from_config(cfg)
+                self._service_from = source
             return self._service
+
+    def _meter(self, direction: str) -> Any:
+        """The metrics' byte counter for ``pulled`` or ``pushed``, or None when metrics are off."""
+        metrics = getattr(self.daemon, "metrics", None)
+        return None if metrics is None else getattr(metrics, f"{direction}_bytes")
 
     @property
     def metadata(self) -> DistributionMetadata:
@@ -149,7 +161,15 @@ class RegistryJobs:
         out = _Tracked(job)
         progress = Progress(out.write)
         puller = Puller(
-            graph, self.service, self.metadata, progress, auth, platform, cancelled=lambda: bool(job.stdout.closed)
+            graph,
+            self.service,
+            self.metadata,
+            progress,
+            auth,
+            platform,
+            cancelled=lambda: bool(job.stdout.closed),
+            downloads=self.daemon.config.max_concurrent_downloads or DEFAULT_MAX_CONCURRENT_DOWNLOADS,
+            on_bytes=self._meter("pulled"),
         )
         waited: list[bool] = []
 
@@ -177,7 +197,16 @@ class RegistryJobs:
         auth = AuthConfig.from_header(job.env.get("AuthConfig"))
         out = _Tracked(job)
         progress = Progress(out.write)
-        pusher = Pusher(graph, self.service, self.metadata, progress, auth, cancelled=lambda: bool(job.stdout.closed))
+        pusher = Pusher(
+            graph,
+            self.service,
+            self.metadata,
+            progress,
+            auth,
+            cancelled=lambda: bool(job.stdout.closed),
+            uploads=self.daemon.config.max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS,
+            on_bytes=self._meter("pushed"),
+        )
         pusher.targets(repo, tag)  # nothing to push: an HTTP error, before the stream starts
 
         def on_wait() -> None:

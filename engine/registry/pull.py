@@ -224,6 +224,9 @@ class Puller:
     :param auth: the client's credentials.
     :param platform: ``--platform``; None means this host's.
     :param cancelled: polled; True when the client went away.
+    :param downloads: layers downloaded at once (``max-concurrent-downloads``).
+    :param on_bytes: called with the bytes of each blob answer received
+        (the metrics' transfer counter); None: not counted.
     """
 
     def __init__(
@@ -235,8 +238,12 @@ class Puller:
         auth: AuthConfig,
         platform: Platform | None = None,
         cancelled: Callable[[], bool] | None = None,
+        downloads: int = CONCURRENT_DOWNLOADS,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.graph = graph
+        self.downloads = max(1, downloads)
+        self.on_bytes = on_bytes
         self.service = service
         self.metadata = metadata
         self.progress = progress
@@ -458,12 +465,12 @@ class Puller:
             self.progress.status("Already exists" if item.exists else "Pulling fs layer", short(item.desc.digest))
         todo = [item for item in plan if not item.exists]
         tmpdir = os.environ.get("TMPDIR")
-        executor = ThreadPoolExecutor(max_workers=CONCURRENT_DOWNLOADS, thread_name_prefix="pull")
+        executor = ThreadPoolExecutor(max_workers=self.downloads, thread_name_prefix="pull")
         try:
             for index, item in enumerate(todo):
                 item.spool = Spool(item.desc, tmpdir)
                 executor.submit(self._download_task, session, item.desc, item.spool)
-                if index >= CONCURRENT_DOWNLOADS:
+                if index >= self.downloads:
                     self.progress.status("Waiting", short(item.desc.digest))
             parent = None
             source = ref.repository().name
@@ -525,12 +532,13 @@ class Puller:
         while True:
             try:
                 resp = session.get_blob(desc.digest, offset)
+                received = offset  # where this answer starts, for the transfer counter
                 try:
                     if offset and (
                         resp.status_code != 206 or _content_range_start(resp.headers.get("Content-Range")) != offset
                     ):
                         LOG.info("registry ignored the range request for %s; downloading it again", ident)
-                        offset, hasher = 0, hashlib.sha256()
+                        offset, received, hasher = 0, 0, hashlib.sha256()
                     for chunk in iter_raw(resp, CHUNK):
                         if self._stop.is_set():
                             raise Cancelled("pull cancelled")
@@ -546,6 +554,8 @@ class Puller:
                         self.progress.update("Downloading", ident, offset, desc.size)
                 finally:
                     resp.close()
+                    if self.on_bytes is not None:
+                        self.on_bytes(offset - received)
                 if offset < desc.size:
                     # The answer ended cleanly but short: a cut connection
                     # that the server framed as complete.

@@ -156,6 +156,9 @@ class Pusher:
     :param progress: the job's progress writer.
     :param auth: the client's credentials.
     :param cancelled: polled; True when the client went away.
+    :param uploads: layers uploaded at once (``max-concurrent-uploads``).
+    :param on_bytes: called with the bytes of each blob uploaded (the
+        metrics' transfer counter); None: not counted.
     """
 
     def __init__(
@@ -166,8 +169,12 @@ class Pusher:
         progress: Progress,
         auth: AuthConfig,
         cancelled: Callable[[], bool] | None = None,
+        uploads: int = CONCURRENT_UPLOADS,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.graph = graph
+        self.uploads = max(1, uploads)
+        self.on_bytes = on_bytes
         self.service = service
         self.metadata = metadata
         self.progress = progress
@@ -217,11 +224,11 @@ class Pusher:
         for i in order:
             self.progress.status("Preparing", short(layers[i].diff_id))
         descs: list[Descriptor | None] = [None] * len(layers)
-        with ThreadPoolExecutor(max_workers=CONCURRENT_UPLOADS, thread_name_prefix="push") as executor:
+        with ThreadPoolExecutor(max_workers=self.uploads, thread_name_prefix="push") as executor:
             futures = {}
             for n, i in enumerate(order):
                 futures[executor.submit(self._push_layer, session, ref, layers[i])] = i
-                if n >= CONCURRENT_UPLOADS:
+                if n >= self.uploads:
                     self.progress.status("Waiting", short(layers[i].diff_id))
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]
@@ -295,6 +302,8 @@ class Pusher:
                 stream = GzipStream(chunks, lambda n: self.progress.update("Pushing", ident, n, total), self._stop)
                 next_location = session.upload_chunks(location, stream)
                 session.finish_upload(next_location, stream.digest)
+                if self.on_bytes is not None:
+                    self.on_bytes(stream.size)
                 self.progress.update("Pushing", ident, total, total, force=True)
                 return Descriptor(DOCKER_LAYER, stream.digest, stream.size)
             except (RegistryError, *TRANSIENT) as exc:

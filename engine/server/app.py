@@ -12,25 +12,38 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
 import threading
+import time
 from typing import Any
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from engine.daemon.config import Config
+from engine.daemon.config import DEFAULT_SHUTDOWN_TIMEOUT, Config, config_from
+from engine.errors import EngineError
 from engine.server.listeners import Listener, close_listeners
-from engine.utils.logs import FORMAT, UTCFormatter
+from engine.utils.logs import FORMAT, UTCFormatter, set_debug
 
 LOG = logging.getLogger("engine.server")
 
 #: Threads of the one worker: each long request (attach, wait, logs -f,
 #: events) holds one for its whole life.
 WORKER_THREADS = 128
+#: What the worker writes to the master on its ready pipe: the daemon is up;
+#: a configuration reload is done (either way, systemd hears READY=1).
+READY = b"R"
+RELOADED = b"r"
+
+
+def graceful_timeout(cfg: Config) -> int:
+    """How long the master lets the worker shut down before killing it: the
+    ``shutdown-timeout`` for running jobs, plus time for the shutdown handlers."""
+    return max(25, cfg.shutdown_timeout + 10)
 
 
 class EngineLogger(glogging.Logger):
@@ -47,7 +60,7 @@ class EngineLogger(glogging.Logger):
 
 
 class EngineArbiter(Arbiter):
-    """gunicorn's master, with SIGINT as graceful as SIGTERM.
+    """gunicorn's master, with SIGINT as graceful as SIGTERM and SIGHUP as dockerd's.
 
     The listening sockets belong to :mod:`engine.server.listeners`, which
     removes the socket files itself; gunicorn unlinks by the bound name and
@@ -60,6 +73,22 @@ class EngineArbiter(Arbiter):
 
     def handle_int(self) -> None:
         raise StopIteration
+
+    def handle_hup(self) -> None:
+        """Reload the daemon's configuration in the worker (engine.daemon.reload).
+
+        gunicorn's own SIGHUP starts a new worker and stops the old one: a
+        daemon restart that ends every attach and stream, and runs two
+        daemons on one root for a while. The worker stays; only the signal
+        goes on to it.
+        """
+        if not self.app.ready.is_set():
+            # Nothing to reload yet; systemd, told RELOADING=1, would wait for a READY=1 that never came.
+            self.log.info("SIGHUP ignored: the daemon is still starting")
+            return
+        self.log.info("reloading the daemon's configuration (SIGHUP)")
+        self.app.reload_master()
+        self.kill_workers(signal.SIGHUP)
 
 
 def sd_notify(state: str, address: str | None) -> None:
@@ -82,17 +111,27 @@ class EngineApplication(BaseApplication):
     :param config: the validated daemon configuration.
     :param listeners: sockets the master bound (``fd://N`` binds for gunicorn).
     :param tls: (certfile, keyfile, cafile or None) for TCP listeners, or None.
+    :param metrics_sock: the listening socket of ``--metrics-addr``, or None.
     """
 
-    def __init__(self, config: Config, listeners: list[Listener], tls: tuple[str, str, str | None] | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[Listener],
+        tls: tuple[str, str, str | None] | None,
+        metrics_sock: socket.socket | None = None,
+    ) -> None:
         self.config = config
         self.listeners = listeners
         self.tls = tls
+        self.metrics_sock = metrics_sock
         self.engine: Any = None
         self.shutdown_thread: threading.Thread | None = None
         # gunicorn itself would say READY=1 as soon as the master booted;
         # we say it when the worker's daemon is up (acceptconnections).
         self.notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+        #: Set in the master once the worker's daemon said it is ready.
+        self.ready = threading.Event()
         self.ready_r, self.ready_w = os.pipe()
         super().__init__()
 
@@ -107,7 +146,7 @@ class EngineApplication(BaseApplication):
             "worker_connections": 4096,
             "keepalive": 60,
             "timeout": 120,
-            "graceful_timeout": 25,
+            "graceful_timeout": graceful_timeout(cfg),
             "control_socket_disable": True,
             "limit_request_line": 0,
             "limit_request_field_size": 0,
@@ -119,6 +158,7 @@ class EngineApplication(BaseApplication):
             "post_fork": self._post_fork,
             "worker_exit": self._worker_exit,
             "when_ready": self._when_ready,
+            "child_exit": self._child_exit,
         }
         if self.tls is not None:
             certfile, keyfile, cafile = self.tls
@@ -154,8 +194,28 @@ class EngineApplication(BaseApplication):
                 return
             if not data:
                 return
-            LOG.info("daemon ready; API listening on %s", ", ".join(str(lst.address) for lst in self.listeners))
-            sd_notify(f"READY=1\nMAINPID={os.getpid()}", self.notify_socket)
+            for byte in data:
+                if byte == RELOADED[0]:
+                    sd_notify("READY=1\nSTATUS=configuration reloaded", self.notify_socket)
+                    continue
+                LOG.info("daemon ready; API listening on %s", ", ".join(str(lst.address) for lst in self.listeners))
+                sd_notify(f"READY=1\nMAINPID={os.getpid()}", self.notify_socket)
+                self.ready.set()
+
+    def reload_master(self) -> None:
+        """SIGHUP in the master: tell systemd a reload started, and take the
+        master's own settings (log level, grace at shutdown) from the file."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}", self.notify_socket)
+        try:
+            new = config_from(self.config.flags, self.config.config_file)
+        except EngineError:
+            return  # the worker reports it
+        set_debug(new.debug)
+        self.cfg.set("graceful_timeout", graceful_timeout(new))
+
+    def _child_exit(self, server: Any, worker: Any) -> None:  # noqa: ARG002
+        self.ready.clear()  # a new worker will say when its daemon is up
 
     def _post_fork(self, server: Any, worker: Any) -> None:  # noqa: ARG002
         os.close(self.ready_r)
@@ -174,7 +234,14 @@ class EngineApplication(BaseApplication):
             daemon = Daemon(self.config, engine, plugins)
             plugins.hook.engine_register_jobs(engine=engine, daemon=daemon)
             daemon.start()
-            app = create_app(engine, cors=self.config.api_enable_cors, debug=self.config.debug, plugins=plugins)
+            metrics_server = self._metrics(daemon) if self.metrics_sock is not None else None
+            app = create_app(
+                engine,
+                cors=self.config.api_enable_cors,
+                debug=self.config.debug,
+                plugins=plugins,
+                extra_middleware=[daemon.metrics.middleware] if metrics_server is not None else (),
+            )
         except Exception as exc:
             LOG.error("start-up failed: %s", exc, exc_info=LOG.isEnabledFor(logging.DEBUG))
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
@@ -182,25 +249,58 @@ class EngineApplication(BaseApplication):
         from engine.server.worker import EngineWorker
 
         EngineWorker.on_stop = self._start_shutdown
+        EngineWorker.on_reload = self._reload
         engine.on_ready = self._signal_ready
+        if metrics_server is not None:
+            metrics_server.start()
         engine.job("acceptconnections").run()
         return get_app(app)
 
-    def _signal_ready(self) -> None:
+    def _metrics(self, daemon: Any) -> Any:
+        """Wire the metrics to the daemon; the server that will serve them (worker side)."""
+        from engine.server.metrics import Metrics, MetricsServer
+
+        assert self.metrics_sock is not None
+        metrics = Metrics(daemon)
+        server = MetricsServer(metrics, self.metrics_sock)
+
+        def stop() -> None:
+            server.stop()
+            metrics.close()
+
+        daemon.engine.on_shutdown(stop)
+        return server
+
+    def _signal_ready(self, what: bytes = READY) -> None:
         try:
-            os.write(self.ready_w, b"R")
+            os.write(self.ready_w, what)
         except OSError as exc:
             LOG.warning("could not tell the master we are ready: %s", exc)
+
+    def _reload(self) -> None:
+        """SIGHUP in the worker (a thread of its own): run the ``reload`` job."""
+        try:
+            self.engine.job("reload").run()
+        except EngineError as exc:
+            LOG.error("reload failed, the configuration is unchanged: %s", exc)
+        finally:
+            self._signal_ready(RELOADED)
+
+    def _shutdown_timeout(self) -> float:
+        daemon = self.engine.daemon
+        return float(daemon.config.shutdown_timeout if daemon is not None else DEFAULT_SHUTDOWN_TIMEOUT)
 
     def _start_shutdown(self) -> None:
         if self.engine is not None:
             LOG.info("shutting down: waiting for running jobs")
-            self.engine.shutdown()
+            self.engine.shutdown(self._shutdown_timeout())
 
     def _worker_exit(self, server: Any, worker: Any) -> None:  # noqa: ARG002
         if self.engine is not None:
-            self.engine.shutdown()
+            self.engine.shutdown(self._shutdown_timeout())
             LOG.info("engine shut down")
 
     def close(self) -> None:
         close_listeners(self.listeners)
+        if self.metrics_sock is not None:
+            self.metrics_sock.close()

@@ -158,6 +158,33 @@ def open_listeners(
     return done
 
 
+def open_metrics_listener(value: str) -> socket.socket:
+    """The listening socket for ``--metrics-addr HOST:PORT``, inherited by the worker that serves it."""
+    from engine.daemon.config import parse_metrics_addr
+
+    host, port = parse_metrics_addr(value)
+    try:
+        sock = _tcp_listener(f"{host}:{port}")
+    except ConfigError as exc:
+        raise ConfigError(f"metrics-addr: {exc}") from None
+    if not _is_loopback(host):
+        LOG.warning("metrics are served on %s:%d, reachable beyond this host", host, port)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is only reachable from this host."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def close_listeners(listeners: list[Listener]) -> None:
     """Close the sockets and remove the unix socket files."""
     for lst in listeners:

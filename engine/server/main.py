@@ -45,7 +45,7 @@ def job_serveapi(job: Any) -> None:
     Env: ``Config`` (the daemon configuration as JSON), ``GroupExplicit``.
     """
     from engine.server.app import EngineApplication
-    from engine.server.listeners import open_listeners
+    from engine.server.listeners import close_listeners, open_listeners, open_metrics_listener
 
     if not job.args:
         raise ConfigError("usage: serveapi PROTO://ADDR [PROTO://ADDR ...]")
@@ -59,7 +59,15 @@ def job_serveapi(job: Any) -> None:
             if tls is None:
                 LOG.warning("API listening on tcp://%s without TLS", addr.address)
     listeners = open_listeners(addresses, cfg.group, job.env.get_bool("GroupExplicit"))
-    app = EngineApplication(cfg, listeners, tls)
+    metrics_sock = None
+    try:
+        if cfg.metrics_addr:
+            # Bound here with the API's sockets, served by the worker (engine.server.metrics).
+            metrics_sock = open_metrics_listener(cfg.metrics_addr)
+        app = EngineApplication(cfg, listeners, tls, metrics_sock)
+    except BaseException:
+        close_listeners(listeners)
+        raise
     try:
         app.run()
     finally:
@@ -80,12 +88,19 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise _Terminated(signum)
 
 
+def _ignore(signum: int, _frame: Any) -> None:
+    """A handler that does nothing (unlike SIG_IGN, it is not inherited across exec)."""
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     """The daemon's main: returns the process exit status."""
     # Until gunicorn installs its own handlers, a stop signal must still
     # unwind through the clean-up below (socket, pidfile).
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
+    # A reload asked for before the daemon runs has nothing to reload; by
+    # default SIGHUP would end the process.
+    signal.signal(signal.SIGHUP, _ignore)
     try:
         cfg = build_config(args)
         setup_logging(cfg.debug)

@@ -4,6 +4,7 @@ these changes.
 * TLS applies to TCP listeners only; unix sockets stay plain, as in Docker
   (gunicorn's TLS settings are global to all listeners).
 * SIGINT shuts down as gracefully as SIGTERM (gunicorn quits at once).
+* SIGHUP (passed on by the master) reloads the daemon's configuration.
 * A stop signal starts the engine's shutdown at once, so long streams
   (events, logs, attach) end and the worker can finish its connections.
 * A busy keep-alive connection stays with its thread, and the per-request
@@ -39,8 +40,9 @@ KEEPALIVE_LINGER = 0.002
 
 class _FrozenConfig:
     """gunicorn's config read through a cache: a worker's settings never
-    change (a reload starts new workers), and each gunicorn lookup costs a
-    dictionary walk and a call; a request makes some twenty.
+    change (SIGHUP reloads the daemon's configuration, not gunicorn's), and
+    each gunicorn lookup costs a dictionary walk and a call; a request makes
+    some twenty.
 
     :param overrides: attributes that differ from ``cfg``.
     """
@@ -201,6 +203,8 @@ class EngineWorker(ThreadWorker):
 
     #: Set by the application once the daemon exists: starts its shutdown.
     on_stop: Callable[[], None] | None = None
+    #: Set by the application once the daemon exists: reloads its configuration.
+    on_reload: Callable[[], None] | None = None
 
     def __init__(self, age: int, ppid: int, sockets: list, app: Any, timeout: int, cfg: Any, log: Any) -> None:
         super().__init__(age, ppid, sockets, app, timeout, _FrozenConfig(cfg), log)
@@ -210,6 +214,15 @@ class EngineWorker(ThreadWorker):
     def init_signals(self) -> None:
         super().init_signals()
         signal.signal(signal.SIGINT, self.handle_exit)
+        # gunicorn leaves SIGHUP at its default (terminate) in workers: the
+        # master passes it on for a configuration reload (engine.daemon.reload).
+        signal.signal(signal.SIGHUP, self.handle_hup)
+
+    def handle_hup(self, sig: int, frame: Any) -> None:  # noqa: ARG002
+        reload = self.on_reload
+        if reload is None or not self.alive:
+            return  # still starting, or stopping: there is nothing to reload
+        threading.Thread(target=reload, name="engine-reload", daemon=True).start()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         first = self.alive

@@ -29,7 +29,14 @@ def setup_logging(debug: bool = False, stream=None) -> None:
     handler.setFormatter(UTCFormatter(FORMAT))
     handler._engine = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    set_debug(debug)
+
+
+def set_debug(debug: bool) -> None:
+    """Turn debug logging on or off (start-up, and a reload that changes ``debug``)."""
+    logging.getLogger().setLevel(logging.DEBUG if debug else logging.INFO)
     # Libraries that are chatty at DEBUG.
     for name in ("stevedore", "urllib3", "pyroute2", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
+    # gunicorn's own logger (engine.server.app.EngineLogger) has a level of its own.
+    logging.getLogger("gunicorn.error").setLevel(logging.DEBUG if debug else logging.INFO)

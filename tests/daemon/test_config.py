@@ -17,6 +17,7 @@ from engine.daemon.config import (
     parse_host,
     validate,
 )
+from engine.errors import InvalidParameter
 
 
 def parse(*argv: str, config_file: str | None = None) -> Config:
@@ -162,3 +163,75 @@ def test_parse_host():
     for bad in ("http://x", "udp://1.2.3.4:5", "/var/run/x.sock", "tcp://h:99999", "fd://x"):
         with pytest.raises(ConfigError, match="Invalid bind address format"):
             parse_host(bad)
+
+
+def test_operations_options_from_flags(no_default_file):
+    cfg = parse(
+        "--metrics-addr",
+        "127.0.0.1:9323",
+        "--log-driver",
+        "json-file",
+        "--log-opt",
+        "max-size=10m",
+        "--log-opt",
+        "max-file=3",
+        "--default-ulimit",
+        "nofile=1024:2048",
+        "--max-concurrent-downloads",
+        "6",
+        "--max-concurrent-uploads",
+        "2",
+        "--shutdown-timeout",
+        "30",
+    )
+    validate(cfg)
+    assert cfg.metrics_addr == "127.0.0.1:9323"
+    assert cfg.log_driver == "json-file" and cfg.log_opts == {"max-size": "10m", "max-file": "3"}
+    assert cfg.default_ulimits == {"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}
+    assert (cfg.max_concurrent_downloads, cfg.max_concurrent_uploads, cfg.shutdown_timeout) == (6, 2, 30)
+    assert cfg.flags["log_opts"] == {"max-size": "10m", "max-file": "3"}
+    assert "flags" not in cfg.to_json()
+
+
+def test_operations_options_defaults_and_daemon_json(tmp_path, no_default_file):
+    cfg = parse()
+    assert (cfg.metrics_addr, cfg.log_driver, cfg.log_opts, cfg.default_ulimits) == ("", "json-file", {}, {})
+    assert (cfg.max_concurrent_downloads, cfg.max_concurrent_uploads, cfg.shutdown_timeout) == (3, 5, 15)
+    f = tmp_path / "daemon.json"
+    f.write_text(
+        json.dumps(
+            {
+                "metrics-addr": ":9323",
+                "log-opts": {"max-size": "1k", "max-file": "2"},
+                "default-ulimits": {"nproc": {"Name": "nproc", "Soft": 100, "Hard": 200}},
+                "shutdown-timeout": 5,
+            }
+        )
+    )
+    cfg = parse(config_file=str(f))
+    validate(cfg)
+    assert cfg.log_opts == {"max-size": "1k", "max-file": "2"}
+    assert cfg.default_ulimits == {"nproc": {"Name": "nproc", "Soft": 100, "Hard": 200}}
+    assert cfg.shutdown_timeout == 5 and cfg.flags == {}
+
+
+@pytest.mark.parametrize(
+    "doc,message",
+    [
+        ({"log-opts": {"max-file": 3}}, "invalid value"),
+        ({"log-opts": {"nonsense": "1"}}, "unknown log opt 'nonsense' for json-file log driver"),
+        ({"log-opts": {"max-size": "big"}}, "invalid max-size"),
+        ({"log-opts": {"max-file": "0"}}, "max-file cannot be less than 1"),
+        ({"log-driver": "syslog"}, "logger: no log driver named 'syslog' is registered"),
+        ({"default-ulimits": {"nofile": {"Name": "nofile", "Soft": 20, "Hard": 10}}}, "soft limit must be less"),
+        ({"default-ulimits": {"bogus": {"Name": "bogus", "Soft": 1, "Hard": 1}}}, "invalid ulimit type: bogus"),
+        ({"metrics-addr": "localhost"}, "invalid metrics-addr"),
+        ({"max-concurrent-downloads": -1}, "invalid max-concurrent-downloads: -1"),
+    ],
+)
+def test_operations_options_refused(tmp_path, doc, message):
+    f = tmp_path / "daemon.json"
+    f.write_text(json.dumps(doc))
+    # ConfigError and the log checks' InvalidParameter: both stop start-up and a reload.
+    with pytest.raises(InvalidParameter, match=message):
+        validate(parse(config_file=str(f)))

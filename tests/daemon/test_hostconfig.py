@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from engine.daemon.config import Config
 from engine.daemon.container import Container
 from engine.daemon.hostconfig import (
     DEFAULT_PATH_ENV,
@@ -229,7 +230,7 @@ def test_resources_of_unset_values():
 def test_create_defaults():
     config: dict = {}
     hc: dict = {"NetworkMode": "", "LogConfig": {"Type": "", "Config": {"max-size": "1m"}}}
-    apply_create_defaults(config, hc, "busybox", "abcdef0123456789" * 4, "node1")
+    apply_create_defaults(config, hc, "busybox", "abcdef0123456789" * 4, "node1", Config())
     assert config == {"Hostname": "abcdef012345", "Image": "busybox"}
     assert hc["NetworkMode"] == "default"
     assert hc["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m"}}
@@ -239,19 +240,19 @@ def test_create_defaults():
 def test_create_defaults_keep_what_was_given():
     config = {"Hostname": "mine"}
     hc = {"NetworkMode": "host", "RestartPolicy": {"Name": "always"}}
-    apply_create_defaults(config, hc, "busybox", "a" * 64, "node1")
+    apply_create_defaults(config, hc, "busybox", "a" * 64, "node1", Config())
     assert config["Hostname"] == "mine" and hc["RestartPolicy"] == {"Name": "always"}
 
 
 def test_a_host_network_container_is_named_like_its_host():
     config: dict = {}
-    apply_create_defaults(config, {"NetworkMode": "host"}, "busybox", "a" * 64, "node1")
+    apply_create_defaults(config, {"NetworkMode": "host"}, "busybox", "a" * 64, "node1", Config())
     assert config["Hostname"] == "node1"
 
 
 def test_create_refuses_other_log_drivers():
-    with pytest.raises(InvalidParameter, match="logging driver 'syslog' is not supported; use json-file"):
-        apply_create_defaults({}, {"LogConfig": {"Type": "syslog"}}, "busybox", "a" * 64, "node1")
+    with pytest.raises(InvalidParameter, match="logger: no log driver named 'syslog' is registered"):
+        apply_create_defaults({}, {"LogConfig": {"Type": "syslog"}}, "busybox", "a" * 64, "node1", Config())
 
 
 def test_update_changes_only_what_is_set_and_updatable():
