@@ -84,8 +84,9 @@ def validate_id(id: str) -> str:
 class GraphDriver(abc.ABC):
     """A layer store. Subclasses set :attr:`name` to their entry-point name.
 
-    :param home: the driver's own state directory, ``<root>/<name>``; the
-        driver creates it if needed.
+    :param home: the driver's own state directory, ``<root>/<name>``
+        (:func:`home`); selection makes it (mode 0700) before constructing the
+        driver, and a driver constructed otherwise creates it if needed.
     :param options: ``--storage-opt`` values (``key=value`` strings).
     """
 
@@ -103,58 +104,115 @@ class GraphDriver(abc.ABC):
         :raises NotSupported: (or ``PrerequisitesNotMet`` /
             ``IncompatibleFilesystem``) with the reason, so that selection
             skips the driver.
+        :raises InvalidParameter: an option the driver does not know; it
+            stops selection, as any error other than the three above does.
         """
 
     @abc.abstractmethod
     def create(self, id: str, parent: str | None = None, mount_label: str = "") -> None:
-        """Create layer ``id``, starting as a copy of ``parent`` when given."""
+        """Create layer ``id``, starting as a copy of ``parent`` when given.
+
+        :raises InvalidParameter: ``id`` or ``parent`` is not a layer ID (:func:`validate_id`).
+        :raises Conflict: layer ``id`` exists.
+        :raises NotFound: ``parent`` does not exist; nothing is created.
+        :raises HostError: the host failed (a full disk, a mount refused).
+        """
 
     @abc.abstractmethod
     def remove(self, id: str) -> None:
-        """Remove layer ``id`` (it must not be mounted)."""
+        """Remove layer ``id`` (it must not be mounted).
+
+        A layer that others are based on is either refused or removed
+        leaving them intact; never a dangling child.
+
+        :raises InvalidParameter: ``id`` is not a layer ID.
+        :raises NotFound: it does not exist.
+        :raises Conflict: it is in use (references from :meth:`get`), or
+            the driver cannot remove a layer with children.
+        :raises HostError: the host failed.
+        """
 
     @abc.abstractmethod
     def get(self, id: str, mount_label: str = "") -> str:
         """Return the path of the layer's full tree, mounting it if needed.
 
         Calls are reference counted; each must be paired with :meth:`put`.
+
+        :raises InvalidParameter: ``id`` is not a layer ID.
+        :raises NotFound: it does not exist.
+        :raises HostError: the mount failed (the message says why and what to do).
         """
 
     @abc.abstractmethod
     def put(self, id: str) -> None:
-        """Release one reference taken by :meth:`get` (unmount at zero)."""
+        """Release one reference taken by :meth:`get` (unmount at zero).
+
+        A put without a reference is logged, not raised.
+
+        :raises InvalidParameter: ``id`` is not a layer ID.
+        :raises HostError: the unmount failed.
+        """
 
     @abc.abstractmethod
     def exists(self, id: str) -> bool:
-        """Whether layer ``id`` exists."""
+        """Whether layer ``id`` exists.
+
+        :raises InvalidParameter: ``id`` is not a layer ID.
+        """
 
     def status(self) -> list[tuple[str, str]]:
-        """Key/value pairs for ``docker info`` (``DriverStatus``)."""
+        """Key/value pairs for ``docker info`` (``DriverStatus``).
+
+        Raises nothing: a value that cannot be read is left out.
+        """
         return []
 
     def metadata(self, id: str) -> dict[str, str]:
-        """``GraphDriver.Data`` for inspect (paths of the layer's parts)."""
+        """``GraphDriver.Data`` for inspect (paths of the layer's parts).
+
+        :raises NotFound: the layer does not exist.
+        """
         return {}
 
     def cleanup(self) -> None:
-        """Release everything at shutdown (unmount what is still mounted)."""
+        """Release everything at shutdown (unmount what is still mounted).
+
+        Raises nothing: what cannot be released is logged.
+        """
 
     # the differ
     @abc.abstractmethod
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
-        """A tar stream of the changes of ``id`` against ``parent``."""
+        """A tar stream of the changes of ``id`` against ``parent``.
+
+        :raises NotFound: ``id`` or ``parent`` does not exist.
+        :raises HostError: a tree cannot be read.
+        """
 
     @abc.abstractmethod
     def changes(self, id: str, parent: str | None = None) -> list[Change]:
-        """The paths added, modified and deleted in ``id`` against ``parent``."""
+        """The paths added, modified and deleted in ``id`` against ``parent``.
+
+        :raises NotFound: ``id`` or ``parent`` does not exist.
+        :raises HostError: a tree cannot be read.
+        """
 
     @abc.abstractmethod
     def apply_diff(self, id: str, parent: str | None, diff: IO[bytes]) -> int:
-        """Apply a layer tar (with whiteouts) to ``id``; return its size in bytes."""
+        """Apply a layer tar (with whiteouts) to ``id``; return its size in bytes.
+
+        :raises NotFound: ``id`` does not exist.
+        :raises InvalidParameter: the tar is malformed or hostile (an entry
+            outside of the layer, a link out of it).
+        :raises HostError: the host failed (a full disk).
+        """
 
     @abc.abstractmethod
     def diff_size(self, id: str, parent: str | None = None) -> int:
-        """The size in bytes of the changes of ``id`` against ``parent``."""
+        """The size in bytes of the changes of ``id`` against ``parent``.
+
+        :raises NotFound: ``id`` or ``parent`` does not exist.
+        """
 
 
 class NaiveDiffDriver(GraphDriver):
