@@ -38,8 +38,8 @@ through); a daemon restart (``close``, a new instance on the same home,
 Helpers for other tests: :func:`host_links`, :func:`iptables_rules`,
 :func:`live_processes` (what a driver may change on the host),
 :func:`netns_view` (a namespace's interfaces and routes, through
-pyroute2), :func:`free_port`, :func:`fetch` and :func:`fetch_in`
-(connect and read a server's token).
+pyroute2), :func:`free_port`, :func:`can_bind` (is a host port held?),
+:func:`fetch` and :func:`fetch_in` (connect and read a server's token).
 """
 
 from __future__ import annotations
