@@ -20,7 +20,7 @@ module gives them one life cycle:
 * :meth:`Daemon.stop` SIGTERMs the daemon, escalates to SIGKILL of the
   sandbox init (which takes the whole namespace down) and of the unshare's
   process group; only then :meth:`Daemon.cleanup` removes the temporary
-  directory with :func:`engine.utils.fs.safe_rmtree` (unmounts first, never
+  directory with :func:`engine.sys.fs.safe_rmtree` (unmounts first, never
   crosses file systems). Every started daemon is registered, so an exception,
   Ctrl-C or SIGTERM of the bench still stops it (``try/finally`` + atexit).
 * :class:`NotifyListener` is a systemd-style ``NOTIFY_SOCKET`` (a unix
@@ -619,7 +619,7 @@ class Daemon:
         """Remove the work directory; only once every process is gone."""
         if self.alive():
             raise RuntimeError(f"{self.name} still running; not removing {self.workdir}")
-        from engine.utils.fs import safe_rmtree  # late: keeps the sandbox init lean
+        from engine.sys.fs import safe_rmtree  # late: keeps the sandbox init lean
 
         safe_rmtree(self.workdir)
 

@@ -413,7 +413,7 @@ def start_and_wait(spec: C.DaemonSpec, timeout: float = 60.0) -> tuple[C.Daemon,
             daemon.stop()
             daemon.cleanup()
         else:
-            from engine.utils.fs import safe_rmtree
+            from engine.sys.fs import safe_rmtree
 
             safe_rmtree(workdir)
         listener.close()

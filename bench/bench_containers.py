@@ -895,7 +895,7 @@ def shim_import_floor(source: str | None, reps: int = 5) -> dict[str, float] | N
     :param source: the directory our daemon runs ``engine`` from (``--engine-rev``), else the checkout.
     """
     try:
-        from engine.shim.client import default_pythonpath
+        from engine.shim.launcher import default_pythonpath
 
         pythonpath = default_pythonpath("engine_exec_native.driver")
     except Exception:

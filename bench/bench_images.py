@@ -403,8 +403,8 @@ class Archives:
 
 def build_archives(size_mb: int, count: int) -> Archives:
     """Write the big image's and the many images' docker-archives to a fresh temp dir."""
-    from engine.testing.graphtest import Entry, make_layer_tar
     from engine.testing.images import EPOCH, BuiltImage, big_image, docker_archive, image_config
+    from engine.testing.layertar import Entry, make_layer_tar
 
     tmp = tempfile.mkdtemp(prefix="bench-images-")
     try:

@@ -60,9 +60,9 @@ from bench_images import (
     storage_entries,
 )
 
+from engine.sys.fs import safe_rmtree
 from engine.testing.images import big_image, docker_archive
 from engine.testing.registry import LocalRegistry
-from engine.utils.fs import safe_rmtree
 
 MB = 1e6
 PORT = 5000

@@ -52,7 +52,7 @@ def workdir(tmp_path_factory):
     """A scratch directory for a daemon; mounts below it are removed first."""
     path = tmp_path_factory.mktemp("engine")
     yield str(path)
-    from engine.utils.fs import safe_rmtree
+    from engine.sys.fs import safe_rmtree
 
     safe_rmtree(str(path))
 

@@ -22,7 +22,16 @@ LOG = logging.getLogger("engine.api")
 HIJACK_KEY = "engine.hijack"
 
 #: Route modules; each has ``add_routes(app, engine, **options)``.
-ROUTE_MODULES: tuple[str, ...] = ("engine.api.images", "engine.api.containers", "engine.api.registry")
+ROUTE_MODULES: tuple[str, ...] = (
+    "engine.api.images",
+    "engine.api.containers",
+    "engine.api.streams",
+    "engine.api.filesystem",
+    "engine.api.execs",
+    "engine.api.volumes",
+    "engine.api.networks",
+    "engine.api.registry",
+)
 
 
 def create_app(engine: Any, cors: bool = False, debug: bool = False, plugins: Any = None) -> falcon.App:

@@ -13,6 +13,10 @@ from engine.daemon.attach import client_gone
 from engine.errors import EngineError, InvalidParameter
 
 JSON = "application/json"
+#: A hijacked stream as it is (a tty's output).
+RAW_STREAM = "application/vnd.docker.raw-stream"
+#: A hijacked stream of stdcopy frames (stdout and stderr apart).
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 
 
 def query_bool(req: Any, name: str, default: bool = False) -> bool:
@@ -174,3 +178,17 @@ def _drain(first: bytes, chunks: queue.Queue, job: Any, client: Any = None) -> I
         # The client went away (or we are done): the job's next write fails
         # quietly and it ends on its own (long jobs watch job.stdout.closed).
         job.stdout.close()
+
+
+class JobResource:
+    """A resource that answers by running jobs on ``engine`` (the route -> job hop).
+
+    :param engine: the :class:`~engine.core.Engine` whose jobs it runs.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def job(self, name: str, *args: str, **env: Any) -> bytes:
+        """Run job ``name`` to completion; what it wrote to stdout."""
+        return run_job(self.engine, name, *args, env=env)

@@ -1,5 +1,5 @@
-"""System resources: ``/_ping``, ``/version``, ``/info``, swarm stubs' 503s and,
-with ``-D``, ``/debug/*`` introspection."""
+"""System resources: ``/_ping``, ``/version``, ``/info``, ``/events``,
+``/system/df``, swarm stubs' 503s and, with ``-D``, ``/debug/*`` introspection."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import falcon
 
-from engine.api.base import JSON, run_job
+from engine.api.base import JSON, JobResource, parse_filters, run_job, stream_job
 from engine.errors import Unavailable
 
 PING_HEADERS = {
@@ -122,10 +122,29 @@ class DebugMemory:
         resp.data = json.dumps({"types": top}).encode()
 
 
+class Events(JobResource):
+    def on_get(self, req: Any, resp: Any) -> None:
+        env = {
+            "Since": req.get_param("since") or "",
+            "Until": req.get_param("until") or "",
+            "Filters": parse_filters(req.get_param("filters")),
+        }
+        resp.content_type = JSON
+        resp.stream = stream_job(self.engine, "events", env=env, client=req.env.get("gunicorn.socket"))
+
+
+class SystemDf(JobResource):
+    def on_get(self, req: Any, resp: Any) -> None:
+        resp.content_type = JSON
+        resp.data = self.job("system_df")
+
+
 def add_routes(app: falcon.App, engine: Any, debug: bool = False) -> None:
     app.add_route("/_ping", Ping())
     app.add_route("/version", JobDocument(engine, "version"))
     app.add_route("/info", JobDocument(engine, "info"))
+    app.add_route("/events", Events(engine))
+    app.add_route("/system/df", SystemDf(engine))
     swarm = NotInSwarm()
     for path in (
         "/swarm",

@@ -21,8 +21,8 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
+from engine import archive
 from engine.errors import InvalidParameter, NotFound
-from engine.graph import archive
 from engine.sys import libc
 
 _RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.utils.fs import atomic_write
+from engine.sys.fs import atomic_write
 from engine.utils.host import read_text
 
 ZERO_TIME = "0001-01-01T00:00:00Z"

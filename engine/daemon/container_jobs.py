@@ -1,36 +1,43 @@
 """The container, exec, volume and event jobs (seed ch. 3 §5.5.2 ``daemon.Install``).
 
-Each job reads its arguments and env, calls the container service and writes
-the API's answer to its stdout; the streaming ones (attach, logs, events,
-stats, wait) write as things happen.
+Each job reads its arguments and env, calls the daemon's service (the life
+cycle for transitions, the container store for lookups, the exec and volume
+stores) and writes the API's answer to its stdout; the streaming ones
+(attach, logs, events, stats, wait) write as things happen.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from engine import archive
 from engine.daemon import attach as attaching
 from engine.daemon import logs as logfile
 from engine.daemon import views
-from engine.daemon.containers import parse_signal
 from engine.daemon.events import matches
+from engine.daemon.hostconfig import parse_signal
 from engine.daemon.network import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter
 from engine.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from engine.daemon.container import Container
+    from engine.daemon.lifecycle import LifeCycle
+
 LOG = logging.getLogger(__name__)
 
 
-def svc_of(job: Any) -> Any:
-    return job.engine.daemon.containers
+def svc_of(job: Any) -> LifeCycle:
+    """The life cycle of the job's daemon's containers."""
+    return job.engine.daemon.lifecycle
 
 
-def container_of(job: Any) -> Any:
-    return svc_of(job).get(job.args[0])
+def container_of(job: Any) -> Container:
+    """The container the job's first argument names (ID, name or ID prefix)."""
+    return job.engine.daemon.containers.get(job.args[0])
 
 
 # create, inspect, list
@@ -45,13 +52,13 @@ def job_create(job: Any) -> None:
 
 
 def job_container_inspect(job: Any) -> None:
-    job.write_json(views.inspect(svc_of(job), container_of(job), job.env.get_bool("Size")))
+    job.write_json(views.inspect(job.engine.daemon, container_of(job), job.env.get_bool("Size")))
 
 
 def job_containers(job: Any) -> None:
     job.write_json(
         views.list_containers(
-            svc_of(job),
+            job.engine.daemon,
             job.env.get_bool("All"),
             job.env.get_int("Limit", -1),
             job.env.get_bool("Size"),
@@ -121,59 +128,21 @@ def job_wait(job: Any) -> None:
 
 
 def job_update(job: Any) -> None:
-    from engine.daemon.containers import resources_of, validate_host_config
-
-    svc = svc_of(job)
-    c = container_of(job)
-    body = job.env.get_json("Body", {}) or {}
-    allowed = {
-        "BlkioWeight",
-        "CpuShares",
-        "CpuPeriod",
-        "CpuQuota",
-        "CpusetCpus",
-        "CpusetMems",
-        "Memory",
-        "MemorySwap",
-        "MemoryReservation",
-        "KernelMemory",
-        "NanoCpus",
-        "PidsLimit",
-        "RestartPolicy",
-        "OomKillDisable",
-        "MemorySwappiness",
-        "CpuRealtimePeriod",
-        "CpuRealtimeRuntime",
-    }
-    with c.lock:
-        new = dict(c.host_config)
-        for key, value in body.items():
-            if key == "RestartPolicy":
-                # The CLI always sends one; an empty name means "unchanged" (moby).
-                if isinstance(value, dict) and value.get("Name"):
-                    new[key] = value
-            elif key in allowed and value not in (None, "") and value != 0:
-                new[key] = value
-        validate_host_config(new, os.cpu_count() or 1)
-        if c.state.running:
-            svc.exec_driver.update(svc.monitor.command(c), resources_of(new))
-        c.host_config = new
-        c.to_disk()
-    job.engine.daemon.container_event(c, "update")
-    job.write_json({"Warnings": []})
+    warnings = svc_of(job).update(container_of(job), job.env.get_json("Body", {}) or {})
+    job.write_json({"Warnings": warnings})
 
 
 def job_containers_prune(job: Any) -> None:
     from engine.graph.jobs import parse_until
 
-    svc = svc_of(job)
+    daemon = job.engine.daemon
     filters = job.env.get_json("Filters", {}) or {}
     for key in filters:
         if key not in ("until", "label", "label!"):
             raise InvalidParameter(f"Invalid filter '{key}'")
     until = min((parse_until(v) for v in filters.get("until", [])), default=None)
     deleted, reclaimed = [], 0
-    for c in svc.all():
+    for c in daemon.containers.all():
         if c.state.running:
             continue
         if until is not None and c.created >= until:
@@ -183,9 +152,9 @@ def job_containers_prune(job: Any) -> None:
             continue
         if filters.get("label!") and any(views._label_ok(labels, [v]) for v in filters["label!"]):
             continue
-        rw, _ = views.sizes(svc, c)
+        rw, _ = views.sizes(daemon, c)
         try:
-            svc.remove(c)
+            daemon.lifecycle.remove(c)
         except EngineError:
             continue
         deleted.append(c.id)
@@ -195,11 +164,10 @@ def job_containers_prune(job: Any) -> None:
 
 # processes, changes, export, archive
 def job_top(job: Any) -> None:
-    svc = svc_of(job)
     c = container_of(job)
     if not c.state.running:
         raise Conflict(f"Container {c.id} is not running")
-    pids = set(svc.exec_driver.get_pids(svc.monitor.command(c)))
+    pids = set(svc_of(job).pids(c))
     args = (job.env.get("PsArgs") or "-ef").split()
     proc = subprocess.run(["ps", *args], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
@@ -218,9 +186,8 @@ def job_top(job: Any) -> None:
 
 
 def job_changes(job: Any) -> None:
-    svc = svc_of(job)
     c = container_of(job)
-    changes = svc.daemon.graphdriver.changes(c.id, c.init_layer)
+    changes = job.engine.daemon.graphdriver.changes(c.id, c.init_layer)
     hidden = {
         "/etc/hosts",
         "/etc/hostname",
@@ -243,8 +210,6 @@ def job_changes(job: Any) -> None:
 
 
 def job_export(job: Any) -> None:
-    from engine.graph import archive
-
     svc = svc_of(job)
     c = container_of(job)
     driver = svc.daemon.graphdriver
@@ -446,9 +411,9 @@ def job_volumes_prune(job: Any) -> None:
 def job_system_df(job: Any) -> None:
     daemon = job.engine.daemon
     graph = daemon.graph
-    svc = daemon.containers
+    store = daemon.containers
     users: dict[str, int] = {}
-    for c in svc.all():
+    for c in store.all():
         users[c.image_id] = users.get(c.image_id, 0) + 1
     images = []
     for image in graph:
@@ -456,7 +421,7 @@ def job_system_df(job: Any) -> None:
         doc["Containers"] = users.get(image.id, 0)
         doc["SharedSize"] = 0
         images.append(doc)
-    containers = [views.summary(svc, c, size=True) for c in svc.all()]
+    containers = [views.summary(daemon, c, size=True) for c in store.all()]
     volumes = []
     for vol in daemon.volumes.list():
         vol = dict(vol)

@@ -28,7 +28,7 @@ from engine.daemon.names import random_name
 from engine.daemon.volumes import VolumeStore, api_mount, parse_bind, parse_mount, parse_tmpfs
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, ProcessConfig, Resources
 from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NoSuchContainer, NotFound, NotModified
-from engine.utils.fs import safe_rmtree
+from engine.sys.fs import safe_rmtree
 from engine.utils.truncindex import TruncIndex
 
 LOG = logging.getLogger(__name__)

@@ -14,13 +14,27 @@ import os
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.daemon.config import Config
 from engine.daemon.events import Events
 from engine.drivers import discovery as drivers
 from engine.drivers.graph import GraphDriver
-from engine.utils.fs import atomic_write, safe_rmtree
+from engine.sys.fs import atomic_write, safe_rmtree
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from engine.core.engine import Engine
+    from engine.daemon.container import Container
+    from engine.daemon.execs import ExecService
+    from engine.daemon.lifecycle import LifeCycle
+    from engine.daemon.network import NetworkService
+    from engine.daemon.store import ContainerStore
+    from engine.daemon.volumes import VolumeStore
+    from engine.drivers.exec import ExecDriver
+    from engine.graph.graph import Graph
+    from engine.graphdb import LinkGraph
 
 LOG = logging.getLogger(__name__)
 
@@ -33,21 +47,25 @@ class Daemon:
     :param plugins: the pluggy plugin manager (hooks are called through it).
     """
 
-    def __init__(self, config: Config, engine: Any, plugins: Any = None) -> None:
+    def __init__(self, config: Config, engine: Engine, plugins: pluggy.PluginManager | None = None) -> None:
         self.config = config
         self.engine = engine
         self.plugins = plugins
         self.root = config.root
         self.id = ""
         self.started_at = time.time()
+        # The services, made by the start-up steps in this order.
         self.graphdriver: GraphDriver | None = None
-        self.graph: Any = None
-        self.linkgraph: Any = None
-        self.exec_driver: Any = None
-        self.volumes: Any = None
-        self.containers: Any = None
-        self.execs: Any = None
-        self.network: Any = None
+        self.graph: Graph | None = None
+        self.network: NetworkService | None = None
+        self.linkgraph: LinkGraph | None = None
+        self.exec_driver: ExecDriver | None = None
+        self.volumes: VolumeStore | None = None
+        #: The container records, names and lookups.
+        self.containers: ContainerStore | None = None
+        #: Every transition of a container (create, start, stop, ..., restore).
+        self.lifecycle: LifeCycle | None = None
+        self.execs: ExecService | None = None
         self.events = Events()
         self.ready = threading.Event()
         engine.daemon = self
@@ -134,21 +152,29 @@ class Daemon:
         self.exec_driver = drivers.select("exec", self.config.driver_config())
 
     def _setup_containers(self) -> None:
-        """Volumes, the container store and exec store; restore containers (seed ch. 4 §4.10)."""
-        from engine.daemon.containers import ContainerService
+        """Volumes, the container store, the life cycle and the exec store; restore containers
+        (seed ch. 4 §4.10)."""
         from engine.daemon.execs import ExecService
+        from engine.daemon.lifecycle import LifeCycle
+        from engine.daemon.store import ContainerStore
         from engine.daemon.volumes import VolumeStore
+        from engine.shim.launcher import ShimLauncher
 
+        assert self.graph is not None and self.linkgraph is not None and self.network is not None
+        assert self.exec_driver is not None
         self.volumes = VolumeStore(self.root, drivers.select_volumes(self.config.driver_config()))
-        self.containers = ContainerService(self, self.exec_driver, self.volumes)
-        self.containers.network = self.network
-        self.execs = ExecService(self.containers)
+        self.containers = ContainerStore(self.root, self.linkgraph)
+        #: A warm process with the shim and the driver imported launches the shims (ARCHITECTURE §5).
+        launcher = ShimLauncher(preload=[type(self.exec_driver).__module__])
+        self.lifecycle = LifeCycle(self, self.containers, self.exec_driver, self.volumes, self.network, launcher)
+        self.execs = ExecService(self)
+        self.volumes.users = self.containers.volume_users
         self.graph.container_users = self.containers.image_users
         self.graph.container_layers = self.containers.layer_tops
-        self.containers.restore()
+        self.lifecycle.restore()
         self.network.prune([c.id for c in self.containers.all() if c.state.running])
 
-    def container_event(self, container: Any, action: str, attributes: dict | None = None) -> None:
+    def container_event(self, container: Container, action: str, attributes: dict | None = None) -> None:
         attrs = {"image": container.config.get("Image") or container.image_id, "name": container.name.lstrip("/")}
         attrs.update(container.config.get("Labels") or {})
         attrs.update(attributes or {})
@@ -180,9 +206,8 @@ class Daemon:
                 self.plugins.hook.engine_daemon_shutdown(daemon=self)
             except Exception:
                 LOG.exception("engine_daemon_shutdown hook failed")
-        if self.containers is not None:
-            self.containers.monitor.stop()
-            self.containers.shim_launcher.close()
+        if self.lifecycle is not None:
+            self.lifecycle.close()
         if self.network is not None and self.network.driver is not None:
             running = self.containers is not None and any(c.state.running for c in self.containers.all())
             try:

@@ -19,11 +19,15 @@ import termios
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.daemon import attach
+from engine.daemon.container import Container
 from engine.drivers.exec import ExecStartError, Pipes, ProcessConfig
 from engine.errors import Conflict, EngineError, InvalidParameter, NotFound
+
+if TYPE_CHECKING:
+    from engine.daemon.daemon import Daemon
 
 LOG = logging.getLogger(__name__)
 
@@ -67,10 +71,13 @@ class Exec:
 
 
 class ExecService:
-    """Exec configs of the daemon's containers."""
+    """Exec configs of the daemon's containers.
 
-    def __init__(self, containers: Any) -> None:
-        self.containers = containers
+    :param daemon: the daemon (its containers, exec driver, life cycle and events).
+    """
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
         self._execs: dict[str, Exec] = {}
         self._lock = threading.Lock()
 
@@ -80,7 +87,7 @@ class ExecService:
             raise NotFound(f"No such exec instance: {exec_id}")
         return e
 
-    def create(self, c: Any, body: dict) -> Exec:
+    def create(self, c: Container, body: dict) -> Exec:
         with c.lock:
             if not c.state.running:
                 raise Conflict(f"Container {c.id} is not running")
@@ -129,11 +136,11 @@ class ExecService:
             self._execs[e.id] = e
         with c.lock:
             c.exec_ids.append(e.id)
-        self.containers.daemon.container_event(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
+        self.daemon.container_event(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
         return e
 
-    def _check_startable(self, e: Exec) -> Any:
-        c = self.containers.get(e.container_id)
+    def _check_startable(self, e: Exec) -> Container:
+        c = self.daemon.containers.get(e.container_id)
         with c.lock:
             if e.started:
                 raise Conflict(f"Error: Exec command {e.id} has already run")
@@ -203,8 +210,8 @@ class ExecService:
 
         def runner() -> None:
             try:
-                result["code"] = self.containers.exec_driver.exec(
-                    self.containers.monitor.command(c), e.process, pipes, on_start
+                result["code"] = self.daemon.exec_driver.exec(
+                    self.daemon.lifecycle.command(c), e.process, pipes, on_start
                 )
             except BaseException as exc:  # reported to the request thread
                 result["error"] = exc
@@ -233,7 +240,7 @@ class ExecService:
             )
             e.running = False
             raise result["error"]
-        self.containers.daemon.container_event(c, f"exec_start: {' '.join(e.process.args)}", {"execID": e.id})
+        self.daemon.container_event(c, f"exec_start: {' '.join(e.process.args)}", {"execID": e.id})
         if sock is None:
             threading.Thread(target=self._reap, args=(e, c, thread, result, ours), daemon=True).start()
             return
@@ -281,11 +288,11 @@ class ExecService:
         thread.join()
         self._finish(e, c, result, ours)
 
-    def _reap(self, e: Exec, c: Any, thread: threading.Thread, result: dict, ours: dict) -> None:
+    def _reap(self, e: Exec, c: Container, thread: threading.Thread, result: dict, ours: dict) -> None:
         thread.join()
         self._finish(e, c, result, ours)
 
-    def _finish(self, e: Exec, c: Any, result: dict, ours: dict) -> None:
+    def _finish(self, e: Exec, c: Container, result: dict, ours: dict) -> None:
         e.exit_code = int(result.get("code", 126 if "error" in result else 0))
         e.running = False
         for fd in ours.values():
@@ -297,9 +304,9 @@ class ExecService:
         with c.lock:
             if e.id in c.exec_ids:  # inspect lists running execs only (moby)
                 c.exec_ids.remove(e.id)
-        self.containers.daemon.container_event(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
+        self.daemon.container_event(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
 
-    def forget(self, c: Any) -> None:
+    def forget(self, c: Container) -> None:
         """The container stopped or went: its finished execs can no longer be inspected (moby's
         clean-up at exit); without this every exec would be kept for the daemon's life."""
         with self._lock:

@@ -1,5 +1,7 @@
 """The daemon's side of networking: the network driver's jobs, a container's
-interface, ports and links at start, and the built-in networks (seed ch. 6).
+network at start (its namespace, interface, ports, links, and the hostname,
+hosts and resolv.conf files that go with them), and the built-in networks
+(seed ch. 6).
 
 The active driver's methods are registered as the seed's jobs
 (``init_networkdriver``, ``allocate_interface``, ``release_interface``,
@@ -13,10 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
-from engine.daemon import views
+from engine.daemon import netns, resolvconf, views
 from engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotSupported
+from engine.sys.fs import atomic_write
+
+if TYPE_CHECKING:
+    from engine.daemon.container import Container
 
 LOG = logging.getLogger(__name__)
 
@@ -25,6 +32,19 @@ BUILTIN = ("bridge", "host", "none")
 
 def port_key(spec: str) -> str:
     return spec if "/" in spec else spec + "/tcp"
+
+
+def stopped_settings() -> dict:
+    """``NetworkSettings`` of a container that does not run: no address, no published ports."""
+    return {
+        "Bridge": "",
+        "Ports": {},
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "Gateway": "",
+        "MacAddress": "",
+        "Networks": {},
+    }
 
 
 class NetworkService:
@@ -38,6 +58,8 @@ class NetworkService:
         self.daemon = daemon
         self.driver = driver
         self.facts: dict = {}
+        #: The containers' persistent network namespaces, ``<root>/netns/<id>``.
+        self.netns_dir = os.path.join(daemon.root, "netns")
 
     # the seed's jobs, bound to the driver
     def register_jobs(self, engine: Any) -> None:
@@ -86,6 +108,102 @@ class NetworkService:
             self.facts.get("IPAddress"),
             self.facts.get("IPPrefixLen"),
         )
+
+    # a container's network at start and at exit (the modes of issue 4; the
+    # bridge driver serves "default" and "bridge" when it is installed)
+    def setup(self, c: Container) -> dict:
+        """Make ``c``'s network as it starts; all or nothing.
+
+        Writes its ``hostname``, ``hosts`` and ``resolv.conf``; for the
+        ``none``, ``default`` and ``bridge`` modes makes its namespace
+        (``<root>/netns/<id>``) and, with a driver, its interface, ports and
+        links.
+
+        :returns: ``{"mode": "host"}``; ``{"mode": "container", "path":
+            the other's /proc/PID/ns/net, "container": its ID}``; or
+            ``{"mode": "none"|"bridge", "path", "settings": the driver's}``.
+        :raises Conflict: the container it joins (or links to) does not run.
+        """
+        hc = c.host_config
+        mode = hc.get("NetworkMode") or "default"
+        cfg = c.config
+        daemon_cfg = self.daemon.config
+        if mode.startswith("container:"):
+            other = self.daemon.containers.get(mode.split(":", 1)[1])
+            if not other.state.running:
+                raise Conflict(f"cannot join network of a non running container: {other.id}")
+            # The seed (ch. 8 §2.2.1): it shares the other's hostname and files.
+            cfg["Hostname"] = other.config.get("Hostname", "")
+            cfg["Domainname"] = other.config.get("Domainname", "")
+            for name in ("hostname", "hosts", "resolv.conf"):
+                src = other.path_of(name)
+                if os.path.exists(src):
+                    with open(src, "rb") as fh:
+                        atomic_write(c.path_of(name), fh.read())
+            return {"mode": "container", "path": f"/proc/{other.state.pid}/ns/net", "container": other.id}
+        host_mode = mode == "host"
+        hostname = cfg.get("Hostname") or c.id[:12]
+        gateway = self.host_gateway() if self.driver is not None else ""
+        resolv, _warnings = resolvconf.build(
+            list(hc.get("Dns") or daemon_cfg.dns),
+            list(hc.get("DnsSearch") or daemon_cfg.dns_search),
+            list(hc.get("DnsOptions") or daemon_cfg.dns_opts),
+            host_mode=host_mode,
+        )
+        atomic_write(c.resolv_conf_path, resolv.encode())
+        atomic_write(c.hostname_path, (hostname + "\n").encode())
+        if host_mode:
+            with open("/etc/hosts", "rb") as fh:
+                base = fh.read()
+            extra = resolvconf.hosts("", "", "", hc.get("ExtraHosts"), host_gateway=gateway)[
+                len(resolvconf.HOSTS_HEADER) :
+            ]
+            atomic_write(c.hosts_path, base + extra.encode())
+            return {"mode": "host"}
+        path = os.path.join(self.netns_dir, c.id)
+        netns.remove(path)
+        netns.create(path)
+        settings: dict = {}
+        allocated = False
+        try:
+            if mode in ("default", "bridge") and self.driver is not None:
+                settings = self.allocate(c, path)
+                allocated = True
+            ip = settings.get("IPAddress", "")
+            links = self.links_for(c)
+            atomic_write(
+                c.hosts_path,
+                resolvconf.hosts(
+                    hostname, cfg.get("Domainname") or "", ip, hc.get("ExtraHosts"), links, host_gateway=gateway
+                ).encode(),
+            )
+        except BaseException:
+            if allocated:
+                try:
+                    self.release(c)
+                except Exception:
+                    LOG.exception("releasing the network of %s after a failed set-up", c.short_id)
+            netns.remove(path)
+            raise
+        kind = "none" if mode == "none" else "bridge"
+        return {"mode": kind, "path": path, "settings": settings}
+
+    def teardown(self, c: Container) -> None:
+        """Release what :meth:`setup` made for ``c`` (it exited, or its start failed)."""
+        mode = c.host_config.get("NetworkMode") or "default"
+        if mode in ("default", "bridge"):
+            try:
+                self.release(c)
+            except Exception:
+                LOG.exception("releasing the network of %s", c.short_id)
+        self.remove_namespace(c)
+        with c.lock:
+            # A stopped container has no address or published ports (as in Docker).
+            c.network_settings = stopped_settings()
+
+    def remove_namespace(self, c: Container) -> None:
+        """Remove ``c``'s network namespace file, if it has one."""
+        netns.remove(os.path.join(self.netns_dir, c.id))
 
     # containers
     def links(self, c: Any) -> list[tuple[Any, str]]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.daemon.container import ZERO_TIME, rfc3339nano
+from engine.daemon.container import ZERO_TIME, Container, rfc3339nano
 from engine.errors import EngineError
+
+if TYPE_CHECKING:
+    from engine.daemon.lifecycle import LifeCycle
 
 INTERVAL = 1.0
 
@@ -39,7 +42,7 @@ def net_stats(pid: int) -> dict:
     return out
 
 
-def sample(svc: Any, c: Any) -> dict:
+def sample(lifecycle: LifeCycle, c: Container) -> dict:
     empty = {
         "read": ZERO_TIME,
         "preread": ZERO_TIME,
@@ -55,7 +58,7 @@ def sample(svc: Any, c: Any) -> dict:
     if not c.state.running:
         return empty
     try:
-        raw = svc.exec_driver.stats(svc.monitor.command(c))
+        raw = lifecycle.stats(c)
     except (EngineError, OSError):
         return empty
     doc = dict(empty)
@@ -68,14 +71,14 @@ def sample(svc: Any, c: Any) -> dict:
     return doc
 
 
-def stream_stats(svc: Any, c: Any, stream: bool, one_shot: bool, out: Any, stopping: Any) -> None:
+def stream_stats(lifecycle: LifeCycle, c: Container, stream: bool, one_shot: bool, out: Any, stopping: Any) -> None:
     previous = None
     if not stream and not one_shot and c.state.running:
         # Without a previous sample clients cannot compute CPU %.
-        previous = sample(svc, c)
+        previous = sample(lifecycle, c)
         time.sleep(INTERVAL)
     while True:
-        current = sample(svc, c)
+        current = sample(lifecycle, c)
         if previous is not None:
             current["preread"] = previous["read"]
             current["precpu_stats"] = previous["cpu_stats"]

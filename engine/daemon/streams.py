@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.daemon import attach as attaching
+from engine.daemon.container import Container
+
+if TYPE_CHECKING:
+    from engine.daemon.lifecycle import LifeCycle
 
 LOG = logging.getLogger(__name__)
 
@@ -35,8 +39,8 @@ class PendingAttach:
 
 
 def attach_container(
-    svc: Any,
-    c: Any,
+    lifecycle: LifeCycle,
+    c: Container,
     sock: Any,
     stdin: bool,
     stdout: bool,
@@ -47,12 +51,8 @@ def attach_container(
     from engine.shim.client import ShimClient
 
     conn = None
-    with c.lock:
-        running = c.state.running and not c.state.restarting
-        if not running:
-            pending = PendingAttach(stdin, stdout, stderr)
-            svc.pending_attach.setdefault(c.id, []).append(pending)
-    if running:
+    pending = PendingAttach(stdin, stdout, stderr)
+    if not lifecycle.attach_at_start(c, pending):
         try:
             conn = ShimClient(c.root).attach(stdin, stdout, stderr)
         except OSError as exc:
@@ -62,18 +62,12 @@ def attach_container(
     else:
         while not pending.ready.wait(0.5):
             if stopping.is_set() or c.removed or attaching.client_gone(sock):
-                with c.lock:
-                    waiting = svc.pending_attach.get(c.id, [])
-                    if pending in waiting:
-                        waiting.remove(pending)
+                lifecycle.cancel_attach(c, pending)
                 attaching.close_client(sock)
                 return
             if c.state.running and not c.state.restarting and not pending.ready.is_set():
                 # Started without us (we registered as it began): join now.
-                with c.lock:
-                    waiting = svc.pending_attach.get(c.id, [])
-                    if pending in waiting:
-                        waiting.remove(pending)
+                lifecycle.cancel_attach(c, pending)
                 if not pending.ready.is_set():
                     pending.connect(ShimClient(c.root))
         conn = pending.connection

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.daemon.container import Container, rfc3339nano
 from engine.daemon.volumes import api_mount
 from engine.errors import InvalidParameter
+
+if TYPE_CHECKING:
+    from engine.daemon.daemon import Daemon
 
 DEFAULT_MASKED_PATHS = [
     "/proc/asound",
@@ -191,8 +194,8 @@ def endpoint(**values: Any) -> dict:
     return out
 
 
-def inspect(svc: Any, c: Container, size: bool = False) -> dict:
-    driver = svc.daemon.graphdriver
+def inspect(daemon: Daemon, c: Container, size: bool = False) -> dict:
+    driver = daemon.graphdriver
     try:
         data = driver.metadata(c.id) or None
     except Exception:
@@ -223,17 +226,17 @@ def inspect(svc: Any, c: Container, size: bool = False) -> dict:
         "NetworkSettings": network_settings(c),
     }
     if size:
-        doc["SizeRw"], doc["SizeRootFs"] = sizes(svc, c)
+        doc["SizeRw"], doc["SizeRootFs"] = sizes(daemon, c)
     return doc
 
 
-def sizes(svc: Any, c: Container) -> tuple[int, int]:
-    driver = svc.daemon.graphdriver
+def sizes(daemon: Daemon, c: Container) -> tuple[int, int]:
+    driver = daemon.graphdriver
     try:
         rw = driver.diff_size(c.id, c.init_layer)
     except Exception:
         rw = 0
-    image = svc.daemon.graph.images.get(c.image_id) if svc.daemon.graph.images.exists(c.image_id) else None
+    image = daemon.graph.images.get(c.image_id) if daemon.graph.images.exists(c.image_id) else None
     return rw, rw + (image.size if image is not None else 0)
 
 
@@ -262,15 +265,15 @@ def command_string(c: Container) -> str:
     return " ".join([c.path, *args]) if args else c.path
 
 
-def summary(svc: Any, c: Container, size: bool = False, paths: dict[str, list[str]] | None = None) -> dict:
+def summary(daemon: Daemon, c: Container, size: bool = False, paths: dict[str, list[str]] | None = None) -> dict:
     """One ``GET /containers/json`` entry; ``paths`` are all names at once (see list_containers)."""
-    found = paths.get(c.id) if paths is not None else list(svc.daemon.linkgraph.ref_paths(c.id))
+    found = paths.get(c.id) if paths is not None else list(daemon.linkgraph.ref_paths(c.id))
     names = sorted(found or []) or [c.name]
     if c.name in names:
         names.remove(c.name)
         names.insert(0, c.name)
     image = c.config.get("Image") or c.image_id
-    if image.startswith("sha256:") or not svc.daemon.graph.images.exists(c.image_id):
+    if image.startswith("sha256:") or not daemon.graph.images.exists(c.image_id):
         image = c.image_id if image.startswith("sha256:") else image
     ns = network_settings(c)
     doc = {
@@ -289,7 +292,7 @@ def summary(svc: Any, c: Container, size: bool = False, paths: dict[str, list[st
         "Mounts": [api_mount(m) for m in c.mounts],
     }
     if size:
-        doc["SizeRw"], doc["SizeRootFs"] = sizes(svc, c)
+        doc["SizeRw"], doc["SizeRootFs"] = sizes(daemon, c)
     return doc
 
 
@@ -322,7 +325,7 @@ def _label_ok(labels: dict, wanted: list[str]) -> bool:
 
 
 def list_containers(
-    svc: Any, all_: bool = False, limit: int = -1, size: bool = False, filters: dict[str, list[str]] | None = None
+    daemon: Daemon, all_: bool = False, limit: int = -1, size: bool = False, filters: dict[str, list[str]] | None = None
 ) -> list[dict]:
     """``GET /containers/json`` (moby ``daemon/list.go``), newest first."""
     filters = filters or {}
@@ -340,10 +343,11 @@ def list_containers(
             raise InvalidParameter(f"Invalid filter 'exited={value}'") from None
     if filters.get("exited") or filters.get("status") or filters.get("before") or filters.get("since"):
         all_ = True
-    containers = sorted(svc.all(), key=lambda c: c.created, reverse=True)
-    before = min((svc.get(n).created for n in filters.get("before", [])), default=None)
-    since = max((svc.get(n).created for n in filters.get("since", [])), default=None)
-    graph = svc.daemon.graph
+    store = daemon.containers
+    containers = sorted(store.all(), key=lambda c: c.created, reverse=True)
+    before = min((store.get(n).created for n in filters.get("before", [])), default=None)
+    since = max((store.get(n).created for n in filters.get("since", [])), default=None)
+    graph = daemon.graph
     ancestors: set[str] = set()
     for name in filters.get("ancestor", []):
         try:
@@ -352,7 +356,7 @@ def list_containers(
             continue
         ancestors.add(image.id)
         ancestors.update(img.id for img in graph if image.id in _image_chain(graph, img))
-    paths = svc.daemon.linkgraph.all_ref_paths()
+    paths = daemon.linkgraph.all_ref_paths()
     out = []
     for c in containers:
         st = c.state
@@ -395,7 +399,7 @@ def list_containers(
                 continue
             if filters.get("publish") and not published & {v if "/" in v else v + "/tcp" for v in filters["publish"]}:
                 continue
-        out.append(summary(svc, c, size, paths))
+        out.append(summary(daemon, c, size, paths))
         if limit > 0 and len(out) >= limit:
             break
     return out

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.errors import Conflict, InvalidParameter, NotFound
-from engine.utils.fs import atomic_write, copy_tree
+from engine.sys.fs import atomic_write, copy_tree
 
 LOG = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ ID, optionally on top of a parent layer (seed ch. 11). The split follows
 moby's graphdriver: the :class:`GraphDriver` core (about eight methods) and a
 differ (``diff``/``changes``/``apply_diff``/``diff_size``). Drivers without a
 native differ inherit :class:`NaiveDiffDriver`, which computes the differ from
-mounted trees.
+mounted trees with the layer-tar library :mod:`engine.archive` (where
+:class:`~engine.archive.Change` and :class:`~engine.archive.ChangeKind` live).
 
 Selection (seed ch. 4 §4.4.1, ARCHITECTURE §3):
 
@@ -14,8 +15,9 @@ Selection (seed ch. 4 §4.4.1, ARCHITECTURE §3):
 2. a driver whose state directory ``<root>/<name>`` already holds data, so
    images never silently disappear;
 3. the priority list (:data:`engine.drivers.PRIORITY`: ``aufs, btrfs,
-   devmapper, overlay, vfs`` unless the operator sets another), skipping names no package provides and drivers
-   whose probe raises :class:`~engine.errors.NotSupported` (or its subclasses
+   devmapper, overlay, vfs`` unless the operator sets another), skipping
+   names no package provides and drivers whose probe raises
+   :class:`~engine.errors.NotSupported` (or its subclasses
    ``PrerequisitesNotMet`` / ``IncompatibleFilesystem``); any other error stops;
 4. any other installed driver, in name order.
 
@@ -29,14 +31,14 @@ tars, changes, whiteouts) and :mod:`engine.sys` (mounts and other kernel calls).
 from __future__ import annotations
 
 import abc
-import enum
 import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, ClassVar
 
+from engine import archive
+from engine.archive import Change
 from engine.drivers.selection import DriverConfig, DriverSelectionError, Selection, named, probe_entry
 from engine.errors import InvalidParameter, NotSupported
 
@@ -44,25 +46,6 @@ if TYPE_CHECKING:
     from engine.drivers.discovery import DriverEntry
 
 LOG = logging.getLogger(__name__)
-
-
-class ChangeKind(enum.IntEnum):
-    """Docker's change types (``archive.ChangeType``)."""
-
-    MODIFY = 0
-    ADD = 1
-    DELETE = 2
-
-
-@dataclass(frozen=True, order=True)
-class Change:
-    """One path changed in a layer relative to its parent."""
-
-    path: str
-    kind: ChangeKind
-
-    def __str__(self) -> str:
-        return f"{'CAD'[self.kind]} {self.path}"
 
 
 _LAYER_ID = re.compile(r"[0-9a-f]{64}(-init)?")
@@ -219,14 +202,12 @@ class NaiveDiffDriver(GraphDriver):
     """A differ for drivers that only know how to give out full trees.
 
     It compares the mounted tree of a layer with its parent's
-    (:func:`engine.graph.archive.changes`), exports the changes as a tar with
+    (:func:`engine.archive.changes`), exports the changes as a tar with
     AUFS-style whiteouts and applies layer tars with whiteouts translated to
     deletions.
     """
 
     def changes(self, id: str, parent: str | None = None) -> list[Change]:
-        from engine.graph import archive
-
         layer = self.get(id)
         try:
             if parent is None:
@@ -240,8 +221,6 @@ class NaiveDiffDriver(GraphDriver):
             self.put(id)
 
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
-        from engine.graph import archive
-
         layer = self.get(id)
         try:
             if parent is None:
@@ -253,8 +232,6 @@ class NaiveDiffDriver(GraphDriver):
             raise
 
     def apply_diff(self, id: str, parent: str | None, diff: IO[bytes]) -> int:
-        from engine.graph import archive
-
         layer = self.get(id)
         try:
             return archive.apply_layer(layer, diff)
@@ -262,8 +239,6 @@ class NaiveDiffDriver(GraphDriver):
             self.put(id)
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
-        from engine.graph import archive
-
         changes = self.changes(id, parent)
         layer = self.get(id)
         try:

@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.errors import InvalidParameter, NotFound
 from engine.graph.layers import chain_ids, check_digest
-from engine.utils.fs import fsync_dir, safe_rmtree, write_synced
+from engine.sys.fs import fsync_dir, safe_rmtree, write_synced
 from engine.utils.truncindex import TruncIndex
 
 LOG = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import posixpath
 import shlex
 from typing import IO, Any
 
+from engine import archive
 from engine.errors import InvalidParameter
-from engine.graph import archive
 from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image

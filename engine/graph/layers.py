@@ -38,15 +38,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from engine.archive import tarsplit
 from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, HostError, InvalidParameter, NotFound
-from engine.graph import tarsplit
-from engine.utils.fs import fsync_dir, safe_rmtree, write_synced
+from engine.sys.fs import fsync_dir, safe_rmtree, write_synced
 
 LOG = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-#: The record that re-creates a layer's original tar (see engine.graph.tarsplit).
+#: The record that re-creates a layer's original tar (see engine.archive.tarsplit).
 TAR_SPLIT = "tar-split.json.gz"
 
 

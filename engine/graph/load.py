@@ -19,14 +19,14 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
+from engine import archive
 from engine.errors import InvalidParameter, NotSupported
-from engine.graph import archive
 from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_config
 from engine.graph.layers import chain_id
 from engine.sys import libc
-from engine.utils.fs import safe_rmtree
+from engine.sys.fs import safe_rmtree
 from engine.utils.progress import Progress
 
 LOG = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ normalised references and content-addressed image IDs::
   was last tagged, kept until the image's references are dropped with
   :meth:`TagStore.delete_image`.
 
-Every change is written with :func:`~engine.utils.fs.atomic_write` (temp
+Every change is written with :func:`~engine.sys.fs.atomic_write` (temp
 file, fsync, rename, fsync of the directory) before the call returns, so the
 file is always the old or the new version, never half of one. Temp files
 left by a crash (``.repositories-<driver>.*.tmp``) are removed on load.
@@ -61,7 +61,7 @@ from engine.graph.reference import (
     validate_digest,
     validate_tag,
 )
-from engine.utils.fs import atomic_write
+from engine.sys.fs import atomic_write
 
 LOG = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class TagStore:
         empty when missing.
     :param clock: the source of ``LastTagTime`` values (unix seconds).
     :param write: how the file is written, ``write(path, data, mode)``;
-        :func:`~engine.utils.fs.atomic_write` unless a test injects a failure.
+        :func:`~engine.sys.fs.atomic_write` unless a test injects a failure.
     :raises HostError: if the file exists but is not a valid tag store.
     """
 

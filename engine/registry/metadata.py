@@ -23,7 +23,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from engine.utils.fs import atomic_write
+from engine.sys.fs import atomic_write
 
 LOG = logging.getLogger(__name__)
 

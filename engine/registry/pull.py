@@ -46,8 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from engine import archive
 from engine.errors import EngineError, InvalidParameter, NotFound, NotSupported, RegistryError, Unauthorized
-from engine.graph import archive
 from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_config

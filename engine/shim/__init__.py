@@ -6,8 +6,10 @@
   json-file log it writes.
 * :mod:`engine.shim.protocol` is what the daemon and the shim share: file
   names, frames, times.
-* :mod:`engine.shim.client` is the daemon's side: start a shim, attach,
-  resize, wait, read its state.
+* :mod:`engine.shim.launcher` is the daemon's side of a start: it runs the
+  launcher, directly or through the fork server, and reads its answer;
+  :mod:`engine.shim.client` talks to a running shim: attach, resize, wait,
+  state, and the files it leaves.
 
 This package's ``__init__`` imports nothing: the shim imports it first and
 must stay small.

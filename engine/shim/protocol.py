@@ -114,7 +114,7 @@ def encode_line(obj: Any) -> bytes:
 def write_json_atomic(path: str, obj: Any, mode: int = 0o644) -> None:
     """Replace ``path`` with ``obj`` as JSON: temp file, fsync, rename, fsync the directory.
 
-    The same dance as :func:`engine.utils.fs.atomic_write`, repeated here
+    The same dance as :func:`engine.sys.fs.atomic_write`, repeated here
     because importing that module pulls ``tempfile``, ``ctypes`` and the
     libc bindings into the shim (about 2.5 MB of RSS for one function). The
     temp name carries the PID; only one process writes a container's files.

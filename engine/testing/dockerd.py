@@ -10,7 +10,9 @@ temporary directory:
 * ``/run``, ``/opt`` and ``/etc/docker`` covered by empty tmpfs mounts:
   dockerd would use a *system* containerd if ``/run/containerd`` had one,
   containerd's ``opt`` plugin writes ``/opt/containerd``;
-* no networking of its own (``--bridge=none --iptables=false``).
+* no networking of its own (``--bridge=none --iptables=false``) unless
+  ``networking`` is set: then its default ``docker0`` bridge and iptables
+  rules, in the sandbox's own network namespace.
 """
 
 from __future__ import annotations
@@ -34,8 +36,12 @@ def available() -> bool:
 class ReferenceDockerd:
     """dockerd under test; ``host`` is its ``unix://`` address."""
 
-    def __init__(self, workdir: str, storage_driver: str = "vfs") -> None:
+    def __init__(
+        self, workdir: str, storage_driver: str = "vfs", networking: bool = False, args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
+        self.networking = networking
+        self.args = tuple(args)
         self.socket = os.path.join(workdir, "docker.sock")
         self.log_path = os.path.join(workdir, "dockerd.log")
         self.storage_driver = storage_driver
@@ -62,12 +68,11 @@ class ReferenceDockerd:
             os.path.join(self.workdir, "docker.pid"),
             "-H",
             self.host,
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-masq=false",
-            "--ip6tables=false",
             f"--storage-driver={self.storage_driver}",
+            *self.args,
         ]
+        if not self.networking:
+            argv += ["--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false"]
         script = 'set -e; for d in /run /opt /etc/docker; do mkdir -p $d; mount -t tmpfs tmpfs $d; done; exec "$@"'
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

@@ -52,10 +52,10 @@ from typing import Any, ClassVar
 
 import pytest
 
+from engine.archive import apply_layer
 from engine.drivers.discovery import load_drivers
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import Conflict, NotFound, NotSupported
-from engine.graph.archive import apply_layer
 from engine.sys import cgroups, libc
 from engine.testing.images import PATH_ENV, busybox_layer
 

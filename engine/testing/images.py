@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.testing.graphtest import Entry, make_layer_tar
+from engine.testing.layertar import Entry, make_layer_tar
 
 #: 2024-01-01T00:00:00Z: every file and config in the test images.
 EPOCH = 1704067200

@@ -1,9 +1,12 @@
-"""Looking at processes through /proc, for tests (by PID; nothing here signals anything)."""
+"""Looking at processes through /proc, for tests (by PID; nothing here signals anything),
+and waiting for what they do."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 
 def stat_fields(pid: int) -> list[bytes] | None:
@@ -47,4 +50,16 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
     while alive(pid):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for process {pid} to exit")
+        time.sleep(0.02)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something true, and return that; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)

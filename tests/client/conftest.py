@@ -84,7 +84,7 @@ def client_daemon(request, tmp_path_factory):
         except Exception:
             pass
         process.stop()  # type: ignore[attr-defined]
-        from engine.utils.fs import safe_rmtree
+        from engine.sys.fs import safe_rmtree
 
         safe_rmtree(workdir)
 

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from engine.testing.layertar import Entry, make_layer_tar
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
@@ -369,12 +371,8 @@ def test_cp_both_ways(engine, tmp_path):
 
     tarred = engine("cp", "files:/tmp/dst", "-", input=b"")
     assert _tar_names(tarred.stdout) == ["dst", "dst/a.txt", "dst/sub", "dst/sub/b.txt"]
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("from-stdin.txt")
-        info.size = 5
-        tar.addfile(info, io.BytesIO(b"stdin"))
-    assert engine("cp", "-", "files:/tmp", input=buf.getvalue()).returncode == 0
+    stdin_tar = make_layer_tar([Entry.file("from-stdin.txt", b"stdin")])
+    assert engine("cp", "-", "files:/tmp", input=stdin_tar).returncode == 0
     assert engine("exec", "files", "cat", "/tmp/from-stdin.txt").stdout == "stdin"
 
     proc = engine("cp", "files:/nonexistent", str(tmp_path / "x"))
@@ -522,16 +520,7 @@ def test_exec_user_and_groups(engine):
 
 
 def _one_entry_tar(name: str, directory: bool) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        if directory:
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        else:
-            info.size = 2
-            tar.addfile(info, io.BytesIO(b"x\n"))
-    return buf.getvalue()
+    return make_layer_tar([Entry.dir(name) if directory else Entry.file(name, b"x\n")])
 
 
 def test_cp_no_overwrite_dir_non_dir(engine):

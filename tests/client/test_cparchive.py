@@ -11,6 +11,7 @@ import pytest
 from engine.client import cparchive
 from engine.client.cparchive import CopyInfo
 from engine.client.errors import ClientError
+from engine.testing.layertar import Entry, make_layer_tar
 
 
 @pytest.mark.parametrize(
@@ -59,27 +60,17 @@ def test_prepare_copy_errors():
         cparchive.prepare_copy(CopyInfo("/c/file", True, False), CopyInfo("/h/missing/"))
 
 
-def make_tar(entries: list[tuple[str, bytes | None]], links: dict[str, tuple[bytes, str]] | None = None) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            else:
-                info.size, info.mode, info.uid = len(data), 0o640, 4242
-                tar.addfile(info, io.BytesIO(data))
-        for name, (kind, target) in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = kind, target
-            tar.addfile(info)
-    buf.seek(0)
-    return buf
+def tar_of(*entries: Entry) -> io.BytesIO:
+    return io.BytesIO(make_layer_tar(entries))
 
 
 def test_extract_renames_and_does_not_chown(tmp_path):
-    stream = make_tar([("dir", None), ("dir/a.txt", b"A"), ("dir/sub", None), ("dir/sub/b.txt", b"B")])
+    stream = tar_of(
+        Entry.dir("dir"),
+        Entry.file("dir/a.txt", b"A", 0o640, uid=4242),
+        Entry.dir("dir/sub"),
+        Entry.file("dir/sub/b.txt", b"B", 0o640, uid=4242),
+    )
     cparchive.extract(stream, str(tmp_path), ("dir", "copy"))
     assert (tmp_path / "copy" / "a.txt").read_bytes() == b"A"
     assert (tmp_path / "copy" / "sub" / "b.txt").read_bytes() == b"B"
@@ -91,23 +82,23 @@ def test_extract_refuses_escapes_and_clashes(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(ClientError, match="outside of"):
-        cparchive.extract(make_tar([("../evil", b"x")]), str(dest), None)
+        cparchive.extract(tar_of(Entry.file("../evil", b"x")), str(dest), None)
     assert not (tmp_path / "evil").exists()
     (dest / "link").symlink_to(tmp_path)
     with pytest.raises(ClientError, match="outside of"):
-        cparchive.extract(make_tar([("link/evil", b"x")]), str(dest), None)
+        cparchive.extract(tar_of(Entry.file("link/evil", b"x")), str(dest), None)
     assert not (tmp_path / "evil").exists()
     with pytest.raises(ClientError, match="invalid hardlink"):
-        cparchive.extract(make_tar([], links={"hl": (tarfile.LNKTYPE, "../../etc/passwd")}), str(dest), None)
+        cparchive.extract(tar_of(Entry.hardlink("hl", "../../etc/passwd")), str(dest), None)
     (dest / "d").mkdir()
     with pytest.raises(ClientError, match="cannot overwrite directory"):
-        cparchive.extract(make_tar([("d", b"file now")]), str(dest), None)
+        cparchive.extract(tar_of(Entry.file("d", b"file now")), str(dest), None)
     (dest / "f").write_text("x")
     with pytest.raises(ClientError, match="cannot overwrite non-directory"):
-        cparchive.extract(make_tar([("f", None)]), str(dest), None)
+        cparchive.extract(tar_of(Entry.dir("f")), str(dest), None)
     # A symlink in the way is replaced, never written through.
     (dest / "out").symlink_to(tmp_path / "victim")
-    cparchive.extract(make_tar([("out", b"data")]), str(dest), None)
+    cparchive.extract(tar_of(Entry.file("out", b"data")), str(dest), None)
     assert not (tmp_path / "victim").exists() and (dest / "out").read_bytes() == b"data"
 
 

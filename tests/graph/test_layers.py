@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import InvalidParameter
 from engine.graph.layers import LayerStore, chain_id, chain_ids
-from engine.testing.graphtest import Entry, make_layer_tar
+from engine.testing.layertar import Entry, make_layer_tar
 from engine_graph_vfs.driver import VfsDriver
 
 

@@ -18,7 +18,7 @@ import pytest
 from engine.errors import Conflict, HostError, InvalidParameter
 from engine.graph.reference import parse
 from engine.graph.tagstore import TagStore
-from engine.utils.fs import atomic_write
+from engine.sys.fs import atomic_write
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

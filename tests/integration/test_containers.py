@@ -390,7 +390,7 @@ def tmux(daemon, docker_config):
     if subprocess.run(["which", "tmux"], capture_output=True).returncode != 0:
         pytest.skip("tmux is not installed")
     env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=docker_config, TERM="xterm")
-    t = Tmux("it", env)
+    t = Tmux(f"it-{os.getpid()}", env)  # /tmp/tmux-0 is shared with other test runs on the host
     yield t
     t.kill()
 

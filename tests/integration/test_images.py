@@ -15,7 +15,6 @@ import pytest
 
 from engine.testing import dockerd as reference
 from engine.testing.daemon import DaemonProcess
-from engine.testing.graphtest import Entry, make_layer_tar
 from engine.testing.images import (
     BuiltImage,
     big_image,
@@ -25,6 +24,7 @@ from engine.testing.images import (
     image_config,
     layered_image,
 )
+from engine.testing.layertar import Entry, make_layer_tar
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

@@ -207,7 +207,7 @@ def test_shared_layers_already_exist(docker, daemon, archives, registry):
 
 
 def _small_layer():
-    from engine.testing.graphtest import Entry, make_layer_tar
+    from engine.testing.layertar import Entry, make_layer_tar
 
     return make_layer_tar([Entry.dir("extra", mtime=0), Entry.file("extra/file", b"child layer\n", mtime=0)])
 

@@ -20,8 +20,8 @@ from engine.registry.auth import AuthConfig
 from engine.registry.endpoints import RegistryService
 from engine.registry.metadata import DistributionMetadata
 from engine.registry.pull import Puller
-from engine.testing.graphtest import Entry, make_layer_tar
 from engine.testing.images import BuiltImage, image_config
+from engine.testing.layertar import Entry, make_layer_tar
 from engine.utils.progress import Progress
 from engine_graph_vfs.driver import VfsDriver
 

@@ -32,17 +32,16 @@ from engine.errors import Conflict, HostError
 from engine.shim import protocol
 from engine.shim.client import (
     AttachConnection,
-    ForkServer,
     ShimClient,
     ShimUnavailable,
     prepare_attach,
     read_exit,
     read_state,
     shim_alive,
-    start_shim,
 )
+from engine.shim.launcher import ForkServer, start_shim
 from engine.testing.hostexec import HostProcessDriver
-from engine.testing.procs import alive, cmdline, stat_fields, wait_gone
+from engine.testing.procs import alive, cmdline, stat_fields, wait_for, wait_gone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,17 +53,6 @@ LOOP = "while :; do echo tick; sleep 0.05; done"
 
 # ----------------------------------------------------------------------
 # helpers
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def holds_files_in(pid: int, directory: str) -> bool:
@@ -748,7 +736,7 @@ def test_shim_survives_the_death_of_the_process_that_started_it(container_dir):
     command, spec = make_spec(container_dir, ["sh", "-c", LOOP])
     starter = textwrap.dedent(f"""
         import json, sys
-        from engine.shim.client import start_shim
+        from engine.shim.launcher import start_shim
         print(json.dumps(start_shim({container_dir!r}, json.loads(sys.argv[1]), pythonpath={PYTHONPATH!r})))
     """)
     result = None
@@ -882,7 +870,7 @@ def test_the_fork_server_ends_with_the_daemon(container_dir):
     _, spec = make_spec(container_dir, ["sh", "-c", LOOP])
     starter = textwrap.dedent(f"""
         import json, os, signal, sys
-        from engine.shim.client import ForkServer, start_shim
+        from engine.shim.launcher import ForkServer, start_shim
         server = ForkServer(pythonpath={PYTHONPATH!r}, preload=["engine.testing.hostexec"])
         result = start_shim({container_dir!r}, json.loads(sys.argv[1]), forkserver=server)
         print(json.dumps([server.pid, result]), flush=True)
@@ -1002,16 +990,16 @@ def test_more_attaches_than_a_message_carries_start_directly(container_dir):
 def test_a_confirmed_launcher_is_never_killed_however_slow(container_dir, monkeypatch):
     # The launcher stalls (stopped) right when the daemon confirms the start;
     # the daemon must not kill it, or the shim would never get the confirmation.
-    from engine.shim import client
+    from engine.shim import launcher
 
-    confirm = client._Launching.acknowledge
+    confirm = launcher._Launching.acknowledge
 
     def stall_then_confirm(self):
         os.kill(self.proc.pid, signal.SIGSTOP)
         threading.Timer(6, os.kill, (self.proc.pid, signal.SIGCONT)).start()
         return confirm(self)
 
-    monkeypatch.setattr(client._Launching, "acknowledge", stall_then_confirm)
+    monkeypatch.setattr(launcher._Launching, "acknowledge", stall_then_confirm)
     _, spec = make_spec(container_dir, ["sh", "-c", LOOP])
     result = start_shim(container_dir, spec, timeout=30)  # directly: our own launcher process
     try:

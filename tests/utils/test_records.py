@@ -87,7 +87,7 @@ def test_subclass_adds_fields():
 
 def test_the_shim_does_not_import_dataclasses():
     """The reason the module exists: the shim's import path stays clear of dataclasses and inspect."""
-    from engine.shim.client import default_pythonpath
+    from engine.shim.launcher import default_pythonpath
 
     code = (
         "import sys, engine.shim.shim, engine_exec_native.driver; "

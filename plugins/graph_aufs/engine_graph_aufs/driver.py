@@ -66,7 +66,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, NamedTuple
 
-from engine.drivers.graph import Change, ChangeKind, NaiveDiffDriver, validate_id
+from engine import archive
+from engine.archive import Change, ChangeKind
+from engine.drivers.graph import NaiveDiffDriver, validate_id
 from engine.errors import (
     Conflict,
     EngineError,
@@ -77,9 +79,7 @@ from engine.errors import (
     NotSupported,
     PrerequisitesNotMet,
 )
-from engine.graph import archive
-from engine.sys import libc
-from engine.utils import fs
+from engine.sys import fs, libc
 
 LOG = logging.getLogger(__name__)
 
@@ -374,10 +374,10 @@ def _split_names(names: list[str]) -> tuple[list[str], set[str], bool]:
 def branch_changes(branch: str, lower: Sequence[str]) -> list[Change]:
     """What the union gains by putting ``branch`` on top of ``lower``, without mounting.
 
-    The result is what :func:`engine.graph.archive.changes` reports for the
+    The result is what :func:`engine.archive.changes` reports for the
     mounted tree against its parent's: an entry of the branch is added if the
     union below has nothing there and modified if it differs from what is
-    there (:func:`engine.graph.archive.entry_differs`); a whiteout deletes
+    there (:func:`engine.archive.entry_differs`); a whiteout deletes
     what it hides; in an opaque directory everything below that the branch
     does not have again is deleted; a directory holding changes is modified.
 
@@ -425,7 +425,7 @@ def branch_changes(branch: str, lower: Sequence[str]) -> list[Change]:
         while parent != "/" and parent not in found:
             found[parent] = ChangeKind.MODIFY
             parent = posixpath.dirname(parent)
-    return [Change(path, found[path]) for path in sorted(found, key=lambda p: p.split("/"))]
+    return [Change(path, found[path]) for path in sorted(found, key=archive.path_key)]
 
 
 def branch_size(branch: str) -> int:

@@ -24,8 +24,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from engine import archive
+from engine.archive import Change, ChangeKind
 from engine.drivers.discovery import load_drivers
-from engine.drivers.graph import Change, ChangeKind
 from engine.errors import (
     Conflict,
     HostError,
@@ -35,17 +36,9 @@ from engine.errors import (
     NotSupported,
     PrerequisitesNotMet,
 )
-from engine.graph import archive
-from engine.sys import libc
-from engine.testing.graphtest import (
-    Entry,
-    GraphDriverConformance,
-    build_rich_tree,
-    make_layer_tar,
-    new_id,
-    tree_manifest,
-)
-from engine.utils import fs
+from engine.sys import fs, libc
+from engine.testing.graphtest import GraphDriverConformance, new_id
+from engine.testing.layertar import Entry, build_rich_tree, make_layer_tar, tree_listing, tree_manifest
 from engine_graph_aufs import driver as aufs
 from engine_graph_aufs.driver import AufsDriver, MountCall, mount_plan
 
@@ -152,10 +145,6 @@ def read_tar(stream) -> bytes:
 def members(data: bytes) -> list[tarfile.TarInfo]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return list(tar)
-
-
-def listing(root: str) -> dict[str, str]:
-    return {k: v.get("sha256", v["type"])[:8] for k, v in tree_manifest(root).items() if k != "."}
 
 
 def is_mount_point(path: str) -> bool:
@@ -736,7 +725,7 @@ def test_branch_as_aufs_leaves_it(driver, tmp_path):
     again = str(tmp_path / "again")
     fs.copy_tree(parent_tree, again)
     archive.apply_layer(again, io.BytesIO(data))
-    assert listing(again) == listing(child_tree)
+    assert tree_listing(again) == tree_listing(child_tree)
 
 
 THREE_LAYERS = [
@@ -794,7 +783,7 @@ def test_three_layers_of_whiteouts(driver, tmp_path):
         archive.apply_layer(tree, io.BytesIO(make_layer_tar(entries)))
         trees.append(tree)
 
-    assert sorted(listing(diff_dir(driver, ids[1]))) == [
+    assert sorted(tree_listing(diff_dir(driver, ids[1]))) == [
         "etc",
         "etc/.wh.a",
         "etc/c",
@@ -806,7 +795,7 @@ def test_three_layers_of_whiteouts(driver, tmp_path):
         "var/cache/early",
         "var/cache/new",
     ]
-    assert listing(diff_dir(driver, ids[0])) == listing(trees[0])  # nothing applied to the parent
+    assert tree_listing(diff_dir(driver, ids[0])) == tree_listing(trees[0])  # nothing applied to the parent
     assert driver.changes(ids[1], ids[0]) == archive.changes(trees[1], trees[0])
     assert driver.changes(ids[2], ids[1]) == archive.changes(trees[2], trees[1])
     assert {c.path: c.kind for c in driver.changes(ids[2], ids[1])} == {
@@ -860,7 +849,7 @@ def test_real_aufs_mount(home):
         top = drv.get(ids[2])
         try:
             assert is_mount_point(top)
-            assert sorted(listing(top)) == [
+            assert sorted(tree_listing(top)) == [
                 "etc",
                 "etc/a",
                 "etc/b",

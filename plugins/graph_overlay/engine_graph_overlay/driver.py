@@ -76,7 +76,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from engine.drivers.graph import Change, ChangeKind, NaiveDiffDriver, validate_id
+from engine import archive
+from engine.archive import Change, ChangeKind
+from engine.drivers.graph import NaiveDiffDriver, validate_id
 from engine.errors import (
     Conflict,
     EngineError,
@@ -87,9 +89,7 @@ from engine.errors import (
     NotSupported,
     PrerequisitesNotMet,
 )
-from engine.graph import archive
-from engine.sys import libc
-from engine.utils import fs
+from engine.sys import fs, libc
 
 LOG = logging.getLogger(__name__)
 
@@ -444,7 +444,7 @@ def _visible_names(below: Sequence[str]) -> set[str]:
 
 
 def _metadata_differs(lower: _Lower, path: str, st: os.stat_result) -> bool:
-    """What makes a directory modified in :func:`engine.graph.archive.changes` (size and mtime do not)."""
+    """What makes a directory modified in :func:`engine.archive.changes` (size and mtime do not)."""
     if (lower.st.st_mode, lower.st.st_uid, lower.st.st_gid) != (st.st_mode, st.st_uid, st.st_gid):
         return True
     return archive.content_xattrs(lower.path) != archive.content_xattrs(path)
@@ -453,7 +453,7 @@ def _metadata_differs(lower: _Lower, path: str, st: os.stat_result) -> bool:
 def upper_changes(upper: str, lowers: Sequence[str]) -> list[Change]:
     """The changes an overlay upper directory makes to the tree of ``lowers`` (nearest first).
 
-    Same meaning as :func:`engine.graph.archive.changes` of the mounted tree
+    Same meaning as :func:`engine.archive.changes` of the mounted tree
     against the lowers' tree, read from the upper directory alone: a
     whiteout of a visible entry is a deletion, an opaque directory deletes
     what the lowers had in it, and an entry is added when the lowers do not
@@ -494,7 +494,7 @@ def upper_changes(upper: str, lowers: Sequence[str]) -> list[Change]:
         while parent != "/" and parent not in found:
             found[parent] = ChangeKind.MODIFY
             parent = os.path.dirname(parent)
-    return [Change(path, found[path]) for path in sorted(found, key=lambda p: p.split("/"))]
+    return [Change(path, found[path]) for path in sorted(found, key=archive.path_key)]
 
 
 def _copy_root_metadata(src: str, dst: str) -> None:
@@ -1031,7 +1031,7 @@ class OverlayDriver(NaiveDiffDriver):
         return super().apply_diff(id, parent, diff)
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
-        """Bytes of what the layer adds and modifies (:func:`engine.graph.archive.changes_size`)."""
+        """Bytes of what the layer adds and modifies (:func:`engine.archive.changes_size`)."""
         if not self._native(id, parent):
             return super().diff_size(id, parent)
         with self._held(id):

@@ -23,20 +23,13 @@ from typing import Any
 
 import pytest
 
-from engine.drivers.graph import ChangeKind, NaiveDiffDriver
+from engine.archive import ChangeKind
+from engine.drivers.graph import NaiveDiffDriver
 from engine.errors import Conflict, HostError, IncompatibleFilesystem, InvalidParameter, NotSupported
-from engine.sys import libc
+from engine.sys import fs, libc
 from engine.testing import sandbox
-from engine.testing.graphtest import (
-    CAP_NET_BIND_SERVICE,
-    Entry,
-    GraphDriverConformance,
-    build_rich_tree,
-    make_layer_tar,
-    new_id,
-    tree_manifest,
-)
-from engine.utils import fs
+from engine.testing.graphtest import GraphDriverConformance, new_id
+from engine.testing.layertar import CAP_NET_BIND_SERVICE, Entry, build_rich_tree, make_layer_tar, tree_manifest
 from engine_graph_overlay.driver import (
     OVL_MAX_STACK,
     OverlayDriver,

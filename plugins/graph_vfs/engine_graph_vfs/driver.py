@@ -35,8 +35,7 @@ from collections.abc import Sequence
 
 from engine.drivers.graph import NaiveDiffDriver, validate_id
 from engine.errors import Conflict, InvalidParameter, NotFound, PrerequisitesNotMet
-from engine.sys import libc
-from engine.utils import fs
+from engine.sys import fs, libc
 
 LOG = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.utils.fs import atomic_write
+from engine.sys.fs import atomic_write
 from engine_net_bridge.iptables import Rule
 from engine_net_bridge.portmapper import ProxyRecord
 from engine_net_bridge.ports import PortMapping

@@ -1,4 +1,4 @@
-"""Tests for engine.utils.fs: copy_tree, safe_rmtree/remove_at, atomic_write, mountinfo.
+"""Tests for engine.sys.fs: copy_tree, safe_rmtree/remove_at, atomic_write, mountinfo.
 
 They run as root in the session sandbox (private mount namespace), on real
 file systems: the tmp_path file system (ext4 here) and tmpfs mounts made
@@ -15,9 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from engine.errors import HostError, InvalidParameter
-from engine.sys import libc
-from engine.testing.graphtest import build_rich_tree, tree_manifest
-from engine.utils import fs
+from engine.sys import fs, libc
+from engine.testing.layertar import build_rich_tree, tree_manifest
 
 
 @pytest.fixture

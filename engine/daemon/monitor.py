@@ -1,0 +1,82 @@
+"""The monitor: one thread that learns when a container's shim exits.
+
+The daemon holds a pidfd (pidfd_open(2)) for each running container's shim
+and polls them all in one thread; a pidfd becomes readable when its process
+exits. The exit is handed to ``on_exit`` in a thread of its own, so one slow
+exit (a restart, an auto-remove) never delays another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+
+from engine.daemon.container import Container
+
+LOG = logging.getLogger(__name__)
+
+
+class Monitor:
+    """Watches the shims of running containers.
+
+    :param on_exit: called with the container whose shim exited (in a new thread).
+    """
+
+    def __init__(self, on_exit: Callable[[Container], None]) -> None:
+        self.on_exit = on_exit
+        self._lock = threading.Lock()
+        self._watched: dict[int, Container] = {}  # pidfd -> container
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name="container-monitor", daemon=True)
+        self._stopping = False
+        self._thread.start()
+
+    def watch(self, c: Container, shim_pid: int) -> None:
+        """Report the exit of ``shim_pid`` as the exit of ``c`` (at once if it is gone already)."""
+        try:
+            fd = os.pidfd_open(shim_pid)
+        except ProcessLookupError:
+            threading.Thread(target=self._exited, args=(c,), daemon=True).start()
+            return
+        with self._lock:
+            self._watched[fd] = c
+        os.write(self._wake_w, b"w")
+
+    def _run(self) -> None:
+        while not self._stopping:
+            with self._lock:
+                fds = list(self._watched)
+            try:
+                ready, _, _ = select.select([self._wake_r, *fds], [], [], 5.0)
+            except OSError:
+                time.sleep(0.1)
+                continue
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            for fd in ready:
+                if fd == self._wake_r:
+                    continue
+                with self._lock:
+                    c = self._watched.pop(fd, None)
+                os.close(fd)
+                if c is not None:
+                    threading.Thread(target=self._exited, args=(c,), name=f"exit-{c.short_id}", daemon=True).start()
+
+    def _exited(self, c: Container) -> None:
+        try:
+            self.on_exit(c)
+        except Exception:
+            LOG.exception("handling the exit of %s failed", c.short_id)
+
+    def stop(self) -> None:
+        """Stop watching (the daemon shuts down; the shims run on)."""
+        self._stopping = True
+        try:
+            os.write(self._wake_w, b"q")
+        except OSError:
+            pass

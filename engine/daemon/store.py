@@ -1,0 +1,235 @@
+"""The container store: the daemon's container records, their names and IDs.
+
+It keeps every :class:`~engine.daemon.container.Container` of the daemon by
+ID, the :class:`~engine.utils.truncindex.TruncIndex` that resolves unique ID
+prefixes, and the containers' names, which live in the link graph (seed ch.
+4 §4.6): ``/name`` for a container, ``/parent/alias`` for a link. Each record
+is persisted in ``<root>/containers/<id>/`` by
+:meth:`Container.to_disk <engine.daemon.container.Container.to_disk>`; the
+store reads them all back at start-up (:meth:`ContainerStore.load`).
+
+The store knows nothing of running containers: their transitions are
+:mod:`engine.daemon.lifecycle`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from engine.daemon.container import Container
+from engine.daemon.names import random_name
+from engine.errors import Conflict, InvalidParameter, NoSuchContainer, NotFound
+from engine.utils.truncindex import TruncIndex
+
+if TYPE_CHECKING:
+    from engine.graphdb import LinkGraph
+
+LOG = logging.getLogger(__name__)
+
+
+def new_container_id() -> str:
+    """64 random hex digits whose short form is not all digits (it would read as a number)."""
+    cid = secrets.token_hex(32)
+    while cid[:12].isdigit():
+        cid = secrets.token_hex(32)
+    return cid
+
+
+def name_in_use(name: str, other: str) -> Conflict:
+    """Docker's words for a name another container holds."""
+    return Conflict(
+        f'Conflict. The container name "{name}" is already in use by container "{other}". '
+        "You have to remove (or rename) that container to be able to reuse that name."
+    )
+
+
+class ContainerStore:
+    """Every container of the daemon (the seed's ``daemon.containers``): records, names, lookups.
+
+    :param root: the daemon's root; records live in ``<root>/containers/<id>``.
+    :param linkgraph: the link graph, which holds the names.
+    :param new_id: makes a container ID (injected by tests).
+    :param names: ``names(attempt)`` makes a random name (``adjective_surname``,
+        with a digit from the second attempt on).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        linkgraph: LinkGraph,
+        new_id: Callable[[], str] = new_container_id,
+        names: Callable[[int], str] = random_name,
+    ) -> None:
+        self.dir = os.path.join(root, "containers")
+        self.linkgraph = linkgraph
+        self._new_id = new_id
+        self._names = names
+        self._containers: dict[str, Container] = {}
+        self.index = TruncIndex()
+        self._lock = threading.RLock()
+
+    # lookups
+    def all(self) -> list[Container]:
+        """Every container, in no particular order."""
+        with self._lock:
+            return list(self._containers.values())
+
+    def get(self, name: str) -> Container:
+        """By full ID, name (with or without ``/``) or unique ID prefix (moby ``GetContainer``).
+
+        :raises NoSuchContainer: nothing matches.
+        :raises InvalidParameter: an ID prefix that matches several containers.
+        """
+        if not name:
+            raise NoSuchContainer(name=name)
+        c = self._containers.get(name)
+        if c is not None:
+            return c
+        full = name if name.startswith("/") else "/" + name
+        entity = self.linkgraph.get(full) if "/" not in full[1:] else None
+        if entity is not None and entity.id in self._containers:
+            return self._containers[entity.id]
+        try:
+            cid = self.index.get(name)
+        except NotFound:
+            raise NoSuchContainer(name=name) from None
+        except InvalidParameter:
+            raise
+        return self._containers[cid]
+
+    def counts(self) -> dict[str, int]:
+        """``total``, ``running``, ``paused`` and ``stopped`` (``docker info``)."""
+        out = {"total": 0, "running": 0, "paused": 0, "stopped": 0}
+        for c in self.all():
+            out["total"] += 1
+            if c.state.running and c.state.paused:
+                out["paused"] += 1
+            elif c.state.running:
+                out["running"] += 1
+            else:
+                out["stopped"] += 1
+        return out
+
+    def image_users(self, image_id: str) -> list[tuple[str, bool]]:
+        """``(container ID, running)`` of the containers made from ``image_id`` (for ``rmi``)."""
+        return [(c.id, c.state.running) for c in self.all() if c.image_id == image_id]
+
+    def layer_tops(self) -> list[str]:
+        """The image layers containers are made on (the graph keeps them)."""
+        return [c.top_layer for c in self.all() if c.top_layer]
+
+    def volume_users(self, name: str) -> list[str]:
+        """IDs of the containers that mount volume ``name``."""
+        return [c.id for c in self.all() if any(m.get("Name") == name for m in c.mounts)]
+
+    # records
+    def new_id(self) -> str:
+        """An ID no container of the store has."""
+        cid = self._new_id()
+        while cid in self._containers:
+            cid = self._new_id()
+        return cid
+
+    def path(self, cid: str) -> str:
+        """The directory of container ``cid``."""
+        return os.path.join(self.dir, cid)
+
+    def add(self, c: Container) -> None:
+        """Make ``c`` visible to lookups (its name is reserved already)."""
+        with self._lock:
+            self._containers[c.id] = c
+            self.index.add(c.id)
+
+    def discard(self, c: Container) -> None:
+        """Forget ``c``: lookups no longer find it (its names are released with :meth:`release_names`)."""
+        with self._lock:
+            self._containers.pop(c.id, None)
+            try:
+                self.index.delete(c.id)
+            except NotFound:
+                pass
+
+    def load(self) -> list[Container]:
+        """Read every record under ``<root>/containers`` (daemon start-up, seed ch. 4 §4.10).
+
+        A record that cannot be read is logged and skipped; a container
+        whose name another took meanwhile keeps its record but not the name.
+        """
+        if not os.path.isdir(self.dir):
+            return []
+        for cid in sorted(os.listdir(self.dir)):
+            try:
+                c = Container.from_disk(self.path(cid))
+            except (OSError, ValueError, KeyError) as exc:
+                LOG.error("container %s cannot be loaded: %s", cid[:12], exc)
+                continue
+            self.add(c)
+            if self.linkgraph.get(c.name) is None:
+                try:
+                    self.linkgraph.set(c.name, c.id)
+                except Conflict:
+                    LOG.warning("container %s: name %s is taken", c.short_id, c.name)
+        return self.all()
+
+    # names
+    def reserve_name(self, name: str, cid: str) -> str:
+        """Give ``cid`` the name ``name`` (``/name``), or a random free one when ``name`` is "".
+
+        Six random names are tried, then the short ID (moby ``reserveName``).
+
+        :raises Conflict: ``name`` is another container's (Docker's words).
+        """
+        if name:
+            try:
+                self.linkgraph.set(name, cid)
+            except Conflict:
+                entity = self.linkgraph.get(name)
+                raise name_in_use(name, entity.id if entity is not None else "?") from None
+            return name
+        for attempt in range(6):
+            candidate = "/" + self._names(attempt)
+            try:
+                self.linkgraph.set(candidate, cid)
+                return candidate
+            except Conflict:
+                continue
+        candidate = "/" + cid[:12]
+        self.linkgraph.set(candidate, cid)
+        return candidate
+
+    def release_names(self, cid: str) -> None:
+        """Free every name and link of ``cid`` (removed, or a create that failed)."""
+        self.linkgraph.purge(cid)
+
+    def rename(self, c: Container, new: str) -> str:
+        """Move ``c``'s name to ``new`` (validated, ``/name``); the old name.
+
+        :raises InvalidParameter: ``new`` is its current name.
+        :raises Conflict: ``new`` is another container's.
+        """
+        old = c.name
+        if new == old:
+            raise InvalidParameter("Renaming a container with the same name as its current name")
+        try:
+            self.linkgraph.rename(old, new)
+        except Conflict:
+            entity = self.linkgraph.get(new)
+            raise name_in_use(new, entity.id if entity is not None else "?") from None
+        with c.lock:
+            c.name = new
+            c.to_disk()
+        return old
+
+    def remove_link(self, c: Container) -> None:
+        """``docker rm --link``: drop the link ``/parent/alias`` that is ``c.name``.
+
+        :raises InvalidParameter: ``c.name`` is a container's own name, not a link.
+        """
+        if os.path.dirname(c.name) == "/":
+            raise InvalidParameter("Conflict, cannot remove the default link name of the container")
+        self.linkgraph.delete(c.name)

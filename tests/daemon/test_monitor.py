@@ -1,0 +1,84 @@
+"""The monitor: a shim's exit (here a child process standing in for it) reaches ``on_exit``."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from engine.daemon.container import Container
+from engine.daemon.monitor import Monitor
+
+
+def container(n: int) -> Container:
+    return Container(id=f"{n:064x}", name=f"/c{n}", created=0.0, image_id="", config={}, host_config={})
+
+
+@pytest.fixture
+def exits() -> Iterator[tuple[Monitor, queue.Queue]]:
+    seen: queue.Queue = queue.Queue()
+
+    def on_exit(c: Container) -> None:
+        if c.name == "/fails":
+            raise RuntimeError("a handler that fails")
+        seen.put(c)
+
+    monitor = Monitor(on_exit)
+    yield monitor, seen
+    monitor.stop()
+
+
+@pytest.fixture
+def stand_in() -> Iterator[Callable[[], subprocess.Popen]]:
+    """Starts sleeping child processes that stand in for shims; kills what is left of them."""
+    procs: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        procs.append(subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_each_exit_is_reported_once_for_its_container(exits, stand_in):
+    monitor, seen = exits
+    procs = {n: stand_in() for n in (1, 2, 3)}
+    containers = {n: container(n) for n in procs}
+    for n, proc in procs.items():
+        monitor.watch(containers[n], proc.pid)
+    for n in (2, 3, 1):
+        procs[n].kill()
+        procs[n].wait()
+        assert seen.get(timeout=10) is containers[n]
+    with pytest.raises(queue.Empty):
+        seen.get(timeout=0.2)
+
+
+def test_a_shim_gone_already_is_reported_at_once(exits, stand_in):
+    monitor, seen = exits
+    proc = stand_in()
+    proc.kill()
+    proc.wait()  # reaped: its PID names nothing
+    c = container(4)
+    monitor.watch(c, proc.pid)
+    assert seen.get(timeout=10) is c
+
+
+def test_a_failing_handler_does_not_stop_the_monitor(exits, stand_in):
+    monitor, seen = exits
+    bad, good = stand_in(), stand_in()
+    failing = container(5)
+    failing.name = "/fails"
+    monitor.watch(failing, bad.pid)
+    bad.kill()
+    bad.wait()
+    c = container(6)
+    monitor.watch(c, good.pid)
+    good.kill()
+    good.wait()
+    assert seen.get(timeout=10) is c
