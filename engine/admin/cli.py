@@ -3,7 +3,9 @@
 ``engine-admin drivers`` shows every driver of each kind with the
 distribution that brought it, whether it loads and can run here, its
 priority rank and which one the daemon would select with the current
-configuration and environment. ``engine-admin check`` reports the kernel
+configuration and environment: the daemon's own selection path
+(:mod:`engine.drivers.discovery`: ``plan`` and ``probe``) answers, so the
+two cannot disagree. ``engine-admin check`` reports the kernel
 features the engine uses. Tables for people, ``--json`` for scripts.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -19,21 +20,18 @@ from engine.admin import systemd
 from engine.admin.checks import Check, run_checks
 from engine.client.format import table
 from engine.daemon.config import add_daemon_arguments, build_config
-from engine.drivers.discovery import GROUPS, DriverEntry, load_drivers
-from engine.drivers.graph import DriverSelectionError, selection_plan
+from engine.drivers import discovery as drivers
+from engine.drivers.discovery import DriverEntry
+from engine.drivers.selection import DriverConfig
 from engine.errors import EngineError, NotSupported
 
 
-def _probe(kind: str, entry: DriverEntry, cfg: Any) -> tuple[bool | None, str]:
+def _probe(kind: str, entry: DriverEntry, config: DriverConfig) -> tuple[bool | None, str]:
+    """Whether the driver can run here, by the probe selection runs (its home, its options)."""
     if not entry.loaded:
         return None, "not loaded"
     try:
-        if kind == "graph":
-            entry.cls.probe(os.path.join(cfg.root, entry.name), cfg.storage_opts)
-        elif kind == "network":
-            entry.cls.probe(cfg)
-        else:
-            entry.cls.probe(os.path.join(cfg.root, "execdriver", entry.name))
+        drivers.probe(kind, entry, config)
     except NotSupported as exc:
         return False, str(exc)
     except Exception as exc:  # report, do not crash the listing
@@ -41,33 +39,25 @@ def _probe(kind: str, entry: DriverEntry, cfg: Any) -> tuple[bool | None, str]:
     return True, ""
 
 
-def _selected(kind: str, entries: dict[str, DriverEntry], cfg: Any) -> tuple[str | None, str]:
-    if kind == "graph":
-        try:
-            plan = selection_plan(
-                cfg.root, cfg.storage_driver or None, cfg.storage_opts, cfg.storage_driver_priority, drivers=entries
-            )
-        except DriverSelectionError as exc:
-            return None, str(exc)
-        return plan.entry.name, plan.reason
-    if kind == "exec":
-        name = cfg.exec_driver
-        return (name, "--exec-driver") if name in entries else (None, f"{name!r} is not installed")
-    if cfg.disable_network:
-        return None, "networking disabled (-b none)"
-    return ("bridge", "default") if "bridge" in entries else (None, "no bridge driver installed")
+def _selected(kind: str, entries: dict[str, DriverEntry], config: DriverConfig) -> tuple[str | None, str]:
+    """The driver the daemon would select, by the daemon's own path (:func:`engine.drivers.discovery.plan`)."""
+    try:
+        chosen = drivers.plan(kind, config, entries)
+    except EngineError as exc:  # DriverSelectionError, or a probe's own error: start-up would stop with it
+        return None, str(exc)
+    return chosen.name, chosen.reason
 
 
-def collect(kinds: list[str], cfg: Any) -> list[dict[str, Any]]:
+def collect(kinds: list[str], config: DriverConfig) -> list[dict[str, Any]]:
     rows = []
     for kind in kinds:
-        entries = load_drivers(kind)
-        selected, why = _selected(kind, entries, cfg)
+        entries = drivers.load_drivers(kind)
+        selected, why = _selected(kind, entries, config)
         for name, entry in entries.items():
-            supported, reason = _probe(kind, entry, cfg)
+            supported, reason = _probe(kind, entry, config)
             rank = None
-            if kind == "graph" and name in cfg.storage_driver_priority:
-                rank = cfg.storage_driver_priority.index(name) + 1
+            if kind == "graph" and name in config.graph_priority:
+                rank = config.graph_priority.index(name) + 1
             rows.append(
                 {
                     "kind": kind,
@@ -90,9 +80,9 @@ def collect(kinds: list[str], cfg: Any) -> list[dict[str, Any]]:
 
 
 def cmd_drivers(args: argparse.Namespace) -> int:
-    cfg = build_config(args)
-    kinds = [args.kind] if args.kind else list(GROUPS)
-    rows = collect(kinds, cfg)
+    config = build_config(args).driver_config()
+    kinds = [args.kind] if args.kind else list(drivers.GROUPS)
+    rows = collect(kinds, config)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -149,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="engine-admin", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("drivers", help="list installed graph, network and exec drivers")
-    p.add_argument("--kind", choices=sorted(GROUPS), help="only drivers of this kind")
+    p.add_argument("--kind", choices=sorted(drivers.GROUPS), help="only drivers of this kind")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_daemon_arguments(p)
     p.set_defaults(func=cmd_drivers)

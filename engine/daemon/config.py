@@ -14,12 +14,14 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core.env import parse_bool
-from engine.drivers import PRIORITY
+from engine.drivers import DEFAULT_EXEC_DRIVER, DEFAULT_NETWORK_DRIVER, PRIORITY
+from engine.drivers.network import NetworkOptions
+from engine.drivers.selection import DriverConfig
 from engine.errors import InvalidParameter
 
 LOG = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class Config:
     storage_driver: str = ""
     storage_opts: list[str] = field(default_factory=list)
     storage_driver_priority: list[str] = field(default_factory=lambda: list(PRIORITY))
-    exec_driver: str = "native"
+    exec_driver: str = DEFAULT_EXEC_DRIVER
     mtu: int = 0
     selinux_enabled: bool = False
     userland_proxy: bool = True
@@ -107,6 +109,38 @@ class Config:
     def disable_network(self) -> bool:
         """``-b none`` turns container networking off (seed ch. 4 §4.1.4)."""
         return self.bridge == DISABLE_NETWORK_BRIDGE
+
+    def network_options(self) -> NetworkOptions:
+        """What the network driver is told: the network flags, typed."""
+        return NetworkOptions(
+            bridge=self.bridge,
+            bip=self.bip,
+            fixed_cidr=self.fixed_cidr,
+            mtu=self.mtu,
+            icc=self.icc,
+            iptables=self.iptables,
+            ip_forward=self.ip_forward,
+            ip_masq=self.ip_masq,
+            userland_proxy=self.userland_proxy,
+            default_ip=self.ip,
+            dns=tuple(self.dns),
+        )
+
+    def driver_config(self, environ: Mapping[str, str] | None = None) -> DriverConfig:
+        """What driver selection reads (:func:`engine.drivers.discovery.select`), for the daemon and engine-admin.
+
+        :param environ: where ``ENGINE_DRIVER`` / ``DOCKER_DRIVER`` are read (default: this process's environment).
+        """
+        return DriverConfig(
+            root=self.root,
+            graph_driver=self.storage_driver,
+            graph_options=tuple(self.storage_opts),
+            graph_priority=tuple(self.storage_driver_priority),
+            exec_driver=self.exec_driver or DEFAULT_EXEC_DRIVER,
+            network_driver="" if self.disable_network else DEFAULT_NETWORK_DRIVER,
+            network_options=self.network_options(),
+            environ=os.environ if environ is None else environ,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items() if k != "flags"}

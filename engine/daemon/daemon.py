@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.daemon.config import Config
 from engine.daemon.events import Events
-from engine.drivers.graph import GraphDriver, select_graphdriver
+from engine.drivers import discovery as drivers
+from engine.drivers.graph import GraphDriver
 from engine.sys.fs import atomic_write, safe_rmtree
 
 if TYPE_CHECKING:
@@ -117,13 +118,10 @@ class Daemon:
         return value
 
     def _setup_graphdriver(self) -> None:
-        cfg = self.config
-        self.graphdriver = select_graphdriver(
-            self.root, cfg.storage_driver or None, cfg.storage_opts, cfg.storage_driver_priority
-        )
-        if cfg.selinux_enabled and self.graphdriver.name == "btrfs":
+        """The graph driver, chosen by :mod:`engine.drivers.graph`'s rules (seed ch. 4 §4.4.1)."""
+        self.graphdriver = drivers.select("graph", self.config.driver_config())
+        if self.config.selinux_enabled and self.graphdriver.name == "btrfs":
             raise RuntimeError("SELinux is not supported with the BTRFS graph driver!")
-        LOG.info("graph driver: %s (%s)", self.graphdriver.name, self.graphdriver.home)
 
     def _setup_graph(self) -> None:
         from engine.graph.graph import Graph
@@ -144,57 +142,16 @@ class Daemon:
     def _setup_network(self) -> None:
         """The network driver and the ``init_networkdriver`` job (seed ch. 6 §3.2); ``-b none``: none."""
         from engine.daemon.network import NetworkService
-        from engine.drivers.discovery import load_drivers
-        from engine.errors import NotSupported
 
-        driver = None
-        if not self.config.disable_network:
-            entry = load_drivers("network").get("bridge")
-            if entry is None:
-                LOG.warning("no bridge network driver is installed: containers get only lo")
-            elif not entry.loaded:
-                raise RuntimeError(
-                    f"network driver bridge from {entry.distribution} {entry.version} failed to load: {entry.error}"
-                )
-            else:
-                try:
-                    entry.cls.probe(self.config)
-                except NotSupported as exc:
-                    raise RuntimeError(
-                        f"network driver bridge cannot run here: {exc} (use -b none to run without networking)"
-                    ) from exc
-                home = os.path.join(self.root, "network")
-                os.makedirs(home, mode=0o700, exist_ok=True)
-                driver = entry.cls(home, self.config)
+        driver = drivers.select("network", self.config.driver_config())
         self.network = NetworkService(self, driver)
         if driver is not None:
             self.network.register_jobs(self.engine)
             self.network.init()
 
     def _setup_exec_driver(self) -> None:
-        """The exec driver (``--exec-driver``, default native), found through stevedore."""
-        from engine.drivers.discovery import load_drivers
-        from engine.errors import NotSupported
-
-        name = self.config.exec_driver or "native"
-        entries = load_drivers("exec")
-        entry = entries.get(name)
-        if entry is None:
-            raise RuntimeError(
-                f"exec driver {name!r} is not installed; installed exec drivers: {', '.join(entries) or 'none'}"
-            )
-        if not entry.loaded:
-            raise RuntimeError(
-                f"exec driver {name} from {entry.distribution} {entry.version} failed to load: {entry.error}"
-            )
-        home = os.path.join(self.root, "execdriver", name)
-        try:
-            entry.cls.probe(home)
-        except NotSupported as exc:
-            raise RuntimeError(f"exec driver {name} cannot run here: {exc}") from exc
-        os.makedirs(home, mode=0o700, exist_ok=True)
-        self.exec_driver = entry.cls(home)
-        LOG.info("exec driver: %s", name)
+        """The exec driver (``--exec-driver``, default native)."""
+        self.exec_driver = drivers.select("exec", self.config.driver_config())
 
     def _setup_containers(self) -> None:
         """Volumes, the container store, the life cycle and the exec store; restore containers
@@ -203,15 +160,11 @@ class Daemon:
         from engine.daemon.lifecycle import LifeCycle
         from engine.daemon.store import ContainerStore
         from engine.daemon.volumes import VolumeStore
-        from engine.drivers.discovery import load_drivers
         from engine.shim.launcher import ShimLauncher
 
         assert self.graph is not None and self.linkgraph is not None and self.network is not None
         assert self.exec_driver is not None
-        vfs = load_drivers("graph").get("vfs")
-        if vfs is None or not vfs.loaded:
-            raise RuntimeError("the volumes graph needs the vfs graph driver (engine-graph-vfs)")
-        self.volumes = VolumeStore(self.root, vfs.cls(os.path.join(self.root, "volumes", "vfs")))
+        self.volumes = VolumeStore(self.root, drivers.select_volumes(self.config.driver_config()))
         self.containers = ContainerStore(self.root, self.linkgraph)
         #: A warm process with the shim and the driver imported launches the shims (ARCHITECTURE §5).
         launcher = ShimLauncher(preload=[type(self.exec_driver).__module__])

@@ -1,21 +1,38 @@
-"""Finding installed drivers: stevedore over the ``engine.*drivers`` groups.
+"""Finding installed drivers (stevedore over the ``engine.*drivers`` groups) and selecting one of each kind.
 
 A driver is any class published under one of the entry-point groups below by
 any installed distribution; the core never imports a driver by name. Load
-failures are kept (with the distribution that brought the driver) for
-``engine-admin`` and for a clear error when the operator asked for that very
-driver; they never break discovery of the others.
+failures are logged once (discovery is cached), kept with the distribution
+that brought the driver for ``engine-admin``, and raised only when the
+operator asked for that very driver; they never break discovery of the
+others.
+
+:func:`select` is the one path from configuration to a running driver, for
+every kind; the daemon takes it, and ``engine-admin`` shows what it would
+choose through :func:`plan` and :func:`probe`, the same functions::
+
+    select(kind, config)
+      -> load_drivers(kind)                      installed drivers (stevedore, cached)
+      -> engine.drivers.<kind>.plan(config, ..)  the kind's rules -> Selection
+      -> construct(selection)                    home made, Driver(home, options)
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from types import ModuleType
+from typing import Any, Literal, overload
 
 import stevedore
+
+from engine.drivers import exec as exec_contract
+from engine.drivers import graph, network
+from engine.drivers.selection import DriverConfig, Selection
 
 LOG = logging.getLogger(__name__)
 
@@ -72,12 +89,17 @@ def distribution_of(group: str, name: str, value: str) -> tuple[str, str]:
 
 
 def load_drivers(kind: str) -> dict[str, DriverEntry]:
-    """Load every installed driver of ``kind`` (``graph``, ``network``, ``exec``).
+    """Every installed driver of ``kind`` (``graph``, ``network``, ``exec``), loaded once per process.
 
     :returns: name -> :class:`DriverEntry`; entries that failed to import have
         ``cls`` None and ``error`` set. When two distributions declare the same
         name, the first one found wins and the other is reported as an error.
     """
+    return dict(_load(kind))
+
+
+@functools.cache
+def _load(kind: str) -> dict[str, DriverEntry]:
     group = GROUPS[kind]
     entries: dict[str, DriverEntry] = {}
 
@@ -102,6 +124,82 @@ def load_drivers(kind: str) -> dict[str, DriverEntry]:
 
 
 def reset_caches() -> None:
-    """Forget cached entry points (after installing a distribution at run time)."""
+    """Forget cached entry points and drivers (after installing a distribution at run time)."""
     _distributions_by_entry_point.cache_clear()
+    _load.cache_clear()
     stevedore.ExtensionManager.ENTRY_POINT_CACHE.clear()
+
+
+#: Driver kind -> its contract module (``home``, ``probe``, ``plan``).
+CONTRACTS: dict[str, ModuleType] = {"graph": graph, "exec": exec_contract, "network": network}
+
+
+def plan(kind: str, config: DriverConfig, drivers: Mapping[str, DriverEntry] | None = None) -> Selection:
+    """Which driver of ``kind`` would run with ``config``, and why, without constructing it.
+
+    :param drivers: the installed drivers of ``kind`` (default: discovered).
+    :raises DriverSelectionError: none can, with the reason.
+    """
+    return CONTRACTS[kind].plan(config, load_drivers(kind) if drivers is None else drivers)
+
+
+def probe(kind: str, entry: DriverEntry, config: DriverConfig) -> None:
+    """Probe one installed driver of ``kind`` as selection would (its home, its options).
+
+    :raises DriverSelectionError: it failed to load.
+    :raises NotSupported: (or a subclass) it cannot run here.
+    """
+    CONTRACTS[kind].probe(entry, config)
+
+
+def construct(chosen: Selection) -> Any:
+    """Make the chosen driver's home and construct the driver there with its options."""
+    assert chosen.entry is not None and chosen.entry.cls is not None
+    _make_private_dirs(chosen.home)
+    return chosen.entry.cls(chosen.home, chosen.options)
+
+
+def _make_private_dirs(path: str) -> None:
+    """``mkdir -p`` with mode 0700 for every directory made (os.makedirs gives only the last one the mode)."""
+    parent = os.path.dirname(path)
+    if parent and parent != path and not os.path.isdir(parent):
+        _make_private_dirs(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+
+
+@overload
+def select(
+    kind: Literal["graph"], config: DriverConfig, drivers: Mapping[str, DriverEntry] | None = None
+) -> graph.GraphDriver: ...
+@overload
+def select(
+    kind: Literal["exec"], config: DriverConfig, drivers: Mapping[str, DriverEntry] | None = None
+) -> exec_contract.ExecDriver: ...
+@overload
+def select(
+    kind: Literal["network"], config: DriverConfig, drivers: Mapping[str, DriverEntry] | None = None
+) -> network.NetworkDriver | None: ...
+def select(kind: str, config: DriverConfig, drivers: Mapping[str, DriverEntry] | None = None) -> Any:
+    """The driver of ``kind`` for ``config``: chosen by the kind's rules and constructed.
+
+    :returns: the driver; None only for a network driver when networking is off.
+    :raises DriverSelectionError: none can run, with the reason.
+    """
+    chosen = plan(kind, config, drivers)
+    if chosen.entry is None:
+        LOG.info("%s driver: none (%s)", kind, chosen.reason)
+        return None
+    driver = construct(chosen)
+    LOG.info("%s driver: %s (%s) in %s", kind, chosen.name, chosen.reason, chosen.home)
+    return driver
+
+
+def select_volumes(config: DriverConfig, drivers: Mapping[str, DriverEntry] | None = None) -> graph.GraphDriver:
+    """The graph driver of the volumes graph (:func:`engine.drivers.graph.plan_volumes`), constructed.
+
+    :raises DriverSelectionError: it is not installed, failed to load, or cannot run here.
+    """
+    return construct(graph.plan_volumes(config, load_drivers("graph") if drivers is None else drivers))

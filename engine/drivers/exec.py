@@ -2,27 +2,50 @@
 
 ``run`` is called inside the container's shim (ARCHITECTURE §5) and blocks
 until the container's first process exits; the other methods are called by
-the daemon on a running container. A :class:`Command` is plain data: it is
-written to ``<container dir>/command.json`` by the daemon and read back by
-the shim, so every field is JSON-serialisable (:meth:`Command.to_json`).
+the daemon on a running container. A :class:`Command` is plain data: the
+daemon writes it into the shim's ``shim.json`` (with the driver's module,
+class and home) and the shim reads it back, so every field is
+JSON-serialisable (:meth:`Command.to_json`).
 
 The container's network namespace is made by the daemon before start (a
 persistent namespace bound to a file, as libnetwork does), so the driver
 only joins it: ``network["mode"]`` is ``host`` (stay in the host's),
 ``none``/``bridge`` (join ``network["path"]``) or ``container`` (join
 ``network["path"]``, another container's ``/proc/PID/ns/net``).
+
+:func:`plan` chooses the driver (``--exec-driver``, see
+:mod:`engine.drivers.selection`). This module stays light: every shim
+imports it. A third-party exec driver needs only :mod:`engine.drivers`,
+:mod:`engine.errors`, :mod:`engine.archive` and :mod:`engine.sys`
+(namespaces, mounts, cgroups).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from typing import Any, ClassVar
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from engine.drivers.selection import DriverConfig, Selection, named, probe_entry
 from engine.errors import EngineError, NotSupported
 from engine.utils.records import Record
 
-__all__ = ["Command", "ExecDriver", "ExecStartError", "NotSupported", "Pipes", "ProcessConfig", "Resources"]
+if TYPE_CHECKING:
+    from engine.drivers.discovery import DriverEntry
+
+__all__ = [
+    "Command",
+    "ExecDriver",
+    "ExecStartError",
+    "NotSupported",
+    "Pipes",
+    "ProcessConfig",
+    "Resources",
+    "home",
+    "plan",
+    "probe",
+]
 
 
 class Resources(Record):
@@ -132,64 +155,136 @@ class ExecStartError(EngineError):
 class ExecDriver(abc.ABC):
     """Runs containers. Subclasses set :attr:`name` (their entry-point name).
 
-    :param home: the driver's state directory (``<root>/execdriver/<name>``).
+    :param home: the driver's state directory (``<root>/execdriver/<name>``);
+        the daemon and every shim construct the driver on the same one.
+    :param options: the driver's options (``key=value``; no flag sets any yet).
     """
 
     name: ClassVar[str] = ""
 
-    def __init__(self, home: str, options: Any = None) -> None:
+    def __init__(self, home: str, options: Sequence[str] | None = ()) -> None:
         self.home = home
-        self.options = options
+        self.options = list(options or ())
 
     @classmethod
-    def probe(cls, home: str) -> None:
-        """Raise :class:`NotSupported` with the reason if it cannot run here."""
+    def probe(cls, home: str, options: Sequence[str] = ()) -> None:
+        """Check that the driver can run here, without changing anything.
+
+        :raises NotSupported: (or ``PrerequisitesNotMet``) with the reason;
+            the daemon then refuses to start, naming it.
+        """
 
     @abc.abstractmethod
     def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
         """Start the container, call ``start_callback(pid)``, wait, return the exit code.
 
-        :raises ExecStartError: the process could not be started.
+        The exit code is 128 + N when signal N killed the process.
+
+        :raises ExecStartError: the process could not be started (raised
+            before ``start_callback``, with Docker's message).
+        :raises Conflict: the container is already running.
+        :raises HostError: the host failed (a cgroup cannot be made).
         """
 
     @abc.abstractmethod
     def kill(self, command: Command, signal: int) -> None:
-        """Send ``signal`` to the container's first process."""
+        """Send ``signal`` to the container's first process.
+
+        :raises NotFound: the container is not running.
+        """
 
     @abc.abstractmethod
     def pause(self, command: Command) -> None:
-        """Freeze every process of the container."""
+        """Freeze every process of the container.
+
+        :raises NotFound: the container is not running.
+        :raises Conflict: it is already paused.
+        """
 
     @abc.abstractmethod
     def unpause(self, command: Command) -> None:
-        """Thaw the container."""
+        """Thaw the container.
+
+        :raises NotFound: the container is not running.
+        :raises Conflict: it is not paused.
+        """
 
     @abc.abstractmethod
     def terminate(self, command: Command) -> None:
-        """Kill every process of the container and release what it holds (cgroups)."""
+        """Kill every process of the container and release what it holds (cgroups).
+
+        Safe to call twice, or for a container that no longer runs.
+
+        :raises HostError: what it holds cannot be released.
+        """
 
     @abc.abstractmethod
     def exec(
         self, command: Command, process: ProcessConfig, pipes: Pipes, start_callback: Callable[[int], Any] | None = None
     ) -> int:
-        """Run another process inside the running container; return its exit code."""
+        """Run another process inside the running container; return its exit code.
+
+        :raises ExecStartError: the process could not be started (before ``start_callback``).
+        :raises NotFound: the container is not running.
+        :raises Conflict: the container is paused.
+        """
 
     @abc.abstractmethod
     def get_pids(self, command: Command) -> list[int]:
-        """The host PIDs of every process in the container."""
+        """The host PIDs of every process in the container (empty when it runs none).
+
+        :raises HostError: the host cannot tell (its cgroup cannot be read).
+        """
 
     @abc.abstractmethod
     def stats(self, command: Command) -> dict[str, Any]:
-        """Resource usage from the cgroups (Docker's stats JSON parts)."""
+        """Resource usage from the cgroups (Docker's stats JSON parts).
+
+        :raises NotFound: the container is not running.
+        """
 
     @abc.abstractmethod
     def update(self, command: Command, resources: Resources) -> None:
-        """Change the limits of a running container."""
+        """Change the limits of a running container.
+
+        :raises NotFound: the container is not running.
+        :raises InvalidParameter: a limit is out of range (Docker's message).
+        :raises HostError: the kernel refused a limit.
+        """
 
     @abc.abstractmethod
     def oom_killed(self, command: Command) -> bool:
-        """Whether the kernel's OOM killer killed a process of the container."""
+        """Whether the kernel's OOM killer killed a process of the container (asked after ``run`` returned).
+
+        :raises HostError: the host cannot tell.
+        """
 
     def info(self) -> dict[str, Any]:
-        """Facts for ``/info``."""
+        """Facts for ``/info``.
+
+        Raises nothing: a fact that cannot be read is left out.
+        """
         return {}
+
+
+def home(root: str, name: str) -> str:
+    """An exec driver's state directory: ``<root>/execdriver/<name>``."""
+    return os.path.join(root, "execdriver", name)
+
+
+def probe(entry: DriverEntry, config: DriverConfig) -> None:
+    """Probe an installed exec driver in its home with its options.
+
+    :raises DriverSelectionError: it failed to load.
+    :raises NotSupported: (or a subclass) it cannot run here.
+    """
+    probe_entry(entry, home(config.root, entry.name), config.exec_options)
+
+
+def plan(config: DriverConfig, drivers: Mapping[str, DriverEntry]) -> Selection:
+    """The exec driver: ``--exec-driver`` (default ``native``), or why it cannot be used.
+
+    :raises DriverSelectionError: it is not installed, failed to load, or cannot run here.
+    """
+    name = config.exec_driver
+    return named("exec", name, "--exec-driver", drivers, home(config.root, name), config.exec_options)

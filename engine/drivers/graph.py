@@ -1,4 +1,4 @@
-"""The graph driver contract, its errors, the priority list and selection.
+"""The graph driver contract and how the one graph driver is chosen (priority list, skip-me errors).
 
 A graph driver stores layers: each layer is a directory tree identified by an
 ID, optionally on top of a parent layer (seed ch. 11). The split follows
@@ -14,11 +14,18 @@ Selection (seed ch. 4 §4.4.1, ARCHITECTURE §3):
    configured ``--storage-driver``: that driver, or a clear error;
 2. a driver whose state directory ``<root>/<name>`` already holds data, so
    images never silently disappear;
-3. the priority list (``aufs, btrfs, devmapper, overlay, vfs`` unless the
-   operator sets another), skipping names no package provides and drivers
-   whose probe raises :class:`~engine.errors.NotSupported` (or its subclasses
+3. the priority list (:data:`engine.drivers.PRIORITY`: ``aufs, btrfs,
+   devmapper, overlay, vfs`` unless the operator sets another), skipping
+   names no package provides and drivers whose probe raises
+   :class:`~engine.errors.NotSupported` (or its subclasses
    ``PrerequisitesNotMet`` / ``IncompatibleFilesystem``); any other error stops;
 4. any other installed driver, in name order.
+
+:func:`plan` applies these rules (:mod:`engine.drivers.selection` has
+what they share with the other kinds); :func:`plan_volumes` chooses the
+volumes graph's driver. A third-party graph driver needs only
+:mod:`engine.drivers`, :mod:`engine.errors`, :mod:`engine.archive` (layer
+tars, changes, whiteouts) and :mod:`engine.sys` (mounts and other kernel calls).
 """
 
 from __future__ import annotations
@@ -27,15 +34,16 @@ import abc
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import IO, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from engine import archive
 from engine.archive import Change
-from engine.drivers import PRIORITY  # re-exported: the selection below uses it
-from engine.drivers.discovery import DriverEntry, load_drivers
-from engine.errors import EngineError, InvalidParameter, NotSupported
+from engine.drivers.selection import DriverConfig, DriverSelectionError, Selection, named, probe_entry
+from engine.errors import InvalidParameter, NotSupported
+
+if TYPE_CHECKING:
+    from engine.drivers.discovery import DriverEntry
 
 LOG = logging.getLogger(__name__)
 
@@ -59,8 +67,9 @@ def validate_id(id: str) -> str:
 class GraphDriver(abc.ABC):
     """A layer store. Subclasses set :attr:`name` to their entry-point name.
 
-    :param home: the driver's own state directory, ``<root>/<name>``; the
-        driver creates it if needed.
+    :param home: the driver's own state directory, ``<root>/<name>``
+        (:func:`home`); selection makes it (mode 0700) before constructing the
+        driver, and a driver constructed otherwise creates it if needed.
     :param options: ``--storage-opt`` values (``key=value`` strings).
     """
 
@@ -78,58 +87,115 @@ class GraphDriver(abc.ABC):
         :raises NotSupported: (or ``PrerequisitesNotMet`` /
             ``IncompatibleFilesystem``) with the reason, so that selection
             skips the driver.
+        :raises InvalidParameter: an option the driver does not know; it
+            stops selection, as any error other than the three above does.
         """
 
     @abc.abstractmethod
     def create(self, id: str, parent: str | None = None, mount_label: str = "") -> None:
-        """Create layer ``id``, starting as a copy of ``parent`` when given."""
+        """Create layer ``id``, starting as a copy of ``parent`` when given.
+
+        :raises InvalidParameter: ``id`` or ``parent`` is not a layer ID (:func:`validate_id`).
+        :raises Conflict: layer ``id`` exists.
+        :raises NotFound: ``parent`` does not exist; nothing is created.
+        :raises HostError: the host failed (a full disk, a mount refused).
+        """
 
     @abc.abstractmethod
     def remove(self, id: str) -> None:
-        """Remove layer ``id`` (it must not be mounted)."""
+        """Remove layer ``id`` (it must not be mounted).
+
+        A layer that others are based on is either refused or removed
+        leaving them intact; never a dangling child.
+
+        :raises InvalidParameter: ``id`` is not a layer ID.
+        :raises NotFound: it does not exist.
+        :raises Conflict: it is in use (references from :meth:`get`), or
+            the driver cannot remove a layer with children.
+        :raises HostError: the host failed.
+        """
 
     @abc.abstractmethod
     def get(self, id: str, mount_label: str = "") -> str:
         """Return the path of the layer's full tree, mounting it if needed.
 
         Calls are reference counted; each must be paired with :meth:`put`.
+
+        :raises InvalidParameter: ``id`` is not a layer ID.
+        :raises NotFound: it does not exist.
+        :raises HostError: the mount failed (the message says why and what to do).
         """
 
     @abc.abstractmethod
     def put(self, id: str) -> None:
-        """Release one reference taken by :meth:`get` (unmount at zero)."""
+        """Release one reference taken by :meth:`get` (unmount at zero).
+
+        A put without a reference is logged, not raised.
+
+        :raises InvalidParameter: ``id`` is not a layer ID.
+        :raises HostError: the unmount failed.
+        """
 
     @abc.abstractmethod
     def exists(self, id: str) -> bool:
-        """Whether layer ``id`` exists."""
+        """Whether layer ``id`` exists.
+
+        :raises InvalidParameter: ``id`` is not a layer ID.
+        """
 
     def status(self) -> list[tuple[str, str]]:
-        """Key/value pairs for ``docker info`` (``DriverStatus``)."""
+        """Key/value pairs for ``docker info`` (``DriverStatus``).
+
+        Raises nothing: a value that cannot be read is left out.
+        """
         return []
 
     def metadata(self, id: str) -> dict[str, str]:
-        """``GraphDriver.Data`` for inspect (paths of the layer's parts)."""
+        """``GraphDriver.Data`` for inspect (paths of the layer's parts).
+
+        :raises NotFound: the layer does not exist.
+        """
         return {}
 
     def cleanup(self) -> None:
-        """Release everything at shutdown (unmount what is still mounted)."""
+        """Release everything at shutdown (unmount what is still mounted).
+
+        Raises nothing: what cannot be released is logged.
+        """
 
     # the differ
     @abc.abstractmethod
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
-        """A tar stream of the changes of ``id`` against ``parent``."""
+        """A tar stream of the changes of ``id`` against ``parent``.
+
+        :raises NotFound: ``id`` or ``parent`` does not exist.
+        :raises HostError: a tree cannot be read.
+        """
 
     @abc.abstractmethod
     def changes(self, id: str, parent: str | None = None) -> list[Change]:
-        """The paths added, modified and deleted in ``id`` against ``parent``."""
+        """The paths added, modified and deleted in ``id`` against ``parent``.
+
+        :raises NotFound: ``id`` or ``parent`` does not exist.
+        :raises HostError: a tree cannot be read.
+        """
 
     @abc.abstractmethod
     def apply_diff(self, id: str, parent: str | None, diff: IO[bytes]) -> int:
-        """Apply a layer tar (with whiteouts) to ``id``; return its size in bytes."""
+        """Apply a layer tar (with whiteouts) to ``id``; return its size in bytes.
+
+        :raises NotFound: ``id`` does not exist.
+        :raises InvalidParameter: the tar is malformed or hostile (an entry
+            outside of the layer, a link out of it).
+        :raises HostError: the host failed (a full disk).
+        """
 
     @abc.abstractmethod
     def diff_size(self, id: str, parent: str | None = None) -> int:
-        """The size in bytes of the changes of ``id`` against ``parent``."""
+        """The size in bytes of the changes of ``id`` against ``parent``.
+
+        :raises NotFound: ``id`` or ``parent`` does not exist.
+        """
 
 
 class NaiveDiffDriver(GraphDriver):
@@ -181,8 +247,18 @@ class NaiveDiffDriver(GraphDriver):
             self.put(id)
 
 
-class DriverSelectionError(EngineError):
-    """No graph driver could be selected; the message says why."""
+def home(root: str, name: str) -> str:
+    """A graph driver's state directory: ``<root>/<name>``."""
+    return os.path.join(root, name)
+
+
+def probe(entry: DriverEntry, config: DriverConfig) -> None:
+    """Probe an installed graph driver in its home with ``--storage-opt``.
+
+    :raises DriverSelectionError: it failed to load.
+    :raises NotSupported: (or a subclass) it cannot run here.
+    """
+    probe_entry(entry, home(config.root, entry.name), config.graph_options)
 
 
 def _has_data(path: str) -> bool:
@@ -195,80 +271,24 @@ def _has_data(path: str) -> bool:
         return False
 
 
-def _probe(entry: DriverEntry, root: str, options: Sequence[str]) -> None:
-    if not entry.loaded:
-        raise DriverSelectionError(
-            f"graph driver {entry.name} from {entry.distribution} {entry.version} failed to load: {entry.error}"
-        )
-    entry.cls.probe(os.path.join(root, entry.name), options)
+def plan(config: DriverConfig, drivers: Mapping[str, DriverEntry]) -> Selection:
+    """Choose the graph driver (see the module doc) without constructing it.
 
-
-def _instantiate(entry: DriverEntry, root: str, options: Sequence[str]) -> GraphDriver:
-    return entry.cls(os.path.join(root, entry.name), options)
-
-
-def select_graphdriver(
-    root: str,
-    configured: str | None = None,
-    options: Sequence[str] = (),
-    priority: Iterable[str] = PRIORITY,
-    environ: Mapping[str, str] | None = None,
-    drivers: Mapping[str, DriverEntry] | None = None,
-) -> GraphDriver:
-    """Choose, probe and instantiate the graph driver (see the module doc).
-
-    :param root: the daemon's root directory.
-    :param configured: ``--storage-driver`` / ``storage-driver``.
-    :param priority: the priority list (daemon.json may override it).
-    :param environ: where to read ``ENGINE_DRIVER`` / ``DOCKER_DRIVER``.
-    :param drivers: installed drivers (default: discovered with stevedore).
+    :param config: the root, ``--storage-driver``, ``--storage-opt``, the
+        priority list and the environment (``ENGINE_DRIVER``, ``DOCKER_DRIVER``).
+    :param drivers: the installed graph drivers.
     :raises DriverSelectionError: with the reason.
     """
-    chosen = selection_plan(root, configured, options, priority, environ, drivers)
-    return _instantiate(chosen.entry, root, options)
-
-
-@dataclass
-class SelectionResult:
-    entry: DriverEntry
-    reason: str
-    skipped: dict[str, str]
-
-
-def selection_plan(
-    root: str,
-    configured: str | None = None,
-    options: Sequence[str] = (),
-    priority: Iterable[str] = PRIORITY,
-    environ: Mapping[str, str] | None = None,
-    drivers: Mapping[str, DriverEntry] | None = None,
-) -> SelectionResult:
-    """Like :func:`select_graphdriver` but only says which driver and why."""
-    if environ is None:
-        environ = os.environ
-    if drivers is None:
-        drivers = load_drivers("graph")
-    installed = ", ".join(drivers) or "none"
-
+    root, options = config.root, config.graph_options
     for source, name in (
-        ("ENGINE_DRIVER", environ.get("ENGINE_DRIVER", "")),
-        ("DOCKER_DRIVER", environ.get("DOCKER_DRIVER", "")),
-        ("--storage-driver", configured or ""),
+        ("ENGINE_DRIVER", config.environ.get("ENGINE_DRIVER", "")),
+        ("DOCKER_DRIVER", config.environ.get("DOCKER_DRIVER", "")),
+        ("--storage-driver", config.graph_driver),
     ):
-        if not name:
-            continue
-        entry = drivers.get(name)
-        if entry is None:
-            raise DriverSelectionError(
-                f"graph driver {name!r} (from {source}) is not installed; installed graph drivers: {installed}"
-            )
-        try:
-            _probe(entry, root, options)
-        except NotSupported as exc:
-            raise DriverSelectionError(f"graph driver {name} (from {source}) cannot run here: {exc}") from exc
-        return SelectionResult(entry, f"chosen by {source}", {})
+        if name:
+            return named("graph", name, source, drivers, home(root, name), options)
 
-    prior = [name for name in drivers if _has_data(os.path.join(root, name))]
+    prior = [name for name in drivers if _has_data(home(root, name))]
     if len(prior) > 1:
         raise DriverSelectionError(
             f"{root} holds data of several graph drivers ({', '.join(prior)}); "
@@ -277,33 +297,39 @@ def selection_plan(
     if prior:
         entry = drivers[prior[0]]
         try:
-            _probe(entry, root, options)
+            probe(entry, config)
         except NotSupported as exc:
             raise DriverSelectionError(
                 f"{root}/{entry.name} holds images of graph driver {entry.name}, which cannot run here: {exc}"
             ) from exc
-        return SelectionResult(entry, f"existing data in {root}/{entry.name}", {})
+        return Selection("graph", entry, f"existing data in {root}/{entry.name}", home(root, entry.name), options)
 
     skipped: dict[str, str] = {}
-    ordered = [n for n in priority if n in drivers]
+    ordered = [n for n in config.graph_priority if n in drivers]
     ordered += [n for n in drivers if n not in ordered]
     for name in ordered:
         entry = drivers[name]
         if not entry.loaded:
+            # Discovery logged the import error already.
             skipped[name] = f"failed to load: {entry.error}"
-            LOG.warning("graph driver %s skipped: %s", name, skipped[name])
+            LOG.info("graph driver %s skipped: it failed to load", name)
             continue
         try:
-            _probe(entry, root, options)
+            probe(entry, config)
         except NotSupported as exc:
             skipped[name] = str(exc)
             LOG.info("graph driver %s skipped: %s", name, exc)
             continue
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise DriverSelectionError(f"graph driver {name}: {exc}") from exc
-        where = "priority list" if name in priority else "installed drivers"
-        return SelectionResult(entry, f"first supported in the {where}", skipped)
+        where = "priority list" if name in config.graph_priority else "installed drivers"
+        return Selection("graph", entry, f"first supported in the {where}", home(root, name), options, skipped)
     detail = "; ".join(f"{n}: {why}" for n, why in skipped.items()) or "no graph driver is installed"
     raise DriverSelectionError(f"no supported graph driver found ({detail})")
+
+
+def plan_volumes(config: DriverConfig, drivers: Mapping[str, DriverEntry]) -> Selection:
+    """The graph driver of the volumes graph (vfs), in ``<root>/volumes/<name>``.
+
+    :raises DriverSelectionError: it is not installed, failed to load, or cannot run here.
+    """
+    name = config.volumes_driver
+    return named("graph", name, "the volumes graph", drivers, os.path.join(config.root, "volumes", name), ())

@@ -1,4 +1,4 @@
-"""The network driver contract (seed ch. 6): one driver is active.
+"""The network driver contract (seed ch. 6), its options and how the one network driver is chosen.
 
 The daemon registers the active driver's methods as the seed's jobs
 ``init_networkdriver`` (:meth:`NetworkDriver.init`), ``allocate_interface``,
@@ -9,8 +9,8 @@ never reach the driver.
 
 Life cycle, as the daemon drives it::
 
-    probe(config)                     class method; NotSupported -> not loaded
-    driver = Driver(home, config)     home = <root>/network
+    probe(home, options)              class method; NotSupported -> start-up fails
+    driver = Driver(home, options)    home = <root>/network
     driver.init()                     bridge, iptables, forwarding
     driver.restore(id) ...            each container still running (live shim)
     driver.prune(running_ids)         forget containers that died meanwhile
@@ -21,17 +21,72 @@ Life cycle, as the daemon drives it::
 
 Every dict the driver returns uses the Docker Remote API's key spelling, so
 the daemon can put it into ``NetworkSettings`` and ``GET /networks`` as is.
+The driver gets :class:`NetworkOptions`, built by the daemon from its own
+configuration; it never sees the daemon's configuration object.
+
+:func:`plan` chooses the driver: ``bridge`` unless networking is off (see
+:mod:`engine.drivers.selection`). :mod:`engine.testing.nettest` is the
+conformance suite every network driver runs. A third-party network driver
+needs only :mod:`engine.drivers`, :mod:`engine.errors` and :mod:`engine.sys`
+(namespaces); :mod:`engine.archive` has nothing for it.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar
+import logging
+import os
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from engine.errors import NotSupported
+from engine.drivers.selection import DriverConfig, Selection, named, probe_entry
+from engine.errors import InvalidParameter, NotSupported
 
-__all__ = ["NetworkDriver", "NotSupported"]
+if TYPE_CHECKING:
+    from engine.drivers.discovery import DriverEntry
+
+__all__ = [
+    "NetworkDriver",
+    "NetworkOptions",
+    "NotSupported",
+    "home",
+    "link_env",
+    "parse_link_ports",
+    "plan",
+    "probe",
+]
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """What a network driver is told by the daemon's flags (Docker's names in parentheses)."""
+
+    #: An existing bridge to attach containers to (``-b``); "" lets the
+    #: driver make its own; ``none`` means networking is off.
+    bridge: str = ""
+    #: The bridge's address and prefix, ``172.17.42.1/16`` (``--bip``).
+    bip: str = ""
+    #: The part of the bridge's subnet containers get addresses from (``--fixed-cidr``).
+    fixed_cidr: str = ""
+    #: The containers' MTU; 0: the default route's interface's, else 1500 (``--mtu``).
+    mtu: int = 0
+    #: Whether containers on the bridge may reach each other (``--icc``).
+    icc: bool = True
+    #: Whether the driver adds iptables rules (``--iptables``).
+    iptables: bool = True
+    #: Whether the driver turns on ``net.ipv4.ip_forward`` (``--ip-forward``).
+    ip_forward: bool = True
+    #: Whether traffic leaving the bridge's subnet is masqueraded (``--ip-masq``).
+    ip_masq: bool = True
+    #: Whether a userland proxy serves published ports too (``--userland-proxy``).
+    userland_proxy: bool = True
+    #: The host address ports are published on when a binding names none (``--ip``).
+    default_ip: str = "0.0.0.0"
+    #: The containers' DNS servers (``--dns``): the bridge's subnet must not cover them.
+    dns: tuple[str, ...] = ()
 
 
 class NetworkDriver(abc.ABC):
@@ -39,18 +94,22 @@ class NetworkDriver(abc.ABC):
 
     :param home: the driver's state directory (``<root>/network``), where
         allocations are kept so that a restarted daemon reuses them.
-    :param config: the daemon's configuration (:class:`engine.daemon.config.Config`).
+    :param options: what the daemon's flags say (:class:`NetworkOptions`).
     """
 
     name: ClassVar[str] = ""
 
-    def __init__(self, home: str, config: Any) -> None:
+    def __init__(self, home: str, options: NetworkOptions) -> None:
         self.home = home
-        self.config = config
+        self.options = options
 
     @classmethod
-    def probe(cls, config: Any) -> None:
-        """Raise :class:`NotSupported` with the reason if the host cannot run it."""
+    def probe(cls, home: str, options: NetworkOptions) -> None:
+        """Check that the driver can run here, without changing anything.
+
+        :raises NotSupported: (or ``PrerequisitesNotMet``) with the reason;
+            the daemon then refuses to start, suggesting ``-b none``.
+        """
 
     @abc.abstractmethod
     def init(self) -> dict:
@@ -63,11 +122,22 @@ class NetworkDriver(abc.ABC):
         :returns: facts for ``/info`` and inspect: ``Bridge``, ``IPAddress``
             (the gateway), ``IPPrefixLen``, ``Subnet``, ``Gateway``,
             ``FixedCIDR``, ``Mtu``, ``MacAddress``, ``NetworkID``.
+        :raises NotFound: the bridge the options name does not exist.
+        :raises InvalidParameter: the options contradict each other or the
+            host (an address that does not match the existing bridge).
+        :raises PrerequisitesNotMet: a tool or kernel module the options
+            need is missing.
+        :raises HostError: the host refused a change.
         """
 
     @abc.abstractmethod
     def allocate_interface(self, container_id: str, request: Mapping[str, Any]) -> dict:
         """Give a container an address and an ``eth0`` in its network namespace.
+
+        ``eth0`` is up with the address, the MAC and the MTU returned, and
+        the namespace has a default route via ``Gateway``. A container that
+        still holds an interface (a stop that never reached
+        :meth:`release_interface`) gets a new one.
 
         :param request: ``NetnsPath`` (required: the file the namespace is
             bound to), ``Name`` (the container's name, for messages and
@@ -75,13 +145,24 @@ class NetworkDriver(abc.ABC):
         :returns: ``IPAddress``, ``IPPrefixLen``, ``Gateway``, ``MacAddress``,
             ``Bridge``, ``Mtu``, ``EndpointID``, ``NetworkID``, ``HostVeth``,
             ``SandboxKey``.
-        :raises Conflict: the requested address is in use.
+        :raises InvalidParameter: no ``NetnsPath``, a namespace that does not
+            exist, or a malformed address.
+        :raises Conflict: the requested address is in use, or the namespace
+            already has an ``eth0``; nothing is left half-made.
+        :raises HostError: the host refused (no free address, no bridge).
+        :raises NotSupported: :meth:`init` did not run.
         """
 
     @abc.abstractmethod
     def release_interface(self, container_id: str) -> None:
-        """Give back the container's interface, address, ports, proxies and
-        link rules. Safe to call twice, or for a container never allocated."""
+        """Give back the container's interface, address, ports, proxies and link rules.
+
+        Safe to call twice, or for a container never allocated.
+
+        :raises HostError: something could not be removed; the driver keeps
+            its record so that :meth:`prune` or the next :meth:`init` tries again.
+        :raises NotSupported: :meth:`init` did not run.
+        """
 
     @abc.abstractmethod
     def allocate_ports(
@@ -89,14 +170,22 @@ class NetworkDriver(abc.ABC):
     ) -> dict[str, list[dict]]:
         """Publish container ports, all or none.
 
+        While a port is published its host port is held: no other program
+        can bind it, and connections to it reach the container.
+
         :param port_bindings: ``HostConfig.PortBindings``:
             ``{"80/tcp": [{"HostIp": "", "HostPort": "18080"}]}``. An empty
             ``HostPort`` picks an ephemeral port, ``"8000-8010"`` the first
-            free one of the range, an empty ``HostIp`` the daemon's ``--ip``.
+            free one of the range, an empty ``HostIp`` the default IP of
+            :class:`NetworkOptions`.
         :returns: what was bound, as ``NetworkSettings.Ports``:
             ``{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18080"}]}``.
-        :raises Conflict: a host port is already allocated; nothing is left
-            half-configured.
+        :raises Conflict: a host port is already allocated (by a container
+            or another program); nothing is left half-configured.
+        :raises InvalidParameter: a malformed port or address.
+        :raises NotFound: the container has no interface (allocate it first).
+        :raises HostError: the host refused (rules, the proxy).
+        :raises NotSupported: :meth:`init` did not run.
         """
 
     def allocate_port(self, container_id: str, binding: Mapping[str, Any]) -> dict:
@@ -104,6 +193,7 @@ class NetworkDriver(abc.ABC):
 
         :param binding: ``Port`` (``"80/tcp"``), ``HostIp``, ``HostPort``.
         :returns: ``Port``, ``HostIp``, ``HostPort`` as bound.
+        :raises: as :meth:`allocate_ports`.
         """
         port = str(binding.get("Port") or "")
         made = self.allocate_ports(
@@ -114,7 +204,13 @@ class NetworkDriver(abc.ABC):
 
     @abc.abstractmethod
     def release_ports(self, container_id: str) -> None:
-        """Unpublish every port of a container, keeping its interface."""
+        """Unpublish every port of a container, keeping its interface; the host ports are free again.
+
+        Safe for a container without ports or without an interface.
+
+        :raises HostError: a rule or a proxy could not be removed.
+        :raises NotSupported: :meth:`init` did not run.
+        """
 
     @abc.abstractmethod
     def link(
@@ -122,34 +218,201 @@ class NetworkDriver(abc.ABC):
     ) -> None:
         """Allow (or stop allowing) ``parent`` to reach ``child``'s ports.
 
+        Only needed when containers may not reach each other otherwise
+        (``icc`` off); enabling twice, or disabling a link that does not
+        exist, changes nothing.
+
         :param parent: a container ID the driver allocated, or settings with
             at least ``IPAddress``.
         :param ports: ``"80/tcp"`` strings (the child's exposed ports).
+        :raises NotFound: a container ID the driver holds no interface for.
+        :raises InvalidParameter: a malformed port or address.
+        :raises HostError: the host refused a rule.
+        :raises NotSupported: :meth:`init` did not run.
         """
+
+    def link_env(self, name: str, child_ip: str, ports: Iterable[str], child_env: Iterable[str] = ()) -> list[str]:
+        """The environment a linked container gets for one link (Docker's, see :func:`link_env`).
+
+        :raises InvalidParameter: a malformed port.
+        """
+        return link_env(name, child_ip, ports, child_env)
 
     def restore(self, container_id: str) -> dict | None:
         """Re-adopt a running container's allocations after a daemon restart.
 
+        Nothing is reallocated: the address, MAC and host ports stay, and
+        the container's ports are published again.
+
         :returns: its settings (as :meth:`settings`), or None if the driver
             holds nothing for it.
+        :raises NotSupported: :meth:`init` did not run. Problems with one
+            container's parts are logged, not raised.
         """
         return None
 
     def prune(self, keep: Collection[str]) -> list[str]:
-        """Release every container not in ``keep``; return their IDs."""
+        """Release every container not in ``keep``; return their IDs.
+
+        :raises NotSupported: :meth:`init` did not run. A container that
+            cannot be released is logged and kept for the next try.
+        """
         return []
 
     def settings(self, container_id: str) -> dict | None:
-        """The container's current settings (as :meth:`allocate_interface`
-        returns) plus ``Ports``, or None."""
+        """The container's current settings (as :meth:`allocate_interface` returns) plus ``Ports``, or None.
+
+        Raises nothing.
+        """
         return None
 
     def networks(self) -> list[dict]:
-        """The networks this driver provides, as ``GET /networks`` lists them (API 1.41)."""
+        """The networks this driver provides, as ``GET /networks`` lists them (API 1.41).
+
+        Each lists its containers under ``Containers`` (ID -> ``Name``,
+        ``EndpointID``, ``MacAddress``, ``IPv4Address`` as ``ip/prefix``).
+
+        :raises NotSupported: :meth:`init` did not run.
+        """
         return []
 
     def close(self) -> None:
-        """Let go without touching the host: the daemon stops, containers keep running."""
+        """Let go without touching the host: the daemon stops, containers keep running.
+
+        Raises nothing.
+        """
 
     def shutdown(self) -> None:
-        """Undo everything the driver set up on the host (interfaces, rules, proxies)."""
+        """Undo everything the driver set up on the host (interfaces, rules, proxies).
+
+        Raises nothing: what cannot be undone is logged.
+        """
+
+
+def parse_link_ports(ports: Iterable[str]) -> list[tuple[int, int, str]]:
+    """``["80/tcp", "8000-8002/udp", "53"]`` -> ``[(80, 80, "tcp"), (8000, 8002, "udp"), (53, 53, "tcp")]``.
+
+    :raises InvalidParameter: a port that is not a number or a range of them in 1-65535.
+    """
+    out = []
+    for text in ports:
+        port, _, proto = str(text).strip().partition("/")
+        proto = (proto or "tcp").lower()
+        lo, sep, hi = port.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise InvalidParameter(f"invalid port {text!r} for a link")
+        first, last = int(lo), int(hi) if sep else int(lo)
+        if not 0 < first <= last < 65536:
+            raise InvalidParameter(f"invalid port {text!r} for a link")
+        out.append((first, last, proto))
+    return out
+
+
+def _sorted_ports(ports: Iterable[str]) -> list[tuple[int, str]]:
+    """Single ports, tcp before other protocols, then by number (moby's withTCPPriority)."""
+    singles = {(n, proto) for first, last, proto in parse_link_ports(ports) for n in range(first, last + 1)}
+    return sorted(singles, key=lambda p: (p[1] != "tcp", p[1], p[0]))
+
+
+def link_env(name: str, child_ip: str, ports: Iterable[str], child_env: Iterable[str] = ()) -> list[str]:
+    """Docker's environment variables for one container link (seed ch. 6 §3.3.9).
+
+    ``docker run --link db:db web`` gives ``web`` variables describing ``db``::
+
+        DB_NAME=/web/db
+        DB_PORT=tcp://172.17.0.2:5432                 the lowest port, tcp first
+        DB_PORT_5432_TCP=tcp://172.17.0.2:5432        for every exposed port
+        DB_PORT_5432_TCP_ADDR=172.17.0.2
+        DB_PORT_5432_TCP_PORT=5432
+        DB_PORT_5432_TCP_PROTO=tcp
+        DB_PORT_8000_TCP_START=tcp://...:8000         a run of consecutive ports also
+        DB_PORT_8000_TCP_PORT_START=8000              gets _START/_END (and _PORT_START,
+        DB_PORT_8000_TCP_END=tcp://...:8002           _PORT_END) under its first port
+        DB_PORT_8000_TCP_PORT_END=8002
+        DB_ENV_POSTGRES_USER=app                      the child's own env, HOME and PATH left out
+
+    The alias is upper-cased with ``-`` turned into ``_``.
+
+    :param name: the link's full name, ``/parent/alias``; the alias is its
+        last element.
+    :param child_ip: the linked (child) container's address.
+    :param ports: the child's exposed ports, ``"80/tcp"``.
+    :param child_env: the child's ``Config.Env`` (``KEY=value``).
+    :raises InvalidParameter: a malformed port.
+    """
+    alias = name.rstrip("/").rsplit("/", 1)[-1].upper().replace("-", "_")
+    ordered = _sorted_ports(ports)
+    env: list[str] = []
+    if ordered:
+        n, proto = ordered[0]
+        env.append(f"{alias}_PORT={proto}://{child_ip}:{n}")
+    run_start: tuple[int, str] | None = None
+    run_end: tuple[int, str] | None = None
+
+    def close_run() -> None:
+        if run_start is not None and run_end is not None and run_start != run_end:
+            prefix = f"{alias}_PORT_{run_start[0]}_{run_start[1].upper()}"
+            env.append(f"{prefix}_START={run_start[1]}://{child_ip}:{run_start[0]}")
+            env.append(f"{prefix}_PORT_START={run_start[0]}")
+            env.append(f"{prefix}_END={run_end[1]}://{child_ip}:{run_end[0]}")
+            env.append(f"{prefix}_PORT_END={run_end[0]}")
+
+    for n, proto in ordered:
+        prefix = f"{alias}_PORT_{n}_{proto.upper()}"
+        env.append(f"{prefix}={proto}://{child_ip}:{n}")
+        env.append(f"{prefix}_ADDR={child_ip}")
+        env.append(f"{prefix}_PORT={n}")
+        env.append(f"{prefix}_PROTO={proto}")
+        if run_end is not None and proto == run_end[1] and n == run_end[0] + 1:
+            run_end = (n, proto)
+            continue
+        close_run()
+        run_start = run_end = (n, proto)
+    close_run()
+    env.append(f"{alias}_NAME={name}")
+    for item in child_env:
+        key, sep, value = str(item).partition("=")
+        # Set by image builds for the child's own use; meaningless in the parent.
+        if not sep or key in ("HOME", "PATH"):
+            continue
+        env.append(f"{alias}_ENV_{key}={value}")
+    return env
+
+
+def home(root: str, name: str) -> str:  # noqa: ARG001 (the same shape for every kind)
+    """The network driver's state directory: ``<root>/network``, whatever its name."""
+    return os.path.join(root, "network")
+
+
+def probe(entry: DriverEntry, config: DriverConfig) -> None:
+    """Probe an installed network driver in its home with the network options.
+
+    :raises DriverSelectionError: it failed to load.
+    :raises NotSupported: (or a subclass) it cannot run here.
+    """
+    probe_entry(entry, home(config.root, entry.name), config.network_options or NetworkOptions())
+
+
+def plan(config: DriverConfig, drivers: Mapping[str, DriverEntry]) -> Selection:
+    """The network driver, or none: ``-b none``, or the default driver is not installed.
+
+    :returns: a selection whose ``entry`` is None when no driver runs
+        (containers then get only ``lo``).
+    :raises DriverSelectionError: the driver failed to load or cannot run here.
+    """
+    name = config.network_driver
+    if not name:
+        return Selection("network", None, "networking disabled (-b none)")
+    if name not in drivers:
+        LOG.warning("no %s network driver is installed: containers get only lo", name)
+        return Selection("network", None, f"no {name} network driver is installed: containers get only lo")
+    options = config.network_options or NetworkOptions()
+    return named(
+        "network",
+        name,
+        "default",
+        drivers,
+        home(config.root, name),
+        options,
+        remedy=" (use -b none to run without networking)",
+    )

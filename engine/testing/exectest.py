@@ -325,7 +325,7 @@ class ExecDriverConformance:
             pytest.fail(f"exec driver {self.driver_name!r} failed to load: {entry.error}")
         home = os.path.join(str(tmp_path), "home")
         try:
-            entry.cls.probe(home)
+            entry.cls.probe(home, ())
         except NotSupported as exc:
             pytest.skip(f"exec driver {self.driver_name} not supported here: {exc}")
         yield entry.cls(home)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 
@@ -82,13 +83,28 @@ def test_check_reports_features():
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
-    """A venv over the system site-packages with the third-party dist installed."""
+    """A venv over the test interpreter's packages, with the third-party dist installed.
+
+    It sees what the running interpreter sees (its site-packages, editable
+    installs included) rather than the base Python's: in a virtualenv those
+    are the engine and plugins under test, not another checkout's.
+    """
     base = tmp_path_factory.mktemp("thirdparty")
     src = base / "src"
     shutil.copytree(os.path.join(HERE, "thirdparty"), src)
     env_dir = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
     python = str(env_dir / "bin" / "python")
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # addsitedir, not a bare path: the parent's own .pth files (editable installs) must run too.
+    parents = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    with open(os.path.join(purelib, "engine-under-test.pth"), "w") as fh:
+        fh.write(f"import site; list(map(site.addsitedir, {parents!r}))\n")
     subprocess.run(
         [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(src)],
         check=True,
@@ -122,6 +138,20 @@ def test_third_party_driver_listed_and_selectable(venv, no_config):
     assert {r["name"]: r for r in json.loads(out.stdout)}["fakefs"]["selected"]
 
 
+def test_third_party_probe_sees_the_options_the_daemon_gives(venv, no_config):
+    """The "supported here" column and the selection run the driver's probe as the daemon does."""
+    args = ("drivers", "--kind", "graph", "--json", "-s", "fakefs", "--storage-opt", "fakefs.refuse=not today")
+    rows = json.loads(admin(*args, *no_config, python=venv).stdout)
+    fake = next(r for r in rows if r["name"] == "fakefs")
+    assert fake["supported"] is False and fake["reason"] == "fakefs refuses: not today"
+    assert not any(r["selected"] for r in rows)
+    assert rows[-1]["name"] is None
+    assert (
+        rows[-1]["selected_reason"]
+        == "graph driver fakefs (from --storage-driver) cannot run here: fakefs refuses: not today"
+    )
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
 def test_daemon_runs_third_party_driver_and_plugin(venv, workdir):
     d = DaemonProcess(workdir, ["-s", "fakefs"])
@@ -139,6 +169,17 @@ def test_daemon_runs_third_party_driver_and_plugin(venv, workdir):
         assert "brokenfs" in d.log() and "failed to load" in d.log()
     finally:
         assert d.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
+def test_daemon_refuses_as_engine_admin_says(venv, workdir):
+    d = DaemonProcess(workdir, ["-s", "fakefs", "--storage-opt", "fakefs.refuse=not today"])
+    cmd = d.command()
+    cmd[0] = venv
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "graph driver fakefs (from --storage-driver) cannot run here: fakefs refuses: not today" in proc.stderr
+    assert not os.path.exists(d.socket) and not os.path.exists(d.pidfile)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")

@@ -7,8 +7,10 @@ import os
 
 import pytest
 
+from engine.drivers import graph
 from engine.drivers.discovery import DriverEntry
-from engine.drivers.graph import DriverSelectionError, NaiveDiffDriver, selection_plan
+from engine.drivers.graph import NaiveDiffDriver
+from engine.drivers.selection import DriverConfig, DriverSelectionError
 from engine.errors import IncompatibleFilesystem, NotSupported, PrerequisitesNotMet
 
 
@@ -40,8 +42,9 @@ def broken(name: str) -> DriverEntry:
     return DriverEntry("graph", name, f"fake:{name}", None, "ImportError: no module named fakefs", "fake-dist", "1.0")
 
 
-def plan(tmp_path, drivers, configured=None, environ=None, priority=("aufs", "btrfs", "devmapper", "overlay", "vfs")):
-    return selection_plan(str(tmp_path), configured, (), priority, environ or {}, {d.name: d for d in drivers})
+def plan(tmp_path, drivers, configured="", environ=None, priority=("aufs", "btrfs", "devmapper", "overlay", "vfs")):
+    config = DriverConfig(str(tmp_path), graph_driver=configured, graph_priority=priority, environ=environ or {})
+    return graph.plan(config, {d.name: d for d in drivers})
 
 
 def test_priority_skips_the_three_not_supported_errors(tmp_path):

@@ -47,7 +47,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
@@ -99,13 +99,13 @@ class NativeDriver(ExecDriver):
 
     name = "native"
 
-    def __init__(self, home: str, options: Any = None) -> None:
+    def __init__(self, home: str, options: Sequence[str] | None = ()) -> None:
         super().__init__(home, options)
 
     # ---- probing
 
     @classmethod
-    def probe(cls, home: str) -> None:
+    def probe(cls, home: str, options: Sequence[str] = ()) -> None:
         """Check root, namespaces, CAP_SYS_ADMIN, pivot_root and the memory and freezer cgroups.
 
         :raises PrerequisitesNotMet: listing every reason.

@@ -53,7 +53,7 @@ from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
 
-from engine.drivers.network import NetworkDriver
+from engine.drivers.network import NetworkDriver, NetworkOptions, parse_link_ports
 from engine.errors import (
     Conflict,
     EngineError,
@@ -65,8 +65,6 @@ from engine.errors import (
 )
 from engine_net_bridge import ipam, netlink
 from engine_net_bridge.iptables import CHAIN, IPTables, IptablesError, Rule, base_rules, link_rules, port_rules
-from engine_net_bridge.links import link_env as _link_env
-from engine_net_bridge.links import parse_link_ports
 from engine_net_bridge.portmapper import ProxyRecord, find_proxies, proxy_alive, start_proxy, stop_proxy
 from engine_net_bridge.ports import (
     WILDCARD,
@@ -109,9 +107,7 @@ class BridgeDriver(NetworkDriver):
     """Linux bridge with veth pairs, IP allocation, iptables NAT and port publishing (Docker's default network).
 
     :param home: ``<root>/network``.
-    :param config: the daemon's configuration; read: ``bridge``, ``bip``,
-        ``fixed_cidr``, ``mtu``, ``iptables``, ``ip_forward``, ``ip_masq``,
-        ``icc``, ``ip``, ``userland_proxy``, ``dns``.
+    :param options: the daemon's network flags (every field of :class:`NetworkOptions` is used).
     :param resolv_conf: the host's resolver file (nameservers the bridge
         range must not cover).
     :param proc_sys: where ``/proc/sys`` is (forwarding, route_localnet,
@@ -125,14 +121,14 @@ class BridgeDriver(NetworkDriver):
     def __init__(
         self,
         home: str,
-        config: Any,
+        options: NetworkOptions,
         *,
         resolv_conf: str = "/etc/resolv.conf",
         proc_sys: str = "/proc/sys",
         iptables: IPTables | None = None,
         modprobe: str = "modprobe",
     ) -> None:
-        super().__init__(home, config)
+        super().__init__(home, options)
         self.resolv_conf = resolv_conf
         self.proc_sys = proc_sys
         self.modprobe = modprobe
@@ -153,21 +149,17 @@ class BridgeDriver(NetworkDriver):
         self._next_ephemeral: dict[str, int] = {}
 
     # configuration
-    def _cfg(self, key: str, default: Any) -> Any:
-        value = getattr(self.config, key, default)
-        return default if value is None else value
-
     @property
     def _use_iptables(self) -> bool:
-        return bool(self._cfg("iptables", True))
+        return self.options.iptables
 
     @property
     def _use_proxy(self) -> bool:
-        return bool(self._cfg("userland_proxy", True))
+        return self.options.userland_proxy
 
     @property
     def _icc(self) -> bool:
-        return bool(self._cfg("icc", True))
+        return self.options.icc
 
     @property
     def _needs_br_netfilter(self) -> bool:
@@ -181,15 +173,19 @@ class BridgeDriver(NetworkDriver):
         return self._use_iptables and (not self._icc or not self._use_proxy)
 
     @classmethod
-    def probe(cls, config: Any) -> None:
-        """Refuse ``-b none``, a host without IPv4 sysctls, non-root, or missing iptables."""
-        if getattr(config, "bridge", "") == "none":
+    def probe(cls, home: str, options: NetworkOptions) -> None:
+        """Refuse ``-b none``, a host without IPv4 sysctls, non-root, or missing iptables.
+
+        :raises NotSupported: networking is disabled.
+        :raises PrerequisitesNotMet: with what is missing.
+        """
+        if options.bridge == "none":
             raise NotSupported("networking is disabled (--bridge=none)")
         if not os.path.isdir("/proc/sys/net/ipv4"):
             raise PrerequisitesNotMet("/proc/sys/net/ipv4 is missing: is /proc mounted, and IPv4 in the kernel?")
         if os.geteuid() != 0:
             raise PrerequisitesNotMet("the bridge driver needs root (CAP_NET_ADMIN)")
-        if getattr(config, "iptables", True) and not IPTables().available():
+        if options.iptables and not IPTables().available():
             raise PrerequisitesNotMet(
                 "iptables is not installed: install it (apt-get install iptables) "
                 "or run the daemon with --iptables=false"
@@ -214,7 +210,7 @@ class BridgeDriver(NetworkDriver):
             self._remove_host_rules(previous, extra=self._base_rules())
             fixed = self._fixed_cidr()
             self._pool = ipam.Pool(address.network, address.ip, fixed)
-            if self._cfg("ip_forward", True):
+            if self.options.ip_forward:
                 self._enable_forwarding()
             now = time.time()
             self._doc = {
@@ -277,7 +273,7 @@ class BridgeDriver(NetworkDriver):
         }
 
     def _fixed_cidr(self) -> IPv4Network | None:
-        text = str(self._cfg("fixed_cidr", "") or "").strip()
+        text = self.options.fixed_cidr.strip()
         if not text:
             return None
         try:
@@ -290,13 +286,13 @@ class BridgeDriver(NetworkDriver):
 
     def _setup_bridge(self) -> tuple[str, IPv4Interface, str, bool]:
         """Find or create the bridge (seed ch. 6 §3.3.2-3.3.6): (name, address, MAC, created)."""
-        wanted = str(self._cfg("bridge", "") or "").strip()
+        wanted = self.options.bridge.strip()
         name = wanted or DEFAULT_BRIDGE
         using_default = not wanted
-        bip_text = str(self._cfg("bip", "") or "").strip()
+        bip_text = self.options.bip.strip()
         bip = ipam.parse_interface(bip_text, "--bip") if bip_text else None
         with IPRoute() as ipr:
-            self._mtu = int(self._cfg("mtu", 0) or 0) or netlink.default_route_mtu(ipr) or DEFAULT_MTU
+            self._mtu = self.options.mtu or netlink.default_route_mtu(ipr) or DEFAULT_MTU
             index = netlink.link_index(ipr, name)
             if index is None:
                 if not using_default:
@@ -351,7 +347,7 @@ class BridgeDriver(NetworkDriver):
 
     def _choose_address(self, ipr: IPRoute, name: str) -> IPv4Interface:
         nameservers = ipam.read_nameservers(self.resolv_conf)
-        for extra in self._cfg("dns", []) or []:
+        for extra in self.options.dns:
             try:
                 addr = ipaddress.ip_address(str(extra))
             except ValueError:
@@ -446,7 +442,7 @@ class BridgeDriver(NetworkDriver):
             self._bridge,
             str(self._address.network),
             icc=self._icc,
-            masquerade=bool(self._cfg("ip_masq", True)),
+            masquerade=self.options.ip_masq,
             localhost_dnat=not self._use_proxy,
         )
 
@@ -637,7 +633,7 @@ class BridgeDriver(NetworkDriver):
     ) -> dict[str, list[dict]]:
         """Publish ports, all or none; see :meth:`NetworkDriver.allocate_ports`."""
         self._require_ready()
-        requests = requests_from_bindings(port_bindings, str(self._cfg("ip", WILDCARD) or WILDCARD))
+        requests = requests_from_bindings(port_bindings, self.options.default_ip or WILDCARD)
         with self._lock:
             ep = self._endpoint(container_id)
         if not requests:
@@ -892,11 +888,6 @@ class BridgeDriver(NetworkDriver):
         cid = str(who.get("ContainerID") or who.get("ID") or "")
         return cid, ip
 
-    @staticmethod
-    def link_env(name: str, child_ip: str, ports: Sequence[str], child_env: Sequence[str] = ()) -> list[str]:
-        """Docker's link environment variables (see :func:`engine_net_bridge.links.link_env`)."""
-        return _link_env(name, child_ip, ports, child_env)
-
     # restart
     def restore(self, container_id: str) -> dict | None:
         """Re-adopt a running container after a restart; see :meth:`NetworkDriver.restore`.
@@ -1086,8 +1077,8 @@ class BridgeDriver(NetworkDriver):
                 "Options": {
                     "com.docker.network.bridge.default_bridge": "true",
                     "com.docker.network.bridge.enable_icc": "true" if self._icc else "false",
-                    "com.docker.network.bridge.enable_ip_masquerade": "true" if self._cfg("ip_masq", True) else "false",
-                    "com.docker.network.bridge.host_binding_ipv4": str(self._cfg("ip", WILDCARD) or WILDCARD),
+                    "com.docker.network.bridge.enable_ip_masquerade": "true" if self.options.ip_masq else "false",
+                    "com.docker.network.bridge.host_binding_ipv4": self.options.default_ip or WILDCARD,
                     "com.docker.network.bridge.name": self._bridge,
                     "com.docker.network.driver.mtu": str(self._mtu),
                 },

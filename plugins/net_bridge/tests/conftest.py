@@ -33,7 +33,7 @@ from netbridge_helpers import (
 from pyroute2 import IPRoute
 
 from engine.daemon import netns
-from engine.daemon.config import Config
+from engine.drivers.network import NetworkOptions
 
 
 @pytest.fixture
@@ -62,7 +62,9 @@ def resolv_conf(tmp_path) -> str:
 
 @pytest.fixture
 def make_driver(tmp_path, resolv_conf, host_clean) -> Iterator[Callable[..., Any]]:
-    """``make_driver(home=None, resolv=None, driver_args=None, **config)`` -> a new :class:`BridgeDriver`.
+    """``make_driver(home=None, resolv=None, driver_args=None, **options)`` -> a new :class:`BridgeDriver`.
+
+    ``options`` are fields of :class:`~engine.drivers.network.NetworkOptions`.
 
     Not initialized yet. ``driver_args`` are more keyword arguments of the
     class (``proc_sys``, ``modprobe``...).
@@ -79,13 +81,11 @@ def make_driver(tmp_path, resolv_conf, host_clean) -> Iterator[Callable[..., Any
     def factory(
         home: str | None = None, resolv: str | None = None, driver_args: dict | None = None, **options: Any
     ) -> BridgeDriver:
-        cfg = Config(data_root=str(tmp_path / "root"))
-        for key, value in options.items():
-            if not hasattr(cfg, key):
-                raise AttributeError(key)
-            setattr(cfg, key, value)
         driver = BridgeDriver(
-            home or str(tmp_path / "root" / "network"), cfg, resolv_conf=resolv or resolv_conf, **(driver_args or {})
+            home or str(tmp_path / "root" / "network"),
+            NetworkOptions(**options),
+            resolv_conf=resolv or resolv_conf,
+            **(driver_args or {}),
         )
         made.append(driver)
         return driver

@@ -1,4 +1,4 @@
-"""Unit tests of the bridge driver's pure parts: addresses, port specs, link variables, rules, state."""
+"""Unit tests of the bridge driver's pure parts: addresses, port specs, rules, state."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 from engine.errors import Conflict, InvalidParameter
 from engine_net_bridge import ipam
 from engine_net_bridge.iptables import CHAIN, IPTables, IptablesError, Rule, base_rules, link_rules, port_rules
-from engine_net_bridge.links import link_env
 from engine_net_bridge.portmapper import ProxyRecord
 from engine_net_bridge.ports import (
     PortMapping,
@@ -165,51 +164,6 @@ def test_port_collisions_and_range(tmp_path):
     assert ephemeral_range(str(path)) == (49153, 65535)
 
 
-# links
-def test_link_env_like_docker():
-    env = link_env(
-        "/web/db-1",
-        "172.17.0.5",
-        ["5432/tcp", "8000/tcp", "8001/tcp", "8002/tcp", "53/udp"],
-        ["HOME=/root", "PATH=/bin", "USER=app", "NOVALUE", "EQ=a=b"],
-    )
-    assert env == [
-        "DB_1_PORT=tcp://172.17.0.5:5432",
-        "DB_1_PORT_5432_TCP=tcp://172.17.0.5:5432",
-        "DB_1_PORT_5432_TCP_ADDR=172.17.0.5",
-        "DB_1_PORT_5432_TCP_PORT=5432",
-        "DB_1_PORT_5432_TCP_PROTO=tcp",
-        "DB_1_PORT_8000_TCP=tcp://172.17.0.5:8000",
-        "DB_1_PORT_8000_TCP_ADDR=172.17.0.5",
-        "DB_1_PORT_8000_TCP_PORT=8000",
-        "DB_1_PORT_8000_TCP_PROTO=tcp",
-        "DB_1_PORT_8001_TCP=tcp://172.17.0.5:8001",
-        "DB_1_PORT_8001_TCP_ADDR=172.17.0.5",
-        "DB_1_PORT_8001_TCP_PORT=8001",
-        "DB_1_PORT_8001_TCP_PROTO=tcp",
-        "DB_1_PORT_8002_TCP=tcp://172.17.0.5:8002",
-        "DB_1_PORT_8002_TCP_ADDR=172.17.0.5",
-        "DB_1_PORT_8002_TCP_PORT=8002",
-        "DB_1_PORT_8002_TCP_PROTO=tcp",
-        # moby closes a run when the next port breaks it, after that port's own variables
-        "DB_1_PORT_53_UDP=udp://172.17.0.5:53",
-        "DB_1_PORT_53_UDP_ADDR=172.17.0.5",
-        "DB_1_PORT_53_UDP_PORT=53",
-        "DB_1_PORT_53_UDP_PROTO=udp",
-        "DB_1_PORT_8000_TCP_START=tcp://172.17.0.5:8000",
-        "DB_1_PORT_8000_TCP_PORT_START=8000",
-        "DB_1_PORT_8000_TCP_END=tcp://172.17.0.5:8002",
-        "DB_1_PORT_8000_TCP_PORT_END=8002",
-        "DB_1_NAME=/web/db-1",
-        "DB_1_ENV_USER=app",
-        "DB_1_ENV_EQ=a=b",
-    ]
-
-
-def test_link_env_without_ports():
-    assert link_env("/a/b", "10.0.0.2", []) == ["B_NAME=/a/b"]
-
-
 # rules
 def test_base_rules():
     rules = base_rules("engine0", "172.17.0.0/16", icc=False, masquerade=True, localhost_dnat=False)
@@ -295,21 +249,21 @@ def test_delete_all_falls_back_to_one_by_one():
         IPTables(runner=FakeRunner(fail_on="-N")).run("-t", "nat", "-N", "X")
 
 
-def test_probe_refuses_disabled_networking():
-    from engine.daemon.config import Config
+def test_probe_refuses_disabled_networking(tmp_path):
+    from engine.drivers.network import NetworkOptions
     from engine.errors import NotSupported
     from engine_net_bridge.driver import BridgeDriver
 
     with pytest.raises(NotSupported, match="disabled"):
-        BridgeDriver.probe(Config(bridge="none"))
+        BridgeDriver.probe(str(tmp_path / "network"), NetworkOptions(bridge="none"))
 
 
 def test_methods_need_init(tmp_path):
-    from engine.daemon.config import Config
+    from engine.drivers.network import NetworkOptions
     from engine.errors import NotSupported
     from engine_net_bridge.driver import BridgeDriver
 
-    driver = BridgeDriver(str(tmp_path / "network"), Config())
+    driver = BridgeDriver(str(tmp_path / "network"), NetworkOptions())
     with pytest.raises(NotSupported, match="init"):
         driver.allocate_interface("x" * 64, {"NetnsPath": "/proc/self/ns/net"})
     with pytest.raises(NotSupported, match="init"):

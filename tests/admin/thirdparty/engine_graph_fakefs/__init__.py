@@ -1,4 +1,7 @@
-"""A throwaway third-party graph driver, installed by the tests with pip."""
+"""A throwaway third-party graph driver, installed by the tests with pip.
+
+It imports only the driver SDK (:mod:`engine.drivers`, :mod:`engine.errors`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,10 @@ import os
 import shutil
 
 from engine.drivers.graph import NaiveDiffDriver
+from engine.errors import InvalidParameter, NotSupported
+
+#: ``--storage-opt fakefs.refuse=REASON`` makes the probe refuse with REASON.
+REFUSE = "fakefs.refuse="
 
 
 class FakeFsDriver(NaiveDiffDriver):
@@ -16,6 +23,13 @@ class FakeFsDriver(NaiveDiffDriver):
     def __init__(self, home, options=()):
         super().__init__(home, options)
         os.makedirs(home, exist_ok=True)
+
+    @classmethod
+    def probe(cls, home, options=()):
+        for option in options:
+            if not option.startswith(REFUSE):
+                raise InvalidParameter(f"fakefs: unknown option {option!r}")
+            raise NotSupported(f"fakefs refuses: {option[len(REFUSE) :]}")
 
     def _dir(self, id):
         return os.path.join(self.home, id)
