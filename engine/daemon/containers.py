@@ -253,6 +253,7 @@ class ContainerService:
         graph = self.daemon.graph
         hc = dict(host_config or {})
         warnings = validate_host_config(hc, os.cpu_count() or 1)
+        self.daemon.security.check_create(hc)
         image_name = config.get("Image") or ""
         if not image_name:
             raise InvalidParameter("No image was specified")
@@ -570,7 +571,6 @@ class ContainerService:
             env.insert(0, f"HOSTNAME={cfg.get('Hostname', '')}")
         if cfg.get("Tty") and "TERM" not in keys:
             env.append("TERM=xterm")
-        security = hc.get("SecurityOpt") or []
         process = ProcessConfig(
             args=[c.path, *c.args],
             env=env,
@@ -580,9 +580,7 @@ class ContainerService:
             tty=bool(cfg.get("Tty")),
             console_size=tuple(hc["ConsoleSize"]) if hc.get("ConsoleSize") and any(hc["ConsoleSize"]) else None,
             privileged=bool(hc.get("Privileged")),
-            no_new_privileges=any(
-                s in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true") for s in security
-            ),
+            no_new_privileges=self.daemon.security.no_new_privileges(hc),
             cap_add=list(hc.get("CapAdd") or []),
             cap_drop=list(hc.get("CapDrop") or []),
         )
@@ -647,6 +645,7 @@ class ContainerService:
             readonly_paths=hc.get("ReadonlyPaths"),
             devices=devices,
             sysctls=dict(hc.get("Sysctls") or {}),
+            seccomp_profile=self.daemon.security.seccomp_profile(hc),
             shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
         )
 

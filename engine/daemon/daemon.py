@@ -19,6 +19,7 @@ from typing import Any
 from engine.daemon.config import Config
 from engine.daemon.events import Events
 from engine.drivers.graph import GraphDriver, select_graphdriver
+from engine.errors import EngineError
 from engine.utils.fs import atomic_write, safe_rmtree
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Daemon:
         self.graph: Any = None
         self.linkgraph: Any = None
         self.exec_driver: Any = None
+        self.security: Any = None
         self.volumes: Any = None
         self.containers: Any = None
         self.execs: Any = None
@@ -175,6 +177,12 @@ class Daemon:
         os.makedirs(home, mode=0o700, exist_ok=True)
         self.exec_driver = entry.cls(home)
         LOG.info("exec driver: %s", name)
+        from engine.daemon.security import SecurityPolicy
+
+        try:
+            self.security = SecurityPolicy(self.config, self.exec_driver.seccomp_support())
+        except EngineError as exc:
+            raise RuntimeError(str(exc)) from exc
 
     def _setup_containers(self) -> None:
         """Volumes, the container store and exec store; restore containers (seed ch. 4 §4.10)."""
