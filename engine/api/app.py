@@ -14,7 +14,7 @@ from typing import Any
 
 import falcon
 
-from engine.api import errors, middleware, system
+from engine.api import contenttype, errors, middleware, system
 
 LOG = logging.getLogger("engine.api")
 
@@ -34,7 +34,9 @@ def create_app(engine: Any, cors: bool = False, debug: bool = False, plugins: An
     :param plugins: the pluggy manager; plugins add routes through
         ``engine_add_routes``.
     """
-    app = falcon.App(middleware=[middleware.VersionMiddleware(cors=cors)], cors_enable=False)
+    app = falcon.App(
+        middleware=[middleware.VersionMiddleware(cors=cors), contenttype.JSONBodyMiddleware()], cors_enable=False
+    )
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
     app.req_options.strip_url_path_trailing_slash = True
