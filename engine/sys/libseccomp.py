@@ -23,12 +23,13 @@ Every binding declares ``argtypes`` and ``restype``; libseccomp returns
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from typing import Any
 
 from engine.errors import InvalidParameter, NotSupported
 
-__all__ = ["ACTIONS", "OPERATORS", "available", "compile_filter", "resolve_syscall", "version"]
+__all__ = ["ACTIONS", "OPERATORS", "available", "compile_filter", "resolve_syscall", "unsupported", "version"]
 
 #: Actions by their profile names -> the libseccomp value (the errno or trace
 #: code goes in the low 16 bits of ERRNO and TRACE).
@@ -55,6 +56,8 @@ OPERATORS: dict[str, int] = {
     "SCMP_CMP_GT": 6,
     "SCMP_CMP_MASKED_EQ": 7,
 }
+
+_SECCOMP_MODE_FILTER = 2
 
 # enum scmp_filter_attr
 _ATTR_CTL_NNP = 3
@@ -127,6 +130,29 @@ def _load() -> Any:
 def available() -> str | None:
     """None when libseccomp can be used, else why not."""
     return None if _load() is not None else _load_error
+
+
+def unsupported() -> str | None:
+    """None when filters can be compiled and loaded here, else why not.
+
+    The kernel must have filter mode: ``PR_SET_SECCOMP`` with a NULL
+    program fails with EFAULT there and EINVAL without it (how moby probes
+    it); and libseccomp must load.
+    """
+    from engine.sys import libc
+
+    try:
+        libc.prctl(libc.PR_GET_SECCOMP)
+    except OSError:
+        return "the kernel has no seccomp (CONFIG_SECCOMP)"
+    try:
+        libc.prctl(libc.PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, 0)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return "the kernel has no seccomp filters (CONFIG_SECCOMP_FILTER)"
+    else:  # cannot happen: a NULL program is never loaded
+        return "the kernel accepted an empty seccomp filter"
+    return available()
 
 
 def version() -> tuple[int, int, int] | None:

@@ -36,23 +36,8 @@ _HEADER = struct.Struct("<I")
 
 
 def support() -> str | None:
-    """None when filters can be compiled and loaded here, else why not.
-
-    The kernel must have filter mode (``PR_SET_SECCOMP`` with a NULL program
-    fails with EFAULT, not EINVAL, as moby probes it) and libseccomp must load.
-    """
-    try:
-        libc.prctl(libc.PR_GET_SECCOMP)
-    except OSError:
-        return "the kernel has no seccomp (CONFIG_SECCOMP)"
-    try:
-        libc.prctl(libc.PR_SET_SECCOMP, 2, 0)
-    except OSError as exc:
-        if exc.errno == 22:  # EINVAL
-            return "the kernel has no seccomp filters (CONFIG_SECCOMP_FILTER)"
-    else:  # cannot happen: a NULL program is never loaded
-        return "the kernel accepted an empty seccomp filter"
-    return libseccomp.available()
+    """None when filters can be compiled and loaded here (kernel filter mode, libseccomp), else why not."""
+    return libseccomp.unsupported()
 
 
 def _cache_key(profile: str, cap_mask: int) -> str:
