@@ -208,6 +208,7 @@ class LifeCycle:
         graph = self.daemon.graph
         hc = dict(host_config or {})
         warnings = validate_host_config(hc, os.cpu_count() or 1)
+        self.daemon.security.check_create(hc)
         image_name = config.get("Image") or ""
         if not image_name:
             raise InvalidParameter("No image was specified")
@@ -399,6 +400,8 @@ class LifeCycle:
                 self.volumes.path,
                 link_env,
                 self._joined_ipc_namespace(c),
+                seccomp_profile=self.daemon.security.seccomp_profile(c.host_config),
+                no_new_privileges=self.daemon.security.no_new_privileges(c.host_config),
             )
             for m in c.mounts:
                 if m["Type"] == "volume":

@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from engine.sys import libseccomp
 from engine.testing.daemon import DaemonProcess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,7 +71,9 @@ def test_check_reports_features():
     out = admin("check", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert set(doc) >= {"kernel", "namespaces", "cgroups", "storage", "network"}
+    assert set(doc) >= {"kernel", "security", "namespaces", "cgroups", "storage", "network"}
+    seccomp = doc["security"][0]
+    assert seccomp["name"] == "seccomp" and seccomp["ok"] is (libseccomp.unsupported() is None)
     storage = {c["name"]: c for c in doc["storage"]}
     assert storage["overlay"]["ok"] is ("overlay" in open("/proc/filesystems").read())
     assert storage["aufs"]["disables"] == "the aufs graph driver"
