@@ -24,10 +24,10 @@ import pytest
 
 from engine.security import paths
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES
+from engine.sys.fs import safe_rmtree
 from engine.testing import dockerd as reference
 from engine.testing.daemon import DaemonProcess, UnixHTTPConnection
 from engine.testing.images import busybox_archive
-from engine.sys.fs import safe_rmtree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("docker") is None, reason="needs root and docker")
 
