@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import queue
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import engine as _engine
+from engine import apiversion
 from engine.core.env import parse_bool
 from engine.daemon.attach import client_gone
 from engine.errors import EngineError, InvalidParameter
@@ -17,6 +20,27 @@ JSON = "application/json"
 RAW_STREAM = "application/vnd.docker.raw-stream"
 #: A hijacked stream of stdcopy frames (stdout and stderr apart).
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+
+#: The API version of the request being answered, set by the version
+#: middleware in the request's thread; every job a request runs gets it on
+#: its env (:data:`engine.apiversion.ENV_KEY`), so handlers and the views they
+#: build answer as that version does.
+REQUEST_VERSION: contextvars.ContextVar[str] = contextvars.ContextVar("api_version", default=_engine.API_VERSION)
+
+
+def job_env(env: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``env`` with the request's API version added (unless it names one)."""
+    out = dict(env or {})
+    out.setdefault(apiversion.ENV_KEY, REQUEST_VERSION.get())
+    return out
+
+
+def stream_content_type(tty: bool) -> str:
+    """The Content-Type of a logs, attach or exec stream: multiplexed frames without a tty, from
+    API 1.42 on; raw before (the framing was the client's to know)."""
+    if not tty and apiversion.at_least(REQUEST_VERSION.get(), "1.42"):
+        return MULTIPLEXED
+    return RAW_STREAM
 
 
 def query_bool(req: Any, name: str, default: bool = False) -> bool:
@@ -101,7 +125,7 @@ def read_json(req: Any, required: bool = True, default: Any = None) -> Any:
 
 def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None, stdin: Any = None) -> bytes:
     """Run a job to completion and return what it wrote to stdout."""
-    job = engine.job(name, *args, env=env)
+    job = engine.job(name, *args, env=job_env(env))
     buf = job.stdout.add_buffer()
     if stdin is not None:
         job.stdin.add(stdin)
@@ -134,7 +158,7 @@ def stream_job(
         writes nothing, it is checked every second, and the job is told to
         stop (``job.stdout.closed``) when the client has gone.
     """
-    job = engine.job(name, *args, env=env)
+    job = engine.job(name, *args, env=job_env(env))
     chunks: queue.Queue[Any] = queue.Queue()
     job.stdout.add_callback(chunks.put)
     if stdin is not None:

@@ -9,8 +9,10 @@ from typing import Any
 import falcon
 
 from engine.api.app import request_hijack
-from engine.api.base import JSON, MULTIPLEXED, RAW_STREAM, JobResource, query_int, read_json, run_job
+from engine.api.base import JSON, JobResource, job_env, query_int, read_json, run_job, stream_content_type
+from engine.drivers.exec import ExecStartError
 from engine.errors import EngineError
+from engine.utils.gojson import fold_keys
 
 
 class ExecCreate(JobResource):
@@ -24,7 +26,7 @@ class ExecStart(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         import json
 
-        body = read_json(req, required=False, default={}) or {}
+        body = fold_keys(read_json(req, required=False, default={}) or {}, ("Detach", "Tty"))
         info = json.loads(self.job("exec_inspect", id))
         if info["Running"] or info["ExitCode"] is not None:
             raise falcon.HTTPConflict(description=f"Error: Exec command {id} has already run")
@@ -35,10 +37,12 @@ class ExecStart(JobResource):
             resp.content_type = JSON
             resp.data = b""
             return
-        tty = bool(body.get("Tty")) or bool(info["ProcessConfig"]["tty"])
+        # moby frames the output by the start request's Tty, whatever the exec was created with.
+        tty = bool(body.get("Tty"))
+        env = job_env({"Body": body})
 
         def run(sock: Any) -> None:
-            job = engine.job("exec_start", id, env={"Body": body})
+            job = engine.job("exec_start", id, env=env)
             job.stdin.add(sock)
             try:
                 job.run()
@@ -47,12 +51,15 @@ class ExecStart(JobResource):
                 from engine.daemon.logs import frame
 
                 # The stream is ours already: report in-band as moby does
-                # (on stdout); the exit code (126/127) is in the exec's inspect.
-                message = f"OCI runtime exec failed: {exc}: unknown\r\n".encode()
-                send_all(sock, frame(1, message, tty))
+                # (on stdout); the exit code (126) is in the exec's inspect.
+                if isinstance(exc, ExecStartError):
+                    text = f"OCI runtime exec failed: exec failed: unable to start container process: {exc}: unknown"
+                else:
+                    text = str(exc)
+                send_all(sock, frame(1, text.encode() + b"\r\n", tty))
                 close_client(sock)
 
-        request_hijack(req, run, RAW_STREAM if tty else MULTIPLEXED)
+        request_hijack(req, run, stream_content_type(tty))
         resp.status = falcon.HTTP_200
 
 

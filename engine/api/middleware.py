@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 import engine
+from engine import apiversion
+from engine.api.base import REQUEST_VERSION
 from engine.errors import InvalidParameter
 
 LOG = logging.getLogger("engine.api")
@@ -16,13 +18,8 @@ LOG = logging.getLogger("engine.api")
 _VERSIONED = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 
 
-def version_tuple(version: str) -> tuple[int, int]:
-    major, _, minor = version.partition(".")
-    return int(major), int(minor or 0)
-
-
-MIN_VERSION = version_tuple(engine.MIN_API_VERSION)
-MAX_ACCEPTED = version_tuple(engine.MAX_ACCEPTED_API_VERSION)
+MIN_VERSION = apiversion.parse(engine.MIN_API_VERSION)
+MAX_ACCEPTED = apiversion.parse(engine.MAX_ACCEPTED_API_VERSION)
 
 #: Headers moby sends on every response (``api/server/middleware/version.go``).
 COMMON_HEADERS = {
@@ -49,7 +46,7 @@ def split_version(path: str) -> tuple[str | None, str]:
 
 def check_version(version: str) -> None:
     """Refuse versions this daemon cannot answer, with moby's messages."""
-    v = version_tuple(version)
+    v = apiversion.parse(version)
     if v > MAX_ACCEPTED:
         raise InvalidParameter(
             f"client version {version} is too new. Maximum supported API version is {engine.API_VERSION}"
@@ -62,8 +59,9 @@ def check_version(version: str) -> None:
 
 
 class VersionMiddleware:
-    """Strip ``/vX.Y``, check it, remember it in ``req.context.api_version``,
-    and put the common headers on every response."""
+    """Strip ``/vX.Y``, check it, remember it in ``req.context.api_version`` (and for the jobs the
+    request runs, :data:`~engine.api.base.REQUEST_VERSION`), and put the common headers on every
+    response."""
 
     def __init__(self, cors: bool = False) -> None:
         self.headers = dict(COMMON_HEADERS)
@@ -78,6 +76,7 @@ class VersionMiddleware:
         if version is not None:
             req.path = path
             check_version(version)
+        REQUEST_VERSION.set(req.context.api_version)
 
     def process_response(self, req: Any, resp: Any, resource: Any, req_succeeded: bool) -> None:  # noqa: ARG002
         if LOG.isEnabledFor(logging.DEBUG):

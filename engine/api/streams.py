@@ -8,12 +8,13 @@ answers.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import falcon
 
 from engine.api.app import request_hijack
-from engine.api.base import JSON, MULTIPLEXED, RAW_STREAM, JobResource, query_bool, stream_job
+from engine.api.base import JSON, JobResource, job_env, query_bool, stream_content_type, stream_job
 from engine.errors import EngineError
 
 
@@ -28,7 +29,8 @@ class Logs(JobResource):
             "Timestamps": query_bool(req, "timestamps"),
             "Tail": req.get_param("tail") or "all",
         }
-        resp.content_type = RAW_STREAM
+        doc = json.loads(self.job("container_inspect", id))  # a 404 before the stream starts
+        resp.content_type = stream_content_type(bool(doc["Config"].get("Tty")))
         resp.stream = stream_job(self.engine, "logs", id, env=env, client=req.env.get("gunicorn.socket"))
 
 
@@ -47,8 +49,6 @@ class Stats(JobResource):
 class Attach(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
         doc = self.job("container_inspect", id)  # 404 before the connection is taken over
-        import json
-
         tty = bool(json.loads(doc)["Config"].get("Tty"))
         env = {
             "Stdin": query_bool(req, "stdin"),
@@ -61,14 +61,14 @@ class Attach(JobResource):
         engine = self.engine
 
         def run(sock: Any) -> None:
-            job = engine.job("attach", id, env=env)
+            job = engine.job("attach", id, env=job_env(env))
             job.stdin.add(sock)
             try:
                 job.run()
             except EngineError:
                 pass
 
-        request_hijack(req, run, RAW_STREAM if tty else MULTIPLEXED)
+        request_hijack(req, run, stream_content_type(tty))
         resp.status = falcon.HTTP_200
 
 

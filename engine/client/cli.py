@@ -105,7 +105,7 @@ def make_client(args: argparse.Namespace) -> Any:
         if base_url.startswith("tcp://"):
             base_url = "https://" + base_url[len("tcp://") :]
     try:
-        return docker.APIClient(base_url=base_url, version=engine.API_VERSION, tls=tls, timeout=None)
+        return docker.APIClient(base_url=base_url, version=engine.CLIENT_API_VERSION, tls=tls, timeout=None)
     except docker.errors.DockerException as exc:
         raise ClientError(str(exc)) from None
 
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(commands=not argv or argv[0] != "daemon")
     args = parser.parse_args(argv)
     if args.version:
-        print(f"engine version {engine.__version__}, API {engine.API_VERSION}")
+        print(f"engine version {engine.__version__}, API {engine.CLIENT_API_VERSION}")
         return 0
     if args.command is None:
         parser.print_help()

@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-from engine import archive
+from engine import apiversion, archive
 from engine.daemon import attach as attaching
 from engine.daemon import logs as logfile
 from engine.daemon import views
@@ -22,6 +22,7 @@ from engine.daemon.hostconfig import parse_signal
 from engine.daemon.network import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter
 from engine.hookspecs import hookimpl
+from engine.utils.gojson import fold_keys
 
 if TYPE_CHECKING:
     from engine.daemon.container import Container
@@ -338,17 +339,42 @@ def job_stats(job: Any) -> None:
 
 
 # exec
+#: moby's ``ExecConfig`` and ``ExecStartCheck`` fields (bodies are matched to them as Go does).
+EXEC_CONFIG_FIELDS = (
+    "User",
+    "Privileged",
+    "Tty",
+    "ConsoleSize",
+    "AttachStdin",
+    "AttachStderr",
+    "AttachStdout",
+    "Detach",
+    "DetachKeys",
+    "Env",
+    "WorkingDir",
+    "Cmd",
+)
+EXEC_START_FIELDS = ("Detach", "Tty", "ConsoleSize")
+
+
 def job_exec_create(job: Any) -> None:
-    e = job.engine.daemon.execs.create(container_of(job), job.env.get_json("Body", {}) or {})
+    body = fold_keys(job.env.get_json("Body", {}) or {}, EXEC_CONFIG_FIELDS)
+    if apiversion.before(apiversion.of_job(job), "1.42"):
+        body.pop("ConsoleSize", None)  # not read before API 1.42
+    e = job.engine.daemon.execs.create(container_of(job), body)
     job.write_json({"Id": e.id})
 
 
 def job_exec_start(job: Any) -> None:
     execs = job.engine.daemon.execs
     e = execs.get(job.args[0])
-    body = job.env.get_json("Body", {}) or {}
+    body = fold_keys(job.env.get_json("Body", {}) or {}, EXEC_START_FIELDS)
     sock = job.stdin.source if not body.get("Detach") else None
-    execs.start(e, sock, body.get("Tty"))
+    tty = bool(body.get("Tty"))
+    size = body.get("ConsoleSize")
+    if not tty or not size or apiversion.before(apiversion.of_job(job), "1.42"):
+        size = None  # moby: no console without a tty, and none before API 1.42
+    execs.start(e, sock, multiplexed=not tty, console_size=tuple(size) if size and any(size) else None)
     if sock is not None:
         attaching.close_client(sock)
 

@@ -23,13 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from engine.daemon import attach
 from engine.daemon.container import Container
-from engine.drivers.exec import ExecStartError, Pipes, ProcessConfig
-from engine.errors import Conflict, EngineError, InvalidParameter, NotFound
+from engine.drivers.exec import Pipes, ProcessConfig
+from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NotFound
 
 if TYPE_CHECKING:
     from engine.daemon.daemon import Daemon
 
 LOG = logging.getLogger(__name__)
+
+#: How long a resize waits for the exec's process to start (dockerd's 10 s).
+RESIZE_WAIT = 10.0
 
 
 @dataclass
@@ -47,6 +50,8 @@ class Exec:
     started: bool = False
     created: float = field(default_factory=time.time)
     pty_master: int | None = None
+    #: Set once the start went as far as it could: the process runs, or it failed.
+    ready: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def to_api(self) -> dict:
         return {
@@ -151,11 +156,24 @@ class ExecService:
             e.started = True
         return c
 
-    def start(self, e: Exec, sock: Any | None, tty: bool | None = None) -> None:
-        """Run the exec; with ``sock`` stream its stdio there, else detach."""
+    def start(
+        self,
+        e: Exec,
+        sock: Any | None,
+        multiplexed: bool = False,
+        console_size: tuple[int, int] | None = None,
+    ) -> None:
+        """Run the exec; with ``sock`` stream its stdio there, else detach.
+
+        :param multiplexed: frame the output (stdcopy) on the socket. moby decides it by the
+            start request's ``Tty``, not the exec's: a client that starts a tty exec without
+            ``Tty`` (docker-py's default) reads frames.
+        :param console_size: ``(height, width)`` of a tty exec, from the start request
+            (API 1.42); it wins over the one given at create.
+        """
         c = self._check_startable(e)
-        if tty is not None:
-            e.process.tty = bool(tty) or e.process.tty
+        if console_size and e.process.tty:
+            e.process.console_size = tuple(console_size)
         ends: list[int] = []
         ours: dict[str, int] = {}
         try:
@@ -201,6 +219,7 @@ class ExecService:
             e.pid = pid
             e.running = True
             started.set()
+            e.ready.set()
             for fd in ends:
                 try:
                     os.close(fd)
@@ -222,6 +241,7 @@ class ExecService:
                     except OSError:
                         pass
                 started.set()
+                e.ready.set()
 
         thread = threading.Thread(target=runner, name=f"exec-{e.id[:12]}", daemon=True)
         thread.start()
@@ -231,14 +251,11 @@ class ExecService:
                 console_sock.close()
             for fd in ours.values():
                 os.close(fd)
-            e.exit_code = (
-                126
-                if "permission denied" in str(result["error"])
-                else 127
-                if isinstance(result["error"], ExecStartError)
-                else 1
-            )
+            # dockerd records 126 for every exec that could not start, a missing
+            # executable included (its ContainerExecStart sets it on any error).
+            e.exit_code = 126
             e.running = False
+            self._forget_running(e, c)
             raise result["error"]
         self.daemon.container_event(c, f"exec_start: {' '.join(e.process.args)}", {"execID": e.id})
         if sock is None:
@@ -280,7 +297,7 @@ class ExecService:
         attach.pump_fds(
             sock,
             out_fds,
-            e.process.tty,
+            not multiplexed,
             e.open_stdout or e.process.tty,
             e.open_stderr,
             done=lambda: not thread.is_alive(),
@@ -301,10 +318,14 @@ class ExecService:
             except OSError:
                 pass
         e.pty_master = None
+        self._forget_running(e, c)
+        self.daemon.container_event(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
+
+    @staticmethod
+    def _forget_running(e: Exec, c: Container) -> None:
         with c.lock:
             if e.id in c.exec_ids:  # inspect lists running execs only (moby)
                 c.exec_ids.remove(e.id)
-        self.daemon.container_event(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
 
     def forget(self, c: Container) -> None:
         """The container stopped or went: its finished execs can no longer be inspected (moby's
@@ -313,12 +334,24 @@ class ExecService:
             for exec_id in [i for i, e in self._execs.items() if e.container_id == c.id and not e.running]:
                 del self._execs[exec_id]
 
-    def resize(self, e: Exec, h: int, w: int) -> None:
-        if e.pty_master is None:
-            if not e.running:
-                raise Conflict(f"exec {e.id} is not running")
-            raise Conflict("cannot resize an exec without a TTY")
-        set_winsize(e.pty_master, h, w)
+    def resize(self, e: Exec, h: int, w: int, timeout: float = RESIZE_WAIT) -> None:
+        """Set the exec's terminal size, once its process runs (moby waits up to 10 s for it:
+        ``kubectl exec -it`` and the CLI send the first size right after the start).
+
+        An exec without a tty, or one that has finished, has nothing to size: nothing is done,
+        as dockerd answers.
+
+        :raises HostError: the exec did not start within ``timeout`` (dockerd's 500).
+        """
+        if not e.ready.wait(timeout):
+            raise HostError("timeout waiting for exec session ready")
+        master = e.pty_master
+        if master is not None:
+            try:
+                set_winsize(master, h, w)
+            except EngineError:
+                if e.pty_master is not None:  # not merely closed as the exec ended
+                    raise
 
 
 def set_winsize(fd: int, h: int, w: int) -> None:

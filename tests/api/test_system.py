@@ -41,7 +41,7 @@ def client():
     return falcon.testing.TestClient(app)
 
 
-COMMON = {"api-version": "1.41", "ostype": "linux", "docker-experimental": "false"}
+COMMON = {"api-version": "1.45", "ostype": "linux", "docker-experimental": "false"}
 
 
 def assert_common(resp):
@@ -68,15 +68,16 @@ def test_version_document(client):
     resp = client.simulate_get("/v1.41/version")
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     doc = resp.json
-    assert doc["ApiVersion"] == "1.41" and doc["MinAPIVersion"] == "1.12" and doc["Os"] == "linux"
-    assert doc["Components"][0]["Name"] == "Engine" and doc["Components"][0]["Details"]["ApiVersion"] == "1.41"
+    # The daemon's own version whatever the request's, as dockerd answers.
+    assert doc["ApiVersion"] == "1.45" and doc["MinAPIVersion"] == "1.12" and doc["Os"] == "linux"
+    assert doc["Components"][0]["Name"] == "Engine" and doc["Components"][0]["Details"]["ApiVersion"] == "1.45"
     assert_common(resp)
 
 
 def test_version_too_new_and_too_old(client):
     resp = client.simulate_get("/v1.46/version")
     assert resp.status_code == 400 and resp.headers["content-type"] == "application/json"
-    assert resp.json == {"message": "client version 1.46 is too new. Maximum supported API version is 1.41"}
+    assert resp.json == {"message": "client version 1.46 is too new. Maximum supported API version is 1.45"}
     assert_common(resp)
     resp = client.simulate_get("/v1.11/version")
     assert resp.status_code == 400 and "too old. Minimum supported API version is 1.12" in resp.json["message"]

@@ -32,7 +32,7 @@ def cmd_version(client: Any, args: Any) -> int:
         err = exc
     client_part = {
         "Version": engine.__version__,
-        "ApiVersion": engine.API_VERSION,
+        "ApiVersion": engine.CLIENT_API_VERSION,
         "PythonVersion": platform.python_version(),
         "Os": "linux",
         "Arch": goarch(),
