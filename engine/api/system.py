@@ -136,7 +136,8 @@ class Events(JobResource):
 class SystemDf(JobResource):
     def on_get(self, req: Any, resp: Any) -> None:
         resp.content_type = JSON
-        resp.data = self.job("system_df")
+        types = req.get_param_as_list("type") or []
+        resp.data = self.job("system_df", Types=types)
 
 
 def add_routes(app: falcon.App, engine: Any, debug: bool = False) -> None:

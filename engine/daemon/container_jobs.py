@@ -47,13 +47,15 @@ def job_create(job: Any) -> None:
     if not isinstance(body, dict):
         raise InvalidParameter("invalid container config: not a JSON object")
     host_config = body.pop("HostConfig", None) or {}
-    networking = body.pop("NetworkingConfig", None)
-    c, warnings = svc_of(job).create(body, host_config, job.env.get("Name"), networking)
-    job.write_json({"Id": c.id, "Warnings": warnings})
+    networking = body.pop("NetworkingConfig", None) or {}
+    warnings = apiversion.adapt_create(apiversion.of_job(job), body, host_config, networking)
+    c, more = svc_of(job).create(body, host_config, job.env.get("Name"), networking)
+    job.write_json({"Id": c.id, "Warnings": more + warnings})
 
 
 def job_container_inspect(job: Any) -> None:
-    job.write_json(views.inspect(job.engine.daemon, container_of(job), job.env.get_bool("Size")))
+    doc = views.inspect(job.engine.daemon, container_of(job), job.env.get_bool("Size"))
+    job.write_json(apiversion.container_json(apiversion.of_job(job), doc))
 
 
 def job_containers(job: Any) -> None:
@@ -73,11 +75,16 @@ def job_start(job: Any) -> None:
     svc_of(job).start(container_of(job))
 
 
+def stop_signal(job: Any) -> str | None:
+    """The ``signal`` of a stop or restart, which API 1.42 added (ignored before)."""
+    if apiversion.before(apiversion.of_job(job), "1.42"):
+        return None
+    return job.env.get("Signal") or None
+
+
 def job_stop(job: Any) -> None:
     timeout = job.env.get("Timeout")
-    svc_of(job).stop(
-        container_of(job), int(timeout) if timeout not in ("", None) else None, job.env.get("Signal") or None
-    )
+    svc_of(job).stop(container_of(job), int(timeout) if timeout not in ("", None) else None, stop_signal(job))
 
 
 def job_restart(job: Any) -> None:
@@ -129,7 +136,9 @@ def job_wait(job: Any) -> None:
 
 
 def job_update(job: Any) -> None:
-    warnings = svc_of(job).update(container_of(job), job.env.get_json("Body", {}) or {})
+    body = job.env.get_json("Body", {}) or {}
+    apiversion.adapt_update(apiversion.of_job(job), body)
+    warnings = svc_of(job).update(container_of(job), body)
     job.write_json({"Warnings": warnings})
 
 
@@ -430,36 +439,63 @@ def job_volume_rm(job: Any) -> None:
 
 
 def job_volumes_prune(job: Any) -> None:
+    from engine.core.env import parse_bool
+
     filters = job.env.get_json("Filters", {}) or {}
-    job.write_json(job.engine.daemon.volumes.prune(filters.get("label", [])))
+    for key in filters:
+        if key not in ("label", "label!", "all"):
+            raise InvalidParameter(f"Invalid filter '{key}'")
+    # From API 1.42 only anonymous volumes go, unless the "all" filter is true.
+    everything = apiversion.before(apiversion.of_job(job), "1.42") or any(parse_bool(v) for v in filters.get("all", []))
+    job.write_json(
+        job.engine.daemon.volumes.prune(
+            filters.get("label", []), filters.get("label!", []), anonymous_only=not everything
+        )
+    )
+
+
+#: The object types ``GET /system/df?type=`` takes (API 1.42).
+DF_TYPES = ("container", "image", "volume", "build-cache")
 
 
 def job_system_df(job: Any) -> None:
     daemon = job.engine.daemon
     graph = daemon.graph
     store = daemon.containers
-    users: dict[str, int] = {}
-    for c in store.all():
-        users[c.image_id] = users.get(c.image_id, 0) + 1
-    images = []
-    for image in graph:
-        doc = graph.summary(image)
-        doc["Containers"] = users.get(image.id, 0)
-        doc["SharedSize"] = 0
-        images.append(doc)
-    containers = [views.summary(daemon, c, size=True) for c in store.all()]
-    volumes = []
-    for vol in daemon.volumes.list():
-        vol = dict(vol)
-        vol["UsageData"] = {
-            "Size": daemon.volumes.size(vol["Name"]),
-            "RefCount": len(daemon.volumes.users(vol["Name"])),
-        }
-        volumes.append(vol)
-    layers = sum(layer.size for layer in graph.layers.all())
-    job.write_json(
-        {"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": []}
-    )
+    version = apiversion.of_job(job)
+    wanted = set(job.env.get_list("Types") or []) if apiversion.at_least(version, "1.42") else set()
+    for kind in wanted:
+        if kind not in DF_TYPES:
+            raise InvalidParameter(f"unknown object type: {kind}")
+    wanted = wanted or set(DF_TYPES)
+    doc: dict[str, Any] = {"LayersSize": 0, "Images": None, "Containers": None, "Volumes": None, "BuildCache": None}
+    if "image" in wanted:
+        users: dict[str, int] = {}
+        for c in store.all():
+            users[c.image_id] = users.get(c.image_id, 0) + 1
+        images = []
+        for image in graph:
+            summary = graph.summary(image)
+            summary["Containers"] = users.get(image.id, 0)
+            summary["SharedSize"] = 0
+            images.append(summary)
+        doc["Images"] = images
+        doc["LayersSize"] = sum(layer.size for layer in graph.layers.all())
+    if "container" in wanted:
+        doc["Containers"] = [views.summary(daemon, c, size=True) for c in store.all()]
+    if "volume" in wanted:
+        volumes = []
+        for vol in daemon.volumes.list():
+            vol = dict(vol)
+            vol["UsageData"] = {
+                "Size": daemon.volumes.size(vol["Name"]),
+                "RefCount": len(daemon.volumes.users(vol["Name"])),
+            }
+            volumes.append(vol)
+        doc["Volumes"] = volumes
+    if "build-cache" in wanted and apiversion.at_least(version, "1.42"):
+        doc["BuildCache"] = []  # dockerd 20.10 (1.41) answers null; 1.42 made it a list
+    job.write_json(apiversion.disk_usage(version, doc))
 
 
 # events

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine import apiversion
 from engine.daemon.info import build_info
 from engine.daemon.reload import job_reload
 from engine.hookspecs import hookimpl
@@ -12,7 +13,7 @@ from engine.hookspecs import hookimpl
 
 def job_info(job: Any) -> None:
     """Write the Info document (``GET /info``) as JSON."""
-    job.write_json(build_info(job.engine.daemon))
+    job.write_json(apiversion.info(apiversion.of_job(job), build_info(job.engine.daemon)))
 
 
 @hookimpl

@@ -161,13 +161,19 @@ class VolumeStore:
                     pass
         return total
 
-    def prune(self, labels: Iterable[str] = ()) -> dict:
+    def prune(self, labels: Iterable[str] = (), not_labels: Iterable[str] = (), anonymous_only: bool = False) -> dict:
+        """Remove the unused volumes that match (moby's ``VolumesService.Prune``): those with
+        ``labels`` and none of ``not_labels``, only anonymous ones with ``anonymous_only`` (API
+        1.42's default); volumes with driver options (a tmpfs, an NFS share) are never pruned."""
         deleted, reclaimed = [], 0
         for name in list(self._meta):
             if self.users(name):
                 continue
             meta = self._meta[name]
-            if not _labels_match(meta.get("Labels") or {}, labels):
+            if meta.get("Options") or (anonymous_only and not meta.get("Anonymous")):
+                continue
+            own = meta.get("Labels") or {}
+            if not _labels_match(own, labels) or any(_labels_match(own, [label]) for label in not_labels):
                 continue
             reclaimed += self.size(name)
             self.remove(name)

@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+from engine import apiversion
 from engine.errors import Conflict, InvalidParameter
 from engine.graph import reference as refs
 from engine.graph.graph import Graph
@@ -46,12 +47,17 @@ def _labels_match(image: Image, wanted: list[str], negate: bool = False) -> bool
     return True
 
 
-def _reference_match(graph: Graph, image: Image, patterns: list[str]) -> bool:
-    for ref in graph.tags.references(image.id):
-        for pattern in patterns:
-            if fnmatch.fnmatchcase(ref.familiar(), pattern) or fnmatch.fnmatchcase(ref.familiar_name, pattern):
-                return True
-    return False
+def _matching_references(graph: Graph, image: Image, patterns: list[str]) -> list[Any]:
+    """The references of ``image`` that a ``reference`` filter's patterns match (distribution's
+    ``FamiliarMatch``: the familiar ``name:tag`` form, else the name alone)."""
+    return [
+        ref
+        for ref in graph.tags.references(image.id)
+        if any(
+            fnmatch.fnmatchcase(ref.familiar(), pattern) or fnmatch.fnmatchcase(ref.familiar_name, pattern)
+            for pattern in patterns
+        )
+    ]
 
 
 def list_images(graph: Graph, filters: dict[str, list[str]], all_images: bool = False) -> list[dict]:
@@ -78,9 +84,16 @@ def list_images(graph: Graph, filters: dict[str, list[str]], all_images: bool = 
             continue
         if dangling is False and not tagged:
             continue
-        if "reference" in filters and not _reference_match(graph, image, filters["reference"]):
-            continue
-        out.append(graph.summary(image))
+        summary = graph.summary(image)
+        if "reference" in filters:
+            # moby lists only the tags and digests that match, so `docker images busybox` shows no
+            # other name of the same image; an image none of whose names match is left out.
+            refs = _matching_references(graph, image, filters["reference"])
+            if not refs:
+                continue
+            summary["RepoTags"] = [ref.familiar() for ref in refs if ref.tag is not None]
+            summary["RepoDigests"] = [ref.familiar() for ref in refs if ref.digest is not None]
+        out.append(summary)
     out.sort(key=lambda s: s["Created"], reverse=True)
     return out
 
@@ -135,12 +148,14 @@ def prune_images(graph: Graph, filters: dict[str, list[str]]) -> dict:
 
 # job handlers
 def job_images(job: Any) -> None:
-    job.write_json(list_images(graph_of(job), job.env.get_json("Filters", {}) or {}, job.env.get_bool("All")))
+    version = apiversion.of_job(job)
+    images = list_images(graph_of(job), job.env.get_json("Filters", {}) or {}, job.env.get_bool("All"))
+    job.write_json([apiversion.image_summary(version, doc) for doc in images])
 
 
 def job_image_inspect(job: Any) -> None:
     graph = graph_of(job)
-    job.write_json(graph.inspect(graph.lookup(job.args[0])))
+    job.write_json(apiversion.image_json(apiversion.of_job(job), graph.inspect(graph.lookup(job.args[0]))))
 
 
 def job_image_history(job: Any) -> None:
