@@ -128,3 +128,9 @@ class NoSuchJob(NotFound):
 
 class ShuttingDown(Unavailable):
     template = "engine is shutting down"
+
+
+class TruncatedArchive(InvalidParameter):
+    """A tar or compressed stream ended in the middle of an entry (Go's "unexpected EOF")."""
+
+    template = "unexpected EOF"

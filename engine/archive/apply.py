@@ -56,7 +56,7 @@ from engine.archive.whiteouts import (
     WHITEOUT_PREFIX,
     check_format,
 )
-from engine.errors import InvalidParameter
+from engine.errors import InvalidParameter, TruncatedArchive
 from engine.sys import fs, libc
 
 LOG = logging.getLogger(__name__)
@@ -373,7 +373,7 @@ class _Applier:
             while remaining:
                 chunk = data.read(min(_CHUNK, remaining))
                 if not chunk:
-                    raise InvalidParameter(f"unexpected EOF in layer tar (in {_quote(member.name)})")
+                    raise TruncatedArchive(f"unexpected EOF in layer tar (in {_quote(member.name)})")
                 remaining -= len(chunk)
                 if len(chunk) == _CHUNK and chunk[0] == 0 and chunk[-1] == 0 and chunk == _ZEROS:
                     os.lseek(fd, _CHUNK, os.SEEK_CUR)
@@ -383,7 +383,7 @@ class _Applier:
                 while view:
                     view = view[os.write(fd, view) :]
         except tarfile.ReadError as exc:
-            raise InvalidParameter(f"unexpected EOF in layer tar (in {_quote(member.name)})") from exc
+            raise TruncatedArchive(f"unexpected EOF in layer tar (in {_quote(member.name)})") from exc
         if sparse:
             os.ftruncate(fd, member.size)
 
@@ -619,7 +619,7 @@ def apply_layer(
             applier.apply(member, tar)
         end = getattr(tar, "_end", None)
         if isinstance(end, _TruncatedHeader) or (isinstance(end, _EmptyHeader) and layer.count < last_end):
-            raise InvalidParameter("unexpected EOF in layer tar")
+            raise TruncatedArchive("unexpected EOF in layer tar")
         if isinstance(end, _InvalidHeader):
             raise InvalidParameter(f"invalid tar header in layer at offset {tar.offset}")
         applier.finish()
@@ -634,5 +634,5 @@ def _tar_error(exc: tarfile.ReadError, layer: LayerStream, end: object) -> Inval
     if isinstance(end, _InvalidHeader):
         return InvalidParameter(f"invalid layer tar: {exc}")
     if isinstance(end, (_TruncatedHeader, _EmptyHeader)) or layer.eof:
-        return InvalidParameter("unexpected EOF in layer tar")
+        return TruncatedArchive("unexpected EOF in layer tar")
     return InvalidParameter(f"invalid layer tar: {exc}")

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import zstandard
 
-from engine.errors import InvalidParameter
+from engine.errors import InvalidParameter, TruncatedArchive
 
 _CHUNK = 1 << 20
 
@@ -192,7 +192,7 @@ class LayerStream(io.RawIOBase):
             data = self._reader.read(len(buffer))
         except _CORRUPT as exc:
             if isinstance(exc, EOFError):
-                raise InvalidParameter(f"unexpected EOF in {self.compression} layer stream") from exc
+                raise TruncatedArchive(f"unexpected EOF in {self.compression} layer stream") from exc
             raise InvalidParameter(f"corrupt {self.compression} layer stream: {exc}") from exc
         except OSError as exc:
             # bz2 reports bad data as a bare OSError; the caller's own

@@ -17,7 +17,7 @@ from typing import Any
 from engine.daemon import resolvconf
 from engine.daemon.container import Container
 from engine.daemon.logconfig import merge_log_config
-from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs
+from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs, volume_subpath
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import EngineError, InvalidParameter
 
@@ -341,6 +341,8 @@ def mounts_of(points: Sequence[dict], volume_path: Callable[[str], str]) -> list
             )
             continue
         source = m["Source"] if m["Type"] == "bind" else volume_path(m["Name"])
+        if m.get("Subpath"):
+            source = volume_subpath(source, m["Subpath"])
         opts = ["rbind"] + ([] if m.get("RW", True) else ["ro"])
         mounts.append(
             {

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.errors import Conflict, InvalidParameter, NotFound
+from engine.sys import libc
 from engine.sys.fs import atomic_write, copy_tree
 
 LOG = logging.getLogger(__name__)
@@ -270,9 +271,11 @@ def parse_mount(m: dict) -> dict:
     if kind == "bind":
         if not source:
             raise InvalidParameter('invalid mount config for type "bind": field Source must not be empty')
-        if not os.path.exists(source):
+        bind_options = m.get("BindOptions") or {}
+        # CreateMountpoint (API 1.42) makes a missing source as -v does; the create makes it.
+        if not os.path.exists(source) and not bind_options.get("CreateMountpoint"):
             raise InvalidParameter(f'invalid mount config for type "bind": bind source path does not exist: {source}')
-        prop = (m.get("BindOptions") or {}).get("Propagation") or "rprivate"
+        prop = bind_options.get("Propagation") or "rprivate"
         return {
             "Type": "bind",
             "Name": "",
@@ -285,7 +288,17 @@ def parse_mount(m: dict) -> dict:
         }
     if kind == "volume":
         opts = m.get("VolumeOptions") or {}
-        return {
+        subpath = opts.get("Subpath") or ""
+        if subpath:
+            if not source:
+                raise InvalidParameter(
+                    'invalid mount config for type "volume": must not set Subpath when using anonymous volumes'
+                )
+            if os.path.isabs(subpath) or ".." in subpath.split("/"):
+                raise InvalidParameter(
+                    'invalid mount config for type "volume": subpath must be a relative path within the volume'
+                )
+        point = {
             "Type": "volume",
             "Name": source,
             "Source": "",
@@ -296,6 +309,9 @@ def parse_mount(m: dict) -> dict:
             "NoCopy": bool(opts.get("NoCopy")),
             "Labels": opts.get("Labels") or {},
         }
+        if subpath:
+            point["Subpath"] = os.path.normpath(subpath)
+        return point
     if kind == "tmpfs":
         if source:
             raise InvalidParameter('invalid mount config for type "tmpfs": field Source must not be specified')
@@ -316,6 +332,21 @@ def parse_mount(m: dict) -> dict:
             "NoCopy": False,
         }
     raise InvalidParameter(f"mount type unknown: {kind!r}")
+
+
+def volume_subpath(volume_dir: str, subpath: str) -> str:
+    """The directory ``subpath`` of a volume (``VolumeOptions.Subpath``, API 1.45), checked the
+    way moby's ``safepath.Join`` does: it must exist, and no component may be a symlink (one
+    could lead out of the volume).
+
+    :raises NotFound: ``cannot access path ...`` when it does not exist or a component is a link.
+    """
+    try:
+        fd = libc.openat2(libc.AT_FDCWD, os.path.join(volume_dir, subpath), os.O_PATH, resolve=libc.RESOLVE_NO_SYMLINKS)
+    except OSError as exc:
+        raise NotFound(f"cannot access path {os.path.join(volume_dir, subpath)}: {exc.strerror}") from None
+    os.close(fd)
+    return os.path.join(volume_dir, subpath)
 
 
 def parse_tmpfs(dest: str, options: str) -> dict:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from engine import apiversion
-from engine.errors import Conflict, InvalidParameter
+from engine.errors import Conflict, EngineError, InvalidParameter
 from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_created
@@ -176,7 +176,13 @@ def job_load(job: Any) -> None:
     from engine.graph.load import load
 
     progress = Progress(job.stdout.write)
-    load(graph_of(job), job.stdin, progress, quiet=job.env.get_bool("Quiet"))
+    # dockerd answers 200 at once and reports a failure in the stream (docker-py raises
+    # ImageLoadError from it, the CLI prints it): a truncated archive is no HTTP error.
+    job.stdout.write(b"")
+    try:
+        load(graph_of(job), job.stdin, progress, quiet=job.env.get_bool("Quiet"))
+    except EngineError as exc:
+        progress.error(str(exc))
 
 
 def job_image_export(job: Any) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from engine import archive
-from engine.errors import InvalidParameter, NotSupported
+from engine.errors import InvalidParameter, NotSupported, TruncatedArchive
 from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_config
@@ -162,7 +162,11 @@ def load(graph: Graph, stream: IO[bytes], progress: Progress, quiet: bool = Fals
     tmp = tempfile.mkdtemp(prefix="load-", dir=os.environ.get("TMPDIR"))
     loaded: list[Image] = []
     try:
-        archive.apply_layer(tmp, stream, whiteouts="aufs")
+        try:
+            archive.apply_layer(tmp, stream, whiteouts="aufs")
+        except TruncatedArchive:
+            # dockerd's words for an archive that ends early (its chrootarchive's untar).
+            raise TruncatedArchive("Error processing tar file(exit status 1): unexpected EOF") from None
         files = _Dir(tmp)
         try:
             with graph.pinned() as pin:
