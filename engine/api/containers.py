@@ -15,7 +15,7 @@ from typing import Any
 import falcon
 
 from engine.api.base import JSON, JobResource, parse_filters, query_bool, query_int, read_json, stream_job
-from engine.errors import InvalidParameter
+from engine.errors import InvalidParameter, NotFound
 
 
 class Create(JobResource):
@@ -62,6 +62,19 @@ class Container(JobResource):
             RemoveLink=query_bool(req, "link"),
         )
         resp.status = falcon.HTTP_204
+
+
+class LinkPath(JobResource):
+    """``/containers/{parent}/{alias}``: a link's path names the linked container, and moby's
+    ``DELETE /containers/{name:.*}`` takes one (``docker rm --link``); nothing else is routed here."""
+
+    def on_delete(self, req: Any, resp: Any, id: str, alias: str) -> None:
+        Container.on_delete(self, req, resp, f"{id}/{alias}")  # type: ignore[arg-type]
+
+    def _no_route(self, req: Any, resp: Any, id: str, alias: str) -> None:  # noqa: ARG002
+        raise NotFound("page not found")
+
+    on_get = on_post = on_put = on_head = _no_route
 
 
 class Action(JobResource):
@@ -127,5 +140,6 @@ def add_routes(app: falcon.App, engine: Any) -> None:
     for action in ("start", "stop", "restart", "kill", "rename", "pause", "unpause", "resize"):
         app.add_route(f"/containers/{{id}}/{action}", Action(engine, action))
     app.add_route("/containers/{id}/update", Update(engine))
+    app.add_route("/containers/{id}/{alias}", LinkPath(engine))
     app.add_route("/containers/{id}/top", Top(engine))
     app.add_route("/containers/{id}/wait", Wait(engine))

@@ -105,11 +105,17 @@ def job_unpause(job: Any) -> None:
 
 
 def job_rm(job: Any) -> None:
+    daemon = job.engine.daemon
+    if job.env.get_bool("RemoveLink"):
+        # ``DELETE /containers/{parent}/{alias}?link=1``: the link goes, both containers stay.
+        child = container_of(job)
+        parent, _alias = daemon.containers.remove_link(job.args[0])
+        daemon.network.unlink(parent, child)
+        return
     svc_of(job).remove(
         container_of(job),
         force=job.env.get_bool("Force"),
         volumes=job.env.get_bool("RemoveVolume"),
-        link=job.env.get_bool("RemoveLink"),
     )
 
 
@@ -195,10 +201,11 @@ def job_top(job: Any) -> None:
     job.write_json({"Titles": titles, "Processes": processes})
 
 
-def job_changes(job: Any) -> None:
-    c = container_of(job)
-    changes = job.engine.daemon.graphdriver.changes(c.id, c.init_layer)
-    hidden = {
+#: Paths the runtime makes or mounts over in every container (the init layer's): a
+#: change of their own is not the container's doing. A directory among them is still
+#: shown when something below it changed, as moby lists every parent of a change.
+RUNTIME_PATHS = frozenset(
+    {
         "/etc/hosts",
         "/etc/hostname",
         "/etc/resolv.conf",
@@ -211,11 +218,21 @@ def job_changes(job: Any) -> None:
         "/sys",
         "/etc",
     }
-    out = [
-        {"Path": ch.path, "Kind": int(ch.kind)}
-        for ch in sorted(changes, key=lambda ch: ch.path)
-        if ch.path not in hidden or int(ch.kind) != 0
-    ]
+)
+
+
+def job_changes(job: Any) -> None:
+    c = container_of(job)
+    changes = sorted(job.engine.daemon.graphdriver.changes(c.id, c.init_layer), key=lambda ch: ch.path)
+    paths = [ch.path for ch in changes]
+
+    def runtime_only(ch: Any) -> bool:
+        if ch.path not in RUNTIME_PATHS or int(ch.kind) != 0:
+            return False
+        below = ch.path.rstrip("/") + "/"
+        return not any(p.startswith(below) and p not in RUNTIME_PATHS for p in paths)
+
+    out = [{"Path": ch.path, "Kind": int(ch.kind)} for ch in changes if not runtime_only(ch)]
     job.write_json(out or None)
 
 

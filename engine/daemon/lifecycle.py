@@ -316,7 +316,10 @@ class LifeCycle:
                 elif point["Type"] == "volume":
                     anonymous = not point["Name"]
                     info, created = self.volumes.create(
-                        point["Name"] or None, labels=point.pop("Labels", None), anonymous=anonymous
+                        point["Name"] or None,
+                        labels=point.pop("Labels", None),
+                        options=point.pop("DriverOpts", None),
+                        anonymous=anonymous,
                     )
                     point["Name"] = info["Name"]
                     point["Source"] = info["Mountpoint"]
@@ -630,12 +633,9 @@ class LifeCycle:
         old = self.store.rename(c, validate_name(new))
         self.daemon.container_event(c, "rename", {"oldName": old})
 
-    def remove(self, c: Container, force: bool = False, volumes: bool = False, link: bool = False) -> None:
-        """Remove ``c`` (``force``: kill it first; ``volumes``: its anonymous volumes too), or only
-        the link that ``c.name`` is (``link``)."""
-        if link:
-            self.store.remove_link(c)
-            return
+    def remove(self, c: Container, force: bool = False, volumes: bool = False) -> None:
+        """Remove ``c`` (``force``: kill it first; ``volumes``: its anonymous volumes too); a link
+        alone goes with :meth:`ContainerStore.remove_link <engine.daemon.store.ContainerStore.remove_link>`."""
         with c.lock:
             if c.state.removal_in_progress or c.removed:
                 raise Conflict(f"removal of container {c.short_id} is already in progress")

@@ -19,6 +19,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from engine.daemon import netns, resolvconf, views
+from engine.daemon.store import link_alias
 from engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotSupported
 from engine.sys.fs import atomic_write
 
@@ -210,11 +211,19 @@ class NetworkService:
         """(child container, alias) of every ``--link`` of ``c``."""
         out = []
         for spec in c.host_config.get("Links") or []:
-            name, _, alias = spec.partition(":")
-            name = name.lstrip("/")
-            child = self.daemon.containers.get(name)
-            out.append((child, (alias or name).lstrip("/").split("/")[-1]))
+            child = self.daemon.containers.get(spec.partition(":")[0].lstrip("/"))
+            out.append((child, link_alias(spec)))
         return out
+
+    def unlink(self, parent: Any, child: Any) -> None:
+        """A link of a running ``parent`` was removed (``docker rm --link``): its rules go."""
+        if self.driver is None or not parent.state.running:
+            return
+        ports = list((child.config.get("ExposedPorts") or {}).keys())
+        try:
+            self._job("link", parent.id, child.id, Ports=ports, Enable=False)
+        except EngineError as exc:
+            LOG.warning("removing the link rules of %s to %s: %s", parent.short_id, child.short_id, exc)
 
     def register_links(self, c: Any) -> None:
         """At create: check the ``--link`` targets and record ``/parent/alias`` in the link graph."""

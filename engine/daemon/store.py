@@ -40,6 +40,12 @@ def new_container_id() -> str:
     return cid
 
 
+def link_alias(spec: str) -> str:
+    """The alias a ``--link`` spec (``name:alias``, ``name``, ``/parent/name:alias``) names."""
+    name, _, alias = spec.partition(":")
+    return (alias or name).lstrip("/").split("/")[-1]
+
+
 def name_in_use(name: str, other: str) -> Conflict:
     """Docker's words for a name another container holds."""
     return Conflict(
@@ -91,7 +97,8 @@ class ContainerStore:
         if c is not None:
             return c
         full = name if name.startswith("/") else "/" + name
-        entity = self.linkgraph.get(full) if "/" not in full[1:] else None
+        # A link's path (``/parent/alias``) names the linked container too, as in moby.
+        entity = self.linkgraph.get(full)
         if entity is not None and entity.id in self._containers:
             return self._containers[entity.id]
         try:
@@ -225,11 +232,26 @@ class ContainerStore:
             c.to_disk()
         return old
 
-    def remove_link(self, c: Container) -> None:
-        """``docker rm --link``: drop the link ``/parent/alias`` that is ``c.name``.
+    def remove_link(self, path: str) -> tuple[Container, str]:
+        """``docker rm --link``: drop the link ``/parent/alias`` from the link graph and from the
+        parent's ``HostConfig.Links`` (its next start does not link again); the parent and the alias.
 
-        :raises InvalidParameter: ``c.name`` is a container's own name, not a link.
+        :raises InvalidParameter: ``path`` is a container's own name, not a link (moby's words).
+        :raises NoSuchContainer: there is no such link.
         """
-        if os.path.dirname(c.name) == "/":
+        full = "/" + path.strip("/")
+        parent_name, alias = os.path.split(full)
+        if parent_name == "/":
             raise InvalidParameter("Conflict, cannot remove the default link name of the container")
-        self.linkgraph.delete(c.name)
+        if self.linkgraph.get(full) is None:
+            raise NoSuchContainer(name=path)
+        try:
+            parent = self.get(parent_name)
+        except NotFound:
+            raise InvalidParameter(f"Cannot get parent {parent_name} for link name {full}") from None
+        self.linkgraph.delete(full)
+        with parent.lock:
+            kept = [s for s in parent.host_config.get("Links") or [] if link_alias(s) != alias]
+            parent.host_config["Links"] = kept or None
+            parent.to_disk()
+        return parent, alias

@@ -352,8 +352,8 @@ def list_containers(
     out = []
     for c in containers:
         st = c.state
-        if not all_ and not st.running:
-            continue
+        if not all_ and limit <= 0 and not st.running:
+            continue  # a limit (ps -n, -l) lists stopped containers too, as moby
         if filters.get("status") and st.status not in filters["status"]:
             continue
         if exited and (st.running or st.started_at == 0 or st.exit_code not in exited):

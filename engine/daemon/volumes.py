@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from engine.daemon import volumeopts
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.sys import libc
-from engine.sys.fs import atomic_write, copy_tree
+from engine.sys.fs import atomic_write, copy_tree, mounts_below
 
 LOG = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class VolumeStore:
         self.driver = driver
         self._lock = threading.RLock()
         self._meta: dict[str, dict] = {}
+        #: Holders of each volume whose device is mounted (volumes with driver options).
+        self._mounts: dict[str, int] = {}
         #: ``fn(name) -> [container ids]`` using the volume, set by the daemon.
         self.users: Callable[[str], list[str]] = lambda name: []
         for entry in os.listdir(self.dir):
@@ -69,11 +72,39 @@ class VolumeStore:
         return path
 
     def hold(self, name: str) -> str:
-        """Take a reference for a running container (the layer cannot be removed)."""
-        return self.driver.get(self.layer_id(name))
+        """Take a reference for a running container (the layer cannot be removed); a volume
+        with driver options gets its device mounted by the first (:mod:`engine.daemon.volumeopts`).
+
+        :raises HostError: the device cannot be mounted (moby's ``failed to mount local volume``).
+        """
+        lid = self.layer_id(name)
+        path = self.driver.get(lid)
+        opts = (self._meta.get(name) or {}).get("Options") or {}
+        if not volumeopts.needs_mount(opts):
+            return path
+        with self._lock:
+            count = self._mounts.get(name, 0)
+            # A mount a previous daemon made (its containers ran on) is taken over as it is.
+            if count == 0 and path not in mounts_below(path):
+                try:
+                    volumeopts.mount_volume(path, opts)
+                except BaseException:
+                    self.driver.put(lid)
+                    raise
+            self._mounts[name] = count + 1
+        return path
 
     def release(self, name: str) -> None:
-        self.driver.put(self.layer_id(name))
+        """Give back a reference; the last one unmounts what :meth:`hold` mounted."""
+        lid = self.layer_id(name)
+        with self._lock:
+            count = self._mounts.get(name, 0)
+            if count == 1:
+                del self._mounts[name]
+                volumeopts.unmount_volume(self.path(name))
+            elif count:
+                self._mounts[name] = count - 1
+        self.driver.put(lid)
 
     def create(
         self,
@@ -86,8 +117,10 @@ class VolumeStore:
         """Create a volume (or return the existing one of that name)."""
         if driver not in ("", "local"):
             raise NotFound(f'error looking up volume plugin {driver}: plugin "{driver}" not found')
-        if options:
-            raise InvalidParameter("the local volume driver takes no options here (type/device/o are not supported)")
+        try:
+            volumeopts.validate_options(dict(options or {}))
+        except InvalidParameter as exc:
+            raise InvalidParameter(f"create {name}: {exc}" if name else str(exc)) from None
         if not name:
             name = secrets.token_hex(32)
         elif not _NAME.match(name):
@@ -309,6 +342,12 @@ def parse_mount(m: dict) -> dict:
             "NoCopy": bool(opts.get("NoCopy")),
             "Labels": opts.get("Labels") or {},
         }
+        driver_config = opts.get("DriverConfig") or {}
+        if (driver_config.get("Name") or "local") != "local":
+            name = driver_config["Name"]
+            raise NotFound(f'error looking up volume plugin {name}: plugin "{name}" not found')
+        if driver_config.get("Options"):
+            point["DriverOpts"] = dict(driver_config["Options"])
         if subpath:
             point["Subpath"] = os.path.normpath(subpath)
         return point

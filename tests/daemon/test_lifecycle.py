@@ -370,13 +370,6 @@ def test_remove_refuses_a_running_container_unless_forced(rig: Rig):
     assert "destroy" in rig.actions()
 
 
-def test_remove_link_refuses_a_container_s_own_name(rig: Rig):
-    c = rig.create("db")
-    with pytest.raises(InvalidParameter, match="cannot remove the default link name"):
-        rig.lifecycle.remove(c, link=True)
-    assert rig.store.get("db") is c
-
-
 # ----------------------------------------------------------------------
 # restore at daemon start
 

@@ -11,7 +11,7 @@ import pytest
 
 from engine.daemon.container import Container
 from engine.daemon.store import ContainerStore, new_container_id
-from engine.errors import Conflict, InvalidParameter, NoSuchContainer
+from engine.errors import Conflict, InvalidParameter, NoSuchContainer, NotFound
 from engine.graphdb import LinkGraph
 
 
@@ -127,12 +127,18 @@ def test_rename(linkgraph, tmp_path):
 def test_remove_link(linkgraph, tmp_path):
     store = ContainerStore(str(tmp_path), linkgraph)
     db = record(store, "b" * 64, "/db")
-    linkgraph.set("/db/alias", "c" * 64)
-    link = Container(id="c" * 64, name="/db/alias", created=0, image_id="", config={}, host_config={})
-    store.remove_link(link)
-    assert linkgraph.get("/db/alias") is None and store.get("db") is db
+    db.host_config["Links"] = ["/cache:/db/alias", "/other:/db/other"]
+    cache = record(store, "c" * 64, "/cache")
+    linkgraph.set("/db/alias", cache.id)
+    assert store.get("db/alias") is cache  # a link's path names the linked container
+    assert store.remove_link("db/alias") == (db, "alias")
+    assert linkgraph.get("/db/alias") is None and store.get("db") is db and store.get("cache") is cache
+    assert db.host_config["Links"] == ["/other:/db/other"]
+    assert Container.from_disk(db.root).host_config["Links"] == ["/other:/db/other"]
     with pytest.raises(InvalidParameter, match="cannot remove the default link name"):
-        store.remove_link(db)
+        store.remove_link("db")
+    with pytest.raises(NotFound):
+        store.remove_link("db/alias")
 
 
 def test_counts_and_users(linkgraph, tmp_path):

@@ -25,7 +25,7 @@ import os
 import stat
 from typing import Any
 
-from engine.sys import libc
+from engine.sys import libc, mountopts
 
 __all__ = ["SetupError", "finalize", "mount", "pivot", "prepare", "secure_join", "split_options"]
 
@@ -54,55 +54,8 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
         raise SetupError(f"{what} failed ({_name(exc)}): {exc.strerror}" + (f"; {hint}" if hint else "")) from None
 
 
-# mount(8) option names -> (flag, set?), for user mounts and tmpfs options.
-_FLAGS: dict[str, tuple[int, bool]] = {
-    "ro": (libc.MS_RDONLY, True),
-    "rw": (libc.MS_RDONLY, False),
-    "nosuid": (libc.MS_NOSUID, True),
-    "suid": (libc.MS_NOSUID, False),
-    "nodev": (libc.MS_NODEV, True),
-    "dev": (libc.MS_NODEV, False),
-    "noexec": (libc.MS_NOEXEC, True),
-    "exec": (libc.MS_NOEXEC, False),
-    "noatime": (libc.MS_NOATIME, True),
-    "atime": (libc.MS_NOATIME, False),
-    "nodiratime": (libc.MS_NODIRATIME, True),
-    "diratime": (libc.MS_NODIRATIME, False),
-    "relatime": (libc.MS_RELATIME, True),
-    "norelatime": (libc.MS_RELATIME, False),
-    "strictatime": (libc.MS_STRICTATIME, True),
-    "nostrictatime": (libc.MS_STRICTATIME, False),
-    "sync": (0x10, True),
-    "async": (0x10, False),
-    "dirsync": (0x80, True),
-    "bind": (libc.MS_BIND, True),
-    "rbind": (libc.MS_BIND | libc.MS_REC, True),
-    "defaults": (0, False),
-}
-_PROPAGATION = {
-    "private": libc.MS_PRIVATE,
-    "rprivate": libc.MS_PRIVATE | libc.MS_REC,
-    "slave": libc.MS_SLAVE,
-    "rslave": libc.MS_SLAVE | libc.MS_REC,
-    "shared": libc.MS_SHARED,
-    "rshared": libc.MS_SHARED | libc.MS_REC,
-    "unbindable": 1 << 17,
-    "runbindable": 1 << 17 | libc.MS_REC,
-}
-
-
-def split_options(options: list[str]) -> tuple[int, int, str]:
-    """mount(8)-style options -> (flags, propagation flags, data for the file system)."""
-    flags, propagation, data = 0, 0, []
-    for option in options:
-        if option in _FLAGS:
-            bit, on = _FLAGS[option]
-            flags = flags | bit if on else flags & ~bit
-        elif option in _PROPAGATION:
-            propagation = _PROPAGATION[option]
-        elif option:
-            data.append(option)
-    return flags, propagation, ",".join(data)
+# mount(8) option names, for user mounts and tmpfs options (shared with the daemon's local volumes).
+split_options = mountopts.split_options
 
 
 # statvfs(3) f_flag bits -> mount(2) flags a bind remount must repeat (a
