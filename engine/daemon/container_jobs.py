@@ -19,8 +19,9 @@ from engine.daemon import logs as logfile
 from engine.daemon import views
 from engine.daemon.events import matches
 from engine.daemon.hostconfig import parse_signal
+from engine.daemon.logconfig import log_source
 from engine.daemon.network import JOBS as NETWORK_JOBS
-from engine.errors import Conflict, EngineError, InvalidParameter
+from engine.errors import Conflict, EngineError, InvalidParameter, NotSupported
 from engine.hookspecs import hookimpl
 from engine.utils.gojson import fold_keys
 
@@ -287,6 +288,7 @@ def job_logs(job: Any) -> None:
     env = job.env
     if not (env.get_bool("Stdout") or env.get_bool("Stderr")):
         raise InvalidParameter("Bad parameters: you must choose at least one stream")
+    kind, path = log_source(c.host_config.get("LogConfig"), c.root, c.log_path)
     tail = env.get("Tail") or "all"
     try:
         tail_n = -1 if tail == "all" else int(tail)
@@ -295,7 +297,7 @@ def job_logs(job: Any) -> None:
     stop = job.engine.stopping
     job.stdout.write(b"")
     for stream, data in logfile.read(
-        c.log_path,
+        path,
         env.get_bool("Stdout"),
         env.get_bool("Stderr"),
         since=logfile.parse_time(env.get("Since")),
@@ -305,6 +307,7 @@ def job_logs(job: Any) -> None:
         follow=env.get_bool("Follow"),
         running=lambda: c.state.running and not c.removed,
         stopped=lambda: stop.is_set() or job.stdout.closed,
+        format=kind,
     ):
         job.stdout.write(logfile.frame(stream, data, c.tty))
 
@@ -317,9 +320,14 @@ def job_attach(job: Any) -> None:
     sock = job.stdin.source
     want_in, want_out, want_err = env.get_bool("Stdin"), env.get_bool("Stdout"), env.get_bool("Stderr")
     if env.get_bool("Logs"):
-        for stream, data in logfile.read(c.log_path, want_out, want_err, follow=False):
-            if not attaching.send_all(sock, logfile.frame(stream, data, c.tty)):
-                return
+        try:
+            kind, path = log_source(c.host_config.get("LogConfig"), c.root, c.log_path)
+        except NotSupported:
+            kind = path = ""  # the none driver: no past output to replay
+        if path:
+            for stream, data in logfile.read(path, want_out, want_err, follow=False, format=kind):
+                if not attaching.send_all(sock, logfile.frame(stream, data, c.tty)):
+                    return
     if not env.get_bool("Stream"):
         attaching.close_client(sock)
         return

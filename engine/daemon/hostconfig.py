@@ -16,10 +16,10 @@ from typing import Any
 
 from engine.daemon import resolvconf
 from engine.daemon.container import Container
-from engine.daemon.logconfig import merge_log_config
+from engine.daemon.logconfig import merge_log_config, shim_log
 from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs, volume_subpath
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
-from engine.errors import EngineError, InvalidParameter
+from engine.errors import InvalidParameter
 
 RESTART_POLICIES = ("", "no", "always", "on-failure", "unless-stopped")
 #: The ``PATH`` of a container whose config sets none (moby's ``DefaultPathEnv``).
@@ -177,20 +177,6 @@ def resources_of(hc: dict) -> Resources:
         blkio_weight=int(hc.get("BlkioWeight") or 0),
         device_rules=list(hc.get("DeviceCgroupRules") or []),
     )
-
-
-def parse_size(value: str) -> int:
-    """``10m``, ``1g``, ``512k``, ``4096`` -> bytes (go-units RAMInBytes)."""
-    text = (value or "").strip().lower()
-    if not text:
-        return 0
-    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    num = text.rstrip("bkmgt") or "0"
-    unit = text[len(num) :].rstrip("b") or "b"
-    try:
-        return int(float(num) * units[unit[0]])
-    except (ValueError, KeyError):
-        raise EngineError(f"invalid size: {value!r}") from None
 
 
 def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nodename: str, log_defaults: Any) -> None:
@@ -431,15 +417,6 @@ def build_command(
     )
 
 
-def log_options(hc: dict) -> dict[str, Any]:
-    """The json-file log's ``max-size`` and ``max-file`` (``--log-opt``) as the shim takes them."""
-    log_cfg = (hc.get("LogConfig") or {}).get("Config") or {}
-    return {
-        "max_size": parse_size(log_cfg.get("max-size", "")),
-        "max_file": max(1, int(log_cfg.get("max-file", "1") or 1)),
-    }
-
-
 def shim_spec(c: Container, cmd: Command, driver: ExecDriver) -> dict[str, Any]:
     """``shim.json``: the command, the driver the shim loads, the stdio and the log."""
     return {
@@ -448,5 +425,5 @@ def shim_spec(c: Container, cmd: Command, driver: ExecDriver) -> dict[str, Any]:
         "tty": bool(c.config.get("Tty")),
         "open_stdin": bool(c.config.get("OpenStdin")),
         "stdin_once": bool(c.config.get("StdinOnce")),
-        "log": {"path": c.log_path, **log_options(c.host_config)},
+        "log": shim_log(c.host_config.get("LogConfig"), c.root, c.log_path),
     }

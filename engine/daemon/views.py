@@ -186,6 +186,13 @@ def endpoint(**values: Any) -> dict:
     return out
 
 
+def log_path(c: Container) -> str:
+    """``LogPath`` as dockerd shows it: the json-file log's, once the container has started (its
+    logger made it); empty for other drivers, whose files are not part of the API."""
+    driver = (c.host_config.get("LogConfig") or {}).get("Type") or "json-file"
+    return c.log_path if driver == "json-file" and c.has_been_started_before else ""
+
+
 def inspect(daemon: Daemon, c: Container, size: bool = False) -> dict:
     driver = daemon.graphdriver
     try:
@@ -202,7 +209,7 @@ def inspect(daemon: Daemon, c: Container, size: bool = False) -> dict:
         "ResolvConfPath": c.resolv_conf_path,
         "HostnamePath": c.hostname_path,
         "HostsPath": c.hosts_path,
-        "LogPath": c.log_path,
+        "LogPath": log_path(c),
         "Name": c.name,
         "RestartCount": c.restart_count,
         "Driver": c.driver,

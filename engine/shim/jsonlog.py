@@ -10,14 +10,23 @@ messages), and what is left at EOF is flushed as is. Rotation follows
 moby's ``loggerutils.LogFile``: before an entry is written, if the file has
 reached ``max_size`` it is renamed to ``<path>.1`` (``.1`` to ``.2``, ...,
 keeping ``max_file - 1`` old files) and a new file is started; with
-``max_file == 1`` the file is simply truncated.
+``max_file == 1`` the file is simply truncated. With ``compress`` the
+rotated files are gzipped (``<path>.1.gz``, ...), the newest in a thread
+of its own so that the container's output is not held up; the next
+rotation waits for it.
+
+The ``local`` driver's file differs only in how an entry is encoded
+(:mod:`engine.shim.locallog`), so it subclasses :class:`JSONLogFile`.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
+import shutil
+import threading
 
 LOG = logging.getLogger(__name__)
 
@@ -51,15 +60,29 @@ class JSONLogFile:
     :param path: the log file (created 0640, appended to if it exists).
     :param max_size: rotate once the file holds this many bytes; 0 = never.
     :param max_file: how many files exist at most, the current one included.
+    :param compress: gzip the rotated files.
     """
 
-    def __init__(self, path: str, max_size: int = 0, max_file: int = 1) -> None:
+    def __init__(self, path: str, max_size: int = 0, max_file: int = 1, compress: bool = False) -> None:
         self.path = path
         self.max_size = max(0, int(max_size))
         self.max_file = max(1, int(max_file))
+        self.compress = bool(compress) and self.max_file > 1
         self.fd = self._open(os.O_APPEND)
         self.size = os.fstat(self.fd).st_size
         self._failed = False
+        self._compressing: threading.Thread | None = None
+
+    def encode(self, stream: str, data: bytes, when: str) -> bytes:
+        """One entry as it is written to the file (a json-file line)."""
+        return (
+            json.dumps(
+                {"log": data.decode("utf-8", "replace"), "stream": stream, "time": when},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+        )
 
     def _open(self, extra: int) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | extra, 0o640)
@@ -72,14 +95,7 @@ class JSONLogFile:
                 self._flush(batch)
                 batch.clear()
                 self._rotate()
-            line = (
-                json.dumps(
-                    {"log": data.decode("utf-8", "replace"), "stream": stream, "time": when},
-                    ensure_ascii=False,
-                    separators=(",", ":"),
-                ).encode()
-                + b"\n"
-            )
+            line = self.encode(stream, data, when)
             batch += line
             self.size += len(line)
         self._flush(batch)
@@ -101,15 +117,22 @@ class JSONLogFile:
     def _rotate(self) -> None:
         os.close(self.fd)
         self.fd = -1
+        self._wait_compression()
+        ext = ".gz" if self.compress else ""
         try:
             if self.max_file > 1:
                 # .{n-2} -> .{n-1} (replacing the oldest), ..., .1 -> .2, then the file -> .1
                 for i in range(self.max_file - 1, 1, -1):
                     try:
-                        os.rename(f"{self.path}.{i - 1}", f"{self.path}.{i}")
+                        os.rename(f"{self.path}.{i - 1}{ext}", f"{self.path}.{i}{ext}")
                     except FileNotFoundError:
                         pass
                 os.rename(self.path, f"{self.path}.1")
+                if self.compress:
+                    self._compressing = threading.Thread(
+                        target=_gzip_file, args=(f"{self.path}.1",), name="log-compress", daemon=True
+                    )
+                    self._compressing.start()
         except OSError as exc:
             LOG.warning("cannot rotate %s: %s; truncating it", self.path, exc)
         try:
@@ -118,11 +141,33 @@ class JSONLogFile:
             LOG.error("cannot reopen the container log %s: %s; output is being lost", self.path, exc)
         self.size = 0
 
+    def _wait_compression(self) -> None:
+        if self._compressing is not None:
+            self._compressing.join()
+            self._compressing = None
+
     def close(self) -> None:
-        """Close the file (later writes are dropped)."""
+        """Close the file (later writes are dropped), once a compression under way is done."""
+        self._wait_compression()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _gzip_file(path: str) -> None:
+    """``path`` -> ``path.gz`` (written aside, then renamed over), then ``path`` goes."""
+    tmp = f"{path}.gz.tmp"
+    try:
+        with open(path, "rb") as src, gzip.open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.rename(tmp, f"{path}.gz")
+        os.unlink(path)
+    except OSError as exc:
+        LOG.warning("cannot compress the rotated log %s: %s; it stays as it is", path, exc)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 class LogStream:

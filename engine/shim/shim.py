@@ -1,7 +1,7 @@
 """The shim process: ``python -S -m engine.shim <container dir>`` (ARCHITECTURE §5).
 
 One shim per running container. It runs the exec driver's ``run()``, owns
-the container's stdio, writes the json-file log, serves ``shim.sock`` and
+the container's stdio, writes the log (json-file or local), serves ``shim.sock`` and
 records the exit in ``exit.json``; the daemon can die and restart around it.
 
 Process shape::
@@ -56,6 +56,7 @@ from engine.drivers.exec import Command, ExecDriver, Pipes
 from engine.errors import EngineError
 from engine.shim import protocol
 from engine.shim.jsonlog import JSONLogFile, LogStream
+from engine.shim.locallog import LocalLogFile
 from engine.shim.loop import IOLoop, Output
 from engine.utils.logs import setup_logging
 
@@ -207,8 +208,13 @@ class Shim:
         launch = self.launch
         log_spec = launch.log
         if log_spec:
-            self.log = JSONLogFile(
-                log_spec["path"], int(log_spec.get("max_size", 0) or 0), int(log_spec.get("max_file", 1) or 1)
+            # "format": json-file (the default) or local (moby's protobuf entries).
+            kind = LocalLogFile if log_spec.get("format") == "local" else JSONLogFile
+            self.log = kind(
+                log_spec["path"],
+                int(log_spec.get("max_size", 0) or 0),
+                int(log_spec.get("max_file", 1) or 1),
+                bool(log_spec.get("compress")),
             )
 
         def stream(name: str) -> LogStream | None:

@@ -220,7 +220,7 @@ def test_operations_options_defaults_and_daemon_json(tmp_path, no_default_file):
     [
         ({"log-opts": {"max-file": 3}}, "invalid value"),
         ({"log-opts": {"nonsense": "1"}}, "unknown log opt 'nonsense' for json-file log driver"),
-        ({"log-opts": {"max-size": "big"}}, "invalid max-size"),
+        ({"log-opts": {"max-size": "big"}}, "invalid value for max-size: big"),
         ({"log-opts": {"max-file": "0"}}, "max-file cannot be less than 1"),
         ({"log-driver": "syslog"}, "logger: no log driver named 'syslog' is registered"),
         ({"default-ulimits": {"nofile": {"Name": "nofile", "Soft": 20, "Hard": 10}}}, "soft limit must be less"),

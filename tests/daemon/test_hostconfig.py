@@ -18,19 +18,18 @@ from engine.daemon.hostconfig import (
     devices_of,
     ipc_mode_of,
     joined_container,
-    log_options,
     merge_image_config,
     mount_points,
     mounts_of,
     parse_signal,
-    parse_size,
     resources_of,
     shim_spec,
     updated_host_config,
     validate_host_config,
 )
+from engine.daemon.logconfig import shim_log
 from engine.drivers.exec import Command
-from engine.errors import EngineError, InvalidParameter, NoSuchContainer
+from engine.errors import InvalidParameter, NoSuchContainer
 from engine.testing.hostexec import HostProcessDriver
 
 # ----------------------------------------------------------------------
@@ -435,24 +434,31 @@ def test_build_command_defaults():
 # the shim's spec and the log options
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("", 0), ("4096", 4096), ("10k", 10 << 10), ("1m", 1 << 20), ("1.5g", 3 << 29), ("2MB", 2 << 20)],
-)
-def test_parse_size(value, expected):
-    assert parse_size(value) == expected
-
-
-@pytest.mark.parametrize("value", ["ten", "1x", "1.2.3m"])
-def test_parse_size_refuses(value):
-    with pytest.raises(EngineError, match="invalid size"):
-        parse_size(value)
-
-
-def test_log_options():
-    assert log_options({}) == {"max_size": 0, "max_file": 1}
-    hc = {"LogConfig": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "3"}}}
-    assert log_options(hc) == {"max_size": 1 << 20, "max_file": 3}
+def test_shim_log():
+    assert shim_log(None, "/c", "/c/x-json.log") == {
+        "format": "json-file",
+        "path": "/c/x-json.log",
+        "max_size": 0,
+        "max_file": 1,
+        "compress": False,
+    }
+    # go-units' FromHumanSize: decimal, as dockerd's json-file reads max-size.
+    config = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "3", "compress": "true"}}
+    assert shim_log(config, "/c", "/c/x-json.log") == {
+        "format": "json-file",
+        "path": "/c/x-json.log",
+        "max_size": 1_000_000,
+        "max_file": 3,
+        "compress": True,
+    }
+    assert shim_log({"Type": "local", "Config": {}}, "/c", "/c/x-json.log") == {
+        "format": "local",
+        "path": "/c/local-logs/container.log",
+        "max_size": 20 << 20,
+        "max_file": 5,
+        "compress": True,
+    }
+    assert shim_log({"Type": "none", "Config": {}}, "/c", "/c/x-json.log") is None
 
 
 def test_shim_spec():
@@ -466,5 +472,5 @@ def test_shim_spec():
         "tty": True,
         "open_stdin": True,
         "stdin_once": False,
-        "log": {"path": c.log_path, "max_size": 10 << 10, "max_file": 1},
+        "log": {"format": "json-file", "path": c.log_path, "max_size": 10_000, "max_file": 1, "compress": False},
     }

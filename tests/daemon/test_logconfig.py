@@ -23,5 +23,27 @@ def test_bad_container_options_are_refused_in_mobys_words():
         merge_log_config({"Type": "gelf"}, Config())
     with pytest.raises(InvalidParameter, match="unknown log opt 'max-sise' for json-file log driver"):
         merge_log_config({"Config": {"max-sise": "1m"}}, Config())
-    with pytest.raises(InvalidParameter, match="compress=true is not supported"):
-        merge_log_config({"Config": {"compress": "true", "max-size": "1m", "max-file": "2"}}, Config())
+    with pytest.raises(InvalidParameter, match="compress cannot be true when max-file is less than 2"):
+        merge_log_config({"Config": {"compress": "true", "max-size": "1m"}}, Config())
+    with pytest.raises(InvalidParameter, match="compression cannot be enabled when max file count is 1"):
+        merge_log_config({"Type": "local", "Config": {"max-file": "1"}}, Config())
+    with pytest.raises(InvalidParameter, match="unknown log opt 'tag' for local log driver"):
+        merge_log_config({"Type": "local", "Config": {"tag": "x"}}, Config())
+    with pytest.raises(InvalidParameter, match="logger: logging mode not supported: bogus"):
+        merge_log_config({"Config": {"mode": "bogus"}}, Config())
+    with pytest.raises(InvalidParameter, match="max-buffer-size option is only supported with 'mode=non-blocking'"):
+        merge_log_config({"Config": {"max-buffer-size": "4m"}}, Config())
+
+
+@pytest.mark.parametrize(
+    "log_config",
+    [
+        {"Config": {"compress": "true", "max-size": "1m", "max-file": "2"}},
+        {"Config": {"mode": "non-blocking", "max-buffer-size": "4m"}},
+        {"Type": "local", "Config": {"max-file": "1", "compress": "false"}},
+        {"Type": "local", "Config": {"max-size": "10m", "mode": "blocking"}},
+        {"Type": "none", "Config": {"anything": "goes"}},  # moby checks nothing for none
+    ],
+)
+def test_accepted_as_moby_accepts(log_config):
+    merge_log_config(log_config, Config())
