@@ -95,6 +95,9 @@ class Config:
     log_driver: str = DEFAULT_LOG_DRIVER
     log_opts: dict[str, str] = field(default_factory=dict)
     default_ulimits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Run an init in every container that does not say (``--init``), and which one.
+    init: bool = False
+    init_path: str = ""
     max_concurrent_downloads: int = DEFAULT_MAX_CONCURRENT_DOWNLOADS
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
@@ -248,6 +251,14 @@ _OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
         ("--default-ulimit",),
         "ulimits",
         "default ulimit for containers (name=soft[:hard])",
+    ),
+    ("init", ("init",), ("--init",), "bool", "run an init (tini) in every container that does not ask otherwise"),
+    (
+        "init_path",
+        ("init-path",),
+        ("--init-path",),
+        "str",
+        "the init binary for --init (default: docker-init, else tini-static, on the PATH)",
     ),
     (
         "max_concurrent_downloads",

@@ -17,6 +17,7 @@ from typing import Any
 from engine.daemon import resolvconf
 from engine.daemon.container import Container
 from engine.daemon.logconfig import merge_log_config, shim_log
+from engine.daemon.runtime import CONTAINER_INIT_PATH, check_runtime, rlimits
 from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs, volume_subpath
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import InvalidParameter
@@ -182,11 +183,11 @@ def resources_of(hc: dict) -> Resources:
 def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nodename: str, log_defaults: Any) -> None:
     """Fill in what a create leaves to the daemon, in place: the hostname (the short ID, or
     ``nodename`` for a host-network container, as moby names it), the image name, the network
-    mode, the log configuration (the daemon's ``log-driver``/``log-opts`` merged in) and the
-    restart policy.
+    mode, the log configuration (the daemon's ``log-driver``/``log-opts`` merged in), the
+    restart policy and the runtime (``runc``, the default exec driver).
 
-    :param log_defaults: the daemon's configuration (``log_driver``, ``log_opts``).
-    :raises InvalidParameter: an unknown logging driver or option, a bad value.
+    :param log_defaults: the daemon's configuration (``log_driver``, ``log_opts``, ``exec_driver``).
+    :raises InvalidParameter: an unknown logging driver or option, a bad value, an unknown runtime.
     """
     if not config.get("Hostname"):
         config["Hostname"] = nodename if (hc.get("NetworkMode") or "") == "host" else cid[:12]
@@ -196,6 +197,7 @@ def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nod
         hc["NetworkMode"] = "default"
     hc["LogConfig"] = merge_log_config(hc.get("LogConfig"), log_defaults)
     hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+    check_runtime(hc, log_defaults.exec_driver)
 
 
 def updated_host_config(hc: dict, body: dict) -> dict:
@@ -380,6 +382,8 @@ def build_command(
     *,
     seccomp_profile: str = "",
     no_new_privileges: bool = False,
+    init_binary: str = "",
+    ulimits: Sequence[dict] = (),
 ) -> Command:
     """The exec driver's :class:`~engine.drivers.exec.Command` for ``c``.
 
@@ -391,16 +395,33 @@ def build_command(
         container:NAME`` joins (see :func:`joined_container`).
     :param seccomp_profile: the profile (JSON) the daemon's security policy chose; "" for none.
     :param no_new_privileges: the security policy's choice for the container's processes.
+    :param init_binary: the init's host path when the container runs one (``--init``,
+        :func:`engine.daemon.runtime.command_options`): it is mounted at ``/sbin/docker-init``
+        and runs the command.
+    :param ulimits: the container's limits merged with the daemon's defaults.
     """
     cfg, hc = c.config, c.host_config
+    process = process_of(c, extra_env, no_new_privileges)
+    mounts = mounts_of(c.mounts, volume_path)
+    if init_binary:
+        process.args = [CONTAINER_INIT_PATH, "--", *process.args]
+        mounts.append(
+            {
+                "type": "bind",
+                "source": init_binary,
+                "destination": CONTAINER_INIT_PATH,
+                "options": ["bind", "ro"],
+                "propagation": "",
+            }
+        )
     return Command(
         id=c.id,
         rootfs=rootfs,
-        process=process_of(c, extra_env, no_new_privileges),
+        process=process,
         container_dir=c.root,
         hostname=cfg.get("Hostname") or "",
         domainname=cfg.get("Domainname") or "",
-        mounts=mounts_of(c.mounts, volume_path),
+        mounts=mounts,
         resources=resources_of(hc),
         network=network,
         ipc_mode=ipc_mode_of(hc, ipc_namespace),
@@ -414,6 +435,7 @@ def build_command(
         sysctls=dict(hc.get("Sysctls") or {}),
         seccomp_profile=seccomp_profile,
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
+        rlimits=rlimits(ulimits),
     )
 
 

@@ -11,7 +11,9 @@ import time
 from typing import Any
 
 import engine
+from engine.daemon import runtime
 from engine.drivers.discovery import load_drivers
+from engine.errors import EngineError
 from engine.utils import host
 
 
@@ -104,8 +106,18 @@ def build_info(daemon: Any) -> dict[str, Any]:
                 "WARNING: API is accessible on http://{} without encryption.\n"
                 "         Access to the remote API is equivalent to root access on the host.".format(h[len("tcp://") :])
             )
-    exec_drivers = load_drivers("exec")
-    runtimes = {name: {"path": entry.entry_point.split(":")[0]} for name, entry in exec_drivers.items() if entry.loaded}
+    exec_driver = getattr(daemon, "exec_driver", None)
+    if exec_driver is not None:
+        runtimes = runtime.runtimes(exec_driver.name, type(exec_driver).__module__)
+    else:
+        entry = load_drivers("exec").get(cfg.exec_driver)
+        runtimes = runtime.runtimes(cfg.exec_driver, entry.entry_point.split(":")[0] if entry else "")
+    try:
+        init_path = runtime.find_init(cfg.init_path)
+        init_commit = runtime.init_version(init_path)
+        init_binary = cfg.init_path or os.path.basename(init_path)
+    except EngineError:
+        init_commit, init_binary = "N/A", cfg.init_path or runtime.INIT_BINARIES[0]
     network_plugins = ["bridge", "host", "none"] if not cfg.disable_network else ["host", "none"]
     os_rel = host.os_release()
     graph = daemon.graphdriver
@@ -155,7 +167,7 @@ def build_info(daemon: Any) -> dict[str, Any]:
         "ExperimentalBuild": False,
         "ServerVersion": engine.__version__,
         "Runtimes": runtimes,
-        "DefaultRuntime": cfg.exec_driver,
+        "DefaultRuntime": runtime.DEFAULT_RUNTIME,
         "Swarm": {
             "NodeID": "",
             "NodeAddr": "",
@@ -166,10 +178,10 @@ def build_info(daemon: Any) -> dict[str, Any]:
         },
         "LiveRestoreEnabled": True,
         "Isolation": "",
-        "InitBinary": "",
+        "InitBinary": init_binary,
         "ContainerdCommit": {"ID": "", "Expected": ""},
         "RuncCommit": {"ID": "", "Expected": ""},
-        "InitCommit": {"ID": "", "Expected": ""},
+        "InitCommit": {"ID": init_commit, "Expected": init_commit},
         "SecurityOptions": security.info_options() if security is not None else [],
         "DefaultAddressPools": [],
         "Warnings": warnings,

@@ -37,6 +37,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from engine.daemon import runtime
 from engine.daemon.container import Container
 from engine.daemon.hostconfig import (
     apply_create_defaults,
@@ -405,6 +406,7 @@ class LifeCycle:
                 self._joined_ipc_namespace(c),
                 seccomp_profile=self.daemon.security.seccomp_profile(c.host_config),
                 no_new_privileges=self.daemon.security.no_new_privileges(c.host_config),
+                **runtime.command_options(c.host_config, self.daemon.config),
             )
             for m in c.mounts:
                 if m["Type"] == "volume":

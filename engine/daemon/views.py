@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from engine.daemon.container import Container, rfc3339nano
+from engine.daemon.runtime import merged_ulimits
 from engine.daemon.volumes import api_mount
 from engine.errors import InvalidParameter
 from engine.security import paths as security_paths
@@ -44,7 +45,7 @@ HOST_CONFIG_DEFAULTS: dict[str, Any] = {
     "UTSMode": "",
     "UsernsMode": "",
     "ShmSize": 67108864,
-    "Runtime": "native",
+    "Runtime": "runc",
     "ConsoleSize": [0, 0],
     "Isolation": "",
     "CpuShares": 0,
@@ -218,7 +219,10 @@ def inspect(daemon: Daemon, c: Container, size: bool = False) -> dict:
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": list(c.exec_ids) or None,
-        "HostConfig": host_config(c),
+        "HostConfig": {
+            **host_config(c),
+            "Ulimits": merged_ulimits(c.host_config, daemon.config.default_ulimits) or None,
+        },
         "GraphDriver": {"Name": c.driver, "Data": data},
         "Mounts": [api_mount(m) for m in c.mounts],
         "Config": config(c),

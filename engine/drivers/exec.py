@@ -122,6 +122,10 @@ class Command(Record):
     seccomp_profile: str = ""
     shm_size: int = 64 * 1024 * 1024
     tmpfs: dict[str, str] = {}
+    #: Resource limits of every process of the container, first and exec'd:
+    #: ``{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2048}`` (OCI's
+    #: ``process.rlimits``); empty: the shim's own limits are inherited.
+    rlimits: list[dict] = []
     extra: dict = {}
 
     @classmethod

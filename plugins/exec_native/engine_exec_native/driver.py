@@ -371,7 +371,11 @@ class NativeDriver(ExecDriver):
             "pid": pid,
             "start_time": start_time(pid),
             "cgroup_procs": [os.path.join(p, "cgroup.procs") for p in sorted(set(cg.paths.values()))],
-            "process": dict(spec.build_process_plan(process, command.process), seccomp=state.get("seccomp")),
+            "process": dict(
+                spec.build_process_plan(process, command.process),
+                seccomp=state.get("seccomp"),
+                rlimits=spec.rlimit_plan(command.rlimits),
+            ),
         }
         stdio: list[int | None] = []
         owned: list[int] = []

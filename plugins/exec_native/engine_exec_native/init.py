@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import resource
 import signal
 import socket
 import stat
@@ -351,6 +352,29 @@ def apply_credentials(uid: int, gid: int, groups: list[int], mask: int) -> None:
         pass  # kernels before 4.3 have no ambient set
 
 
+def _unsigned(limit: int) -> int:
+    return (1 << 64) - 1 if limit == resource.RLIM_INFINITY else limit
+
+
+def set_rlimits(rlimits: list[list[int]]) -> None:
+    """setrlimit(2) for each ``[resource, soft, hard]``, while still root: raising a hard limit
+    needs CAP_SYS_RESOURCE, which the container may not keep (runc's order and words)."""
+    for number, soft, hard in rlimits:
+        reason = ""
+        if _unsigned(soft) > _unsigned(hard):  # as the kernel compares them: infinity is the largest
+            reason = "invalid argument"
+        else:
+            try:
+                resource.setrlimit(number, (soft, hard))
+            except ValueError:
+                # Python reports EPERM (a hard limit raised without CAP_SYS_RESOURCE) so.
+                reason = "operation not permitted"
+            except OSError as exc:
+                reason = _go_error(exc)
+        if reason:
+            raise SetupError(f"error setting rlimits for ready process: error setting rlimit type {number}: {reason}")
+
+
 def load_seccomp(seccomp: dict[str, Any]) -> None:
     """Load the container's compiled filter (:mod:`engine_exec_native.seccomp`) for this process."""
     try:
@@ -382,6 +406,7 @@ def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
     # (runc then passes them all to setgroups), so `id` in a Docker container
     # shows it in "groups=" too.
     groups = [user.gid] + [gid for gid in user.sgids if gid != user.gid]
+    set_rlimits(process.get("rlimits") or [])
     no_new_privileges = process["no_new_privileges"]
     seccomp = process.get("seccomp")
     if seccomp and not no_new_privileges:

@@ -14,10 +14,11 @@ the sysctl rules come from :mod:`engine.security`.
 from __future__ import annotations
 
 import os
+import resource
 import stat
 from typing import Any
 
-from engine.drivers.exec import Command, Pipes, ProcessConfig, Resources
+from engine.drivers.exec import Command, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import InvalidParameter, NotFound
 from engine.security import paths, sysctls
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
@@ -36,6 +37,7 @@ __all__ = [
     "masked_paths",
     "readonly_paths",
     "resolve_devices",
+    "rlimit_plan",
 ]
 
 #: The PATH used for the lookup of ``args[0]`` when the environment has none (Docker's default).
@@ -217,6 +219,26 @@ def build_process_plan(
     }
 
 
+def rlimit_plan(rlimits: list[dict]) -> list[list[int]]:
+    """The command's ``rlimits`` as ``[resource, soft, hard]`` for setrlimit(2); -1 is unlimited.
+
+    :raises ExecStartError: an unknown type (runc's ``wrong rlimit value: RLIMIT_X``).
+    """
+    plan = []
+    for item in rlimits:
+        kind = str(item.get("type", ""))
+        number = getattr(resource, kind, None) if kind.startswith("RLIMIT_") else None
+        if not isinstance(number, int):
+            raise ExecStartError(f"wrong rlimit value: {kind}")
+
+        def value(v: Any) -> int:
+            v = int(v)
+            return resource.RLIM_INFINITY if v < 0 else v
+
+        plan.append([number, value(item.get("soft", 0)), value(item.get("hard", 0))])
+    return plan
+
+
 def _namespaces(command: Command) -> dict[str, Any]:
     network = command.network or {"mode": "host"}
     mode = network.get("mode", "host")
@@ -364,5 +386,5 @@ def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]
         "etc_files": etc_files,
         "console": console,
         "console_socket": console_socket,
-        "process": build_process_plan(command.process, create_cwd=True),
+        "process": dict(build_process_plan(command.process, create_cwd=True), rlimits=rlimit_plan(command.rlimits)),
     }
