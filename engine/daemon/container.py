@@ -53,6 +53,9 @@ class State:
     started_at: float = 0.0
     finished_at: float = 0.0
     shim_pid: int = 0
+    #: ``{"Status", "FailingStreak", "Log"}`` once a healthcheck ran (moby's ``State.Health``,
+    #: kept by :mod:`engine.daemon.health`); None for a container without one.
+    health: dict | None = None
 
     @property
     def status(self) -> str:
@@ -79,6 +82,10 @@ class State:
                 return f"Up {human_duration(now - self.started_at)} (Paused)"
             if self.restarting:
                 return f"Restarting ({self.exit_code}) {human_duration(now - self.finished_at)} ago"
+            if self.health:
+                from engine.daemon.health import describe
+
+                return f"Up {human_duration(now - self.started_at)} ({describe(self.health)})"
             return f"Up {human_duration(now - self.started_at)}"
         if self.removal_in_progress:
             return "Removal In Progress"
@@ -91,7 +98,7 @@ class State:
         return f"Exited ({self.exit_code}) {human_duration(now - self.finished_at)} ago"
 
     def to_api(self) -> dict[str, Any]:
-        return {
+        doc = {
             "Status": self.status,
             "Running": self.running,
             "Paused": self.paused,
@@ -104,6 +111,13 @@ class State:
             "StartedAt": rfc3339nano(self.started_at),
             "FinishedAt": rfc3339nano(self.finished_at),
         }
+        if self.health is not None:
+            doc["Health"] = {
+                "Status": self.health.get("Status", ""),
+                "FailingStreak": int(self.health.get("FailingStreak") or 0),
+                "Log": list(self.health.get("Log") or []),
+            }
+        return doc
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from engine.core.engine import Engine
     from engine.daemon.container import Container
     from engine.daemon.execs import ExecService
+    from engine.daemon.health import HealthMonitor
     from engine.daemon.lifecycle import LifeCycle
     from engine.daemon.network import NetworkService
     from engine.daemon.security import SecurityPolicy
@@ -70,6 +71,8 @@ class Daemon:
         #: Every transition of a container (create, start, stop, ..., restore).
         self.lifecycle: LifeCycle | None = None
         self.execs: ExecService | None = None
+        #: The healthchecks of running containers (fed by container_event).
+        self.health: HealthMonitor | None = None
         self.events = Events()
         #: The Prometheus metrics (engine.server.metrics) when ``--metrics-addr`` is set.
         self.metrics: Any = None
@@ -167,6 +170,7 @@ class Daemon:
         """Volumes, the container store, the life cycle and the exec store; restore containers
         (seed ch. 4 §4.10)."""
         from engine.daemon.execs import ExecService
+        from engine.daemon.health import HealthMonitor
         from engine.daemon.lifecycle import LifeCycle
         from engine.daemon.store import ContainerStore
         from engine.daemon.volumes import VolumeStore
@@ -183,7 +187,10 @@ class Daemon:
         self.volumes.users = self.containers.volume_users
         self.graph.container_users = self.containers.image_users
         self.graph.container_layers = self.containers.layer_tops
+        self.health = HealthMonitor(self)
         self.lifecycle.restore()
+        for c in self.containers.all():
+            self.health.resume(c)  # the containers that ran through the restart
         self.network.prune([c.id for c in self.containers.all() if c.state.running])
 
     def container_event(self, container: Container, action: str, attributes: dict | None = None) -> None:
@@ -191,6 +198,8 @@ class Daemon:
         attrs.update(container.config.get("Labels") or {})
         attrs.update(attributes or {})
         self.events.log("container", action, container.id, attrs)
+        if self.health is not None:
+            self.health.on_event(container, action)
         if self.plugins is not None:
             self.plugins.hook.engine_container_event(
                 daemon=self, container=container, action=action.split(":")[0], attributes=attrs
@@ -218,6 +227,8 @@ class Daemon:
                 self.plugins.hook.engine_daemon_shutdown(daemon=self)
             except Exception:
                 LOG.exception("engine_daemon_shutdown hook failed")
+        if self.health is not None:
+            self.health.close()
         if self.lifecycle is not None:
             self.lifecycle.close()
         if self.network is not None and self.network.driver is not None:

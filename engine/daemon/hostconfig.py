@@ -16,6 +16,8 @@ from typing import Any
 
 from engine.daemon import resolvconf
 from engine.daemon.container import Container
+from engine.daemon.health import merge_healthcheck
+from engine.daemon.health import validate as validate_healthcheck
 from engine.daemon.logconfig import merge_log_config, shim_log
 from engine.daemon.runtime import CONTAINER_INIT_PATH, check_runtime, rlimits
 from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs, volume_subpath
@@ -98,8 +100,9 @@ def merge_image_config(user: dict, image: dict) -> dict:
         out["StopSignal"] = image.get("StopSignal", "")
     if not out.get("User"):
         out["User"] = image.get("User", "")
-    if out.get("Healthcheck") is None and image.get("Healthcheck") is not None:
-        out["Healthcheck"] = image["Healthcheck"]
+    healthcheck = merge_healthcheck(out.get("Healthcheck"), image.get("Healthcheck"))
+    if healthcheck is not None:
+        out["Healthcheck"] = healthcheck
     return out
 
 
@@ -189,6 +192,7 @@ def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nod
     :param log_defaults: the daemon's configuration (``log_driver``, ``log_opts``, ``exec_driver``).
     :raises InvalidParameter: an unknown logging driver or option, a bad value, an unknown runtime.
     """
+    validate_healthcheck(config.get("Healthcheck"))
     if not config.get("Hostname"):
         config["Hostname"] = nodename if (hc.get("NetworkMode") or "") == "host" else cid[:12]
     config["Image"] = image_name

@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from engine.daemon.container import Container, rfc3339nano
+from engine.daemon.health import status_of as health_status
 from engine.daemon.runtime import merged_ulimits
 from engine.daemon.volumes import api_mount
 from engine.errors import InvalidParameter
@@ -317,6 +318,7 @@ LIST_FILTERS = {
     "volume",
 }
 STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+HEALTH_STATUSES = {"starting", "healthy", "unhealthy", "none"}
 
 
 def _label_ok(labels: dict, wanted: list[str]) -> bool:
@@ -338,6 +340,9 @@ def list_containers(
     for status in filters.get("status", []):
         if status not in STATUSES:
             raise InvalidParameter(f"Invalid filter 'status={status}'")
+    for value in filters.get("health", []):
+        if value not in HEALTH_STATUSES:
+            raise InvalidParameter(f"Unrecognised filter value for health: {value}")
     exited: list[int] = []
     for value in filters.get("exited", []):
         try:
@@ -366,6 +371,8 @@ def list_containers(
         if not all_ and limit <= 0 and not st.running:
             continue  # a limit (ps -n, -l) lists stopped containers too, as moby
         if filters.get("status") and st.status not in filters["status"]:
+            continue
+        if filters.get("health") and health_status(st.health) not in filters["health"]:
             continue
         if exited and (st.running or st.started_at == 0 or st.exit_code not in exited):
             continue
