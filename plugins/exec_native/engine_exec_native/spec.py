@@ -363,10 +363,13 @@ def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]
             raise InvalidParameter("a tty was requested but stdin is not a terminal (pass the pty slave)")
         console = os.ttyname(pipes.stdin)
     etc_files = []
+    # A mount of the user's over one of these files replaces the daemon's (moby's
+    # NetworkMounts skips a file the container has a mount for).
+    taken = {os.path.normpath(m.get("destination", "")) for m in command.mounts} | set(command.tmpfs)
     if command.container_dir:
         for name in ("hostname", "hosts", "resolv.conf"):
             source = os.path.join(command.container_dir, name)
-            if os.path.isfile(source):
+            if os.path.isfile(source) and "/etc/" + name not in taken:
                 etc_files.append([source, "/etc/" + name])
     namespaces = _namespaces(command)
     return {
