@@ -20,6 +20,7 @@ from engine.daemon import views
 from engine.daemon.events import matches
 from engine.daemon.hostconfig import parse_signal
 from engine.daemon.logconfig import log_source
+from engine.daemon.namespaces import resolve_container_modes
 from engine.daemon.network import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter, NotSupported
 from engine.hookspecs import hookimpl
@@ -50,6 +51,7 @@ def job_create(job: Any) -> None:
     host_config = body.pop("HostConfig", None) or {}
     networking = body.pop("NetworkingConfig", None) or {}
     warnings = apiversion.adapt_create(apiversion.of_job(job), body, host_config, networking)
+    resolve_container_modes(host_config, job.engine.daemon.containers)
     c, more = svc_of(job).create(body, host_config, job.env.get("Name"), networking)
     job.write_json({"Id": c.id, "Warnings": more + warnings})
 

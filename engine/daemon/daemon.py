@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.daemon.config import Config
 from engine.daemon.events import Events
+from engine.daemon.namespaces import SharedMemory
 from engine.drivers import discovery as drivers
 from engine.drivers.graph import GraphDriver
 from engine.errors import EngineError
@@ -73,6 +74,8 @@ class Daemon:
         self.execs: ExecService | None = None
         #: The healthchecks of running containers (fed by container_event).
         self.health: HealthMonitor | None = None
+        #: The /dev/shm tmpfs of shareable-IPC containers (released on their die event).
+        self.shm = SharedMemory()
         self.events = Events()
         #: The Prometheus metrics (engine.server.metrics) when ``--metrics-addr`` is set.
         self.metrics: Any = None
@@ -191,6 +194,8 @@ class Daemon:
         self.lifecycle.restore()
         for c in self.containers.all():
             self.health.resume(c)  # the containers that ran through the restart
+            if not c.state.running:
+                self.shm.release(c)  # a shareable one that stopped while the daemon was down
         self.network.prune([c.id for c in self.containers.all() if c.state.running])
 
     def container_event(self, container: Container, action: str, attributes: dict | None = None) -> None:
@@ -200,6 +205,7 @@ class Daemon:
         self.events.log("container", action, container.id, attrs)
         if self.health is not None:
             self.health.on_event(container, action)
+        self.shm.on_event(container, action)
         if self.plugins is not None:
             self.plugins.hook.engine_container_event(
                 daemon=self, container=container, action=action.split(":")[0], attributes=attrs

@@ -360,17 +360,20 @@ def devices_of(hc: dict) -> list[dict]:
     ]
 
 
-def joined_container(hc: dict, key: str) -> str:
-    """The container named by ``--ipc container:NAME`` (``key`` ``IpcMode``) or
-    ``--network container:NAME`` (``NetworkMode``); "" when it joins none."""
-    mode = hc.get(key) or ""
-    return mode.split(":", 1)[1] if mode.startswith("container:") else ""
-
-
 def ipc_mode_of(hc: dict, joined_namespace: str = "") -> str:
-    """The exec driver's IPC mode: ``host``, ``private``, or ``container:<ns path>`` with the
-    joined container's namespace (``/proc/PID/ns/ipc``) the caller found."""
+    """The exec driver's IPC mode: ``host``, ``none`` (no ``/dev/shm``), ``private`` (``shareable``
+    too: its shared ``/dev/shm`` is a mount the daemon makes), or ``container:<ns path>`` with the
+    donor's namespace (``/proc/PID/ns/ipc``) the caller found."""
     mode = hc.get("IpcMode") or "private"
+    if mode.startswith("container:"):
+        return f"container:{joined_namespace}"
+    return mode if mode in ("host", "none") else "private"
+
+
+def pid_mode_of(hc: dict, joined_namespace: str = "") -> str:
+    """The exec driver's PID mode: ``host``, ``container:<ns path>`` (the donor's
+    ``/proc/PID/ns/pid``) or ``private`` (anything else, as dockerd treats it)."""
+    mode = hc.get("PidMode") or ""
     if mode.startswith("container:"):
         return f"container:{joined_namespace}"
     return "host" if mode == "host" else "private"
@@ -388,6 +391,8 @@ def build_command(
     no_new_privileges: bool = False,
     init_binary: str = "",
     ulimits: Sequence[dict] = (),
+    pid_namespace: str = "",
+    shm_path: str = "",
 ) -> Command:
     """The exec driver's :class:`~engine.drivers.exec.Command` for ``c``.
 
@@ -395,8 +400,11 @@ def build_command(
     :param network: ``{"mode", "path"}``, the namespace the daemon made or chose.
     :param volume_path: a volume's host directory, by volume name.
     :param extra_env: variables that come before the container's own (links').
-    :param ipc_namespace: ``/proc/PID/ns/ipc`` of the container ``--ipc
-        container:NAME`` joins (see :func:`joined_container`).
+    :param ipc_namespace: ``/proc/PID/ns/ipc`` of the container ``--ipc container:ID`` joins
+        (:func:`engine.daemon.namespaces.join_options` finds it, and the two below).
+    :param pid_namespace: ``/proc/PID/ns/pid`` of the container ``--pid container:ID`` joins.
+    :param shm_path: a host directory bound at ``/dev/shm`` (a shareable container's own, or
+        the one of the container whose IPC it joins).
     :param seccomp_profile: the profile (JSON) the daemon's security policy chose; "" for none.
     :param no_new_privileges: the security policy's choice for the container's processes.
     :param init_binary: the init's host path when the container runs one (``--init``,
@@ -407,6 +415,10 @@ def build_command(
     cfg, hc = c.config, c.host_config
     process = process_of(c, extra_env, no_new_privileges)
     mounts = mounts_of(c.mounts, volume_path)
+    if shm_path:
+        mounts.insert(
+            0, {"type": "bind", "source": shm_path, "destination": "/dev/shm", "options": ["rbind"], "propagation": ""}
+        )
     if init_binary:
         process.args = [CONTAINER_INIT_PATH, "--", *process.args]
         mounts.append(
@@ -429,7 +441,7 @@ def build_command(
         resources=resources_of(hc),
         network=network,
         ipc_mode=ipc_mode_of(hc, ipc_namespace),
-        pid_mode="host" if hc.get("PidMode") == "host" else "private",
+        pid_mode=pid_mode_of(hc, pid_namespace),
         uts_mode="host" if hc.get("UTSMode") == "host" else "private",
         cgroup_parent=(hc.get("CgroupParent") or "engine").strip("/") or "engine",
         readonly_rootfs=bool(hc.get("ReadonlyRootfs")),

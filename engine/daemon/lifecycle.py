@@ -37,12 +37,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from engine.daemon import runtime
+from engine.daemon import namespaces, runtime
 from engine.daemon.container import Container
 from engine.daemon.hostconfig import (
     apply_create_defaults,
     build_command,
-    joined_container,
     merge_image_config,
     mount_points,
     parse_signal,
@@ -403,10 +402,10 @@ class LifeCycle:
                 {k: v for k, v in made.items() if k in ("mode", "path")},
                 self.volumes.path,
                 link_env,
-                self._joined_ipc_namespace(c),
                 seccomp_profile=self.daemon.security.seccomp_profile(c.host_config),
                 no_new_privileges=self.daemon.security.no_new_privileges(c.host_config),
                 **runtime.command_options(c.host_config, self.daemon.config),
+                **namespaces.join_options(c, self.store, self.daemon.shm),
             )
             for m in c.mounts:
                 if m["Type"] == "volume":
@@ -445,19 +444,6 @@ class LifeCycle:
             network.update_parents(c)
         self.monitor.watch(c, st.shim_pid)
         self.daemon.container_event(c, "start")
-
-    def _joined_ipc_namespace(self, c: Container) -> str:
-        """``/proc/PID/ns/ipc`` of the container ``--ipc container:NAME`` joins ("" for none).
-
-        :raises Conflict: that container does not run.
-        """
-        joined = joined_container(c.host_config, "IpcMode")
-        if not joined:
-            return ""
-        other = self.store.get(joined)
-        if not other.state.running:
-            raise Conflict(f"cannot join IPC of a non running container: {other.id}")
-        return f"/proc/{other.state.pid}/ns/ipc"
 
     @staticmethod
     def _record_failed_start(c: Container, exc: BaseException) -> None:

@@ -187,6 +187,9 @@ class NetworkService:
             netns.remove(path)
             raise
         kind = "none" if mode == "none" else "bridge"
+        # Every container with a namespace of its own has a sandbox (its key is the
+        # namespace's file), "none" and a bridge-less daemon's included, as in dockerd.
+        settings.setdefault("SandboxKey", path)
         return {"mode": kind, "path": path, "settings": settings}
 
     def teardown(self, c: Container) -> None:
@@ -348,7 +351,18 @@ class NetworkService:
         return env
 
     def inspect_settings(self, c: Any, settings: dict) -> dict:
-        """``NetworkSettings`` of a started bridge-mode container."""
+        """``NetworkSettings`` of a started container with a network namespace of its own."""
+        if not settings.get("IPAddress"):
+            # No interface but lo ("none", or no bridge driver): a sandbox and no endpoint.
+            mode = c.host_config.get("NetworkMode") or "default"
+            name = "none" if mode == "none" else "bridge"
+            return {
+                **stopped_settings(),
+                "SandboxID": hashlib.sha256(settings["SandboxKey"].encode()).hexdigest(),
+                "SandboxKey": settings["SandboxKey"],
+                "Ports": settings.get("Ports") or {},
+                "Networks": {name: views.endpoint()},
+            }
         endpoint = views.endpoint(
             NetworkID=settings.get("NetworkID", ""),
             EndpointID=settings.get("EndpointID", ""),

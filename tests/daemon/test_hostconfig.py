@@ -17,11 +17,11 @@ from engine.daemon.hostconfig import (
     container_env,
     devices_of,
     ipc_mode_of,
-    joined_container,
     merge_image_config,
     mount_points,
     mounts_of,
     parse_signal,
+    pid_mode_of,
     resources_of,
     shim_spec,
     updated_host_config,
@@ -352,11 +352,11 @@ def test_container_env():
 
 
 def test_namespaces_and_devices():
-    assert joined_container({"IpcMode": "container:db"}, "IpcMode") == "db"
-    assert joined_container({"NetworkMode": "bridge"}, "NetworkMode") == ""
     assert ipc_mode_of({"IpcMode": "container:db"}, "/proc/7/ns/ipc") == "container:/proc/7/ns/ipc"
-    assert ipc_mode_of({"IpcMode": "host"}) == "host"
+    assert ipc_mode_of({"IpcMode": "host"}) == "host" and ipc_mode_of({"IpcMode": "none"}) == "none"
     assert ipc_mode_of({"IpcMode": "shareable"}) == "private"
+    assert pid_mode_of({"PidMode": "container:" + "a" * 64}, "/proc/8/ns/pid") == "container:/proc/8/ns/pid"
+    assert pid_mode_of({"PidMode": "host"}) == "host" and pid_mode_of({"PidMode": "bogus"}) == "private"
     assert devices_of({"Devices": [{"PathOnHost": "/dev/fuse"}]}) == [
         {"path_on_host": "/dev/fuse", "path_in_container": "/dev/fuse", "permissions": "rwm"}
     ]

@@ -229,7 +229,9 @@ class NativeDriver(ExecDriver):
         try:
             cg.create()
             cg.apply(resources)
-            if command.pid_mode != "host":
+            if command.pid_mode.startswith("container:"):
+                self._join_pid(command.pid_mode[len("container:") :])
+            elif command.pid_mode != "host":
                 self._unshare_pid()
             pid = self._start_init(plan, pipes, cg)
         except BaseException:
@@ -292,6 +294,23 @@ class NativeDriver(ExecDriver):
                 f"cannot create a PID namespace ({errno.errorcode.get(exc.errno or 0)}): "
                 f"{exc.strerror}; the engine needs CAP_SYS_ADMIN"
             ) from exc
+
+    @staticmethod
+    def _join_pid(path: str) -> None:
+        """Make the next fork a member of another container's PID namespace (``--pid container:``);
+        setns(2) of a PID namespace, like unshare(2), applies to the children only."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ExecStartError(f"joining the PID namespace {path} failed: {exc.strerror}") from exc
+        try:
+            libc.setns(fd, libc.CLONE_NEWPID)
+        except OSError as exc:
+            raise ExecStartError(
+                f"joining the PID namespace {path} failed ({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+            ) from exc
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _start_init(plan: dict[str, Any], pipes: Pipes, cg: Cgroup) -> int:

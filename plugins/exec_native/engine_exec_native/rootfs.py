@@ -224,11 +224,12 @@ def prepare(plan: dict[str, Any]) -> None:
         "mount devpts on /dev/pts",
     )
     _symlink("pts/ptmx", os.path.join(dev, "ptmx"))
-    shm = _target(root, "/dev/shm")
     if plan["namespaces"]["ipc"] is None:
         # --ipc=host: the host's POSIX shared memory, as Docker does.
+        shm = _target(root, "/dev/shm")
         mount("/dev/shm", shm, None, libc.MS_BIND | libc.MS_REC, None, "bind-mounting the host's /dev/shm")
-    else:
+    elif plan.get("mount_shm", True):
+        shm = _target(root, "/dev/shm")
         mount("shm", shm, "tmpfs", common, f"mode=1777,size={plan['shm_size']}", "mount tmpfs on /dev/shm")
     mount("mqueue", _target(root, "/dev/mqueue"), "mqueue", common, None, "mount mqueue on /dev/mqueue")
     _mount_sys(root, plan["privileged"])

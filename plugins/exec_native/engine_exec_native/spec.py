@@ -251,16 +251,19 @@ def _namespaces(command: Command) -> dict[str, Any]:
     else:
         raise InvalidParameter(f"network mode {mode!r} needs the path of a network namespace")
     ipc_mode = command.ipc_mode or "private"
-    if ipc_mode in ("private", "shareable", ""):
+    if ipc_mode in ("private", "shareable", "none", ""):
         ipc = "new"
     elif ipc_mode == "host":
         ipc = None
     elif ipc_mode.startswith("container:") and ipc_mode[len("container:") :]:
         ipc = ipc_mode[len("container:") :]
     else:
-        raise InvalidParameter(f"invalid IPC mode {ipc_mode!r}: private, shareable, host or container:<ns path>")
-    if command.pid_mode not in ("private", "host", ""):
-        raise InvalidParameter(f"invalid PID mode {command.pid_mode!r}: private or host")
+        raise InvalidParameter(f"invalid IPC mode {ipc_mode!r}: private, shareable, none, host or container:<ns path>")
+    pid_path = command.pid_mode[len("container:") :] if command.pid_mode.startswith("container:") else ""
+    if command.pid_mode not in ("private", "host", "") and not pid_path:
+        raise InvalidParameter(f"invalid PID mode {command.pid_mode!r}: private, host or container:<ns path>")
+    if pid_path and not os.path.exists(pid_path):
+        raise NotFound(f"PID namespace {pid_path} does not exist (is the container it belongs to running?)")
     if command.uts_mode not in ("private", "host", ""):
         raise InvalidParameter(f"invalid UTS mode {command.uts_mode!r}: private or host")
     for kind, value in (("network", net), ("IPC", ipc)):
@@ -386,6 +389,8 @@ def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]
         "readonly_rootfs": command.readonly_rootfs,
         "sysctls": sysctl_plan(command.sysctls, namespaces),
         "shm_size": command.shm_size or 64 * 1024 * 1024,
+        # --ipc none: no /dev/shm at all (moby leaves the mount out)
+        "mount_shm": command.ipc_mode != "none",
         "etc_files": etc_files,
         "console": console,
         "console_socket": console_socket,

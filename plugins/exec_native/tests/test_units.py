@@ -233,7 +233,11 @@ def test_namespaces_and_modes(tmp_path) -> None:
     with pytest.raises(InvalidParameter):
         spec._namespaces(_command(ipc_mode="bogus"))
     with pytest.raises(InvalidParameter):
-        spec._namespaces(_command(pid_mode="container:x"))
+        spec._namespaces(_command(pid_mode="bogus"))
+    with pytest.raises(NotFound):  # another container's PID namespace that is gone
+        spec._namespaces(_command(pid_mode=f"container:{tmp_path / 'gone'}"))
+    assert spec._namespaces(_command(pid_mode=f"container:{path}"))["ipc"] == "new"
+    assert spec._namespaces(_command(ipc_mode="none"))["ipc"] == "new"
 
 
 def test_process_plan() -> None:
