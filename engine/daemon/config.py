@@ -85,6 +85,10 @@ class Config:
     storage_opts: list[str] = field(default_factory=list)
     storage_driver_priority: list[str] = field(default_factory=lambda: list(PRIORITY))
     exec_driver: str = DEFAULT_EXEC_DRIVER
+    #: The exec driver's options (``native.cgroupdriver=systemd``).
+    exec_opts: list[str] = field(default_factory=list)
+    #: The cgroup parent of containers that name none ("": /docker, or system.slice with systemd).
+    cgroup_parent: str = ""
     mtu: int = 0
     selinux_enabled: bool = False
     seccomp_profile: str = ""
@@ -142,6 +146,7 @@ class Config:
             graph_options=tuple(self.storage_opts),
             graph_priority=tuple(self.storage_driver_priority),
             exec_driver=self.exec_driver or DEFAULT_EXEC_DRIVER,
+            exec_options=tuple(self.exec_opts),
             network_driver="" if self.disable_network else DEFAULT_NETWORK_DRIVER,
             network_options=self.network_options(),
             environ=os.environ if environ is None else environ,
@@ -206,6 +211,20 @@ _OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
         "graph drivers to try, in order, when none is chosen",
     ),
     ("exec_driver", ("exec-driver",), ("-e", "--exec-driver"), "str", "exec driver to use"),
+    (
+        "exec_opts",
+        ("exec-opts",),
+        ("--exec-opt",),
+        "list",
+        "exec driver option (native.cgroupdriver=cgroupfs|systemd)",
+    ),
+    (
+        "cgroup_parent",
+        ("cgroup-parent",),
+        ("--cgroup-parent",),
+        "str",
+        "parent cgroup of containers (default /docker, or system.slice with the systemd cgroup driver)",
+    ),
     (
         "mtu",
         ("mtu",),
@@ -481,8 +500,11 @@ def validate(cfg: Config) -> None:
         if value < 0:
             raise ConfigError(f"invalid {name}: {value} (must be 0 or more)")
     from engine.daemon.logconfig import validate_log_config
+    from engine.daemon.runtime import check_cgroup_parent
 
     validate_log_config(cfg.log_driver, cfg.log_opts)
+    if cfg.cgroup_parent:
+        check_cgroup_parent(cfg.cgroup_parent, cfg)
 
 
 def check_host(

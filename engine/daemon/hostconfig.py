@@ -19,7 +19,7 @@ from engine.daemon.container import Container
 from engine.daemon.health import merge_healthcheck
 from engine.daemon.health import validate as validate_healthcheck
 from engine.daemon.logconfig import merge_log_config, shim_log
-from engine.daemon.runtime import CONTAINER_INIT_PATH, check_runtime, rlimits
+from engine.daemon.runtime import CONTAINER_INIT_PATH, check_cgroup_parent, check_runtime, rlimits
 from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs, volume_subpath
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import InvalidParameter
@@ -202,6 +202,8 @@ def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nod
     hc["LogConfig"] = merge_log_config(hc.get("LogConfig"), log_defaults)
     hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
     check_runtime(hc, log_defaults.exec_driver)
+    if hc.get("CgroupParent"):
+        check_cgroup_parent(hc["CgroupParent"], log_defaults)
 
 
 def updated_host_config(hc: dict, body: dict) -> dict:
@@ -393,6 +395,7 @@ def build_command(
     ulimits: Sequence[dict] = (),
     pid_namespace: str = "",
     shm_path: str = "",
+    cgroup_parent: str = "/docker",
 ) -> Command:
     """The exec driver's :class:`~engine.drivers.exec.Command` for ``c``.
 
@@ -411,6 +414,8 @@ def build_command(
         :func:`engine.daemon.runtime.command_options`): it is mounted at ``/sbin/docker-init``
         and runs the command.
     :param ulimits: the container's limits merged with the daemon's defaults.
+    :param cgroup_parent: the container's ``CgroupParent``, else the daemon's (``/docker``): an
+        absolute one from the root of each hierarchy, a relative one below the daemon's cgroup.
     """
     cfg, hc = c.config, c.host_config
     process = process_of(c, extra_env, no_new_privileges)
@@ -443,7 +448,7 @@ def build_command(
         ipc_mode=ipc_mode_of(hc, ipc_namespace),
         pid_mode=pid_mode_of(hc, pid_namespace),
         uts_mode="host" if hc.get("UTSMode") == "host" else "private",
-        cgroup_parent=(hc.get("CgroupParent") or "engine").strip("/") or "engine",
+        cgroup_parent=cgroup_parent,
         readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
         masked_paths=hc.get("MaskedPaths"),
         readonly_paths=hc.get("ReadonlyPaths"),
@@ -459,7 +464,12 @@ def shim_spec(c: Container, cmd: Command, driver: ExecDriver) -> dict[str, Any]:
     """``shim.json``: the command, the driver the shim loads, the stdio and the log."""
     return {
         "command": cmd.to_json(),
-        "driver": {"module": type(driver).__module__, "class": type(driver).__name__, "home": driver.home},
+        "driver": {
+            "module": type(driver).__module__,
+            "class": type(driver).__name__,
+            "home": driver.home,
+            "options": list(driver.options),
+        },
         "tty": bool(c.config.get("Tty")),
         "open_stdin": bool(c.config.get("OpenStdin")),
         "stdin_once": bool(c.config.get("StdinOnce")),

@@ -145,7 +145,7 @@ def build_info(daemon: Any) -> dict[str, Any]:
         "NGoroutines": threading.active_count(),
         "SystemTime": rfc3339nano(time.time()),
         "LoggingDriver": "json-file",
-        "CgroupDriver": "cgroupfs",
+        "CgroupDriver": runtime.cgroup_driver(cfg),
         "CgroupVersion": cg.version,
         "NEventsListener": daemon.events.listener_count() if getattr(daemon, "events", None) else 0,
         "KernelVersion": host.kernel_release(),

@@ -141,4 +141,33 @@ def command_options(host_config: dict, config: Any) -> dict[str, Any]:
     return {
         "init_binary": find_init(config.init_path) if uses_init(host_config, config.init) else "",
         "ulimits": merged_ulimits(host_config, config.default_ulimits),
+        "cgroup_parent": host_config.get("CgroupParent") or default_cgroup_parent(config),
     }
+
+
+def cgroup_driver(config: Any) -> str:
+    """``cgroupfs`` or ``systemd``: the last ``native.cgroupdriver`` of ``--exec-opt`` (moby's
+    ``getCD``), ``cgroupfs`` without one."""
+    driver = "cgroupfs"
+    for option in getattr(config, "exec_opts", None) or []:
+        key, _, value = option.partition("=")
+        if key.strip().lower() == "native.cgroupdriver":
+            driver = value.strip()
+    return driver
+
+
+def default_cgroup_parent(config: Any) -> str:
+    """Where containers go unless they say: ``--cgroup-parent``, else Docker's ``/docker``
+    (``system.slice`` with the systemd cgroup driver)."""
+    if getattr(config, "cgroup_parent", ""):
+        return config.cgroup_parent
+    return "system.slice" if cgroup_driver(config) == "systemd" else "/docker"
+
+
+def check_cgroup_parent(parent: str, config: Any) -> None:
+    """A cgroup parent must be a slice with the systemd cgroup driver (dockerd's check).
+
+    :raises InvalidParameter: ``cgroup-parent for systemd cgroup should be a valid slice named as "xxx.slice"``.
+    """
+    if cgroup_driver(config) == "systemd" and (len(parent) <= 6 or not parent.endswith(".slice")):
+        raise InvalidParameter('cgroup-parent for systemd cgroup should be a valid slice named as "xxx.slice"')

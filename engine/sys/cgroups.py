@@ -136,6 +136,8 @@ class CgroupLayout(Record):
     """The cgroup hierarchies mounted for this process."""
 
     v1: dict[str, HierarchyMount] = {}  # controller -> mount
+    #: Named v1 hierarchies without controllers (``name=systemd`` -> its mount).
+    named: dict[str, HierarchyMount] = {}
     v2: HierarchyMount | None = None
     v2_controllers: frozenset[str] = frozenset()
 
@@ -189,10 +191,13 @@ def read_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
             if layout.v2 is None or mount_point == "/sys/fs/cgroup":
                 layout.v2 = HierarchyMount(mount_point, root, frozenset(), 2)
         elif fstype == "cgroup":
-            controllers = frozenset(opt for opt in post_fields[2].split(",") if opt in V1_CONTROLLERS)
+            options = post_fields[2].split(",")
+            controllers = frozenset(opt for opt in options if opt in V1_CONTROLLERS)
             mount = HierarchyMount(mount_point, root, controllers, 1)
             for controller in controllers:
                 layout.v1.setdefault(controller, mount)
+            for name in (opt for opt in options if opt.startswith("name=")):
+                layout.named.setdefault(name, mount)
     if layout.v2 is not None:
         try:
             with open(os.path.join(layout.v2.mount_point, "cgroup.controllers")) as fh:
@@ -213,7 +218,7 @@ def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
                 found[""] = path
                 continue
             for controller in controllers.split(","):
-                if controller in V1_CONTROLLERS:
+                if controller in V1_CONTROLLERS or controller.startswith("name="):
                     found[controller] = path
     return found
 
@@ -405,10 +410,34 @@ class Cgroup:
                 base = os.path.dirname(own.get("", "/").rstrip("/")) or "/"
             paths[""] = self._directory(mount, os.path.join(base, self.parent.lstrip("/"), self.id))
             return paths
-        for controller, mount in self.layout.v1.items():
+        # Every hierarchy, as runc's cgroupfs manager joins them: the controllers', the
+        # named ones (name=systemd) and, on a hybrid host, the controller-less v2 one, so that
+        # /proc/PID/cgroup shows the container's path on every line, as under Docker.
+        hierarchies: list[tuple[str, HierarchyMount]] = [*self.layout.v1.items(), *self.layout.named.items()]
+        if self.layout.v2 is not None:
+            hierarchies.append(("", self.layout.v2))
+        for controller, mount in hierarchies:
             base = "/" if self.parent.startswith("/") else own.get(controller, "/")
-            paths[controller] = self._directory(mount, os.path.join(base, self.parent.lstrip("/"), self.id))
+            try:
+                paths[controller] = self._directory(mount, os.path.join(base, self.parent.lstrip("/"), self.id))
+            except HostError:
+                if controller in self.layout.v1:
+                    raise
+                # A named or hybrid hierarchy mounted as a sub-tree only: it carries no
+                # limits, so the container goes without it.
         return paths
+
+    def mount_sources(self) -> list[tuple[str, str]]:
+        """What a container sees at ``/sys/fs/cgroup``: ``(name, host directory)`` per mounted
+        hierarchy (``memory``, ``cpu,cpuacct``, ``systemd``: the host's mount point's name), or
+        ``("", directory)`` on a v2 host, whose one hierarchy is ``/sys/fs/cgroup`` itself."""
+        if self.version == 2:
+            return [("", self.paths[""])]
+        out: dict[str, str] = {}
+        for controller, mount in [*self.layout.v1.items(), *self.layout.named.items()]:
+            if controller in self.paths:
+                out.setdefault(os.path.basename(mount.mount_point.rstrip("/")), self.paths[controller])
+        return sorted(out.items())
 
     @staticmethod
     def _directory(mount: HierarchyMount, hierarchy_path: str) -> str:

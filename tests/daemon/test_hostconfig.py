@@ -405,6 +405,7 @@ def test_build_command():
         "/proc/9/ns/ipc",
         seccomp_profile='{"defaultAction": "SCMP_ACT_ALLOW"}',
         no_new_privileges=True,  # the security policy's decision (engine.daemon.security)
+        cgroup_parent="/custom/",  # runtime.command_options: the container's, else the daemon's
     )
     assert isinstance(cmd, Command)
     assert cmd.seccomp_profile == '{"defaultAction": "SCMP_ACT_ALLOW"}'
@@ -417,7 +418,7 @@ def test_build_command():
     assert (cmd.hostname, cmd.domainname, cmd.network) == ("web", "example.org", network)
     assert cmd.mounts[0]["source"] == "/vols/v" and cmd.resources.memory == 64 << 20
     assert (cmd.ipc_mode, cmd.pid_mode, cmd.uts_mode) == ("container:/proc/9/ns/ipc", "host", "host")
-    assert cmd.cgroup_parent == "custom" and cmd.readonly_rootfs
+    assert cmd.cgroup_parent == "/custom/" and cmd.readonly_rootfs
     assert cmd.masked_paths == [] and cmd.readonly_paths is None  # [] is "none", None is Docker's defaults
     assert cmd.sysctls == {"net.core.somaxconn": "1024"} and cmd.shm_size == 1 << 20
     assert Command.from_json(cmd.to_json()) == cmd
@@ -425,7 +426,7 @@ def test_build_command():
 
 def test_build_command_defaults():
     cmd = build_command(container(), "/rootfs", {"mode": "host"}, lambda name: "/v")
-    assert (cmd.ipc_mode, cmd.pid_mode, cmd.uts_mode, cmd.cgroup_parent) == ("private", "private", "private", "engine")
+    assert (cmd.ipc_mode, cmd.pid_mode, cmd.uts_mode, cmd.cgroup_parent) == ("private", "private", "private", "/docker")
     assert cmd.shm_size == 64 << 20 and cmd.process.console_size is None and not cmd.process.no_new_privileges
     assert cmd.seccomp_profile == ""
 
@@ -468,7 +469,12 @@ def test_shim_spec():
     spec = shim_spec(c, cmd, HostProcessDriver("/driver/home"))
     assert spec == {
         "command": cmd.to_json(),
-        "driver": {"module": "engine.testing.hostexec", "class": "HostProcessDriver", "home": "/driver/home"},
+        "driver": {
+            "module": "engine.testing.hostexec",
+            "class": "HostProcessDriver",
+            "home": "/driver/home",
+            "options": [],
+        },
         "tty": True,
         "open_stdin": True,
         "stdin_once": False,

@@ -57,3 +57,20 @@ def test_ulimits_merge_the_daemon_defaults():
     merged = runtime.merged_ulimits(hc, defaults)
     assert merged == [{"Name": "nofile", "Soft": 10, "Hard": 20}, {"Name": "nproc", "Soft": 100, "Hard": 200}]
     assert runtime.rlimits(merged)[0] == {"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}
+
+
+def test_cgroup_driver_and_parent():
+    from engine.daemon.config import Config
+
+    assert runtime.cgroup_driver(Config()) == "cgroupfs"
+    assert runtime.default_cgroup_parent(Config()) == "/docker"
+    systemd = Config(exec_opts=["native.cgroupdriver=systemd"])
+    assert runtime.cgroup_driver(systemd) == "systemd"
+    assert runtime.default_cgroup_parent(systemd) == "system.slice"
+    assert runtime.default_cgroup_parent(Config(cgroup_parent="/ci")) == "/ci"
+    options = runtime.command_options({"CgroupParent": "mine"}, Config())
+    assert options["cgroup_parent"] == "mine" and options["init_binary"] == ""
+    runtime.check_cgroup_parent("/anything", Config())
+    runtime.check_cgroup_parent("my.slice", systemd)
+    with pytest.raises(InvalidParameter, match='should be a valid slice named as "xxx.slice"'):
+        runtime.check_cgroup_parent("/docker", systemd)

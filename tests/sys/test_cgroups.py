@@ -73,6 +73,35 @@ def test_read_layout_v2(tmp_path) -> None:
     assert layout.has("freezer")
 
 
+def test_every_hierarchy_is_joined_and_shown_inside(tmp_path) -> None:
+    """As runc's cgroupfs manager: the named (name=systemd) and hybrid v2 hierarchies too, so
+    /proc/PID/cgroup reads /docker/<id> on every line; inside, one mount per mounted hierarchy."""
+    path = tmp_path / "mountinfo"
+    path.write_text(MOUNTINFO_V1)
+    layout = cgroups.read_layout(str(path))
+    assert set(layout.named) == {"name=systemd"}
+    cg = Cgroup("/docker", "c1", layout=layout, own={})
+    assert cg.paths == {
+        "cpu": "/sys/fs/cgroup/cpu,cpuacct/docker/c1",
+        "cpuacct": "/sys/fs/cgroup/cpu,cpuacct/docker/c1",
+        "memory": "/sys/fs/cgroup/memory/docker/c1",
+        "name=systemd": "/sys/fs/cgroup/systemd/docker/c1",
+        "": "/sys/fs/cgroup/unified/docker/c1",
+    }
+    assert cg.mount_sources() == [
+        ("cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct/docker/c1"),
+        ("memory", "/sys/fs/cgroup/memory/docker/c1"),
+        ("systemd", "/sys/fs/cgroup/systemd/docker/c1"),
+    ]
+    # A relative parent is below the caller's own cgroup in each hierarchy (a nested memory one).
+    cg = Cgroup("engine", "c1", layout=layout, own={"memory": "/process_api/x", "cpu": "/", "cpuacct": "/"})
+    assert cg.paths["memory"] == "/sys/fs/cgroup/memory/process_api/x/engine/c1"
+    assert cg.paths["cpu"] == "/sys/fs/cgroup/cpu,cpuacct/engine/c1"
+    path.write_text(MOUNTINFO_V2)
+    v2 = Cgroup("/docker", "c1", layout=cgroups.read_layout(str(path)), own={})
+    assert v2.mount_sources() == [("", "/sys/fs/cgroup/docker/c1")]
+
+
 def test_nested_mount_root_and_escapes(tmp_path) -> None:
     path = tmp_path / "mountinfo"
     path.write_text(MOUNTINFO_NESTED)
@@ -89,7 +118,13 @@ def test_nested_mount_root_and_escapes(tmp_path) -> None:
 def test_own_cgroups(tmp_path) -> None:
     path = tmp_path / "cgroup"
     path.write_text("9:name=systemd:/\n4:memory:/user/x\n2:cpu,cpuacct:/a\n0::/init.scope\n")
-    assert cgroups.own_cgroups(str(path)) == {"memory": "/user/x", "cpu": "/a", "cpuacct": "/a", "": "/init.scope"}
+    assert cgroups.own_cgroups(str(path)) == {
+        "name=systemd": "/",
+        "memory": "/user/x",
+        "cpu": "/a",
+        "cpuacct": "/a",
+        "": "/init.scope",
+    }
 
 
 def test_relative_and_absolute_parents(tmp_path) -> None:

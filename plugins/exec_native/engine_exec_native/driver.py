@@ -55,10 +55,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
-from engine.errors import Conflict, EngineError, HostError, NotFound, PrerequisitesNotMet
+from engine.errors import (
+    Conflict,
+    EngineError,
+    HostError,
+    InvalidParameter,
+    NotFound,
+    NotSupported,
+    PrerequisitesNotMet,
+)
 from engine.sys import cgroups, libc
 from engine.sys.cgroups import Cgroup
-from engine_exec_native import init, seccomp, spec
+from engine_exec_native import init, seccomp, spec, systemd
 
 LOG = logging.getLogger(__name__)
 
@@ -107,6 +115,8 @@ class NativeDriver(ExecDriver):
     def __init__(self, home: str, options: Sequence[str] | None = ()) -> None:
         super().__init__(home, options)
         self._seccomp_support: Any = _UNKNOWN
+        #: ``cgroupfs`` or ``systemd`` (``--exec-opt native.cgroupdriver=``).
+        self.cgroup_driver = parse_options(self.options)["native.cgroupdriver"]
 
     # ---- probing
 
@@ -117,6 +127,13 @@ class NativeDriver(ExecDriver):
         :raises PrerequisitesNotMet: listing every reason.
         """
         reasons = []
+        try:
+            if parse_options(options)["native.cgroupdriver"] == "systemd":
+                why = systemd.unavailable()
+                if why is not None:
+                    reasons.append(f"the systemd cgroup driver cannot work here: {why}")
+        except NotSupported as exc:
+            reasons.append(str(exc))
         if os.geteuid() != 0:
             reasons.append("it needs root")
         for kind in ("mnt", "pid", "uts", "ipc", "net"):
@@ -144,7 +161,7 @@ class NativeDriver(ExecDriver):
 
     def info(self) -> dict[str, Any]:
         layout = cgroups.read_layout()
-        return {"cgroup_driver": "cgroupfs", "cgroup_version": str(layout.version)}
+        return {"cgroup_driver": self.cgroup_driver, "cgroup_version": str(layout.version)}
 
     def seccomp_support(self) -> str | None:
         """None when seccomp filters work here (kernel filter mode, libseccomp), else why not."""
@@ -183,7 +200,24 @@ class NativeDriver(ExecDriver):
         state = self._load_state(command.id)
         if state is not None and state.get("cgroup"):
             return Cgroup.from_state(state["cgroup"])
+        return self._new_cgroup(command)
+
+    def _new_cgroup(self, command: Command) -> Cgroup:
+        """Where the container's cgroup goes: ``<parent>/<id>`` with cgroupfs, the scope
+        ``docker-<id>.scope`` in the parent slice with systemd."""
+        if self.cgroup_driver == "systemd":
+            try:
+                parent = systemd.slice_path(command.cgroup_parent or systemd.DEFAULT_SLICE)
+            except HostError as exc:
+                raise InvalidParameter(str(exc)) from None
+            return Cgroup(parent, systemd.scope_name(command.id))
         return Cgroup(command.cgroup_parent, command.id)
+
+    def _place(self, command: Command, cg: Cgroup, pid: int) -> None:
+        """Put the init in its cgroup (after systemd made its scope, with that driver)."""
+        if self.cgroup_driver == "systemd":
+            systemd.start_scope(cg.id, command.cgroup_parent or systemd.DEFAULT_SLICE, pid)
+        cg.add(pid)
 
     def _running_pid(self, command: Command) -> int:
         """The host PID of the container's init, checked against its recorded start time.
@@ -216,7 +250,9 @@ class NativeDriver(ExecDriver):
         plan["process"]["seccomp"] = seccomp.compiled_filter(
             self.home, command.seccomp_profile, plan["process"]["caps"]
         )
-        cg = Cgroup(command.cgroup_parent, command.id)
+        cg = self._new_cgroup(command)
+        # The container's own cgroups, read-only at /sys/fs/cgroup, as Docker shows them.
+        plan["cgroup_mounts"] = [list(source) for source in cg.mount_sources()]
         resources = spec.cgroup_resources(command, devices)
         cg.validate(resources)
         if cg.exists():
@@ -233,7 +269,7 @@ class NativeDriver(ExecDriver):
                 self._join_pid(command.pid_mode[len("container:") :])
             elif command.pid_mode != "host":
                 self._unshare_pid()
-            pid = self._start_init(plan, pipes, cg)
+            pid = self._start_init(plan, pipes, lambda pid: self._place(command, cg, pid))
         except BaseException:
             cg.destroy()
             raise
@@ -313,8 +349,8 @@ class NativeDriver(ExecDriver):
             os.close(fd)
 
     @staticmethod
-    def _start_init(plan: dict[str, Any], pipes: Pipes, cg: Cgroup) -> int:
-        """Fork the init, put it in ``cg``, let it go, and wait for its execve.
+    def _start_init(plan: dict[str, Any], pipes: Pipes, place: Callable[[int], None]) -> int:
+        """Fork the init, put it in its cgroup (``place``), let it go, and wait for its execve.
 
         :returns: the init's PID once it runs the container's program.
         :raises ExecStartError: with the child's message when it failed.
@@ -340,7 +376,7 @@ class NativeDriver(ExecDriver):
         try:
             added = False
             try:
-                cg.add(pid)
+                place(pid)
                 added = True
             finally:
                 # GO lets the child continue; EOF without it makes it exit.
@@ -493,7 +529,10 @@ class NativeDriver(ExecDriver):
 
     def terminate(self, command: Command) -> None:
         """Kill every process of the container, remove its cgroup and its state (idempotent)."""
-        self._cgroup(command).destroy()
+        cg = self._cgroup(command)
+        if self.cgroup_driver == "systemd":
+            systemd.stop_scope(cg.id)
+        cg.destroy()
         try:
             os.unlink(self._state_path(command.id))
         except FileNotFoundError:
@@ -524,6 +563,28 @@ class NativeDriver(ExecDriver):
         """Whether the OOM killer killed a process of the container (asked after ``run`` returned)."""
         cg = self._cgroup(command)
         return cg.exists() and cg.oom_killed()
+
+
+#: The driver's options (``--exec-opt``) and their defaults.
+OPTIONS = {"native.cgroupdriver": "cgroupfs"}
+CGROUP_DRIVERS = ("cgroupfs", "systemd")
+
+
+def parse_options(options: Sequence[str]) -> dict[str, str]:
+    """``--exec-opt key=value`` -> the driver's options, with their defaults.
+
+    :raises NotSupported: an unknown option or cgroup driver, in dockerd's words.
+    """
+    out = dict(OPTIONS)
+    for option in options:
+        key, sep, value = option.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or key not in OPTIONS:
+            raise NotSupported(f"native exec driver: unknown exec option {option!r} (known: {', '.join(OPTIONS)})")
+        if key == "native.cgroupdriver" and value not in CGROUP_DRIVERS:
+            raise NotSupported(f"native.cgroupdriver option {value} not supported")
+        out[key] = value
+    return out
 
 
 def _package_roots() -> list[str]:

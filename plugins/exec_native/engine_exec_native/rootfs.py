@@ -174,6 +174,36 @@ def _mount_sys(root: str, privileged: bool) -> None:
             remount_readonly(target, "remounting /sys read-only")
 
 
+def _mount_cgroups(root: str, sources: list[list[str]], privileged: bool) -> None:
+    """The container's own cgroups at ``/sys/fs/cgroup``, as Docker shows them (cgroup namespace
+    of the host): on v1 a tmpfs with one bind of the container's directory per hierarchy
+    (``memory``, ``cpu``, ``cpuacct``, ``systemd``; a joint ``cpu,cpuacct`` gets a symlink per
+    controller), on v2 the container's directory itself; read-only unless privileged."""
+    if not sources:
+        return
+    target = _target(root, "/sys/fs/cgroup")
+    common = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
+    readonly = 0 if privileged else libc.MS_RDONLY
+
+    def bind(source: str, at: str, what: str) -> None:
+        mount(source, at, None, libc.MS_BIND | libc.MS_REC, None, f"bind-mounting {source} on {what}")
+        mount(at, at, None, libc.MS_BIND | libc.MS_REMOUNT | common | readonly, None, f"remounting {what}")
+
+    if len(sources) == 1 and sources[0][0] == "":
+        bind(sources[0][1], target, "/sys/fs/cgroup")
+        return
+    mount("tmpfs", target, "tmpfs", common, "mode=755", "mount tmpfs on /sys/fs/cgroup")
+    for name, source in sources:
+        at = os.path.join(target, name)
+        _make_mountpoint(at, True)
+        bind(source, at, f"/sys/fs/cgroup/{name}")
+        for controller in name.split(","):
+            if controller != name:
+                _symlink(name, os.path.join(target, controller))
+    if readonly:
+        mount(target, target, None, libc.MS_REMOUNT | common | readonly, "mode=755", "remounting /sys/fs/cgroup")
+
+
 def _user_mount(root: str, item: dict[str, Any]) -> None:
     destination = item["destination"]
     flags, propagation, data = split_options(item.get("options", []))
@@ -233,6 +263,7 @@ def prepare(plan: dict[str, Any]) -> None:
         mount("shm", shm, "tmpfs", common, f"mode=1777,size={plan['shm_size']}", "mount tmpfs on /dev/shm")
     mount("mqueue", _target(root, "/dev/mqueue"), "mqueue", common, None, "mount mqueue on /dev/mqueue")
     _mount_sys(root, plan["privileged"])
+    _mount_cgroups(root, plan.get("cgroup_mounts") or [], plan["privileged"])
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
