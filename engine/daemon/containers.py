@@ -292,10 +292,16 @@ class ContainerService:
                 raise InvalidParameter(f"logging driver {hc['LogConfig']['Type']!r} is not supported; use json-file")
             hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
             top = image.top_layer.split(":", 1)[1] if image.top_layer else None
-            driver.create(cid + "-init", top)
+            # Both layers get the container's --storage-opt, as in moby's layer store.
+            storage_opt = hc.get("StorageOpt") or None
+            if storage_opt is not None and not (
+                isinstance(storage_opt, dict) and all(isinstance(v, str) for v in storage_opt.values())
+            ):
+                raise InvalidParameter("HostConfig.StorageOpt must be an object of strings")
+            driver.create_read_write(cid + "-init", top, storage_opt=storage_opt)
             created_layers.append(cid + "-init")
             self._populate_init_layer(cid + "-init")
-            driver.create(cid, cid + "-init")
+            driver.create_read_write(cid, cid + "-init", storage_opt=storage_opt)
             created_layers.append(cid)
             c = Container(
                 id=cid,
