@@ -162,6 +162,8 @@ class BtrfsDriver(NaiveDiffDriver):
             os.makedirs(path, 0o700, exist_ok=True)
         self._refs = RefCounts(self.name)
         self._quota_on = False
+        # Quotas a previous daemon turned on are on: removals then destroy qgroups too.
+        self._quota_on = self._quotas_enabled()
         self._sweep()
         if self.min_space:
             # Docker turns quotas on at start when a minimum is configured.
@@ -256,6 +258,16 @@ class BtrfsDriver(NaiveDiffDriver):
         finally:
             os.close(fd)
         self._quota_on = True
+
+    def _quotas_enabled(self) -> bool:
+        """Whether the file system has quotas on (sysfs); what we know ourselves when sysfs cannot say."""
+        fd = self._open_subvolumes()
+        try:
+            return btrfs.quotas_enabled(fd)
+        except OSError:
+            return self._quota_on
+        finally:
+            os.close(fd)
 
     def _read_quota(self, id: str) -> int | None:
         try:
@@ -429,13 +441,7 @@ class BtrfsDriver(NaiveDiffDriver):
 
     def status(self) -> list[tuple[str, str]]:
         """Docker's two btrfs lines, then what this driver adds (quotas, the minimum size)."""
-        fd = self._open_subvolumes()
-        try:
-            quotas = btrfs.quotas_enabled(fd)
-        except OSError:
-            quotas = self._quota_on
-        finally:
-            os.close(fd)
+        quotas = self._quotas_enabled()
         status = [
             ("Build Version", f"engine-graph-btrfs {_version()} (btrfs ioctls, no btrfs-progs)"),
             ("Library Version", f"Linux {_kernel_release()} btrfs"),
