@@ -61,8 +61,8 @@ def test_docker_run_on_devicemapper(tmp_path: Any, needs_devmapper: None) -> Non
         failed = docker("run", "--rm", "busybox", "sh", "-c", "test -f /f", check=False)
         assert failed.returncode == 1  # a new container's layer does not have c1's file
 
-        docker("run", "--name", "big", "--storage-opt", "size=600M", "busybox", "df", "-k", "/")
-        size_kib = int(docker("logs", "big").stdout.decode().splitlines()[1].split()[1])
+        docker("run", "--name", "big", "--storage-opt", "size=600M", "busybox", "df", "-P", "-k", "/")
+        size_kib = int(docker("logs", "big").stdout.decode().splitlines()[1].split()[1])  # -P: one line each
         assert size_kib * 1024 > 500 << 20
         docker("rm", "big")
         small = docker("run", "--rm", "--storage-opt", "size=64M", "busybox", "true", check=False)
