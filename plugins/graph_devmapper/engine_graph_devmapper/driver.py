@@ -62,7 +62,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from engine.drivers.graph import NaiveDiffDriver, validate_id
 from engine.errors import (
@@ -522,7 +522,7 @@ class DevmapperDriver(NaiveDiffDriver):
         self.store.save_transaction(Transaction(self.transaction_id))
 
     @contextlib.contextmanager
-    def _transaction(self, hash: str, device_id: int):  # noqa: ANN202 (a context manager)
+    def _transaction(self, hash: str, device_id: int) -> Iterator[Transaction]:
         """Record the change first, let the body change the pool, then move the pool's transaction id."""
         tx = Transaction(self.transaction_id + 1, hash, device_id)
         self.store.save_transaction(tx)
