@@ -57,6 +57,13 @@ def test_drivers_lists_and_selects_by_priority(no_config):
     aufs = next((r for r in rows if r["name"] == "aufs"), None)
     if aufs is not None and "aufs" not in open("/proc/filesystems").read():
         assert aufs["supported"] is False and "aufs is not supported by the kernel" in aufs["reason"]
+    # btrfs and devmapper are listed with the reason they cannot run, where they cannot.
+    btrfs = next((r for r in rows if r["name"] == "btrfs"), None)
+    if btrfs is not None and not btrfs["supported"]:
+        assert btrfs["distribution"] == "engine-graph-btrfs" and "not on btrfs" in btrfs["reason"]
+    devmapper = next((r for r in rows if r["name"] == "devmapper"), None)
+    if devmapper is not None and "device-mapper" not in open("/proc/misc").read():
+        assert devmapper["supported"] is False and "the kernel has no device-mapper" in devmapper["reason"]
     table = admin("drivers", *no_config)
     assert table.returncode == 0
     assert chosen["name"] in table.stdout and "engine-graph-vfs" in table.stdout and "*" in table.stdout
