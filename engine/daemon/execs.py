@@ -338,13 +338,15 @@ class ExecService:
         """Set the exec's terminal size, once its process runs (moby waits up to 10 s for it:
         ``kubectl exec -it`` and the CLI send the first size right after the start).
 
-        An exec without a tty, or one that has finished, has nothing to size: nothing is done,
-        as dockerd answers.
+        An exec without a tty has nothing to size: nothing is done, as dockerd answers.
 
         :raises HostError: the exec did not start within ``timeout`` (dockerd's 500).
+        :raises NotFound: its process has ended (dockerd's 404 ``no such exec``).
         """
         if not e.ready.wait(timeout):
             raise HostError("timeout waiting for exec session ready")
+        if not e.running:
+            raise NotFound("no such exec")  # its process is gone (containerd's answer)
         master = e.pty_master
         if master is not None:
             try:

@@ -153,6 +153,9 @@ def validate_host_config(hc: dict, ncpu: int) -> list[str]:
         raise InvalidParameter("Range of blkio weight is from 10 to 1000")
     if int(hc.get("PidsLimit") or 0) < -1:
         raise InvalidParameter("invalid PidsLimit")
+    oom = int(hc.get("OomScoreAdj") or 0)
+    if not -1000 <= oom <= 1000:
+        raise InvalidParameter(f"Invalid value {oom}, range for oom score adj is [-1000, 1000]")
     mode = hc.get("NetworkMode") or "default"
     if mode.startswith("container:") and (hc.get("PortBindings") or hc.get("PublishAllPorts")):
         raise InvalidParameter("conflicting options: port publishing and the container type network mode")
@@ -457,6 +460,7 @@ def build_command(
         seccomp_profile=seccomp_profile,
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
         rlimits=rlimits(ulimits),
+        oom_score_adj=int(hc.get("OomScoreAdj") or 0),
     )
 
 

@@ -70,7 +70,8 @@ def validate_log_config(driver: str, opts: Mapping[str, str]) -> None:
         except ValueError as exc:
             raise InvalidParameter(f"error parsing option max-buffer-size: {exc}") from None
     if driver not in LOG_DRIVER_OPTS:
-        raise InvalidParameter(f"logger: no log driver named '{driver}' is registered")
+        # dockerd looks an unknown driver up among its plugins, and says so.
+        raise InvalidParameter(f'error looking up logging plugin {driver}: plugin "{driver}" not found')
     known = LOG_DRIVER_OPTS[driver] or ()
     for key in opts:
         if key not in known and key not in BUILTIN_OPTS:

@@ -126,6 +126,9 @@ class Command(Record):
     #: ``{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2048}`` (OCI's
     #: ``process.rlimits``); empty: the shim's own limits are inherited.
     rlimits: list[dict] = []
+    #: ``/proc/PID/oom_score_adj`` of every process of the container (Docker sets it, 0
+    #: included); None: inherited from the shim.
+    oom_score_adj: int | None = None
     extra: dict = {}
 
     @classmethod

@@ -12,20 +12,13 @@ import time
 
 import pytest
 
+from engine.testing.sidebyside import wait_for
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
 def state(engine, name: str) -> dict:
     return json.loads(engine("inspect", name).stdout)[0]["State"]
-
-
-def wait_for(predicate, timeout: float = 10.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
 
 
 def test_concurrent_starts_start_once(engine):

@@ -222,7 +222,7 @@ def test_operations_options_defaults_and_daemon_json(tmp_path, no_default_file):
         ({"log-opts": {"nonsense": "1"}}, "unknown log opt 'nonsense' for json-file log driver"),
         ({"log-opts": {"max-size": "big"}}, "invalid value for max-size: big"),
         ({"log-opts": {"max-file": "0"}}, "max-file cannot be less than 1"),
-        ({"log-driver": "syslog"}, "logger: no log driver named 'syslog' is registered"),
+        ({"log-driver": "syslog"}, 'error looking up logging plugin syslog: plugin "syslog" not found'),
         ({"default-ulimits": {"nofile": {"Name": "nofile", "Soft": 20, "Hard": 10}}}, "soft limit must be less"),
         ({"default-ulimits": {"bogus": {"Name": "bogus", "Soft": 1, "Hard": 1}}}, "invalid ulimit type: bogus"),
         ({"metrics-addr": "localhost"}, "invalid metrics-addr"),

@@ -250,7 +250,7 @@ def test_a_host_network_container_is_named_like_its_host():
 
 
 def test_create_refuses_other_log_drivers():
-    with pytest.raises(InvalidParameter, match="logger: no log driver named 'syslog' is registered"):
+    with pytest.raises(InvalidParameter, match='error looking up logging plugin syslog: plugin "syslog" not found'):
         apply_create_defaults({}, {"LogConfig": {"Type": "syslog"}}, "busybox", "a" * 64, "node1", Config())
 
 

@@ -112,7 +112,7 @@ def test_create_with_a_taken_name_leaves_nothing(rig: Rig):
 
 
 def test_a_create_that_fails_late_frees_the_name_and_removes_what_it_made(rig: Rig):
-    with pytest.raises(InvalidParameter, match="no log driver named 'syslog' is registered"):
+    with pytest.raises(InvalidParameter, match='plugin "syslog" not found'):
         rig.create("web", LogConfig={"Type": "syslog"})
     assert os.listdir(rig.store.dir) == []
     assert rig.daemon.volumes.list() == []

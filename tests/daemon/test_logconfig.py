@@ -19,7 +19,7 @@ def test_defaults_fill_what_the_container_leaves_out():
 
 
 def test_bad_container_options_are_refused_in_mobys_words():
-    with pytest.raises(InvalidParameter, match="logger: no log driver named 'gelf' is registered"):
+    with pytest.raises(InvalidParameter, match='error looking up logging plugin gelf: plugin "gelf" not found'):
         merge_log_config({"Type": "gelf"}, Config())
     with pytest.raises(InvalidParameter, match="unknown log opt 'max-sise' for json-file log driver"):
         merge_log_config({"Config": {"max-sise": "1m"}}, Config())

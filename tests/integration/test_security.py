@@ -15,19 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from engine.security import paths
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES
-from engine.sys.fs import safe_rmtree
 from engine.testing import dockerd as reference
-from engine.testing.daemon import DaemonProcess, UnixHTTPConnection
-from engine.testing.images import busybox_archive
+from engine.testing.sidebyside import Target
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("docker") is None, reason="needs root and docker")
 
@@ -36,91 +32,6 @@ CUSTOM_PROFILE = {
     "defaultAction": "SCMP_ACT_ALLOW",
     "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}],
 }
-
-
-@dataclass
-class Target:
-    """One daemon under attack."""
-
-    kind: str  # "engine" or "dockerd"
-    socket: str
-    config_dir: str
-    process: Any
-
-    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        env = dict(os.environ, DOCKER_CONFIG=self.config_dir, DOCKER_HOST=f"unix://{self.socket}")
-        env.pop("DOCKER_API_VERSION", None)
-        proc = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"{self.kind}: docker {' '.join(args)} exited {proc.returncode}: {proc.stderr}\n{self.process.log()[-3000:]}"
-            )
-        return proc
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any]:
-        conn = UnixHTTPConnection(self.socket)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        try:
-            return resp.status, json.loads(data) if data else None
-        except ValueError:
-            return resp.status, data
-
-    def container_ids(self) -> set[str]:
-        return set(self.docker("ps", "-aq", "--no-trunc").stdout.split())
-
-
-@pytest.fixture(scope="module", params=["engine", "dockerd"])
-def target(request, tmp_path_factory):
-    """Our daemon or the reference dockerd, with busybox loaded.
-
-    Creates: a work directory (root, socket, log, a DOCKER_CONFIG); the
-    daemon's processes. Every container is removed and the daemon stopped
-    afterwards.
-    """
-    kind = request.param
-    workdir = str(tmp_path_factory.mktemp(f"security-{kind}"))
-    if kind == "dockerd":
-        if not reference.available():
-            pytest.skip("dockerd is not installed")
-        process: Any = reference.ReferenceDockerd(os.path.join(workdir, "d")).start()
-        sock = process.socket
-    else:
-        process = DaemonProcess(os.path.join(workdir, "e"), ["-s", "vfs"]).start()
-        sock = process.socket
-    config_dir = os.path.join(workdir, "docker-config")
-    os.makedirs(config_dir)
-    t = Target(kind, sock, config_dir, process)
-    try:
-        archive = os.path.join(workdir, "busybox.tar")
-        with open(archive, "wb") as fh:
-            fh.write(busybox_archive())
-        t.docker("load", "-i", archive)
-        yield t
-    finally:
-        try:
-            ids = t.container_ids()
-            if ids:
-                t.docker("rm", "-f", "-v", *ids, check=False)
-        finally:
-            process.stop()
-            safe_rmtree(workdir)
-
-
-@pytest.fixture
-def clean(target):
-    """Removes the containers a test leaves behind."""
-    before = target.container_ids()
-    yield target
-    left = target.container_ids() - before
-    if left:
-        target.docker("rm", "-f", *left, check=False)
 
 
 def probe(t: Target, *opts: str) -> dict[str, Any]:

@@ -430,6 +430,7 @@ class NativeDriver(ExecDriver):
                 spec.build_process_plan(process, command.process),
                 seccomp=state.get("seccomp"),
                 rlimits=spec.rlimit_plan(command.rlimits),
+                oom_score_adj=command.oom_score_adj,
             ),
         }
         stdio: list[int | None] = []

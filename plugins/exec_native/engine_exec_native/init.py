@@ -352,6 +352,24 @@ def apply_credentials(uid: int, gid: int, groups: list[int], mask: int) -> None:
         pass  # kernels before 4.3 have no ambient set
 
 
+def set_oom_score_adj(value: int | None) -> None:
+    """Write the process's ``oom_score_adj`` (proc(5)), while still root; lowering it below
+    the current value needs CAP_SYS_RESOURCE."""
+    if value is None:
+        return
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise SetupError(
+            f"write /proc/self/oom_score_adj: {_go_error(exc)} (setting it to {value}; lowering it needs "
+            "CAP_SYS_RESOURCE)"
+        ) from None
+
+
 def _unsigned(limit: int) -> int:
     return (1 << 64) - 1 if limit == resource.RLIM_INFINITY else limit
 
@@ -406,6 +424,7 @@ def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
     # (runc then passes them all to setgroups), so `id` in a Docker container
     # shows it in "groups=" too.
     groups = [user.gid] + [gid for gid in user.sgids if gid != user.gid]
+    set_oom_score_adj(process.get("oom_score_adj"))
     set_rlimits(process.get("rlimits") or [])
     no_new_privileges = process["no_new_privileges"]
     seccomp = process.get("seccomp")

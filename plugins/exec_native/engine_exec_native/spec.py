@@ -394,5 +394,9 @@ def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]
         "etc_files": etc_files,
         "console": console,
         "console_socket": console_socket,
-        "process": dict(build_process_plan(command.process, create_cwd=True), rlimits=rlimit_plan(command.rlimits)),
+        "process": dict(
+            build_process_plan(command.process, create_cwd=True),
+            rlimits=rlimit_plan(command.rlimits),
+            oom_score_adj=command.oom_score_adj,
+        ),
     }

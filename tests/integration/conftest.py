@@ -1,0 +1,37 @@
+"""Fixtures for the side-by-side integration tests: one daemon of each kind per module."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine.testing import dockerd as reference
+from engine.testing.sidebyside import KINDS, running
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def target(request, tmp_path_factory):
+    """Our daemon (``-s vfs``) or the reference dockerd, with busybox loaded.
+
+    Creates: a work directory (root, socket, log, a DOCKER_CONFIG); the daemon's processes.
+    Every container and volume is removed and the daemon stopped afterwards
+    (:func:`engine.testing.sidebyside.running`).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the daemons need root")
+    if request.param == "dockerd" and not reference.available():
+        pytest.skip("dockerd is not installed")
+    name = os.path.splitext(os.path.basename(request.module.__file__))[0]
+    with running(request.param, str(tmp_path_factory.mktemp(f"{name}-{request.param}"))) as t:
+        yield t
+
+
+@pytest.fixture
+def clean(target):
+    """Removes the containers a test leaves behind."""
+    before = target.container_ids()
+    yield target
+    left = target.container_ids() - before
+    if left:
+        target.docker("rm", "-f", *left, check=False)
