@@ -94,6 +94,9 @@ def adapt_create(version: str, config: dict, host_config: dict, networking: dict
     if before(version, "1.43"):
         host_config.pop("Annotations", None)
     if before(version, "1.44"):
+        # Read-only mounts were not recursively read-only before 1.44: the container keeps that
+        # (moby's defaultReadOnlyNonRecursive; a key the views do not show).
+        host_config["_ReadOnlyNonRecursive"] = True
         if isinstance(config.get("Healthcheck"), dict):
             config["Healthcheck"].pop("StartInterval", None)
         for m in mounts:

@@ -29,7 +29,8 @@ class ImageList:
         if legacy:
             filters.setdefault("reference", []).append(legacy)
         resp.content_type = JSON
-        resp.data = run_job(self.engine, "images", env={"All": query_bool(req, "all"), "Filters": filters})
+        env = {"All": query_bool(req, "all"), "Filters": filters, "SharedSize": query_bool(req, "shared-size")}
+        resp.data = run_job(self.engine, "images", env=env)
 
 
 class ImageLoad:

@@ -500,11 +500,14 @@ def job_system_df(job: Any) -> None:
         users: dict[str, int] = {}
         for c in store.all():
             users[c.image_id] = users.get(c.image_id, 0) + 1
+        from engine.graph.jobs import shared_sizes
+
+        shared = shared_sizes(graph)
         images = []
         for image in graph:
             summary = graph.summary(image)
             summary["Containers"] = users.get(image.id, 0)
-            summary["SharedSize"] = 0
+            summary["SharedSize"] = shared.get(image.id, 0)
             images.append(summary)
         doc["Images"] = images
         doc["LayersSize"] = sum(layer.size for layer in graph.layers.all())

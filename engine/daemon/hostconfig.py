@@ -316,10 +316,14 @@ def process_of(c: Container, extra_env: Sequence[str] = (), no_new_privileges: b
     )
 
 
-def mounts_of(points: Sequence[dict], volume_path: Callable[[str], str]) -> list[dict]:
+def mounts_of(
+    points: Sequence[dict], volume_path: Callable[[str], str], non_recursive_default: bool = False
+) -> list[dict]:
     """The exec driver's mounts for the container's mount points (``MountPoints``), in their order.
 
     :param volume_path: a volume's host directory, by volume name.
+    :param non_recursive_default: read-only mounts stay non-recursive unless they say (a
+        container created with an API older than 1.44).
     """
     mounts = []
     for m in points:
@@ -340,7 +344,15 @@ def mounts_of(points: Sequence[dict], volume_path: Callable[[str], str]) -> list
         source = m["Source"] if m["Type"] == "bind" else volume_path(m["Name"])
         if m.get("Subpath"):
             source = volume_subpath(source, m["Subpath"])
-        opts = ["rbind"] + ([] if m.get("RW", True) else ["ro"])
+        opts = ["rbind"]
+        if not m.get("RW", True):
+            # Read-only with every submount too (API 1.44: "rro", where the kernel can), unless
+            # the mount, or a client older than 1.44, says otherwise (moby's WithMounts).
+            opts.append("ro")
+            if m.get("ReadOnlyForceRecursive"):
+                opts.append("rro-force")
+            elif not m.get("ReadOnlyNonRecursive") and not non_recursive_default:
+                opts.append("rro")
         mounts.append(
             {
                 "type": "bind",
@@ -422,7 +434,7 @@ def build_command(
     """
     cfg, hc = c.config, c.host_config
     process = process_of(c, extra_env, no_new_privileges)
-    mounts = mounts_of(c.mounts, volume_path)
+    mounts = mounts_of(c.mounts, volume_path, bool(hc.get("_ReadOnlyNonRecursive")))
     if shm_path:
         mounts.insert(
             0, {"type": "bind", "source": shm_path, "destination": "/dev/shm", "options": ["rbind"], "propagation": ""}

@@ -309,7 +309,7 @@ def parse_mount(m: dict) -> dict:
         if not os.path.exists(source) and not bind_options.get("CreateMountpoint"):
             raise InvalidParameter(f'invalid mount config for type "bind": bind source path does not exist: {source}')
         prop = bind_options.get("Propagation") or "rprivate"
-        return {
+        point = {
             "Type": "bind",
             "Name": "",
             "Source": source,
@@ -319,6 +319,15 @@ def parse_mount(m: dict) -> dict:
             "Propagation": prop,
             "NoCopy": False,
         }
+        # How a read-only bind is read-only (API 1.44): its submounts too unless it says not.
+        for key in ("ReadOnlyNonRecursive", "ReadOnlyForceRecursive"):
+            if bind_options.get(key):
+                if not ro:
+                    raise InvalidParameter(f"options conflict: Writable && {key}")
+                point[key] = True
+        if point.get("ReadOnlyNonRecursive") and point.get("ReadOnlyForceRecursive"):
+            raise InvalidParameter("options conflict: ReadOnlyNonRecursive && ReadOnlyForceRecursive")
+        return point
     if kind == "volume":
         opts = m.get("VolumeOptions") or {}
         subpath = opts.get("Subpath") or ""

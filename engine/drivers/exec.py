@@ -94,7 +94,9 @@ class Command(Record):
 
     ``mounts`` entries: ``{"type": "bind"|"tmpfs", "source": host path or "",
     "destination": path in the container, "options": ["rbind", "ro", ...],
-    "propagation": "rprivate"|...}``, applied in order after the defaults.
+    "propagation": "rprivate"|...}``, applied in order after the defaults. Besides
+    mount(8)'s options, a read-only bind may carry ``rro`` (its submounts read-only too,
+    where the kernel can: mount_setattr(2)) or ``rro-force`` (the same, or the start fails).
     """
 
     id: str

@@ -147,9 +147,31 @@ def prune_images(graph: Graph, filters: dict[str, list[str]]) -> dict:
 
 
 # job handlers
+def shared_sizes(graph: Graph) -> dict[str, int]:
+    """Each image's ``SharedSize``: the bytes of its layers that another image uses too."""
+    users: dict[str, int] = {}
+    images = list(graph)
+    for image in images:
+        for chain in set(image.chain_ids):
+            users[chain] = users.get(chain, 0) + 1
+    sizes: dict[str, int] = {}
+    for image in images:
+        total = 0
+        for chain in set(image.chain_ids):
+            if users[chain] > 1 and graph.layers.exists(chain):
+                total += graph.layers.get(chain).size
+        sizes[image.id] = total
+    return sizes
+
+
 def job_images(job: Any) -> None:
     version = apiversion.of_job(job)
-    images = list_images(graph_of(job), job.env.get_json("Filters", {}) or {}, job.env.get_bool("All"))
+    graph = graph_of(job)
+    images = list_images(graph, job.env.get_json("Filters", {}) or {}, job.env.get_bool("All"))
+    if job.env.get_bool("SharedSize") and apiversion.at_least(version, "1.42"):
+        shared = shared_sizes(graph)  # ?shared-size=1, API 1.42
+        for doc in images:
+            doc["SharedSize"] = shared.get(doc["Id"], 0)
     job.write_json([apiversion.image_summary(version, doc) for doc in images])
 
 

@@ -75,6 +75,7 @@ __all__ = [
     "capget",
     "capset",
     "has_syscall",
+    "make_readonly_recursive",
     "mount",
     "openat2",
     "openat2_supported",
@@ -158,7 +159,8 @@ RESOLVE_IN_ROOT = 0x10
 #: pivot_root(2) predates that unification, so its number differs per
 #: architecture (asm/unistd tables); glibc has no wrapper for it.
 _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    machine: {"openat2": 437}
+    # openat2(2) and mount_setattr(2) came after the tables were unified (Linux 5.6, 5.12).
+    machine: {"openat2": 437, "mount_setattr": 442}
     for machine in (
         "x86_64",
         "aarch64",
@@ -323,6 +325,44 @@ class OpenHow(ctypes.Structure):
 
 
 _openat2 = _bind_syscall("openat2", [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(OpenHow), ctypes.c_size_t])
+
+
+class MountAttr(ctypes.Structure):
+    """``struct mount_attr`` of mount_setattr(2)."""
+
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+_mount_setattr = _bind_syscall(
+    "mount_setattr", [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.POINTER(MountAttr), ctypes.c_size_t]
+)
+#: mount_setattr(2): the attribute that makes a mount read-only, and the flag that reaches every
+#: mount below the path (linux/mount.h).
+MOUNT_ATTR_RDONLY = 0x1
+AT_RECURSIVE = 0x8000
+
+
+def make_readonly_recursive(path: str | bytes | os.PathLike) -> None:
+    """Make the mount at ``path`` and every mount below it read-only (mount_setattr(2),
+    Linux 5.12+), what a bind remount cannot do for submounts.
+
+    :raises NotSupported: the kernel or machine has no mount_setattr.
+    :raises OSError: with the errno of the failed call.
+    """
+    if _mount_setattr is None:
+        raise NotSupported(f"mount_setattr is not available on {_MACHINE}")
+    attr = MountAttr(attr_set=MOUNT_ATTR_RDONLY)
+    try:
+        _mount_setattr(AT_FDCWD, _path(path), AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            raise NotSupported("mount_setattr(2) is not supported by this kernel (Linux 5.12 or later)") from exc
+        raise
 
 
 def _path(value: str | bytes | os.PathLike | None) -> bytes | None:

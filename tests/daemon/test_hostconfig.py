@@ -331,10 +331,17 @@ def test_mounts_of():
             "type": "bind",
             "source": "/volumes/v/_data",
             "destination": "/v",
-            "options": ["rbind", "ro"],
+            "options": ["rbind", "ro", "rro"],
             "propagation": "rprivate",
         },
     ]
+    # Read-only and recursive (API 1.44) unless the mount or an older client says otherwise.
+    read_only = [{"Type": "bind", "Source": "/s", "Destination": "/d", "RW": False}]
+    assert mounts_of(read_only, str, non_recursive_default=True)[0]["options"] == ["rbind", "ro"]
+    forced = [{**read_only[0], "ReadOnlyForceRecursive": True}]
+    assert mounts_of(forced, str, non_recursive_default=True)[0]["options"] == ["rbind", "ro", "rro-force"]
+    plain = [{**read_only[0], "ReadOnlyNonRecursive": True}]
+    assert mounts_of(plain, str)[0]["options"] == ["rbind", "ro"]
 
 
 # ----------------------------------------------------------------------

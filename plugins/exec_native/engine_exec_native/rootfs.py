@@ -25,6 +25,7 @@ import os
 import stat
 from typing import Any
 
+from engine.errors import NotSupported
 from engine.sys import libc, mountopts
 
 __all__ = ["SetupError", "finalize", "mount", "pivot", "prepare", "secure_join", "split_options"]
@@ -174,6 +175,18 @@ def _mount_sys(root: str, privileged: bool) -> None:
             remount_readonly(target, "remounting /sys read-only")
 
 
+def _make_readonly_recursive(target: str, destination: str, forced: bool) -> None:
+    """Make a read-only bind's submounts read-only too (Docker 25's default): where the kernel
+    cannot (before 5.12), the bind stays read-only on its own, unless ``forced``."""
+    try:
+        libc.make_readonly_recursive(target)
+    except NotSupported as exc:
+        if forced:
+            raise SetupError(f"recursive read-only mount of {destination} is not possible: {exc}") from None
+    except OSError as exc:
+        raise SetupError(f"making {destination} read-only recursively failed ({_name(exc)}): {exc.strerror}") from None
+
+
 def _mount_cgroups(root: str, sources: list[list[str]], privileged: bool) -> None:
     """The container's own cgroups at ``/sys/fs/cgroup``, as Docker shows them (cgroup namespace
     of the host): on v1 a tmpfs with one bind of the container's directory per hierarchy
@@ -206,7 +219,9 @@ def _mount_cgroups(root: str, sources: list[list[str]], privileged: bool) -> Non
 
 def _user_mount(root: str, item: dict[str, Any]) -> None:
     destination = item["destination"]
-    flags, propagation, data = split_options(item.get("options", []))
+    options = list(item.get("options", []))
+    recursive_ro = next((o for o in options if o in ("rro", "rro-force")), "")
+    flags, propagation, data = split_options(o for o in options if o not in ("rro", "rro-force"))
     if item["type"] == "bind":
         target = _target(root, destination, item.get("is_dir", True))
         if not flags & libc.MS_BIND:
@@ -224,6 +239,8 @@ def _user_mount(root: str, item: dict[str, Any]) -> None:
                 None,
                 f"remounting {destination} ({','.join(item.get('options', []))})",
             )
+        if recursive_ro:
+            _make_readonly_recursive(target, destination, recursive_ro == "rro-force")
         if item.get("propagation"):
             _, propagation, _ = split_options([item["propagation"]])
     else:
