@@ -92,7 +92,7 @@ def job_stop(job: Any) -> None:
 
 def job_restart(job: Any) -> None:
     timeout = job.env.get("Timeout")
-    svc_of(job).restart(container_of(job), int(timeout) if timeout not in ("", None) else None)
+    svc_of(job).restart(container_of(job), int(timeout) if timeout not in ("", None) else None, stop_signal(job))
 
 
 def job_kill(job: Any) -> None:

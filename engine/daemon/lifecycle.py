@@ -541,10 +541,10 @@ class LifeCycle:
             self.wait(c, "not-running", timeout=30, only_exited=True)
         self.daemon.container_event(c, "stop")
 
-    def restart(self, c: Container, timeout: int | None = None) -> None:
-        """Stop ``c`` if it runs, then start it."""
+    def restart(self, c: Container, timeout: int | None = None, sig: str | None = None) -> None:
+        """Stop ``c`` if it runs (with ``sig``, API 1.42's ``signal``), then start it."""
         if c.state.running:
-            self.stop(c, timeout)
+            self.stop(c, timeout, sig)
         self.start(c)
         self.daemon.container_event(c, "restart")
 
