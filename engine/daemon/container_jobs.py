@@ -48,7 +48,8 @@ def job_create(job: Any) -> None:
     body = job.env.get_json("Body", {}) or {}
     if not isinstance(body, dict):
         raise InvalidParameter("invalid container config: not a JSON object")
-    host_config = body.pop("HostConfig", None) or {}
+    body = fold_keys(body, views.CONFIG_FIELDS)
+    host_config = fold_keys(body.pop("HostConfig", None) or {}, views.HOST_CONFIG_FIELDS)
     networking = body.pop("NetworkingConfig", None) or {}
     warnings = apiversion.adapt_create(apiversion.of_job(job), body, host_config, networking)
     resolve_container_modes(host_config, job.engine.daemon.containers)
@@ -145,7 +146,7 @@ def job_wait(job: Any) -> None:
 
 
 def job_update(job: Any) -> None:
-    body = job.env.get_json("Body", {}) or {}
+    body = fold_keys(job.env.get_json("Body", {}) or {}, views.HOST_CONFIG_FIELDS)
     apiversion.adapt_update(apiversion.of_job(job), body)
     warnings = svc_of(job).update(container_of(job), body)
     job.write_json({"Warnings": warnings})

@@ -178,6 +178,8 @@ def resources_of(hc: dict) -> Resources:
         cpu_shares=int(hc.get("CpuShares") or 0),
         cpu_period=period,
         cpu_quota=quota,
+        cpu_rt_period=int(hc.get("CpuRealtimePeriod") or 0),
+        cpu_rt_runtime=int(hc.get("CpuRealtimeRuntime") or 0),
         cpuset_cpus=hc.get("CpusetCpus") or "",
         cpuset_mems=hc.get("CpusetMems") or "",
         pids_limit=pids if pids > 0 else 0,

@@ -105,6 +105,24 @@ CONFIG_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Every field a create's Config and HostConfig may have, by its JSON name: a body's keys are
+#: matched to them without regard to case, as Go decodes (docker-py sends CPURealtimePeriod).
+CONFIG_FIELDS = (
+    *CONFIG_DEFAULTS,
+    "ExposedPorts",
+    "Healthcheck",
+    "ArgsEscaped",
+    "NetworkDisabled",
+    "MacAddress",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+    "HostConfig",
+    "NetworkingConfig",
+)
+HOST_CONFIG_FIELDS = (*HOST_CONFIG_DEFAULTS, "Mounts", "Tmpfs", "Sysctls", "StorageOpt", "Annotations", "Init")
+
+
 def host_config(c: Container) -> dict:
     out = dict(HOST_CONFIG_DEFAULTS)
     out.update({k: v for k, v in c.host_config.items() if not k.startswith("_")})

@@ -60,6 +60,9 @@ class Resources(Record):
     cpu_shares: int = 0
     cpu_period: int = 0
     cpu_quota: int = 0
+    #: Real-time scheduling budget (``--cpu-rt-period``/``--cpu-rt-runtime``, microseconds; v1).
+    cpu_rt_period: int = 0
+    cpu_rt_runtime: int = 0
     cpuset_cpus: str = ""
     cpuset_mems: str = ""
     pids_limit: int = 0

@@ -606,6 +606,8 @@ class Cgroup:
             raise InvalidParameter(
                 "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
             )
+        if r.cpu_rt_period and r.cpu_rt_runtime and r.cpu_rt_runtime > r.cpu_rt_period:
+            raise InvalidParameter("cpu-rt-runtime cannot be higher than cpu-rt-period")
         if r.cpu_quota and r.cpu_quota != -1 and r.cpu_quota < 1000:
             raise InvalidParameter("CPU cfs quota can not be less than 1ms (i.e. 1000)")
         if r.blkio_weight and not 10 <= r.blkio_weight <= 1000:
@@ -739,6 +741,14 @@ class Cgroup:
                 _write(os.path.join(cpu, "cpu.cfs_period_us"), r.cpu_period, "cpu.cfs_period_us")
             if r.cpu_quota:
                 _write(os.path.join(cpu, "cpu.cfs_quota_us"), r.cpu_quota, "cpu.cfs_quota_us")
+        if r.cpu_rt_period or r.cpu_rt_runtime:
+            # The kernel gives a group no more real-time budget than its parent has: as runc,
+            # a parent without one makes this fail (EINVAL).
+            cpu = self._need("cpu", "a real-time CPU budget")
+            if r.cpu_rt_period:
+                _write(os.path.join(cpu, "cpu.rt_period_us"), r.cpu_rt_period, "cpu.rt_period_us")
+            if r.cpu_rt_runtime:
+                _write(os.path.join(cpu, "cpu.rt_runtime_us"), r.cpu_rt_runtime, "cpu.rt_runtime_us")
         if r.cpuset_cpus or r.cpuset_mems:
             cpuset = self._need("cpuset", "a cpuset")
             if r.cpuset_cpus:
@@ -800,6 +810,8 @@ class Cgroup:
 
     def _apply_v2(self, r: Resources, update: bool) -> None:
         directory = self.paths[""]
+        if r.cpu_rt_period or r.cpu_rt_runtime:
+            raise NotSupported("cannot set a real-time CPU budget: cgroup v2 has none")
         if r.memory or r.memory_swap or r.memory_reservation:
             self._need("memory", "a memory limit")
             if r.memory:
