@@ -7,8 +7,12 @@ strips ``/vX.Y`` before routing, so every route answers both ways.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import logging
+import struct
+import termios
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -89,6 +93,27 @@ def _upgrade_requested(environ: dict) -> bool:
     return "upgrade" in environ.get("HTTP_CONNECTION", "").lower() and environ.get("HTTP_UPGRADE", "").lower() == "tcp"
 
 
+def wait_consumed(sock: Any, timeout: float = 0.5) -> None:
+    """Wait (a moment at most) until the client has read what was sent so far.
+
+    docker-py reads the response's headers through a buffered file, then takes the raw
+    socket: stream bytes that reached it together with the headers are lost in that
+    buffer (an attach's logs, sent the instant the header is out, came back empty). On
+    a unix socket SIOCOUTQ counts the bytes the peer has not read yet, so the stream can
+    start once the headers are gone; on TCP it counts unacknowledged bytes, which is the
+    best a server can know.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pending = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            return
+        if pending <= 0 or time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
 def get_app(app: falcon.App) -> Callable[[dict, Callable], Iterable[bytes]]:
     """Wrap ``app`` for gunicorn so that resources can hijack the connection.
 
@@ -128,6 +153,7 @@ def get_app(app: falcon.App) -> Callable[[dict, Callable], Iterable[bytes]]:
         else:
             head = f"HTTP/1.1 200 OK\r\nContent-Type: {hijack.content_type}\r\n"
         sock.sendall((head + headers_common + "\r\n").encode("latin-1"))
+        wait_consumed(sock)
         # gunicorn must neither write headers nor a final chunk after us,
         # and must close the connection when we return.
         gresp.status = "101 UPGRADED"
