@@ -21,7 +21,7 @@ What goes where, Docker's rule on the left::
     capabilities                lxc.cap.keep (the bounding set; root's effective set follows at exec)
     no-new-privileges           lxc.no_new_privs
     seccomp                     lxc.seccomp.profile (LXC's policy format, :mod:`.seccomp`)
-    sysctls                     lxc.sysctl.*
+    sysctls, domain name        written by the mount hook, in the container's namespaces
     cgroups                     lxc.cgroup.dir.* below the engine's cgroup (:mod:`.cgroup`); the limits
                                 are the engine's cgroup's, not lxc.cgroup.* keys (see there)
     console                     lxc.console.path = none, lxc.pty.max = 0 (stdio is lxc-start's);
@@ -42,7 +42,10 @@ from engine.drivers.exec import Command
 from engine.errors import InvalidParameter
 from engine.security import paths
 
-__all__ = ["DEFAULT_DEVICES", "escape", "hook_script", "masked_paths", "readonly_paths", "render"]
+#: lxc.pty.max: LXC's devpts instance for the container (Docker's has no limit but the kernel's).
+PTY_MAX = 1024
+
+__all__ = ["DEFAULT_DEVICES", "PTY_MAX", "escape", "hook_script", "masked_paths", "readonly_paths", "render"]
 
 #: The device nodes every container's /dev gets: (name, major, minor).
 DEFAULT_DEVICES: tuple[tuple[str, int, int], ...] = (
@@ -118,13 +121,25 @@ def _mount_entries(command: Command) -> list[str]:
 
 
 def _dev_entries(command: Command) -> list[str]:
+    # /dev/pts is LXC's own (lxc.pty.max): LXC unmounts any other devpts at
+    # /dev/pts when it has none to make, and binds its ptmx over /dev/ptmx.
     shm = f"size={command.shm_size // 1024}k" if command.shm_size else "size=65536k"
     return [
         "tmpfs dev tmpfs rw,nosuid,size=65536k,mode=755,create=dir 0 0",
-        "devpts dev/pts devpts rw,nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5,create=dir 0 0",
         "mqueue dev/mqueue mqueue rw,nosuid,nodev,noexec,create=dir 0 0",
         f"shm dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,{shm},create=dir 0 0",
     ]
+
+
+def _etc_entries(command: Command) -> list[str]:
+    """The daemon's /etc/hostname, /etc/hosts and /etc/resolv.conf of the container, bound in."""
+    entries = []
+    if command.container_dir:
+        for name in ("hostname", "hosts", "resolv.conf"):
+            source = os.path.join(command.container_dir, name)
+            if os.path.isfile(source):
+                entries.append(f"{escape(source)} etc/{name} none bind,create=file 0 0")
+    return entries
 
 
 def _path_entries(command: Command, rootfs_mount: str) -> list[str]:
@@ -155,20 +170,38 @@ def _is_directory_in_procfs_or_sysfs(path: str) -> bool:
     return os.path.isdir(path)
 
 
-def hook_script(*, devices_dir: str, started_fifo: str, readonly_rootfs: bool) -> str:
+def hook_script(
+    *,
+    devices_dir: str,
+    started_fifo: str,
+    readonly_rootfs: bool,
+    proc_sys: Sequence[tuple[str, str]] = (),
+    oom_control: str | None = None,
+    oom_record: str = "",
+) -> str:
     """The one hook script (``lxc.hook.version = 1``: the type is ``$LXC_HOOK_TYPE``).
 
-    * ``mount`` (in the container's mount namespace, before pivot_root):
-      copy the device nodes and the /dev/ptmx symlink into the container's
-      /dev tmpfs, and remount the root read-only when asked;
+    * ``mount`` (in the container's namespaces, before pivot_root): copy
+      the device nodes into the container's /dev tmpfs, write the sysctls
+      and the domain name (``proc_sys``: /proc/sys files and values; written
+      here, in the container's namespaces, because LXC's ``lxc.sysctl.*``
+      come after the read-only binds of /proc/sys), and remount the root
+      read-only when asked;
     * ``start-host`` (on the host, the init set up but not yet exec'd):
       tell the driver the init's PID through a FIFO;
+    * ``stop`` (the container's processes are gone, its cgroup not yet):
+      keep the v1 ``memory.oom_control`` of LXC's payload cgroup, whose
+      ``oom_kill`` count is its own (v1 does not add it to the engine's
+      cgroup above), in ``oom_record``;
     * ``post-stop``: refuse LXC's reboot (an init killed by SIGHUP means
       "reboot" to LXC; to Docker it is an exit with 129), so the container stops.
     """
-    remount = ""
+    remount = "".join(f"    printf '%s' {_shell(value)} > {_shell(path)}\n" for path, value in proc_sys)
     if readonly_rootfs:
-        remount = '    mount -o remount,bind,ro "$LXC_ROOTFS_MOUNT"\n'
+        remount += '    mount -o remount,bind,ro "$LXC_ROOTFS_MOUNT"\n'
+    keep_oom = "    :\n"
+    if oom_control:
+        keep_oom = f"    cat {_shell(oom_control)} > {_shell(oom_record)} 2>/dev/null || true\n"
     return (
         "#!/bin/sh\n"
         "# Written by the engine's lxc exec driver for this container.\n"
@@ -180,6 +213,9 @@ def hook_script(*, devices_dir: str, started_fifo: str, readonly_rootfs: bool) -
         "    ;;\n"
         "start-host)\n"
         f'    echo "$LXC_PID" > {_shell(started_fifo)}\n'
+        "    ;;\n"
+        "stop)\n"
+        f"{keep_oom}"
         "    ;;\n"
         "post-stop)\n"
         '    [ "$LXC_TARGET" != reboot ]\n'
@@ -240,18 +276,20 @@ def render(
     lines += [
         "lxc.autodev = 0",
         "lxc.tty.max = 0",
-        f"lxc.pty.max = {1 if tty else 0}",
+        f"lxc.pty.max = {PTY_MAX}",
         "lxc.apparmor.profile = unconfined",
         f"lxc.mount.auto = proc:rw sys:{'rw' if command.process.privileged else 'ro'}",
     ]
     if not tty:
         lines.append("lxc.console.path = none")  # with a tty, LXC's default: a console pty it proxies
-    for entry in _dev_entries(command) + _mount_entries(command) + _path_entries(command, rootfs_mount):
+    entries = _dev_entries(command) + _etc_entries(command) + _mount_entries(command)
+    for entry in entries + _path_entries(command, rootfs_mount):
         lines.append(_line("lxc.mount.entry", entry))
     lines += [
         "lxc.hook.version = 1",
         _line("lxc.hook.mount", hook),
         _line("lxc.hook.start-host", hook),
+        _line("lxc.hook.stop", hook),
         _line("lxc.hook.post-stop", hook),
     ]
     lines += [_line(key, value) for key, value in cgroup]
@@ -273,6 +311,4 @@ def render(
         lines.append("lxc.no_new_privs = 1")
     if seccomp_path:
         lines.append(_line("lxc.seccomp.profile", seccomp_path))
-    for key, value in command.sysctls.items():
-        lines.append(_line(f"lxc.sysctl.{key}", value))
     return "\n".join(lines) + "\n"

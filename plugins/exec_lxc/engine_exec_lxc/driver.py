@@ -72,7 +72,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _CHILD_EXIT = re.compile(r"Child <\d+> ended on error \((\d+)\)")
 _CHILD_SIGNAL = re.compile(r"Child <\d+> ended on signal \w*\((\d+)\)")
-_FAILED_EXEC = re.compile(r" - ([^\n]+?) - Failed to exec \"(.*)\"$", re.M)
+_FAILED_EXEC = re.compile(r":\d+ - ([^\n]+?) - Failed to exec \"(.*)\"$", re.M)
 _LOG_ERROR = re.compile(r"^\S+ \S+ \S+ ERROR\s+\S+ - \S+ - (.*)$", re.M)
 _STRERRORS = {os.strerror(code): code for code in errno.errorcode}
 _MAX_HOSTNAME = 64
@@ -330,7 +330,7 @@ class LxcDriver(ExecDriver):
         if command.process.privileged:
             return ["a *:* rwm"]
         rules = [str(DeviceRule.parse(r)) for r in (command.resources.device_rules or DEFAULT_DEVICE_RULES)]
-        for path, kind, major, minor, _mode, permissions in devices[len(config.DEFAULT_DEVICES) :]:
+        for _path, kind, major, minor, _mode, permissions in devices[len(config.DEFAULT_DEVICES) :]:
             rules.append(f"{kind} {major}:{minor} {permissions}")
         return rules
 
@@ -348,7 +348,6 @@ class LxcDriver(ExecDriver):
             node = stat.S_IFCHR if kind == "c" else stat.S_IFBLK
             os.mknod(target, node | mode, os.makedev(major, minor))
             os.chmod(target, mode)
-        os.symlink("pts/ptmx", os.path.join(directory, "ptmx"))
 
     @staticmethod
     def _make_cwd(rootfs: str, cwd: str) -> None:
@@ -400,7 +399,7 @@ class LxcDriver(ExecDriver):
         devices = self._devices(command)
         directory = self._dir(command.id)
         os.makedirs(directory, 0o700, exist_ok=True)
-        for name in ("state.json", "lxc.log", "started"):
+        for name in ("state.json", "lxc.log", "started", "payload.oom_control"):
             try:
                 os.unlink(os.path.join(directory, name))
             except FileNotFoundError:
@@ -413,6 +412,10 @@ class LxcDriver(ExecDriver):
             seccomp_path = os.path.join(directory, "seccomp.policy")
             with open(seccomp_path, "w") as fh:
                 fh.write(policy)
+        cg = LxcCgroup(command.cgroup_parent, command.id)
+        proc_sys = [(sysctls.proc_path(key), value) for key, value in command.sysctls.items()]
+        if command.domainname and command.uts_mode != "host":
+            proc_sys.append(("/proc/sys/kernel/domainname", command.domainname))
         hook = os.path.join(directory, "hook")
         with open(hook, "w") as fh:
             fh.write(
@@ -420,13 +423,15 @@ class LxcDriver(ExecDriver):
                     devices_dir=os.path.join(directory, "dev"),
                     started_fifo=os.path.join(directory, "started"),
                     readonly_rootfs=command.readonly_rootfs,
+                    proc_sys=proc_sys,
+                    oom_control=_v1_file(cg.payload_path("memory"), "memory.oom_control", cg.version),
+                    oom_record=os.path.join(directory, "payload.oom_control"),
                 )
             )
         os.chmod(hook, 0o700)
         env = list(process.env)
         if not any(v.startswith("HOME=") for v in env):
             env.append(f"HOME={user.home}")
-        cg = LxcCgroup(command.cgroup_parent, command.id)
         resources = Resources(**{k: getattr(command.resources, k) for k in command.resources.fields()})
         resources.device_rules = self._device_rules(command, devices)
         cg.validate(resources)
@@ -897,7 +902,18 @@ class LxcDriver(ExecDriver):
     def oom_killed(self, command: Command) -> bool:
         """Whether the OOM killer killed a process of the container (asked after ``run`` returned)."""
         cg = self._cgroup(command)
-        return cg.exists() and cg.oom_killed()
+        if cg.exists() and cg.oom_killed():
+            return True
+        try:
+            with open(self._path(command.id, "payload.oom_control")) as fh:
+                counts = dict(line.split() for line in fh if len(line.split()) == 2)
+        except FileNotFoundError:
+            return False
+        return int(counts.get("oom_kill", "0")) > 0
+
+
+def _v1_file(directory: str | None, name: str, version: int) -> str | None:
+    return os.path.join(directory, name) if directory is not None and version == 1 else None
 
 
 def _await_exit(pid: int, timeout: float) -> None:

@@ -12,3 +12,4 @@ from engine.testing.exectest import ExecDriverConformance
 
 class TestLxc(ExecDriverConformance):
     driver_name = "lxc"
+    ptmx_is_bind_mount = True
