@@ -24,8 +24,9 @@ What goes where, Docker's rule on the left::
     sysctls, domain name        written by the mount hook, in the container's namespaces
     cgroups                     lxc.cgroup.dir.* below the engine's cgroup (:mod:`.cgroup`); the limits
                                 are the engine's cgroup's, not lxc.cgroup.* keys (see there)
-    console                     lxc.console.path = none, lxc.pty.max = 0 (stdio is lxc-start's);
-                                with a tty, LXC's console (a pty of the container's devpts)
+    console                     lxc.console.path = none (the init's stdio is lxc-start's); with a
+                                tty, the pty slave is also bound over /dev/console, where
+                                ttyname(3) finds it (as Docker 1.2's lxc driver did)
 
 Values are single lines: an environment value, path or host name with a
 newline is refused (LXC's format has no escape for it); mount entries use
@@ -241,6 +242,7 @@ def render(
     hook: str,
     rootfs_mount: str,
     namespaces: dict[str, Any],
+    console: str | None = None,
 ) -> str:
     """The configuration file's text.
 
@@ -248,9 +250,9 @@ def render(
     :param cgroup: the ``lxc.cgroup.*`` keys (:meth:`engine_exec_lxc.cgroup.Placement.config`).
     :param namespaces: ``{"net": path | None, "ipc": path | "new" | None, "pid": bool, "uts": bool}``
         (None: the host's; a path: join it; "new"/True: a new one).
+    :param console: with a tty, the pty slave (a host path) bound over /dev/console.
     :raises InvalidParameter: a value LXC's configuration cannot hold.
     """
-    tty = command.process.tty
     lines = [
         "# Written by the engine's lxc exec driver; read by lxc-start and liblxc's attach.",
         _line("lxc.rootfs.path", f"dir:{command.rootfs}"),
@@ -280,9 +282,10 @@ def render(
         "lxc.apparmor.profile = unconfined",
         f"lxc.mount.auto = proc:rw sys:{'rw' if command.process.privileged else 'ro'}",
     ]
-    if not tty:
-        lines.append("lxc.console.path = none")  # with a tty, LXC's default: a console pty it proxies
+    lines.append("lxc.console.path = none")
     entries = _dev_entries(command) + _etc_entries(command) + _mount_entries(command)
+    if console:
+        entries.insert(1, f"{escape(console)} dev/console none bind,create=file 0 0")
     for entry in entries + _path_entries(command, rootfs_mount):
         lines.append(_line("lxc.mount.entry", entry))
     lines += [

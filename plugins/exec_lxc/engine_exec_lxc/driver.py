@@ -44,9 +44,12 @@ import os
 import re
 import select
 import shutil
+import socket
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -375,7 +378,7 @@ class LxcDriver(ExecDriver):
         finally:
             os.close(root)
 
-    def _prepare(self, command: Command) -> tuple[LxcCgroup, Placement, str]:
+    def _prepare(self, command: Command, console: str | None = None) -> tuple[LxcCgroup, Placement, str]:
         """Everything before lxc-start: the files in ``<home>/<id>``, the engine's cgroup with its limits."""
         process = command.process
         if not process.args:
@@ -450,6 +453,7 @@ class LxcDriver(ExecDriver):
             hook=hook,
             rootfs_mount=rootfs_mount,
             namespaces=namespaces,
+            console=console,
         )
         with open(os.path.join(directory, "config"), "w") as fh:
             fh.write(text)
@@ -478,38 +482,44 @@ class LxcDriver(ExecDriver):
         :raises ExecStartError: the process could not be started (Docker's message).
         :raises InvalidParameter: the command or its limits are invalid.
         """
-        cg, placement, fifo = self._prepare(command)
-        console_master: int | None = None
-        try:
-            os.mkfifo(fifo, 0o600)
-            fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except BaseException:
-            cg.destroy()
-            raise
         stdio: list[int | None] = [pipes.stdin, pipes.stdout, pipes.stderr]
+        console_master: int | None = None
+        console_path: str | None = None
         owned: list[int] = []
-        try:
-            if command.process.tty and pipes.console is not None:
+        if command.process.tty:
+            if pipes.console is not None:
+                # The shim's console socket: the pty is ours to make (on the
+                # host's devpts; bound over /dev/console inside), its master goes back.
                 console_master, slave = os.openpty()
                 owned.append(slave)
-                size = command.process.console_size
-                if size:
-                    import struct
-                    import termios
-
-                    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", int(size[0]), int(size[1]), 0, 0))
                 stdio = [slave, slave, slave]
-            proc = self._spawn_lxc_start(command, stdio)
+            if stdio[0] is None or not os.isatty(stdio[0]):
+                raise InvalidParameter("a tty was requested but stdin is not a terminal (pass the pty slave)")
+            size = command.process.console_size
+            if size:
+                fcntl.ioctl(stdio[0], termios.TIOCSWINSZ, struct.pack("HHHH", int(size[0]), int(size[1]), 0, 0))
+            console_path = os.ttyname(stdio[0])
+        try:
+            cg, placement, fifo = self._prepare(command, console_path)
+            try:
+                os.mkfifo(fifo, 0o600)
+                fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except BaseException:
+                cg.destroy()
+                raise
+            try:
+                proc = self._spawn_lxc_start(command, stdio)
+            except BaseException:
+                os.close(fifo_fd)
+                cg.destroy()
+                raise
         except BaseException:
-            os.close(fifo_fd)
-            for fd in owned:
-                os.close(fd)
             if console_master is not None:
                 os.close(console_master)
-            cg.destroy()
             raise
-        for fd in owned:
-            os.close(fd)
+        finally:
+            for fd in owned:
+                os.close(fd)
         try:
             pid = self._await_start(command, proc, fifo_fd)
         except BaseException:
@@ -524,8 +534,6 @@ class LxcDriver(ExecDriver):
         finally:
             os.close(fifo_fd)
         if console_master is not None:
-            import socket
-
             sock = socket.socket(fileno=pipes.console)
             try:
                 socket.send_fds(sock, [b"M"], [console_master])
@@ -771,9 +779,6 @@ class LxcDriver(ExecDriver):
                     owned.append(copy)
                     stdio.append(copy)
                 if process.tty and process.console_size and pipes.stdin is not None and os.isatty(pipes.stdin):
-                    import struct
-                    import termios
-
                     rows, cols = process.console_size
                     fcntl.ioctl(pipes.stdin, termios.TIOCSWINSZ, struct.pack("HHHH", int(rows), int(cols), 0, 0))
             config_data["stdio"] = stdio
