@@ -57,6 +57,16 @@ def _json_param(req: Any, name: str, what: str, kind: type) -> Any:
     return data
 
 
+def first(req: Any, name: str) -> str:
+    """The first value of a query parameter, as Go's ``FormValue`` takes it ("" when absent).
+
+    docker-py sends ``dockerfile`` twice for a Dockerfile from outside the
+    context (its name in the tar, then its text): the first one counts.
+    """
+    values = req.get_param_as_list(name) or []
+    return values[0] if values else ""
+
+
 class Build:
     """``POST /build``."""
 
@@ -99,9 +109,9 @@ class Build:
             "Pull": query_bool(req, "pull"),
             "BuildArgs": build_args,
             "Labels": labels,
-            "Target": req.get_param("target") or "",
+            "Target": first(req, "target"),
             "CacheFrom": cache_from,
-            "NetworkMode": req.get_param("networkmode") or "",
+            "NetworkMode": first(req, "networkmode"),
             "ShmSize": query_int(req, "shmsize"),
             "ExtraHosts": req.get_param_as_list("extrahosts") or [],
             "Memory": query_int(req, "memory"),
@@ -109,13 +119,13 @@ class Build:
             "CpuShares": query_int(req, "cpushares"),
             "CpuPeriod": query_int(req, "cpuperiod"),
             "CpuQuota": query_int(req, "cpuquota"),
-            "CpusetCpus": req.get_param("cpusetcpus") or "",
-            "CpusetMems": req.get_param("cpusetmems") or "",
-            "CgroupParent": req.get_param("cgroupparent") or "",
+            "CpusetCpus": first(req, "cpusetcpus"),
+            "CpusetMems": first(req, "cpusetmems"),
+            "CgroupParent": first(req, "cgroupparent"),
             "Ulimits": ulimits,
-            "Platform": req.get_param("platform") or "",
-            "Dockerfile": req.get_param("dockerfile") or "",
-            "Remote": req.get_param("remote") or "",
+            "Platform": first(req, "platform"),
+            "Dockerfile": first(req, "dockerfile"),
+            "Remote": first(req, "remote"),
             "AuthConfigs": registry_config(req.get_header("X-Registry-Config")),
         }
         resp.content_type = JSON

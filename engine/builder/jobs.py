@@ -373,7 +373,12 @@ def commit_container(
     graph = daemon.graph
     lifecycle = daemon.lifecycle
     if froze:
-        lifecycle.pause(c)
+        # As dockerd, a pause that fails (the container exited meanwhile) does not stop the commit.
+        try:
+            lifecycle.pause(c)
+        except EngineError as exc:
+            LOG.debug("not pausing %s for the commit: %s", c.short_id, exc)
+            froze = False
     try:
         parent = graph.images.get(c.image_id) if c.image_id and graph.images.exists(c.image_id) else None
         with graph.pinned() as pin:

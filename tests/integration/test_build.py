@@ -288,3 +288,40 @@ def test_dockerignore_and_quiet(daemon, loaded, tmp_path):
     assert image_id.startswith("sha256:")
     listing = docker("run", "--rm", image_id, "find", "/c", "-type", "f").stdout.decode().split()
     assert sorted(listing) == ["/c/.dockerignore", "/c/keep.log", "/c/ok"]
+
+
+def test_engine_client_build_and_commit(daemon, loaded, tmp_path):
+    """``engine build`` and ``engine commit`` with docker's flags, output and exit codes."""
+    import sys
+
+    def engine(*args, stdin=None):
+        env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "cfg"))
+        return subprocess.run(
+            [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, *args],
+            input=stdin,
+            capture_output=True,
+            env=env,
+            timeout=300,
+        )
+
+    outside = tmp_path / "elsewhere.df"
+    outside.write_bytes(b"FROM busybox\nARG X\nCOPY . /c\nRUN echo $X > /x\n")
+    ctx = write_context(tmp_path / "ctx", {"keep": b"1", "skip.tmp": b"1", ".dockerignore": b"*.tmp\n"})
+    proc = engine("build", "-t", "eb:1", "-f", str(outside), "--build-arg", "X=42", "--label", "l=v", ctx)
+    assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
+    out = proc.stdout.decode()
+    assert out.startswith("Sending build context to Docker daemon") and "Successfully tagged eb:1" in out
+    docker = loaded
+    files = docker("run", "--rm", "eb:1", "find", "/c", "-type", "f").stdout.decode().split()
+    # The Dockerfile from elsewhere and the .dockerignore naming it were dropped by the daemon.
+    assert files == ["/c/keep"]
+    assert docker("run", "--rm", "eb:1", "cat", "/x").stdout == b"42\n"
+    assert json.loads(docker("image", "inspect", "eb:1").stdout)[0]["Config"]["Labels"] == {"l": "v"}
+    quiet = engine("build", "-q", "-", stdin=b"FROM busybox\nRUN exit 7\n")
+    assert quiet.returncode == 7 and "returned a non-zero code: 7" in quiet.stderr.decode()
+    cid = docker("create", "busybox", "true").stdout.decode().strip()
+    committed = engine("commit", "-c", "ENV Z=1", "-m", "m", "-a", "a", cid, "ec:2")
+    assert committed.returncode == 0 and committed.stdout.decode().startswith("sha256:")
+    doc = json.loads(docker("image", "inspect", "ec:2").stdout)[0]
+    assert "Z=1" in doc["Config"]["Env"] and doc["Comment"] == "m" and doc["Author"] == "a"
+    assert "Total reclaimed space" in engine("builder", "prune", "-f").stdout.decode()
