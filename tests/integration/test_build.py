@@ -325,3 +325,107 @@ def test_engine_client_build_and_commit(daemon, loaded, tmp_path):
     doc = json.loads(docker("image", "inspect", "ec:2").stdout)[0]
     assert "Z=1" in doc["Config"]["Env"] and doc["Comment"] == "m" and doc["Author"] == "a"
     assert "Total reclaimed space" in engine("builder", "prune", "-f").stdout.decode()
+
+
+# side by side with dockerd
+
+
+@pytest.fixture
+def dockerd(workdir):
+    from engine.testing import dockerd as reference
+
+    if not reference.available():
+        pytest.skip("dockerd (Debian docker.io) is not installed")
+    d = reference.ReferenceDockerd(os.path.join(workdir, "dockerd")).start()
+    yield d
+    d.stop()
+
+
+def test_same_results_as_dockerd(daemon, dockerd, docker_config, tmp_path):
+    """The same build and the same commit give the same configs, history and layer as dockerd's."""
+    archive = tmp_path / "busybox.tar"
+    archive.write_bytes(busybox_archive())
+    ctx = write_context(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": b'FROM busybox\nENV A=1 B="x y"\nLABEL k=v\nWORKDIR /w\nEXPOSE 80 53/udp\n'
+            b'USER nobody\nSTOPSIGNAL SIGINT\nENTRYPOINT ["sh"]\nCMD ["-c", "true"]\n',
+        },
+    )
+    results = {}
+    for host in (daemon.host, dockerd.host):
+
+        def run(*args, host=host):
+            env = dict(os.environ, DOCKER_HOST=host, DOCKER_CONFIG=docker_config, DOCKER_BUILDKIT="0")
+            proc = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=180)
+            assert proc.returncode == 0, proc.stderr.decode()
+            return proc.stdout.decode()
+
+        run("load", "-i", str(archive))
+        run("build", "-t", "same", ctx)
+        built = json.loads(run("image", "inspect", "same"))[0]
+        history = run("history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Size}}", "same").splitlines()
+        run(
+            "run",
+            "--name",
+            "writer",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /d && echo hello > /d/f && touch -d @1700000000 /d/f /d",
+        )
+        run("commit", "-c", 'CMD ["x"]', "-m", "m", "-a", "a", "writer", "committed")
+        committed = json.loads(run("image", "inspect", "committed"))[0]
+        changes = run("diff", "writer")
+        top = committed["RootFS"]["Layers"][-1]
+        results[host] = (built, history, committed, changes, layer_entries(host, docker_config, "committed", top))
+    (
+        (ours, our_hist, our_commit, our_changes, our_layer),
+        (theirs, their_hist, their_commit, their_changes, their_layer),
+    ) = results.values()
+    assert our_hist == their_hist
+    # Parent IDs differ (the creation times are in the configs); all else is the same.
+    assert {**ours["Config"], "Image": ""} == {**theirs["Config"], "Image": ""}
+    for key in ("Os", "Architecture", "Author", "Comment"):
+        assert ours[key] == theirs[key], key
+    # WORKDIR made /w now: same layers but for that directory's time.
+    assert len(ours["RootFS"]["Layers"]) == len(theirs["RootFS"]["Layers"]) == 2
+    assert set(ours) == set(theirs)
+    drop = {"Hostname", "Image"}
+    assert {k: v for k, v in ours["ContainerConfig"].items() if k not in drop} == {
+        k: v for k, v in theirs["ContainerConfig"].items() if k not in drop
+    }
+    # Without a Config in the body the container's is taken: its host name is its ID, and dockerd
+    # without a bridge marks its containers NetworkDisabled.
+    drop_commit = {"Hostname", "NetworkDisabled"}
+    assert {k: v for k, v in our_commit["Config"].items() if k not in drop_commit} == {
+        k: v for k, v in their_commit["Config"].items() if k not in drop_commit
+    }
+    for key in ("Author", "Comment", "Os", "Architecture"):
+        assert our_commit[key] == their_commit[key], key
+    assert our_changes == their_changes
+    assert len(our_commit["RootFS"]["Layers"]) == len(their_commit["RootFS"]["Layers"]) == 2
+    # The committed layer holds the same entries. Its diff ID differs: dockerd 20.10's tar headers carry
+    # the type bits in the mode field and the host's user names (engine.archive writes numeric owners).
+    assert our_layer == their_layer
+
+
+def layer_entries(host: str, docker_config: str, image: str, diff_id: str) -> list[tuple]:
+    """What the layer ``diff_id`` of ``image`` holds, from ``docker save``: names, modes, owners, times, data."""
+    env = dict(os.environ, DOCKER_HOST=host, DOCKER_CONFIG=docker_config)
+    saved = subprocess.run(["docker", "save", image], capture_output=True, env=env, timeout=120, check=True).stdout
+    outer = tarfile.open(fileobj=io.BytesIO(saved))
+    import hashlib
+
+    for member in outer.getmembers():
+        if not member.name.endswith("layer.tar"):
+            continue
+        data = outer.extractfile(member).read()
+        if "sha256:" + hashlib.sha256(data).hexdigest() != diff_id:
+            continue
+        inner = tarfile.open(fileobj=io.BytesIO(data))
+        return [
+            (m.name, m.mode & 0o7777, m.uid, m.gid, m.mtime, m.type, inner.extractfile(m).read() if m.isreg() else b"")
+            for m in inner.getmembers()
+        ]
+    raise AssertionError(f"layer {diff_id} not in the saved image")
