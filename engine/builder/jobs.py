@@ -195,6 +195,8 @@ def job_build(job: Any) -> None:
                 if not options.suppress_output:
                     out.stdout(f"Successfully tagged {ref.familiar()}\n")
         except EngineError as exc:
+            if source is None:
+                _drain(job.stdin)
             _stream_error(job, out, exc, held, started[0], options.suppress_output)
             raise
         if options.suppress_output:
@@ -209,6 +211,15 @@ def job_build(job: Any) -> None:
                 LOG.exception("removing build layer %s", layer[:12])
         safe_rmtree(workdir)
         daemon.graph.gc()
+
+
+def _drain(stdin: Any) -> None:
+    """Read what is left of a refused context, so that the client, still sending, reads the answer."""
+    try:
+        while stdin.read(1 << 20):
+            pass
+    except (OSError, ValueError):
+        pass
 
 
 def _stream_error(job: Any, out: Output, exc: EngineError, held: list[bytes], started: bool, quiet: bool) -> None:

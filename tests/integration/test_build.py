@@ -429,3 +429,71 @@ def layer_entries(host: str, docker_config: str, image: str, diff_id: str) -> li
             for m in inner.getmembers()
         ]
     raise AssertionError(f"layer {diff_id} not in the saved image")
+
+
+def test_full_disk_fails_cleanly(daemon, loaded):
+    """A context bigger than the room left: a clear error, and nothing left behind.
+
+    Creates: a 2 MiB tmpfs on ``<root>/builder`` (in the test's mount namespace), unmounted afterwards.
+    """
+    docker = loaded
+    builder = os.path.join(daemon.root, "builder")
+    os.makedirs(builder, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", builder], check=True)
+    try:
+        big = os.urandom(4 << 20)
+        status, body = api(daemon, "POST", "/v1.41/build", make_context({"Dockerfile": b"FROM busybox\n", "big": big}))
+        assert status == 500, body
+        assert json.loads(body)["message"] == "failed to unpack the build context: No space left on device"
+        assert os.listdir(builder) == []
+    finally:
+        subprocess.run(["umount", builder], check=True)
+    assert docker("ps", "-aq").stdout == b""
+
+
+def test_base_pulled_from_a_private_registry_and_add_url(daemon, loaded, tmp_path):
+    """FROM a private registry's image missing locally: pulled with X-Registry-Config; ADD of a URL.
+
+    Creates: a registry with basic auth on 127.0.0.1 and an HTTP server on 127.0.0.1.
+    """
+    from engine.testing import registry as local_registry
+
+    if not local_registry.available():
+        pytest.skip("docker-registry (distribution) is not installed")
+    docker = loaded
+    reg = local_registry.LocalRegistry(str(tmp_path / "registry"), users={"alice": "s3cret"}).start()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"added\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        docker("login", "-u", "alice", "--password-stdin", reg.host, input=b"s3cret")
+        target = f"{reg.host}/team/base:1"
+        docker("tag", "busybox", target)
+        docker("push", target)
+        docker("rmi", target)
+        url = f"http://127.0.0.1:{server.server_port}/file.txt"
+        dockerfile = f"FROM {target}\nADD {url} /from-url/\n".encode()
+        ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile})
+        out = docker("build", "-t", "pulled", ctx).stdout.decode()
+        assert "Successfully tagged pulled:latest" in out
+        assert docker("run", "--rm", "pulled", "cat", "/from-url/file.txt").stdout == b"added\n"
+        mode = docker("run", "--rm", "pulled", "stat", "-c", "%a", "/from-url/file.txt").stdout
+        assert mode == b"600\n"
+        # Without credentials the pull is refused, in the stream.
+        docker("rmi", target)
+        status, body = api(daemon, "POST", "/v1.41/build?pull=1", make_context({"Dockerfile": dockerfile}))
+        assert status == 200 and "error" in lines(body)[-1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        reg.stop()
