@@ -331,7 +331,8 @@ class Builder:
                         results[stage.name] = config
                     ordered.append(config)
             finally:
-                self._remove_containers(final=True)
+                if self.options.force_remove:
+                    self._remove_containers()
                 for source in self._sources:
                     source.close()
         unused = args.unused()
@@ -432,9 +433,14 @@ class Builder:
         handler = getattr(self, "_do_" + inst.name)
         try:
             handler(state, inst, envs, results, ordered)
-        finally:
-            if self.options.force_remove or self.options.remove:
-                self._remove_containers(final=False)
+        except BaseException:
+            # moby's rule: rm removes a step's container after it succeeded; forcerm always (a failed
+            # RUN's container stays for a look at what went wrong, unless forcerm).
+            if self.options.force_remove:
+                self._remove_containers()
+            raise
+        if self.options.force_remove or self.options.remove:
+            self._remove_containers()
 
     def _expand(self, text: str, envs: list[str]) -> str:
         return self.lexer.word(text, envs)
@@ -665,6 +671,7 @@ class Builder:
                 except EngineError:
                     pass
                 lifecycle.wait(c, "not-running", timeout=30)
+                self._remove_containers()
                 self.out.stdout("Build cancelled\n")
                 raise StepError("Build cancelled")
         if pump is not None:
@@ -690,12 +697,8 @@ class Builder:
         finally:
             conn.close()
 
-    def _remove_containers(self, final: bool) -> None:
-        """Remove the step containers (after each step with ``rm``, or at the end: ``forcerm`` always, ``rm`` on success)."""
-        if not self._tmp_containers:
-            return
-        if final and not (self.options.force_remove or self.options.remove):
-            return
+    def _remove_containers(self) -> None:
+        """Remove the step containers made so far (moby ``containerManager.RemoveAll``)."""
         lifecycle = self.daemon.lifecycle
         for c in list(self._tmp_containers):
             try:

@@ -267,6 +267,15 @@ def remove_ignored(ctx: BuildContext, dockerfile_name: str) -> None:
             ctx.remove(path)
 
 
+def is_git_url(url: str) -> bool:
+    """moby's ``urlutil.IsGitURL``: ``git://``, ``git@``, ``github.com/``, or an http(s) URL of a ``.git`` repository."""
+    if url.startswith(("git://", "git@", "github.com/")):
+        return True
+    if url.startswith(("http://", "https://")):
+        return url.split("#", 1)[0].endswith(".git")
+    return False
+
+
 def load(
     body: IO[bytes] | None,
     remote: str,
@@ -279,6 +288,9 @@ def load(
     :param workdir: a new directory the build owns; the context is unpacked in ``workdir/context``.
     """
     name = dockerfile_name or DEFAULT_DOCKERFILE
+    if is_git_url(remote):
+        # dockerd clones these with git; this engine builds from tarballs and Dockerfiles only.
+        raise InvalidParameter(f"git build contexts are not supported by this engine: {remote}")
     if not remote:
         ctx = from_archive(body if body is not None else _Empty(), os.path.join(workdir, "context"))
     elif remote.startswith(("http://", "https://")):

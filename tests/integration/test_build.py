@@ -197,11 +197,17 @@ def test_raw_api_stream_and_errors(daemon, loaded):
     }
     for dockerfile, (message, code) in in_stream.items():
         context = make_context({"Dockerfile": dockerfile, "link": ("sym", "/etc")})
-        status, body = api(daemon, "POST", "/v1.41/build", context)
+        status, body = api(daemon, "POST", "/v1.41/build?forcerm=1", context)
         docs = lines(body)
         assert status == 200 and docs[-1]["error"] == message, body
         assert docs[-1]["errorDetail"].get("code") == code
     assert leftovers(daemon, docker) == ([], [])
+    # With rm alone (the CLI's default), a failed RUN's container stays, as with dockerd.
+    status, body = api(daemon, "POST", "/v1.41/build?rm=1", make_context({"Dockerfile": b"FROM busybox\nRUN exit 4\n"}))
+    assert lines(body)[-1]["errorDetail"]["code"] == 4
+    kept, dirs = leftovers(daemon, docker)
+    assert len(kept) == 1 and dirs == []
+    docker("rm", kept[0])
     images_after = docker("images", "-aq").stdout.split()
     # meta:latest only: the failed builds left no image and no layer.
     assert len(images_after) == len(images_before) + 1
