@@ -285,7 +285,7 @@ class Builder:
             if target not in names:
                 raise InvalidParameter(f"failed to reach build target {self.options.target} in Dockerfile")
             stages = stages[: names.index(target) + 1]
-        if self.options.labels:
+        if self.options.labels and stages:
             for key in sorted(self.options.labels):
                 label = Instruction("label", f"LABEL {key}={self.options.labels[key]}", [], data={})
                 label.data["pairs"] = [(key, self.options.labels[key])]
@@ -422,7 +422,8 @@ class Builder:
                     auth = value
                     break
         header = base64.urlsafe_b64encode(json.dumps(auth).encode()).decode() if auth else ""
-        job = self.daemon.engine.job("pull", ref.familiar_name, env={"Tag": ref.tag or "", "AuthConfig": header})
+        env = {"Tag": ref.tag or "", "AuthConfig": header, "Platform": self.options.platform}
+        job = self.daemon.engine.job("pull", ref.familiar_name, env=env)
         job.stdout.add_callback(self.out.raw)
         job.run()
 
