@@ -753,7 +753,8 @@ class Builder:
             return
         layer_id, root = self._rw_layer(state)
         try:
-            _mkdir_in_root(root, workdir, _owner_of(root, state.run_config.get("User") or ""))
+            # dockerd 20.10 makes a missing WORKDIR owned by root, whatever USER says.
+            _mkdir_in_root(root, workdir)
             self._commit_layer(state, layer_id, probe)
         finally:
             self._drop_layer(layer_id)
@@ -1045,20 +1046,14 @@ def _mkdir_in_root(root: str, path: str, owner: tuple[int, int] | None = None) -
                 root_fd, "/".join(parts[:i]) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, resolve=_IN_ROOT
             )
             try:
-                os.mkdir(parts[i], 0o755, dir_fd=_dirfd(parent))
-                os.chmod(parts[i], 0o755, dir_fd=_dirfd(parent), follow_symlinks=False)
+                os.mkdir(parts[i], 0o755, dir_fd=parent)
+                os.chmod(parts[i], 0o755, dir_fd=parent, follow_symlinks=False)
                 if owner is not None and owner != (0, 0):
-                    os.chown(parts[i], owner[0], owner[1], dir_fd=_dirfd(parent), follow_symlinks=False)
+                    os.chown(parts[i], owner[0], owner[1], dir_fd=parent, follow_symlinks=False)
             finally:
                 os.close(parent)
     finally:
         os.close(root_fd)
-
-
-def _dirfd(path_fd: int) -> int:
-    """A directory fd usable by ``*at`` calls that need more than O_PATH (mkdir, chmod)."""
-    # O_PATH fds work as dirfd for mkdirat/fchmodat on Linux.
-    return path_fd
 
 
 def _is_dir_in_root(root: str, path: str) -> bool:
@@ -1076,11 +1071,6 @@ def _apply_in_root(root: str, dest_dir: str, stream: IO[bytes] | Any, owner: tup
         archive.apply_layer(f"/proc/self/fd/{fd}", stream, whiteouts="keep", shown_as=dest_dir)
     finally:
         os.close(fd)
-
-
-def _owner_of(root: str, user: str) -> tuple[int, int] | None:
-    """The owner WORKDIR gives a new directory: root (dockerd 20.10 creates it as root)."""
-    return None
 
 
 def _lookup_id(root: str, name: str, database: str) -> int:
