@@ -435,9 +435,10 @@ class Builder:
         try:
             handler(state, inst, envs, results, ordered)
         except BaseException:
-            # moby's rule: rm removes a step's container after it succeeded; forcerm always (a failed
-            # RUN's container stays for a look at what went wrong, unless forcerm).
-            if self.options.force_remove:
+            # moby's classic builder keeps a failed RUN's container unless forcerm; here rm (the
+            # CLI's default) removes it too, so a failed build leaves nothing behind (issue 12).
+            # `--rm=false` keeps every container, a failed one included, for a look.
+            if self.options.force_remove or self.options.remove:
                 self._remove_containers()
             raise
         if self.options.force_remove or self.options.remove:

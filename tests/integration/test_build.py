@@ -202,8 +202,13 @@ def test_raw_api_stream_and_errors(daemon, loaded):
         assert status == 200 and docs[-1]["error"] == message, body
         assert docs[-1]["errorDetail"].get("code") == code
     assert leftovers(daemon, docker) == ([], [])
-    # With rm alone (the CLI's default), a failed RUN's container stays, as with dockerd.
-    status, body = api(daemon, "POST", "/v1.41/build?rm=1", make_context({"Dockerfile": b"FROM busybox\nRUN exit 4\n"}))
+    # With rm alone (the CLI's default) a failed RUN's container goes too (dockerd keeps it
+    # unless forcerm); with rm=0 it stays, for a look at what went wrong.
+    failing = {"Dockerfile": b"FROM busybox\nRUN exit 4\n"}
+    status, body = api(daemon, "POST", "/v1.41/build?rm=1", make_context(failing))
+    assert lines(body)[-1]["errorDetail"]["code"] == 4
+    assert leftovers(daemon, docker) == ([], [])
+    status, body = api(daemon, "POST", "/v1.41/build?rm=0", make_context(failing))
     assert lines(body)[-1]["errorDetail"]["code"] == 4
     kept, dirs = leftovers(daemon, docker)
     assert len(kept) == 1 and dirs == []
