@@ -81,9 +81,7 @@ def docker(daemon: DaemonProcess, tmp_path: Any) -> Docker:
     return run
 
 
-def test_lxc_daemon_with_the_stock_cli(
-    daemon: DaemonProcess, registry: Any, docker: Docker, tmp_path: Any
-) -> None:
+def test_lxc_daemon_with_the_stock_cli(daemon: DaemonProcess, registry: Any, docker: Docker, tmp_path: Any) -> None:
     # busybox into the registry, then pulled back from nothing.
     archive = tmp_path / "busybox.tar"
     archive.write_bytes(busybox_archive())
@@ -113,7 +111,11 @@ def test_lxc_daemon_with_the_stock_cli(
     assert b"/dev/console" in tty.stdout, tty
 
     # A running container: exec, pause, logs.
-    cid = docker("run", "-d", "--name", "long", image, "sh", "-c", "echo started; exec sleep 1000").stdout.decode().strip()
+    cid = (
+        docker("run", "-d", "--name", "long", image, "sh", "-c", "echo started; exec sleep 1000")
+        .stdout.decode()
+        .strip()
+    )
     assert docker("exec", "long", "cat", "/etc/hostname").stdout.decode().strip() == cid[:12]
     assert docker("exec", "-w", "/tmp", "-u", "www-data", "long", "sh", "-c", "pwd; id -u").stdout.decode().split() == [
         "/tmp",
