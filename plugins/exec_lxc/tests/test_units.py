@@ -69,18 +69,18 @@ def test_docker_exec_messages(name: str, code: int, message: str) -> None:
 
 
 def _render(command: Command, **kw: object) -> str:
-    args: dict = dict(
-        uid=0,
-        gid=0,
-        groups=[10],
-        env=["PATH=/bin", "BARE"],
-        capabilities=["CAP_CHOWN", "CAP_KILL"],
-        seccomp_path=None,
-        cgroup=[("lxc.cgroup.relative", "1")],
-        hook="/h",
-        rootfs_mount="/r",
-        namespaces={"net": "/run/netns/x", "ipc": "new", "pid": True, "uts": True},
-    )
+    args: dict = {
+        "uid": 0,
+        "gid": 0,
+        "groups": [10],
+        "env": ["PATH=/bin", "BARE"],
+        "capabilities": ["CAP_CHOWN", "CAP_KILL"],
+        "seccomp_path": None,
+        "cgroup": [("lxc.cgroup.relative", "1")],
+        "hook": "/h",
+        "rootfs_mount": "/r",
+        "namespaces": {"net": "/run/netns/x", "ipc": "new", "pid": True, "uts": True},
+    }
     args.update(kw)
     return config.render(command, **args)  # type: ignore[arg-type]
 
