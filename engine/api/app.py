@@ -35,6 +35,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "engine.api.volumes",
     "engine.api.networks",
     "engine.api.registry",
+    "engine.api.build",
 )
 
 

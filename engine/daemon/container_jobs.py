@@ -525,7 +525,9 @@ def job_system_df(job: Any) -> None:
             volumes.append(vol)
         doc["Volumes"] = volumes
     if "build-cache" in wanted and apiversion.at_least(version, "1.42"):
-        doc["BuildCache"] = []  # dockerd 20.10 (1.41) answers null; 1.42 made it a list
+        # The classic builder's cache is images: no build cache records. dockerd 20.10 (1.41)
+        # answers null (and BuilderSize 0, apiversion.disk_usage); 1.42 made it a list.
+        doc["BuildCache"] = []
     job.write_json(apiversion.disk_usage(version, doc))
 
 

@@ -64,6 +64,14 @@ def test_drivers_lists_and_selects_by_priority(no_config):
     devmapper = next((r for r in rows if r["name"] == "devmapper"), None)
     if devmapper is not None and "device-mapper" not in open("/proc/misc").read():
         assert devmapper["supported"] is False and "the kernel has no device-mapper" in devmapper["reason"]
+    # lxc is listed among the exec drivers, supported where the lxc tools and liblxc are.
+    lxc = next((r for r in rows if r["kind"] == "exec" and r["name"] == "lxc"), None)
+    if lxc is not None:
+        assert lxc["distribution"] == "engine-exec-lxc" and lxc["loaded"] and not lxc["selected"]
+        if shutil.which("lxc-start") is not None and os.geteuid() == 0:
+            assert lxc["supported"], lxc
+        else:
+            assert not lxc["supported"] and "lxc exec driver" in lxc["reason"]
     table = admin("drivers", *no_config)
     assert table.returncode == 0
     assert chosen["name"] in table.stdout and "engine-graph-vfs" in table.stdout and "*" in table.stdout

@@ -33,11 +33,11 @@ import struct
 import termios
 from typing import Any, NoReturn
 
+from engine.security import caps as _caps
+from engine.security.users import UserError, resolve_user
 from engine.sys import libc
-from engine_exec_native import caps as _caps
 from engine_exec_native import rootfs
 from engine_exec_native.rootfs import SetupError
-from engine_exec_native.users import UserError, resolve_user
 
 __all__ = [
     "ExecError",

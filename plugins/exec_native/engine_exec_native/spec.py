@@ -20,9 +20,8 @@ from typing import Any
 
 from engine.drivers.exec import Command, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import InvalidParameter, NotFound
-from engine.security import paths, sysctls
+from engine.security import caps, paths, sysctls
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
-from engine_exec_native import caps
 
 __all__ = [
     "DEFAULT_DEVICES",
