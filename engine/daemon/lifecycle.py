@@ -410,7 +410,7 @@ class LifeCycle:
                 link_env,
                 seccomp_profile=self.daemon.security.seccomp_profile(c.host_config),
                 no_new_privileges=self.daemon.security.no_new_privileges(c.host_config),
-                **runtime.command_options(c.host_config, self.daemon.config),
+                **runtime.command_options(c.host_config, self.daemon.config, self.exec_driver),
                 **namespaces.join_options(c, self.store, self.daemon.shm),
             )
             for m in c.mounts:

@@ -130,18 +130,19 @@ def rlimits(ulimits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def command_options(host_config: dict, config: Any) -> dict[str, Any]:
+def command_options(host_config: dict, config: Any, exec_driver: Any = None) -> dict[str, Any]:
     """What :func:`engine.daemon.hostconfig.build_command` takes from the daemon's configuration
     for a start: ``init_binary`` and ``ulimits``.
 
     :param config: the daemon's :class:`~engine.daemon.config.Config` (``init``, ``init_path``,
-        ``default_ulimits``).
+        ``default_ulimits``, ``cgroup_parent``).
+    :param exec_driver: the exec driver (its ``default_cgroup_parent``).
     :raises NotFound: the container wants the init and there is none.
     """
     return {
         "init_binary": find_init(config.init_path) if uses_init(host_config, config.init) else "",
         "ulimits": merged_ulimits(host_config, config.default_ulimits),
-        "cgroup_parent": host_config.get("CgroupParent") or default_cgroup_parent(config),
+        "cgroup_parent": host_config.get("CgroupParent") or default_cgroup_parent(config, exec_driver),
     }
 
 
@@ -156,12 +157,14 @@ def cgroup_driver(config: Any) -> str:
     return driver
 
 
-def default_cgroup_parent(config: Any) -> str:
-    """Where containers go unless they say: ``--cgroup-parent``, else Docker's ``/docker``
-    (``system.slice`` with the systemd cgroup driver)."""
+def default_cgroup_parent(config: Any, exec_driver: Any = None) -> str:
+    """Where containers go unless they say: ``--cgroup-parent``, else the exec driver's default
+    (Docker's ``/docker``; ``system.slice`` with the systemd cgroup driver)."""
     if getattr(config, "cgroup_parent", ""):
         return config.cgroup_parent
-    return "system.slice" if cgroup_driver(config) == "systemd" else "/docker"
+    if cgroup_driver(config) == "systemd":
+        return "system.slice"
+    return getattr(exec_driver, "default_cgroup_parent", "/docker")
 
 
 def check_cgroup_parent(parent: str, config: Any) -> None:

@@ -178,6 +178,10 @@ class ExecDriver(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: Where containers' cgroups go unless a container or the daemon names a parent: Docker's
+    #: ``/docker`` from the root of every hierarchy; a driver that can only work below the
+    #: daemon's own cgroups names a relative one.
+    default_cgroup_parent: ClassVar[str] = "/docker"
 
     def __init__(self, home: str, options: Sequence[str] | None = ()) -> None:
         self.home = home

@@ -74,3 +74,13 @@ def test_cgroup_driver_and_parent():
     runtime.check_cgroup_parent("my.slice", systemd)
     with pytest.raises(InvalidParameter, match='should be a valid slice named as "xxx.slice"'):
         runtime.check_cgroup_parent("/docker", systemd)
+
+
+def test_the_exec_driver_chooses_the_default_parent():
+    from engine.daemon.config import Config
+
+    class BelowTheDaemon:
+        default_cgroup_parent = "engine"
+
+    assert runtime.default_cgroup_parent(Config(), BelowTheDaemon()) == "engine"
+    assert runtime.default_cgroup_parent(Config(cgroup_parent="/ci"), BelowTheDaemon()) == "/ci"

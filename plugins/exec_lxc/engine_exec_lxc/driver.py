@@ -117,6 +117,10 @@ class LxcDriver(ExecDriver):
     """
 
     name = "lxc"
+    #: LXC takes one cgroup path relative to its own (or PID 1's) cgroup for every hierarchy, so
+    #: its containers go below the daemon's cgroups, not at Docker's absolute /docker (which
+    #: fails where the daemon's memory cgroup is nested, as on this project's hosts).
+    default_cgroup_parent = "engine"
 
     # ---- probing
 
