@@ -132,7 +132,7 @@ def _open_parent(root: int, path: str, c: Any, shown: str) -> tuple[int, str]:
 
 
 def _stat_doc(st: os.stat_result, name: str, link: str) -> dict:
-    from engine.daemon.container import rfc3339nano
+    from engine.utils.timefmt import rfc3339nano
 
     return {
         "name": name,

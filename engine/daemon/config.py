@@ -23,6 +23,7 @@ from engine.drivers import DEFAULT_EXEC_DRIVER, DEFAULT_NETWORK_DRIVER, PRIORITY
 from engine.drivers.network import NetworkOptions
 from engine.drivers.selection import DriverConfig
 from engine.errors import InvalidParameter
+from engine.utils.units import parse_ulimit
 
 LOG = logging.getLogger(__name__)
 
@@ -335,8 +336,6 @@ def _coerce_map(value: Any) -> dict[str, str]:
 def _coerce_ulimits(value: Any, source: str) -> dict[str, dict[str, Any]]:
     """``{"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}`` from daemon.json (dockerd's
     shape), or ``["nofile=1024:2048", ...]`` from repeated ``--default-ulimit`` flags."""
-    from engine.client.flagparse import FlagError, parse_ulimit
-
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         specs = value
     elif isinstance(value, dict):
@@ -354,8 +353,10 @@ def _coerce_ulimits(value: Any, source: str) -> dict[str, dict[str, Any]]:
     for spec in specs:
         try:
             limit = parse_ulimit(spec)
-        except FlagError as exc:
-            raise ConfigError(f"{source}: default-ulimits: {exc}".replace('"--ulimit"', '"--default-ulimit"')) from None
+        except ValueError as exc:
+            raise ConfigError(
+                f'{source}: default-ulimits: invalid argument "{spec}" for "--default-ulimit" flag: {exc}'
+            ) from None
         out[limit["Name"]] = limit
     return out
 

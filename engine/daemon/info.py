@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import ipaddress
 import os
 import platform
@@ -13,18 +12,7 @@ from typing import Any
 import engine
 from engine.drivers.discovery import load_drivers
 from engine.utils import host
-
-
-def rfc3339nano(ts: float) -> str:
-    """Go's RFC3339Nano in UTC (``2026-11-30T06:03:41.123456789Z``)."""
-    whole = int(ts)
-    nanos = round((ts - whole) * 1e9)
-    if nanos >= 1_000_000_000:
-        whole, nanos = whole + 1, nanos - 1_000_000_000
-    base = _dt.datetime.fromtimestamp(whole, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if nanos:
-        return f"{base}.{nanos:09d}".rstrip("0") + "Z"
-    return base + "Z"
+from engine.utils.timefmt import rfc3339nano
 
 
 def registry_config(cfg: Any) -> dict[str, Any]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from engine.daemon.container import Container, rfc3339nano
+from engine.daemon.container import Container
 from engine.daemon.volumes import api_mount
 from engine.errors import InvalidParameter
+from engine.utils.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
     from engine.daemon.daemon import Daemon

@@ -24,10 +24,9 @@ from engine.graph.layers import Layer, LayerStore
 from engine.graph.pools import Pool
 from engine.graph.reference import Reference
 from engine.graph.tagstore import TagStore
+from engine.utils.timefmt import ZERO_TIME, rfc3339nano
 
 LOG = logging.getLogger(__name__)
-
-ZERO_TIME = "0001-01-01T00:00:00Z"
 
 #: The container.Config fields, in Go's order, with their zero values: moby
 #: always marshals the whole struct, and clients index into it.
@@ -54,14 +53,6 @@ CONTAINER_CONFIG_ZERO: dict[str, Any] = {
 
 def short_id(image_id: str) -> str:
     return image_id.split(":", 1)[-1][:12]
-
-
-def rfc3339(ts: float | None) -> str:
-    if not ts:
-        return ZERO_TIME
-    from engine.daemon.info import rfc3339nano
-
-    return rfc3339nano(ts)
 
 
 def full_container_config(config: dict | None) -> dict:
@@ -377,7 +368,7 @@ class Graph:
             "VirtualSize": image.size,
             "GraphDriver": {"Name": self.driver.name, "Data": data or None},
             "RootFS": {"Type": "layers", "Layers": list(image.diff_ids)},
-            "Metadata": {"LastTagTime": rfc3339(self.tags.last_tag_time(image.id))},
+            "Metadata": {"LastTagTime": rfc3339nano(self.tags.last_tag_time(image.id))},
         }
         if cfg.get("variant"):
             doc["Variant"] = cfg["variant"]

@@ -41,6 +41,7 @@ from typing import Any
 
 from engine.shim import protocol
 from engine.shim.jsonlog import LogStream
+from engine.utils.timefmt import rfc3339nano_ns
 
 LOG = logging.getLogger(__name__)
 
@@ -326,7 +327,7 @@ class IOLoop:
             self._end_output(out)
             return
         if out.log is not None:
-            out.log.feed(data, protocol.rfc3339nano())
+            out.log.feed(data, rfc3339nano_ns())
         packet = protocol.frame(out.kind, data)
         wanted = "stdout" if out.kind == protocol.STREAM_STDOUT else "stderr"
         for client in list(self._clients.values()):
@@ -340,7 +341,7 @@ class IOLoop:
         self._watch(out.fd, 0)
         os.close(out.fd)
         if out.log is not None:
-            out.log.flush(protocol.rfc3339nano())
+            out.log.flush(rfc3339nano_ns())
 
     def _check_drained(self) -> None:
         if not self._exited or self.drained.is_set():

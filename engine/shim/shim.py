@@ -58,6 +58,7 @@ from engine.shim import protocol
 from engine.shim.jsonlog import JSONLogFile, LogStream
 from engine.shim.loop import IOLoop, Output
 from engine.utils.logs import setup_logging
+from engine.utils.timefmt import rfc3339nano_ns
 
 LOG = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class Shim:
                 return 0
             LOG.exception("the exec driver failed after start")
             error = f"exec driver failed: {_message(exc)}"
-        finished_at = protocol.rfc3339nano()
+        finished_at = rfc3339nano_ns()
         self._close_child_ends()
         if not self.started:
             self._report({"Error": "the exec driver returned without starting the container"})
@@ -298,7 +299,7 @@ class Shim:
         # The container has its copies now; ours would keep the pipes (and
         # the pty) from ever reaching EOF.
         self._close_child_ends()
-        state = {"Pid": pid, "ShimPid": os.getpid(), "StartedAt": protocol.rfc3339nano()}
+        state = {"Pid": pid, "ShimPid": os.getpid(), "StartedAt": rfc3339nano_ns()}
         try:
             if self.launch.tty:
                 self._take_console()

@@ -12,8 +12,8 @@ import pytest
 from engine.client.apihelp import ellipsis, filters_json, get_timestamp, go_quote, indent_json
 from engine.client.commands.container_info import PsRow, StatsRow, cpu_percent, displayable_ports, memory_usage
 from engine.client.commands.system import disk_usage_rows, format_event
-from engine.client.format import tabwrite
 from engine.client.hijack import EscapeProxy, HijackError, parse_detach_keys, stdcopy
+from engine.utils.tables import tabwrite
 
 
 def P(private, kind="tcp", ip="", public=0):

@@ -10,9 +10,10 @@ import time
 from typing import Any
 
 from engine.client.errors import ClientError
-from engine.client.format import human_duration, human_size, table
 from engine.client.progress import StreamError, display
 from engine.client.template import render
+from engine.utils.tables import table
+from engine.utils.units import human_duration, human_size
 
 
 def _fail(message: str) -> None:

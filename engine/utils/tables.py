@@ -1,58 +1,9 @@
-"""Output helpers for the ``engine`` client: docker-style tables, sizes, durations."""
+"""Tables as the docker CLI prints them, for the engine's command-line programs (``engine``, ``engine-admin``)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-
-
-def human_size(n: float, precision: int = 3) -> str:
-    """go-units ``HumanSizeWithPrecision`` (decimal units): ``1.23MB``."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    text = f"{n:.{precision}g}"
-    return f"{text}{units[i]}"
-
-
-def bytes_size(n: float) -> str:
-    """go-units ``BytesSize`` (binary units): ``1.5GiB``."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024.0
-        i += 1
-    return f"{n:.4g}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units ``HumanDuration``: ``Less than a second``, ``About a minute``..."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], out=None, gap: int = 3) -> None:
