@@ -19,12 +19,12 @@ from typing import Any
 from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, InvalidParameter, NoSuchImage
 from engine.graph import reference as refs
-from engine.graph.images import Image, ImageStore, parse_created
+from engine.graph.images import Image, ImageStore
 from engine.graph.layers import Layer, LayerStore
 from engine.graph.pools import Pool
 from engine.graph.reference import Reference
 from engine.graph.tagstore import TagStore
-from engine.utils.timefmt import ZERO_TIME, rfc3339nano
+from engine.utils.timefmt import ZERO_TIME, parse_rfc3339, rfc3339nano
 
 LOG = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ class Graph:
                 0,
                 {
                     "Id": "<missing>",
-                    "Created": int(parse_created(entry.get("created"))),
+                    "Created": int(parse_rfc3339(entry.get("created"))),
                     "CreatedBy": entry.get("created_by", ""),
                     "Tags": None,
                     "Size": size,
