@@ -12,9 +12,7 @@ can be read or written.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import posixpath
 import stat
@@ -169,10 +167,6 @@ def stat_path(svc: Any, c: Any, path: str) -> dict:
             return _stat_doc(st, name or posixpath.basename(posixpath.normpath("/" + shown)) or "/", link)
         finally:
             os.close(parent)
-
-
-def stat_header(doc: dict) -> str:
-    return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
 def get(svc: Any, c: Any, path: str, out: Any) -> None:

@@ -22,6 +22,7 @@ from engine.daemon.hostconfig import parse_signal
 from engine.daemon.network import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter
 from engine.hookspecs import hookimpl
+from engine.utils import sockets, stdcopy
 
 if TYPE_CHECKING:
     from engine.daemon.container import Container
@@ -279,7 +280,7 @@ def job_logs(job: Any) -> None:
         running=lambda: c.state.running and not c.removed,
         stopped=lambda: stop.is_set() or job.stdout.closed,
     ):
-        job.stdout.write(logfile.frame(stream, data, c.tty))
+        job.stdout.write(stdcopy.frame(stream, data, c.tty))
 
 
 def job_attach(job: Any) -> None:
@@ -291,10 +292,10 @@ def job_attach(job: Any) -> None:
     want_in, want_out, want_err = env.get_bool("Stdin"), env.get_bool("Stdout"), env.get_bool("Stderr")
     if env.get_bool("Logs"):
         for stream, data in logfile.read(c.log_path, want_out, want_err, follow=False):
-            if not attaching.send_all(sock, logfile.frame(stream, data, c.tty)):
+            if not sockets.send_all(sock, stdcopy.frame(stream, data, c.tty)):
                 return
     if not env.get_bool("Stream"):
-        attaching.close_client(sock)
+        sockets.close_client(sock)
         return
     job.engine.daemon.container_event(c, "attach")
     from engine.daemon.streams import attach_container
@@ -350,7 +351,7 @@ def job_exec_start(job: Any) -> None:
     sock = job.stdin.source if not body.get("Detach") else None
     execs.start(e, sock, body.get("Tty"))
     if sock is not None:
-        attaching.close_client(sock)
+        sockets.close_client(sock)
 
 
 def job_exec_inspect(job: Any) -> None:

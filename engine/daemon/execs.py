@@ -25,6 +25,7 @@ from engine.daemon import attach
 from engine.daemon.container import Container
 from engine.drivers.exec import ExecStartError, Pipes, ProcessConfig
 from engine.errors import Conflict, EngineError, InvalidParameter, NotFound
+from engine.utils import sockets
 
 if TYPE_CHECKING:
     from engine.daemon.daemon import Daemon
@@ -270,7 +271,7 @@ class ExecService:
                 write,
                 close,
                 attach.parse_detach_keys(e.detach_keys) if e.process.tty else None,
-                lambda: attach.close_client(sock),
+                lambda: sockets.close_client(sock),
             ).start()
         out_fds = (
             {ours["master"]: 1}

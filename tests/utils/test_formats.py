@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from engine.utils import timefmt, units
+from engine.utils import stdcopy, timefmt, units
 
 
 def test_rfc3339nano_ns():
@@ -74,3 +76,13 @@ def test_parse_ulimit_says_why_in_go_units_words():
     ):
         with pytest.raises(ValueError, match=message):
             units.parse_ulimit(bad)
+
+
+def test_stdcopy_frames_round_trip():
+    data = stdcopy.frame(stdcopy.STDOUT, b"out") + stdcopy.frame(stdcopy.STDERR, b"err") + stdcopy.frame(1, b"!")
+    out, err = io.BytesIO(), io.BytesIO()
+    stdcopy.demux(io.BytesIO(data).read, out, err)
+    assert (out.getvalue(), err.getvalue()) == (b"out!", b"err")
+    assert stdcopy.frame(stdcopy.STDERR, b"raw", tty=True) == b"raw"
+    with pytest.raises(stdcopy.StreamError, match="Unrecognized input header: 7"):
+        stdcopy.demux(io.BytesIO(stdcopy.frame(7, b"?")).read, out, err)
