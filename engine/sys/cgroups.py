@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 
 from engine.drivers.exec import Resources
 from engine.errors import HostError, InvalidParameter, NotFound, NotSupported
+from engine.sys import proc
 from engine.utils.records import Record
 
 LOG = logging.getLogger(__name__)
@@ -152,22 +153,6 @@ class CgroupLayout(Record):
         return controller in self.v2_controllers or (controller == "freezer" and self.v2 is not None)
 
 
-def _unescape(path: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as ``\\ooo``."""
-    if "\\" not in path:
-        return path
-    out, i = [], 0
-    while i < len(path):
-        digits = path[i + 1 : i + 4]
-        if path[i] == "\\" and len(digits) == 3 and digits.isdigit():
-            out.append(chr(int(path[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(path[i])
-            i += 1
-    return "".join(out)
-
-
 def read_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
     """Read the cgroup mounts of this process's mount namespace.
 
@@ -175,22 +160,13 @@ def read_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
     the same hierarchy); a v2 mount at ``/sys/fs/cgroup`` wins over others.
     """
     layout = CgroupLayout()
-    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
-        lines = fh.read().splitlines()
-    for line in lines:
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fields, post_fields = pre.split(), post.split()
-        if len(fields) < 5 or len(post_fields) < 3:
-            continue
-        fstype, root, mount_point = post_fields[0], _unescape(fields[3]), _unescape(fields[4])
-        if fstype == "cgroup2":
-            if layout.v2 is None or mount_point == "/sys/fs/cgroup":
-                layout.v2 = HierarchyMount(mount_point, root, frozenset(), 2)
-        elif fstype == "cgroup":
-            controllers = frozenset(opt for opt in post_fields[2].split(",") if opt in V1_CONTROLLERS)
-            mount = HierarchyMount(mount_point, root, controllers, 1)
+    for m in proc.mountinfo(mountinfo):
+        if m.fstype == "cgroup2":
+            if layout.v2 is None or m.mount_point == "/sys/fs/cgroup":
+                layout.v2 = HierarchyMount(m.mount_point, m.root, frozenset(), 2)
+        elif m.fstype == "cgroup":
+            controllers = frozenset(opt for opt in m.super_options.split(",") if opt in V1_CONTROLLERS)
+            mount = HierarchyMount(m.mount_point, m.root, controllers, 1)
             for controller in controllers:
                 layout.v1.setdefault(controller, mount)
     if layout.v2 is not None:

@@ -36,7 +36,7 @@ from engine.errors import (
     NotSupported,
     PrerequisitesNotMet,
 )
-from engine.sys import fs, libc
+from engine.sys import fs, libc, proc
 from engine.testing.graphtest import GraphDriverConformance, new_id
 from engine.testing.layertar import Entry, build_rich_tree, make_layer_tar, tree_listing, tree_manifest
 from engine_graph_aufs import driver as aufs
@@ -149,7 +149,7 @@ def members(data: bytes) -> list[tarfile.TarInfo]:
 
 def is_mount_point(path: str) -> bool:
     real = os.path.realpath(path)
-    return any(m.mount_point == real for m in fs.mountinfo())
+    return any(m.mount_point == real for m in proc.mountinfo())
 
 
 # --------------------------------------------------------------------------
