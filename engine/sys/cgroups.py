@@ -46,7 +46,6 @@ import signal
 import time
 from typing import Any, NamedTuple
 
-from engine.drivers.exec import Resources
 from engine.errors import HostError, InvalidParameter, NotFound, NotSupported
 from engine.sys import proc
 from engine.utils.records import Record
@@ -59,6 +58,7 @@ __all__ = [
     "Cgroup",
     "CgroupLayout",
     "DeviceRule",
+    "Resources",
     "own_cgroups",
     "parse_cpuset",
     "read_layout",
@@ -113,6 +113,34 @@ V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")
 
 _UNLIMITED_V1 = 9223372036854771712  # PAGE_COUNTER_MAX * 4096: what v1 shows for "no limit"
 _USER_HZ = 100  # cpuacct.stat counts in USER_HZ ticks (always 100 on Linux, see time(7))
+
+
+# --------------------------------------------------------------------------
+# the limits
+
+
+class Resources(Record):
+    """Cgroup limits; 0, -1 and "" mean "not set" (Docker's HostConfig names).
+
+    The exec contract carries them as ``Command.resources`` (:mod:`engine.drivers.exec`
+    exports this class); :meth:`Cgroup.apply` sets them.
+    """
+
+    memory: int = 0
+    memory_swap: int = 0
+    memory_reservation: int = 0
+    memory_swappiness: int = -1
+    kernel_memory: int = 0
+    oom_kill_disable: bool = False
+    cpu_shares: int = 0
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    pids_limit: int = 0
+    blkio_weight: int = 0
+    #: Device cgroup rules ``"c 1:3 rwm"``: the allow-list; empty means Docker's default list.
+    device_rules: list[str] = []
 
 
 # --------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from engine.drivers.exec import Record
 from engine.errors import InvalidParameter
-from engine.utils.records import Record
 
 __all__ = ["ExecUser", "GroupEntry", "PasswdEntry", "UserError", "parse_group", "parse_passwd", "resolve_user"]
 
