@@ -16,14 +16,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from engine import reference as refs
 from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, InvalidParameter, NoSuchImage
-from engine.graph import reference as refs
 from engine.graph.images import Image, ImageStore
 from engine.graph.layers import Layer, LayerStore
 from engine.graph.pools import Pool
-from engine.graph.reference import Reference
 from engine.graph.tagstore import TagStore
+from engine.reference import Reference
 from engine.utils.timefmt import ZERO_TIME, parse_rfc3339, rfc3339nano
 
 LOG = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import time
 from typing import IO, Any
 
 from engine import archive
+from engine import reference as refs
 from engine.errors import InvalidParameter
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image
 from engine.utils.host import goarch

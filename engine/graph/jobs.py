@@ -9,8 +9,8 @@ import re
 import time
 from typing import Any
 
+from engine import reference as refs
 from engine.errors import Conflict, InvalidParameter
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image
 from engine.hookspecs import hookimpl

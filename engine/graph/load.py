@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from engine import archive
+from engine import reference as refs
 from engine.errors import InvalidParameter, NotSupported
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_config
 from engine.graph.layers import chain_id

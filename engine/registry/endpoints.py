@@ -1,6 +1,6 @@
 """Where a repository's registry is and how to talk to it: endpoints, mirrors, TLS.
 
-A reference's domain names its registry (:mod:`engine.graph.reference`).
+A reference's domain names its registry (:mod:`engine.reference`).
 :class:`RegistryService` turns it into the list of endpoints to try, in
 order, as moby's ``registry.Service.LookupPullEndpoints`` does:
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine import reference as refs
 from engine.errors import InvalidParameter
-from engine.graph import reference as refs
 from engine.registry.auth import TokenCache
 
 LOG = logging.getLogger(__name__)

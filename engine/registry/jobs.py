@@ -22,9 +22,9 @@ import logging
 import threading
 from typing import Any
 
+from engine import reference as refs
 from engine.daemon.config import DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_CONCURRENT_UPLOADS
 from engine.errors import EngineError, InvalidParameter, NotFound, NotSupported
-from engine.graph import reference as refs
 from engine.hookspecs import hookimpl
 from engine.registry.auth import AuthConfig
 from engine.registry.endpoints import RegistryService, host_of

@@ -12,8 +12,8 @@ import random
 import pytest
 from fakeregistry import FakeRegistry, digest_of
 
+from engine import reference as refs
 from engine.errors import NotFound, NotSupported, RegistryError
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.registry import manifest as mf
 from engine.registry.auth import AuthConfig

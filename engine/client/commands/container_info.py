@@ -130,7 +130,7 @@ def _familiar_image(image: str, image_id: str, trunc: bool) -> str:
     if short_id(image_id) == short_id(image):
         return short_id(image)
     from engine.errors import EngineError
-    from engine.graph.reference import parse
+    from engine.reference import parse
 
     try:
         ref = parse(image)

@@ -97,7 +97,7 @@ def status_error(exc: BaseException, command: str = "run") -> int:
 def _named_ref(image: str) -> Any:
     """The image as a tagged reference (``busybox`` -> ``docker.io/library/busybox:latest``); None for an ID."""
     from engine.errors import EngineError
-    from engine.graph.reference import is_image_id, parse_normalized
+    from engine.reference import is_image_id, parse_normalized
 
     if is_image_id(image):
         return None
