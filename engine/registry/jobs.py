@@ -26,8 +26,9 @@ from engine import reference as refs
 from engine.daemon.config import DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_CONCURRENT_UPLOADS
 from engine.errors import EngineError, InvalidParameter, NotFound, NotSupported
 from engine.hookspecs import hookimpl
+from engine.reference import host_of
 from engine.registry.auth import AuthConfig
-from engine.registry.endpoints import RegistryService, host_of
+from engine.registry.endpoints import RegistryService
 from engine.registry.manifest import parse_platform
 from engine.registry.metadata import DistributionMetadata
 from engine.utils.progress import Progress

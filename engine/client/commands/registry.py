@@ -18,8 +18,7 @@ from engine.client import dockerconfig
 from engine.client.errors import ClientError
 from engine.client.progress import StreamError, display
 from engine.errors import EngineError
-from engine.reference import Reference
-from engine.registry.endpoints import INDEX_SERVER
+from engine.reference import INDEX_SERVER, Reference
 from engine.utils.tables import table
 
 
