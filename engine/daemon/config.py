@@ -23,6 +23,7 @@ from engine.drivers import DEFAULT_EXEC_DRIVER, DEFAULT_NETWORK_DRIVER, PRIORITY
 from engine.drivers.network import NetworkOptions
 from engine.drivers.selection import DriverConfig
 from engine.errors import InvalidParameter
+from engine.registry import DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_CONCURRENT_UPLOADS
 from engine.utils.units import parse_ulimit
 
 LOG = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ DISABLE_NETWORK_BRIDGE = "none"
 MIN_KERNEL = (3, 8, 0)
 #: dockerd's defaults for the options of the same names.
 DEFAULT_LOG_DRIVER = "json-file"
-DEFAULT_MAX_CONCURRENT_DOWNLOADS = 3
-DEFAULT_MAX_CONCURRENT_UPLOADS = 5
 DEFAULT_SHUTDOWN_TIMEOUT = 15
 
 
