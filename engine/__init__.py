@@ -13,3 +13,7 @@ API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
 #: The newest API version accepted in a request path (answered as 1.41).
 MAX_ACCEPTED_API_VERSION = "1.45"
+
+#: Where the daemon listens, and the client connects, when no ``-H`` (nor ``DOCKER_HOST``) says.
+DEFAULT_SOCKET = "/var/run/engine.sock"
+DEFAULT_HOST = "unix://" + DEFAULT_SOCKET

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import DEFAULT_HOST, DEFAULT_SOCKET
 from engine.core.env import parse_bool
 from engine.drivers import DEFAULT_EXEC_DRIVER, DEFAULT_NETWORK_DRIVER, PRIORITY
 from engine.drivers.network import NetworkOptions
@@ -29,8 +30,6 @@ from engine.utils.units import parse_ulimit
 LOG = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = "/etc/engine/daemon.json"
-DEFAULT_SOCKET = "/var/run/engine.sock"
-DEFAULT_HOST = "unix://" + DEFAULT_SOCKET
 DEFAULT_ROOT = "/var/lib/engine"
 DEFAULT_PIDFILE = "/var/run/engine.pid"
 DEFAULT_TCP_PORT = 2375

@@ -56,7 +56,7 @@ class DaemonProcess:
         return f"unix://{self.socket}"
 
     def command(self) -> list[str]:
-        base = [sys.executable, "-m", "engine.client.cli", "-d", "-H", self.host, "-g", self.root]
+        base = [sys.executable, "-m", "engine.cli", "-d", "-H", self.host, "-g", self.root]
         if not any(a in ("-p", "--pidfile") for a in self.args):
             base += ["-p", self.pidfile]
         if not any(a.startswith("--config-file") for a in self.args):

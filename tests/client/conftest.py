@@ -101,7 +101,7 @@ def engine(client_daemon, tmp_path):
     def run(*args: str, input: str | bytes | None = None, timeout: float = 90, cwd: str | None = None):
         text = not isinstance(input, bytes)
         return subprocess.run(
-            [sys.executable, "-m", "engine.client.cli", "-H", client_daemon.host, *args],
+            [sys.executable, "-m", "engine.cli", "-H", client_daemon.host, *args],
             input=input,
             capture_output=True,
             text=text,

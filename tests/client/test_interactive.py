@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
 def command(engine, *args: str) -> str:
-    argv = [sys.executable, "-m", "engine.client.cli", "-H", engine.daemon.host, *args]
+    argv = [sys.executable, "-m", "engine.cli", "-H", engine.daemon.host, *args]
     return " ".join(shlex.quote(a) for a in argv) + "; echo EXIT=$?; sleep 600"
 
 

@@ -216,7 +216,7 @@ def _create(fake: FakeDaemon, argv: list[str], docker: bool, config_dir: str) ->
     if docker:
         cmd = [DOCKER, "-H", fake.host, "create", *argv, "busybox"]
     else:
-        cmd = [sys.executable, "-m", "engine.client.cli", "-H", fake.host, "create", *argv, "busybox"]
+        cmd = [sys.executable, "-m", "engine.cli", "-H", fake.host, "create", *argv, "busybox"]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env=_env(config_dir), timeout=60, stdin=subprocess.DEVNULL
     )

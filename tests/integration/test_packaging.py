@@ -76,7 +76,7 @@ class VenvDaemon(DaemonProcess):
 
     def command(self) -> list[str]:
         base = super().command()
-        assert base[1:4] == ["-m", "engine.client.cli", "-d"]
+        assert base[1:4] == ["-m", "engine.cli", "-d"]
         return [self.engine_script, "-d", *base[4:]]
 
 
