@@ -3,6 +3,31 @@
 The daemon is an API server (Falcon under gunicorn) in front of an
 :class:`~engine.core.Engine` of named jobs, which drive pluggable graph,
 network and exec drivers.
+
+The packages stand in layers, bottom to top. A package imports only
+packages of lower layers; the packages of one layer do not import each
+other. ``tests/test_layers.py`` reads the table below and checks every
+import statement of ``engine/`` and ``plugins/`` against it::
+
+     1. errors                            the exception tree (and this module: versions, the default address)
+     2. utils, reference                  standard-library helpers (records, Go's time and size formats,
+                                          stdcopy, sockets, progress, tables); the image-reference grammar
+     3. sys                               the kernel: libc through ctypes, cgroups, /proc, safe file systems
+     4. archive                           layer tars: compression, safe apply, changes, export, tar-split
+     5. drivers                           the driver SDK: the graph, exec and network contracts, selection
+     6. core, hookspecs, graphdb, shim    the Engine of jobs and the pluggy hook specs; the link graph;
+                                          the per-container shim and the daemon's side of it
+     7. graph, plugins, builtins          layers, images and tags; the plugin manager; the built-in jobs
+     8. registry                          the distribution client: pull and push into the graph
+     9. daemon, api, client               the daemon's services; the HTTP API, which reaches them through
+                                          the Engine's jobs only; the ``engine`` client, which talks HTTP only
+    10. server                            gunicorn: binds, builds the daemon and the API app, serves
+    11. admin, cli, testing               engine-admin; the ``engine`` program (client or daemon); test
+                                          kits and the drivers' conformance suites
+
+A driver plugin (``plugins/``) imports only the SDK: :mod:`engine.drivers`,
+:mod:`engine.errors`, :mod:`engine.archive`, :mod:`engine.sys` (and this
+module). The client imports, of the engine, only layers 1 and 2.
 """
 
 __version__ = "0.1.0"
