@@ -6,7 +6,7 @@ network and exec drivers.
 
 The packages stand in layers, bottom to top. A package imports only
 packages of lower layers; the packages of one layer do not import each
-other. ``tests/test_layers.py`` reads the table below and checks every
+other. ``tests/test_package_layers.py`` reads the table below and checks every
 import statement of ``engine/`` and ``plugins/`` against it::
 
      1. errors                            the exception tree (and this module: versions, the default address)
