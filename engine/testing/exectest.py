@@ -307,7 +307,9 @@ def _own_bounding_set() -> str:
 
 
 class ExecDriverConformance:
-    """Tests every exec driver must pass; subclass it with ``driver_name`` set."""
+    """Tests every exec driver must pass; subclass it with ``driver_name`` set (``root`` tests)."""
+
+    pytestmark: ClassVar[list[Any]] = [pytest.mark.root("namespaces, cgroups")]
 
     #: The entry-point name of the driver under test.
     driver_name: ClassVar[str] = ""

@@ -31,6 +31,8 @@ from engine.testing.layertar import (
     tree_manifest,
 )
 
+pytestmark = pytest.mark.root("layers keep their owners")
+
 
 @pytest.fixture
 def canary(tmp_path, dest) -> Iterator[str]:

@@ -8,14 +8,13 @@ status shows on the screen.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
 
 import pytest
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def command(engine, *args: str) -> str:

@@ -22,7 +22,10 @@ import pytest
 from tests.client.fakedaemon import FakeDaemon
 
 DOCKER = shutil.which("docker")
-pytestmark = pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")
+pytestmark = [
+    pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed"),
+    pytest.mark.slow,  # two programs started per case, about a second
+]
 
 CASES = [
     [],

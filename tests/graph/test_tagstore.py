@@ -355,6 +355,7 @@ def test_failed_write_changes_nothing(path):
     assert store.last_tag_time(B) is None
 
 
+@pytest.mark.slow
 def test_sixteen_threads(path):
     """Concurrent writers lose nothing, and a reader never sees a partial file."""
     store = TagStore(path)

@@ -15,7 +15,7 @@ from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
 from engine.testing.procs import children_of, cmdline, wait_gone
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 from engine.testing.daemon import DaemonProcess
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def test_docker_cli_version_and_info(daemon, docker):

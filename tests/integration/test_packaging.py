@@ -23,7 +23,7 @@ import engine
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")]
+pytestmark = [pytest.mark.slow, pytest.mark.root("a daemon")]
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

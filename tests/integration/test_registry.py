@@ -31,7 +31,7 @@ from engine.testing.images import (
 )
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.root,
     pytest.mark.skipif(not local_registry.available(), reason="docker-registry (distribution) is not installed"),
 ]
 

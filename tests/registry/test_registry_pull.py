@@ -25,7 +25,7 @@ from engine.testing.layertar import Entry, make_layer_tar
 from engine.utils.progress import Progress
 from engine_graph_vfs.driver import VfsDriver
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the vfs driver keeps owners: needs root")
+pytestmark = pytest.mark.root("the vfs driver keeps owners")
 
 
 @pytest.fixture

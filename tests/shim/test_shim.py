@@ -438,6 +438,7 @@ def test_bad_driver_is_reported(container_dir, forkserver):
         start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
 
 
+@pytest.mark.slow
 def test_start_timeout_stops_the_container_nobody_waits_for(container_dir, forkserver):
     _, spec = make_spec(container_dir, ["sleep", "30"], driver={"module": "shim_test_drivers", "class": "SlowStart"})
     with pytest.raises(HostError, match="did not report a start within 0.5s"):
@@ -930,6 +931,7 @@ def test_concurrent_starts_through_one_fork_server(tmp_path):
             kill_started(path, results.get(path))
 
 
+@pytest.mark.slow
 def test_a_stuck_fork_server_fails_one_start_and_is_replaced(tmp_path):
     server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
     first, second = str(tmp_path / "c1"), str(tmp_path / "c2")
@@ -992,6 +994,7 @@ def test_more_attaches_than_a_message_carries_start_directly(container_dir):
         kill_started(container_dir, result)
 
 
+@pytest.mark.slow
 def test_a_confirmed_launcher_is_never_killed_however_slow(container_dir, monkeypatch):
     # The launcher stalls (stopped) right when the daemon confirms the start;
     # the daemon must not kill it, or the shim would never get the confirmation.

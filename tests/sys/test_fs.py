@@ -18,6 +18,8 @@ from engine.errors import HostError, InvalidParameter
 from engine.sys import fs, libc, proc
 from engine.testing.layertar import build_rich_tree, tree_manifest
 
+pytestmark = pytest.mark.root("mounts, owners")
+
 
 @pytest.fixture
 def tmpfs(tmp_path) -> Iterator:

@@ -15,7 +15,7 @@ import pytest
 
 from engine.sys import libc
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def _in_child(body: Callable[[], None]) -> None:

@@ -42,6 +42,8 @@ from engine.testing.layertar import Entry, build_rich_tree, make_layer_tar, tree
 from engine_graph_aufs import driver as aufs
 from engine_graph_aufs.driver import AufsDriver, MountCall, mount_plan
 
+pytestmark = pytest.mark.root("mounts, owners")
+
 A, C, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
 
 AUFS_HERE = aufs.aufs_supported()

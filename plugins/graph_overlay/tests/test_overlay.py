@@ -39,6 +39,8 @@ from engine_graph_overlay.driver import (
 )
 from engine_graph_vfs.driver import VfsDriver
 
+pytestmark = pytest.mark.root("overlay mounts, owners")
+
 _LINK = re.compile(r"[A-Z2-7]{26}")
 
 

@@ -169,6 +169,7 @@ def test_the_proxy_raises_its_soft_nofile_limit_to_the_hard_one(start_proxy, tcp
     assert line.split()[3:5] == ["96", "96"]  # never above the hard limit
 
 
+@pytest.mark.slow
 def test_tcp_out_of_descriptors_costs_clients_not_the_proxy_nor_a_spinning_cpu(start_proxy, tcp_echo):
     sock, port = listener()
     pid = start_proxy([(sock, "tcp", *tcp_echo)], nofile=(24, 24))
@@ -212,6 +213,7 @@ def test_udp_flows_are_capped(start_proxy, udp_echo):
             c.close()
 
 
+@pytest.mark.slow
 def test_udp_without_a_descriptor_drops_the_datagram_not_the_proxy(start_proxy, tcp_echo, udp_echo, tmp_path):
     tcp, tcp_port = listener()
     udp, udp_port = udp_front()
