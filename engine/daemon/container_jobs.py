@@ -17,6 +17,7 @@ from engine import archive
 from engine.daemon import attach as attaching
 from engine.daemon import logs as logfile
 from engine.daemon import views
+from engine.daemon.daemon import require
 from engine.daemon.events import matches
 from engine.daemon.hostconfig import parse_signal
 from engine.daemon.network import JOBS as NETWORK_JOBS
@@ -213,7 +214,7 @@ def job_changes(job: Any) -> None:
 def job_export(job: Any) -> None:
     svc = svc_of(job)
     c = container_of(job)
-    driver = svc.daemon.graphdriver
+    driver = require(svc.daemon.graphdriver, "graph driver")
     path = driver.get(c.id)
     stream = archive.tar_tree(path, release=lambda: driver.put(c.id))
     try:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.daemon import attach
 from engine.daemon.container import Container
+from engine.daemon.daemon import require
 from engine.drivers.exec import ExecStartError, Pipes, ProcessConfig
 from engine.errors import Conflict, EngineError, InvalidParameter, NotFound
 from engine.utils import sockets
@@ -141,7 +142,7 @@ class ExecService:
         return e
 
     def _check_startable(self, e: Exec) -> Container:
-        c = self.daemon.containers.get(e.container_id)
+        c = require(self.daemon.containers, "container store").get(e.container_id)
         with c.lock:
             if e.started:
                 raise Conflict(f"Error: Exec command {e.id} has already run")
@@ -211,8 +212,8 @@ class ExecService:
 
         def runner() -> None:
             try:
-                result["code"] = self.daemon.exec_driver.exec(
-                    self.daemon.lifecycle.command(c), e.process, pipes, on_start
+                result["code"] = require(self.daemon.exec_driver, "exec driver").exec(
+                    require(self.daemon.lifecycle, "life cycle").command(c), e.process, pipes, on_start
                 )
             except BaseException as exc:  # reported to the request thread
                 result["error"] = exc
