@@ -99,7 +99,8 @@ def make_client(args: argparse.Namespace) -> Any:
         if base_url.startswith("tcp://"):
             base_url = "https://" + base_url[len("tcp://") :]
     try:
-        return docker.APIClient(base_url=base_url, version=engine.API_VERSION, tls=tls, timeout=None)
+        # timeout=None: no time limit on streams (attach, logs -f, events); the stubs allow ints only.
+        return docker.APIClient(base_url=base_url, version=engine.API_VERSION, tls=tls, timeout=None)  # type: ignore[arg-type]
     except docker.errors.DockerException as exc:
         raise ClientError(str(exc)) from None
 

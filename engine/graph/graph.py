@@ -131,9 +131,9 @@ class Graph:
             raise NoSuchImage(name=name)
         ref = self._parse(name)
         if ref is not None:
-            image_id = self.tags.get(ref)
-            if image_id is not None and self.images.exists(image_id):
-                return self.images.get(image_id)
+            tagged = self.tags.get(ref)
+            if tagged is not None and self.images.exists(tagged):
+                return self.images.get(tagged)
         image = self.images.lookup_id(name)
         if image is not None:
             return image

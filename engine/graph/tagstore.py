@@ -47,7 +47,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from engine.errors import Conflict, HostError, InvalidParameter
 from engine.reference import (
@@ -218,8 +218,8 @@ class TagStore:
         self,
         repos: _Repos,
         times: dict[str, float],
-        added: list[tuple[Reference, str]] = (),
-        removed: list[tuple[Reference, str]] = (),
+        added: Sequence[tuple[Reference, str]] = (),
+        removed: Sequence[tuple[Reference, str]] = (),
     ) -> None:
         """Write the new state, then make it current; on a failed write nothing changes.
 

@@ -159,7 +159,7 @@ class FollowReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         spool = self.spool
         with spool.cond:
             while self.pos >= spool.size:

@@ -87,6 +87,8 @@ class Client:
         self.stderr = False
         #: Whether stdin frames from this client still go to the container.
         self.stdin_open = False
+        #: An attach made before start (:meth:`IOLoop.add_attached`) that sends stdin.
+        self.wants_stdin = False
         self.reading = True
         #: Close once ``outbuf`` is sent.
         self.closing = False
@@ -185,7 +187,7 @@ class IOLoop:
         if open_stdin:
             self._stdin_fd = self._console_fd
             for client in self._clients.values():
-                if getattr(client, "wants_stdin", False):
+                if client.wants_stdin:
                     client.stdin_open = True
 
     def start(self) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import IO
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -49,7 +50,7 @@ class DaemonProcess:
         self.args = list(args)
         self.env = dict(os.environ, **(env or {}))
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     @property
     def host(self) -> str:

@@ -9,12 +9,12 @@ from collections.abc import Iterable, Sequence
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], out=None, gap: int = 3) -> None:
     """Print a left-aligned table like docker's tabwriter output."""
     out = out or sys.stdout
-    rows = [[str(c) for c in row] for row in rows]
+    text = [[str(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
-    for row in rows:
+    for row in text:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
-    for row in [list(headers), *rows]:
+    for row in [list(headers), *text]:
         cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
         out.write((" " * gap).join(cells).rstrip() + "\n")
 

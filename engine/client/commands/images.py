@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 from engine.client.errors import ClientError
 from engine.client.progress import StreamError, display
@@ -77,6 +77,7 @@ def cmd_images(client: Any, args: Any) -> int:
 
 
 def cmd_load(client: Any, args: Any) -> int:
+    fh: IO[bytes]
     if args.input:
         fh = open(args.input, "rb")
     else:
