@@ -9,8 +9,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from engine.core.env import parse_bool
-from engine.daemon.attach import client_gone
 from engine.errors import EngineError, InvalidParameter
+from engine.utils.sockets import client_gone
 
 JSON = "application/json"
 #: A hijacked stream as it is (a tty's output).

@@ -18,23 +18,8 @@ from typing import Any
 
 from engine.sys.fs import atomic_write
 from engine.utils.host import read_text
-
-ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def rfc3339nano(ts: float | None) -> str:
-    if not ts:
-        return ZERO_TIME
-    from engine.daemon.info import rfc3339nano as fmt
-
-    return fmt(ts)
-
-
-def human_duration(seconds: float) -> str:
-    """go-units ``HumanDuration`` (``Up 2 minutes``, ``Exited (0) 3 seconds ago``)."""
-    from engine.client.format import human_duration as fmt
-
-    return fmt(seconds)
+from engine.utils.timefmt import rfc3339nano
+from engine.utils.units import human_duration
 
 
 @dataclass

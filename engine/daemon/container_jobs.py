@@ -17,11 +17,13 @@ from engine import archive
 from engine.daemon import attach as attaching
 from engine.daemon import logs as logfile
 from engine.daemon import views
+from engine.daemon.daemon import require
 from engine.daemon.events import matches
 from engine.daemon.hostconfig import parse_signal
 from engine.daemon.network import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter
 from engine.hookspecs import hookimpl
+from engine.utils import sockets, stdcopy
 
 if TYPE_CHECKING:
     from engine.daemon.container import Container
@@ -212,7 +214,7 @@ def job_changes(job: Any) -> None:
 def job_export(job: Any) -> None:
     svc = svc_of(job)
     c = container_of(job)
-    driver = svc.daemon.graphdriver
+    driver = require(svc.daemon.graphdriver, "graph driver")
     path = driver.get(c.id)
     stream = archive.tar_tree(path, release=lambda: driver.put(c.id))
     try:
@@ -279,7 +281,7 @@ def job_logs(job: Any) -> None:
         running=lambda: c.state.running and not c.removed,
         stopped=lambda: stop.is_set() or job.stdout.closed,
     ):
-        job.stdout.write(logfile.frame(stream, data, c.tty))
+        job.stdout.write(stdcopy.frame(stream, data, c.tty))
 
 
 def job_attach(job: Any) -> None:
@@ -291,10 +293,10 @@ def job_attach(job: Any) -> None:
     want_in, want_out, want_err = env.get_bool("Stdin"), env.get_bool("Stdout"), env.get_bool("Stderr")
     if env.get_bool("Logs"):
         for stream, data in logfile.read(c.log_path, want_out, want_err, follow=False):
-            if not attaching.send_all(sock, logfile.frame(stream, data, c.tty)):
+            if not sockets.send_all(sock, stdcopy.frame(stream, data, c.tty)):
                 return
     if not env.get_bool("Stream"):
-        attaching.close_client(sock)
+        sockets.close_client(sock)
         return
     job.engine.daemon.container_event(c, "attach")
     from engine.daemon.streams import attach_container
@@ -350,7 +352,7 @@ def job_exec_start(job: Any) -> None:
     sock = job.stdin.source if not body.get("Detach") else None
     execs.start(e, sock, body.get("Tty"))
     if sock is not None:
-        attaching.close_client(sock)
+        sockets.close_client(sock)
 
 
 def job_exec_inspect(job: Any) -> None:

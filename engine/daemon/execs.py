@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from engine.daemon import attach
 from engine.daemon.container import Container
+from engine.daemon.daemon import require
 from engine.drivers.exec import ExecStartError, Pipes, ProcessConfig
 from engine.errors import Conflict, EngineError, InvalidParameter, NotFound
+from engine.utils import sockets
 
 if TYPE_CHECKING:
     from engine.daemon.daemon import Daemon
@@ -121,7 +123,7 @@ class ExecService:
             privileged=bool(body.get("Privileged") or hc.get("Privileged")),
             cap_add=list(hc.get("CapAdd") or []),
             cap_drop=list(hc.get("CapDrop") or []),
-            no_new_privileges=self.daemon.security.no_new_privileges(hc),
+            no_new_privileges=require(self.daemon.security, "security policy").no_new_privileges(hc),
         )
         e = Exec(
             id=secrets.token_hex(32),
@@ -140,7 +142,7 @@ class ExecService:
         return e
 
     def _check_startable(self, e: Exec) -> Container:
-        c = self.daemon.containers.get(e.container_id)
+        c = require(self.daemon.containers, "container store").get(e.container_id)
         with c.lock:
             if e.started:
                 raise Conflict(f"Error: Exec command {e.id} has already run")
@@ -210,8 +212,8 @@ class ExecService:
 
         def runner() -> None:
             try:
-                result["code"] = self.daemon.exec_driver.exec(
-                    self.daemon.lifecycle.command(c), e.process, pipes, on_start
+                result["code"] = require(self.daemon.exec_driver, "exec driver").exec(
+                    require(self.daemon.lifecycle, "life cycle").command(c), e.process, pipes, on_start
                 )
             except BaseException as exc:  # reported to the request thread
                 result["error"] = exc
@@ -270,7 +272,7 @@ class ExecService:
                 write,
                 close,
                 attach.parse_detach_keys(e.detach_keys) if e.process.tty else None,
-                lambda: attach.close_client(sock),
+                lambda: sockets.close_client(sock),
             ).start()
         out_fds = (
             {ours["master"]: 1}

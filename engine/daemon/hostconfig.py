@@ -20,6 +20,7 @@ from engine.daemon.logconfig import merge_log_config
 from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import EngineError, InvalidParameter
+from engine.utils.units import ram_in_bytes
 
 RESTART_POLICIES = ("", "no", "always", "on-failure", "unless-stopped")
 #: The ``PATH`` of a container whose config sets none (moby's ``DefaultPathEnv``).
@@ -177,20 +178,6 @@ def resources_of(hc: dict) -> Resources:
         blkio_weight=int(hc.get("BlkioWeight") or 0),
         device_rules=list(hc.get("DeviceCgroupRules") or []),
     )
-
-
-def parse_size(value: str) -> int:
-    """``10m``, ``1g``, ``512k``, ``4096`` -> bytes (go-units RAMInBytes)."""
-    text = (value or "").strip().lower()
-    if not text:
-        return 0
-    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    num = text.rstrip("bkmgt") or "0"
-    unit = text[len(num) :].rstrip("b") or "b"
-    try:
-        return int(float(num) * units[unit[0]])
-    except (ValueError, KeyError):
-        raise EngineError(f"invalid size: {value!r}") from None
 
 
 def apply_create_defaults(config: dict, hc: dict, image_name: str, cid: str, nodename: str, log_defaults: Any) -> None:
@@ -432,8 +419,14 @@ def build_command(
 def log_options(hc: dict) -> dict[str, Any]:
     """The json-file log's ``max-size`` and ``max-file`` (``--log-opt``) as the shim takes them."""
     log_cfg = (hc.get("LogConfig") or {}).get("Config") or {}
+    max_size = (log_cfg.get("max-size") or "").strip()
+    try:
+        # RAMInBytes, as this engine has always rotated (moby's json-file reads FromHumanSize).
+        size = ram_in_bytes(max_size) if max_size else 0
+    except ValueError as exc:
+        raise EngineError(f"invalid size: {max_size!r}: {exc}") from None
     return {
-        "max_size": parse_size(log_cfg.get("max-size", "")),
+        "max_size": size,
         "max_file": max(1, int(log_cfg.get("max-file", "1") or 1)),
     }
 

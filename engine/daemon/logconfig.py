@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import InvalidParameter
+from engine.utils.units import from_human_size
 
 #: The options each logging driver accepts (moby's ``ValidateLogOpt``).
 LOG_DRIVER_OPTS: dict[str, tuple[str, ...]] = {
@@ -34,8 +35,6 @@ def validate_log_config(driver: str, opts: Mapping[str, str]) -> None:
         if key not in known:
             raise InvalidParameter(f"unknown log opt '{key}' for {driver} log driver")
     if "max-size" in opts:
-        from engine.client.flagparse import from_human_size
-
         try:
             size = from_human_size(opts["max-size"])
         except ValueError as exc:

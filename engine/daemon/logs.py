@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-from engine.graph.images import parse_created
+from engine.utils.timefmt import parse_rfc3339
 
 STREAMS = {"stdout": 1, "stderr": 2}
 
@@ -34,13 +34,6 @@ def _parse(line: bytes) -> dict | None:
     except ValueError:
         return None
     return entry if isinstance(entry, dict) and "log" in entry else None
-
-
-def frame(stream: int, data: bytes, tty: bool) -> bytes:
-    """stdcopy framing (``[stream, 0, 0, 0, size BE32]``) unless the container has a TTY."""
-    if tty:
-        return data
-    return bytes((stream, 0, 0, 0)) + len(data).to_bytes(4, "big") + data
 
 
 def read(
@@ -67,7 +60,7 @@ def read(
         if entry.get("stream", "stdout") not in wanted:
             return False
         if since or until:
-            ts = parse_created(entry.get("time"))
+            ts = parse_rfc3339(entry.get("time"))
             if since and ts < since:
                 return False
             if until and ts > until:
@@ -180,4 +173,4 @@ def parse_time(value: str | None) -> float:
     try:
         return float(value)
     except ValueError:
-        return parse_created(value)
+        return parse_rfc3339(value)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def state(engine, name: str) -> dict:

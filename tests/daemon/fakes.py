@@ -39,6 +39,7 @@ from engine.graphdb import LinkGraph
 from engine.shim import protocol
 from engine.testing.images import BuiltImage, docker_archive, image_config
 from engine.utils.progress import Progress
+from engine.utils.timefmt import rfc3339nano_ns
 
 IMAGE = "tiny:latest"
 
@@ -93,7 +94,7 @@ class FakeExecDriver(ExecDriver):
             container_dir = self.dirs.get(cid)
         if proc is None or container_dir is None:
             raise ProcessLookupError(f"no fake container {cid[:12]} runs")
-        record = {"ExitCode": code, "FinishedAt": protocol.rfc3339nano(), "OOMKilled": oom, "Error": ""}
+        record = {"ExitCode": code, "FinishedAt": rfc3339nano_ns(), "OOMKilled": oom, "Error": ""}
         protocol.write_json_atomic(os.path.join(container_dir, protocol.EXIT_FILE), record)
         proc.kill()
         proc.wait()
@@ -170,7 +171,7 @@ class FakeLauncher:
         if self.failure is not None:
             raise self.failure
         proc = self.driver.begin(spec["command"]["id"], container_dir)
-        state = {"Pid": proc.pid, "ShimPid": proc.pid, "StartedAt": protocol.rfc3339nano()}
+        state = {"Pid": proc.pid, "ShimPid": proc.pid, "StartedAt": rfc3339nano_ns()}
         protocol.write_json_atomic(os.path.join(container_dir, protocol.STATE_FILE), state)
         return state
 

@@ -23,7 +23,6 @@ from engine.daemon.hostconfig import (
     mount_points,
     mounts_of,
     parse_signal,
-    parse_size,
     resources_of,
     shim_spec,
     updated_host_config,
@@ -439,14 +438,14 @@ def test_build_command_defaults():
     ("value", "expected"),
     [("", 0), ("4096", 4096), ("10k", 10 << 10), ("1m", 1 << 20), ("1.5g", 3 << 29), ("2MB", 2 << 20)],
 )
-def test_parse_size(value, expected):
-    assert parse_size(value) == expected
+def test_log_max_size_in_binary_units(value, expected):
+    assert log_options({"LogConfig": {"Config": {"max-size": value}}})["max_size"] == expected
 
 
 @pytest.mark.parametrize("value", ["ten", "1x", "1.2.3m"])
-def test_parse_size_refuses(value):
+def test_log_max_size_refuses(value):
     with pytest.raises(EngineError, match="invalid size"):
-        parse_size(value)
+        log_options({"LogConfig": {"Config": {"max-size": value}}})
 
 
 def test_log_options():

@@ -27,7 +27,6 @@ from engine.testing.procs import wait_for
 from tests.daemon.fakes import Rig, layers_of
 
 #: Network namespaces (the ``none`` mode) need root; as root the tests run in the sandbox.
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
 # ----------------------------------------------------------------------
 # restart-policy decisions
@@ -416,8 +415,7 @@ def test_restore_without_an_exit_record_says_so(rig: Rig):
     assert again.state.exit_code == 255 and "died while the daemon was down" in again.state.error
 
 
-@pytest.mark.root
-@needs_root
+@pytest.mark.root("network namespaces")
 def test_restore_starts_what_the_policies_say_links_first(rig: Rig):
     """Creates: network namespaces under the rig's root (removed with the containers' exits)."""
     db = rig.create("db", NetworkMode="none", RestartPolicy={"Name": "always"})

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from engine.security import paths
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES
 from engine.sys.fs import safe_rmtree
+from engine.sys.security import paths
 from engine.testing import dockerd as reference
 from engine.testing.daemon import DaemonProcess, UnixHTTPConnection
 from engine.testing.images import busybox_archive
