@@ -88,6 +88,7 @@ class ExecService:
         return e
 
     def create(self, c: Container, body: dict) -> Exec:
+        self.daemon.lifecycle.settle(c)  # a start in flight decides whether it runs
         with c.lock:
             if not c.state.running:
                 raise Conflict(f"Container {c.id} is not running")
@@ -141,6 +142,7 @@ class ExecService:
 
     def _check_startable(self, e: Exec) -> Container:
         c = self.daemon.containers.get(e.container_id)
+        self.daemon.lifecycle.settle(c)
         with c.lock:
             if e.started:
                 raise Conflict(f"Error: Exec command {e.id} has already run")
