@@ -228,6 +228,14 @@ class LifeCycle:
             self._commands[c.id] = cmd
         return cmd
 
+    def alive(self, c: Container) -> bool:
+        """Whether ``c``'s process still exists (signal 0), whatever its exit's processing says."""
+        try:
+            self.exec_driver.kill(self.command(c), 0)
+        except (NotFound, ProcessLookupError, FileNotFoundError):
+            return False
+        return True
+
     def pids(self, c: Container) -> list[int]:
         """The host PIDs of ``c``'s processes."""
         return self.exec_driver.get_pids(self.command(c))
@@ -832,6 +840,10 @@ class LifeCycle:
                 if left is not None and left <= 0:
                     return False
                 c.changed.wait(0.5 if left is None else min(left, 0.5))
+
+    def launching_exec(self, c: Container) -> contextlib.AbstractContextManager[None]:
+        """The slot of ``c`` while an exec's process is launched (not while it runs)."""
+        return self._operation(c, "exec")
 
     def settle(self, c: Container) -> None:
         """Wait for a start or restart of ``c`` in flight to end (what reads its state before acting

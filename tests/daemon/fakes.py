@@ -115,6 +115,10 @@ class FakeExecDriver(ExecDriver):
         raise AssertionError("the fake exec driver never runs inside a shim")
 
     def kill(self, command: Command, signal: int) -> None:  # noqa: A002 - the contract's name
+        if signal == 0:  # the probe: is it there?
+            if command.id not in self.stand_ins:
+                raise NotFound(f"container {command.id} is not running")
+            return
         self.calls.append(("kill", command.id, signal))
         if signal not in self.ignored:
             self.exit(command.id, 128 + signal)
