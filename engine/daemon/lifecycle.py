@@ -39,6 +39,13 @@ and deletes the record before the rest of its directory. At start-up,
 namespace and directory), finishes the removals that were under way, thaws
 a container a crash left frozen by :meth:`LifeCycle.frozen`, and the store
 reconciles the names with the records (see :mod:`engine.daemon.store`).
+Images need no repair of their own: a layer is registered in a staging
+directory renamed into place, an image likewise, a tag written atomically
+(:mod:`engine.graph`), so a load, a pull or a commit cut short leaves
+unreferenced layers, which the graph's collection at start-up removes, or
+an image that is whole but untagged. A commit should read the container's
+file system inside :meth:`LifeCycle.frozen`, whose pause a crash cannot leave
+behind (the restore thaws it).
 
 What a container is asked to be (Config, HostConfig) becomes the exec
 driver's :class:`~engine.drivers.exec.Command` in
