@@ -594,7 +594,7 @@ class LifeCycle:
         if thaw and c.state.paused:
             try:
                 self.exec_driver.unpause(self.command(c))
-            except EngineError:
+            except (EngineError, OSError):  # it died as it thawed: its cgroup went with it
                 pass
         return True
 
@@ -742,7 +742,7 @@ class LifeCycle:
                 raise Conflict(f"Container {c.id} is not running")
             try:
                 self.exec_driver.pause(self.command(c))
-            except NotFound:  # it exited a moment ago; the exit is on its way
+            except (NotFound, FileNotFoundError):  # it exited a moment ago; the exit is on its way
                 raise Conflict(f"Container {c.id} is not running") from None
             c.machine.move(Phase.PAUSED)
             c.to_disk()
@@ -758,7 +758,7 @@ class LifeCycle:
                 raise Conflict(f"Container {c.id} is not paused")
             try:
                 self.exec_driver.unpause(self.command(c))
-            except NotFound:
+            except (NotFound, FileNotFoundError):  # it exited a moment ago; the exit is on its way
                 raise Conflict(f"Container {c.id} is not paused") from None
             c.machine.move(Phase.RUNNING)
             c.to_disk()
@@ -785,7 +785,7 @@ class LifeCycle:
                     with c.lock:
                         try:
                             self.exec_driver.unpause(self.command(c))
-                        except EngineError:  # it exited meanwhile
+                        except (EngineError, OSError):  # it exited meanwhile
                             pass
 
     def update(self, c: Container, body: dict) -> list[str]:
@@ -798,7 +798,10 @@ class LifeCycle:
             if phase in (Phase.RUNNING, Phase.PAUSED):
                 try:
                     self.exec_driver.update(self.command(c), resources_of(new))
-                except NotFound:  # it exited a moment ago: the new limits apply from its next start
+                except (
+                    NotFound,
+                    FileNotFoundError,
+                ):  # it exited a moment ago: the new limits apply from its next start
                     pass
             c.host_config = new
             c.to_disk()
