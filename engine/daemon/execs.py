@@ -90,6 +90,7 @@ class ExecService:
         return e
 
     def create(self, c: Container, body: dict) -> Exec:
+        require(self.daemon.lifecycle, "life cycle").settle(c)  # a start in flight decides whether it runs
         with c.lock:
             if not c.state.running:
                 raise Conflict(f"Container {c.id} is not running")
@@ -141,8 +142,8 @@ class ExecService:
         self.daemon.container_event(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
         return e
 
-    def _check_startable(self, e: Exec) -> Container:
-        c = require(self.daemon.containers, "container store").get(e.container_id)
+    @staticmethod
+    def _check_startable(e: Exec, c: Container) -> None:
         with c.lock:
             if e.started:
                 raise Conflict(f"Error: Exec command {e.id} has already run")
@@ -151,11 +152,28 @@ class ExecService:
             if c.state.paused:
                 raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
             e.started = True
-        return c
 
     def start(self, e: Exec, sock: Any | None, tty: bool | None = None) -> None:
-        """Run the exec; with ``sock`` stream its stdio there, else detach."""
-        c = self._check_startable(e)
+        """Run the exec; with ``sock`` stream its stdio there, else detach.
+
+        Until its process runs, the exec holds the container's operation slot
+        (:meth:`~engine.daemon.lifecycle.LifeCycle.launching_exec`): a pause
+        meanwhile would freeze the exec's helper before it reports, a start in
+        flight decides whether there is a container to enter.
+        """
+        c = require(self.daemon.containers, "container store").get(e.container_id)
+        with require(self.daemon.lifecycle, "life cycle").launching_exec(c):
+            thread, result, ours = self._launch(e, c, sock, tty)
+        if sock is None:
+            threading.Thread(target=self._reap, args=(e, c, thread, result, ours), daemon=True).start()
+            return
+        self._pump(e, c, sock, thread, result, ours)
+
+    def _launch(
+        self, e: Exec, c: Container, sock: Any | None, tty: bool | None
+    ) -> tuple[threading.Thread, dict[str, Any], dict[str, int]]:
+        """Check, start the exec's process and wait until it runs; its runner thread, result and our fds."""
+        self._check_startable(e, c)
         if tty is not None:
             e.process.tty = bool(tty) or e.process.tty
         ends: list[int] = []
@@ -233,19 +251,22 @@ class ExecService:
                 console_sock.close()
             for fd in ours.values():
                 os.close(fd)
-            e.exit_code = (
-                126
-                if "permission denied" in str(result["error"])
-                else 127
-                if isinstance(result["error"], ExecStartError)
-                else 1
-            )
+            error = result["error"]
+            e.exit_code = 126 if "permission denied" in str(error) else 127 if isinstance(error, ExecStartError) else 1
             e.running = False
-            raise result["error"]
+            if isinstance(error, NotFound) or (
+                isinstance(error, EngineError) and not require(self.daemon.lifecycle, "life cycle").alive(c)
+            ):
+                # It exited between the check and the exec (a stop, a kill): Docker's 409.
+                raise Conflict(f"Container {c.id} is not running") from error
+            raise error
         self.daemon.container_event(c, f"exec_start: {' '.join(e.process.args)}", {"execID": e.id})
-        if sock is None:
-            threading.Thread(target=self._reap, args=(e, c, thread, result, ours), daemon=True).start()
-            return
+        return thread, result, ours
+
+    def _pump(
+        self, e: Exec, c: Container, sock: Any, thread: threading.Thread, result: dict[str, Any], ours: dict[str, int]
+    ) -> None:
+        """Stream the running exec's stdio over ``sock`` until it ends; record its exit."""
         stdin_fd = ours.get("master", ours.get("stdin"))
         if stdin_fd is not None and e.open_stdin:
 
