@@ -107,7 +107,7 @@ class DaemonSpec:
 
 
 def engine_spec(extra_args: Sequence[str] = (), storage_driver: str = "vfs", source: str | None = None) -> DaemonSpec:
-    """Our daemon: ``python -m engine.client.cli -d`` with its own root, socket, pidfile.
+    """Our daemon: ``python -m engine.cli -d`` with its own root, socket, pidfile.
 
     :param storage_driver: given as ``-s`` (``vfs``, ``overlay``, ...).
     :param source: a directory holding the ``engine`` package to run (see
@@ -122,7 +122,7 @@ def engine_spec(extra_args: Sequence[str] = (), storage_driver: str = "vfs", sou
         argv = [
             sys.executable,
             "-m",
-            "engine.client.cli",
+            "engine.cli",
             "-d",
             "-H",
             f"unix://{sock}",

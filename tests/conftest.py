@@ -10,8 +10,6 @@ import pytest
 
 from engine.testing.daemon import DaemonProcess
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)")
-
 
 def _links() -> dict[str, int]:
     from pyroute2 import IPRoute
@@ -59,13 +57,11 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture
 def daemon(workdir):
-    """A running daemon (vfs, no network) with its own root and socket.
+    """A running daemon (vfs, no network) with its own root and socket (a test using it is a ``root`` test).
 
     Creates: ``<workdir>/{root,engine.sock,engine.pid,daemon.log}`` and the
     daemon's processes; all are stopped and removed afterwards.
     """
-    if os.geteuid() != 0:
-        pytest.skip("the daemon needs root")
     d = DaemonProcess(workdir, ["-s", "vfs"])
     d.start()
     yield d

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
+from engine.sys.cgroups import read_layout
 from engine.utils import host
 
 
@@ -70,24 +71,25 @@ def check_namespaces() -> list[Check]:
 
 
 def check_cgroups() -> list[Check]:
-    cg = host.cgroup_info()
+    cg = read_layout()
     out = [
         Check(
             "cgroup version",
             True,
-            f"v{cg.version}" + (" (hybrid: v2 mounted too)" if cg.version == "1" and cg.v2_mount else ""),
+            f"v{cg.version}" + (" (hybrid: v2 mounted too)" if cg.version == 1 and cg.v2 is not None else ""),
             "resource limits",
         )
     ]
     for ctl, disables in CGROUP_CONTROLLERS.items():
-        if cg.version == "2" and ctl in ("cpuacct", "devices", "freezer", "blkio"):
+        if cg.version == 2 and ctl in ("cpuacct", "devices", "freezer", "blkio"):
             # v2 folds these into cpu/io, eBPF device programs and cgroup.freeze.
             equivalent = {"cpuacct": "cpu", "devices": "cpu", "freezer": "cpu", "blkio": "io"}[ctl]
             ok = cg.has(equivalent) or ctl in ("devices", "freezer")
             out.append(Check(f"cgroup {ctl}", ok, "v2 equivalent" if ok else "missing", disables))
             continue
         ok = cg.has(ctl)
-        where = cg.v1_mounts.get(ctl) if cg.version == "1" else cg.v2_mount
+        mount = cg.v1.get(ctl) if cg.version == 1 else cg.v2
+        where = mount.mount_point if mount is not None else None
         out.append(Check(f"cgroup {ctl}", ok, f"mounted at {where}" if ok else "not mounted", disables))
     return out
 

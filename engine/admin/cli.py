@@ -18,12 +18,12 @@ from typing import Any
 
 from engine.admin import systemd
 from engine.admin.checks import Check, run_checks
-from engine.client.format import table
 from engine.daemon.config import add_daemon_arguments, build_config
 from engine.drivers import discovery as drivers
 from engine.drivers.discovery import DriverEntry
 from engine.drivers.selection import DriverConfig
 from engine.errors import EngineError, NotSupported
+from engine.utils.tables import table
 
 
 def _probe(kind: str, entry: DriverEntry, config: DriverConfig) -> tuple[bool | None, str]:

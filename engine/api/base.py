@@ -12,8 +12,8 @@ from typing import Any
 import engine as _engine
 from engine import apiversion
 from engine.core.env import parse_bool
-from engine.daemon.attach import client_gone
 from engine.errors import EngineError, InvalidParameter
+from engine.utils.sockets import client_gone
 
 JSON = "application/json"
 #: A hijacked stream as it is (a tty's output).

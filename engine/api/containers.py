@@ -46,12 +46,22 @@ class Prune(JobResource):
         resp.data = self.job("containers_prune", Filters=parse_filters(req.get_param("filters")))
 
 
-class Container(JobResource):
-    """``/containers/{id}`` and ``/containers/{id}/json``."""
+class Inspect(JobResource):
+    """``GET /containers/{id}/json``; any other method there is dockerd's 404 ("page not found"),
+    not a removal."""
 
     def on_get(self, req: Any, resp: Any, id: str) -> None:
         resp.content_type = JSON
         resp.data = self.job("container_inspect", id, Size=query_bool(req, "size"))
+
+    def _not_found(self, req: Any, resp: Any, id: str) -> None:  # noqa: ARG002
+        raise falcon.HTTPNotFound()
+
+    on_delete = on_post = on_put = on_patch = on_head = _not_found
+
+
+class Container(Inspect):
+    """``/containers/{id}``: inspect (GET, as ``/json``) and remove (DELETE)."""
 
     def on_delete(self, req: Any, resp: Any, id: str) -> None:
         self.job(
@@ -134,9 +144,8 @@ def add_routes(app: falcon.App, engine: Any) -> None:
     app.add_route("/containers/create", Create(engine))
     app.add_route("/containers/json", ListContainers(engine))
     app.add_route("/containers/prune", Prune(engine))
-    container = Container(engine)
-    app.add_route("/containers/{id}", container)
-    app.add_route("/containers/{id}/json", container, suffix=None)
+    app.add_route("/containers/{id}", Container(engine))
+    app.add_route("/containers/{id}/json", Inspect(engine))
     for action in ("start", "stop", "restart", "kill", "rename", "pause", "unpause", "resize"):
         app.add_route(f"/containers/{{id}}/{action}", Action(engine, action))
     app.add_route("/containers/{id}/update", Update(engine))

@@ -39,7 +39,7 @@ def handle_http_error(req: Any, resp: Any, ex: falcon.HTTPError, params: Any) ->
     message = ex.description or ex.title or "error"
     if ex.status_code == 404 and ex.description is None:
         message = "page not found"
-    for name, value in (ex.headers or {}).items():
+    for name, value in dict(ex.headers or {}).items():
         resp.set_header(name, value)
     _set_error(resp, ex.status_code, message)
 

@@ -47,8 +47,8 @@ class ExecStart(JobResource):
             try:
                 job.run()
             except EngineError as exc:
-                from engine.daemon.attach import close_client, send_all
-                from engine.daemon.logs import frame
+                from engine.utils.sockets import close_client, send_all
+                from engine.utils.stdcopy import frame
 
                 # The stream is ours already: report in-band as moby does
                 # (on stdout); the exit code (126) is in the exec's inspect.

@@ -4,6 +4,8 @@ changes (``docker diff``).
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import falcon
@@ -24,6 +26,11 @@ class Export(JobResource):
         resp.stream = stream_job(self.engine, "export", id)
 
 
+def stat_header(doc: dict) -> str:
+    """``X-Docker-Container-Path-Stat``: the ``archive_stat`` document as base64 JSON."""
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
 class Archive(JobResource):
     def _path(self, req: Any) -> str:
         path = req.get_param("path")
@@ -32,19 +39,11 @@ class Archive(JobResource):
         return path
 
     def on_head(self, req: Any, resp: Any, id: str) -> None:
-        import json
-
-        from engine.daemon.archive_ops import stat_header
-
         doc = json.loads(self.job("archive_stat", id, Path=self._path(req)))
         resp.set_header("X-Docker-Container-Path-Stat", stat_header(doc))
         resp.status = falcon.HTTP_200
 
     def on_get(self, req: Any, resp: Any, id: str) -> None:
-        import json
-
-        from engine.daemon.archive_ops import stat_header
-
         path = self._path(req)
         doc = json.loads(self.job("archive_stat", id, Path=path))
         resp.set_header("X-Docker-Container-Path-Stat", stat_header(doc))

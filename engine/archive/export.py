@@ -186,7 +186,7 @@ class _ChunkStream(io.RawIOBase):
 
 
 def _stream(chunks: Iterator[bytes], release: Callable[[], None] | None) -> IO[bytes]:
-    return io.BufferedReader(_ChunkStream(chunks, release), _CHUNK)  # type: ignore[return-value]
+    return io.BufferedReader(_ChunkStream(chunks, release), _CHUNK)
 
 
 def _is_overlay_whiteout(st: os.stat_result) -> bool:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from engine import archive
+from engine import reference as refs
 from engine.builder import images as imaging
 from engine.builder.buildargs import BuildArgs
 from engine.builder.cache import ImageCache
@@ -40,7 +41,6 @@ from engine.builder.context import BuildContext, forbidden, not_found
 from engine.builder.parser import Dockerfile, Instruction, Stage, parse_line
 from engine.builder.shell import Lexer, env_map
 from engine.errors import EngineError, InvalidParameter, NoSuchImage, NotFound
-from engine.graph import reference as refs
 from engine.sys import libc
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def go_duration_string(nanos: int) -> str:
 
 def parse_ports(specs: list[str]) -> list[str]:
     """``80``, ``80/udp``, ``8000-8002/tcp`` as ``port/proto`` keys (moby ``nat.ParsePortSpecs``)."""
-    out = []
+    out: list[str] = []
     for spec in specs:
         port, _, proto = spec.rpartition(":")[2].partition("/")
         proto = (proto or "tcp").lower()
@@ -416,7 +416,7 @@ class Builder:
         auth = self.options.auth_configs.get(ref.domain) or {}
         if not auth:
             for key, value in self.options.auth_configs.items():
-                from engine.registry.endpoints import host_of
+                from engine.reference import host_of
 
                 if host_of(key) == ref.domain:
                     auth = value

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import posixpath
@@ -26,11 +27,11 @@ from collections.abc import Callable
 from typing import IO
 
 from engine import archive
-from engine.builder import dockerignore
 from engine.builder.parser import Dockerfile, parse
 from engine.errors import EngineError, HostError, InvalidParameter, NotFound
 from engine.sys import libc
 from engine.sys.fs import safe_rmtree
+from engine.utils import dockerignore
 
 LOG = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ def load(
         # dockerd clones these with git; this engine builds from tarballs and Dockerfiles only.
         raise InvalidParameter(f"git build contexts are not supported by this engine: {remote}")
     if not remote:
-        ctx = from_archive(body if body is not None else _Empty(), os.path.join(workdir, "context"))
+        ctx = from_archive(body if body is not None else io.BytesIO(), os.path.join(workdir, "context"))
     elif remote.startswith(("http://", "https://")):
         fetched = os.path.join(workdir, "remote")
         content_type, _ = download(remote, fetched, progress)
@@ -313,11 +314,6 @@ def load(
     except BaseException:
         ctx.close()
         raise
-
-
-class _Empty:
-    def read(self, n: int = -1) -> bytes:  # noqa: ARG002
-        return b""
 
 
 def not_found(path: str) -> NotFound:

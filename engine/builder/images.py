@@ -144,7 +144,7 @@ def child_config(
     empty = diff_id is None or diff_id == EMPTY_LAYER
     base = parent.config if parent is not None else {}
     diff_ids = list(parent.diff_ids) if parent is not None else []
-    if not empty:
+    if diff_id is not None and not empty:
         diff_ids.append(diff_id)
     when = go_time(created)
     entry: dict[str, Any] = {"created": when}

@@ -16,11 +16,11 @@ import os
 import secrets
 from typing import Any
 
+from engine import reference as refs
 from engine.builder import images as imaging
 from engine.builder.builder import Builder, BuildOptions, Output, StepError, short
 from engine.builder.parser import parse_changes
 from engine.errors import Conflict, EngineError, InvalidParameter
-from engine.graph import reference as refs
 from engine.hookspecs import hookimpl
 from engine.sys.fs import safe_rmtree
 

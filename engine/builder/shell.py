@@ -114,7 +114,7 @@ class _Processor:
 
     def single_quote(self) -> str:
         self.next()
-        out = []
+        out: list[str] = []
         while True:
             ch = self.next()
             if not ch:
@@ -125,7 +125,7 @@ class _Processor:
 
     def double_quote(self) -> str:
         self.next()
-        out = []
+        out: list[str] = []
         while True:
             ch = self.peek()
             if not ch:

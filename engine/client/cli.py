@@ -1,10 +1,12 @@
-"""The ``engine`` command: the client (seed ch. 2), and ``engine -d`` the daemon.
+"""The ``engine`` client (seed ch. 2): its global flags, its commands, and running one.
 
-The client is built on docker-py's low-level ``APIClient``: global flags
-(``-H``, TLS, ``-D``) make the connection, then the first word picks the
-command, as ``docker`` does. Commands live in modules under
-:mod:`engine.client.commands`; each module has a ``register(sub)`` function
-adding its sub-parsers, whose ``func`` default runs the command.
+The client is built on docker-py's low-level ``APIClient`` and talks to the
+daemon over its API only: global flags (``-H``, TLS, ``-D``) make the
+connection, then the first word picks the command, as ``docker`` does.
+Commands live in modules under :mod:`engine.client.commands`; each module
+has a ``register(sub)`` function adding its sub-parsers, whose ``func``
+default runs the command. The ``engine`` program itself (which also starts
+the daemon) is :mod:`engine.cli`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import engine
+from engine import DEFAULT_HOST
 from engine.client.errors import ClientError
-from engine.daemon.config import DEFAULT_HOST, add_daemon_arguments
 
 #: Command modules, in the order their commands appear in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -32,8 +33,10 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+class Parser(argparse.ArgumentParser):
+    """argparse with the docker CLI's words and exit statuses for a bad command line."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
         if self.prog == "engine" and "invalid choice" in message:
             word = message.split("invalid choice: ", 1)[1].split(" ", 1)[0].strip("'")
             self.print_help(sys.stderr)
@@ -46,15 +49,8 @@ def _cert_path() -> str:
     return os.environ.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
 
 
-def build_parser(commands: bool = True) -> argparse.ArgumentParser:
-    """The ``engine`` parser; ``commands=False`` leaves out the client's
-    commands (``engine -d`` needs none of their imports)."""
-    parser = _Parser(
-        prog="engine",
-        description="A Linux container engine. Without a command: the daemon with -d, else this help.",
-        epilog="Run 'engine COMMAND --help' for more information on a command.",
-    )
-    parser.add_argument("-d", "--daemon", action="store_true", help="run the daemon (same as 'engine daemon')")
+def add_global_arguments(parser: argparse.ArgumentParser) -> None:
+    """The client's global flags: the daemon's address, TLS, debug output."""
     parser.add_argument(
         "-H",
         "--host",
@@ -78,14 +74,12 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
         "--tlscert", default=os.path.join(_cert_path(), "cert.pem"), help="path to TLS certificate file"
     )
     parser.add_argument("--tlskey", default=os.path.join(_cert_path(), "key.pem"), help="path to TLS key file")
-    parser.add_argument("-v", "--version", action="store_true", help="print version information and quit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    daemon = sub.add_parser("daemon", help="run the daemon")
-    add_daemon_arguments(daemon)
-    daemon.set_defaults(func=None)
-    for modname in COMMAND_MODULES if commands else ():
+
+
+def register_commands(sub: Any) -> None:
+    """Add every command's sub-parser to ``sub`` (``add_subparsers``), in ``--help`` order."""
+    for modname in COMMAND_MODULES:
         importlib.import_module(modname).register(sub)
-    return parser
 
 
 def make_client(args: argparse.Namespace) -> Any:
@@ -106,38 +100,14 @@ def make_client(args: argparse.Namespace) -> Any:
         if base_url.startswith("tcp://"):
             base_url = "https://" + base_url[len("tcp://") :]
     try:
-        return docker.APIClient(base_url=base_url, version=engine.CLIENT_API_VERSION, tls=tls, timeout=None)
+        # timeout=None: no time limit on streams (attach, logs -f, events); the stubs allow ints only.
+        return docker.APIClient(base_url=base_url, version=engine.CLIENT_API_VERSION, tls=tls, timeout=None)  # type: ignore[arg-type]
     except docker.errors.DockerException as exc:
         raise ClientError(str(exc)) from None
 
 
-def _split_daemon_argv(argv: list[str]) -> list[str] | None:
-    """``engine -d FLAGS`` / ``engine --daemon FLAGS`` -> the daemon's FLAGS."""
-    for flag in ("-d", "--daemon"):
-        if flag in argv:
-            i = argv.index(flag)
-            if not any(not a.startswith("-") for a in argv[:i]):
-                return argv[:i] + argv[i + 1 :]
-    return None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    daemon_argv = _split_daemon_argv(argv)
-    if daemon_argv is not None:
-        argv = ["daemon", *daemon_argv]
-    parser = build_parser(commands=not argv or argv[0] != "daemon")
-    args = parser.parse_args(argv)
-    if args.version:
-        print(f"engine version {engine.__version__}, API {engine.CLIENT_API_VERSION}")
-        return 0
-    if args.command is None:
-        parser.print_help()
-        return 0
-    if args.command == "daemon":
-        from engine.server.main import run_daemon
-
-        return run_daemon(args)
+def run(args: argparse.Namespace) -> int:
+    """Run the command ``args`` were parsed for; its exit status, with docker's words for what failed."""
     import docker
     import requests
 
@@ -159,7 +129,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,10 +16,17 @@ import json
 import os
 from typing import Any
 
-from engine.registry.auth import encode_header
-from engine.registry.endpoints import INDEX_SERVER, host_of
+from engine.reference import INDEX_SERVER, host_of
 
 CONFIG_FILE = "config.json"
+
+
+def encode_header(conf: dict[str, str]) -> str:
+    """Base64url JSON for an ``X-Registry-Auth`` header (``e30=`` for no credentials).
+
+    The daemon reads it with :meth:`engine.registry.auth.AuthConfig.from_header`.
+    """
+    return base64.urlsafe_b64encode(json.dumps(conf, separators=(",", ":")).encode()).decode()
 
 
 def config_dir() -> str:

@@ -1,6 +1,6 @@
 """Go parsers the docker CLI uses for ``run``/``create`` flag values, ported with their messages.
 
-go-units sizes (``32m``), ``--cpus`` as nano CPUs, Go durations, go-connections
+go-units sizes (``32m``, :mod:`engine.utils.units`), ``--cpus`` as nano CPUs, Go durations, go-connections
 port specs (``127.0.0.1:8080:80/udp``, ranges), the compose loader's ``-v``
 spec, the ``--mount`` CSV, devices, ulimits, block-IO throttles and the
 CLI's small validators (``-e``, ``-l``, ``--add-host``, ``--dns-search``,
@@ -19,28 +19,13 @@ from fractions import Fraction
 from typing import Any
 
 from engine.client.errors import ClientError
-from engine.security.sysctls import IPC_SYSCTLS
+from engine.sys.security.sysctls import IPC_SYSCTLS
+from engine.utils import units
+from engine.utils.units import parse_int, parse_uint, ram_in_bytes
 
 #: The pull policies of ``--pull``.
 PULL_POLICIES = ("always", "missing", "never")
 
-_ULIMIT_NAMES = (
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-)
 _DOMAIN_RE = re.compile(
     r"^(:?(:?[a-zA-Z0-9]|(:?[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9]))"
     r"(:?\.(:?[a-zA-Z0-9]|(:?[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])))*)\.?\s*$"
@@ -61,70 +46,6 @@ def invalid_argument(flag: str, value: str, reason: str) -> FlagError:
 
 
 # -- Go parsers --------------------------------------------------------------------------------------------
-
-
-def parse_uint(text: str, bits: int = 64, base: int = 10) -> int:
-    """Go's ``strconv.ParseUint``, with its error text."""
-    if not text or not all(c in "0123456789abcdefABCDEF"[: base if base <= 10 else 22] for c in text):
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
-    value = int(text, base)
-    if value >= 1 << bits:
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
-    return value
-
-
-def parse_int(text: str, bits: int = 64) -> int:
-    """Go's ``strconv.ParseInt`` (base 10), with its error text."""
-    if not re.fullmatch(r"[+-]?[0-9]+", text or ""):
-        raise ValueError(f'strconv.ParseInt: parsing "{text}": invalid syntax')
-    value = int(text)
-    if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
-        raise ValueError(f'strconv.ParseInt: parsing "{text}": value out of range')
-    return value
-
-
-def _parse_size(text: str, binary: bool) -> int:
-    sep = max(text.rfind(c) for c in "01234567890. ")
-    if sep == -1:
-        raise ValueError(f"invalid size: '{text}'")
-    if text[sep] != " ":
-        num, sfx = text[: sep + 1], text[sep + 1 :]
-    else:
-        num, sfx = text[:sep], text[sep + 1 :]
-    try:
-        size = float(num)
-    except ValueError:
-        raise ValueError(f'strconv.ParseFloat: parsing "{num}": invalid syntax') from None
-    if size < 0:
-        raise ValueError(f"invalid size: '{text}'")
-    if not sfx:
-        return int(size)
-    bad = ValueError(f"invalid suffix: '{sfx.lower() if len(sfx) <= 3 else sfx}'")
-    if len(sfx) > 3:
-        raise bad
-    sfx = sfx.lower()
-    if sfx[0] == "b":
-        if len(sfx) > 1:
-            raise bad
-        return int(size)
-    base = 1024 if binary else 1000
-    powers = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
-    if sfx[0] not in powers:
-        raise bad
-    size *= base ** powers[sfx[0]]
-    if (len(sfx) == 2 and sfx[1] != "b") or (len(sfx) == 3 and sfx[1:] != "ib"):
-        raise bad
-    return int(size)
-
-
-def ram_in_bytes(text: str) -> int:
-    """go-units ``RAMInBytes``: ``32m`` is 32 MiB, ``1g`` 1 GiB, a bare number bytes."""
-    return _parse_size(text, binary=True)
-
-
-def from_human_size(text: str) -> int:
-    """go-units ``FromHumanSize``: decimal units (``1k`` is 1000)."""
-    return _parse_size(text, binary=False)
 
 
 def parse_cpus(text: str) -> int:
@@ -520,34 +441,11 @@ def parse_device(value: str) -> dict[str, str]:
 
 
 def parse_ulimit(value: str) -> dict[str, Any]:
-    """go-units ``ParseUlimit``: ``nofile=1024[:2048]`` as ``{Name, Hard, Soft}``."""
-    name, sep, limits = value.partition("=")
-    if not sep:
-        raise invalid_argument("--ulimit", value, f"invalid ulimit argument: {value}")
-    if name not in _ULIMIT_NAMES:
-        raise invalid_argument("--ulimit", value, f"invalid ulimit type: {name}")
-    parts = limits.split(":")
-    if len(parts) > 2:
-        raise invalid_argument(
-            "--ulimit", value, f"too many limit value arguments - {limits}, can only have up to two, `soft[:hard]`"
-        )
+    """go-units ``ParseUlimit`` (:func:`engine.utils.units.parse_ulimit`) with the ``--ulimit`` flag's error."""
     try:
-        soft = parse_int(parts[0])
-        hard = parse_int(parts[1]) if len(parts) == 2 else soft
+        return units.parse_ulimit(value)
     except ValueError as exc:
         raise invalid_argument("--ulimit", value, str(exc)) from None
-    if hard != -1:
-        if soft == -1:
-            raise invalid_argument(
-                "--ulimit",
-                value,
-                f"ulimit soft limit must be less than or equal to hard limit: soft: -1 (unlimited), hard: {hard}",
-            )
-        if soft > hard:
-            raise invalid_argument(
-                "--ulimit", value, f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
-            )
-    return {"Name": name, "Hard": hard, "Soft": soft}
 
 
 def throttle_device(flag: str, value: str, iops: bool) -> dict[str, Any]:

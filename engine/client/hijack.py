@@ -2,7 +2,8 @@
 
 The docker CLI's ``hijackedIOStreamer`` (``cli/command/container/hijack.go``)
 in Python: one thread copies the connection to our stdout/stderr (stdcopy
-frames demultiplexed unless the container has a TTY), one copies our stdin
+frames demultiplexed by :mod:`engine.utils.stdcopy` unless the container
+has a TTY), one copies our stdin
 to the connection and half-closes it at EOF, the local terminal is put in
 raw mode for ``-it`` and the detach keys (``ctrl-p,ctrl-q``) end the session
 without stopping the container. Around it: terminal resizes (``SIGWINCH``)
@@ -18,7 +19,6 @@ import os
 import queue
 import signal
 import socket
-import struct
 import sys
 import termios
 import threading
@@ -27,11 +27,10 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from engine.client.errors import ClientError
+from engine.utils.stdcopy import StreamError, demux
 
 #: ctrl-p ctrl-q, docker's default detach sequence.
 DEFAULT_DETACH_KEYS = b"\x10\x11"
-
-STDIN, STDOUT, STDERR, SYSTEMERR = 0, 1, 2, 3
 
 
 class HijackError(ClientError):
@@ -131,27 +130,15 @@ def hijack(
 
 
 def stdcopy(read: Callable[[int], bytes], stdout: IO[bytes] | None, stderr: IO[bytes] | None) -> None:
-    """moby's ``stdcopy.StdCopy``: demultiplex frames ``[type,0,0,0,len32be]payload`` until EOF.
+    """moby's ``stdcopy.StdCopy`` (:func:`engine.utils.stdcopy.demux`) with the client's error.
 
     :param read: returns exactly the bytes asked for, fewer only at EOF.
     :raises HijackError: on a system-error frame (type 3), with its text.
     """
-    while True:
-        header = read(8)
-        if len(header) < 8:
-            return
-        kind, length = header[0], struct.unpack(">I", header[4:8])[0]
-        payload = read(length) if length else b""
-        if kind == SYSTEMERR:
-            raise HijackError(f"error from daemon in stream: {payload.decode(errors='replace')}")
-        if kind not in (STDIN, STDOUT, STDERR):
-            raise HijackError(f"Unrecognized input header: {kind}")
-        out = stderr if kind == STDERR else stdout
-        if out is not None and payload:
-            out.write(payload)
-            out.flush()
-        if len(payload) < length:
-            return
+    try:
+        demux(read, stdout, stderr)
+    except StreamError as exc:
+        raise HijackError(str(exc)) from None
 
 
 def parse_detach_keys(keys: str) -> bytes:

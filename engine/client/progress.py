@@ -13,7 +13,8 @@ import sys
 from collections.abc import Iterable
 from typing import IO, Any
 
-from engine.utils.progress import bar, human_size
+from engine.utils.progress import bar
+from engine.utils.units import human_size
 
 
 class StreamError(Exception):

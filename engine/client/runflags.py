@@ -41,15 +41,12 @@ from engine.client.flagparse import (
     parse_cpus,
     parse_device,
     parse_go_duration,
-    parse_int,
     parse_kv_file,
     parse_mount,
     parse_port_specs,
     parse_restart_policy,
-    parse_uint,
     parse_ulimit,
     parse_volume_spec,
-    ram_in_bytes,
     throttle_device,
     validate_dns_search,
     validate_env,
@@ -59,6 +56,7 @@ from engine.client.flagparse import (
     validate_sysctl,
     weight_device,
 )
+from engine.utils.units import parse_int, parse_uint, ram_in_bytes
 
 __all__ = [
     "CreateSpec",

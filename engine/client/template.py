@@ -573,7 +573,7 @@ def render_rows(
     fmt: str, rows: Iterable[Any], titles: Mapping[str, str], out: Any, minwidth: int = 10, padding: int = 3
 ) -> None:
     """Print one line per row with ``fmt`` (a ``table`` format gets the header and aligned columns)."""
-    from engine.client.format import tabwrite
+    from engine.utils.tables import tabwrite
 
     source, table = preformat(fmt)
     tmpl = Template(source)

@@ -144,6 +144,10 @@ class Engine:
         self.stopping = threading.Event()
         #: The daemon this engine serves, once it exists (seed's "hack" var).
         self.daemon: Any = None
+        #: The daemon's configuration, in the master, which has no daemon (engine.server.main).
+        self.config: Any = None
+        #: Called once the daemon accepts connections (the server tells systemd; acceptconnections).
+        self.on_ready: Callable[[], Any] | None = None
         #: ``fn(name, seconds, status)``, called as each job ends (the
         #: metrics set it); None costs the job nothing.
         self.observer: Callable[[str, float, Status | None], Any] | None = None

@@ -4,8 +4,10 @@
   configuration checks, the start-up steps that make the services, shutdown.
 * The containers: :mod:`~engine.daemon.store` (records, names, lookups),
   :mod:`~engine.daemon.lifecycle` (every transition of a container, its exit,
-  the restart policy, the restore at start-up; :mod:`~engine.daemon.monitor`
-  learns of exits) and :mod:`~engine.daemon.hostconfig` (Config/HostConfig
+  the restart policy, the restore at start-up and its repairs after a crash;
+  :mod:`~engine.daemon.statemachine` is each container's phase and the slot
+  its operations take turns in; :mod:`~engine.daemon.monitor` learns of
+  exits) and :mod:`~engine.daemon.hostconfig` (Config/HostConfig
   checked and translated into the exec driver's Command, pure functions);
   :mod:`~engine.daemon.container` is the record itself.
 * :mod:`~engine.daemon.execs`, :mod:`~engine.daemon.volumes`,

@@ -12,9 +12,7 @@ can be read or written.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import posixpath
 import stat
@@ -206,7 +204,7 @@ def resolve_link(root: int, path: str) -> str:
 
 
 def _stat_doc(st: os.stat_result, name: str, link: str) -> dict:
-    from engine.daemon.container import rfc3339nano
+    from engine.utils.timefmt import rfc3339nano
 
     return {
         "name": name,
@@ -242,10 +240,6 @@ def stat_path(svc: Any, c: Any, path: str) -> dict:
             return _stat_doc(st, shown_name, link)
         finally:
             os.close(parent)
-
-
-def stat_header(doc: dict) -> str:
-    return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
 def get(svc: Any, c: Any, path: str, out: Any) -> None:

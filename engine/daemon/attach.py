@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.daemon.logs import frame
 from engine.errors import InvalidParameter
+from engine.utils.sockets import send_all
+from engine.utils.stdcopy import frame
 
 LOG = logging.getLogger(__name__)
 
@@ -67,21 +67,6 @@ class _DetachScanner:
                 self.held = buf[-n:]
                 return buf[:-n], False
         return buf, False
-
-
-def send_all(sock: Any, data: bytes) -> bool:
-    try:
-        sock.sendall(data)
-        return True
-    except OSError:
-        return False
-
-
-def close_client(sock: Any) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 class StdinPump(threading.Thread):
@@ -173,29 +158,3 @@ def pump_fds(sock: Any, fds: dict[int, int], tty: bool, stdout: bool, stderr: bo
             stream = open_fds[fd]
             if client_ok and ((stream == 1 and stdout) or (stream == 2 and stderr)):
                 client_ok = send_all(sock, frame(stream, data, tty))
-
-
-def client_gone(sock: Any) -> bool:
-    """Whether the client closed its connection (EOF readable, no request pending).
-
-    A streaming answer that writes nothing for a long time (``wait``,
-    ``events``, ``logs -f``) would otherwise only learn that the client left
-    at its next write; the docker CLI abandons its ``wait`` of every
-    ``run -d``, and each would hold a thread until its container exits.
-    """
-    if sock is None:
-        return False
-    try:
-        ready, _, _ = select.select([sock], [], [], 0)
-        if not ready:
-            return False
-        # Peek below TLS: a plain socket object over the same fd.
-        raw = socket.socket(fileno=sock.fileno())
-        try:
-            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        finally:
-            raw.detach()
-    except (BlockingIOError, InterruptedError):
-        return False
-    except (OSError, ValueError):
-        return True

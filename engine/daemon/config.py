@@ -18,17 +18,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import DEFAULT_HOST, DEFAULT_SOCKET
 from engine.core.env import parse_bool
 from engine.drivers import DEFAULT_EXEC_DRIVER, DEFAULT_NETWORK_DRIVER, PRIORITY
 from engine.drivers.network import NetworkOptions
 from engine.drivers.selection import DriverConfig
 from engine.errors import InvalidParameter
+from engine.registry import DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_CONCURRENT_UPLOADS
+from engine.utils.units import parse_ulimit
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = "/etc/engine/daemon.json"
-DEFAULT_SOCKET = "/var/run/engine.sock"
-DEFAULT_HOST = "unix://" + DEFAULT_SOCKET
 DEFAULT_ROOT = "/var/lib/engine"
 DEFAULT_PIDFILE = "/var/run/engine.pid"
 DEFAULT_TCP_PORT = 2375
@@ -40,8 +41,6 @@ DISABLE_NETWORK_BRIDGE = "none"
 MIN_KERNEL = (3, 8, 0)
 #: dockerd's defaults for the options of the same names.
 DEFAULT_LOG_DRIVER = "json-file"
-DEFAULT_MAX_CONCURRENT_DOWNLOADS = 3
-DEFAULT_MAX_CONCURRENT_UPLOADS = 5
 DEFAULT_SHUTDOWN_TIMEOUT = 15
 
 
@@ -381,8 +380,6 @@ def _coerce_map(value: Any) -> dict[str, str]:
 def _coerce_ulimits(value: Any, source: str) -> dict[str, dict[str, Any]]:
     """``{"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}`` from daemon.json (dockerd's
     shape), or ``["nofile=1024:2048", ...]`` from repeated ``--default-ulimit`` flags."""
-    from engine.client.flagparse import FlagError, parse_ulimit
-
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         specs = value
     elif isinstance(value, dict):
@@ -400,8 +397,10 @@ def _coerce_ulimits(value: Any, source: str) -> dict[str, dict[str, Any]]:
     for spec in specs:
         try:
             limit = parse_ulimit(spec)
-        except FlagError as exc:
-            raise ConfigError(f"{source}: default-ulimits: {exc}".replace('"--ulimit"', '"--default-ulimit"')) from None
+        except ValueError as exc:
+            raise ConfigError(
+                f'{source}: default-ulimits: invalid argument "{spec}" for "--default-ulimit" flag: {exc}'
+            ) from None
         out[limit["Name"]] = limit
     return out
 

@@ -4,7 +4,10 @@ A :class:`Container` holds what was asked for (``config``: the API's
 container.Config, merged with the image's; ``host_config``), what the daemon
 decided (name, paths, network settings, mounts) and its :class:`State`. It is
 stored in ``<root>/containers/<id>/config.v2.json`` and ``hostconfig.json``,
-each written atomically after every change.
+each written atomically after every change, ``hostconfig.json`` first: a
+container exists once its ``config.v2.json`` does (see
+:mod:`engine.daemon.store`). Its phase and the slot its operations take
+turns in are its :class:`~engine.daemon.statemachine.Machine`'s.
 """
 
 from __future__ import annotations
@@ -16,30 +19,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.daemon.statemachine import Machine
 from engine.sys.fs import atomic_write
 from engine.utils.host import read_text
+from engine.utils.timefmt import rfc3339nano
+from engine.utils.units import human_duration
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def rfc3339nano(ts: float | None) -> str:
-    if not ts:
-        return ZERO_TIME
-    from engine.daemon.info import rfc3339nano as fmt
-
-    return fmt(ts)
-
-
-def human_duration(seconds: float) -> str:
-    """go-units ``HumanDuration`` (``Up 2 minutes``, ``Exited (0) 3 seconds ago``)."""
-    from engine.client.format import human_duration as fmt
-
-    return fmt(seconds)
+#: The record; a container exists once it does.
+CONFIG_FILE = "config.v2.json"
+HOSTCONFIG_FILE = "hostconfig.json"
 
 
 @dataclass
 class State:
-    """moby's ``container.State``; guarded by the container's lock."""
+    """moby's ``container.State``; guarded by the container's lock.
+
+    The flags are Docker's and what the API shows; the container's
+    :class:`~engine.daemon.statemachine.Machine` sets them at each transition.
+    """
 
     running: bool = False
     paused: bool = False
@@ -156,9 +153,9 @@ class Container:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        #: Held by start and by remove: a restart firing while the container
-        #: is being removed must not take its rootfs back.
-        self.op_lock = threading.Lock()
+        #: The phase and the operation slot (every transition goes through it).
+        self.machine = Machine(self.state, self.changed)
+        #: Its exit is being processed (what the run held is being released).
         self.exiting = False
         self.removed = False
         #: Counts exits, so that ``wait(next-exit)`` can tell a new one.
@@ -219,14 +216,16 @@ class Container:
             "LogPath": self.log_path,
             "Platform": self.platform,
         }
-        atomic_write(self.path_of("config.v2.json"), json.dumps(doc).encode(), mode=0o600)
-        atomic_write(self.path_of("hostconfig.json"), json.dumps(self.host_config).encode(), mode=0o600)
+        # The host config first: a crash between the two leaves no record (the
+        # create is undone at start-up) rather than one without a host config.
+        atomic_write(self.path_of(HOSTCONFIG_FILE), json.dumps(self.host_config).encode(), mode=0o600)
+        atomic_write(self.path_of(CONFIG_FILE), json.dumps(doc).encode(), mode=0o600)
 
     @classmethod
     def from_disk(cls, root: str) -> Container:
-        with open(os.path.join(root, "config.v2.json"), "rb") as fh:
+        with open(os.path.join(root, CONFIG_FILE), "rb") as fh:
             doc = json.load(fh)
-        with open(os.path.join(root, "hostconfig.json"), "rb") as fh:
+        with open(os.path.join(root, HOSTCONFIG_FILE), "rb") as fh:
             host_config = json.load(fh)
         return cls(
             id=doc["ID"],

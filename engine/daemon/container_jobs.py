@@ -17,6 +17,7 @@ from engine import apiversion, archive
 from engine.daemon import attach as attaching
 from engine.daemon import logs as logfile
 from engine.daemon import views
+from engine.daemon.daemon import require
 from engine.daemon.events import matches
 from engine.daemon.hostconfig import parse_signal
 from engine.daemon.logconfig import log_source
@@ -24,6 +25,7 @@ from engine.daemon.namespaces import resolve_container_modes
 from engine.daemon.network import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter, NotSupported
 from engine.hookspecs import hookimpl
+from engine.utils import sockets, stdcopy
 from engine.utils.gojson import fold_keys
 
 if TYPE_CHECKING:
@@ -243,7 +245,7 @@ def job_changes(job: Any) -> None:
 def job_export(job: Any) -> None:
     svc = svc_of(job)
     c = container_of(job)
-    driver = svc.daemon.graphdriver
+    driver = require(svc.daemon.graphdriver, "graph driver")
     path = driver.get(c.id)
     stream = archive.tar_tree(path, release=lambda: driver.put(c.id))
     try:
@@ -312,7 +314,7 @@ def job_logs(job: Any) -> None:
         stopped=lambda: stop.is_set() or job.stdout.closed,
         format=kind,
     ):
-        job.stdout.write(logfile.frame(stream, data, c.tty))
+        job.stdout.write(stdcopy.frame(stream, data, c.tty))
 
 
 def job_attach(job: Any) -> None:
@@ -329,10 +331,10 @@ def job_attach(job: Any) -> None:
             kind = path = ""  # the none driver: no past output to replay
         if path:
             for stream, data in logfile.read(path, want_out, want_err, follow=False, format=kind):
-                if not attaching.send_all(sock, logfile.frame(stream, data, c.tty)):
+                if not sockets.send_all(sock, stdcopy.frame(stream, data, c.tty)):
                     return
     if not env.get_bool("Stream"):
-        attaching.close_client(sock)
+        sockets.close_client(sock)
         return
     job.engine.daemon.container_event(c, "attach")
     from engine.daemon.streams import attach_container
@@ -413,7 +415,7 @@ def job_exec_start(job: Any) -> None:
         size = None  # moby: no console without a tty, and none before API 1.42
     execs.start(e, sock, multiplexed=not tty, console_size=tuple(size) if size and any(size) else None)
     if sock is not None:
-        attaching.close_client(sock)
+        sockets.close_client(sock)
 
 
 def job_exec_inspect(job: Any) -> None:

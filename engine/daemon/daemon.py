@@ -14,14 +14,14 @@ import os
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.daemon.config import Config
 from engine.daemon.events import Events
 from engine.daemon.namespaces import SharedMemory
 from engine.drivers import discovery as drivers
 from engine.drivers.graph import GraphDriver
-from engine.errors import EngineError
+from engine.errors import EngineError, Unavailable
 from engine.sys.fs import atomic_write, safe_rmtree
 
 if TYPE_CHECKING:
@@ -41,6 +41,21 @@ if TYPE_CHECKING:
     from engine.graphdb import LinkGraph
 
 LOG = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def require(service: _T | None, what: str) -> _T:
+    """``service``, one of the :class:`Daemon`'s, once its start-up step made it.
+
+    The services are None until :meth:`Daemon.start` makes them (and after
+    :meth:`Daemon.close`); a job that needs one sooner gets a 503.
+
+    :raises Unavailable: the service does not exist yet (or any more).
+    """
+    if service is None:
+        raise Unavailable(f"the daemon has no {what} yet: it is starting or stopping")
+    return service
 
 
 class Daemon:
@@ -136,7 +151,7 @@ class Daemon:
     def _setup_graph(self) -> None:
         from engine.graph.graph import Graph
 
-        self.graph = Graph(self.root, self.graphdriver, on_event=self._image_event)
+        self.graph = Graph(self.root, require(self.graphdriver, "graph driver"), on_event=self._image_event)
 
     def _image_event(self, action: str, image_id: str, attributes: dict) -> None:
         self.events.log("image", action, image_id, attributes)
@@ -216,7 +231,7 @@ class Daemon:
 
     def _collect_garbage(self) -> None:
         """Remove layers that no image or container holds (left by a crash)."""
-        removed = self.graph.gc()
+        removed = require(self.graph, "image store").gc()
         if removed:
             LOG.info("removed %d unreferenced layers", len(removed))
 

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from engine.daemon import attach
 from engine.daemon.container import Container
+from engine.daemon.daemon import require
 from engine.drivers.exec import Pipes, ProcessConfig
 from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NotFound
+from engine.utils import sockets
 
 if TYPE_CHECKING:
     from engine.daemon.daemon import Daemon
@@ -93,6 +95,7 @@ class ExecService:
         return e
 
     def create(self, c: Container, body: dict) -> Exec:
+        require(self.daemon.lifecycle, "life cycle").settle(c)  # a start in flight decides whether it runs
         with c.lock:
             if not c.state.running:
                 raise Conflict(f"Container {c.id} is not running")
@@ -126,7 +129,7 @@ class ExecService:
             privileged=bool(body.get("Privileged") or hc.get("Privileged")),
             cap_add=list(hc.get("CapAdd") or []),
             cap_drop=list(hc.get("CapDrop") or []),
-            no_new_privileges=self.daemon.security.no_new_privileges(hc),
+            no_new_privileges=require(self.daemon.security, "security policy").no_new_privileges(hc),
         )
         e = Exec(
             id=secrets.token_hex(32),
@@ -144,8 +147,8 @@ class ExecService:
         self.daemon.container_event(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
         return e
 
-    def _check_startable(self, e: Exec) -> Container:
-        c = self.daemon.containers.get(e.container_id)
+    @staticmethod
+    def _check_startable(e: Exec, c: Container) -> None:
         with c.lock:
             if e.started:
                 raise Conflict(f"Error: Exec command {e.id} has already run")
@@ -154,7 +157,6 @@ class ExecService:
             if c.state.paused:
                 raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
             e.started = True
-        return c
 
     def start(
         self,
@@ -165,15 +167,32 @@ class ExecService:
     ) -> None:
         """Run the exec; with ``sock`` stream its stdio there, else detach.
 
+        Until its process runs, the exec holds the container's operation slot
+        (:meth:`~engine.daemon.lifecycle.LifeCycle.launching_exec`): a pause
+        meanwhile would freeze the exec's helper before it reports, a start in
+        flight decides whether there is a container to enter.
+
         :param multiplexed: frame the output (stdcopy) on the socket. moby decides it by the
             start request's ``Tty``, not the exec's: a client that starts a tty exec without
             ``Tty`` (docker-py's default) reads frames.
         :param console_size: ``(height, width)`` of a tty exec, from the start request
             (API 1.42); it wins over the one given at create.
         """
-        c = self._check_startable(e)
+        c = require(self.daemon.containers, "container store").get(e.container_id)
+        with require(self.daemon.lifecycle, "life cycle").launching_exec(c):
+            thread, result, ours = self._launch(e, c, sock, console_size)
+        if sock is None:
+            threading.Thread(target=self._reap, args=(e, c, thread, result, ours), daemon=True).start()
+            return
+        self._pump(e, c, sock, thread, result, ours, multiplexed)
+
+    def _launch(
+        self, e: Exec, c: Container, sock: Any | None, console_size: tuple[int, int] | None
+    ) -> tuple[threading.Thread, dict[str, Any], dict[str, int]]:
+        """Check, start the exec's process and wait until it runs; its runner thread, result and our fds."""
+        self._check_startable(e, c)
         if console_size and e.process.tty:
-            e.process.console_size = tuple(console_size)
+            e.process.console_size = (console_size[0], console_size[1])
         ends: list[int] = []
         ours: dict[str, int] = {}
         try:
@@ -229,8 +248,8 @@ class ExecService:
 
         def runner() -> None:
             try:
-                result["code"] = self.daemon.exec_driver.exec(
-                    self.daemon.lifecycle.command(c), e.process, pipes, on_start
+                result["code"] = require(self.daemon.exec_driver, "exec driver").exec(
+                    require(self.daemon.lifecycle, "life cycle").command(c), e.process, pipes, on_start
                 )
             except BaseException as exc:  # reported to the request thread
                 result["error"] = exc
@@ -251,16 +270,32 @@ class ExecService:
                 console_sock.close()
             for fd in ours.values():
                 os.close(fd)
+            error = result["error"]
             # dockerd records 126 for every exec that could not start, a missing
             # executable included (its ContainerExecStart sets it on any error).
             e.exit_code = 126
             e.running = False
             self._forget_running(e, c)
-            raise result["error"]
+            if isinstance(error, NotFound) or (
+                isinstance(error, EngineError) and not require(self.daemon.lifecycle, "life cycle").alive(c)
+            ):
+                # It exited between the check and the exec (a stop, a kill): Docker's 409.
+                raise Conflict(f"Container {c.id} is not running") from error
+            raise error
         self.daemon.container_event(c, f"exec_start: {' '.join(e.process.args)}", {"execID": e.id})
-        if sock is None:
-            threading.Thread(target=self._reap, args=(e, c, thread, result, ours), daemon=True).start()
-            return
+        return thread, result, ours
+
+    def _pump(
+        self,
+        e: Exec,
+        c: Container,
+        sock: Any,
+        thread: threading.Thread,
+        result: dict[str, Any],
+        ours: dict[str, int],
+        multiplexed: bool,
+    ) -> None:
+        """Stream the running exec's stdio over ``sock`` until it ends; record its exit."""
         stdin_fd = ours.get("master", ours.get("stdin"))
         if stdin_fd is not None and e.open_stdin:
 
@@ -287,7 +322,7 @@ class ExecService:
                 write,
                 close,
                 attach.parse_detach_keys(e.detach_keys) if e.process.tty else None,
-                lambda: attach.close_client(sock),
+                lambda: sockets.close_client(sock),
             ).start()
         out_fds = (
             {ours["master"]: 1}

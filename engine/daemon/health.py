@@ -270,9 +270,10 @@ class HealthMonitor:
         self, c: Container, argv: list[str], timeout: float, stop: threading.Event, started: float
     ) -> dict | None:
         """Run the probe once as an exec; its result (None: stopped while it ran)."""
-        from engine.daemon.container import rfc3339nano
+        from engine.daemon.daemon import require
+        from engine.utils.timefmt import rfc3339nano
 
-        execs = self.daemon.execs
+        execs = require(self.daemon.execs, "exec service")
         body = {
             "Cmd": argv,
             "AttachStdout": True,

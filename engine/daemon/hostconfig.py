@@ -473,7 +473,7 @@ def build_command(
         sysctls=dict(hc.get("Sysctls") or {}),
         seccomp_profile=seccomp_profile,
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
-        rlimits=rlimits(ulimits),
+        rlimits=rlimits(list(ulimits)),
         oom_score_adj=int(hc.get("OomScoreAdj") or 0),
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import ipaddress
 import os
 import platform
@@ -14,19 +13,9 @@ import engine
 from engine.daemon import runtime
 from engine.drivers.discovery import load_drivers
 from engine.errors import EngineError
+from engine.sys.cgroups import CgroupLayout, read_layout
 from engine.utils import host
-
-
-def rfc3339nano(ts: float) -> str:
-    """Go's RFC3339Nano in UTC (``2026-11-30T06:03:41.123456789Z``)."""
-    whole = int(ts)
-    nanos = round((ts - whole) * 1e9)
-    if nanos >= 1_000_000_000:
-        whole, nanos = whole + 1, nanos - 1_000_000_000
-    base = _dt.datetime.fromtimestamp(whole, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if nanos:
-        return f"{base}.{nanos:09d}".rstrip("0") + "Z"
-    return base + "Z"
+from engine.utils.timefmt import rfc3339nano
 
 
 def registry_config(cfg: Any) -> dict[str, Any]:
@@ -52,19 +41,23 @@ def registry_config(cfg: Any) -> dict[str, Any]:
     }
 
 
-def _cgroup_features(cg: host.CgroupInfo) -> dict[str, bool]:
-    if cg.version == "1":
+def _cgroup_features(cg: CgroupLayout) -> dict[str, bool]:
+    def v1_file(controller: str, name: str) -> bool:
+        mount = cg.v1.get(controller)
+        return mount is not None and os.path.exists(os.path.join(mount.mount_point, name))
+
+    if cg.version == 1:
         return {
-            "MemoryLimit": cg.v1_file_exists("memory", "memory.limit_in_bytes"),
-            "SwapLimit": cg.v1_file_exists("memory", "memory.memsw.limit_in_bytes"),
+            "MemoryLimit": v1_file("memory", "memory.limit_in_bytes"),
+            "SwapLimit": v1_file("memory", "memory.memsw.limit_in_bytes"),
             "KernelMemory": False,
-            "KernelMemoryTCP": cg.v1_file_exists("memory", "memory.kmem.tcp.limit_in_bytes"),
-            "CpuCfsPeriod": cg.v1_file_exists("cpu", "cpu.cfs_period_us"),
-            "CpuCfsQuota": cg.v1_file_exists("cpu", "cpu.cfs_quota_us"),
-            "CPUShares": cg.v1_file_exists("cpu", "cpu.shares"),
+            "KernelMemoryTCP": v1_file("memory", "memory.kmem.tcp.limit_in_bytes"),
+            "CpuCfsPeriod": v1_file("cpu", "cpu.cfs_period_us"),
+            "CpuCfsQuota": v1_file("cpu", "cpu.cfs_quota_us"),
+            "CPUShares": v1_file("cpu", "cpu.shares"),
             "CPUSet": cg.has("cpuset"),
             "PidsLimit": cg.has("pids"),
-            "OomKillDisable": cg.v1_file_exists("memory", "memory.oom_control"),
+            "OomKillDisable": v1_file("memory", "memory.oom_control"),
         }
     return {
         "MemoryLimit": cg.has("memory"),
@@ -83,7 +76,7 @@ def _cgroup_features(cg: host.CgroupInfo) -> dict[str, bool]:
 def build_info(daemon: Any) -> dict[str, Any]:
     """Collect every 1.41 Info field; ``daemon`` may be partly started."""
     cfg = daemon.config
-    cg = host.cgroup_info()
+    cg = read_layout()
     feats = _cgroup_features(cg)
     ip_forward = host.proc_sys_flag("/proc/sys/net/ipv4/ip_forward")
     nf_ipt = host.proc_sys_flag("/proc/sys/net/bridge/bridge-nf-call-iptables")
@@ -146,7 +139,7 @@ def build_info(daemon: Any) -> dict[str, Any]:
         "SystemTime": rfc3339nano(time.time()),
         "LoggingDriver": "json-file",
         "CgroupDriver": runtime.cgroup_driver(cfg),
-        "CgroupVersion": cg.version,
+        "CgroupVersion": str(cg.version),
         "NEventsListener": daemon.events.listener_count() if getattr(daemon, "events", None) else 0,
         "KernelVersion": host.kernel_release(),
         "OperatingSystem": host.operating_system(),

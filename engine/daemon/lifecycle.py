@@ -2,16 +2,26 @@
 unpause, update, wait, rename, remove, the exit and the restart policy, and
 the restore at daemon start (seed ch. 8 §2 and ch. 4 §4.10; moby ``daemon/``).
 
-One class, :class:`LifeCycle`, owns every transition of a container's
-:class:`~engine.daemon.container.State`: nothing else changes it. A
-transition changes the state under the container's ``lock`` (its
-``changed`` condition wakes the waiters); start and remove also hold its
-``op_lock``, so that no start is half done while a remove takes the
-container apart. The states (``created``, ``running``, ``paused``,
-``restarting``, ``removing``, ``exited``, ``dead``) are read from the
-State's flags (:attr:`State.status <engine.daemon.container.State.status>`);
-since only this class sets them, a state machine held under the container's
-lock can take their place here alone.
+One class, :class:`LifeCycle`, owns every transition of a container: nothing
+else changes its :class:`~engine.daemon.container.State`. Each container has
+a state machine (:mod:`engine.daemon.statemachine`: its phase, the allowed
+transitions and the operation slot), held under the container's ``lock``.
+Every operation takes the slot, so one that arrives while another works
+waits for it and then acts on the state that one left: a stop sent while a
+start is in flight stops what was started, a remove waits for a stop, and a
+restart (stop, then start) is one operation. Two may act at once: a kill,
+and the kill of ``rm -f``, while a stop waits for the container to go down
+(as ``docker kill`` speeds up a ``docker stop``). An exit is an event: it is
+recorded whoever holds the slot.
+
+The public methods (:meth:`LifeCycle.create`, :meth:`~LifeCycle.start`,
+:meth:`~LifeCycle.stop`, :meth:`~LifeCycle.kill`, :meth:`~LifeCycle.restart`,
+:meth:`~LifeCycle.pause`, :meth:`~LifeCycle.unpause`,
+:meth:`~LifeCycle.update`, :meth:`~LifeCycle.wait`,
+:meth:`~LifeCycle.rename`, :meth:`~LifeCycle.remove`,
+:meth:`~LifeCycle.frozen`) are what the container jobs, and builds and
+commits, drive containers with; each takes the slot itself, so callers need
+no locking of their own.
 
 A running container lives in its shim (:mod:`engine.shim`), started through
 the :class:`~engine.shim.launcher.ShimLauncher`; the
@@ -20,25 +30,47 @@ status is then read from ``exit.json``, what the daemon set up for the run
 is released, and the restart policy decides what happens next. On start the
 daemon re-adopts the shims that are still alive (live restore).
 
+Crash safety (a kill -9 of the daemon at any moment): a create makes the
+container's directory first, journals the anonymous volumes it makes and
+writes the record last; a remove journals itself, takes the container apart
+and deletes the record before the rest of its directory. At start-up,
+:meth:`LifeCycle.restore` removes whatever a create or a remove left
+(directory without a record: its names, layers, journaled volumes, network
+namespace and directory), finishes the removals that were under way, thaws
+a container a crash left frozen by :meth:`LifeCycle.frozen`, and the store
+reconciles the names with the records (see :mod:`engine.daemon.store`).
+Images need no repair of their own: a layer is registered in a staging
+directory renamed into place, an image likewise, a tag written atomically
+(:mod:`engine.graph`), so a load, a pull or a commit cut short leaves
+unreferenced layers, which the graph's collection at start-up removes, or
+an image that is whole but untagged. A commit should read the container's
+file system inside :meth:`LifeCycle.frozen`, whose pause a crash cannot leave
+behind (the restore thaws it).
+
 What a container is asked to be (Config, HostConfig) becomes the exec
 driver's :class:`~engine.drivers.exec.Command` in
 :mod:`engine.daemon.hostconfig`; its record, names and lookups are the
 :class:`~engine.daemon.store.ContainerStore`'s; its network is the
-:class:`~engine.daemon.network.NetworkService`'s.
+:class:`~engine.daemon.network.NetworkService`'s, called at create
+(``register_links``), start (``setup``), exit (``teardown``), remove and
+restore (``remove_namespace``, ``restore``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import secrets
 import signal as signals
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from engine.daemon import namespaces, runtime
-from engine.daemon.container import Container
+from engine.daemon import namespaces, netns, runtime
+from engine.daemon.container import CONFIG_FILE, Container
 from engine.daemon.hostconfig import (
     apply_create_defaults,
     build_command,
@@ -52,8 +84,18 @@ from engine.daemon.hostconfig import (
 )
 from engine.daemon.monitor import Monitor
 from engine.daemon.network import stopped_settings
+from engine.daemon.statemachine import UP, Phase
+from engine.daemon.store import CREATE_JOURNAL, REMOVAL_JOURNAL
 from engine.drivers.exec import Command, ExecDriver, ExecStartError
-from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NotFound, NotModified
+from engine.errors import (
+    Conflict,
+    EngineError,
+    HostError,
+    InvalidParameter,
+    NoSuchContainer,
+    NotFound,
+    NotModified,
+)
 from engine.shim import client as shim
 from engine.shim import protocol as shim_protocol
 from engine.sys.fs import safe_rmtree
@@ -68,6 +110,15 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT = 10
+#: Seconds to wait for a container to go down after a SIGKILL (moby waits
+#: 10 s, then kills the process directly and waits 2 s more).
+KILL_WAIT = 30.0
+#: Operations a kill (and ``rm -f``) does not wait for: they wait for the
+#: container to go down, which the kill hastens.
+KILL_PREEMPTS = frozenset({"stop", "remove"})
+#: Operations whose end a request that reads the state waits for (a wait,
+#: an exec, an attach): a start in flight is about to change it.
+STARTS = frozenset({"start", "restart"})
 #: Restart back-off (moby restartmanager): start at 100 ms, double, cap at a
 #: minute, and start over when a container ran for 10 s.
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET_AFTER = 0.1, 60.0, 10.0
@@ -116,6 +167,14 @@ def load_command(c: Container) -> Command:
         return Command.from_json(json.load(fh)["command"])
 
 
+class _StartFailed(Exception):
+    """A launch failed (recorded already); ``cause`` is why."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class LifeCycle:
     """The transitions of the daemon's containers.
 
@@ -149,6 +208,13 @@ class LifeCycle:
         #: Attaches waiting for a container to start, by container ID.
         self._pending_attach: dict[str, list[Any]] = {}
 
+    def _shutting_down(self) -> bool:
+        return self.daemon.engine.is_shutdown
+
+    def _operation(self, c: Container, name: str) -> contextlib.AbstractContextManager[None]:
+        """The slot of ``c`` for operation ``name`` (ended by the daemon's shutdown while waiting)."""
+        return c.machine.operation(name, abort=self._shutting_down)
+
     def close(self) -> None:
         """Stop watching and restarting (the daemon shuts down); running containers go on."""
         self.monitor.stop()
@@ -168,6 +234,14 @@ class LifeCycle:
             self._commands[c.id] = cmd
         return cmd
 
+    def alive(self, c: Container) -> bool:
+        """Whether ``c``'s process still exists (signal 0), whatever its exit's processing says."""
+        try:
+            self.exec_driver.kill(self.command(c), 0)
+        except (NotFound, ProcessLookupError, FileNotFoundError):
+            return False
+        return True
+
     def pids(self, c: Container) -> list[int]:
         """The host PIDs of ``c``'s processes."""
         return self.exec_driver.get_pids(self.command(c))
@@ -184,6 +258,8 @@ class LifeCycle:
         :returns: False when ``c`` runs already (attach to its shim instead).
         """
         with c.lock:
+            # A start in flight has taken the queued attaches already: wait for it.
+            c.machine.wait_idle(STARTS, abort=self._shutting_down)
             if c.state.running and not c.state.restarting:
                 return False
             self._pending_attach.setdefault(c.id, []).append(pending)
@@ -224,13 +300,14 @@ class LifeCycle:
 
             name = validate_name(name)
         cid = self.store.new_id()
-        name = self.store.reserve_name(name, cid)
         root = self.store.path(cid)
         driver = self.daemon.graphdriver
-        created_layers: list[str] = []
+        # The directory first: whatever a crash leaves below is found from
+        # it (a directory without a record is undone at start-up).
+        os.makedirs(root, mode=0o700)
         made_volumes: list[str] = []
         try:
-            os.makedirs(root, mode=0o700)
+            name = self.store.reserve_name(name, cid)
             apply_create_defaults(merged, hc, image_name, cid, os.uname().nodename, self.daemon.config)
             top = image.top_layer.split(":", 1)[1] if image.top_layer else None
             # Both layers get the container's --storage-opt, as in moby's layer store.
@@ -240,10 +317,8 @@ class LifeCycle:
             ):
                 raise InvalidParameter("HostConfig.StorageOpt must be an object of strings")
             driver.create_read_write(cid + "-init", top, storage_opt=storage_opt)
-            created_layers.append(cid + "-init")
             self._populate_init_layer(cid + "-init")
             driver.create_read_write(cid, cid + "-init", storage_opt=storage_opt)
-            created_layers.append(cid)
             c = Container(
                 id=cid,
                 name=name,
@@ -261,22 +336,11 @@ class LifeCycle:
             c.mounts = self._make_mounts(c, made_volumes)
             c.network_settings = stopped_settings()
             self.network.register_links(c)
-            c.to_disk()
+            c.to_disk()  # the record: from here on the container exists
         except BaseException:
-            for volume in made_volumes:
-                try:
-                    self.volumes.remove(volume)
-                except EngineError:
-                    LOG.exception("removing volume %s after a failed create", volume)
-            for layer in reversed(created_layers):
-                try:
-                    driver.remove(layer)
-                except Exception:
-                    LOG.exception("removing layer %s after a failed create", layer)
-            self.store.release_names(cid)
-            if os.path.isdir(root):
-                safe_rmtree(root)
+            self._undo_create(cid, made_volumes)
             raise
+        self.store.drop_journal(cid, CREATE_JOURNAL)
         self.store.add(c)
         if (hc.get("NetworkMode") or "default") in ("default", "bridge") and self.network.driver is None:
             warnings.append(
@@ -285,6 +349,31 @@ class LifeCycle:
             )
         self.daemon.container_event(c, "create")
         return c, warnings
+
+    def _undo_create(self, cid: str, volumes: list[str]) -> None:
+        """Remove what a create of ``cid`` made (it failed, or a crash cut it short): anonymous
+        ``volumes``, layers, names, network namespace and directory, the record last."""
+        driver = self.daemon.graphdriver
+        for volume in volumes:
+            try:
+                self.volumes.remove_leftover(volume)
+            except EngineError:
+                LOG.exception("removing volume %s of container %s", volume, cid[:12])
+        for layer in (cid, cid + "-init"):  # the child before its parent
+            try:
+                if driver.exists(layer):
+                    driver.remove(layer)
+            except Exception:
+                LOG.exception("removing layer %s", layer)
+        self.store.release_names(cid)
+        netns.remove(os.path.join(self.network.netns_dir, cid))
+        root = self.store.path(cid)
+        try:
+            os.unlink(os.path.join(root, CONFIG_FILE))
+        except FileNotFoundError:
+            pass
+        if os.path.isdir(root):
+            safe_rmtree(root)
 
     def _populate_init_layer(self, layer: str) -> None:
         """Docker's init layer: mount points and files the runtime binds over,
@@ -309,9 +398,17 @@ class LifeCycle:
 
     def _make_mounts(self, c: Container, made: list[str]) -> list[dict]:
         """The mount points of a new container, with what they need made: missing bind sources,
-        volumes (filled from the image unless ``nocopy``). Anonymous volumes it creates are
-        added to ``made`` as they are (a failed create removes them)."""
+        volumes (filled from the image unless ``nocopy``). Anonymous volumes get their names
+        here, are journaled in the container's ``create.json`` before they are made (a crash
+        leaves no volume nobody knows of) and are added to ``made`` (a failed create removes them)."""
         points = mount_points(c.config, c.host_config, lambda name: self.store.get(name).mounts)
+        anonymous_points = [p for p in points if p["Type"] == "volume" and not p["Name"]]
+        for point in anonymous_points:
+            point["Name"] = secrets.token_hex(32)
+            point["Anonymous"] = True
+        if anonymous_points:
+            made.extend(p["Name"] for p in anonymous_points)
+            self.store.write_journal(c.id, CREATE_JOURNAL, {"Volumes": list(made)})
         image_rootfs = None
         try:
             for point in points:
@@ -320,17 +417,15 @@ class LifeCycle:
                         # -v with a missing host path creates it, as Docker does.
                         os.makedirs(point["Source"], 0o755, exist_ok=True)
                 elif point["Type"] == "volume":
-                    anonymous = not point["Name"]
+                    # A named one stays when the create fails, as in Docker.
+                    anonymous = bool(point.pop("Anonymous", False))
                     info, created = self.volumes.create(
                         point["Name"] or None,
                         labels=point.pop("Labels", None),
                         options=point.pop("DriverOpts", None),
                         anonymous=anonymous,
                     )
-                    point["Name"] = info["Name"]
                     point["Source"] = info["Mountpoint"]
-                    if created and anonymous:  # a named one stays, as in Docker
-                        made.append(info["Name"])
                     if created and not point.get("NoCopy"):
                         if image_rootfs is None:
                             image_rootfs = self.daemon.graphdriver.get(c.init_layer)
@@ -346,53 +441,68 @@ class LifeCycle:
     def start(self, c: Container, by_policy: bool = False) -> bool:
         """Start a created or exited container (moby ``containerStart``); whether it was started.
 
-        A start asked for (the API, the daemon's start-up) resets the restart
-        count and back-off, as moby's ``ResetRestartManager`` does. With
-        ``by_policy`` it is the restart policy's timer: it goes ahead only if
-        the container still waits for that restart (no stop, kill or remove
-        came in between), and counts it.
+        Returns once the container runs, or raises when it could not be
+        started (the failure is recorded). A start asked for (the API, the
+        daemon's start-up) resets the restart count and back-off, as moby's
+        ``ResetRestartManager`` does. With ``by_policy`` it is the restart
+        policy's timer: it goes ahead only if the container still waits for
+        that restart (no stop, kill or remove came in between), and counts it.
+
+        :raises NotModified: it runs already.
+        :raises Conflict: it is paused, or being removed.
         """
-        with c.op_lock:
-            with c.lock:
-                if c.state.removal_in_progress or c.removed or c.state.dead:
-                    if by_policy:
-                        return False
-                    raise Conflict("container is marked for removal and cannot be started")
-                if by_policy:
-                    if not (c.state.running and c.state.restarting) or c.exit_on_next:
-                        return False
-                    c.state.running = c.state.restarting = False
-                    c.restart_count += 1
-                else:
-                    if c.state.running:
-                        if c.state.paused:
-                            raise Conflict("cannot start a paused container, try unpause instead")
-                        raise NotModified()
-                    c.has_been_manually_stopped = False
-                    c.restart_count = 0
-                    c.backoff = 0.0
-                c.exit_on_next = False
+        try:
+            with self._operation(c, "start"):
+                return self._start(c, by_policy)
+        except _StartFailed as failed:
+            raise self._start_failed(c, failed.cause) from failed.cause
+
+    def _start_failed(self, c: Container, cause: BaseException) -> BaseException:
+        """After a failed launch (the slot released): remove an ``AutoRemove`` container; the error to raise."""
+        if c.host_config.get("AutoRemove") and not c.removed:
             try:
-                self._start(c)
-            except BaseException as exc:
-                self._record_failed_start(c, exc)
-                failure: BaseException | None = exc
+                self.remove(c, force=True, volumes=True)
+            except EngineError:
+                LOG.exception("removing %s after a failed start", c.short_id)
+        if isinstance(cause, ExecStartError):
+            return InvalidParameter(f"failed to create shim task: OCI runtime create failed: {cause}: unknown")
+        return cause
+
+    def _start(self, c: Container, by_policy: bool) -> bool:
+        """A start, the slot held: check, go to ``starting``, launch.
+
+        :raises _StartFailed: the launch failed (recorded); the checks raise as they are.
+        """
+        with c.lock:
+            phase = c.machine.phase
+            if c.removed or phase in (Phase.REMOVING, Phase.REMOVED, Phase.DEAD):
+                if by_policy:
+                    return False
+                if c.removed:
+                    raise NoSuchContainer(name=c.id)
+                raise Conflict("container is marked for removal and cannot be started")
+            if by_policy:
+                if phase is not Phase.RESTARTING or c.exit_on_next:
+                    return False
+                c.restart_count += 1
             else:
-                failure = None
-        if failure is not None:
-            if c.host_config.get("AutoRemove"):
-                try:
-                    self.remove(c, force=True, volumes=True)
-                except EngineError:
-                    LOG.exception("removing %s after a failed start", c.short_id)
-            if isinstance(failure, ExecStartError):
-                raise InvalidParameter(
-                    f"failed to create shim task: OCI runtime create failed: {failure}: unknown"
-                ) from failure
-            raise failure
+                if phase is Phase.PAUSED:
+                    raise Conflict("cannot start a paused container, try unpause instead")
+                if phase in (Phase.RUNNING, Phase.RESTARTING):
+                    raise NotModified()
+                c.has_been_manually_stopped = False
+                c.restart_count = 0
+                c.backoff = 0.0
+            c.exit_on_next = False
+            c.machine.move(Phase.STARTING)
+        try:
+            self._launch(c)
+        except BaseException as exc:
+            self._record_failed_start(c, exc)
+            raise _StartFailed(exc) from exc
         return True
 
-    def _start(self, c: Container) -> None:
+    def _launch(self, c: Container) -> None:
         """Mount the rootfs, make the network, start the shim; record the container running."""
         driver = self.daemon.graphdriver
         network = self.network
@@ -400,7 +510,7 @@ class LifeCycle:
         made: dict = {}
         pending: list = []
         try:
-            made = network.setup(c)
+            made = network.setup(c)  # the network service: a container's network at start
             link_env = network.link_env(c)
             cmd = build_command(
                 c,
@@ -422,7 +532,8 @@ class LifeCycle:
                     os.unlink(c.path_of(name))
                 except FileNotFoundError:
                     pass
-            pending = self._pending_attach.pop(c.id, [])
+            with c.lock:
+                pending = self._pending_attach.pop(c.id, [])
             result = self.launcher.start(c.root, spec, attachers=pending)
         except BaseException:
             for waiting in pending:  # their attach ends: nothing will run
@@ -435,7 +546,6 @@ class LifeCycle:
         self._commands[c.id] = cmd
         with c.lock:
             st = c.state
-            st.running, st.paused, st.restarting, st.dead = True, False, False, False
             st.pid = int(result["Pid"])
             st.shim_pid = int(result["ShimPid"])
             st.exit_code, st.error, st.oom_killed = 0, "", False
@@ -444,8 +554,8 @@ class LifeCycle:
             c.has_been_started_before = True
             if made.get("settings"):
                 c.network_settings = network.inspect_settings(c, made["settings"])
+            c.machine.move(Phase.RUNNING)
             c.to_disk()
-            c.changed.notify_all()
         if made.get("settings"):
             network.update_parents(c)
         self.monitor.watch(c, st.shim_pid)
@@ -453,13 +563,12 @@ class LifeCycle:
 
     @staticmethod
     def _record_failed_start(c: Container, exc: BaseException) -> None:
+        """A start failed: Docker's exit code and error, and back to ``created`` (never ran) or ``exited``."""
         with c.lock:
             c.state.error = str(exc)
             c.state.exit_code = start_failure_code(c.state.error)
-            c.state.running = False
-            c.state.restarting = False
+            c.machine.move(Phase.CREATED if c.state.started_at == 0 else Phase.EXITED)
             c.to_disk()
-            c.changed.notify_all()
 
     def _release_volumes(self, c: Container) -> None:
         for m in c.mounts:
@@ -470,120 +579,241 @@ class LifeCycle:
                     pass
 
     # signals, stops, pauses, updates
+    def _signal(self, c: Container, sig: int, thaw: bool) -> bool:
+        """Send ``sig`` to ``c``'s process (the caller holds ``c.lock``, so that no new start can
+        slip in between the check and the signal); whether it was there to take it.
+
+        ``thaw``: unfreeze a paused container, so that the signal lands.
+        """
+        try:
+            self.exec_driver.kill(self.command(c), sig)
+        except (ProcessLookupError, NotFound, FileNotFoundError):
+            # The process is gone and its exit is on its way to _on_exit.
+            return False
+        if thaw and c.state.paused:
+            try:
+                self.exec_driver.unpause(self.command(c))
+            except (EngineError, OSError):  # it died as it thawed: its cgroup went with it
+                pass
+        return True
+
+    def _await_down(self, c: Container, timeout: float | None) -> bool:
+        """Wait until ``c``'s process has exited and the exit is recorded (or ``c`` is removed); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with c.lock:
+            while c.machine.phase in UP and not c.removed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                c.changed.wait(0.5 if left is None else min(left, 0.5))
+        return True
+
     def kill(self, c: Container, sig: int = signals.SIGKILL, event: bool = True) -> None:
-        """Send ``sig`` (moby ``killWithSignal``). SIGKILL, or the container's stop signal (any signal
-        when it has none), makes the next exit final and thaws a paused container so that the signal
-        lands; any kill counts as a manual stop (``unless-stopped`` then stays down)."""
+        """Send ``sig`` (moby ``killWithSignal``); after SIGKILL, return once the container is down.
+
+        SIGKILL, or the container's stop signal (any signal when it has
+        none), makes the next exit final and thaws a paused container so that
+        the signal lands; any kill counts as a manual stop (``unless-stopped``
+        then stays down). A kill of a container waiting for its restart
+        policy ends the restarts. A kill waits for a start or a restart in
+        flight; it does not wait for a stop or a remove, which it hastens.
+
+        :raises Conflict: it does not run.
+        :raises HostError: SIGKILL did not bring it down.
+        """
         stop_signal = c.config.get("StopSignal")
         final = sig == signals.SIGKILL or not stop_signal or parse_signal(stop_signal, signals.SIGTERM) == sig
         with c.lock:
-            if not c.state.running:
-                raise Conflict(f"Container {c.id} is not running")
-            if final:
-                c.exit_on_next = True
-            if not self.daemon.engine.is_shutdown:
-                c.has_been_manually_stopped = True
-            if c.state.restarting:
-                # Killing a container between restarts stops the restarts.
-                c.state.restarting = False
-                c.state.running = False
-                self._cancel_restart(c)
-                c.to_disk()
-                c.changed.notify_all()
-                return
-            c.to_disk()
-            thaw = final and c.state.paused
-        try:
-            self.exec_driver.kill(self.command(c), sig)
-        except ProcessLookupError:
-            pass
-        if thaw:
-            try:
-                self.exec_driver.unpause(self.command(c))
+            preempt = c.machine.busy(KILL_PREEMPTS) and c.machine.phase is Phase.STOPPING
+            if preempt:
+                self._kill(c, sig, final)
+        if not preempt:
+            with self._operation(c, "kill"):
                 with c.lock:
-                    c.state.paused = False
-                    c.to_disk()
-            except EngineError:
-                pass
+                    self._kill(c, sig, final)
+                if event:
+                    self.daemon.container_event(c, "kill", {"signal": str(int(sig))})
+                if sig == signals.SIGKILL and not self._await_down(c, KILL_WAIT):
+                    raise HostError(f"tried to kill container {c.id}, but did not receive an exit event")
+            return
         if event:
-            self.daemon.container_event(c, "kill", {"signal": str(sig)})
+            self.daemon.container_event(c, "kill", {"signal": str(int(sig))})
+        if sig == signals.SIGKILL and not self._await_down(c, KILL_WAIT):
+            raise HostError(f"tried to kill container {c.id}, but did not receive an exit event")
+
+    def _kill(self, c: Container, sig: int, final: bool) -> None:
+        """The kill itself (``c.lock`` held)."""
+        if c.removed:
+            raise NoSuchContainer(name=c.id)
+        phase = c.machine.phase
+        if phase not in UP and phase is not Phase.RESTARTING:
+            raise Conflict(f"Container {c.id} is not running")
+        if final:
+            c.exit_on_next = True
+        if not self.daemon.engine.is_shutdown:
+            c.has_been_manually_stopped = True
+        if phase is Phase.RESTARTING:
+            # Killing a container between restarts stops the restarts.
+            self._cancel_restart(c)
+            c.machine.move(Phase.EXITED)
+            c.to_disk()
+            return
+        c.to_disk()
+        self._signal(c, sig, thaw=final)
 
     def stop(self, c: Container, timeout: int | None = None, sig: str | None = None) -> None:
-        """SIGTERM (or the stop signal), wait, then SIGKILL (moby ``containerStop``)."""
+        """SIGTERM (or the stop signal), wait, then SIGKILL (moby ``containerStop``); returns once
+        the container is down. A stop of a container waiting for its restart policy ends the
+        restarts. A negative ``timeout`` waits for as long as it takes.
+
+        :raises NotModified: it does not run.
+        :raises HostError: it did not go down even after SIGKILL.
+        """
+        with self._operation(c, "stop"):
+            self._stop(c, timeout, sig)
+
+    def _stop(self, c: Container, timeout: int | None, sig: str | None) -> None:
+        """A stop, the slot held."""
         with c.lock:
-            if not c.state.running:
+            if c.removed:
+                raise NoSuchContainer(name=c.id)
+            phase = c.machine.phase
+            if phase not in (Phase.RUNNING, Phase.PAUSED, Phase.RESTARTING):
                 raise NotModified()
             c.has_been_manually_stopped = True
             c.exit_on_next = True
-            c.to_disk()
-            if c.state.restarting:
+            if phase is Phase.RESTARTING:
                 self._cancel_restart(c)
-                c.state.restarting = False
-                c.state.running = False
+                c.machine.move(Phase.EXITED)
                 c.to_disk()
-                c.changed.notify_all()
-                self.daemon.container_event(c, "stop")
-                return
+                stopped = True
+            else:
+                stopped = False
+                c.to_disk()
+                c.machine.move(Phase.STOPPING)
+        if stopped:
+            self.daemon.container_event(c, "stop")
+            return
         if timeout is None:
             timeout = c.config.get("StopTimeout")
             if timeout is None:
                 timeout = DEFAULT_STOP_TIMEOUT
         stop_signal = parse_signal(sig or c.config.get("StopSignal") or "SIGTERM", signals.SIGTERM)
-        try:
-            self.kill(c, stop_signal)
-        except Conflict:
-            pass
-        if timeout < 0 or not self.wait(c, "not-running", timeout=timeout, only_exited=True):
-            try:
-                self.kill(c, signals.SIGKILL)
-            except Conflict:
-                pass
-            self.wait(c, "not-running", timeout=30, only_exited=True)
+        with c.lock:
+            self._signal(c, stop_signal, thaw=True)
+        self.daemon.container_event(c, "kill", {"signal": str(int(stop_signal))})
+        if not self._await_down(c, None if timeout < 0 else timeout):
+            with c.lock:
+                if c.machine.phase in UP:
+                    self._signal(c, signals.SIGKILL, thaw=True)
+            self.daemon.container_event(c, "kill", {"signal": str(int(signals.SIGKILL))})
+            if not self._await_down(c, KILL_WAIT):
+                raise HostError(
+                    f"cannot stop container {c.id}: tried to kill container, but did not receive an exit event"
+                )
         self.daemon.container_event(c, "stop")
 
     def restart(self, c: Container, timeout: int | None = None, sig: str | None = None) -> None:
-        """Stop ``c`` if it runs (with ``sig``, API 1.42's ``signal``), then start it."""
-        if c.state.running:
-            self.stop(c, timeout, sig)
-        self.start(c)
+        """Stop ``c`` if it runs (with ``sig``, API 1.42's ``signal``), then start it: one
+        operation (nothing comes in between)."""
+        try:
+            with self._operation(c, "restart"):
+                try:
+                    self._stop(c, timeout, sig)
+                except NotModified:
+                    pass
+                self._start(c, by_policy=False)
+        except _StartFailed as failed:
+            raise self._start_failed(c, failed.cause) from failed.cause
         self.daemon.container_event(c, "restart")
 
     def pause(self, c: Container) -> None:
-        """Freeze every process of ``c``."""
-        with c.lock:
-            if not c.state.running:
-                raise Conflict(f"Container {c.id} is not running")
-            if c.state.paused:
+        """Freeze every process of ``c``.
+
+        :raises Conflict: it does not run, is paused already, or is restarting.
+        """
+        with self._operation(c, "pause"), c.lock:
+            phase = self._present(c)
+            if phase is Phase.PAUSED:
                 raise Conflict(f"Container {c.id} is already paused")
-            if c.state.restarting:
+            if phase is Phase.RESTARTING:
                 raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
-            self.exec_driver.pause(self.command(c))
-            c.state.paused = True
+            if phase is not Phase.RUNNING:
+                raise Conflict(f"Container {c.id} is not running")
+            try:
+                self.exec_driver.pause(self.command(c))
+            except (NotFound, FileNotFoundError):  # it exited a moment ago; the exit is on its way
+                raise Conflict(f"Container {c.id} is not running") from None
+            c.machine.move(Phase.PAUSED)
             c.to_disk()
         self.daemon.container_event(c, "pause")
 
     def unpause(self, c: Container) -> None:
-        """Thaw ``c``."""
-        with c.lock:
-            if not c.state.paused:
+        """Thaw ``c``.
+
+        :raises Conflict: it is not paused.
+        """
+        with self._operation(c, "unpause"), c.lock:
+            if self._present(c) is not Phase.PAUSED:
                 raise Conflict(f"Container {c.id} is not paused")
-            self.exec_driver.unpause(self.command(c))
-            c.state.paused = False
+            try:
+                self.exec_driver.unpause(self.command(c))
+            except (NotFound, FileNotFoundError):  # it exited a moment ago; the exit is on its way
+                raise Conflict(f"Container {c.id} is not paused") from None
+            c.machine.move(Phase.RUNNING)
             c.to_disk()
         self.daemon.container_event(c, "unpause")
+
+    @contextlib.contextmanager
+    def frozen(self, c: Container) -> Iterator[None]:
+        """Hold ``c`` still for what reads its file system (a commit): pause it if it runs, and no
+        other operation acts on it meanwhile; then unpause it.
+
+        The pause is not recorded: if the daemon dies inside, the restore
+        finds a frozen container its record says runs, and thaws it.
+        """
+        with self._operation(c, "commit"):
+            with c.lock:
+                self._present(c)
+                freeze = c.machine.phase is Phase.RUNNING
+                if freeze:
+                    self.exec_driver.pause(self.command(c))
+            try:
+                yield
+            finally:
+                if freeze:
+                    with c.lock:
+                        try:
+                            self.exec_driver.unpause(self.command(c))
+                        except (EngineError, OSError):  # it exited meanwhile
+                            pass
 
     def update(self, c: Container, body: dict) -> list[str]:
         """``docker update``: new limits (applied at once to a running container) or restart
         policy; the warnings."""
-        with c.lock:
+        with self._operation(c, "update"), c.lock:
+            phase = self._present(c)
             new = updated_host_config(c.host_config, body)
             validate_host_config(new, os.cpu_count() or 1)
-            if c.state.running:
-                self.exec_driver.update(self.command(c), resources_of(new))
+            if phase in (Phase.RUNNING, Phase.PAUSED):
+                try:
+                    self.exec_driver.update(self.command(c), resources_of(new))
+                except (
+                    NotFound,
+                    FileNotFoundError,
+                ):  # it exited a moment ago: the new limits apply from its next start
+                    pass
             c.host_config = new
             c.to_disk()
         self.daemon.container_event(c, "update")
         return []
+
+    @staticmethod
+    def _present(c: Container) -> Phase:
+        """``c``'s phase (``c.lock`` held), or NoSuchContainer when it was removed meanwhile."""
+        if c.removed:
+            raise NoSuchContainer(name=c.id)
+        return c.machine.phase
 
     def wait(
         self,
@@ -595,8 +825,10 @@ class LifeCycle:
     ) -> bool:
         """Block until ``condition``; False on timeout.
 
-        ``not-running``: until it is not running (at once if it is not);
-        ``next-exit``: until it next exits; ``removed``: until it is removed.
+        ``not-running``: until it is not running (at once if it is not, but
+        after a start or restart in flight: that decides); ``next-exit``:
+        until it next exits; ``removed``: until it is removed. With
+        ``only_exited``, waiting for its restart policy counts as not running.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with c.lock:
@@ -607,9 +839,9 @@ class LifeCycle:
                 elif condition == "next-exit":
                     done = c.exits != gen or c.removed
                 else:
-                    done = not c.state.running or c.removed
-                    if only_exited and c.state.restarting:
-                        done = True
+                    done = c.removed or (
+                        not c.machine.busy(STARTS) and (not c.state.running or (only_exited and c.state.restarting))
+                    )
                 if done:
                     return True
                 if stop is not None and stop.is_set():
@@ -619,37 +851,77 @@ class LifeCycle:
                     return False
                 c.changed.wait(0.5 if left is None else min(left, 0.5))
 
+    def launching_exec(self, c: Container) -> contextlib.AbstractContextManager[None]:
+        """The slot of ``c`` while an exec's process is launched (not while it runs)."""
+        return self._operation(c, "exec")
+
+    def settle(self, c: Container) -> None:
+        """Wait for a start or restart of ``c`` in flight to end (what reads its state before acting
+        on it, as an exec does, sees the outcome)."""
+        with c.lock:
+            c.machine.wait_idle(STARTS, abort=self._shutting_down)
+
     # rename and remove
     def rename(self, c: Container, new: str) -> None:
         """Give ``c`` the name ``new``."""
         from engine.graphdb import validate_name
 
-        old = self.store.rename(c, validate_name(new))
+        with self._operation(c, "rename"):
+            with c.lock:
+                self._present(c)
+            old = self.store.rename(c, validate_name(new))
         self.daemon.container_event(c, "rename", {"oldName": old})
 
     def remove(self, c: Container, force: bool = False, volumes: bool = False) -> None:
         """Remove ``c`` (``force``: kill it first; ``volumes``: its anonymous volumes too); a link
-        alone goes with :meth:`ContainerStore.remove_link <engine.daemon.store.ContainerStore.remove_link>`."""
-        with c.lock:
-            if c.state.removal_in_progress or c.removed:
-                raise Conflict(f"removal of container {c.short_id} is already in progress")
-            if c.state.running and not force:
-                raise Conflict(
-                    f"You cannot remove a running container {c.id}. Stop the container before "
-                    "attempting removal or force remove"
-                )
-            c.state.removal_in_progress = True
-            c.exit_on_next = True
-        self._cancel_restart(c)
-        with c.op_lock:  # no start can be half done below
-            if c.state.running:
-                try:
-                    self.kill(c, signals.SIGKILL, event=False)
-                except Conflict:
-                    pass
-                self.wait(c, "not-running", timeout=30)
+        alone goes with :meth:`ContainerStore.remove_link <engine.daemon.store.ContainerStore.remove_link>`.
+
+        A remove waits for the operation in flight (a stop, a start) and
+        then acts; ``rm -f`` kills at once a container a stop is bringing
+        down. Once it returns the container is gone.
+
+        :raises Conflict: it runs (without ``force``).
+        :raises NoSuchContainer: it was removed meanwhile.
+        :raises HostError: its file system could not be removed (it is then ``dead``).
+        """
+        if force:
             with c.lock:
-                c.state.restarting = False
+                if c.machine.busy(frozenset({"stop"})) and c.machine.phase is Phase.STOPPING:
+                    c.exit_on_next = True
+                    self._signal(c, signals.SIGKILL, thaw=True)
+        with self._operation(c, "remove"):
+            self._remove(c, force, volumes)
+        self._after_removal(c)
+
+    def _remove(self, c: Container, force: bool, volumes: bool) -> None:
+        """A remove, the slot held: bring it down, journal, take it apart."""
+        with c.lock:
+            phase = self._present(c)
+            if phase in (Phase.RUNNING, Phase.PAUSED, Phase.RESTARTING) and not force:
+                procedure = "Stop the container before attempting removal or force remove"
+                if phase is Phase.PAUSED:
+                    procedure = "Unpause and then stop the container before attempting removal or force remove"
+                raise Conflict(f"You cannot remove a {c.state.status} container {c.id}. {procedure}")
+            c.exit_on_next = True
+            if phase is Phase.RESTARTING:
+                self._cancel_restart(c)
+                c.machine.move(Phase.EXITED)
+            elif phase in UP:
+                c.machine.move(Phase.STOPPING)
+                self._signal(c, signals.SIGKILL, thaw=True)
+        if not self._await_down(c, KILL_WAIT):
+            raise HostError(
+                f"Could not kill running container {c.id}, cannot remove - tried to kill container, "
+                "but did not receive an exit event"
+            )
+        self.store.write_journal(c.id, REMOVAL_JOURNAL, {"RemoveVolumes": volumes})
+        with c.lock:
+            c.machine.move(Phase.REMOVING)
+        self._dismantle(c, volumes)
+
+    def _dismantle(self, c: Container, volumes: bool) -> None:
+        """Take apart a container in ``removing``: layers, network namespace, volumes, names, and
+        the record before the rest of its directory. Each step can be done again after a crash."""
         driver = self.daemon.graphdriver
         try:
             for layer in (c.id, c.init_layer):
@@ -657,14 +929,12 @@ class LifeCycle:
                     driver.remove(layer)
         except EngineError as exc:
             with c.lock:
-                c.state.removal_in_progress = False
-                c.state.dead = True
+                c.machine.move(Phase.DEAD)
                 c.to_disk()
+            self.store.drop_journal(c.id, REMOVAL_JOURNAL)
             raise HostError(f"unable to remove filesystem for {c.id}: {exc}") from exc
-        self.store.release_names(c.id)
-        self.network.remove_namespace(c)
-        safe_rmtree(c.root)
-        self.store.discard(c)
+        self.network.remove_namespace(c)  # the network service: a container's network at removal
+        self.store.discard(c)  # before its volumes: they are no longer in use
         if volumes:
             for m in c.mounts:
                 if m["Type"] == "volume" and self.volumes.is_anonymous(m["Name"]):
@@ -672,9 +942,18 @@ class LifeCycle:
                         self.volumes.remove(m["Name"])
                     except EngineError as exc:
                         LOG.warning("not removing volume %s: %s", m["Name"], exc)
+        self.store.release_names(c.id)
+        try:
+            os.unlink(c.path_of(CONFIG_FILE))  # from here on the container does not exist
+        except FileNotFoundError:
+            pass
+        safe_rmtree(c.root)
         with c.lock:
             c.removed = True
-            c.changed.notify_all()
+            c.machine.move(Phase.REMOVED)
+
+    def _after_removal(self, c: Container) -> None:
+        self._commands.pop(c.id, None)
         self.daemon.container_event(c, "destroy")
         if self.daemon.execs is not None:
             self.daemon.execs.forget(c)
@@ -690,7 +969,7 @@ class LifeCycle:
         }
         daemon = self.daemon
         with c.lock:
-            if not c.state.running or c.exiting:
+            if c.machine.phase not in UP or c.exiting:
                 return
             c.exiting = True
         # Release what the run held before anyone can see it stopped: a waiter
@@ -700,13 +979,12 @@ class LifeCycle:
         except EngineError:
             LOG.exception("releasing the rootfs of %s", c.short_id)
         self._release_volumes(c)
-        self.network.teardown(c)
+        self.network.teardown(c)  # the network service: a container's network at exit
         with c.lock:
             # The exit and the restart decision in one step: a stop, kill or
             # start in between sees either a running container or a final exit.
             c.exiting = False
             st = c.state
-            st.running = st.paused = False
             st.pid = st.shim_pid = 0
             st.exit_code = int(result.get("ExitCode", 255))
             st.oom_killed = bool(result.get("OOMKilled"))
@@ -716,7 +994,6 @@ class LifeCycle:
             c.exits += 1
             restart = (
                 not c.exit_on_next
-                and not c.state.removal_in_progress
                 and not daemon.engine.is_shutdown
                 and should_restart(
                     c.host_config.get("RestartPolicy"), st.exit_code, c.restart_count, c.has_been_manually_stopped
@@ -724,7 +1001,9 @@ class LifeCycle:
             )
             if restart:
                 c.backoff = next_backoff(c.backoff, ran_for)
-                st.restarting = st.running = True
+                c.machine.move(Phase.RESTARTING)
+            else:
+                c.machine.move(Phase.EXITED)
             c.to_disk()
         if st.oom_killed:
             daemon.container_event(c, "oom")
@@ -733,11 +1012,11 @@ class LifeCycle:
             daemon.execs.forget(c)
         if restart:
             self._schedule_restart(c, c.backoff)
-        with c.lock:
-            c.changed.notify_all()
-        if c.host_config.get("AutoRemove") and not restart:
+        elif c.host_config.get("AutoRemove"):
             try:
                 self.remove(c, force=True, volumes=True)
+            except NoSuchContainer:  # removed by its user meanwhile
+                pass
             except EngineError as exc:
                 LOG.error("auto-removing %s: %s", c.short_id, exc)
 
@@ -759,6 +1038,9 @@ class LifeCycle:
 
     def _restart_by_policy(self, c: Container) -> None:
         """The restart timer fired: start again, unless a stop, kill or remove came first."""
+        with self._timers_lock:
+            if self._timers.get(c.id) is threading.current_thread():
+                del self._timers[c.id]
         try:
             self.start(c, by_policy=True)
         except EngineError as exc:
@@ -766,26 +1048,48 @@ class LifeCycle:
 
     # restore at start-up (seed ch. 4 §4.10)
     def restore(self) -> None:
-        """Load every container, re-adopt the live shims, and start what the restart policies
-        say (linked-to containers first)."""
+        """Load every container, remove what a crash left half made, re-adopt the live shims, finish
+        the removals a crash cut short, and start what the restart policies say (linked-to
+        containers first)."""
         containers = self.store.load()
+        for cid in self.store.leftovers:
+            journal = self.store.read_journal(cid, CREATE_JOURNAL) or {}
+            LOG.warning(
+                "container %s was left half made or half removed by a crash; removing what remains of it", cid[:12]
+            )
+            self._undo_create(cid, list(journal.get("Volumes") or []))
         for c in containers:
             self._readopt(c)
         for c in self._children_first(containers):
-            self._restart_at_daemon_start(c)
+            removal = self.store.read_journal(c.id, REMOVAL_JOURNAL)
+            if removal is not None or c.machine.phase is Phase.REMOVING:
+                self._finish_removal(c, bool((removal or {}).get("RemoveVolumes")))
+            else:
+                self._restart_at_daemon_start(c)
+
+    def _finish_removal(self, c: Container, volumes: bool) -> None:
+        """A remove a crash cut short: do it again."""
+        LOG.warning("finishing the removal of container %s, which a crash cut short", c.short_id)
+        with c.lock:
+            if c.machine.phase in (Phase.REMOVING, Phase.DEAD):
+                c.machine.reset(Phase.EXITED)
+        try:
+            self.remove(c, force=True, volumes=volumes)
+        except EngineError as exc:
+            LOG.error("removing %s: %s", c.short_id, exc)
 
     def _readopt(self, c: Container) -> None:
         """Re-adopt a live shim, or record that the container died while we were away."""
         alive = shim.shim_alive(c.root)
         if not c.state.running and not alive:
-            c.state.restarting = False
+            # A start the crash cut short may have made its network namespace.
+            self.network.remove_namespace(c)  # the network service: restore
             return
         if alive:
             state = shim.read_state(c.root) or {}
             if not c.state.running:
                 # The daemon died between starting the shim and recording it.
                 LOG.warning("container %s has a live shim its state did not record; adopting it", c.short_id)
-                c.state.running = True
                 c.state.exit_code, c.state.error = 0, ""
                 try:  # state.json is written when the process started
                     c.state.started_at = os.stat(c.path_of(shim_protocol.STATE_FILE)).st_mtime
@@ -794,7 +1098,10 @@ class LifeCycle:
                 c.has_been_started_before = True
             c.state.pid = int(state.get("Pid", c.state.pid))
             c.state.shim_pid = int(state.get("ShimPid", c.state.shim_pid))
-            c.state.restarting = False
+            with c.lock:
+                c.machine.reset(Phase.PAUSED if c.state.paused else Phase.RUNNING)
+            if not c.state.paused:
+                self._thaw(c)
             try:
                 self.daemon.graphdriver.get(c.id)
             except EngineError:
@@ -802,7 +1109,7 @@ class LifeCycle:
             for m in c.mounts:
                 if m["Type"] == "volume" and self.volumes.exists(m["Name"]):
                     self.volumes.hold(m["Name"])
-            self.network.restore(c)
+            self.network.restore(c)  # the network service: restore
             self.monitor.watch(c, c.state.shim_pid)
             LOG.info("container %s is still running (pid %d); re-attached to its shim", c.short_id, c.state.pid)
             return
@@ -810,15 +1117,35 @@ class LifeCycle:
             "ExitCode": 255,
             "Error": "the container's shim died while the daemon was down",
         }
-        c.state.running = c.state.paused = c.state.restarting = False
         c.state.pid = c.state.shim_pid = 0
         c.state.exit_code = int(result.get("ExitCode", 255))
         c.state.oom_killed = bool(result.get("OOMKilled"))
         c.state.error = result.get("Error", "") or ""
         c.state.finished_at = c.state.finished_at or time.time()
-        self.network.remove_namespace(c)
+        with c.lock:
+            c.machine.reset(Phase.EXITED)
+        self._release_stale_rootfs(c)
+        self.network.remove_namespace(c)  # the network service: restore
         c.to_disk()
         LOG.info("container %s exited (%d) while the daemon was down", c.short_id, c.state.exit_code)
+
+    def _thaw(self, c: Container) -> None:
+        """Unfreeze a running container its record says is not paused (a crash inside :meth:`frozen`)."""
+        try:
+            self.exec_driver.unpause(self.command(c))
+        except (EngineError, OSError):  # not frozen: the usual case
+            return
+        LOG.warning("container %s was left frozen by a crash; thawed it", c.short_id)
+
+    def _release_stale_rootfs(self, c: Container) -> None:
+        """The rootfs of a container that exited while the daemon was down may still be mounted by
+        the daemon before: taking and releasing it lets the graph driver clear that mount."""
+        driver = self.daemon.graphdriver
+        try:
+            driver.get(c.id)
+            driver.put(c.id)
+        except EngineError:
+            LOG.exception("releasing the rootfs of %s", c.short_id)
 
     def _restart_at_daemon_start(self, c: Container) -> None:
         if c.state.running:

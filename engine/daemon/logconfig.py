@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import InvalidParameter, NotSupported
+from engine.utils.units import from_human_size, ram_in_bytes
 
 #: The logging drivers and the options each accepts (moby's ``ValidateLogOpt``); ``none``
 #: takes any (moby does not check them).
@@ -41,8 +42,6 @@ _BOOLS = ("1", "t", "true", "0", "f", "false")
 
 def _size(opts: Mapping[str, str]) -> int:
     """``max-size`` in bytes, with go-units' decimal ``FromHumanSize`` (``10m`` is 10,000,000)."""
-    from engine.client.flagparse import from_human_size
-
     try:
         return from_human_size(opts["max-size"])
     except ValueError as exc:
@@ -61,8 +60,6 @@ def validate_log_config(driver: str, opts: Mapping[str, str]) -> None:
     if mode not in ("", "blocking", "non-blocking"):
         raise InvalidParameter(f"logger: logging mode not supported: {mode}")
     if "max-buffer-size" in opts:
-        from engine.client.flagparse import ram_in_bytes
-
         if mode != "non-blocking":
             raise InvalidParameter("logger: max-buffer-size option is only supported with 'mode=non-blocking'")
         try:

@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO
 
-from engine.graph.images import parse_created
-from engine.shim import protocol
 from engine.shim.locallog import decode_entries
+from engine.utils.timefmt import parse_rfc3339, rfc3339nano_ns
 
 STREAMS = {"stdout": 1, "stderr": 2}
 
@@ -68,7 +67,7 @@ def split_local(data: bytes) -> tuple[list[dict], bytes]:
             {
                 "log": line.decode("utf-8", "surrogateescape"),
                 "stream": e["source"],
-                "time": protocol.rfc3339nano(e["time_nano"]),
+                "time": rfc3339nano_ns(e["time_nano"]),
             }
         )
     return out, data[used:]
@@ -79,7 +78,9 @@ FORMATS: dict[str, Callable[[bytes], tuple[list[dict], bytes]]] = {"json-file": 
 
 
 def _open(name: str) -> IO[bytes]:
-    return gzip.open(name, "rb") if name.endswith(".gz") else open(name, "rb")
+    if name.endswith(".gz"):
+        return gzip.open(name, "rb")  # type: ignore[return-value]  # a GzipFile reads bytes
+    return open(name, "rb")
 
 
 def _entries(name: str, split: Callable[[bytes], tuple[list[dict], bytes]]) -> Iterator[dict]:
@@ -92,13 +93,6 @@ def _entries(name: str, split: Callable[[bytes], tuple[list[dict], bytes]]) -> I
                 return
             entries, pending = split(pending + chunk)
             yield from entries
-
-
-def frame(stream: int, data: bytes, tty: bool) -> bytes:
-    """stdcopy framing (``[stream, 0, 0, 0, size BE32]``) unless the container has a TTY."""
-    if tty:
-        return data
-    return bytes((stream, 0, 0, 0)) + len(data).to_bytes(4, "big") + data
 
 
 def read(
@@ -128,7 +122,7 @@ def read(
         if entry.get("stream", "stdout") not in wanted:
             return False
         if since or until:
-            ts = parse_created(entry.get("time"))
+            ts = parse_rfc3339(entry.get("time"))
             if since and ts < since:
                 return False
             if until and ts > until:
@@ -235,4 +229,4 @@ def parse_time(value: str | None) -> float:
     try:
         return float(value)
     except ValueError:
-        return parse_created(value)
+        return parse_rfc3339(value)

@@ -390,7 +390,7 @@ class NetworkService:
         return hashlib.sha256(f"{self.daemon.id}/{name}".encode()).hexdigest()
 
     def _resource(self, name: str, driver: str) -> dict:
-        from engine.daemon.info import rfc3339nano
+        from engine.utils.timefmt import rfc3339nano
 
         containers = {}
         for c in self.daemon.containers.all():

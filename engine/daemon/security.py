@@ -12,7 +12,7 @@ checks). The engine makes every check at create, where a bad request is a
 * the seccomp profile: Docker's JSON format, checked whole (``Decoding
   seccomp profile failed: ...``);
 * ``HostConfig.Sysctls``: only those the container's own namespaces hold
-  (:mod:`engine.security.sysctls`).
+  (:mod:`engine.sys.security.sysctls`).
 
 At create the host config also gets what dockerd stores: Docker's masked and
 read-only paths when none were given (so a later engine with other defaults
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import InvalidParameter
-from engine.security import paths, seccomp, sysctls
+from engine.sys.security import paths, seccomp, sysctls
 
 LOG = logging.getLogger(__name__)
 

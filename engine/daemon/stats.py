@@ -6,8 +6,9 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from engine.daemon.container import ZERO_TIME, Container, rfc3339nano
+from engine.daemon.container import Container
 from engine.errors import EngineError
+from engine.utils.timefmt import ZERO_TIME, rfc3339nano
 
 if TYPE_CHECKING:
     from engine.daemon.lifecycle import LifeCycle

@@ -8,28 +8,50 @@ is persisted in ``<root>/containers/<id>/`` by
 :meth:`Container.to_disk <engine.daemon.container.Container.to_disk>`; the
 store reads them all back at start-up (:meth:`ContainerStore.load`).
 
+Crash safety. A container exists once its ``config.v2.json`` does: a
+create makes the directory first and writes that file last, and a remove
+deletes it before the rest of the directory. A directory without it is what
+a crash left of a create or a remove (:meth:`ContainerStore.load` reports
+it in :attr:`ContainerStore.leftovers`; the life cycle removes the rest).
+Two journals in the directory say what cannot be derived from the ID alone:
+``create.json`` (the anonymous volumes a create is making) and
+``removal.json`` (a remove under way and whether it takes the volumes).
+Names live in the link graph, which a crash can leave ahead of or behind
+the records; :meth:`ContainerStore.load` reconciles them, the records
+winning.
+
 The store knows nothing of running containers: their transitions are
 :mod:`engine.daemon.lifecycle`'s.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from engine.daemon.container import Container
+from engine.daemon.container import CONFIG_FILE, HOSTCONFIG_FILE, Container
 from engine.daemon.names import random_name
 from engine.errors import Conflict, InvalidParameter, NoSuchContainer, NotFound
+from engine.sys.fs import atomic_write
 from engine.utils.truncindex import TruncIndex
 
 if TYPE_CHECKING:
     from engine.graphdb import LinkGraph
 
 LOG = logging.getLogger(__name__)
+
+#: The journal of a create under way (the anonymous volumes it makes).
+CREATE_JOURNAL = "create.json"
+#: The journal of a remove under way (``{"RemoveVolumes": bool}``).
+REMOVAL_JOURNAL = "removal.json"
+
+_CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 def new_container_id() -> str:
@@ -78,6 +100,8 @@ class ContainerStore:
         self._containers: dict[str, Container] = {}
         self.index = TruncIndex()
         self._lock = threading.RLock()
+        #: IDs of directories :meth:`load` found without a record (a crash cut a create or a remove short).
+        self.leftovers: list[str] = []
 
     # lookups
     def all(self) -> list[Container]:
@@ -164,24 +188,89 @@ class ContainerStore:
     def load(self) -> list[Container]:
         """Read every record under ``<root>/containers`` (daemon start-up, seed ch. 4 §4.10).
 
-        A record that cannot be read is logged and skipped; a container
-        whose name another took meanwhile keeps its record but not the name.
+        A directory without a record goes to :attr:`leftovers`; a record
+        that cannot be read is logged and skipped. The names are then
+        reconciled with the records (:meth:`reconcile_names`).
         """
+        self.leftovers = []
         if not os.path.isdir(self.dir):
             return []
         for cid in sorted(os.listdir(self.dir)):
+            path = self.path(cid)
+            if not _CONTAINER_ID.match(cid) or not os.path.isdir(path):
+                LOG.warning("%s is not a container's directory; leaving it", path)
+                continue
+            if not (
+                os.path.exists(os.path.join(path, CONFIG_FILE)) and os.path.exists(os.path.join(path, HOSTCONFIG_FILE))
+            ):
+                self.leftovers.append(cid)
+                continue
             try:
-                c = Container.from_disk(self.path(cid))
+                c = Container.from_disk(path)
             except (OSError, ValueError, KeyError) as exc:
                 LOG.error("container %s cannot be loaded: %s", cid[:12], exc)
                 continue
             self.add(c)
-            if self.linkgraph.get(c.name) is None:
+        self.reconcile_names()
+        return self.all()
+
+    def reconcile_names(self) -> None:
+        """Make the link graph agree with the records (after a crash, at start-up).
+
+        A name or link of an ID no record has is what a create or a remove
+        left: it goes. A container's own name (``/name``) other than its
+        record's is what a rename left halfway: it goes too, and a record
+        whose name is missing gets it back, unless another container has
+        it meanwhile (then the record keeps the name but is found by ID).
+        """
+        known = self._containers
+        for entity_id, paths in self.linkgraph.all_ref_paths().items():
+            if entity_id not in known:
+                # A leftover's names go with the rest of it (the life cycle's undo).
+                if _CONTAINER_ID.match(entity_id) and entity_id not in self.leftovers:
+                    LOG.warning(
+                        "releasing the names %s of container %s, which does not exist", ", ".join(paths), entity_id[:12]
+                    )
+                    self.linkgraph.purge(entity_id)
+                continue
+            c = known[entity_id]
+            for path in paths:
+                if os.path.dirname(path) == "/" and path != c.name:
+                    LOG.warning("container %s is %s: releasing the name %s a rename left", c.short_id, c.name, path)
+                    self.linkgraph.delete(path)
+        for c in known.values():
+            entity = self.linkgraph.get(c.name)
+            if entity is None:
                 try:
                     self.linkgraph.set(c.name, c.id)
                 except Conflict:
                     LOG.warning("container %s: name %s is taken", c.short_id, c.name)
-        return self.all()
+            elif entity.id != c.id:
+                LOG.warning("container %s: name %s is taken by %s", c.short_id, c.name, entity.id[:12])
+
+    # journals
+    def write_journal(self, cid: str, name: str, doc: dict[str, Any]) -> None:
+        """Write journal ``name`` (:data:`CREATE_JOURNAL`, :data:`REMOVAL_JOURNAL`) of container ``cid``."""
+        atomic_write(os.path.join(self.path(cid), name), json.dumps(doc).encode(), mode=0o600)
+
+    def read_journal(self, cid: str, name: str) -> dict[str, Any] | None:
+        """Journal ``name`` of container ``cid``, or None when there is none (or it cannot be read)."""
+        try:
+            with open(os.path.join(self.path(cid), name), "rb") as fh:
+                doc = json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            LOG.warning("journal %s of container %s cannot be read: %s", name, cid[:12], exc)
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def drop_journal(self, cid: str, name: str) -> None:
+        """Remove journal ``name`` of container ``cid`` (its step is done)."""
+        try:
+            os.unlink(os.path.join(self.path(cid), name))
+        except FileNotFoundError:
+            pass
 
     # names
     def reserve_name(self, name: str, cid: str) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.daemon import attach as attaching
 from engine.daemon.container import Container
+from engine.utils import sockets
 
 if TYPE_CHECKING:
     from engine.daemon.lifecycle import LifeCycle
@@ -57,13 +58,13 @@ def attach_container(
             conn = ShimClient(c.root).attach(stdin, stdout, stderr)
         except OSError as exc:
             LOG.debug("attach to %s: %s", c.short_id, exc)
-            attaching.close_client(sock)
+            sockets.close_client(sock)
             return
     else:
         while not pending.ready.wait(0.5):
-            if stopping.is_set() or c.removed or attaching.client_gone(sock):
+            if stopping.is_set() or c.removed or sockets.client_gone(sock):
                 lifecycle.cancel_attach(c, pending)
-                attaching.close_client(sock)
+                sockets.close_client(sock)
                 return
             if c.state.running and not c.state.restarting and not pending.ready.is_set():
                 # Started without us (we registered as it began): join now.
@@ -72,14 +73,14 @@ def attach_container(
                     pending.connect(ShimClient(c.root))
         conn = pending.connection
         if conn is None:
-            attaching.close_client(sock)
+            sockets.close_client(sock)
             return
     detached = threading.Event()
 
     def on_detach() -> None:
         detached.set()
         conn.close()
-        attaching.close_client(sock)
+        sockets.close_client(sock)
 
     if stdin:
         attaching.StdinPump(sock, conn.send_stdin, conn.close_stdin, detach_keys, on_detach).start()
@@ -89,4 +90,4 @@ def attach_container(
         LOG.debug("attach to %s ended: %s", c.short_id, exc)
     finally:
         conn.close()
-        attaching.close_client(sock)
+        sockets.close_client(sock)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from engine.daemon.container import Container, rfc3339nano
+from engine.daemon.container import Container
+from engine.daemon.daemon import require
 from engine.daemon.health import status_of as health_status
 from engine.daemon.runtime import merged_ulimits
 from engine.daemon.volumes import api_mount
 from engine.errors import InvalidParameter
-from engine.security import paths as security_paths
+from engine.sys.security import paths as security_paths
+from engine.utils.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
     from engine.daemon.daemon import Daemon
@@ -214,7 +216,7 @@ def log_path(c: Container) -> str:
 
 
 def inspect(daemon: Daemon, c: Container, size: bool = False) -> dict:
-    driver = daemon.graphdriver
+    driver = require(daemon.graphdriver, "graph driver")
     try:
         data = driver.metadata(c.id) or None
     except Exception:
@@ -253,12 +255,13 @@ def inspect(daemon: Daemon, c: Container, size: bool = False) -> dict:
 
 
 def sizes(daemon: Daemon, c: Container) -> tuple[int, int]:
-    driver = daemon.graphdriver
+    driver = require(daemon.graphdriver, "graph driver")
     try:
         rw = driver.diff_size(c.id, c.init_layer)
     except Exception:
         rw = 0
-    image = daemon.graph.images.get(c.image_id) if daemon.graph.images.exists(c.image_id) else None
+    images = require(daemon.graph, "image store").images
+    image = images.get(c.image_id) if images.exists(c.image_id) else None
     return rw, rw + (image.size if image is not None else 0)
 
 
@@ -289,13 +292,13 @@ def command_string(c: Container) -> str:
 
 def summary(daemon: Daemon, c: Container, size: bool = False, paths: dict[str, list[str]] | None = None) -> dict:
     """One ``GET /containers/json`` entry; ``paths`` are all names at once (see list_containers)."""
-    found = paths.get(c.id) if paths is not None else list(daemon.linkgraph.ref_paths(c.id))
+    found = paths.get(c.id) if paths is not None else list(require(daemon.linkgraph, "link graph").ref_paths(c.id))
     names = sorted(found or []) or [c.name]
     if c.name in names:
         names.remove(c.name)
         names.insert(0, c.name)
     image = c.config.get("Image") or c.image_id
-    if image.startswith("sha256:") or not daemon.graph.images.exists(c.image_id):
+    if image.startswith("sha256:") or not require(daemon.graph, "image store").images.exists(c.image_id):
         image = c.image_id if image.startswith("sha256:") else image
     ns = network_settings(c)
     doc = {
@@ -369,11 +372,11 @@ def list_containers(
             raise InvalidParameter(f"Invalid filter 'exited={value}'") from None
     if filters.get("exited") or filters.get("status") or filters.get("before") or filters.get("since"):
         all_ = True
-    store = daemon.containers
+    store = require(daemon.containers, "container store")
     containers = sorted(store.all(), key=lambda c: c.created, reverse=True)
     before = min((store.get(n).created for n in filters.get("before", [])), default=None)
     since = max((store.get(n).created for n in filters.get("since", [])), default=None)
-    graph = daemon.graph
+    graph = require(daemon.graph, "image store")
     ancestors: set[str] = set()
     for name in filters.get("ancestor", []):
         try:
@@ -382,7 +385,7 @@ def list_containers(
             continue
         ancestors.add(image.id)
         ancestors.update(img.id for img in graph if image.id in _image_chain(graph, img))
-    paths = daemon.linkgraph.all_ref_paths()
+    paths = require(daemon.linkgraph, "link graph").all_ref_paths()
     out = []
     for c in containers:
         st = c.state

@@ -4,7 +4,10 @@ ch. 4 §4.4.6), and the mount points a container gets from ``Binds``,
 
 As in the seed, volume data lives in layers of a vfs graph driver of its own
 (``<root>/volumes/vfs/dir/<sha256 of the name>``); each volume's metadata is
-``<root>/volumes/<name>.json``.
+``<root>/volumes/<name>.json``. A volume exists once its metadata does (it
+is written after its layer is made); a removal first renames the metadata
+to ``.<name>.removing``, so that a crash leaves a marker the next start
+finishes, never a volume without its data.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from engine.sys.fs import atomic_write, copy_tree, mounts_below
 LOG = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+#: The suffix of the marker of a removal under way (``.<name>.removing``).
+REMOVING = ".removing"
 
 
 def _created() -> str:
@@ -52,7 +57,9 @@ class VolumeStore:
         #: ``fn(name) -> [container ids]`` using the volume, set by the daemon.
         self.users: Callable[[str], list[str]] = lambda name: []
         for entry in os.listdir(self.dir):
-            if entry.endswith(".json"):
+            if entry.startswith(".") and entry.endswith(REMOVING):
+                self._finish_removal(entry[1 : -len(REMOVING)])
+            elif entry.endswith(".json"):
                 try:
                     with open(os.path.join(self.dir, entry), "rb") as fh:
                         meta = json.load(fh)
@@ -179,11 +186,34 @@ class VolumeStore:
             users = self.users(name)
             if users:
                 raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
-            lid = self.layer_id(name)
-            if self.driver.exists(lid):
-                self.driver.remove(lid)
-            os.unlink(os.path.join(self.dir, name + ".json"))
+            os.rename(os.path.join(self.dir, name + ".json"), self._removing(name))
             del self._meta[name]
+            self._finish_removal(name)
+
+    def _removing(self, name: str) -> str:
+        return os.path.join(self.dir, f".{name}{REMOVING}")
+
+    def _finish_removal(self, name: str) -> None:
+        """Remove the data of a volume whose metadata is gone, then its removal marker."""
+        lid = self.layer_id(name)
+        if self.driver.exists(lid):
+            self.driver.remove(lid)
+        try:
+            os.unlink(self._removing(name))
+        except FileNotFoundError:
+            pass
+
+    def remove_leftover(self, name: str) -> None:
+        """Remove what a create cut short by a crash made of volume ``name`` (an anonymous one it
+        journaled): the volume, unless a container uses it, or its data without metadata."""
+        with self._lock:
+            if name in self._meta:
+                if not self.users(name):
+                    LOG.info("removing volume %s, made by a create a crash cut short", name[:12])
+                    self.remove(name)
+                return
+            if self.driver.exists(self.layer_id(name)):
+                self._finish_removal(name)
 
     def size(self, name: str) -> int:
         total = 0

@@ -1,4 +1,4 @@
-"""The exec driver contract (seed ch. 8): runs a container's processes.
+r"""The exec driver contract (seed ch. 8): runs a container's processes.
 
 ``run`` is called inside the container's shim (ARCHITECTURE §5) and blocks
 until the container's first process exits; the other methods are called by
@@ -14,10 +14,14 @@ only joins it: ``network["mode"]`` is ``host`` (stay in the host's),
 ``network["path"]``, another container's ``/proc/PID/ns/net``).
 
 :func:`plan` chooses the driver (``--exec-driver``, see
-:mod:`engine.drivers.selection`). This module stays light: every shim
-imports it. A third-party exec driver needs only :mod:`engine.drivers`,
-:mod:`engine.errors`, :mod:`engine.archive` and :mod:`engine.sys`
-(namespaces, mounts, cgroups).
+:mod:`engine.drivers.selection`). This module stays light (every shim
+imports it, and with it the cgroup manager, :mod:`engine.sys.cgroups`,
+whose :class:`Resources` a :class:`Command` carries): standard library only.
+The contract's records are :class:`~engine.utils.records.Record`\ s, which
+import neither ``dataclasses`` nor ``inspect`` into the shim; a driver's own
+records subclass :class:`Record` as exported here. A third-party exec driver
+needs only :mod:`engine.drivers`, :mod:`engine.errors`, :mod:`engine.archive`
+and :mod:`engine.sys` (namespaces, mounts, cgroups).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.drivers.selection import DriverConfig, Selection, named, probe_entry
 from engine.errors import EngineError, NotSupported
+from engine.sys.cgroups import Resources
 from engine.utils.records import Record
 
 if TYPE_CHECKING:
@@ -41,34 +46,12 @@ __all__ = [
     "NotSupported",
     "Pipes",
     "ProcessConfig",
+    "Record",
     "Resources",
     "home",
     "plan",
     "probe",
 ]
-
-
-class Resources(Record):
-    """Cgroup limits; 0, -1 and "" mean "not set" (Docker's HostConfig names)."""
-
-    memory: int = 0
-    memory_swap: int = 0
-    memory_reservation: int = 0
-    memory_swappiness: int = -1
-    kernel_memory: int = 0
-    oom_kill_disable: bool = False
-    cpu_shares: int = 0
-    cpu_period: int = 0
-    cpu_quota: int = 0
-    #: Real-time scheduling budget (``--cpu-rt-period``/``--cpu-rt-runtime``, microseconds; v1).
-    cpu_rt_period: int = 0
-    cpu_rt_runtime: int = 0
-    cpuset_cpus: str = ""
-    cpuset_mems: str = ""
-    pids_limit: int = 0
-    blkio_weight: int = 0
-    #: Device cgroup rules ``"c 1:3 rwm"``: the allow-list; empty means Docker's default list.
-    device_rules: list[str] = []
 
 
 class ProcessConfig(Record):

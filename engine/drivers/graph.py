@@ -43,6 +43,11 @@ from engine.archive import Change
 from engine.drivers.selection import DriverConfig, DriverSelectionError, Selection, named, probe_entry
 from engine.errors import InvalidParameter, NotSupported
 
+# Sizes as Docker writes them in storage options and status lines (go-units), for
+# drivers: part of the SDK, so a driver needs no import beyond the contract.
+from engine.utils.units import human_size as human_size
+from engine.utils.units import ram_in_bytes as ram_in_bytes
+
 if TYPE_CHECKING:
     from engine.drivers.discovery import DriverEntry
 

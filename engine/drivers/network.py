@@ -20,7 +20,9 @@ Life cycle, as the daemon drives it::
     driver.shutdown()                 or: undo everything on the host
 
 Every dict the driver returns uses the Docker Remote API's key spelling, so
-the daemon can put it into ``NetworkSettings`` and ``GET /networks`` as is.
+the daemon can put it into ``NetworkSettings`` and ``GET /networks`` as is;
+its times are Go's RFC 3339 with nanoseconds (:func:`rfc3339nano`, exported
+here for drivers from :mod:`engine.utils.timefmt`).
 The driver gets :class:`NetworkOptions`, built by the daemon from its own
 configuration; it never sees the daemon's configuration object.
 
@@ -42,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.drivers.selection import DriverConfig, Selection, named, probe_entry
 from engine.errors import InvalidParameter, NotSupported
+from engine.utils.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
     from engine.drivers.discovery import DriverEntry
@@ -55,6 +58,7 @@ __all__ = [
     "parse_link_ports",
     "plan",
     "probe",
+    "rfc3339nano",
 ]
 
 LOG = logging.getLogger(__name__)

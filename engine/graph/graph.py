@@ -16,18 +16,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from engine import reference as refs
 from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, InvalidParameter, NoSuchImage
-from engine.graph import reference as refs
-from engine.graph.images import Image, ImageStore, parse_created
+from engine.graph.images import Image, ImageStore
 from engine.graph.layers import Layer, LayerStore
 from engine.graph.pools import Pool
-from engine.graph.reference import Reference
 from engine.graph.tagstore import TagStore
+from engine.reference import Reference
+from engine.utils.timefmt import ZERO_TIME, parse_rfc3339, rfc3339nano
 
 LOG = logging.getLogger(__name__)
-
-ZERO_TIME = "0001-01-01T00:00:00Z"
 
 #: The container.Config fields, in Go's order, with their zero values: moby
 #: always marshals the whole struct, and clients index into it.
@@ -54,14 +53,6 @@ CONTAINER_CONFIG_ZERO: dict[str, Any] = {
 
 def short_id(image_id: str) -> str:
     return image_id.split(":", 1)[-1][:12]
-
-
-def rfc3339(ts: float | None) -> str:
-    if not ts:
-        return ZERO_TIME
-    from engine.daemon.info import rfc3339nano
-
-    return rfc3339nano(ts)
 
 
 def full_container_config(config: dict | None) -> dict:
@@ -140,9 +131,9 @@ class Graph:
             raise NoSuchImage(name=name)
         ref = self._parse(name)
         if ref is not None:
-            image_id = self.tags.get(ref)
-            if image_id is not None and self.images.exists(image_id):
-                return self.images.get(image_id)
+            tagged = self.tags.get(ref)
+            if tagged is not None and self.images.exists(tagged):
+                return self.images.get(tagged)
         image = self.images.lookup_id(name)
         if image is not None:
             return image
@@ -377,7 +368,7 @@ class Graph:
             "VirtualSize": image.size,
             "GraphDriver": {"Name": self.driver.name, "Data": data or None},
             "RootFS": {"Type": "layers", "Layers": list(image.diff_ids)},
-            "Metadata": {"LastTagTime": rfc3339(self.tags.last_tag_time(image.id))},
+            "Metadata": {"LastTagTime": rfc3339nano(self.tags.last_tag_time(image.id))},
         }
         if cfg.get("variant"):
             doc["Variant"] = cfg["variant"]
@@ -400,7 +391,7 @@ class Graph:
                 0,
                 {
                     "Id": "<missing>",
-                    "Created": int(parse_created(entry.get("created"))),
+                    "Created": int(parse_rfc3339(entry.get("created"))),
                     "CreatedBy": entry.get("created_by", ""),
                     "Tags": None,
                     "Size": size,

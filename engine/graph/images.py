@@ -29,31 +29,10 @@ from typing import Any
 from engine.errors import InvalidParameter, NotFound
 from engine.graph.layers import chain_ids, check_digest
 from engine.sys.fs import fsync_dir, safe_rmtree, write_synced
+from engine.utils.timefmt import parse_rfc3339
 from engine.utils.truncindex import TruncIndex
 
 LOG = logging.getLogger(__name__)
-
-
-def parse_created(value: Any) -> float:
-    """RFC 3339 (``2024-01-02T03:04:05.123456789Z``) to a unix timestamp."""
-    if not isinstance(value, str) or not value:
-        return 0.0
-    import datetime as dt
-
-    text = value.strip()
-    frac = ""
-    tz = "+00:00"
-    if text.endswith("Z"):
-        text = text[:-1]
-    elif len(text) > 6 and text[-6] in "+-" and text[-3] == ":":
-        text, tz = text[:-6], text[-6:]
-    if "." in text:
-        text, frac = text.split(".", 1)
-    try:
-        base = dt.datetime.fromisoformat(text + tz)
-    except ValueError:
-        return 0.0
-    return base.timestamp() + (float("0." + frac[:9]) if frac.isdigit() else 0.0)
 
 
 @dataclass
@@ -157,7 +136,7 @@ class ImageStore:
             parent=parent,
             diff_ids=diff_ids,
             chain_ids=chains,
-            created=parse_created(config.get("created")),
+            created=parse_rfc3339(config.get("created")),
         )
         image.size = self._layer_size(chains)
         return image

@@ -4,18 +4,19 @@ and ``builder/dockerfile.BuildFromConfig``)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import posixpath
 import shlex
+import time
 from typing import IO, Any
 
 from engine import archive
+from engine import reference as refs
 from engine.errors import InvalidParameter
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image
 from engine.utils.host import goarch
+from engine.utils.timefmt import rfc3339nano
 
 #: Dockerfile instructions ``--change`` may use (moby's list).
 ALLOWED_CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
@@ -113,10 +114,6 @@ def apply_changes(config: dict, changes: list[str]) -> dict:
     return config
 
 
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def import_rootfs(
     graph: Graph,
     stream: IO[bytes],
@@ -134,7 +131,7 @@ def import_rootfs(
         except BaseException:
             graph.gc()
             raise
-        created = now_rfc3339()
+        created = rfc3339nano(time.time())
         config = {
             "architecture": goarch(),
             "config": config_part,

@@ -10,12 +10,13 @@ import time
 from typing import Any
 
 from engine import apiversion
+from engine import reference as refs
 from engine.errors import Conflict, EngineError, InvalidParameter
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
-from engine.graph.images import Image, parse_created
+from engine.graph.images import Image
 from engine.hookspecs import hookimpl
 from engine.utils.progress import Progress
+from engine.utils.timefmt import parse_rfc3339
 
 LIST_FILTERS = {"dangling", "label", "before", "since", "reference"}
 PRUNE_FILTERS = {"dangling", "until", "label", "label!"}
@@ -110,7 +111,7 @@ def parse_until(value: str, now: float | None = None) -> float:
     parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", text)
     if parts and "".join(a + b for a, b in parts) == text:
         return now - sum(float(a) * units[b] for a, b in parts)
-    ts = parse_created(text if "T" in text else text + "T00:00:00Z")
+    ts = parse_rfc3339(text if "T" in text else text + "T00:00:00Z")
     if ts:
         return ts
     raise InvalidParameter(f"invalid value for until: {value!r}")

@@ -36,7 +36,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 from engine.archive import tarsplit
 from engine.drivers.graph import GraphDriver
@@ -275,7 +275,7 @@ class LayerStore:
             with open(os.path.join(staging, TAR_SPLIT), "wb") as record:
                 recorder = tarsplit.Recorder(record)
                 reader = DigestReader(stream, tap=recorder.feed)
-                size = self.driver.apply_diff(hex_id, parent_hex, reader)
+                size = self.driver.apply_diff(hex_id, parent_hex, cast(IO[bytes], reader))
                 reader.drain()
                 recorder.close()
                 record.flush()

@@ -12,16 +12,17 @@ config, which verifies each one; a failure leaves no new image or layer.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from engine import archive
+from engine import reference as refs
 from engine.errors import InvalidParameter, NotSupported, TruncatedArchive
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_config
 from engine.graph.layers import chain_id
@@ -79,7 +80,7 @@ class _Dir:
 class _Counting:
     """A file reader that reports how far it got."""
 
-    def __init__(self, fh: IO[bytes], report: Callable[[int], None]) -> None:
+    def __init__(self, fh: io.BufferedIOBase, report: Callable[[int], None]) -> None:
         self._fh = fh
         self._report = report
         self.done = 0
@@ -188,6 +189,8 @@ def _load_one(
     graph: Graph, files: _Dir, entry: dict, progress: Progress, quiet: bool, pin: Callable[[str], None]
 ) -> Image:
     config_path = entry.get("Config")
+    if not isinstance(config_path, str):
+        raise InvalidParameter("invalid archive: a manifest.json entry has no Config")
     raw = files.read(config_path)
     config = parse_config(raw)
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
@@ -213,7 +216,7 @@ def _load_one(
                     progress.update("Loading layer", short, done, total)
 
             reader = _Counting(fh, report)
-            layer, _ = graph.register_layer(archive.decompress_stream(reader), parent, diff, pin)
+            layer, _ = graph.register_layer(archive.decompress_stream(cast(IO[bytes], reader)), parent, diff, pin)
         if not quiet:
             progress.update("Loading layer", short, total, total, force=True)
         parent = layer.chain_id

@@ -16,11 +16,11 @@ import json
 import tarfile
 from collections.abc import Iterable, Iterator
 
+from engine import reference as refs
 from engine.errors import InvalidParameter
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image
-from engine.graph.reference import Reference
+from engine.reference import Reference
 
 BLOCK = 512
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -19,7 +19,7 @@ normalised references and content-addressed image IDs::
     }
 
 * Repository names are fully qualified (:attr:`Reference.name
-  <engine.graph.reference.Reference.name>`), so ``busybox`` and
+  <engine.reference.Reference.name>`), so ``busybox`` and
   ``docker.io/library/busybox`` are one repository.
 * A repository's tags and digest references share its map; a digest key is
   the digest with an ``@`` in front, which no tag can start with.
@@ -47,10 +47,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from engine.errors import Conflict, HostError, InvalidParameter
-from engine.graph.reference import (
+from engine.reference import (
     DEFAULT_TAG,
     DIGEST_HEX_LENGTHS,
     Reference,
@@ -94,7 +94,7 @@ class TagStore:
     """The repository list: tags and digest references of images, persisted in one JSON file.
 
     Thread-safe; one instance per file. References passed in are normalised
-    :class:`~engine.graph.reference.Reference` objects; a reference with
+    :class:`~engine.reference.Reference` objects; a reference with
     neither tag nor digest means its ``latest`` tag, as in Docker. When a
     reference has both a tag and a digest, the digest identifies it.
 
@@ -218,8 +218,8 @@ class TagStore:
         self,
         repos: _Repos,
         times: dict[str, float],
-        added: list[tuple[Reference, str]] = (),
-        removed: list[tuple[Reference, str]] = (),
+        added: Sequence[tuple[Reference, str]] = (),
+        removed: Sequence[tuple[Reference, str]] = (),
     ) -> None:
         """Write the new state, then make it current; on a failed write nothing changes.
 

@@ -25,6 +25,7 @@ timeout against other processes.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -324,7 +325,7 @@ class LinkGraph:
 
     def _resolve(self, conn: Connection, path: str) -> str | None:
         """Return the id at a normalised path, or ``None`` if a component is missing."""
-        entity_id = ROOT_ID
+        entity_id: str | None = ROOT_ID
         for name in _parts(path):
             entity_id = conn.execute(
                 select(edge_table.c.entity_id).where(edge_table.c.parent_id == entity_id, edge_table.c.name == name)
@@ -333,7 +334,7 @@ class LinkGraph:
                 return None
         return entity_id
 
-    def _children(self, conn: Connection, start: Entity, depth: int) -> list[WalkMeta]:
+    def _children(self, conn: Connection, start: Entity, depth: int) -> builtins.list[WalkMeta]:
         """Walk down from ``start``, depth first, children in name order.
 
         Links can form cycles (``/a/b`` -> B and ``/b/a`` -> A); an edge back
@@ -341,7 +342,7 @@ class LinkGraph:
         so an unlimited walk always ends.
         """
         adjacency = self._adjacency(conn, start.id, depth)
-        out: list[WalkMeta] = []
+        out: builtins.list[WalkMeta] = []
         # Explicit stack instead of recursion: a long link chain must not hit
         # Python's recursion limit.
         stack = [(start, iter(adjacency.get(start.id, ())), depth, frozenset({start.id}))]
@@ -373,7 +374,7 @@ class LinkGraph:
         frontier = [start_id]
         level = 0
         while frontier and (depth == -1 or level <= depth):
-            discovered: list[str] = []
+            discovered: builtins.list[str] = []
             for chunk in _chunks(frontier):
                 rows = conn.execute(
                     select(edge_table.c.parent_id, edge_table.c.name, edge_table.c.entity_id)
@@ -402,7 +403,7 @@ class LinkGraph:
         frontier = [entity_id]
         while frontier:
             level: dict[str, tuple[str, ...]] = {}
-            found: list[tuple[str, ...]] = []
+            found: builtins.list[tuple[str, ...]] = []
             for chunk in _chunks(frontier):
                 rows = conn.execute(
                     select(edge_table.c.entity_id, edge_table.c.parent_id, edge_table.c.name).where(
@@ -513,7 +514,7 @@ class LinkGraph:
                 return {}
             return {meta.full_path: meta.entity for meta in self._children(conn, Entity(start_id, path), depth)}
 
-    def children(self, path: str, depth: int = -1) -> list[WalkMeta]:
+    def children(self, path: str, depth: int = -1) -> builtins.list[WalkMeta]:
         """Return the walk below a path, depth first, children in name order.
 
         :param path: where to start.
@@ -544,7 +545,7 @@ class LinkGraph:
         for meta in self.children(path, depth):
             fn(meta.full_path, meta.entity)
 
-    def parents(self, path: str) -> list[str]:
+    def parents(self, path: str) -> builtins.list[str]:
         """Return the names of the entities that have an edge to the entity at ``path``.
 
         For a container named ``/db`` and linked as ``/web/db`` this is
@@ -581,7 +582,7 @@ class LinkGraph:
         with self._read() as conn:
             return self._ref_paths(conn, entity_id)
 
-    def all_ref_paths(self) -> dict[str, list[str]]:
+    def all_ref_paths(self) -> dict[str, builtins.list[str]]:
         """Every entity's paths at once (one query): ``docker ps`` lists every
         container's names, and a query per container was most of its time.
 

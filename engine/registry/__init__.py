@@ -13,3 +13,9 @@
 * :mod:`~engine.registry.jobs`: the ``pull``, ``push``, ``auth`` and
   ``search`` jobs.
 """
+
+#: Layers a pull downloads, and a push uploads, at once: dockerd's defaults of
+#: ``max-concurrent-downloads`` and ``max-concurrent-uploads`` (the daemon's
+#: configuration takes them from here).
+DEFAULT_MAX_CONCURRENT_DOWNLOADS = 3
+DEFAULT_MAX_CONCURRENT_UPLOADS = 5

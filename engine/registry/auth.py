@@ -125,11 +125,6 @@ class AuthConfig:
         }
 
 
-def encode_header(conf: dict[str, str]) -> str:
-    """Base64url JSON for an ``X-Registry-Auth`` header (``e30=`` for no credentials)."""
-    return base64.urlsafe_b64encode(json.dumps(conf, separators=(",", ":")).encode()).decode()
-
-
 @dataclass
 class Challenge:
     """One challenge of a ``WWW-Authenticate`` header: ``scheme`` (lower case) and its parameters."""

@@ -1,6 +1,6 @@
 """Where a repository's registry is and how to talk to it: endpoints, mirrors, TLS.
 
-A reference's domain names its registry (:mod:`engine.graph.reference`).
+A reference's domain names its registry (:mod:`engine.reference`).
 :class:`RegistryService` turns it into the list of endpoints to try, in
 order, as moby's ``registry.Service.LookupPullEndpoints`` does:
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine import reference as refs
 from engine.errors import InvalidParameter
-from engine.graph import reference as refs
 from engine.registry.auth import TokenCache
 
 LOG = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ LOG = logging.getLogger(__name__)
 HUB_REGISTRY = "https://registry-1.docker.io"
 #: The Hub's v1 index: search, and the key of Hub credentials in config.json.
 HUB_INDEX = "https://index.docker.io"
-INDEX_SERVER = "https://index.docker.io/v1/"
 #: Per-host TLS material (Docker's ``/etc/docker/certs.d``).
 CERTS_DIR = "/etc/engine/certs.d"
 #: Insecure by default, as in dockerd.
@@ -125,23 +124,6 @@ class Endpoint:
         return urlsplit(self.url).netloc
 
 
-def host_of(address: str) -> str:
-    """The registry host of a login server address (``https://x:5000/v2/`` -> ``x:5000``).
-
-    The Hub's spellings (``https://index.docker.io/v1/``, ``index.docker.io``,
-    ``registry-1.docker.io``, ``docker.io``) all give ``docker.io``.
-    """
-    text = (address or "").strip()
-    if not text:
-        return refs.DEFAULT_DOMAIN
-    if "://" in text:
-        text = urlsplit(text).netloc or text.split("://", 1)[1]
-    text = text.split("/", 1)[0].lower()
-    if text in ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "docker.io"):
-        return refs.DEFAULT_DOMAIN
-    return text
-
-
 def split_host_port(host: str) -> tuple[str, str]:
     """``("127.0.0.1", "5000")`` from ``127.0.0.1:5000``; IPv6 in brackets keeps them off."""
     if host.startswith("["):
@@ -180,7 +162,7 @@ class RegistryService:
             try:
                 self.insecure_nets.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
-                self.insecure_hosts.add(host_of(entry))
+                self.insecure_hosts.add(refs.host_of(entry))
         self.certs_dir = certs_dir
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout

@@ -22,12 +22,13 @@ import logging
 import threading
 from typing import Any
 
-from engine.daemon.config import DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_CONCURRENT_UPLOADS
+from engine import reference as refs
 from engine.errors import EngineError, InvalidParameter, NotFound, NotSupported
-from engine.graph import reference as refs
 from engine.hookspecs import hookimpl
+from engine.reference import host_of
+from engine.registry import DEFAULT_MAX_CONCURRENT_DOWNLOADS, DEFAULT_MAX_CONCURRENT_UPLOADS
 from engine.registry.auth import AuthConfig
-from engine.registry.endpoints import RegistryService, host_of
+from engine.registry.endpoints import RegistryService
 from engine.registry.manifest import parse_platform
 from engine.registry.metadata import DistributionMetadata
 from engine.utils.progress import Progress

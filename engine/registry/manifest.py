@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import InvalidParameter, NotFound, NotSupported
-from engine.graph.reference import validate_digest
+from engine.reference import validate_digest
 
 LOG = logging.getLogger(__name__)
 

@@ -47,12 +47,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import archive
+from engine import reference as refs
 from engine.errors import EngineError, InvalidParameter, NotFound, NotSupported, RegistryError, Unauthorized
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image, parse_config
 from engine.graph.layers import chain_id
-from engine.graph.reference import Reference
+from engine.reference import Reference
 from engine.registry.auth import AuthConfig
 from engine.registry.endpoints import RegistryService
 from engine.registry.manifest import (
@@ -159,7 +159,7 @@ class FollowReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         spool = self.spool
         with spool.cond:
             while self.pos >= spool.size:

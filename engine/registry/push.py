@@ -30,12 +30,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from zlib_ng import zlib_ng
 
+from engine import reference as refs
 from engine.errors import EngineError, InvalidParameter, NotFound, RegistryError
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.graph.images import Image
 from engine.graph.layers import Layer
-from engine.graph.reference import Reference
+from engine.reference import Reference
 from engine.registry.auth import AuthConfig
 from engine.registry.endpoints import RegistryService
 from engine.registry.manifest import (

@@ -15,8 +15,8 @@ import engine as engine_pkg
 from engine.daemon.config import Config, ConfigError, build_config, check_host, parse_host, validate
 from engine.errors import EngineError
 from engine.hookspecs import hookimpl
+from engine.server.pidfile import create_pidfile, remove_pidfile
 from engine.utils.logs import setup_logging
-from engine.utils.pidfile import create_pidfile, remove_pidfile
 
 LOG = logging.getLogger("engine.server")
 

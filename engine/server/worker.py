@@ -92,6 +92,8 @@ class _Response(wsgi.Response):
     body chunk: one ``send`` (and one wake-up of the client) instead of two.
     Streamed (chunked) and body-less responses go gunicorn's way."""
 
+    headers_sent: bool
+
     def process_headers(self, headers: list) -> None:
         # gunicorn checks every header against two regular expressions, the
         # largest cost of a small response; mostly the same headers come
@@ -175,7 +177,13 @@ def _body_consumed(parser: Any) -> bool:
     (nothing left to drain), without touching the socket."""
     body = getattr(parser.mesg, "body", None)
     reader = getattr(body, "reader", None)
-    return isinstance(reader, LengthReader) and reader.length == 0 and not body.failed and not body.buf.tell()
+    return (
+        body is not None
+        and isinstance(reader, LengthReader)
+        and reader.length == 0
+        and not body.failed
+        and not body.buf.tell()
+    )
 
 
 #: Closing a connection whose request body the client is still sending: read

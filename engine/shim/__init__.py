@@ -5,7 +5,7 @@
   :mod:`engine.shim.loop` its I/O loop; :mod:`engine.shim.jsonlog` the
   json-file log it writes.
 * :mod:`engine.shim.protocol` is what the daemon and the shim share: file
-  names, frames, times.
+  names, frames, JSON files (its times are :mod:`engine.utils.timefmt`'s).
 * :mod:`engine.shim.launcher` is the daemon's side of a start: it runs the
   launcher, directly or through the fork server, and reads its answer;
   :mod:`engine.shim.client` talks to a running shim: attach, resize, wait,

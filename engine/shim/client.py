@@ -23,6 +23,7 @@ from typing import Any
 
 from engine.errors import HostError, Unavailable
 from engine.shim import protocol
+from engine.sys.proc import pid_alive
 
 LOG = logging.getLogger(__name__)
 
@@ -54,21 +55,6 @@ def read_exit(container_dir: str) -> dict[str, Any] | None:
     return protocol.read_json(os.path.join(container_dir, protocol.EXIT_FILE))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead, merely not reaped yet.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
 def shim_alive(container_dir: str) -> bool:
     """Whether the container's shim runs: its PID is alive AND its socket answers as that PID.
 
@@ -76,7 +62,7 @@ def shim_alive(container_dir: str) -> bool:
     a long time, and a socket file can outlive its shim.
     """
     state = read_state(container_dir)
-    if not state or not _pid_alive(int(state.get("ShimPid", 0))):
+    if not state or not pid_alive(int(state.get("ShimPid", 0))):
         return False
     try:
         answer = ShimClient(container_dir, timeout=2.0).state()

@@ -291,9 +291,9 @@ def _launch_directly(
     try:
         proc = subprocess.Popen(
             argv,
-            stdin=out_theirs,
-            stdout=out_theirs,
-            stderr=err_theirs,
+            stdin=out_theirs.fileno(),
+            stdout=out_theirs.fileno(),
+            stderr=err_theirs.fileno(),
             env=_shim_env(pythonpath),
             cwd="/",
             start_new_session=True,

@@ -41,6 +41,7 @@ from typing import Any
 
 from engine.shim import protocol
 from engine.shim.jsonlog import LogStream
+from engine.utils.timefmt import rfc3339nano_ns
 
 LOG = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class Client:
         self.stderr = False
         #: Whether stdin frames from this client still go to the container.
         self.stdin_open = False
+        #: An attach made before start (:meth:`IOLoop.add_attached`) that sends stdin.
+        self.wants_stdin = False
         self.reading = True
         #: Close once ``outbuf`` is sent.
         self.closing = False
@@ -184,7 +187,7 @@ class IOLoop:
         if open_stdin:
             self._stdin_fd = self._console_fd
             for client in self._clients.values():
-                if getattr(client, "wants_stdin", False):
+                if client.wants_stdin:
                     client.stdin_open = True
 
     def start(self) -> None:
@@ -326,7 +329,7 @@ class IOLoop:
             self._end_output(out)
             return
         if out.log is not None:
-            out.log.feed(data, protocol.rfc3339nano())
+            out.log.feed(data, rfc3339nano_ns())
         packet = protocol.frame(out.kind, data)
         wanted = "stdout" if out.kind == protocol.STREAM_STDOUT else "stderr"
         for client in list(self._clients.values()):
@@ -340,7 +343,7 @@ class IOLoop:
         self._watch(out.fd, 0)
         os.close(out.fd)
         if out.log is not None:
-            out.log.flush(protocol.rfc3339nano())
+            out.log.flush(rfc3339nano_ns())
 
     def _check_drained(self) -> None:
         if not self._exited or self.drained.is_set():

@@ -1,4 +1,4 @@
-"""What the daemon and a container's shim agree on: file names, frames, times.
+"""What the daemon and a container's shim agree on: file names, frames, JSON files.
 
 Both sides import this module, so it uses the standard library only and
 stays small (the shim must fit in a few MB of RSS).
@@ -50,7 +50,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import time
 from typing import Any
 
 CONFIG_FILE = "shim.json"
@@ -90,20 +89,6 @@ UNKNOWN_EXIT_CODE = 255
 def frame(kind: int, payload: bytes) -> bytes:
     """One frame: header and payload."""
     return HEADER.pack(kind, len(payload)) + payload
-
-
-def rfc3339nano(ns: int | None = None) -> str:
-    """Go's ``time.RFC3339Nano`` in UTC (trailing zeros of the fraction dropped).
-
-    :param ns: nanoseconds since the epoch; now when omitted.
-    """
-    if ns is None:
-        ns = time.time_ns()
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    if nanos:
-        return f"{base}.{nanos:09d}".rstrip("0") + "Z"
-    return base + "Z"
 
 
 def encode_line(obj: Any) -> bytes:

@@ -44,10 +44,10 @@ import logging
 import os
 import signal
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
-from engine.drivers.exec import Resources
 from engine.errors import HostError, InvalidParameter, NotFound, NotSupported
+from engine.sys import proc
 from engine.utils.records import Record
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ __all__ = [
     "Cgroup",
     "CgroupLayout",
     "DeviceRule",
+    "Resources",
     "own_cgroups",
     "parse_cpuset",
     "read_layout",
@@ -115,6 +116,37 @@ _USER_HZ = 100  # cpuacct.stat counts in USER_HZ ticks (always 100 on Linux, see
 
 
 # --------------------------------------------------------------------------
+# the limits
+
+
+class Resources(Record):
+    """Cgroup limits; 0, -1 and "" mean "not set" (Docker's HostConfig names).
+
+    The exec contract carries them as ``Command.resources`` (:mod:`engine.drivers.exec`
+    exports this class); :meth:`Cgroup.apply` sets them.
+    """
+
+    memory: int = 0
+    memory_swap: int = 0
+    memory_reservation: int = 0
+    memory_swappiness: int = -1
+    kernel_memory: int = 0
+    oom_kill_disable: bool = False
+    cpu_shares: int = 0
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    #: Real-time scheduling budget (``--cpu-rt-period``/``--cpu-rt-runtime``, microseconds; v1).
+    cpu_rt_period: int = 0
+    cpu_rt_runtime: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    pids_limit: int = 0
+    blkio_weight: int = 0
+    #: Device cgroup rules ``"c 1:3 rwm"``: the allow-list; empty means Docker's default list.
+    device_rules: list[str] = []
+
+
+# --------------------------------------------------------------------------
 # what is mounted
 
 
@@ -154,22 +186,6 @@ class CgroupLayout(Record):
         return controller in self.v2_controllers or (controller == "freezer" and self.v2 is not None)
 
 
-def _unescape(path: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as ``\\ooo``."""
-    if "\\" not in path:
-        return path
-    out, i = [], 0
-    while i < len(path):
-        digits = path[i + 1 : i + 4]
-        if path[i] == "\\" and len(digits) == 3 and digits.isdigit():
-            out.append(chr(int(path[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(path[i])
-            i += 1
-    return "".join(out)
-
-
 def read_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
     """Read the cgroup mounts of this process's mount namespace.
 
@@ -177,23 +193,14 @@ def read_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
     the same hierarchy); a v2 mount at ``/sys/fs/cgroup`` wins over others.
     """
     layout = CgroupLayout()
-    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
-        lines = fh.read().splitlines()
-    for line in lines:
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fields, post_fields = pre.split(), post.split()
-        if len(fields) < 5 or len(post_fields) < 3:
-            continue
-        fstype, root, mount_point = post_fields[0], _unescape(fields[3]), _unescape(fields[4])
-        if fstype == "cgroup2":
-            if layout.v2 is None or mount_point == "/sys/fs/cgroup":
-                layout.v2 = HierarchyMount(mount_point, root, frozenset(), 2)
-        elif fstype == "cgroup":
-            options = post_fields[2].split(",")
+    for m in proc.mountinfo(mountinfo):
+        if m.fstype == "cgroup2":
+            if layout.v2 is None or m.mount_point == "/sys/fs/cgroup":
+                layout.v2 = HierarchyMount(m.mount_point, m.root, frozenset(), 2)
+        elif m.fstype == "cgroup":
+            options = m.super_options.split(",")
             controllers = frozenset(opt for opt in options if opt in V1_CONTROLLERS)
-            mount = HierarchyMount(mount_point, root, controllers, 1)
+            mount = HierarchyMount(m.mount_point, m.root, controllers, 1)
             for controller in controllers:
                 layout.v1.setdefault(controller, mount)
             for name in (opt for opt in options if opt.startswith("name=")):
@@ -467,7 +474,7 @@ class Cgroup:
         return {"parent": self.parent, "id": self.id, "version": self.version, "paths": dict(self.paths)}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], layout: CgroupLayout | None = None) -> Cgroup:
+    def from_state(cls, state: dict[str, Any], layout: CgroupLayout | None = None) -> Self:
         """The cgroup :meth:`to_state` described, whichever cgroup the caller is in."""
         self = cls.__new__(cls)
         self.parent, self.id, self.version = state["parent"], state["id"], int(state["version"])

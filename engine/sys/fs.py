@@ -9,7 +9,8 @@
   host's ``/dev`` and delete ``/dev/null``.
 * :func:`atomic_write` is the write-to-temp, fsync, rename, fsync-directory
   dance every crash-safe state file goes through (ARCHITECTURE §6).
-* :func:`mountinfo` and :func:`backing_filesystem` read ``/proc/self/mountinfo``.
+* :func:`mounts_below`, :func:`unmount_all` and :func:`backing_filesystem` read the
+  mount table (:func:`engine.sys.proc.mountinfo`).
 
 The walkers work on directory file descriptors (``*at`` calls) rather than
 path strings, so a concurrent rename or symlink swap inside the tree cannot
@@ -24,7 +25,6 @@ import errno
 import fcntl
 import logging
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from engine.errors import HostError, InvalidParameter
 from engine.sys import libc
+from engine.sys.proc import Mount, mountinfo
 
 LOG = logging.getLogger(__name__)
 
@@ -329,56 +330,6 @@ def copy_tree(src: str, dst: str) -> None:
 
 # --------------------------------------------------------------------------
 # mounts
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One line of ``/proc/self/mountinfo`` (proc(5))."""
-
-    mount_id: int
-    parent_id: int
-    major: int
-    minor: int
-    root: str
-    mount_point: str
-    options: str
-    fstype: str
-    source: str
-    super_options: str
-
-
-_OCTAL = re.compile(rb"\\([0-7]{3})")
-
-
-def _unescape(field: bytes) -> str:
-    """Undo mountinfo's octal escapes (``\\040`` for a space, ...)."""
-    return os.fsdecode(_OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), field))
-
-
-def mountinfo(path: str = "/proc/self/mountinfo") -> list[Mount]:
-    """The mounts of this process's mount namespace, in mount order."""
-    with open(path, "rb") as f:
-        data = f.read()
-    mounts = []
-    for line in data.splitlines():
-        fields = line.split(b" ")
-        sep = fields.index(b"-")
-        major, minor = fields[2].split(b":")
-        mounts.append(
-            Mount(
-                mount_id=int(fields[0]),
-                parent_id=int(fields[1]),
-                major=int(major),
-                minor=int(minor),
-                root=_unescape(fields[3]),
-                mount_point=_unescape(fields[4]),
-                options=fields[5].decode(),
-                fstype=fields[sep + 1].decode(),
-                source=_unescape(fields[sep + 2]),
-                super_options=fields[sep + 3].decode() if len(fields) > sep + 3 else "",
-            )
-        )
-    return mounts
 
 
 def _real(path: str) -> str:

@@ -7,7 +7,7 @@ and one compiled program serves the container's first process and every
 ``exec`` into it.
 
 :func:`compile_filter` takes the runtime-spec shape that
-:func:`engine.security.seccomp.resolve` produces (``defaultAction``,
+:func:`engine.sys.security.seccomp.resolve` produces (``defaultAction``,
 ``defaultErrnoRet``, ``architectures``, ``syscalls`` with ``names``,
 ``action``, ``errnoRet`` and ``args``) and follows runc's rules
 (``libcontainer/seccomp``): a rule whose action is the default action is

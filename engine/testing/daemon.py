@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import IO
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -49,14 +50,14 @@ class DaemonProcess:
         self.args = list(args)
         self.env = dict(os.environ, **(env or {}))
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     @property
     def host(self) -> str:
         return f"unix://{self.socket}"
 
     def command(self) -> list[str]:
-        base = [sys.executable, "-m", "engine.client.cli", "-d", "-H", self.host, "-g", self.root]
+        base = [sys.executable, "-m", "engine.cli", "-d", "-H", self.host, "-g", self.root]
         if not any(a in ("-p", "--pidfile") for a in self.args):
             base += ["-p", self.pidfile]
         if not any(a.startswith("--config-file") for a in self.args):

@@ -56,8 +56,8 @@ from engine.archive import apply_layer
 from engine.drivers.discovery import load_drivers
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import Conflict, NotFound, NotSupported
-from engine.security.paths import default_masked_paths
 from engine.sys import cgroups, libc
+from engine.sys.security.paths import default_masked_paths
 from engine.testing.images import PATH_ENV, busybox_layer
 
 __all__ = ["DEFAULT_CAPEFF", "Box", "ExecDriverConformance", "Result", "Running"]
@@ -339,7 +339,9 @@ def _own_bounding_set() -> str:
 
 
 class ExecDriverConformance:
-    """Tests every exec driver must pass; subclass it with ``driver_name`` set."""
+    """Tests every exec driver must pass; subclass it with ``driver_name`` set (``root`` tests)."""
+
+    pytestmark: ClassVar[list[Any]] = [pytest.mark.root("namespaces, cgroups")]
 
     #: The entry-point name of the driver under test.
     driver_name: ClassVar[str] = ""
@@ -669,7 +671,7 @@ class ExecDriverConformance:
         return json.loads(result.stdout)
 
     def test_seccomp_default_profile_denies_what_docker_denies(self, box: Box, driver: ExecDriver) -> None:
-        from engine.security.seccomp import default_profile
+        from engine.sys.security.seccomp import default_profile
 
         out = self._probe(box, driver, seccomp_profile=default_profile())
         assert out["seccomp"] == "2"
@@ -694,7 +696,7 @@ class ExecDriverConformance:
         assert calls["perf_event_open"] == "EFAULT" and calls["clone3"] == "EINVAL", calls
 
     def test_seccomp_with_cap_sys_admin_allows_namespaces(self, box: Box, driver: ExecDriver) -> None:
-        from engine.security.seccomp import default_profile
+        from engine.sys.security.seccomp import default_profile
 
         calls = self._probe(box, driver, seccomp_profile=default_profile(), cap_add=["SYS_ADMIN"])["calls"]
         assert calls["unshare_user"] == calls["clone_newuser"] == "ok", calls

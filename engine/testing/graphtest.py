@@ -74,8 +74,10 @@ class GraphDriverConformance:
     """Tests every graph driver must pass; subclass it with ``driver_name`` set.
 
     Tests run as root in the session sandbox (private mount namespace) on a
-    fresh driver home below ``tmp_path``.
+    fresh driver home below ``tmp_path``; they are ``root`` tests.
     """
+
+    pytestmark: ClassVar[list[Any]] = [pytest.mark.root("mounts, owners")]
 
     #: The entry-point name of the driver under test.
     driver_name: ClassVar[str] = ""

@@ -180,7 +180,7 @@ def busybox_layer() -> bytes:
 def busybox_image(tags: Iterable[str] = ("busybox:latest",)) -> BuiltImage:
     layer = busybox_layer()
     digest = hashlib.sha256(layer).hexdigest()
-    history = [
+    history: list[dict] = [
         {"created": CREATED, "created_by": f"/bin/sh -c #(nop) ADD file:{digest} in / "},
         {"created": CREATED, "created_by": '/bin/sh -c #(nop)  CMD ["sh"]', "empty_layer": True},
     ]

@@ -455,7 +455,7 @@ def _restore_iptables(saved: str) -> None:
 class NetworkDriverConformance:
     """Tests every network driver must pass; subclass it with ``driver_name`` set."""
 
-    pytestmark: ClassVar[list[Any]] = [pytest.mark.root]
+    pytestmark: ClassVar[list[Any]] = [pytest.mark.root("its own network namespace", sandbox=True)]
 
     #: The entry-point name of the driver under test.
     driver_name: ClassVar[str] = ""

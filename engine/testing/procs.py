@@ -8,20 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-
-def stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first, then the parent)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie."""
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] != b"Z"
+from engine.sys.proc import pid_alive, stat_fields
 
 
 def cmdline(pid: int) -> str:
@@ -47,7 +34,7 @@ def children_of(parents: list[int]) -> list[int]:
 def wait_gone(pid: int, timeout: float = 10.0) -> None:
     """Wait until ``pid`` exited (gone or a zombie); AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for process {pid} to exit")
         time.sleep(0.02)

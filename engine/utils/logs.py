@@ -12,10 +12,8 @@ FORMAT = "%(asctime)s %(levelname)-5s [%(name)s] %(message)s"
 class UTCFormatter(logging.Formatter):
     """RFC 3339 UTC timestamps with milliseconds, like dockerd's logs."""
 
-    converter = time.gmtime
-
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: ARG002, N802
-        t = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{t}.{int(record.msecs):03d}Z"
 
 

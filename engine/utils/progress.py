@@ -8,17 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from engine.utils.units import human_size
+
 BAR_WIDTH = 50
-
-
-def human_size(n: float) -> str:
-    """go-units ``HumanSize``: decimal units with 3 significant digits (``1.23MB``)."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    return f"{n:.3g}{units[i]}"
 
 
 def bar(current: int, total: int) -> str:

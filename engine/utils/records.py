@@ -83,7 +83,7 @@ class Record:
             return NotImplemented
         return all(getattr(self, name) == getattr(other, name) for name in self._fields)
 
-    __hash__ = None  # type: ignore[assignment] - mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)

@@ -170,7 +170,7 @@ def test_third_party_probe_sees_the_options_the_daemon_gives(venv, no_config):
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
+@pytest.mark.root("a daemon")
 def test_daemon_runs_third_party_driver_and_plugin(venv, workdir):
     d = DaemonProcess(workdir, ["-s", "fakefs"])
     d.command_python = venv
@@ -189,7 +189,7 @@ def test_daemon_runs_third_party_driver_and_plugin(venv, workdir):
         assert d.stop() == 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
+@pytest.mark.root("a daemon")
 def test_daemon_refuses_as_engine_admin_says(venv, workdir):
     d = DaemonProcess(workdir, ["-s", "fakefs", "--storage-opt", "fakefs.refuse=not today"])
     cmd = d.command()
@@ -200,7 +200,7 @@ def test_daemon_refuses_as_engine_admin_says(venv, workdir):
     assert not os.path.exists(d.socket) and not os.path.exists(d.pidfile)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
+@pytest.mark.root("a daemon")
 def test_asking_for_the_broken_driver_fails_with_its_error(venv, workdir):
     d = DaemonProcess(workdir, ["-s", "brokenfs"])
     cmd = d.command()

@@ -78,6 +78,7 @@ def test_install_systemd_writes_units_that_systemd_analyze_verifies(tmp_path):
     assert verify(str(dest / "engine.service")).returncode != 0
 
 
+@pytest.mark.root("groupadd --root")
 def test_install_into_a_root_with_its_group(tmp_path):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
@@ -104,7 +105,7 @@ def test_install_into_a_root_with_its_group(tmp_path):
     assert bad.returncode == 1 and "no engine executable at" in bad.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
+@pytest.mark.root("a daemon")
 def test_the_units_execstart_runs_under_socket_activation(tmp_path, workdir, docker_config):
     """systemd-socket-activate does for the unit's ExecStart what engine.socket does."""
     activate = shutil.which("systemd-socket-activate")

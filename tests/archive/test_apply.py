@@ -12,7 +12,6 @@ import io
 import os
 import stat
 import tarfile
-import time
 import tracemalloc
 from collections.abc import Iterator
 
@@ -30,6 +29,8 @@ from engine.testing.layertar import (
     tree_listing,
     tree_manifest,
 )
+
+pytestmark = pytest.mark.root("layers keep their owners")
 
 
 @pytest.fixture
@@ -634,24 +635,26 @@ def test_big_layer_streams_in_bounded_memory(dest):
         assert hashlib.sha256(f.read()).digest() == digest.digest()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
-def test_apply_throughput(tmp_path, compression, record_property):
-    """A 100 MiB layer (4 x 20 MiB files and 2000 small ones) is applied at disk-ish speed."""
+def test_apply_big_and_many_files(tmp_path, compression):
+    """A layer of big files (each many times any read buffer) and many small ones is applied whole.
+
+    How fast is bench/bench_archive.py's question (a rate depends on the machine).
+    """
     entries = [Entry.dir("big")]
-    entries += [Entry.file(f"big/f{i}", os.urandom(20 << 20)) for i in range(4)]
-    entries += [Entry.dir("small")] + [Entry.file(f"small/s{i:04}", os.urandom(10 << 10)) for i in range(2000)]
+    entries += [Entry.file(f"big/f{i}", os.urandom(4 << 20)) for i in range(4)]
+    entries += [Entry.dir("small")] + [Entry.file(f"small/s{i:04}", os.urandom(10 << 10)) for i in range(500)]
     layer = tmp_path / f"layer.tar.{compression}"
     layer.write_bytes(compress(b"".join(layer_tar_chunks(entries)), compression))
-    total = sum(len(e.data) for e in entries)
     dest = tmp_path / "dest"
     dest.mkdir()
     with open(layer, "rb") as f:
-        start = time.perf_counter()
         size = archive.apply_layer(str(dest), f)
-        elapsed = time.perf_counter() - start
-    assert size == total
-    rate = total / elapsed / (1 << 20)
-    record_property("apply_MiB_per_s", round(rate))
-    print(f"\napply {compression}: {total >> 20} MiB in {elapsed:.2f}s = {rate:.0f} MiB/s")
-    assert rate > 25  # only catches pathologies: the disk decides here
+    assert size == sum(len(e.data) for e in entries)
+    for entry in entries:
+        path = dest / entry.name
+        if entry.kind == "file":
+            assert path.read_bytes() == entry.data, entry.name
+        else:
+            assert path.is_dir(), entry.name
+    assert sorted(os.listdir(dest / "small")) == [f"s{i:04}" for i in range(500)]

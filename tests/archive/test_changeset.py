@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from engine import archive
 from engine.archive import Change, ChangeKind
 from engine.sys import fs
 from engine.testing.layertar import write_files
+
+pytestmark = pytest.mark.root("trees with their owners")
 
 A, C, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
 

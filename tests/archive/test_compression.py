@@ -24,6 +24,7 @@ def test_detect_compression():
     assert archive.detect_compression(b"etc/") == "none"
 
 
+@pytest.mark.root("layers keep their owners")
 def test_multi_frame_zstd_and_multi_member_gzip(dest):
     tar = make_layer_tar([Entry.file("a", b"a" * 5000), Entry.file("b", b"b")])
     gz = compress(tar[:2048], "gzip") + compress(tar[2048:], "gzip")
@@ -47,6 +48,7 @@ def test_truncated_and_corrupt_compression(dest):
             archive.apply_layer(dest, io.BytesIO(bytes(corrupt)))
 
 
+@pytest.mark.root("layers keep their owners")
 def test_zstd_cut_between_blocks(dest):
     """Cut where the decoder sees a clean end and the tar looks complete: still an error."""
     import zstandard

@@ -28,6 +28,7 @@ def _members(stream) -> list[tarfile.TarInfo]:
         return list(tar)
 
 
+@pytest.mark.root("trees with their owners")
 def test_tar_tree_roundtrip_and_determinism(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -54,6 +55,7 @@ def test_tar_tree_roundtrip_and_determinism(tmp_path):
     assert first.endswith(bytes(1024)) and len(first) % 512 == 0
 
 
+@pytest.mark.root("trees with their owners")
 def test_export_changes_with_whiteouts(tmp_path, parent_and_layer):
     parent, layer = parent_and_layer({"etc/a": b"a", "etc/b": b"b", "var/lib/x": b"x"})
     os.unlink(os.path.join(layer, "etc/a"))
@@ -86,6 +88,7 @@ def test_export_changes_with_whiteouts(tmp_path, parent_and_layer):
     assert stat.S_ISCHR(os.lstat(upper / "var" / "lib").st_mode)
 
 
+@pytest.mark.root("trees with their owners")
 def test_tar_tree_keep_reads_an_aufs_branch(tmp_path):
     """An aufs branch as aufs leaves it: bookkeeping out, whiteouts (hard links of .wh..wh.aufs) canonical."""
     branch = tmp_path / "branch"

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -15,6 +13,8 @@ import pytest
 from engine.testing import dockerd as reference
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
+from engine.testing.tmux import Tmux, tmux_server
+from engine.testing.tmux import available as tmux_available
 
 
 @dataclass
@@ -59,8 +59,6 @@ def client_daemon(request, tmp_path_factory):
     daemon's processes and containers. All containers and volumes are
     removed, the daemon stopped and its directory removed afterwards.
     """
-    if os.geteuid() != 0:
-        pytest.skip("the daemons need root")
     kind = request.param
     workdir = str(tmp_path_factory.mktemp(f"client-{kind}"))
     if kind == "dockerd":
@@ -101,7 +99,7 @@ def engine(client_daemon, tmp_path):
     def run(*args: str, input: str | bytes | None = None, timeout: float = 90, cwd: str | None = None):
         text = not isinstance(input, bytes)
         return subprocess.run(
-            [sys.executable, "-m", "engine.client.cli", "-H", client_daemon.host, *args],
+            [sys.executable, "-m", "engine.cli", "-H", client_daemon.host, *args],
             input=input,
             capture_output=True,
             text=text,
@@ -117,69 +115,14 @@ def engine(client_daemon, tmp_path):
     _remove_all_containers(client_daemon)
 
 
-class Tmux:
-    """A private tmux server (``-L``, its socket in ``tmpdir``) running one command in a detached session."""
-
-    def __init__(self, name: str, tmpdir: str) -> None:
-        self.name = name
-        self.env = dict(os.environ, TERM=os.environ.get("TERM", "xterm"), TMUX_TMPDIR=tmpdir)
-        self.env.pop("TMUX", None)
-
-    def _tmux(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["tmux", "-L", self.name, *args], capture_output=True, text=True, timeout=30, env=self.env
-        )
-
-    def start(self, command: str, env: dict[str, str], width: int = 100, height: int = 30) -> None:
-        env_args = [f"{k}={v}" for k, v in env.items() if k in ("DOCKER_CONFIG", "PYTHONPATH", "PYTHONUNBUFFERED")]
-        prefix = "env " + " ".join(env_args) + " " if env_args else ""
-        for _ in range(50):
-            proc = self._tmux("new-session", "-d", "-s", "main", "-x", str(width), "-y", str(height), prefix + command)
-            # A server killed a moment ago may still hold the socket.
-            if proc.returncode == 0 or "server exited unexpectedly" not in proc.stderr:
-                break
-            time.sleep(0.1)
-        assert proc.returncode == 0, proc.stderr
-
-    def send(self, *keys: str) -> None:
-        self._tmux("send-keys", "-t", "main", *keys)
-
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", "main").stdout
-
-    def resize(self, width: int, height: int) -> None:
-        self._tmux("resize-window", "-t", "main", "-x", str(width), "-y", str(height))
-
-    def wait_for(self, text: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} did not appear on the screen:\n{screen}")
-
-    def kill(self) -> None:
-        self._tmux("kill-server")
-
-
 @pytest.fixture
-def tmux(request):
-    """A private tmux server.
+def tmux() -> Iterator[Tmux]:
+    """A private tmux server (:mod:`engine.testing.tmux`).
 
-    Creates: a short temporary directory for its socket (unix socket paths
-    are limited to 108 bytes); the server is killed and the directory
-    removed in a finalizer.
+    Creates: a short temporary directory for its socket; the server is
+    killed and the directory removed afterwards.
     """
-    if shutil.which("tmux") is None:
+    if not tmux_available():
         pytest.skip("tmux is not installed")
-    tmpdir = tempfile.mkdtemp(prefix="etmux")
-    server = Tmux("engine-test", tmpdir)
-
-    def finish() -> None:
-        server.kill()
-        shutil.rmtree(tmpdir, ignore_errors=True)
-
-    request.addfinalizer(finish)
-    return server
+    with tmux_server("engine-test") as server:
+        yield server

@@ -17,7 +17,7 @@ import pytest
 
 from engine.testing.layertar import Entry, make_layer_tar
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def test_run_rm_prints_output(engine):

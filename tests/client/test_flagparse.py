@@ -18,7 +18,6 @@ from engine.client.flagparse import (
     parse_restart_policy,
     parse_ulimit,
     parse_volume_spec,
-    ram_in_bytes,
     validate_dns_search,
     validate_env,
     validate_extra_host,
@@ -26,6 +25,7 @@ from engine.client.flagparse import (
     validate_sysctl,
 )
 from engine.client.runflags import normalize_platform
+from engine.utils.units import ram_in_bytes
 
 
 @pytest.mark.parametrize(

@@ -8,18 +8,17 @@ status shows on the screen.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
 
 import pytest
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def command(engine, *args: str) -> str:
-    argv = [sys.executable, "-m", "engine.client.cli", "-H", engine.daemon.host, *args]
+    argv = [sys.executable, "-m", "engine.cli", "-H", engine.daemon.host, *args]
     return " ".join(shlex.quote(a) for a in argv) + "; echo EXIT=$?; sleep 600"
 
 

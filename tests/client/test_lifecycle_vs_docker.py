@@ -14,7 +14,7 @@ import pytest
 
 from engine.testing.sidebyside import wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def state(engine, name: str) -> dict:

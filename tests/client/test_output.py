@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 
 import pytest
 
 from engine.client.apihelp import ellipsis, filters_json, get_timestamp, go_quote, indent_json
 from engine.client.commands.container_info import PsRow, StatsRow, cpu_percent, displayable_ports, memory_usage
 from engine.client.commands.system import disk_usage_rows, format_event
-from engine.client.format import tabwrite
 from engine.client.hijack import EscapeProxy, HijackError, parse_detach_keys, stdcopy
+from engine.utils.stdcopy import frame
+from engine.utils.tables import tabwrite
 
 
 def P(private, kind="tcp", ip="", public=0):
@@ -262,10 +262,6 @@ def test_disk_usage_rows():
         ("Local Volumes", "2", "1", "100B", "100B (100%)"),
         ("Build Cache", "0", "0", "0B", "0B"),
     ]
-
-
-def frame(kind: int, data: bytes) -> bytes:
-    return struct.pack(">BxxxI", kind, len(data)) + data
 
 
 def test_stdcopy_demultiplexes():

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from engine.client.cli import build_parser
+from engine.cli import build_parser
 from engine.client.flagparse import FlagError
 from engine.client.runflags import CreateSpec, parse_create
 

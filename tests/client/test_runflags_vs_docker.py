@@ -22,7 +22,10 @@ import pytest
 from tests.client.fakedaemon import FakeDaemon
 
 DOCKER = shutil.which("docker")
-pytestmark = pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")
+pytestmark = [
+    pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed"),
+    pytest.mark.slow,  # two programs started per case, about a second
+]
 
 CASES = [
     [],
@@ -216,7 +219,7 @@ def _create(fake: FakeDaemon, argv: list[str], docker: bool, config_dir: str) ->
     if docker:
         cmd = [DOCKER, "-H", fake.host, "create", *argv, "busybox"]
     else:
-        cmd = [sys.executable, "-m", "engine.client.cli", "-H", fake.host, "create", *argv, "busybox"]
+        cmd = [sys.executable, "-m", "engine.cli", "-H", fake.host, "create", *argv, "busybox"]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env=_env(config_dir), timeout=60, stdin=subprocess.DEVNULL
     )

@@ -33,12 +33,14 @@ from engine.daemon.security import SecurityPolicy
 from engine.daemon.store import ContainerStore
 from engine.daemon.volumes import VolumeStore
 from engine.drivers.exec import Command, ExecDriver, Pipes, ProcessConfig, Resources
+from engine.errors import Conflict, NotFound
 from engine.graph.graph import Graph
 from engine.graph.load import load
 from engine.graphdb import LinkGraph
 from engine.shim import protocol
 from engine.testing.images import BuiltImage, docker_archive, image_config
 from engine.utils.progress import Progress
+from engine.utils.timefmt import rfc3339nano_ns
 
 IMAGE = "tiny:latest"
 
@@ -64,7 +66,9 @@ class FakeExecDriver(ExecDriver):
     for its shim (see :class:`FakeLauncher`). :meth:`kill` records the exit
     the shim would record (128 + the signal) and ends the stand-in, unless
     the signal is in :attr:`ignored`; :meth:`exit` lets a container exit on
-    its own with a code. Every call is recorded in :attr:`calls`.
+    its own with a code. As the contract says, :meth:`kill` raises NotFound
+    for a container that does not run, and :meth:`unpause` Conflict for one
+    that is not paused. Every call is recorded in :attr:`calls`.
     """
 
     name = "fake"
@@ -76,6 +80,7 @@ class FakeExecDriver(ExecDriver):
         self.ignored: set[int] = set()
         self.stand_ins: dict[str, subprocess.Popen] = {}
         self.dirs: dict[str, str] = {}
+        self.paused: set[str] = set()
         self._lock = threading.Lock()
 
     # what the fake launcher calls
@@ -92,8 +97,9 @@ class FakeExecDriver(ExecDriver):
             proc = self.stand_ins.pop(cid, None)
             container_dir = self.dirs.get(cid)
         if proc is None or container_dir is None:
-            raise ProcessLookupError(f"no fake container {cid[:12]} runs")
-        record = {"ExitCode": code, "FinishedAt": protocol.rfc3339nano(), "OOMKilled": oom, "Error": ""}
+            raise NotFound(f"no fake container {cid[:12]} runs")
+        self.paused.discard(cid)
+        record = {"ExitCode": code, "FinishedAt": rfc3339nano_ns(), "OOMKilled": oom, "Error": ""}
         protocol.write_json_atomic(os.path.join(container_dir, protocol.EXIT_FILE), record)
         proc.kill()
         proc.wait()
@@ -111,15 +117,25 @@ class FakeExecDriver(ExecDriver):
         raise AssertionError("the fake exec driver never runs inside a shim")
 
     def kill(self, command: Command, signal: int) -> None:  # noqa: A002 - the contract's name
+        if signal == 0:  # the probe: is it there?
+            if command.id not in self.stand_ins:
+                raise NotFound(f"container {command.id} is not running")
+            return
         self.calls.append(("kill", command.id, signal))
         if signal not in self.ignored:
             self.exit(command.id, 128 + signal)
 
     def pause(self, command: Command) -> None:
         self.calls.append(("pause", command.id, None))
+        if command.id not in self.stand_ins:
+            raise NotFound(f"container {command.id} is not running")
+        self.paused.add(command.id)
 
     def unpause(self, command: Command) -> None:
         self.calls.append(("unpause", command.id, None))
+        if command.id not in self.paused:
+            raise Conflict(f"container {command.id} is not paused")
+        self.paused.discard(command.id)
 
     def terminate(self, command: Command) -> None:
         self.calls.append(("terminate", command.id, None))
@@ -151,7 +167,9 @@ class FakeLauncher:
     driver's stand-in process, whose PID is both the "container's" and the
     "shim's"; with :attr:`failure` set it raises that instead (a start that
     failed), after handing every waiting attach a connection as the real one
-    does (``connect`` is called with :attr:`shim_client`).
+    does (``connect`` is called with :attr:`shim_client`). With :attr:`gate`
+    set, a start first says so on :attr:`entered` and waits for the gate (a
+    start in flight, for the tests of what arrives meanwhile).
     """
 
     def __init__(self, driver: FakeExecDriver) -> None:
@@ -161,8 +179,14 @@ class FakeLauncher:
         self.failure: BaseException | None = None
         self.closed = False
         self.shim_client: Any = None
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
 
     def start(self, container_dir: str, spec: dict[str, Any], attachers: Sequence[Any] = ()) -> dict[str, Any]:
+        if self.gate is not None:
+            self.entered.set()
+            if not self.gate.wait(30):
+                raise AssertionError("the test never opened the launcher's gate")
         for item in attachers:
             item.connect(self.shim_client)
             self.attached.append(item)
@@ -170,7 +194,7 @@ class FakeLauncher:
         if self.failure is not None:
             raise self.failure
         proc = self.driver.begin(spec["command"]["id"], container_dir)
-        state = {"Pid": proc.pid, "ShimPid": proc.pid, "StartedAt": protocol.rfc3339nano()}
+        state = {"Pid": proc.pid, "ShimPid": proc.pid, "StartedAt": rfc3339nano_ns()}
         protocol.write_json_atomic(os.path.join(container_dir, protocol.STATE_FILE), state)
         return state
 
@@ -187,23 +211,29 @@ class Rig:
     """
 
     def __init__(self, root: str) -> None:
-        from engine_graph_vfs.driver import VfsDriver
-
         self.root = root
         self.engine = Engine()
         self.daemon = Daemon(Config(data_root=root), self.engine)
         self.events: list[tuple[str, str]] = []
         daemon = self.daemon
         os.makedirs(os.path.join(root, "containers"), exist_ok=True)
-        daemon.graphdriver = VfsDriver(os.path.join(root, "vfs"))
-        daemon.graph = Graph(root, daemon.graphdriver)
         daemon.network = NetworkService(daemon, None)
         daemon.linkgraph = LinkGraph(os.path.join(root, "linkgraph.db"))
         self.driver = FakeExecDriver(os.path.join(root, "execdriver", "fake"))
         daemon.exec_driver = self.driver
         daemon.security = SecurityPolicy(daemon.config, self.driver.seccomp_support())
-        daemon.volumes = VolumeStore(root, VfsDriver(os.path.join(root, "volumes", "vfs")))
         self.launcher = FakeLauncher(self.driver)
+        self._build()
+        self._sub = daemon.events.subscribe()
+
+    def _build(self) -> None:
+        """The daemon's stores and life cycle over the root (at start, and at a restart)."""
+        from engine_graph_vfs.driver import VfsDriver
+
+        daemon, root = self.daemon, self.root
+        daemon.graphdriver = VfsDriver(os.path.join(root, "vfs"))
+        daemon.graph = Graph(root, daemon.graphdriver)
+        daemon.volumes = VolumeStore(root, VfsDriver(os.path.join(root, "volumes", "vfs")))
         self.store = daemon.containers = ContainerStore(root, daemon.linkgraph)
         self.lifecycle = daemon.lifecycle = LifeCycle(
             daemon, self.store, self.driver, daemon.volumes, daemon.network, self.launcher
@@ -211,7 +241,14 @@ class Rig:
         daemon.volumes.users = self.store.volume_users
         daemon.graph.container_users = self.store.image_users
         daemon.graph.container_layers = self.store.layer_tops
-        self._sub = daemon.events.subscribe()
+
+    def restart_daemon(self) -> LifeCycle:
+        """New stores, graph driver and life cycle over the same root and link graph, restored:
+        the daemon after a restart (the old one's monitor stops, as the dead daemon's would)."""
+        self.lifecycle.close()
+        self._build()
+        self.lifecycle.restore()
+        return self.lifecycle
 
     def load_image(self) -> None:
         load(self.daemon.graph, io.BytesIO(docker_archive([tiny_image()])), Progress(lambda line: None))

@@ -10,8 +10,6 @@ import pytest
 from engine.errors import Conflict
 from tests.daemon.fakes import Rig
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
-
 
 def read(path: str) -> str:
     with open(path) as fh:
@@ -41,8 +39,7 @@ def test_container_mode_joins_a_running_container_and_shares_its_files(rig: Rig)
         assert read(c.path_of(name)) == read(other.path_of(name))
 
 
-@pytest.mark.root
-@needs_root
+@pytest.mark.root("network namespaces")
 def test_none_mode_gets_a_namespace_of_its_own_until_it_exits(rig: Rig):
     """Creates: the container's network namespace (bound under the rig's root; removed at its exit)."""
     c = rig.create("web", NetworkMode="none")

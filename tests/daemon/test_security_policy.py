@@ -9,7 +9,7 @@ import pytest
 from engine.daemon.config import Config
 from engine.daemon.security import SecurityPolicy, parse_security_opt
 from engine.errors import InvalidParameter
-from engine.security import paths, seccomp
+from engine.sys.security import paths, seccomp
 
 CUSTOM = json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]})
 

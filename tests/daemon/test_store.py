@@ -160,7 +160,7 @@ def test_load_reads_every_record_back(linkgraph, tmp_path):
     web.state.exit_code = 3
     web.to_disk()
     record(store, "b" * 64, "/db")
-    os.makedirs(store.path("f" * 64))  # a create cut short: no record, skipped
+    os.makedirs(store.path("f" * 64))  # a create cut short: no record, a leftover
     linkgraph.purge("b" * 64)  # the name went meanwhile: it is given back
 
     again = ContainerStore(str(tmp_path), linkgraph)
@@ -173,14 +173,42 @@ def test_load_reads_every_record_back(linkgraph, tmp_path):
 def test_load_keeps_a_record_whose_name_another_took(linkgraph, tmp_path):
     store = ContainerStore(str(tmp_path), linkgraph)
     record(store, "a" * 64, "/web")
-    linkgraph.purge("a" * 64)
-    linkgraph.set("/web", "9" * 64)
+    other = record(store, "b" * 64, "/db")
+    other.name = "/web"  # a record whose name another record has (written by hand)
+    other.to_disk()
     again = ContainerStore(str(tmp_path), linkgraph)
-    (c,) = again.load()
-    assert c.id == "a" * 64 and c.name == "/web"
-    assert again.get(c.id[:5]) is c
-    with pytest.raises(NoSuchContainer):
-        again.get("web")
+    loaded = {c.id: c for c in again.load()}
+    assert sorted(loaded) == ["a" * 64, "b" * 64]
+    assert again.get("web").id == "a" * 64 and again.get("b" * 5) is loaded["b" * 64]
+    assert linkgraph.get("/db") is None
+
+
+def test_load_reconciles_the_names_a_crash_left(linkgraph, tmp_path):
+    store = ContainerStore(str(tmp_path), linkgraph)
+    record(store, "a" * 64, "/web")
+    renamed = record(store, "b" * 64, "/db")
+    linkgraph.rename("/db", "/db2")  # a rename cut short: the record still says /db
+    linkgraph.set("/gone", "c" * 64)  # a create cut short before its directory was made
+    linkgraph.set("/web/alias", "c" * 64)
+    again = ContainerStore(str(tmp_path), linkgraph)
+    again.load()
+    assert linkgraph.all_ref_paths() == {"a" * 64: ["/web"], "b" * 64: ["/db"]}
+    assert again.get("db").id == renamed.id
+    assert store.reserve_name("/gone", "d" * 64) == "/gone"
+    assert store.reserve_name("/db2", "e" * 64) == "/db2"
+
+
+def test_load_sets_aside_directories_without_a_record(linkgraph, tmp_path):
+    store = ContainerStore(str(tmp_path), linkgraph)
+    record(store, "a" * 64, "/web")
+    os.makedirs(store.path("f" * 64))  # a create cut short before its record
+    half = record(store, "e" * 64, "/half")
+    os.unlink(os.path.join(half.root, "config.v2.json"))  # a remove cut short after its record
+    os.makedirs(store.path("not-a-container"))
+    again = ContainerStore(str(tmp_path), linkgraph)
+    assert [c.id for c in again.load()] == ["a" * 64]
+    assert again.leftovers == ["e" * 64, "f" * 64]
+    assert linkgraph.get("/half").id == "e" * 64  # released with the rest of it by the life cycle
 
 
 def test_load_of_a_root_without_containers(linkgraph, tmp_path):

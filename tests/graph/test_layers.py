@@ -15,6 +15,8 @@ from engine.graph.layers import LayerStore, chain_id, chain_ids
 from engine.testing.layertar import Entry, make_layer_tar
 from engine_graph_vfs.driver import VfsDriver
 
+pytestmark = pytest.mark.root("layers keep their owners")
+
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from engine.errors import Conflict, HostError, InvalidParameter
-from engine.graph.reference import parse
 from engine.graph.tagstore import TagStore
+from engine.reference import parse
 from engine.sys.fs import atomic_write
 
 A = "sha256:" + "a" * 64
@@ -355,6 +355,7 @@ def test_failed_write_changes_nothing(path):
     assert store.last_tag_time(B) is None
 
 
+@pytest.mark.slow
 def test_sixteen_threads(path):
     """Concurrent writers lose nothing, and a reader never sees a partial file."""
     store = TagStore(path)
@@ -412,7 +413,7 @@ def test_sixteen_threads(path):
 
 _CRASHER = textwrap.dedent("""
     import sys
-    from engine.graph.reference import parse
+    from engine.reference import parse
     from engine.graph.tagstore import TagStore
 
     store = TagStore(sys.argv[1])

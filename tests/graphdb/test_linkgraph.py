@@ -442,6 +442,7 @@ def test_rename_errors(linked: LinkGraph) -> None:
 # -- concurrency -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_concurrent_set_get_delete(graph: LinkGraph, db_path: Path) -> None:
     threads_count, rounds = 16, 40
     errors: list[BaseException] = []

@@ -308,7 +308,7 @@ def test_engine_client_build_and_commit(daemon, loaded, tmp_path):
     def engine(*args, stdin=None):
         env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "cfg"))
         return subprocess.run(
-            [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, *args],
+            [sys.executable, "-m", "engine.cli", "-H", daemon.host, *args],
             input=stdin,
             capture_output=True,
             env=env,

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 
 import docker as dockerpy
 import pytest
@@ -14,8 +15,10 @@ import pytest
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
 from engine.testing.procs import children_of, cmdline, wait_gone
+from engine.testing.tmux import Tmux, tmux_server
+from engine.testing.tmux import available as tmux_available
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture
@@ -346,57 +349,18 @@ def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
         d2.stop()
 
 
-class Tmux:
-    """A private tmux server (its own socket name) running one command."""
-
-    def __init__(self, name: str, env: dict) -> None:
-        self.sock = f"engine-test-{name}-{os.getpid()}"
-        self.env = env
-
-    def run(self, *args: str) -> str:
-        return subprocess.run(
-            ["tmux", "-L", self.sock, *args], env=self.env, capture_output=True, text=True, timeout=30
-        ).stdout
-
-    def start(self, command: str) -> None:
-        subprocess.run(
-            ["tmux", "-L", self.sock, "new-session", "-d", "-x", "120", "-y", "40", "-s", "t", command],
-            env=self.env,
-            check=True,
-            timeout=30,
-        )
-
-    def send(self, *keys: str) -> None:
-        self.run("send-keys", "-t", "t", *keys)
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "t")
-
-    def wait_for(self, text: str, timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared:\n{self.screen()}")
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.sock, "kill-server"], env=self.env, capture_output=True, timeout=30)
-
-
 @pytest.fixture
-def tmux(daemon, docker_config):
-    if subprocess.run(["which", "tmux"], capture_output=True).returncode != 0:
+def tmux(daemon, docker_config) -> Iterator[Tmux]:
+    """A private tmux server whose commands talk to ``daemon`` (:mod:`engine.testing.tmux`); killed afterwards."""
+    if not tmux_available():
         pytest.skip("tmux is not installed")
     env = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=docker_config, TERM="xterm")
-    t = Tmux(f"it-{os.getpid()}", env)  # /tmp/tmux-0 is shared with other test runs on the host
-    yield t
-    t.kill()
+    with tmux_server("engine-it", env) as server:
+        yield server
 
 
 def test_run_it_interactive(tmux, docker, busybox):
-    tmux.start("docker run -it --name inter busybox sh; echo EXITED=$?; sleep 30")
+    tmux.start("docker run -it --name inter busybox sh; echo EXITED=$?; sleep 30", width=120, height=40)
     tmux.wait_for("/ #")
     tmux.send("echo hello-$((6*7))", "Enter")
     tmux.wait_for("hello-42")
@@ -410,7 +374,7 @@ def test_run_it_interactive(tmux, docker, busybox):
 
 def test_exec_it_interactive(tmux, docker, busybox):
     docker("run", "-d", "--name", "execit", "busybox", "sleep", "60")
-    tmux.start("docker exec -it execit sh; echo EXITED=$?; sleep 30")
+    tmux.start("docker exec -it execit sh; echo EXITED=$?; sleep 30", width=120, height=40)
     tmux.wait_for("/ #")
     tmux.send("tty", "Enter")
     tmux.wait_for("/dev/pts/0")  # a pty of the container's own devpts
@@ -423,7 +387,7 @@ def test_exec_it_interactive(tmux, docker, busybox):
 
 def test_attach_to_running(tmux, docker, busybox):
     docker("run", "-dit", "--name", "att", "busybox", "sh")
-    tmux.start("docker attach att; echo DETACHED=$?; sleep 30")
+    tmux.start("docker attach att; echo DETACHED=$?; sleep 30", width=120, height=40)
     time.sleep(1)
     tmux.send("echo attached-$((1+1))", "Enter")
     tmux.wait_for("attached-2")

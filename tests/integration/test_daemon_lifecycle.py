@@ -20,7 +20,7 @@ import pytest
 
 from engine.testing.daemon import DaemonProcess
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def test_docker_cli_version_and_info(daemon, docker):
@@ -194,7 +194,7 @@ def test_tcp_with_tls(workdir, tmp_path, monkeypatch):
 def test_engine_client_version_and_info(daemon):
     env = dict(os.environ, DOCKER_HOST="")
     out = subprocess.run(
-        [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "version"],
+        [sys.executable, "-m", "engine.cli", "-H", daemon.host, "version"],
         capture_output=True,
         text=True,
         env=env,
@@ -203,7 +203,7 @@ def test_engine_client_version_and_info(daemon):
     assert out.returncode == 0, out.stderr
     assert "Server: engine" in out.stdout and "API version:      1.41" in out.stdout
     out = subprocess.run(
-        [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "info"],
+        [sys.executable, "-m", "engine.cli", "-H", daemon.host, "info"],
         capture_output=True,
         text=True,
         env=env,
@@ -212,7 +212,7 @@ def test_engine_client_version_and_info(daemon):
     assert out.returncode == 0, out.stderr
     assert "Storage Driver: vfs" in out.stdout
     out = subprocess.run(
-        [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, "frobnicate"],
+        [sys.executable, "-m", "engine.cli", "-H", daemon.host, "frobnicate"],
         capture_output=True,
         text=True,
         env=env,
@@ -221,7 +221,7 @@ def test_engine_client_version_and_info(daemon):
     assert out.returncode == 1
     assert "'frobnicate' is not an engine command" in out.stderr
     out = subprocess.run(
-        [sys.executable, "-m", "engine.client.cli", "-H", "unix:///nonexistent.sock", "version"],
+        [sys.executable, "-m", "engine.cli", "-H", "unix:///nonexistent.sock", "version"],
         capture_output=True,
         text=True,
         env=env,

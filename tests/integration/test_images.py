@@ -26,7 +26,7 @@ from engine.testing.images import (
 )
 from engine.testing.layertar import Entry, make_layer_tar
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture

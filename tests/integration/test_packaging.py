@@ -23,7 +23,7 @@ import engine
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")]
+pytestmark = [pytest.mark.slow, pytest.mark.root("a daemon")]
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -76,7 +76,7 @@ class VenvDaemon(DaemonProcess):
 
     def command(self) -> list[str]:
         base = super().command()
-        assert base[1:4] == ["-m", "engine.client.cli", "-d"]
+        assert base[1:4] == ["-m", "engine.cli", "-d"]
         return [self.engine_script, "-d", *base[4:]]
 
 

@@ -31,7 +31,7 @@ from engine.testing.images import (
 )
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.root,
     pytest.mark.skipif(not local_registry.available(), reason="docker-registry (distribution) is not installed"),
 ]
 
@@ -553,7 +553,7 @@ def test_docker_py_pull_push(daemon, archives, registry):
 def engine_cli(daemon, docker_config, *args, input=None, check=True):
     env = dict(os.environ, DOCKER_CONFIG=docker_config)
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.client.cli", "-H", daemon.host, *args],
+        [sys.executable, "-m", "engine.cli", "-H", daemon.host, *args],
         env=env,
         capture_output=True,
         input=input,

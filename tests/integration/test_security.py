@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from engine.security import paths
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES
+from engine.sys.security import paths
 from engine.testing import dockerd as reference
 from engine.testing.sidebyside import Target
 

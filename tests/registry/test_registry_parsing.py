@@ -10,10 +10,12 @@ import subprocess
 
 import pytest
 
+from engine.client.dockerconfig import encode_header
 from engine.errors import InvalidParameter, NotFound, NotSupported
+from engine.reference import host_of
 from engine.registry import manifest as mf
-from engine.registry.auth import AuthConfig, TokenCache, encode_header, parse_challenges, token_from_response
-from engine.registry.endpoints import RegistryService, host_of, load_tls_files
+from engine.registry.auth import AuthConfig, TokenCache, parse_challenges, token_from_response
+from engine.registry.endpoints import RegistryService, load_tls_files
 from engine.registry.jobs import filter_results, split_search_term
 from engine.registry.pull import pull_reference
 from engine.registry.session import error_text

@@ -12,8 +12,8 @@ import random
 import pytest
 from fakeregistry import FakeRegistry, digest_of
 
+from engine import reference as refs
 from engine.errors import NotFound, NotSupported, RegistryError
-from engine.graph import reference as refs
 from engine.graph.graph import Graph
 from engine.registry import manifest as mf
 from engine.registry.auth import AuthConfig
@@ -25,7 +25,7 @@ from engine.testing.layertar import Entry, make_layer_tar
 from engine.utils.progress import Progress
 from engine_graph_vfs.driver import VfsDriver
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the vfs driver keeps owners: needs root")
+pytestmark = pytest.mark.root("the vfs driver keeps owners")
 
 
 @pytest.fixture

@@ -74,6 +74,7 @@ def test_head_gets_no_body_and_connection_close_closes():
     assert outcome is False and b"Connection: close" in data and data.endswith(b"OK")
 
 
+@pytest.mark.slow
 def test_a_body_whose_close_fails_after_the_answer_cuts_the_connection():
     class Body:
         def __iter__(self):

@@ -111,12 +111,6 @@ def _umask() -> int:
     return old
 
 
-def test_rfc3339nano():
-    assert protocol.rfc3339nano(0) == "1970-01-01T00:00:00Z"
-    assert protocol.rfc3339nano(1_500_000_000) == "1970-01-01T00:00:01.5Z"
-    assert protocol.rfc3339nano(1_796_018_621_123_456_789) == "2026-11-30T06:03:41.123456789Z"
-
-
 def test_atomic_json_and_long_socket_paths(tmp_path):
     path = tmp_path / "state.json"
     protocol.write_json_atomic(str(path), {"Pid": 1})

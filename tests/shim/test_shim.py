@@ -40,8 +40,9 @@ from engine.shim.client import (
     shim_alive,
 )
 from engine.shim.launcher import ForkServer, start_shim
+from engine.sys.proc import pid_alive, stat_fields
 from engine.testing.hostexec import HostProcessDriver
-from engine.testing.procs import alive, cmdline, stat_fields, wait_for, wait_gone
+from engine.testing.procs import cmdline, wait_for, wait_gone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -75,7 +76,7 @@ def processes_mentioning(text: str) -> list[int]:
     return [
         int(p)
         for p in os.listdir("/proc")
-        if p.isdigit() and (text in cmdline(int(p)) or holds_files_in(int(p), text)) and alive(int(p))
+        if p.isdigit() and (text in cmdline(int(p)) or holds_files_in(int(p), text)) and pid_alive(int(p))
     ]
 
 
@@ -185,9 +186,13 @@ def kill_started(container_dir: str, result: dict[str, Any] | None) -> None:
     """SIGKILL a test's container (its process group) and shim, by PID, if they are still ours."""
     state = result or read_state(container_dir) or {}
     pid, shim_pid = state.get("Pid"), state.get("ShimPid")
-    if shim_pid and alive(shim_pid) and (container_dir in cmdline(shim_pid) or holds_files_in(shim_pid, container_dir)):
+    if (
+        shim_pid
+        and pid_alive(shim_pid)
+        and (container_dir in cmdline(shim_pid) or holds_files_in(shim_pid, container_dir))
+    ):
         os.kill(shim_pid, signal.SIGKILL)
-    if pid and alive(pid):
+    if pid and pid_alive(pid):
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -331,7 +336,7 @@ def test_inherited_descriptors_are_closed(container_dir):
         result = json.loads(lines[0])
         os.close(write_fd)
         write_fd = -1
-        assert alive(result["ShimPid"]) and alive(result["Pid"])
+        assert pid_alive(result["ShimPid"]) and pid_alive(result["Pid"])
         # Neither the shim nor the container holds the launcher's inherited pipe: EOF.
         readable, _, _ = select.select([read_fd], [], [], 10)
         assert readable and os.read(read_fd, 1) == b""
@@ -433,6 +438,7 @@ def test_bad_driver_is_reported(container_dir, forkserver):
         start_shim(container_dir, spec, pythonpath=PYTHONPATH, forkserver=forkserver)
 
 
+@pytest.mark.slow
 def test_start_timeout_stops_the_container_nobody_waits_for(container_dir, forkserver):
     _, spec = make_spec(container_dir, ["sleep", "30"], driver={"module": "shim_test_drivers", "class": "SlowStart"})
     with pytest.raises(HostError, match="did not report a start within 0.5s"):
@@ -747,7 +753,7 @@ def test_shim_survives_the_death_of_the_process_that_started_it(container_dir):
         assert proc.returncode == 0
         result = json.loads(out)
         shim_pid = result["ShimPid"]
-        assert alive(shim_pid) and alive(result["Pid"])
+        assert pid_alive(shim_pid) and pid_alive(result["Pid"])
         # Detached: its own session, and adopted by init, neither the starter's nor the launcher's.
         assert os.getsid(shim_pid) == shim_pid
         parent = int(stat_fields(shim_pid)[1])
@@ -925,6 +931,7 @@ def test_concurrent_starts_through_one_fork_server(tmp_path):
             kill_started(path, results.get(path))
 
 
+@pytest.mark.slow
 def test_a_stuck_fork_server_fails_one_start_and_is_replaced(tmp_path):
     server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
     first, second = str(tmp_path / "c1"), str(tmp_path / "c2")
@@ -987,6 +994,7 @@ def test_more_attaches_than_a_message_carries_start_directly(container_dir):
         kill_started(container_dir, result)
 
 
+@pytest.mark.slow
 def test_a_confirmed_launcher_is_never_killed_however_slow(container_dir, monkeypatch):
     # The launcher stalls (stopped) right when the daemon confirms the start;
     # the daemon must not kill it, or the shim would never get the confirmation.

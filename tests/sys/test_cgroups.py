@@ -1,7 +1,8 @@
 """The cgroup manager against this host's real cgroups (v1 here; v2 on the hybrid mount where possible).
 
 Cgroups are not namespaced by the test sandbox, so every test works below a
-unique parent ``engine-test-<random>`` created by the ``parent`` fixture,
+unique parent ``engine-test-<random>`` created by the ``cgroup_parent`` fixture
+(which makes a test a ``root`` test, see the top conftest.py),
 which destroys every cgroup the test made and then the parent itself, also
 when the test fails. Processes put into cgroups are busybox children of the
 test, killed by the same finalizer.
@@ -24,8 +25,6 @@ from engine.sys import cgroups
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, Cgroup, DeviceRule, parse_cpuset
 
 BUSYBOX = "/bin/busybox"
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (cgroups)")
 
 
 # --------------------------------------------------------------------------
@@ -205,7 +204,7 @@ def test_default_device_rules_are_dockers() -> None:
 
 
 @pytest.fixture
-def parent() -> Iterator[dict]:
+def cgroup_parent() -> Iterator[dict]:
     """A unique cgroup parent ``engine-test-<hex>``.
 
     Creates: nothing by itself; the cgroups made through ``ctx["make"]`` and
@@ -275,8 +274,8 @@ def _read(path: str) -> str:
         return fh.read().strip()
 
 
-def test_create_exists_destroy(parent) -> None:
-    cg = parent["make"]()
+def test_create_exists_destroy(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     assert not cg.exists()
     cg.create()
     assert cg.exists()
@@ -292,8 +291,8 @@ def test_create_exists_destroy(parent) -> None:
     cg.destroy()  # idempotent
 
 
-def test_apply_writes_limits(parent) -> None:
-    cg = parent["make"]()
+def test_apply_writes_limits(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
     cg.apply(
         Resources(
@@ -331,8 +330,8 @@ def test_apply_writes_limits(parent) -> None:
     assert sorted(devices) == sorted(DEFAULT_DEVICE_RULES)
 
 
-def test_apply_oom_kill_disable_and_unlimited(parent) -> None:
-    cg = parent["make"]()
+def test_apply_oom_kill_disable_and_unlimited(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
     cg.apply(Resources(memory=64 << 20, memory_swap=-1, oom_kill_disable=True, pids_limit=-1))
     mem = cg.path("memory")
@@ -341,9 +340,9 @@ def test_apply_oom_kill_disable_and_unlimited(parent) -> None:
     assert _read(f"{cg.path('pids')}/pids.max") == "max"
 
 
-def test_update_raises_memory_above_memsw(parent) -> None:
+def test_update_raises_memory_above_memsw(cgroup_parent) -> None:
     """memory.limit must stay <= memsw.limit at every write: the order flips when raising."""
-    cg = parent["make"]()
+    cg = cgroup_parent["make"]()
     cg.create()
     cg.apply(Resources(memory=32 << 20, memory_swap=32 << 20))
     cg.apply(Resources(memory=128 << 20, memory_swap=256 << 20), update=True)
@@ -380,21 +379,23 @@ def test_update_raises_memory_above_memsw(parent) -> None:
         (Resources(device_rules=["c 1:3 rwx"]), "invalid device cgroup rule"),
     ],
 )
-def test_validation(parent, resources: Resources, message: str) -> None:
-    cg = parent["make"]()
+def test_validation(cgroup_parent, resources: Resources, message: str) -> None:
+    cg = cgroup_parent["make"]()
     with pytest.raises(InvalidParameter, match=message.replace("(", r"\(").replace(".", r"\.")):
         cg.apply(resources)
     assert not cg.exists()  # validation happens before anything is written
 
 
-def test_add_pids_and_proc_cgroup(parent) -> None:
-    cg = parent["make"]()
+def test_add_pids_and_proc_cgroup(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
-    proc = parent["spawn"](cg, f"exec {BUSYBOX} sleep 60")
+    proc = cgroup_parent["spawn"](cg, f"exec {BUSYBOX} sleep 60")
     assert proc.pid in cg.pids()
     text = _read(f"/proc/{proc.pid}/cgroup")
-    assert f"freezer:/{parent['name']}/c1" in text
-    assert f"/{parent['name']}/c1" in next(line.split(":", 2)[2] for line in text.splitlines() if ":memory:" in line)
+    assert f"freezer:/{cgroup_parent['name']}/c1" in text
+    assert f"/{cgroup_parent['name']}/c1" in next(
+        line.split(":", 2)[2] for line in text.splitlines() if ":memory:" in line
+    )
 
 
 def _utime(pid: int) -> int:
@@ -402,10 +403,10 @@ def _utime(pid: int) -> int:
         return int(fh.read().rsplit(")", 1)[1].split()[11])
 
 
-def test_freeze_and_thaw(parent) -> None:
-    cg = parent["make"]()
+def test_freeze_and_thaw(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
-    proc = parent["spawn"](cg, "while :; do :; done")
+    proc = cgroup_parent["spawn"](cg, "while :; do :; done")
     assert _wait_for(lambda: _utime(proc.pid) > 0)
     cg.freeze()
     assert cg.freezer_state() == "FROZEN"
@@ -418,34 +419,36 @@ def test_freeze_and_thaw(parent) -> None:
     assert _wait_for(lambda: _utime(proc.pid) > before)
 
 
-def test_oom_kill(parent) -> None:
-    cg = parent["make"]()
+def test_oom_kill(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
     cg.apply(Resources(memory=32 << 20, memory_swap=32 << 20))
     assert not cg.oom_killed()
     # dd's 64 MB buffer is touched by read(2) from /dev/zero: charged to the cgroup.
-    proc = parent["spawn"](cg, f"exec {BUSYBOX} dd if=/dev/zero of=/dev/null bs=64M count=1")
+    proc = cgroup_parent["spawn"](cg, f"exec {BUSYBOX} dd if=/dev/zero of=/dev/null bs=64M count=1")
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert cg.oom_killed()
 
 
-def test_pids_limit(parent) -> None:
-    cg = parent["make"]()
+def test_pids_limit(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
     cg.apply(Resources(pids_limit=3))
-    proc = parent["spawn"](cg, f"for i in 1 2 3 4 5 6; do {BUSYBOX} sleep 30 >/dev/null 2>&1 & done; echo forked")
+    proc = cgroup_parent["spawn"](
+        cg, f"for i in 1 2 3 4 5 6; do {BUSYBOX} sleep 30 >/dev/null 2>&1 & done; echo forked"
+    )
     _, err = proc.communicate(timeout=30)
     assert b"can't fork" in err or b"Resource temporarily unavailable" in err
     assert int(_read(f"{cg.path('pids')}/pids.current")) <= 3
     assert cg.stats()["pids_stats"]["limit"] == 3
 
 
-def test_stats_shape(parent) -> None:
-    cg = parent["make"]()
+def test_stats_shape(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
     cg.apply(Resources(memory=64 << 20, pids_limit=10))
     # Burn some CPU, then hold about 1 MB of shell variable while sleeping.
-    parent["spawn"](
+    cgroup_parent["spawn"](
         cg,
         "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; "
         f"x=$({BUSYBOX} head -c 1000000 /dev/zero | {BUSYBOX} tr '\\0' a); "
@@ -475,10 +478,10 @@ def test_stats_shape(parent) -> None:
     assert isinstance(stats["blkio_stats"]["io_service_bytes_recursive"], list)
 
 
-def test_destroy_kills_tasks_even_when_frozen(parent) -> None:
-    cg = parent["make"]()
+def test_destroy_kills_tasks_even_when_frozen(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
-    procs = [parent["spawn"](cg, f"exec {BUSYBOX} sleep 60") for _ in range(3)]
+    procs = [cgroup_parent["spawn"](cg, f"exec {BUSYBOX} sleep 60") for _ in range(3)]
     cg.freeze()
     cg.destroy()
     for proc in procs:
@@ -486,10 +489,10 @@ def test_destroy_kills_tasks_even_when_frozen(parent) -> None:
     assert not cg.exists()
 
 
-def test_kill_sends_signal_to_all(parent) -> None:
-    cg = parent["make"]()
+def test_kill_sends_signal_to_all(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
-    procs = [parent["spawn"](cg, f"exec {BUSYBOX} sleep 60") for _ in range(2)]
+    procs = [cgroup_parent["spawn"](cg, f"exec {BUSYBOX} sleep 60") for _ in range(2)]
     assert cg.kill(signal.SIGTERM) == 2
     for proc in procs:
         assert proc.wait(timeout=10) == -signal.SIGTERM
@@ -501,16 +504,16 @@ def test_remove_parent_refuses_root() -> None:
         cgroups.remove_parent("/")
 
 
-def test_remove_parent_refuses_while_containers_remain(parent) -> None:
-    cg = parent["make"]()
+def test_remove_parent_refuses_while_containers_remain(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
     with pytest.raises(HostError, match="still holds c1"):
-        cgroups.remove_parent(parent["name"])
+        cgroups.remove_parent(cgroup_parent["name"])
     assert cg.exists()
 
 
-def test_update_memory_above_memsw_needs_memsw(parent) -> None:
-    cg = parent["make"]()
+def test_update_memory_above_memsw_needs_memsw(cgroup_parent) -> None:
+    cg = cgroup_parent["make"]()
     cg.create()
     cg.apply(Resources(memory=32 << 20, memory_swap=32 << 20))
     with pytest.raises(InvalidParameter, match="update the memoryswap at the same time"):
@@ -524,12 +527,12 @@ def v2_available() -> None:
         pytest.skip("no writable cgroup v2 mount")
 
 
-def test_v2_lifecycle_on_hybrid_mount(parent, v2_available) -> None:
+def test_v2_lifecycle_on_hybrid_mount(cgroup_parent, v2_available) -> None:
     """The v2 paths (cgroup.procs, cgroup.freeze, cgroup.kill) on the hybrid host's v2 mount."""
-    cg = parent["make"](version=2)
+    cg = cgroup_parent["make"](version=2)
     cg.create()
     assert cg.version == 2 and os.path.isdir(cg.paths[""])
-    proc = parent["spawn"](cg, "while :; do :; done")
+    proc = cgroup_parent["spawn"](cg, "while :; do :; done")
     assert cg.pids() == [proc.pid]
     cg.freeze()
     assert cg.freezer_state() == "FROZEN"

@@ -1,4 +1,4 @@
-"""Tests for engine.sys.fs: copy_tree, safe_rmtree/remove_at, atomic_write, mountinfo.
+"""Tests for engine.sys.fs: copy_tree, safe_rmtree/remove_at, atomic_write; and engine.sys.proc.mountinfo.
 
 They run as root in the session sandbox (private mount namespace), on real
 file systems: the tmp_path file system (ext4 here) and tmpfs mounts made
@@ -15,8 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 from engine.errors import HostError, InvalidParameter
-from engine.sys import fs, libc
+from engine.sys import fs, libc, proc
 from engine.testing.layertar import build_rich_tree, tree_manifest
+
+pytestmark = pytest.mark.root("mounts, owners")
 
 
 @pytest.fixture
@@ -423,7 +425,7 @@ def test_atomic_write_failure_keeps_old(tmp_path):
 
 def test_mountinfo_and_backing_filesystem(tmp_path, tmpfs):
     odd = tmpfs(tmp_path / "a b\tc")
-    mounts = {m.mount_point: m for m in fs.mountinfo()}
+    mounts = {m.mount_point: m for m in proc.mountinfo()}
     assert mounts[odd].fstype == "tmpfs"
     assert fs.backing_filesystem(odd) == "tmpfs"
     os.mkdir(os.path.join(odd, "sub"))

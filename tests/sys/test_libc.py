@@ -15,7 +15,7 @@ import pytest
 from engine.sys import libc
 from engine.testing.procs import run_in_child
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root
 
 
 def _status(field: str) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import pytest
 
 from engine.errors import InvalidParameter
-from engine.security import seccomp
 from engine.sys import libc, libseccomp
+from engine.sys.security import seccomp
 from engine.testing.procs import run_in_child
 
 pytestmark = pytest.mark.skipif(libseccomp.available() is not None, reason=str(libseccomp.available()))

@@ -86,12 +86,14 @@ def test_subclass_adds_fields():
 
 
 def test_the_shim_does_not_import_dataclasses():
-    """The reason the module exists: the shim's import path stays clear of dataclasses and inspect."""
+    """The reason the module exists: the shim's import path stays clear of dataclasses and inspect,
+    and of anything but the standard library, the engine's modules and the driver's."""
     from engine.shim.launcher import default_pythonpath
 
     code = (
-        "import sys, engine.shim.shim, engine_exec_native.driver; "
-        "print(sorted({'dataclasses', 'inspect', 'ast'} & set(sys.modules)))"
+        "import sys, engine.shim.shim, engine.shim.forkserver, engine_exec_native.driver; "
+        "print(sorted({'dataclasses', 'inspect', 'ast'} & set(sys.modules))); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'__main__'}))"
     )
     out = subprocess.run(
         [sys.executable, "-S", "-P", "-c", code],
@@ -100,4 +102,4 @@ def test_the_shim_does_not_import_dataclasses():
         check=True,
         env={"PYTHONPATH": os.pathsep.join(default_pythonpath("engine_exec_native.driver"))},
     )
-    assert out.stdout == "[]\n"
+    assert out.stdout == "[]\n['engine', 'engine_exec_native']\n"

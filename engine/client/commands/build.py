@@ -20,10 +20,10 @@ import tarfile
 import tempfile
 from typing import IO, Any
 
-from engine.builder.dockerignore import PatternMatcher, read_patterns
 from engine.client.errors import ClientError
 from engine.client.flagparse import parse_ulimit, ram_in_bytes, validate_extra_host
-from engine.client.format import human_size
+from engine.utils.dockerignore import PatternMatcher, read_patterns
+from engine.utils.units import human_size
 
 
 def _fail(message: str, status: int = 1) -> None:

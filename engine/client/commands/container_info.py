@@ -38,10 +38,11 @@ from engine.client.apihelp import (
     short_id,
 )
 from engine.client.errors import ClientError
-from engine.client.format import bytes_size, human_duration, human_size, tabwrite
 from engine.client.hijack import stdcopy
 from engine.client.runflags import enable_bool_values
 from engine.client.template import Template, TemplateError, render_rows
+from engine.utils.tables import tabwrite
+from engine.utils.units import bytes_size, human_duration, human_size
 
 
 def _api_errors() -> tuple[type[BaseException], ...]:
@@ -129,7 +130,7 @@ def _familiar_image(image: str, image_id: str, trunc: bool) -> str:
     if short_id(image_id) == short_id(image):
         return short_id(image)
     from engine.errors import EngineError
-    from engine.graph.reference import parse
+    from engine.reference import parse
 
     try:
         ref = parse(image)

@@ -29,14 +29,10 @@ from engine.client.flagparse import (
     FlagError,
     invalid_argument,
     parse_cpus,
-    parse_int,
     parse_kv_file,
     parse_restart_policy,
-    parse_uint,
-    ram_in_bytes,
     validate_env,
 )
-from engine.client.format import human_size
 from engine.client.hijack import (
     DEFAULT_DETACH_KEYS,
     Detached,
@@ -49,6 +45,7 @@ from engine.client.hijack import (
 )
 from engine.client.progress import StreamError, display
 from engine.client.runflags import CreateSpec, add_create_flags, add_run_flags, enable_bool_values, parse_create
+from engine.utils.units import human_size, parse_int, parse_uint, ram_in_bytes
 
 
 def _api_errors() -> tuple[type[BaseException], ...]:
@@ -100,7 +97,7 @@ def status_error(exc: BaseException, command: str = "run") -> int:
 def _named_ref(image: str) -> Any:
     """The image as a tagged reference (``busybox`` -> ``docker.io/library/busybox:latest``); None for an ID."""
     from engine.errors import EngineError
-    from engine.graph.reference import is_image_id, parse_normalized
+    from engine.reference import is_image_id, parse_normalized
 
     if is_image_id(image):
         return None

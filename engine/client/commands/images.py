@@ -7,12 +7,13 @@ import datetime as dt
 import json
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 from engine.client.errors import ClientError
-from engine.client.format import human_duration, human_size, table
 from engine.client.progress import StreamError, display
 from engine.client.template import render
+from engine.utils.tables import table
+from engine.utils.units import human_duration, human_size
 
 
 def _fail(message: str) -> None:
@@ -76,6 +77,7 @@ def cmd_images(client: Any, args: Any) -> int:
 
 
 def cmd_load(client: Any, args: Any) -> int:
+    fh: IO[bytes]
     if args.input:
         fh = open(args.input, "rb")
     else:

@@ -13,14 +13,13 @@ import json
 import sys
 from typing import Any
 
+from engine import reference as refs
 from engine.client import dockerconfig
 from engine.client.errors import ClientError
-from engine.client.format import table
 from engine.client.progress import StreamError, display
 from engine.errors import EngineError
-from engine.graph import reference as refs
-from engine.graph.reference import Reference
-from engine.registry.endpoints import INDEX_SERVER
+from engine.reference import INDEX_SERVER, Reference
+from engine.utils.tables import table
 
 
 def _reference(name: str) -> Reference:

@@ -11,9 +11,9 @@ from typing import Any
 
 import engine
 from engine.client.apihelp import filters_json, get_timestamp, print_err, request_json
-from engine.client.format import bytes_size, human_size
 from engine.client.template import Template, TemplateError, render_rows
 from engine.utils.host import goarch
+from engine.utils.units import bytes_size, human_size
 
 
 def _print_json_or(args: Any, data: Any) -> bool:

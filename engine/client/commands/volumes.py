@@ -8,9 +8,9 @@ from typing import Any
 
 from engine.client.apihelp import api_error_text, filters_json, print_err, request_json
 from engine.client.commands.container_info import _natural_key, inspect_objects
-from engine.client.format import human_size
 from engine.client.runflags import kv_to_map
 from engine.client.template import render_rows
+from engine.utils.units import human_size
 
 VOLUME_DEFAULT = "table {{.Driver}}\t{{.Name}}"
 VOLUME_TITLES = {

@@ -81,7 +81,7 @@ def run(config: dict[str, Any], status_fd: int) -> int:
             uid=int(config["uid"]),
             gid=int(config["gid"]),
             groups=[int(g) for g in config["groups"]],
-            stdio=stdio,  # type: ignore[arg-type]
+            stdio=stdio,
         )
     except OSError as exc:
         _send(status_fd, event="error", message=str(exc.strerror or exc))

@@ -41,7 +41,7 @@ from typing import Any
 
 from engine.drivers.exec import Command
 from engine.errors import InvalidParameter
-from engine.security import paths
+from engine.sys.security import paths
 
 #: lxc.pty.max: LXC's devpts instance for the container (Docker's has no limit but the kernel's).
 PTY_MAX = 1024

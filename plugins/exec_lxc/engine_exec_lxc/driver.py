@@ -56,10 +56,10 @@ from typing import Any
 
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NotFound, PrerequisitesNotMet
-from engine.security import caps, sysctls
-from engine.security.users import UserError, resolve_user
 from engine.sys import cgroups, libc
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
+from engine.sys.security import caps, sysctls
+from engine.sys.security.users import UserError, resolve_user
 from engine_exec_lxc import cgroup as lxc_cgroup
 from engine_exec_lxc import config, liblxc, seccomp
 from engine_exec_lxc.cgroup import LxcCgroup, Placement

@@ -12,7 +12,7 @@ libseccomp it links (seccomp.c, ``parse_config_v2``)::
     clone allow [0,2114060288,SCMP_CMP_MASKED_EQ,0]
 
 The profile is first resolved against the container's capabilities, the
-machine and the kernel (:func:`engine.security.seccomp.resolve`, the same
+machine and the kernel (:func:`engine.sys.security.seccomp.resolve`, the same
 rules the native driver compiles), so what is left is a default action and
 a list of rules. Each rule becomes one line per system call name; LXC skips
 names its libseccomp does not know for an architecture, as runc does.
@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.errors import InvalidParameter
-from engine.security import seccomp as profiles
+from engine.sys.security import seccomp as profiles
 
 __all__ = ["policy", "translate"]
 
@@ -89,7 +89,7 @@ def _arguments(args: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def translate(resolved: dict[str, Any]) -> str:
-    """A resolved profile (:func:`engine.security.seccomp.resolve`) -> LXC's policy text.
+    """A resolved profile (:func:`engine.sys.security.seccomp.resolve`) -> LXC's policy text.
 
     :raises InvalidParameter: the profile uses what LXC's format cannot express.
     """

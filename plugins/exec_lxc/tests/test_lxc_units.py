@@ -6,15 +6,15 @@ import errno
 import json
 
 import pytest
-from engine_exec_lxc import config, seccomp
-from engine_exec_lxc.cgroup import Hierarchy, lxc_placement
-from engine_exec_lxc.driver import docker_exec_error
 
 from engine.drivers.exec import Command, ProcessConfig
 from engine.errors import InvalidParameter
-from engine.security import caps
-from engine.security.seccomp import default_profile
 from engine.sys.cgroups import Cgroup, CgroupLayout, HierarchyMount
+from engine.sys.security import caps
+from engine.sys.security.seccomp import default_profile
+from engine_exec_lxc import config, seccomp
+from engine_exec_lxc.cgroup import Hierarchy, lxc_placement
+from engine_exec_lxc.driver import docker_exec_error
 
 
 def test_default_profile_translates_to_an_allowlist() -> None:

@@ -421,7 +421,7 @@ class NativeDriver(ExecDriver):
         if cg.freezer_state() == "FROZEN":
             # The helper would freeze as soon as it joined the cgroup.
             raise Conflict(f"Container {command.id} is paused, unpause the container before exec")
-        config = {
+        config: dict[str, Any] = {
             "id": command.id,
             "pid": pid,
             "start_time": start_time(pid),

@@ -33,9 +33,9 @@ import struct
 import termios
 from typing import Any, NoReturn
 
-from engine.security import caps as _caps
-from engine.security.users import UserError, resolve_user
 from engine.sys import libc
+from engine.sys.security import caps as _caps
+from engine.sys.security.users import UserError, resolve_user
 from engine_exec_native import rootfs
 from engine_exec_native.rootfs import SetupError
 

@@ -24,9 +24,9 @@ import struct
 from typing import Any
 
 from engine.errors import InvalidParameter
-from engine.security import caps
-from engine.security import seccomp as profiles
 from engine.sys import libc, libseccomp
+from engine.sys.security import caps
+from engine.sys.security import seccomp as profiles
 
 LOG = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ crosses a pipe to the ``nsenter`` helper for ``docker exec``.
 
 Docker's defaults live here too: the default device nodes and the device
 cgroup rules (moby ``oci/defaults.go``); the masked and read-only paths and
-the sysctl rules come from :mod:`engine.security`.
+the sysctl rules come from :mod:`engine.sys.security`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from engine.drivers.exec import Command, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import InvalidParameter, NotFound
-from engine.security import caps, paths, sysctls
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
+from engine.sys.security import caps, paths, sysctls
 
 __all__ = [
     "DEFAULT_DEVICES",
@@ -43,7 +43,7 @@ __all__ = [
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Docker's masked and read-only paths (moby ``oci/defaults.go``), for a
-#: command that does not list its own: see :mod:`engine.security.paths`.
+#: command that does not list its own: see :mod:`engine.sys.security.paths`.
 DEFAULT_MASKED_PATHS = paths.DEFAULT_MASKED_PATHS
 DEFAULT_READONLY_PATHS = paths.DEFAULT_READONLY_PATHS
 

@@ -79,7 +79,7 @@ from engine.errors import (
     NotSupported,
     PrerequisitesNotMet,
 )
-from engine.sys import fs, libc
+from engine.sys import fs, libc, proc
 
 LOG = logging.getLogger(__name__)
 
@@ -582,7 +582,7 @@ class AufsDriver(NaiveDiffDriver):
     @staticmethod
     def _is_mount_point(path: str) -> bool:
         real = os.path.realpath(path)
-        return any(m.mount_point == real for m in fs.mountinfo())
+        return any(m.mount_point == real for m in proc.mountinfo())
 
     # ---- lifecycle
 

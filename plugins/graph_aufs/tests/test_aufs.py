@@ -36,11 +36,13 @@ from engine.errors import (
     NotSupported,
     PrerequisitesNotMet,
 )
-from engine.sys import fs, libc
+from engine.sys import fs, libc, proc
 from engine.testing.graphtest import GraphDriverConformance, new_id
 from engine.testing.layertar import Entry, build_rich_tree, make_layer_tar, tree_listing, tree_manifest
 from engine_graph_aufs import driver as aufs
 from engine_graph_aufs.driver import AufsDriver, MountCall, mount_plan
+
+pytestmark = pytest.mark.root("mounts, owners")
 
 A, C, D = ChangeKind.ADD, ChangeKind.MODIFY, ChangeKind.DELETE
 
@@ -149,7 +151,7 @@ def members(data: bytes) -> list[tarfile.TarInfo]:
 
 def is_mount_point(path: str) -> bool:
     real = os.path.realpath(path)
-    return any(m.mount_point == real for m in fs.mountinfo())
+    return any(m.mount_point == real for m in proc.mountinfo())
 
 
 # --------------------------------------------------------------------------

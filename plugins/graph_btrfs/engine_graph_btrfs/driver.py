@@ -47,7 +47,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 
-from engine.drivers.graph import NaiveDiffDriver, RefCounts, validate_id
+from engine.drivers.graph import NaiveDiffDriver, RefCounts, human_size, ram_in_bytes, validate_id
 from engine.errors import (
     Conflict,
     HostError,
@@ -70,19 +70,10 @@ def parse_size(key: str, value: str) -> int:
 
     :raises InvalidParameter: with go-units' words.
     """
-    from engine.client.flagparse import ram_in_bytes
-
     try:
         return ram_in_bytes(value)
     except ValueError as exc:
         raise InvalidParameter(f"btrfs: {key}: {exc}") from None
-
-
-def human_size(size: float) -> str:
-    """go-units ``HumanSize`` (decimal units), as Docker's messages print sizes."""
-    from engine.utils.progress import human_size as go_human_size
-
-    return go_human_size(size)
 
 
 def parse_options(options: Sequence[str]) -> int:

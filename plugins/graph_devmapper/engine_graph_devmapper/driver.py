@@ -64,7 +64,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from engine.drivers.graph import NaiveDiffDriver, validate_id
+from engine.drivers.graph import NaiveDiffDriver, human_size, validate_id
 from engine.errors import (
     Conflict,
     EngineError,
@@ -172,13 +172,6 @@ def check_free_space(status: dm.PoolStatus, min_free_percent: int) -> None:
             f"{min_meta} free metadata blocks. Create more free metadata space in thin pool or use "
             "dm.min_free_space option to change behavior"
         )
-
-
-def human_size(size: float) -> str:
-    """go-units ``HumanSize`` (decimal units), as ``docker info`` prints the pool's sizes."""
-    from engine.utils.progress import human_size as go_human_size
-
-    return go_human_size(size)
 
 
 def status_lines(
@@ -981,8 +974,8 @@ class DevmapperDriver(NaiveDiffDriver):
                     self._dm.remove(self.pool_name)
                 except OSError as exc:
                     errors.append(HostError(f"devmapper: cannot deactivate pool {self.pool_name}: {exc.strerror}"))
-        for exc in errors:
-            LOG.error("%s", exc)
+        for err in errors:
+            LOG.error("%s", err)
         if errors:
             raise errors[0]
 

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from engine.drivers import graph
 from engine.errors import InvalidParameter
 
 #: moby's defaults.
@@ -28,10 +29,8 @@ _MIN_BLOCK_SECTORS, _MAX_BLOCK_SECTORS = 128, 2097152
 
 def ram_in_bytes(value: str) -> int:
     """go-units ``RAMInBytes``; :raises InvalidParameter: with its words."""
-    from engine.client.flagparse import ram_in_bytes as parse
-
     try:
-        return parse(value)
+        return graph.ram_in_bytes(value)
     except ValueError as exc:
         raise InvalidParameter(str(exc)) from None
 

@@ -26,7 +26,7 @@ import pytest
 from engine.archive import ChangeKind
 from engine.drivers.graph import NaiveDiffDriver
 from engine.errors import Conflict, HostError, IncompatibleFilesystem, InvalidParameter, NotSupported
-from engine.sys import fs, libc
+from engine.sys import fs, libc, proc
 from engine.testing import sandbox
 from engine.testing.graphtest import GraphDriverConformance, new_id
 from engine.testing.layertar import CAP_NET_BIND_SERVICE, Entry, build_rich_tree, make_layer_tar, tree_manifest
@@ -39,13 +39,15 @@ from engine_graph_overlay.driver import (
 )
 from engine_graph_vfs.driver import VfsDriver
 
+pytestmark = pytest.mark.root("overlay mounts, owners")
+
 _LINK = re.compile(r"[A-Z2-7]{26}")
 
 
-def _overlay_mounts(path: str) -> list[fs.Mount]:
+def _overlay_mounts(path: str) -> list[proc.Mount]:
     """The overlay mounts at exactly ``path``."""
     real = os.path.realpath(path)
-    return [m for m in fs.mountinfo() if m.mount_point == real and m.fstype == "overlay"]
+    return [m for m in proc.mountinfo() if m.mount_point == real and m.fstype == "overlay"]
 
 
 def _tar_entries(data: bytes) -> list[tuple[Any, ...]]:
@@ -375,7 +377,7 @@ class TestOverlay(GraphDriverConformance):
             driver.put(id)
         assert fs.mounts_below(driver.home) == []
         assert not any(
-            m.fstype == "overlay" and m.mount_point.startswith(os.path.realpath(driver.home)) for m in fs.mountinfo()
+            m.fstype == "overlay" and m.mount_point.startswith(os.path.realpath(driver.home)) for m in proc.mountinfo()
         )
         driver.put(chain[-1])  # one too many: logged, not fatal
         assert driver.references(chain[-1]) == 0
@@ -404,7 +406,7 @@ class TestOverlay(GraphDriverConformance):
         assert driver.get(child) == merged
         try:
             assert os.path.exists(os.path.join(merged, "f"))
-            assert [m.fstype for m in fs.mountinfo() if m.mount_point == os.path.realpath(merged)] == ["overlay"]
+            assert [m.fstype for m in proc.mountinfo() if m.mount_point == os.path.realpath(merged)] == ["overlay"]
         finally:
             driver.put(child)
         assert fs.mounts_below(driver.home) == []

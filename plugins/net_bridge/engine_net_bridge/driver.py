@@ -1043,7 +1043,7 @@ class BridgeDriver(NetworkDriver):
     def networks(self) -> list[dict]:
         """The built-in ``bridge`` network as a NetworkResource (API 1.41)."""
         self._require_ready()
-        from engine.daemon.info import rfc3339nano
+        from engine.drivers.network import rfc3339nano
 
         with self._lock:
             containers = {

@@ -15,14 +15,10 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute, NetlinkError
 
-from engine.testing.sandbox import in_sandbox
-
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 #: Outside the sandbox these tests would reconfigure the real host's network.
-in_own_netns = pytest.mark.skipif(
-    os.geteuid() != 0 or not in_sandbox(), reason="needs root inside the test sandbox (its own network namespace)"
-)
+in_own_netns = pytest.mark.root("its own network namespace", sandbox=True)
 
 
 def rules_snapshot() -> set[str]:

@@ -38,7 +38,7 @@ from engine.errors import Conflict, HostError, InvalidParameter, NotFound, Prere
 from engine_net_bridge.driver import BridgeNotFound
 from engine_net_bridge.iptables import CHAIN
 
-pytestmark = [in_own_netns, pytest.mark.root]
+pytestmark = in_own_netns
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 

@@ -1,4 +1,4 @@
-"""Tests for engine.graph.reference: Docker's reference grammar and normalisation."""
+"""Tests for engine.reference: Docker's reference grammar and normalisation."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from engine import reference
 from engine.errors import InvalidParameter
-from engine.graph import reference
-from engine.graph.reference import (
+from engine.reference import (
     Reference,
     is_image_id,
     parse,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.security import paths
+from engine.sys.security import paths
 
 
 def test_default_lists():

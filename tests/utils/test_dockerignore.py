@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.builder.dockerignore import PatternMatcher, read_patterns
 from engine.errors import InvalidParameter
+from engine.utils.dockerignore import PatternMatcher, read_patterns
 
 
 def test_read_patterns_trims_comments_and_cleans():

@@ -1,5 +1,8 @@
 """The daemon's PID file: created at start, refused if it names a live process,
-removed at exit (seed ch. 4 §4.1.5, ``utils.CreatePidFile``)."""
+removed at exit (seed ch. 4 §4.1.5, ``utils.CreatePidFile``).
+
+A zombie's PID counts as free: the daemon it names has exited.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,7 @@ import errno
 import os
 
 from engine.errors import Conflict
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from engine.sys.proc import pid_alive
 
 
 def create_pidfile(path: str, pid: int | None = None) -> None:
@@ -30,7 +24,7 @@ def create_pidfile(path: str, pid: int | None = None) -> None:
             old = fh.read().strip()
     except FileNotFoundError:
         old = ""
-    if old.isdigit() and int(old) != pid and _alive(int(old)):
+    if old.isdigit() and int(old) != pid and pid_alive(int(old)):
         raise Conflict(f"pid file found, ensure the engine daemon is not running or delete {path} (pid {old} is alive)")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{pid}.tmp"

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from engine.errors import InvalidParameter
 
@@ -305,3 +306,27 @@ def parse_image_id(s: str) -> str:
     if match is None:
         raise InvalidParameter(f"invalid image ID: {s!r}")
     return f"sha256:{match.group(1)}"
+
+
+# ----------------------------------------------------------------------
+# registry hosts
+
+#: The login server of Docker Hub, as clients write it (the key of Hub credentials in config.json).
+INDEX_SERVER = "https://index.docker.io/v1/"
+
+
+def host_of(address: str) -> str:
+    """The registry host of a login server address (``https://x:5000/v2/`` -> ``x:5000``).
+
+    The Hub's spellings (``https://index.docker.io/v1/``, ``index.docker.io``,
+    ``registry-1.docker.io``, ``docker.io``) all give ``docker.io``.
+    """
+    text = (address or "").strip()
+    if not text:
+        return DEFAULT_DOMAIN
+    if "://" in text:
+        text = urlsplit(text).netloc or text.split("://", 1)[1]
+    text = text.split("/", 1)[0].lower()
+    if text in ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "docker.io"):
+        return DEFAULT_DOMAIN
+    return text

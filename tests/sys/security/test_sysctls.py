@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import InvalidParameter
-from engine.security import sysctls
+from engine.sys.security import sysctls
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.errors import InvalidParameter
-from engine.security import seccomp
+from engine.sys.security import seccomp
 
 #: Some of Docker's default capabilities; none of those the profile's rules depend on.
 DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_NET_RAW", "CAP_SETUID", "CAP_SYS_CHROOT", "CAP_KILL"]

@@ -1,0 +1,55 @@
+"""Socket helpers for the hijacked connections of ``attach``, ``exec`` and the long streams.
+
+The API hijacks a client's connection and hands the socket to a job; the
+job writes until it is done or the client goes away. A client that left
+must never raise in the writer: these helpers turn it into a return value.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from typing import Any
+
+
+def send_all(sock: Any, data: bytes) -> bool:
+    """Send all of ``data``; False when the client is gone."""
+    try:
+        sock.sendall(data)
+        return True
+    except OSError:
+        return False
+
+
+def close_client(sock: Any) -> None:
+    """Shut the connection down both ways (the client sees EOF); a gone client is fine."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def client_gone(sock: Any) -> bool:
+    """Whether the client closed its connection (EOF readable, no request pending).
+
+    A streaming answer that writes nothing for a long time (``wait``,
+    ``events``, ``logs -f``) would otherwise only learn that the client left
+    at its next write; the docker CLI abandons its ``wait`` of every
+    ``run -d``, and each would hold a thread until its container exits.
+    """
+    if sock is None:
+        return False
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+        if not ready:
+            return False
+        # Peek below TLS: a plain socket object over the same fd.
+        raw = socket.socket(fileno=sock.fileno())
+        try:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        finally:
+            raw.detach()
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError):
+        return True
