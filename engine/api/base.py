@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from engine.api.validation import NO_BODY, decode_body
 from engine.core.env import parse_bool
 from engine.daemon.attach import client_gone
 from engine.errors import EngineError, InvalidParameter
+from engine.utils import strictjson
 
 JSON = "application/json"
 #: A hijacked stream as it is (a tty's output).
@@ -42,7 +43,7 @@ def query_json(req: Any, name: str, default: Any = None) -> Any:
     if value is None or value == "":
         return default
     try:
-        return json.loads(value)
+        return strictjson.loads(value)
     except ValueError as exc:
         raise InvalidParameter(f"invalid JSON in {name}: {exc}") from None
 
@@ -56,7 +57,7 @@ def parse_filters(raw: str | None) -> dict[str, list[str]]:
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        data = strictjson.loads(raw)
     except ValueError as exc:
         raise InvalidParameter(f"invalid filter: {exc}") from None
     if not isinstance(data, dict):
@@ -87,16 +88,16 @@ def body_stream(req: Any) -> Any:
 
 
 def read_json(req: Any, required: bool = True, default: Any = None) -> Any:
-    """Decode a JSON request body; malformed JSON is a 400."""
-    raw = body_stream(req).read()
-    if not raw or not raw.strip():
+    """The JSON request body (decoded once, strictly: :func:`engine.api.validation.decode_body`).
+
+    :raises InvalidParameter: malformed JSON, or no body when ``required``.
+    """
+    value = decode_body(req)
+    if value is NO_BODY:
         if required:
             raise InvalidParameter("request body is empty; a JSON object is required")
         return default
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidParameter(f"malformed JSON in request body: {exc}") from None
+    return value
 
 
 def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None, stdin: Any = None) -> bytes:

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.utils import strictjson
+
 LOG = logging.getLogger(__name__)
 
 #: distribution's token client id (``docker/distribution/registry/client/auth``).
@@ -95,7 +97,7 @@ class AuthConfig:
         text += "=" * (-len(text) % 4)
         for decode in (base64.urlsafe_b64decode, base64.b64decode):
             try:
-                data = json.loads(decode(text.encode()))
+                data = strictjson.loads(decode(text.encode()))
             except (binascii.Error, ValueError):
                 continue
             return cls.from_dict(data)
