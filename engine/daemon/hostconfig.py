@@ -20,6 +20,7 @@ from engine.daemon.logconfig import merge_log_config
 from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import EngineError, InvalidParameter
+from engine.utils import cpuset
 
 RESTART_POLICIES = ("", "no", "always", "on-failure", "unless-stopped")
 #: The ``PATH`` of a container whose config sets none (moby's ``DefaultPathEnv``).
@@ -102,9 +103,20 @@ def merge_image_config(user: dict, image: dict) -> dict:
     return out
 
 
-def validate_host_config(hc: dict, ncpu: int) -> list[str]:
-    """moby's ``verifyContainerSettings`` checks; returns warnings."""
+def validate_host_config(
+    hc: dict, ncpu: int, online_cpus: Callable[[], str] = cpuset.online, online_mems: Callable[[], str] | None = None
+) -> list[str]:
+    """moby's ``verifyContainerSettings`` checks; returns warnings.
+
+    :param online_cpus: the host's online CPUs in the list syntax (``0-1``).
+    :param online_mems: its memory nodes (``/sys/devices/system/node/online`` by default).
+    """
     warnings: list[str] = []
+    for key, field, available in (
+        ("CpusetCpus", "cpus", online_cpus),
+        ("CpusetMems", "mems", online_mems or (lambda: cpuset.online("node"))),
+    ):
+        _check_cpuset(str(hc.get(key) or ""), field, available)
     for entry in hc.get("ExtraHosts") or []:
         resolvconf.parse_extra_host(entry)
     policy = hc.get("RestartPolicy") or {}
@@ -153,6 +165,21 @@ def validate_host_config(hc: dict, ncpu: int) -> list[str]:
     if mode.startswith("container:") and (hc.get("PortBindings") or hc.get("PublishAllPorts")):
         raise InvalidParameter("conflicting options: port publishing and the container type network mode")
     return warnings
+
+
+def _check_cpuset(requested: str, field: str, available: Callable[[], str]) -> None:
+    """moby's ``verifyPlatformContainerResources`` for ``--cpuset-cpus``/``--cpuset-mems``: the
+    list parses and names only what the host has, so the cgroup write at start cannot fail."""
+    if not requested:
+        return
+    have = available()
+    try:
+        ok = cpuset.is_subset(requested, have)
+    except ValueError:
+        raise InvalidParameter(f"Invalid value {requested} for cpuset {field}") from None
+    if not ok:
+        what = "CPUs" if field == "cpus" else "memory nodes"
+        raise InvalidParameter(f"Requested {what} are not available - requested {requested}, available: {have}")
 
 
 def resources_of(hc: dict) -> Resources:

@@ -12,7 +12,8 @@ import pytest
 
 from engine.api import contenttype, errors, middleware, validation
 from engine.api.base import read_json
-from engine.api.validation import formats, schema
+from engine.api.validation import schema
+from engine.utils import cpuset
 
 
 class Capture:
@@ -317,6 +318,8 @@ def test_unknown_fields_are_allowed_as_go_ignores_them():
 
 
 def test_cpuset_is_parsed_without_expanding():
-    assert formats.parse_cpuset("0-3,8") == [(0, 3), (8, 8)]
+    assert cpuset.parse("0-3,8") == [(0, 3), (8, 8)]
     with pytest.raises(ValueError, match="maximum is 8191"):
-        formats.parse_cpuset("0-1" + "0" * 30)
+        cpuset.parse("0-1" + "0" * 30)
+    assert cpuset.is_subset("1,0", "0-1") and cpuset.is_subset("2-3,0-1", "0-3")
+    assert not cpuset.is_subset("0-2", "0-1") and not cpuset.is_subset("4", "0-1,5")

@@ -173,6 +173,22 @@ def test_validation_accepts(hc):
     assert validate_host_config(hc, ncpu=2) == []
 
 
+@pytest.mark.parametrize(
+    ("hc", "message"),
+    [
+        ({"CpusetCpus": "0-99999"}, "Invalid value 0-99999 for cpuset cpus"),
+        ({"CpusetCpus": "2"}, "Requested CPUs are not available - requested 2, available: 0-1"),
+        ({"CpusetCpus": "0-3"}, "Requested CPUs are not available - requested 0-3, available: 0-1"),
+        ({"CpusetMems": "1"}, "Requested memory nodes are not available - requested 1, available: 0"),
+        ({"CpusetMems": "x"}, "Invalid value x for cpuset mems"),
+    ],
+)
+def test_cpusets_name_what_the_host_has(hc, message):
+    with pytest.raises(InvalidParameter, match=message):
+        validate_host_config(hc, ncpu=2, online_cpus=lambda: "0-1", online_mems=lambda: "0")
+    assert validate_host_config({"CpusetCpus": "1,0", "CpusetMems": "0"}, 2, lambda: "0-1", lambda: "0") == []
+
+
 # ----------------------------------------------------------------------
 # resources
 

@@ -15,12 +15,10 @@ from typing import Any
 
 from engine.api.validation.schema import FIELD_CHECKS
 from engine.errors import InvalidParameter
+from engine.utils import cpuset as cpusets
 
-__all__ = ["QUERY_CHECKS", "absolute_path", "cpuset", "parse_cpuset", "platform", "timestamp"]
+__all__ = ["QUERY_CHECKS", "absolute_path", "cpuset", "platform", "timestamp"]
 
-#: A cpuset names CPUs or memory nodes; the kernel's limit (``NR_CPUS``) is 8192 at most.
-CPUSET_MAX = 8191
-_CPUSET_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
 #: containerd's ``platforms.Parse``: each of ``os[/arch[/variant]]`` matches this.
 _PLATFORM_PART = re.compile(r"^[A-Za-z0-9_-]+$")
 #: moby's ``timetypes.ParseTimestamps`` input once a date has been converted: seconds[.nanoseconds].
@@ -33,26 +31,6 @@ def absolute_path(value: str, where: str) -> None:
         raise InvalidParameter(f"the working directory '{value}' is invalid, it needs to be an absolute path")
 
 
-def parse_cpuset(value: str) -> list[tuple[int, int]]:
-    """``0-3,8`` -> ``[(0, 3), (8, 8)]`` (moby ``parsers.ParseUintList``), without expanding the ranges.
-
-    :raises ValueError: a malformed list, a reversed range, a number over :data:`CPUSET_MAX`.
-    """
-    ranges = []
-    for part in value.split(","):
-        m = _CPUSET_PART.match(part)
-        if m is None:
-            raise ValueError(f"invalid format: {value}")
-        low = int(m.group(1))
-        high = int(m.group(2)) if m.group(2) is not None else low
-        if high < low:
-            raise ValueError(f"invalid range: {part}")
-        if high > CPUSET_MAX:
-            raise ValueError(f"value of out range, maximum is {CPUSET_MAX}")
-        ranges.append((low, high))
-    return ranges
-
-
 def cpuset(field: str) -> Callable[[str, str], None]:
     """The check of ``CpusetCpus`` (``field`` ``cpus``) or ``CpusetMems`` (``mems``): moby's message."""
 
@@ -60,7 +38,7 @@ def cpuset(field: str) -> Callable[[str, str], None]:
         if not value:
             return
         try:
-            parse_cpuset(value)
+            cpusets.parse(value)
         except ValueError:
             raise InvalidParameter(f"Invalid value {value} for cpuset {field}") from None
 
