@@ -72,16 +72,24 @@ def job_start(job: Any) -> None:
     svc_of(job).start(container_of(job))
 
 
+def _stop_options(job: Any) -> tuple[int | None, str | None]:
+    """``Timeout`` (None: the container's own) and ``Signal`` of a stop or restart; a bad signal
+    is refused here, before the stop changes anything."""
+    timeout = job.env.get_int("Timeout") if job.env.get("Timeout") not in ("", None) else None
+    sig = job.env.get("Signal") or None
+    if sig is not None:
+        parse_signal(sig)
+    return timeout, sig
+
+
 def job_stop(job: Any) -> None:
-    timeout = job.env.get("Timeout")
-    svc_of(job).stop(
-        container_of(job), int(timeout) if timeout not in ("", None) else None, job.env.get("Signal") or None
-    )
+    timeout, sig = _stop_options(job)
+    svc_of(job).stop(container_of(job), timeout, sig)
 
 
 def job_restart(job: Any) -> None:
-    timeout = job.env.get("Timeout")
-    svc_of(job).restart(container_of(job), int(timeout) if timeout not in ("", None) else None)
+    timeout, _ = _stop_options(job)
+    svc_of(job).restart(container_of(job), timeout)
 
 
 def job_kill(job: Any) -> None:
