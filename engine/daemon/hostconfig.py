@@ -175,8 +175,8 @@ def _check_cpuset(requested: str, field: str, available: Callable[[], str]) -> N
     have = available()
     try:
         ok = cpuset.is_subset(requested, have)
-    except ValueError:
-        raise InvalidParameter(f"Invalid value {requested} for cpuset {field}") from None
+    except ValueError as exc:
+        raise InvalidParameter(f"Invalid value {requested} for cpuset {field}: {exc}") from None
     if not ok:
         what = "CPUs" if field == "cpus" else "memory nodes"
         raise InvalidParameter(f"Requested {what} are not available - requested {requested}, available: {have}")

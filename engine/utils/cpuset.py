@@ -6,8 +6,8 @@ import re
 
 __all__ = ["MAX_ID", "is_subset", "online", "parse"]
 
-#: The highest CPU or node number a list may name (the kernel's ``NR_CPUS`` is 8192 at most).
-MAX_ID = 8191
+#: The highest CPU or node number a list may name (moby's bound; the kernel's ``NR_CPUS`` is 8192 at most).
+MAX_ID = 8192
 _PART = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 

@@ -319,7 +319,7 @@ def test_unknown_fields_are_allowed_as_go_ignores_them():
 
 def test_cpuset_is_parsed_without_expanding():
     assert cpuset.parse("0-3,8") == [(0, 3), (8, 8)]
-    with pytest.raises(ValueError, match="maximum is 8191"):
+    with pytest.raises(ValueError, match="maximum is 8192"):
         cpuset.parse("0-1" + "0" * 30)
     assert cpuset.is_subset("1,0", "0-1") and cpuset.is_subset("2-3,0-1", "0-3")
     assert not cpuset.is_subset("0-2", "0-1") and not cpuset.is_subset("4", "0-1,5")

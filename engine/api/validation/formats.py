@@ -39,8 +39,8 @@ def cpuset(field: str) -> Callable[[str, str], None]:
             return
         try:
             cpusets.parse(value)
-        except ValueError:
-            raise InvalidParameter(f"Invalid value {value} for cpuset {field}") from None
+        except ValueError as exc:
+            raise InvalidParameter(f"Invalid value {value} for cpuset {field}: {exc}") from None
 
     return check
 
