@@ -222,7 +222,7 @@ def job_export(job: Any) -> None:
     c = container_of(job)
     driver = svc.daemon.graphdriver
     path = driver.get(c.id)
-    stream = archive.tar_tree(path, release=lambda: driver.put(c.id))
+    stream = svc.daemon.graph.layers.to_container(archive.tar_tree(path, release=lambda: driver.put(c.id)))
     try:
         while True:
             chunk = stream.read(1 << 20)

@@ -419,6 +419,7 @@ def build_command(
     *,
     seccomp_profile: str = "",
     no_new_privileges: bool = False,
+    user_namespace: dict | None = None,
 ) -> Command:
     """The exec driver's :class:`~engine.drivers.exec.Command` for ``c``.
 
@@ -430,6 +431,7 @@ def build_command(
         container:NAME`` joins (see :func:`joined_container`).
     :param seccomp_profile: the profile (JSON) the daemon's security policy chose; "" for none.
     :param no_new_privileges: the security policy's choice for the container's processes.
+    :param user_namespace: its user namespace's maps (``--userns-remap``); None or {}: the host's.
     """
     cfg, hc = c.config, c.host_config
     return Command(
@@ -452,6 +454,7 @@ def build_command(
         devices=devices_of(hc),
         sysctls=dict(hc.get("Sysctls") or {}),
         seccomp_profile=seccomp_profile,
+        user_namespace=dict(user_namespace or {}),
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
     )
 

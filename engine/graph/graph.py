@@ -24,6 +24,7 @@ from engine.graph.layers import Layer, LayerStore
 from engine.graph.pools import Pool
 from engine.graph.reference import Reference
 from engine.graph.tagstore import TagStore
+from engine.utils.idmap import IDMap
 
 LOG = logging.getLogger(__name__)
 
@@ -96,11 +97,15 @@ class Graph:
     """
 
     def __init__(
-        self, root: str, driver: GraphDriver, on_event: Callable[[str, str, dict], None] | None = None
+        self,
+        root: str,
+        driver: GraphDriver,
+        on_event: Callable[[str, str, dict], None] | None = None,
+        idmap: IDMap | None = None,
     ) -> None:
         self.root = root
         self.driver = driver
-        self.layers = LayerStore(root, driver)
+        self.layers = LayerStore(root, driver, idmap)
         self.images = ImageStore(root, self.chain_size)
         self.tags = TagStore(os.path.join(root, f"repositories-{driver.name}"))
         self.pulls = Pool("pull")
