@@ -312,7 +312,11 @@ class LifeCycle:
                         made.append(p)
             remap = getattr(self.daemon, "remap", None)
             if remap is not None:
-                # What is made here belongs to the containers' root (--userns-remap), as dockerd makes it.
+                # What is made here belongs to the containers' root (--userns-remap), as dockerd makes
+                # it; so does the root directory when no layer said whose it is (the driver made it).
+                st = os.lstat(path)
+                if (st.st_uid, st.st_gid) == (0, 0):
+                    made.append(path)
                 for p in made:
                     os.lchown(p, remap.idmap.root_uid, remap.idmap.root_gid)
         finally:

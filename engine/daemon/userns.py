@@ -11,12 +11,12 @@ The option names whose subordinate IDs the containers get (moby
   stands for the group of the same number, a name alone for the group of the
   same name. The user and group must exist.
 
-The map lays the user's ranges (``/etc/subuid``, by name or UID) and the
-group's... as dockerd, the *user's* name for both files, end to end from
-container ID 0; container root is the first range's start on the host. The
-daemon's state then lives in ``<root>/<uid>.<gid>`` (those host IDs), and
-layers, volumes and the files bound into containers are owned by the
-remapped IDs.
+The map lays the user's ranges end to end from container ID 0: those of
+``/etc/subuid`` for user IDs and of ``/etc/subgid`` for group IDs, both
+looked up by the *user's* name or UID, as dockerd does. The container's root
+is the first range's start on the host. The daemon's state then lives in
+``<root>/<uid>.<gid>`` (those host IDs), and layers, volumes and the files
+bound into containers are owned by the remapped IDs.
 """
 
 from __future__ import annotations
