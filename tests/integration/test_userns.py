@@ -230,3 +230,19 @@ def test_default_creates_dockremap(etc, tmp_path):
         d.stop()
     with open("/proc/self/mountinfo") as fh:
         assert any(line.split()[4] == "/etc" for line in fh)  # still the copy: the host's /etc is untouched
+
+
+def test_build_copies_and_runs_with_the_containers_owners(daemon, tmp_path):
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "f").write_text("copied\n")
+    (context / "Dockerfile").write_text(
+        "FROM busybox\nCOPY f /f\nCOPY --chown=3:4 f /g\nRUN mkdir /r && chown 5:6 /r\n"
+    )
+    tag = f"userns-build-{daemon.kind}"
+    env = dict(os.environ, DOCKER_CONFIG=daemon.config_dir, DOCKER_HOST=daemon.process.host, DOCKER_BUILDKIT="0")
+    proc = subprocess.run(["docker", "build", "-q", "-t", tag, str(context)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = daemon.docker("run", "--rm", tag, "stat", "-c", "%u:%g", "/f", "/g", "/r").stdout.split()
+    assert out == ["0:0", "3:4", "5:6"]
+    daemon.docker("rmi", tag)
