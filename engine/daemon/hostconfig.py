@@ -452,11 +452,36 @@ def build_command(
         masked_paths=hc.get("MaskedPaths"),
         readonly_paths=hc.get("ReadonlyPaths"),
         devices=devices_of(hc),
-        sysctls=dict(hc.get("Sysctls") or {}),
+        sysctls=sysctls_of(hc, bool(user_namespace)),
         seccomp_profile=seccomp_profile,
         user_namespace=dict(user_namespace or {}),
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
     )
+
+
+#: Network sysctls dockerd sets in a container's own network namespace unless the container
+#: sets them (moby 20.10 ``daemon/oci_linux.go``): any port below 1024 without
+#: CAP_NET_BIND_SERVICE, and ICMP echo sockets without CAP_NET_RAW (not in a user namespace).
+NETWORK_SYSCTL_DEFAULTS = (
+    ("net.ipv4.ip_unprivileged_port_start", "0", True),
+    ("net.ipv4.ping_group_range", "0 2147483647", False),
+)
+
+
+def sysctls_of(hc: dict, user_namespace: bool, exists: Callable[[str], bool] = os.path.exists) -> dict[str, str]:
+    """The container's sysctls: its own, and dockerd's network defaults when it gets a network
+    namespace of its own (root in a user namespace needs them: the namespace is the host's user's).
+
+    :param exists: whether a ``/proc/sys`` file exists (this kernel has the sysctl).
+    """
+    out = dict(hc.get("Sysctls") or {})
+    mode = hc.get("NetworkMode") or "default"
+    if mode == "host" or mode.startswith("container:"):
+        return out
+    for key, value, in_userns in NETWORK_SYSCTL_DEFAULTS:
+        if key not in out and (in_userns or not user_namespace) and exists("/proc/sys/" + key.replace(".", "/")):
+            out[key] = value
+    return out
 
 
 def log_options(hc: dict) -> dict[str, Any]:

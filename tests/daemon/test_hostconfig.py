@@ -26,6 +26,7 @@ from engine.daemon.hostconfig import (
     parse_size,
     resources_of,
     shim_spec,
+    sysctls_of,
     updated_host_config,
     validate_host_config,
 )
@@ -436,8 +437,33 @@ def test_build_command():
     assert (cmd.ipc_mode, cmd.pid_mode, cmd.uts_mode) == ("container:/proc/9/ns/ipc", "host", "host")
     assert cmd.cgroup_parent == "custom" and cmd.readonly_rootfs
     assert cmd.masked_paths == [] and cmd.readonly_paths is None  # [] is "none", None is Docker's defaults
-    assert cmd.sysctls == {"net.core.somaxconn": "1024"} and cmd.shm_size == 1 << 20
+    assert cmd.sysctls == {
+        "net.core.somaxconn": "1024",
+        # dockerd's defaults for a network namespace of its own (the kernel has both here)
+        "net.ipv4.ip_unprivileged_port_start": "0",
+        "net.ipv4.ping_group_range": "0 2147483647",
+    }
+    assert cmd.shm_size == 1 << 20 and cmd.user_namespace == {}
     assert Command.from_json(cmd.to_json()) == cmd
+
+
+@pytest.mark.parametrize(
+    "hc, userns, expected",
+    [
+        ({}, False, {"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}),
+        ({}, True, {"net.ipv4.ip_unprivileged_port_start": "0"}),  # dockerd: no ping sockets in a user namespace
+        ({"NetworkMode": "host"}, False, {}),
+        ({"NetworkMode": "container:db"}, False, {}),
+        (
+            {"Sysctls": {"net.ipv4.ip_unprivileged_port_start": "1024"}},
+            True,
+            {"net.ipv4.ip_unprivileged_port_start": "1024"},
+        ),
+    ],
+)
+def test_network_sysctl_defaults_as_dockerd(hc, userns, expected):
+    assert sysctls_of(hc, userns, exists=lambda path: True) == expected
+    assert sysctls_of({}, userns, exists=lambda path: False) == {}
 
 
 def test_build_command_defaults():
