@@ -48,6 +48,7 @@ def client():
         "/images/create",
         "/commit",
         "/system/df",
+        "/build",
     ):
         app.add_route(route, capture)
     return falcon.testing.TestClient(app)
@@ -264,6 +265,11 @@ def test_other_bodies_refused(client, path, body, message):
         ("POST", "/images/create?fromImage=busybox&platform=linux/amd64/v8/x", "unknown operating system"),
         ("GET", "/volumes/a%00b", "invalid name: a NUL character is not allowed"),
         ("GET", "/containers/json?filters=%00", "invalid filters: a NUL character is not allowed"),
+        ("POST", "/build?labels=%7B%22a%22%3A1%7D", 'invalid labels["a"]: want a string, got a number'),
+        ("POST", "/build?buildargs=%5B%5D", "invalid buildargs: want an object, got an array"),
+        ("POST", "/build?cachefrom=%7B%7D", "invalid cachefrom: want an array"),
+        ("POST", "/build?ulimits=%5B%7B%22Soft%22%3A%22x%22%7D%5D", "invalid ulimits[0].Soft: want an integer"),
+        ("POST", "/build?buildargs=%7B%22a%22%3ANaN%7D", "invalid JSON in buildargs"),
     ],
 )
 def test_parameters_refused(client, method, path, message):
@@ -284,6 +290,7 @@ def test_parameters_refused(client, method, path, message):
         ("POST", "/containers/create?platform=linux/arm64/v8"),
         ("POST", "/images/create?fromImage=busybox&platform=amd64"),
         ("GET", "/system/df?type=container&type=image"),
+        ("POST", "/build?buildargs=%7B%22HTTP_PROXY%22%3Anull%2C%22A%22%3A%22b%22%7D&labels=%7B%7D"),
     ],
 )
 def test_parameters_clients_send_pass(client, method, path):

@@ -75,13 +75,22 @@ def _query_values(req: Any, name: str) -> list[str]:
 
 
 def _check_query(req: Any, method: str, template: str, param: Mapping[str, Any]) -> None:
+    """One described query parameter: JSON ones by their schema, the others by format, type and enum."""
     name = param["name"]
     check = formats.ROUTE_QUERY_CHECKS.get((method, template, name)) or formats.QUERY_CHECKS.get(name)
     kind = param.get("items", {}).get("type") if param.get("type") == "array" else param.get("type")
     enum = param.get("items", {}).get("enum") if param.get("type") == "array" else param.get("enum")
+    json_schema = formats.JSON_QUERY.get((method, template, name))
     for value in _query_values(req, name):
         if value == "":
             continue  # dockerd reads an empty parameter as an absent one
+        if json_schema is not None:
+            try:
+                decoded = strictjson.loads(value)
+            except strictjson.JSONError as exc:
+                raise InvalidParameter(f"invalid JSON in {name}: {exc}") from None
+            load().check(decoded, json_schema, name)
+            continue
         if check is not None:
             check(value, name)
             continue
@@ -114,6 +123,10 @@ def check_request(
     if op is None:
         return
     method = req.method.upper()
+    described = {p.get("name") for p in op.get("parameters", ()) if p.get("in") == "query"}
+    for m, t, name in formats.JSON_QUERY:
+        if (m, t) == (method, template) and name not in described:  # moby reads it; the description omits it
+            _check_query(req, method, template, {"name": name, "type": "string"})
     for param in op.get("parameters", ()):
         where = param.get("in")
         if where == "query":

@@ -83,6 +83,24 @@ ROUTE_QUERY_CHECKS: dict[tuple[str, str, str], Callable[[str, str], None]] = {
     ("GET", "/containers/{id}/logs", "since"): timestamp,
     ("GET", "/containers/{id}/logs", "until"): timestamp,
 }
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+#: Query parameters that carry JSON (the description types them as strings): their schema, in
+#: the description's terms, as moby's handlers decode them (``map[string]*string`` for build args).
+JSON_QUERY: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("POST", "/build", "buildargs"): {
+        "type": "object",
+        "additionalProperties": {"type": "string", "x-nullable": True},
+    },
+    ("POST", "/build", "labels"): _STRINGS,
+    ("POST", "/build", "cachefrom"): {"type": "array", "items": {"type": "string"}},
+    ("POST", "/build", "ulimits"): {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"Name": {"type": "string"}, "Soft": {"type": "integer"}, "Hard": {"type": "integer"}},
+        },
+    },
+}
 #: How a query parameter of a described type is checked.
 TYPE_CHECKS: dict[str, Callable[[str, str], None]] = {"integer": _integer}
 
