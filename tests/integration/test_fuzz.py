@@ -22,19 +22,24 @@ Left out, each for a reason (:data:`EXCLUDED`):
   swarm``, as dockerd does and as clients expect (COMPAT §0.16); that 503
   is the right answer, not a fault to find;
 * ``GET /containers/{id}/attach/ws`` and ``POST /session``: a websocket and a
-  hijacked gRPC session stay open as long as the client wants.
+  hijacked gRPC session stay open as long as the client wants;
+* ``GET /images/search``: the only registry the sandbox reaches (distribution
+  on loopback) has no search API, so every search ends in the upstream's
+  failure;
+* ``POST /networks/create`` while this engine answers a valid create with its
+  501 "user-defined networks are not supported" (a probe at the start
+  decides; once user-defined networks land, it is fuzzed like the rest).
 
 Kept, with the parameters that would make a correct daemon wait for ever
 pinned (:func:`tame`): ``/events`` gets an ``until`` in the past, logs no
 ``follow``, stats no ``stream``, attach no ``stream``, a stop or restart
-waits 1 s at most (it waits as many seconds as ``t`` says); ``/wait`` and
-``/exec/{id}/start`` name only objects that do not exist or have ended
-(waiting on a running container is waiting). Requests that would reach a
-registry go to a local one on loopback (pulls, pushes, search, login,
-distribution), since the sandbox has no other network and an unreachable
-registry is an upstream failure, not bad input; ``/images/create`` imports
-only from the body (``fromSrc=-``) and ``/build`` takes no ``remote``, for
-the same reason.
+waits 1 s at most (it waits as many seconds as ``t`` says); ``/wait``,
+attach and ``/exec/{id}/start`` never name the known objects (waiting on a
+running container is waiting). Requests that would reach a registry go to a
+local one on loopback (pulls, pushes, login, distribution), since the
+sandbox has no other network and an unreachable registry is an upstream
+failure, not bad input; ``/images/create`` imports only from the body
+(``fromSrc=-``) and ``/build`` takes no ``remote``, for the same reason.
 """
 
 from __future__ import annotations
@@ -113,6 +118,8 @@ class Fixture:
         self.daemon.start()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.known: dict[str, list[str]] = {}
+        #: Operations this engine refuses as not built (501), each with its answer.
+        self.not_built: dict[str, str] = {}
 
     def docker(self, *args: str) -> str:
         env = dict(os.environ, DOCKER_HOST=self.daemon.host, DOCKER_CONFIG=os.path.join(self.workdir, "cfg"))
@@ -137,6 +144,16 @@ class Fixture:
             headers={"Content-Type": "application/json"},
         )
         assert status == 201, body
+        # User-defined networks are being built (their own branch); until they land, a network
+        # create is the documented 501 refusal, which is not what the fuzz is looking for.
+        status, answer = self.daemon.request(
+            "POST", "/networks/create", b'{"Name": "fuzz-probe"}', headers={"Content-Type": "application/json"}
+        )
+        if status == 501:
+            self.not_built["POST /networks/create"] = json.loads(answer)["message"]
+        else:
+            assert status == 201, answer
+            self.docker("network", "rm", "fuzz-probe")
         self.known = {
             "containers": ["fuzz-running", "fuzz-created", "fuzz-exited", running[:12]],
             "images": ["busybox", "busybox:latest", f"{self.registry.host}/fuzz/busybox"],
@@ -273,7 +290,7 @@ def test_fuzz_finds_no_server_error_and_no_hang(fuzzed):
         op = result.ok()
         method, path = op.method.upper(), op.path
         op_key = f"{method} {path}"
-        reason = excluded(method, path)
+        reason = excluded(method, path) or fuzzed.not_built.get(op_key)
         if reason:
             left_out[op_key] = reason
             continue
