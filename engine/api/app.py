@@ -18,7 +18,7 @@ from typing import Any
 
 import falcon
 
-from engine.api import contenttype, errors, middleware, system
+from engine.api import contenttype, errors, middleware, system, validation
 
 LOG = logging.getLogger("engine.api")
 
@@ -53,7 +53,12 @@ def create_app(
         middleware (the metrics' request counter).
     """
     app = falcon.App(
-        middleware=[middleware.VersionMiddleware(cors=cors), contenttype.JSONBodyMiddleware(), *extra_middleware],
+        middleware=[
+            middleware.VersionMiddleware(cors=cors),
+            contenttype.JSONBodyMiddleware(),
+            validation.RequestValidation(),
+            *extra_middleware,
+        ],
         cors_enable=False,
     )
     app.req_options.keep_blank_qs_values = True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import queue
 import threading
 from collections.abc import Iterator, Mapping
@@ -11,8 +10,10 @@ from typing import Any
 
 import engine as _engine
 from engine import apiversion
+from engine.api.validation import NO_BODY, decode_body
 from engine.core.env import parse_bool
 from engine.errors import EngineError, InvalidParameter
+from engine.utils import strictjson
 from engine.utils.sockets import client_gone
 
 JSON = "application/json"
@@ -66,7 +67,7 @@ def query_json(req: Any, name: str, default: Any = None) -> Any:
     if value is None or value == "":
         return default
     try:
-        return json.loads(value)
+        return strictjson.loads(value)
     except ValueError as exc:
         raise InvalidParameter(f"invalid JSON in {name}: {exc}") from None
 
@@ -80,7 +81,7 @@ def parse_filters(raw: str | None) -> dict[str, list[str]]:
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        data = strictjson.loads(raw)
     except ValueError as exc:
         raise InvalidParameter(f"invalid filter: {exc}") from None
     if not isinstance(data, dict):
@@ -111,16 +112,16 @@ def body_stream(req: Any) -> Any:
 
 
 def read_json(req: Any, required: bool = True, default: Any = None) -> Any:
-    """Decode a JSON request body; malformed JSON is a 400."""
-    raw = body_stream(req).read()
-    if not raw or not raw.strip():
+    """The JSON request body (decoded once, strictly: :func:`engine.api.validation.decode_body`).
+
+    :raises InvalidParameter: malformed JSON, or no body when ``required``.
+    """
+    value = decode_body(req)
+    if value is NO_BODY:
         if required:
             raise InvalidParameter("request body is empty; a JSON object is required")
         return default
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidParameter(f"malformed JSON in request body: {exc}") from None
+    return value
 
 
 def run_job(engine: Any, name: str, *args: str, env: Mapping[str, Any] | None = None, stdin: Any = None) -> bytes:

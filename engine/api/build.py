@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 import falcon
 
 from engine.api.base import JSON, body_stream, parse_filters, query_bool, query_int, read_json, run_job, stream_job
 from engine.errors import InvalidParameter
+from engine.utils import strictjson
 
 
 def registry_config(header: str | None) -> dict[str, dict]:
@@ -32,7 +32,7 @@ def registry_config(header: str | None) -> dict[str, dict]:
     text += "=" * (-len(text) % 4)
     for decode in (base64.urlsafe_b64decode, base64.b64decode):
         try:
-            data = json.loads(decode(text.encode()))
+            data = strictjson.loads(decode(text.encode()))
         except (binascii.Error, ValueError):
             continue
         if isinstance(data, dict):
@@ -47,7 +47,7 @@ def _json_param(req: Any, name: str, what: str, kind: type) -> Any:
     if not value:
         return kind()
     try:
-        data = json.loads(value)
+        data = strictjson.loads(value)
     except ValueError as exc:
         raise InvalidParameter(f"error reading {what}: {exc}") from None
     if data is None:

@@ -936,14 +936,19 @@ class Builder:
             if add and info.decompress and _is_archive(host_src):
                 dest_dir = target
                 with open(host_src, "rb") as fh:
-                    _apply_in_root(root, dest_dir, fh)
+                    _apply_in_root(root, dest_dir, self.graph.layers.to_host(fh), self.graph.layers.host_owner(0, 0))
                 return
             if target.endswith("/") or _is_dir_in_root(root, target):
                 dest_dir, base = target, posixpath.basename(info.path)
             else:
                 dest_dir, base = posixpath.dirname(target.rstrip("/")) or "/", posixpath.basename(target.rstrip("/"))
             entries = [(base, host_src)]
-        stream = _ChunkReader(_tar_chunks(entries, owner))
+        stream: Any = _ChunkReader(_tar_chunks(entries, owner))
+        if owner is not None:
+            # Owners of the container (0:0, --chown): the layer stores the host's (--userns-remap).
+            # Without one (--from), the files keep the owners they have on the host already.
+            stream = self.graph.layers.to_host(stream)
+            owner = self.graph.layers.host_owner(*owner)
         _apply_in_root(root, dest_dir, stream, owner)
 
 

@@ -28,7 +28,7 @@ from typing import IO
 
 from engine import archive
 from engine.builder.parser import Dockerfile, parse
-from engine.errors import EngineError, HostError, InvalidParameter, NotFound
+from engine.errors import HostError, InvalidParameter, NotFound
 from engine.sys import libc
 from engine.sys.fs import safe_rmtree
 from engine.utils import dockerignore
@@ -39,8 +39,9 @@ _IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 DEFAULT_DOCKERFILE = "Dockerfile"
 
 
-class ContextError(EngineError):
-    """The context cannot be used (dockerd answers 500 for these)."""
+class ContextError(InvalidParameter):
+    """The context the client sent cannot be used: a 400 (dockerd answers 500 for these; issue 14:
+    bad input is never a server error here)."""
 
 
 def forbidden(path: str) -> InvalidParameter:

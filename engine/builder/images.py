@@ -215,7 +215,8 @@ def register_diff(graph: Graph, stream: IO[bytes], parent: Image | None, pin: Ca
     The layer is pinned with ``pin`` so that a garbage collection cannot take
     it before the image that holds it exists.
     """
-    spool, diff_id = spool_diff(stream)
+    # The driver's diff has the host's owners; a layer speaks of the container's (--userns-remap).
+    spool, diff_id = spool_diff(graph.layers.to_container(stream))
     try:
         if diff_id == EMPTY_LAYER:
             return None

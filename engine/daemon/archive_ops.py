@@ -258,7 +258,7 @@ def get(svc: Any, c: Any, path: str, out: Any) -> None:
             # "/dir/." means the directory's contents.
             clean = _abs(path)
             arcname = "." if path.endswith("/.") or clean == "/" else _go_base(clean)
-            stream = archive.tar_entry(parent, name, arcname)
+            stream = svc.daemon.graph.layers.to_container(archive.tar_entry(parent, name, arcname))
             try:
                 while True:
                     chunk = stream.read(1 << 20)
@@ -294,7 +294,7 @@ def put(
         try:
             archive.apply_layer(
                 f"/proc/self/fd/{fd}",
-                body,
+                svc.daemon.graph.layers.to_host(body),
                 whiteouts="keep",
                 no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
                 shown_as=shown,

@@ -92,6 +92,7 @@ class Config:
     selinux_enabled: bool = False
     seccomp_profile: str = ""
     no_new_privileges: bool = False
+    userns_remap: str = ""
     userland_proxy: bool = True
     labels: list[str] = field(default_factory=list)
     metrics_addr: str = ""
@@ -245,6 +246,13 @@ _OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
         ("--no-new-privileges",),
         "bool",
         "set no-new-privileges for new containers by default",
+    ),
+    (
+        "userns_remap",
+        ("userns-remap",),
+        ("--userns-remap",),
+        "str",
+        "user namespace for containers: 'default' (the dockremap user), USER[:GROUP] or UID[:GID]",
     ),
     (
         "userland_proxy",

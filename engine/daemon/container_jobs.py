@@ -81,21 +81,25 @@ def job_start(job: Any) -> None:
     svc_of(job).start(container_of(job))
 
 
-def stop_signal(job: Any) -> str | None:
-    """The ``signal`` of a stop or restart, which API 1.42 added (ignored before)."""
-    if apiversion.before(apiversion.of_job(job), "1.42"):
-        return None
-    return job.env.get("Signal") or None
+def _stop_options(job: Any) -> tuple[int | None, str | None]:
+    """``Timeout`` (None: the container's own) and ``Signal`` of a stop or restart (API 1.42
+    added the signal, ignored before); a bad signal is refused here, before the stop changes
+    anything."""
+    timeout = job.env.get_int("Timeout") if job.env.get("Timeout") not in ("", None) else None
+    sig = None if apiversion.before(apiversion.of_job(job), "1.42") else job.env.get("Signal") or None
+    if sig is not None:
+        parse_signal(sig)
+    return timeout, sig
 
 
 def job_stop(job: Any) -> None:
-    timeout = job.env.get("Timeout")
-    svc_of(job).stop(container_of(job), int(timeout) if timeout not in ("", None) else None, stop_signal(job))
+    timeout, sig = _stop_options(job)
+    svc_of(job).stop(container_of(job), timeout, sig)
 
 
 def job_restart(job: Any) -> None:
-    timeout = job.env.get("Timeout")
-    svc_of(job).restart(container_of(job), int(timeout) if timeout not in ("", None) else None, stop_signal(job))
+    timeout, sig = _stop_options(job)
+    svc_of(job).restart(container_of(job), timeout, sig)
 
 
 def job_kill(job: Any) -> None:
@@ -247,7 +251,9 @@ def job_export(job: Any) -> None:
     c = container_of(job)
     driver = require(svc.daemon.graphdriver, "graph driver")
     path = driver.get(c.id)
-    stream = archive.tar_tree(path, release=lambda: driver.put(c.id))
+    stream = require(svc.daemon.graph, "image store").layers.to_container(
+        archive.tar_tree(path, release=lambda: driver.put(c.id))
+    )
     try:
         while True:
             chunk = stream.read(1 << 20)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from engine.daemon.network import NetworkService
     from engine.daemon.security import SecurityPolicy
     from engine.daemon.store import ContainerStore
+    from engine.daemon.userns import Remap
     from engine.daemon.volumes import VolumeStore
     from engine.drivers.exec import ExecDriver
     from engine.graph.graph import Graph
@@ -81,6 +82,8 @@ class Daemon:
         self.exec_driver: ExecDriver | None = None
         #: The security options a container runs with (seccomp, no_new_privs, sysctl checks).
         self.security: SecurityPolicy | None = None
+        #: ``--userns-remap``: the user and ID map of the containers (None: the host's IDs).
+        self.remap: Remap | None = None
         self.volumes: VolumeStore | None = None
         #: The container records, names and lookups.
         self.containers: ContainerStore | None = None
@@ -118,6 +121,16 @@ class Daemon:
     def _setup_root(self) -> None:
         root = os.path.realpath(self.config.root)
         os.makedirs(root, mode=0o711, exist_ok=True)
+        if self.config.userns_remap:
+            from engine.daemon import userns
+
+            try:
+                self.remap = userns.setup(self.config.userns_remap)
+            except EngineError as exc:
+                raise RuntimeError(str(exc)) from exc
+            # Everything (images, containers, volumes) lives in <root>/<uid>.<gid>, as with dockerd.
+            root = userns.remapped_root(root, self.remap)
+            LOG.info("user namespaces: %r, root %s", self.remap, root)
         self.root = self.config.data_root = root
         # The seed points TMPDIR at <root>/tmp so big temporary files (layer
         # downloads) land on the same file system as their destination and
@@ -151,7 +164,10 @@ class Daemon:
     def _setup_graph(self) -> None:
         from engine.graph.graph import Graph
 
-        self.graph = Graph(self.root, require(self.graphdriver, "graph driver"), on_event=self._image_event)
+        idmap = self.remap.idmap if self.remap is not None else None
+        self.graph = Graph(
+            self.root, require(self.graphdriver, "graph driver"), on_event=self._image_event, idmap=idmap
+        )
 
     def _image_event(self, action: str, image_id: str, attributes: dict) -> None:
         self.events.log("image", action, image_id, attributes)
@@ -179,8 +195,12 @@ class Daemon:
         self.exec_driver = drivers.select("exec", self.config.driver_config())
         from engine.daemon.security import SecurityPolicy
 
+        if self.remap is not None:
+            reason = self.exec_driver.userns_support()
+            if reason is not None:
+                raise RuntimeError(f"--userns-remap: {reason}")
         try:
-            self.security = SecurityPolicy(self.config, self.exec_driver.seccomp_support())
+            self.security = SecurityPolicy(self.config, self.exec_driver.seccomp_support(), self.remap)
         except EngineError as exc:
             raise RuntimeError(str(exc)) from exc
 
@@ -196,7 +216,8 @@ class Daemon:
 
         assert self.graph is not None and self.linkgraph is not None and self.network is not None
         assert self.exec_driver is not None
-        self.volumes = VolumeStore(self.root, drivers.select_volumes(self.config.driver_config()))
+        owner = (self.remap.idmap.root_uid, self.remap.idmap.root_gid) if self.remap is not None else (0, 0)
+        self.volumes = VolumeStore(self.root, drivers.select_volumes(self.config.driver_config()), owner)
         self.containers = ContainerStore(self.root, self.linkgraph)
         #: A warm process with the shim and the driver imported launches the shims (ARCHITECTURE §5).
         launcher = ShimLauncher(preload=[type(self.exec_driver).__module__])

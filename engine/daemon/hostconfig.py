@@ -23,6 +23,7 @@ from engine.daemon.runtime import CONTAINER_INIT_PATH, check_cgroup_parent, chec
 from engine.daemon.volumes import parse_bind, parse_mount, parse_tmpfs, volume_subpath
 from engine.drivers.exec import Command, ExecDriver, ProcessConfig, Resources
 from engine.errors import InvalidParameter
+from engine.utils import cpuset
 
 RESTART_POLICIES = ("", "no", "always", "on-failure", "unless-stopped")
 #: The ``PATH`` of a container whose config sets none (moby's ``DefaultPathEnv``).
@@ -106,9 +107,20 @@ def merge_image_config(user: dict, image: dict) -> dict:
     return out
 
 
-def validate_host_config(hc: dict, ncpu: int) -> list[str]:
-    """moby's ``verifyContainerSettings`` checks; returns warnings."""
+def validate_host_config(
+    hc: dict, ncpu: int, online_cpus: Callable[[], str] = cpuset.online, online_mems: Callable[[], str] | None = None
+) -> list[str]:
+    """moby's ``verifyContainerSettings`` checks; returns warnings.
+
+    :param online_cpus: the host's online CPUs in the list syntax (``0-1``).
+    :param online_mems: its memory nodes (``/sys/devices/system/node/online`` by default).
+    """
     warnings: list[str] = []
+    for key, field, available in (
+        ("CpusetCpus", "cpus", online_cpus),
+        ("CpusetMems", "mems", online_mems or (lambda: cpuset.online("node"))),
+    ):
+        _check_cpuset(str(hc.get(key) or ""), field, available)
     for entry in hc.get("ExtraHosts") or []:
         resolvconf.parse_extra_host(entry)
     policy = hc.get("RestartPolicy") or {}
@@ -160,6 +172,21 @@ def validate_host_config(hc: dict, ncpu: int) -> list[str]:
     if mode.startswith("container:") and (hc.get("PortBindings") or hc.get("PublishAllPorts")):
         raise InvalidParameter("conflicting options: port publishing and the container type network mode")
     return warnings
+
+
+def _check_cpuset(requested: str, field: str, available: Callable[[], str]) -> None:
+    """moby's ``verifyPlatformContainerResources`` for ``--cpuset-cpus``/``--cpuset-mems``: the
+    list parses and names only what the host has, so the cgroup write at start cannot fail."""
+    if not requested:
+        return
+    have = available()
+    try:
+        ok = cpuset.is_subset(requested, have)
+    except ValueError as exc:
+        raise InvalidParameter(f"Invalid value {requested} for cpuset {field}: {exc}") from None
+    if not ok:
+        what = "CPUs" if field == "cpus" else "memory nodes"
+        raise InvalidParameter(f"Requested {what} are not available - requested {requested}, available: {have}")
 
 
 def resources_of(hc: dict) -> Resources:
@@ -413,6 +440,7 @@ def build_command(
     pid_namespace: str = "",
     shm_path: str = "",
     cgroup_parent: str = "/docker",
+    user_namespace: dict | None = None,
 ) -> Command:
     """The exec driver's :class:`~engine.drivers.exec.Command` for ``c``.
 
@@ -433,6 +461,7 @@ def build_command(
     :param ulimits: the container's limits merged with the daemon's defaults.
     :param cgroup_parent: the container's ``CgroupParent``, else the daemon's (``/docker``): an
         absolute one from the root of each hierarchy, a relative one below the daemon's cgroup.
+    :param user_namespace: its user namespace's maps (``--userns-remap``); None or {}: the host's.
     """
     cfg, hc = c.config, c.host_config
     process = process_of(c, extra_env, no_new_privileges)
@@ -470,12 +499,38 @@ def build_command(
         masked_paths=hc.get("MaskedPaths"),
         readonly_paths=hc.get("ReadonlyPaths"),
         devices=devices_of(hc),
-        sysctls=dict(hc.get("Sysctls") or {}),
+        sysctls=sysctls_of(hc, bool(user_namespace)),
         seccomp_profile=seccomp_profile,
+        user_namespace=dict(user_namespace or {}),
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
         rlimits=rlimits(list(ulimits)),
         oom_score_adj=int(hc.get("OomScoreAdj") or 0),
     )
+
+
+#: Network sysctls dockerd sets in a container's own network namespace unless the container
+#: sets them (moby 20.10 ``daemon/oci_linux.go``): any port below 1024 without
+#: CAP_NET_BIND_SERVICE, and ICMP echo sockets without CAP_NET_RAW (not in a user namespace).
+NETWORK_SYSCTL_DEFAULTS = (
+    ("net.ipv4.ip_unprivileged_port_start", "0", True),
+    ("net.ipv4.ping_group_range", "0 2147483647", False),
+)
+
+
+def sysctls_of(hc: dict, user_namespace: bool, exists: Callable[[str], bool] = os.path.exists) -> dict[str, str]:
+    """The container's sysctls: its own, and dockerd's network defaults when it gets a network
+    namespace of its own (root in a user namespace needs them: the namespace is the host's user's).
+
+    :param exists: whether a ``/proc/sys`` file exists (this kernel has the sysctl).
+    """
+    out = dict(hc.get("Sysctls") or {})
+    mode = hc.get("NetworkMode") or "default"
+    if mode == "host" or mode.startswith("container:"):
+        return out
+    for key, value, in_userns in NETWORK_SYSCTL_DEFAULTS:
+        if key not in out and (in_userns or not user_namespace) and exists("/proc/sys/" + key.replace(".", "/")):
+            out[key] = value
+    return out
 
 
 def shim_spec(c: Container, cmd: Command, driver: ExecDriver) -> dict[str, Any]:

@@ -380,11 +380,16 @@ class LifeCycle:
         so read-only or minimal images can still be run."""
         driver = self.daemon.graphdriver
         path = driver.get(layer)
+        made: list[str] = []
         try:
             for d in ("dev/pts", "dev/shm", "proc", "sys", "etc"):
                 p = os.path.join(path, d)
                 if not os.path.lexists(p):
+                    parent = os.path.dirname(p)
+                    if parent != path and not os.path.lexists(parent):
+                        made.append(parent)
                     os.makedirs(p, 0o755, exist_ok=True)
+                    made.append(p)
             for f in ("etc/hosts", "etc/hostname", "etc/resolv.conf", ".dockerenv", "dev/console"):
                 p = os.path.join(path, f)
                 if not os.path.lexists(p):
@@ -393,6 +398,16 @@ class LifeCycle:
                         with open(p, "w"):
                             pass
                         os.chmod(p, 0o755 if f == "dev/console" else 0o644)
+                        made.append(p)
+            remap = getattr(self.daemon, "remap", None)
+            if remap is not None:
+                # What is made here belongs to the containers' root (--userns-remap), as dockerd makes
+                # it; so does the root directory when no layer said whose it is (the driver made it).
+                st = os.lstat(path)
+                if (st.st_uid, st.st_gid) == (0, 0):
+                    made.append(path)
+                for p in made:
+                    os.lchown(p, remap.idmap.root_uid, remap.idmap.root_gid)
         finally:
             driver.put(layer)
 
@@ -522,6 +537,7 @@ class LifeCycle:
                 no_new_privileges=self.daemon.security.no_new_privileges(c.host_config),
                 **runtime.command_options(c.host_config, self.daemon.config, self.exec_driver),
                 **namespaces.join_options(c, self.store, self.daemon.shm),
+                user_namespace=self.daemon.security.user_namespace(c.host_config),
             )
             for m in c.mounts:
                 if m["Type"] == "volume":

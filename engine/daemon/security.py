@@ -110,11 +110,13 @@ class SecurityPolicy:
         (``seccomp_profile``, ``no_new_privileges``).
     :param seccomp_unsupported: None when the exec driver applies seccomp
         profiles, else why not (:meth:`ExecDriver.seccomp_support`).
+    :param remap: ``--userns-remap`` (:class:`~engine.daemon.userns.Remap`), or None.
     :raises InvalidParameter: ``--seccomp-profile`` cannot be read or is not a valid profile.
     """
 
-    def __init__(self, config: Any, seccomp_unsupported: str | None) -> None:
+    def __init__(self, config: Any, seccomp_unsupported: str | None, remap: Any = None) -> None:
         self.seccomp_unsupported = seccomp_unsupported
+        self.remap = remap
         self.no_new_privileges_default = bool(getattr(config, "no_new_privileges", False))
         path = getattr(config, "seccomp_profile", "") or ""
         self.profile_name = path or "default"
@@ -138,6 +140,15 @@ class SecurityPolicy:
 
         :raises InvalidParameter: a bad security option, seccomp profile or sysctl.
         """
+        userns_mode = hc.get("UsernsMode") or ""
+        if userns_mode not in ("", "host"):
+            raise InvalidParameter(f"invalid USER NS mode: {userns_mode}")
+        if self.remap is not None and hc.get("Privileged") and userns_mode != "host":
+            # moby's verifyPlatformContainerSettings, with its words (two spaces and all).
+            raise InvalidParameter(
+                "privileged mode is incompatible with user namespaces.  You must run the container "
+                "in the host namespace when running privileged mode"
+            )
         opts = parse_security_opt(hc.get("SecurityOpt"))
         if opts.seccomp not in ("", UNCONFINED):
             if self.seccomp_unsupported is not None:
@@ -189,6 +200,13 @@ class SecurityPolicy:
             return ""
         return self.default_profile
 
+    def user_namespace(self, hc: dict[str, Any]) -> dict[str, Any]:
+        """The exec driver's ``Command.user_namespace`` for the container: the daemon's maps
+        (``--userns-remap``) unless it opted out with ``--userns=host``; {} for the host's."""
+        if self.remap is None or (hc.get("UsernsMode") or "") == "host":
+            return {}
+        return self.remap.idmap.to_json()
+
     def no_new_privileges(self, hc: dict[str, Any]) -> bool:
         """Whether the container's processes get no_new_privs."""
         chosen = parse_security_opt(hc.get("SecurityOpt")).no_new_privileges
@@ -201,6 +219,8 @@ class SecurityPolicy:
         out = []
         if self.seccomp_unsupported is None:
             out.append(f"name=seccomp,profile={self.profile_name}")
+        if self.remap is not None:
+            out.append("name=userns")
         if self.no_new_privileges_default:
             out.append("name=no-new-privileges")
         return out

@@ -44,12 +44,15 @@ class VolumeStore:
 
     :param root: the daemon root (volumes live in ``<root>/volumes``).
     :param driver: the vfs graph driver whose layers hold volume data.
+    :param owner: the host IDs a new volume's directory belongs to: the
+        containers' root, which ``--userns-remap`` moves (dockerd's rule).
     """
 
-    def __init__(self, root: str, driver: Any) -> None:
+    def __init__(self, root: str, driver: Any, owner: tuple[int, int] = (0, 0)) -> None:
         self.dir = os.path.join(root, "volumes")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.driver = driver
+        self.owner = owner
         self._lock = threading.RLock()
         self._meta: dict[str, dict] = {}
         #: Holders of each volume whose device is mounted (volumes with driver options).
@@ -142,6 +145,12 @@ class VolumeStore:
             lid = self.layer_id(name)
             if not self.driver.exists(lid):
                 self.driver.create(lid)
+                if self.owner != (0, 0):
+                    path = self.driver.get(lid)
+                    try:
+                        os.chown(path, *self.owner)
+                    finally:
+                        self.driver.put(lid)
             meta = {
                 "Name": name,
                 "Driver": "local",

@@ -108,6 +108,10 @@ class Command(Record):
     #: container's capabilities, the machine and the kernel, and loads it
     #: last before execve(2). "" means unconfined.
     seccomp_profile: str = ""
+    #: The user namespace the container runs in (``--userns-remap``):
+    #: ``{"uids": [[container, host, size], ...], "gids": [...]}`` as
+    #: ``/proc/PID/uid_map`` takes them; empty: the host's.
+    user_namespace: dict = {}
     shm_size: int = 64 * 1024 * 1024
     tmpfs: dict[str, str] = {}
     #: Resource limits of every process of the container, first and exec'd:
@@ -277,6 +281,13 @@ class ExecDriver(abc.ABC):
         refuses custom ones, as dockerd does on a kernel without seccomp.
         """
         return f"the {self.name} exec driver does not apply seccomp profiles"
+
+    def userns_support(self) -> str | None:
+        """None when the driver runs containers in ``Command.user_namespace``, else why it cannot.
+
+        The daemon refuses to start with ``--userns-remap`` then.
+        """
+        return f"the {self.name} exec driver does not run containers in user namespaces"
 
 
 def home(root: str, name: str) -> str:

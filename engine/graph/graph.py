@@ -24,6 +24,7 @@ from engine.graph.layers import Layer, LayerStore
 from engine.graph.pools import Pool
 from engine.graph.tagstore import TagStore
 from engine.reference import Reference
+from engine.utils.idmap import IDMap
 from engine.utils.timefmt import ZERO_TIME, parse_rfc3339, rfc3339nano
 
 LOG = logging.getLogger(__name__)
@@ -87,11 +88,15 @@ class Graph:
     """
 
     def __init__(
-        self, root: str, driver: GraphDriver, on_event: Callable[[str, str, dict], None] | None = None
+        self,
+        root: str,
+        driver: GraphDriver,
+        on_event: Callable[[str, str, dict], None] | None = None,
+        idmap: IDMap | None = None,
     ) -> None:
         self.root = root
         self.driver = driver
-        self.layers = LayerStore(root, driver)
+        self.layers = LayerStore(root, driver, idmap)
         self.images = ImageStore(root, self.chain_size)
         self.tags = TagStore(os.path.join(root, f"repositories-{driver.name}"))
         self.pulls = Pool("pull")

@@ -15,6 +15,7 @@ from engine import reference as refs
 from engine.errors import InvalidParameter
 from engine.graph.graph import Graph
 from engine.graph.images import Image
+from engine.utils import strictjson
 from engine.utils.host import goarch
 from engine.utils.timefmt import rfc3339nano
 
@@ -27,7 +28,7 @@ def _json_or_shell(rest: str) -> list[str]:
     text = rest.strip()
     if text.startswith("["):
         try:
-            value = json.loads(text)
+            value = strictjson.loads(text)
         except ValueError:
             value = None
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -97,7 +98,15 @@ def apply_changes(config: dict, changes: list[str]) -> dict:
             config["User"] = rest
         elif instruction == "VOLUME":
             vols = dict(config.get("Volumes") or {})
-            paths = json.loads(rest) if rest.startswith("[") else rest.split()
+            if rest.startswith("["):
+                try:
+                    paths = strictjson.loads(rest)
+                except ValueError:
+                    paths = None
+                if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                    raise InvalidParameter(f"VOLUME: invalid JSON array: {rest}")
+            else:
+                paths = rest.split()
             if not paths:
                 raise InvalidParameter("VOLUME requires at least one argument")
             for path in paths:

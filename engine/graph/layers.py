@@ -39,9 +39,11 @@ from dataclasses import dataclass
 from typing import IO, cast
 
 from engine.archive import tarsplit
+from engine.archive.idshift import ShiftedTar
 from engine.drivers.graph import GraphDriver
 from engine.errors import Conflict, HostError, InvalidParameter, NotFound
 from engine.sys.fs import fsync_dir, safe_rmtree, write_synced
+from engine.utils.idmap import OVERFLOW_ID, IDMap
 
 LOG = logging.getLogger(__name__)
 
@@ -140,17 +142,46 @@ class LayerStore:
 
     :param root: the daemon root (the store lives in ``<root>/layerdb``).
     :param driver: the graph driver layers are stored in.
+    :param idmap: with ``--userns-remap``, the map container IDs go through on
+        the way into the driver (and back on the way out of a container's layer).
     """
 
-    def __init__(self, root: str, driver: GraphDriver) -> None:
+    def __init__(self, root: str, driver: GraphDriver, idmap: IDMap | None = None) -> None:
         self.dir = os.path.join(root, "layerdb")
         self.driver = driver
+        self.idmap = idmap
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self._layers: dict[str, Layer] = {}
         self._lock = threading.RLock()
         self._registering: dict[str, threading.Lock] = {}
         self.recover()
         self._load()
+
+    # the owners of files, with --userns-remap
+    def to_host(self, stream: IO[bytes]) -> IO[bytes]:
+        """A tar of container IDs (a layer, a copy into a container) as the host stores it."""
+        if self.idmap is None:
+            return stream
+        return ShiftedTar(stream, self.idmap.to_host_uid, self.idmap.to_host_gid)  # type: ignore[return-value]
+
+    def to_container(self, stream: IO[bytes]) -> IO[bytes]:
+        """A tar of a container's files on the host (a diff, an export) in the container's IDs."""
+        if self.idmap is None:
+            return stream
+        idmap = self.idmap
+        # A host ID the map does not cover (a file the host made) is the overflow ID, as the
+        # kernel shows it inside the namespace (user_namespaces(7)).
+        return ShiftedTar(  # type: ignore[return-value]
+            stream,
+            lambda uid: idmap.to_container_uid(uid, OVERFLOW_ID),
+            lambda gid: idmap.to_container_gid(gid, OVERFLOW_ID),
+        )
+
+    def host_owner(self, uid: int, gid: int) -> tuple[int, int]:
+        """The host IDs of a container's ``uid``:``gid``."""
+        if self.idmap is None:
+            return uid, gid
+        return self.idmap.to_host_uid(uid), self.idmap.to_host_gid(gid)
 
     # loading and recovery
     def recover(self) -> None:
@@ -275,7 +306,7 @@ class LayerStore:
             with open(os.path.join(staging, TAR_SPLIT), "wb") as record:
                 recorder = tarsplit.Recorder(record)
                 reader = DigestReader(stream, tap=recorder.feed)
-                size = self.driver.apply_diff(hex_id, parent_hex, cast(IO[bytes], reader))
+                size = self.driver.apply_diff(hex_id, parent_hex, self.to_host(cast(IO[bytes], reader)))
                 reader.drain()
                 recorder.close()
                 record.flush()

@@ -13,7 +13,6 @@ config, which verifies each one; a failure leaves no new image or layer.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import tempfile
@@ -28,6 +27,7 @@ from engine.graph.images import Image, parse_config
 from engine.graph.layers import chain_id
 from engine.sys import libc
 from engine.sys.fs import safe_rmtree
+from engine.utils import strictjson
 from engine.utils.progress import Progress
 
 LOG = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class _Dir:
 
     def read_json(self, name: str) -> Any:
         try:
-            return json.loads(self.read(name))
+            return strictjson.loads(self.read(name))
         except ValueError as exc:
             raise InvalidParameter(f"invalid archive: {name} is not valid JSON: {exc}") from None
 

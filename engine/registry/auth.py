@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from engine.utils import strictjson
 
 LOG = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class AuthConfig:
         text += "=" * (-len(text) % 4)
         for decode in (base64.urlsafe_b64decode, base64.b64decode):
             try:
-                data = json.loads(decode(text.encode()))
+                data = strictjson.loads(decode(text.encode()))
             except (binascii.Error, ValueError):
                 continue
             return cls.from_dict(data)

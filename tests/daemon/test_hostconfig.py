@@ -24,6 +24,7 @@ from engine.daemon.hostconfig import (
     pid_mode_of,
     resources_of,
     shim_spec,
+    sysctls_of,
     updated_host_config,
     validate_host_config,
 )
@@ -170,6 +171,22 @@ def test_validation_refuses_with_docker_s_words(hc, message):
 )
 def test_validation_accepts(hc):
     assert validate_host_config(hc, ncpu=2) == []
+
+
+@pytest.mark.parametrize(
+    ("hc", "message"),
+    [
+        ({"CpusetCpus": "0-99999"}, "Invalid value 0-99999 for cpuset cpus"),
+        ({"CpusetCpus": "2"}, "Requested CPUs are not available - requested 2, available: 0-1"),
+        ({"CpusetCpus": "0-3"}, "Requested CPUs are not available - requested 0-3, available: 0-1"),
+        ({"CpusetMems": "1"}, "Requested memory nodes are not available - requested 1, available: 0"),
+        ({"CpusetMems": "x"}, "Invalid value x for cpuset mems"),
+    ],
+)
+def test_cpusets_name_what_the_host_has(hc, message):
+    with pytest.raises(InvalidParameter, match=message):
+        validate_host_config(hc, ncpu=2, online_cpus=lambda: "0-1", online_mems=lambda: "0")
+    assert validate_host_config({"CpusetCpus": "1,0", "CpusetMems": "0"}, 2, lambda: "0-1", lambda: "0") == []
 
 
 # ----------------------------------------------------------------------
@@ -431,8 +448,33 @@ def test_build_command():
     assert (cmd.ipc_mode, cmd.pid_mode, cmd.uts_mode) == ("container:/proc/9/ns/ipc", "host", "host")
     assert cmd.cgroup_parent == "/custom/" and cmd.readonly_rootfs
     assert cmd.masked_paths == [] and cmd.readonly_paths is None  # [] is "none", None is Docker's defaults
-    assert cmd.sysctls == {"net.core.somaxconn": "1024"} and cmd.shm_size == 1 << 20
+    assert cmd.sysctls == {
+        "net.core.somaxconn": "1024",
+        # dockerd's defaults for a network namespace of its own (the kernel has both here)
+        "net.ipv4.ip_unprivileged_port_start": "0",
+        "net.ipv4.ping_group_range": "0 2147483647",
+    }
+    assert cmd.shm_size == 1 << 20 and cmd.user_namespace == {}
     assert Command.from_json(cmd.to_json()) == cmd
+
+
+@pytest.mark.parametrize(
+    "hc, userns, expected",
+    [
+        ({}, False, {"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}),
+        ({}, True, {"net.ipv4.ip_unprivileged_port_start": "0"}),  # dockerd: no ping sockets in a user namespace
+        ({"NetworkMode": "host"}, False, {}),
+        ({"NetworkMode": "container:db"}, False, {}),
+        (
+            {"Sysctls": {"net.ipv4.ip_unprivileged_port_start": "1024"}},
+            True,
+            {"net.ipv4.ip_unprivileged_port_start": "1024"},
+        ),
+    ],
+)
+def test_network_sysctl_defaults_as_dockerd(hc, userns, expected):
+    assert sysctls_of(hc, userns, exists=lambda path: True) == expected
+    assert sysctls_of({}, userns, exists=lambda path: False) == {}
 
 
 def test_build_command_defaults():

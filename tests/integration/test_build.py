@@ -167,8 +167,8 @@ def test_raw_api_stream_and_errors(daemon, loaded):
         "stream": "Successfully tagged meta:latest\n"
     }
     cases = {
-        b"this is not a tar" * 40: (500, "archive/tar: invalid tar header"),
-        make_context({"a": b"x"}): (500, "Cannot locate specified Dockerfile: Dockerfile"),
+        b"this is not a tar" * 40: (400, "archive/tar: invalid tar header"),
+        make_context({"a": b"x"}): (400, "Cannot locate specified Dockerfile: Dockerfile"),
         make_context({"Dockerfile": b""}): (400, "the Dockerfile (Dockerfile) cannot be empty"),
         make_context({"Dockerfile": b"FROM busybox\nFOOBAR x\n"}): (
             400,

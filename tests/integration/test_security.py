@@ -358,6 +358,66 @@ def test_cp_follow_link_flag(clean, tmp_path):
         clean.docker("rm", "-f", "sec-cpl")
 
 
+# ---------------------------------------------------------------- 5. validated input
+
+#: Bodies whose values would change nothing if stored (the container is never started), but which
+#: were stored or crashed the engine before the validation layer: (name, raw body, words of ours).
+BAD_CREATES = [
+    ("label value not a string", b'{"Image": "busybox", "Labels": {"a": 1}}', 'invalid Labels["a"]'),
+    ("CpuShares 1e400", b'{"Image": "busybox", "HostConfig": {"CpuShares": 1e400}}', "number 1e400 is out of range"),
+    ("Memory 2**64", b'{"Image": "busybox", "HostConfig": {"Memory": 18446744073709551616}}', "out of range for int64"),
+    ("StopTimeout 1e400", b'{"Image": "busybox", "StopTimeout": 1e400}', "number 1e400 is out of range"),
+    ("StopTimeout NaN", b'{"Image": "busybox", "StopTimeout": NaN}', "NaN is not JSON"),
+    ("HostConfig a list", b'{"Image": "busybox", "HostConfig": []}', "invalid HostConfig: want an object"),
+    ("Env an object", b'{"Image": "busybox", "Env": {"A": "1"}}', "invalid Env: want an array"),
+    ("deep nesting", b'{"Image": "busybox", "Labels": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "max depth"),
+    ("relative WorkingDir", b'{"Image": "busybox", "WorkingDir": "tmp"}', "it needs to be an absolute path"),
+    ("CpusetCpus 0-99999", b'{"Image": "busybox", "HostConfig": {"CpusetCpus": "0-99999"}}', "cpuset cpus"),
+]
+
+
+@pytest.mark.parametrize("name, body, words", BAD_CREATES, ids=[c[0] for c in BAD_CREATES])
+def test_bad_input_is_a_400_and_nothing_is_stored(clean, name, body, words):
+    before = clean.container_ids()
+    status, answer = clean.request("POST", "/v1.41/containers/create", body, {"Content-Type": "application/json"})
+    assert clean.container_ids() == before, (name, status, answer)
+    if clean.kind == "dockerd":
+        # dockerd refuses them too, but its decoder's errors are 500s (the last two are 400s).
+        assert status in (400, 500), (name, status, answer)
+        return
+    assert status == 400 and words in answer["message"], (name, status, answer)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1.41/containers/create?platform=linux/../amd64",
+        "/v1.41/images/create?fromImage=busybox&platform=../x",
+        "/v1.41/images/create?fromSrc=-&repo=imported&platform=linux/..",
+    ],
+)
+def test_a_platform_with_dotdot_is_refused(clean, path):
+    before = clean.container_ids(), clean.docker("images", "-q").stdout.split()
+    body = b'{"Image": "busybox"}' if "containers" in path else b""
+    headers = {"Content-Type": "application/json"} if body else {}
+    status, answer = clean.request("POST", path, body, headers)
+    assert (clean.container_ids(), clean.docker("images", "-q").stdout.split()) == before
+    if clean.kind == "engine":
+        assert status == 400 and '".." is an invalid component' in answer["message"], answer
+    else:
+        assert status >= 400, answer
+
+
+def test_a_bad_query_integer_is_a_400(clean):
+    clean.docker("create", "--name", "val-stop", "busybox", "true")
+    status, answer = clean.request("POST", "/v1.41/containers/val-stop/stop?t=soon")
+    if clean.kind == "engine":
+        assert (status, answer) == (400, {"message": "invalid value for t: 'soon' is not an integer"})
+    else:
+        assert status >= 400
+    clean.docker("rm", "val-stop")
+
+
 # ---------------------------------------------------------------- 6. masked and read-only paths, devices
 
 # For each path: what it holds ("file:<bytes, at most 1>" or "dir:<entries>")

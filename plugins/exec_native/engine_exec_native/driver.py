@@ -38,7 +38,15 @@ The seccomp filter is compiled here, before the fork, from the command's
 profile (once per profile and capability set: :mod:`engine_exec_native.seccomp`),
 and recorded in the state file for ``exec``.
 
-Not done: AppArmor profiles, user namespaces, a cgroup namespace, and
+With ``command.user_namespace`` (``--userns-remap``) the init makes its
+user namespace last, once the mounts are done (the kernel mounts proc only
+for a caller privileged over the PID namespace's owner, and this one belongs
+to the host's user namespace): it tells the parent on a third pipe, the
+parent writes ``uid_map`` and ``gid_map`` and lets it go on; the container's
+root is then the remapped user of the host, privileged inside its user
+namespace only. ``exec`` joins that user namespace after the others.
+
+Not done: AppArmor profiles, a cgroup namespace, and
 device rules on cgroup v2 (see :mod:`engine.sys.cgroups`).
 This module imports only the standard library's light modules, ctypes and
 the engine's contract, so the shim stays small.
@@ -163,6 +171,16 @@ class NativeDriver(ExecDriver):
         layout = cgroups.read_layout()
         return {"cgroup_driver": self.cgroup_driver, "cgroup_version": str(layout.version)}
 
+    def userns_support(self) -> str | None:
+        """None when this kernel lets root make user namespaces, else why not."""
+        try:
+            with open("/proc/sys/user/max_user_namespaces", encoding="ascii") as fh:
+                if int(fh.read().strip() or 0) <= 0:
+                    return "user namespaces are turned off (/proc/sys/user/max_user_namespaces is 0)"
+        except (OSError, ValueError):
+            return "this kernel has no user namespaces (/proc/sys/user/max_user_namespaces is missing)"
+        return None
+
     def seccomp_support(self) -> str | None:
         """None when seccomp filters work here (kernel filter mode, libseccomp), else why not."""
         if self._seccomp_support is _UNKNOWN:
@@ -247,6 +265,11 @@ class NativeDriver(ExecDriver):
         else:
             devices = spec.resolve_devices(command.devices)
         plan = spec.build_init_plan(command, pipes, devices)
+        if plan["userns"]:
+            # The files bound on /etc are the container root's to change, as dockerd makes them.
+            uid, gid = init.root_owner(plan["userns"])
+            for source, _ in plan["etc_files"]:
+                os.chown(source, uid, gid)
         plan["process"]["seccomp"] = seccomp.compiled_filter(
             self.home, command.seccomp_profile, plan["process"]["caps"]
         )
@@ -355,13 +378,18 @@ class NativeDriver(ExecDriver):
         :returns: the init's PID once it runs the container's program.
         :raises ExecStartError: with the child's message when it failed.
         """
+        userns = plan.get("userns")
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        # The init says on this pipe when it has made its user namespace, and waits on the
+        # sync pipe again until we wrote the maps.
+        ns_r, ns_w = os.pipe2(os.O_CLOEXEC) if userns else (-1, -1)
         try:
             pid = os.fork()
         except OSError as exc:
-            for fd in (sync_r, sync_w, err_r, err_w):
-                os.close(fd)
+            for fd in (sync_r, sync_w, err_r, err_w, ns_r, ns_w):
+                if fd >= 0:
+                    os.close(fd)
             if exc.errno == errno.ENOMEM:
                 raise ExecStartError(
                     "fork failed (ENOMEM): the PID namespace of this process is gone (one container per process)"
@@ -370,9 +398,14 @@ class NativeDriver(ExecDriver):
         if pid == 0:  # the child: never returns
             os.close(sync_w)
             os.close(err_r)
-            init.container_init(plan, [pipes.stdin, pipes.stdout, pipes.stderr], sync_r, err_w)
+            if userns:
+                os.close(ns_r)
+            stdio = [pipes.stdin, pipes.stdout, pipes.stderr]
+            init.container_init(plan, stdio, sync_r, err_w, ns_w if userns else None)
         os.close(sync_r)
         os.close(err_w)
+        if userns:
+            os.close(ns_w)
         try:
             added = False
             try:
@@ -386,7 +419,18 @@ class NativeDriver(ExecDriver):
                 except BrokenPipeError:
                     pass  # it died already; the error pipe tells why
                 finally:
+                    if not userns or not added:
+                        os.close(sync_w)
+            if userns:
+                try:
+                    if os.read(ns_r, 1) == init.GO:  # EOF: it failed before; the error pipe says why
+                        _write_maps(pid, userns)
+                        os.write(sync_w, init.GO)
+                except BrokenPipeError:
+                    pass
+                finally:
                     os.close(sync_w)
+                    os.close(ns_r)
             message = init.read_error(err_r)
         except BaseException:
             os.close(err_r)
@@ -586,6 +630,23 @@ def parse_options(options: Sequence[str]) -> dict[str, str]:
             raise NotSupported(f"native.cgroupdriver option {value} not supported")
         out[key] = value
     return out
+
+
+def _write_maps(pid: int, userns: dict[str, Any]) -> None:
+    """Write the init's ``uid_map`` and ``gid_map`` (one write each, as the kernel wants them).
+
+    :raises ExecStartError: the kernel refused them (the reason, and the maps).
+    """
+    for kind in ("uid", "gid"):
+        text = "".join(f"{c} {h} {n}\n" for c, h, n in userns[kind + "s"])
+        try:
+            with open(f"/proc/{pid}/{kind}_map", "w") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise ExecStartError(
+                f"writing the container's {kind}_map ({text.strip()!r}) failed "
+                f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+            ) from None
 
 
 def _package_roots() -> list[str]:

@@ -43,10 +43,12 @@ __all__ = [
     "ExecError",
     "SetupError",
     "container_init",
+    "enter_userns",
     "exec_child",
     "load_seccomp",
     "lookup",
     "read_error",
+    "root_owner",
     "start_process",
 ]
 
@@ -465,13 +467,58 @@ def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
 # entry points
 
 
-def container_init(plan: dict[str, Any], stdio: list[int | None], sync_fd: int, err_fd: int) -> NoReturn:
+def root_owner(userns: dict[str, Any]) -> tuple[int, int]:
+    """The host IDs of the container's root in a user namespace plan (the ranges' container ID 0)."""
+    owner = []
+    for key in ("uids", "gids"):
+        host = rootfs.host_id(userns, key, 0)
+        if host is None:
+            raise SetupError(f"the user namespace maps no {key[:-1]} 0 (root)")
+        owner.append(host)
+    return owner[0], owner[1]
+
+
+def enter_userns(userns: dict[str, Any], sync_fd: int, userns_fd: int) -> None:
+    """Become root of a new user namespace whose maps the parent writes (user_namespaces(7)).
+
+    Everything before ran as the host's root: the namespaces, mounts and the
+    proc and sys mounts belong to the initial user namespace, so the
+    container's root can change none of them (it is an unprivileged user of
+    the host, with capabilities inside its user namespace only). Its
+    terminal is given to it first. The parent writes ``uid_map`` and
+    ``gid_map`` once told (a byte on ``userns_fd``) and answers with
+    :data:`GO` on ``sync_fd``.
+    """
+    uid, gid = root_owner(userns)
+    for fd in (0, 1, 2):
+        if os.isatty(fd):
+            try:
+                os.fchown(fd, uid, gid)
+            except OSError:
+                pass  # a terminal the host owns stays as it is; the process has it open already
+    try:
+        libc.unshare(libc.CLONE_NEWUSER)
+    except OSError as exc:
+        raise SetupError(
+            f"creating the user namespace failed ({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+        ) from None
+    os.write(userns_fd, GO)
+    os.close(userns_fd)
+    if os.read(sync_fd, 1) != GO:
+        os._exit(1)  # the parent could not write the maps; it reports why
+    os.close(sync_fd)
+
+
+def container_init(
+    plan: dict[str, Any], stdio: list[int | None], sync_fd: int, err_fd: int, userns_fd: int | None = None
+) -> NoReturn:
     """The container's first process, in the child of ``fork()``.
 
     Order: signals, parent-death signal, new session, stdio (and the
     controlling terminal), namespaces, wait until the parent put us in the
     cgroup, mounts, pivot_root, hostname, sysctls, read-only and masked
-    paths, read-only rootfs, then :func:`start_process`.
+    paths, read-only rootfs, the user namespace (:func:`enter_userns`, with
+    ``userns_fd`` when the plan has one), then :func:`start_process`.
     """
     try:
         reset_signals()
@@ -489,7 +536,8 @@ def container_init(plan: dict[str, Any], stdio: list[int | None], sync_fd: int, 
         _join_namespaces(plan["namespaces"])
         if os.read(sync_fd, 1) != GO:
             os._exit(1)  # the parent went away before the cgroup was set
-        os.close(sync_fd)
+        if userns_fd is None:
+            os.close(sync_fd)
         os.umask(0o022)
         rootfs.prepare(plan)
         rootfs.pivot(plan["rootfs"])
@@ -499,6 +547,8 @@ def container_init(plan: dict[str, Any], stdio: list[int | None], sync_fd: int, 
         if console_socket is not None:
             setup_console(console_socket, process["console_size"])
         rootfs.finalize(plan)
+        if userns_fd is not None:
+            enter_userns(plan["userns"], sync_fd, userns_fd)
         start_process(process, err_fd)
     except BaseException as exc:  # everything must reach the parent, and nothing may return
         _fail(err_fd, exc)

@@ -9,8 +9,9 @@ threads, and fork(2) of a threaded Python is unsafe), which
    any, since joining the mount namespace changes what paths mean;
 3. joins the container's cgroup (so everything below is accounted and
    frozen with it), then the namespaces with setns(2): ipc, uts, net, pid,
-   cgroup, and mnt last (setns(2) into a mount namespace also moves the
-   root and the working directory to the container's root);
+   cgroup, mnt (setns(2) into a mount namespace also moves the root and
+   the working directory to the container's root), and the user namespace
+   of a remapped container last;
 4. forks, because joining a PID namespace only applies to children
    (setns(2), pid_namespaces(7)); the child runs
    :func:`engine_exec_native.init.exec_child`;
@@ -29,7 +30,9 @@ from typing import Any
 from engine.sys import libc
 from engine_exec_native import init
 
-#: Namespaces to join, in order; the mount namespace must come last.
+#: Namespaces to join, in order. The mount namespace comes after the others (joining it moves
+#: the root), and the user namespace last: those namespaces belong to the host's user namespace,
+#: which a process in the container's has no capabilities in (--userns-remap).
 NAMESPACES = (
     ("ipc", libc.CLONE_NEWIPC),
     ("uts", libc.CLONE_NEWUTS),
@@ -37,6 +40,7 @@ NAMESPACES = (
     ("pid", libc.CLONE_NEWPID),
     ("cgroup", libc.CLONE_NEWCGROUP),
     ("mnt", libc.CLONE_NEWNS),
+    ("user", libc.CLONE_NEWUSER),
 )
 
 

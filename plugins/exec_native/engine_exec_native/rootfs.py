@@ -137,15 +137,18 @@ def _target(root: str, destination: str, is_dir: bool = True) -> str:
     return path
 
 
-def _mknod(root: str, device: dict[str, Any]) -> None:
+def _mknod(root: str, device: dict[str, Any], userns: dict[str, Any] | None = None) -> None:
     path = secure_join(root, device["path"])
+    # The owner as the container sees it: the host's IDs of the container's (--userns-remap).
+    uid = host_id(userns, "uids", device["uid"])
+    gid = host_id(userns, "gids", device["gid"])
     kind = stat.S_IFCHR if device["type"] == "c" else stat.S_IFBLK
     try:
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         if os.path.lexists(path):
             os.unlink(path)
         os.mknod(path, kind | device["mode"], os.makedev(device["major"], device["minor"]))
-        os.chown(path, device["uid"], device["gid"])
+        os.chown(path, device["uid"] if uid is None else uid, device["gid"] if gid is None else gid)
         os.chmod(path, device["mode"])  # mknod(2) applies the umask
     except OSError as exc:
         raise SetupError(f"creating device {device['path']} failed ({_name(exc)}): {exc.strerror}") from None
@@ -250,6 +253,23 @@ def _user_mount(root: str, item: dict[str, Any]) -> None:
         mount(None, target, None, propagation, None, f"setting the propagation of {destination}")
 
 
+def host_id(userns: dict[str, Any] | None, kind: str, value: int) -> int | None:
+    """The host ID of the container's ``value`` (``kind`` ``uids`` or ``gids``); itself without a
+    user namespace, None when the map does not cover it."""
+    if not userns:
+        return value
+    return next((h + value - c for c, h, n in userns[kind] if c <= value < c + n), None)
+
+
+def _owned(options: str, plan: dict[str, Any], gid: int = 0) -> str:
+    """``options`` of a file system made for the container, owned by its root (and group ``gid``)
+    on the host: a remapped container's root must own its /dev, as under runc."""
+    if not plan.get("userns"):
+        return options
+    uid, host_gid = host_id(plan["userns"], "uids", 0), host_id(plan["userns"], "gids", gid)
+    return f"{options},uid={uid},gid={host_gid}" if uid is not None and host_gid is not None else options
+
+
 def prepare(plan: dict[str, Any]) -> None:
     """Steps 1-3 of the module docstring: every mount made before pivot_root."""
     root = plan["rootfs"]
@@ -259,15 +279,16 @@ def prepare(plan: dict[str, Any]) -> None:
     common = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
     mount("proc", _target(root, "/proc"), "proc", common, None, "mount proc on /proc")
     dev = _target(root, "/dev")
-    mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME, "mode=755,size=65536k", "mount tmpfs on /dev")
+    dev_opts = _owned("mode=755,size=65536k", plan)
+    mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME, dev_opts, "mount tmpfs on /dev")
     for device in plan["devices"]:
-        _mknod(root, device)
+        _mknod(root, device, plan.get("userns"))
     mount(
         "devpts",
         _target(root, "/dev/pts"),
         "devpts",
         libc.MS_NOSUID | libc.MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        f"newinstance,ptmxmode=0666,mode=0620,gid={host_id(plan.get('userns'), 'gids', 5) or 5}",
         "mount devpts on /dev/pts",
     )
     _symlink("pts/ptmx", os.path.join(dev, "ptmx"))
@@ -277,7 +298,8 @@ def prepare(plan: dict[str, Any]) -> None:
         mount("/dev/shm", shm, None, libc.MS_BIND | libc.MS_REC, None, "bind-mounting the host's /dev/shm")
     elif plan.get("mount_shm", True):
         shm = _target(root, "/dev/shm")
-        mount("shm", shm, "tmpfs", common, f"mode=1777,size={plan['shm_size']}", "mount tmpfs on /dev/shm")
+        shm_opts = _owned(f"mode=1777,size={plan['shm_size']}", plan)
+        mount("shm", shm, "tmpfs", common, shm_opts, "mount tmpfs on /dev/shm")
     mount("mqueue", _target(root, "/dev/mqueue"), "mqueue", common, None, "mount mqueue on /dev/mqueue")
     _mount_sys(root, plan["privileged"])
     _mount_cgroups(root, plan.get("cgroup_mounts") or [], plan["privileged"])

@@ -393,6 +393,8 @@ def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]
         "etc_files": etc_files,
         "console": console,
         "console_socket": console_socket,
+        # {"uids": [[container, host, size]...], "gids": [...]}, or None: the host's user namespace.
+        "userns": dict(command.user_namespace) if command.user_namespace else None,
         "process": dict(
             build_process_plan(command.process, create_cwd=True),
             rlimits=rlimit_plan(command.rlimits),
