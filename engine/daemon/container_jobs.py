@@ -19,7 +19,7 @@ from engine.daemon import logs as logfile
 from engine.daemon import views
 from engine.daemon.events import matches
 from engine.daemon.hostconfig import parse_signal
-from engine.daemon.network import JOBS as NETWORK_JOBS
+from engine.daemon.networks import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter
 from engine.hookspecs import hookimpl
 

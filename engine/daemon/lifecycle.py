@@ -51,7 +51,6 @@ from engine.daemon.hostconfig import (
     validate_host_config,
 )
 from engine.daemon.monitor import Monitor
-from engine.daemon.network import stopped_settings
 from engine.drivers.exec import Command, ExecDriver, ExecStartError
 from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NotFound, NotModified
 from engine.shim import client as shim
@@ -252,7 +251,7 @@ class LifeCycle:
                 log_path=os.path.join(root, f"{cid}-json.log"),
             )
             c.mounts = self._make_mounts(c, made_volumes)
-            c.network_settings = stopped_settings()
+            c.network_settings = self.network.create_settings(c, networking)
             self.network.register_links(c)
             c.to_disk()
         except BaseException:
@@ -625,6 +624,7 @@ class LifeCycle:
         from engine.graphdb import validate_name
 
         old = self.store.rename(c, validate_name(new))
+        self.network.container_renamed(c)
         self.daemon.container_event(c, "rename", {"oldName": old})
 
     def remove(self, c: Container, force: bool = False, volumes: bool = False, link: bool = False) -> None:

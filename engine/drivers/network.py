@@ -360,6 +360,17 @@ class NetworkDriver(abc.ABC):
         """
         raise NotSupported(f"the {self.name} network driver does not support user-defined networks")
 
+    def configured_subnets(self, network_id: str) -> list[str]:
+        """The subnets the network was created with (``IPAM.Config[].Subnet`` as asked for, not chosen by the
+        IPAM): a container may ask for an address only on such a network (moby's rule).
+
+        Raises nothing: an unknown network has none.
+        """
+        for net in self.networks():
+            if net.get("Id") == network_id:
+                return [c["Subnet"] for c in (net.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+        return []
+
     def endpoints(self, container_id: str) -> dict[str, dict]:
         """The container's endpoints: network ID -> settings (as :meth:`join` returns, plus ``Ports``).
 

@@ -879,7 +879,8 @@ class BridgeDriver(NetworkDriver):
             options=options,
             labels={str(k): str(v) for k, v in (spec.labels or {}).items()},
             ipam=shown,
-            ipam_options=dict(spec.ipam_options) if spec.ipam_options else None,
+            ipam_options=dict(spec.ipam_options) if spec.ipam_options is not None else None,
+            configured=[cfg.subnet for cfg in configs if cfg.subnet],
         )
 
     def _pools(self) -> Sequence[sdk_ipam.PoolSpec]:
@@ -1701,6 +1702,13 @@ class BridgeDriver(NetworkDriver):
         with self._lock:
             ep = self._gateway_endpoint(container_id)
             return self._settings(ep) if ep is not None else None
+
+    def configured_subnets(self, network_id: str) -> list[str]:
+        with self._lock:
+            net = self._networks.get(network_id)
+            if net is None or net.record.default:
+                return []
+            return list(net.record.configured)
 
     def endpoints(self, container_id: str) -> dict[str, dict]:
         with self._lock:

@@ -163,6 +163,8 @@ class NetworkRecord:
     labels: dict[str, str] = field(default_factory=dict)
     ipam: list[dict[str, Any]] = field(default_factory=list)
     ipam_options: dict[str, str] | None = None
+    #: The subnets asked for at create (not chosen by the IPAM).
+    configured: list[str] = field(default_factory=list)
     #: The iptables rules made for the network (and, on the default one, those all networks share).
     rules: list[Rule] = field(default_factory=list)
     #: Sysctls changed, path -> the value to put back.
@@ -196,6 +198,7 @@ class NetworkRecord:
             "Labels": dict(self.labels),
             "IPAM": list(self.ipam),
             "IPAMOptions": self.ipam_options,
+            "ConfiguredSubnets": list(self.configured),
             "Rules": [r.to_json() for r in self.rules],
             "Sysctls": dict(self.sysctls),
         }
@@ -230,6 +233,7 @@ class NetworkRecord:
             labels={str(k): str(v) for k, v in (doc.get("Labels") or {}).items()},
             ipam=list(doc.get("IPAM") or []),
             ipam_options=doc.get("IPAMOptions"),
+            configured=[str(x) for x in doc.get("ConfiguredSubnets") or []],
             rules=[Rule.from_json(r) for r in doc.get("Rules", [])],
             sysctls={str(k): str(v) for k, v in (doc.get("Sysctls") or {}).items()},
         )
