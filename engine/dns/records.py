@@ -22,7 +22,9 @@ empty answer; a PTR query for an address on one of its networks gets
 ``container.network``. Everything else is forwarded to the container's
 upstream servers, but for names of one label (``nosuch``), which get
 NXDOMAIN at once: no upstream server has them, and asking would only make
-the client wait. Answers carry a TTL of 600 s, as Docker's.
+the client wait; a name it knows asked for another type (MX...) gets an
+empty answer. Answers carry a TTL of 600 s and are not authoritative, as
+Docker's.
 """
 
 from __future__ import annotations
@@ -172,8 +174,7 @@ def answer(records: Records, container: str, query: DNSRecord, max_size: int = U
         family = 4 if qtype == QTYPE.A else 6
         addrs, known = resolve_name(view, qname, family)
         if known:
-            reply = query.reply()
-            reply.header.aa = 0
+            reply = _reply(query)
             random.shuffle(addrs)
             for addr in addrs:
                 rdata = A(addr) if family == 4 else AAAA(addr)
@@ -183,16 +184,25 @@ def answer(records: Records, container: str, query: DNSRecord, max_size: int = U
         address = _ptr_address(qname)
         host = resolve_address(view, address) if address else ""
         if host:
-            reply = query.reply()
-            reply.header.aa = 0
+            reply = _reply(query)
             reply.add_answer(RR(question.qname, QTYPE.PTR, rdata=PTR(host + "."), ttl=TTL))
             return reply
+    if qtype not in (QTYPE.A, QTYPE.AAAA, QTYPE.PTR) and any(resolve_name(view, qname, f)[1] for f in (4, 6)):
+        # A name of ours has no record of other types: an empty answer, not a forward.
+        return _reply(query)
     name = qname.rstrip(".")
     if "." not in name and qtype != QTYPE.PTR:
-        reply = query.reply()
+        reply = _reply(query)
         reply.header.rcode = RCODE.NXDOMAIN
         return reply
     return None
+
+
+def _reply(query: DNSRecord) -> DNSRecord:
+    """An empty reply: recursion available, not authoritative (as Docker's)."""
+    reply = query.reply()
+    reply.header.aa = 0
+    return reply
 
 
 def _truncated(reply: DNSRecord, max_size: int) -> DNSRecord:
@@ -205,7 +215,7 @@ def _truncated(reply: DNSRecord, max_size: int) -> DNSRecord:
 
 def failure(query: DNSRecord) -> DNSRecord:
     """SERVFAIL for ``query`` (no upstream server answered)."""
-    reply = query.reply()
+    reply = _reply(query)
     reply.header.rcode = RCODE.SERVFAIL
     return reply
 
