@@ -412,3 +412,87 @@ def test_dns_forwards_and_keeps_answering_across_restarts(workdir, docker_config
     finally:
         d.stop()
         upstream.close()
+
+
+def test_ipv6_on_the_default_bridge_and_a_user_network(workdir, docker_config, tmp_path):
+    if not os.path.exists("/proc/sys/net/ipv6"):
+        pytest.skip("no IPv6 in this kernel")
+    d = DaemonProcess(os.path.join(workdir, "d6"), ["-s", "vfs", "--ipv6", "--fixed-cidr-v6", "fd00:1::/64"]).start()
+    env = dict(os.environ, DOCKER_HOST=d.host, DOCKER_CONFIG=docker_config)
+
+    def docker(*args: str, check: bool = True):
+        proc = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {args}: {proc.stderr.decode()}\n{d.log()[-3000:]}")
+        return proc
+
+    # An IPv6 address of this namespace besides ::1 (published ports are DNATed from it).
+    subprocess.run(["ip", "link", "add", "tst6a", "type", "veth", "peer", "name", "tst6b"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "fd00:99::1/64", "dev", "tst6a", "nodad"], check=True)
+        subprocess.run(["ip", "link", "set", "tst6a", "up"], check=True)
+        archive = tmp_path / "busybox.tar"
+        archive.write_bytes(busybox_archive())
+        docker("load", "-i", str(archive))
+        www = tmp_path / "www"
+        www.mkdir()
+        (www / "index.html").write_text("over ipv6\n")
+        docker(
+            "run",
+            "-d",
+            "--name",
+            "six",
+            "-p",
+            "18082:80",
+            "-v",
+            f"{www}:/www",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        )
+        settings = inspect(docker, "six")["NetworkSettings"]
+        address = settings["GlobalIPv6Address"]
+        assert address.startswith("fd00:1::") and settings["GlobalIPv6PrefixLen"] == 64
+        assert settings["IPv6Gateway"] == "fd00:1::1" and settings["Networks"]["bridge"]["GlobalIPv6Address"] == address
+        bridge = net_inspect(docker, "bridge")
+        assert bridge["EnableIPv6"] and {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::1"} in bridge["IPAM"]["Config"]
+        routes = out(docker("run", "--rm", "busybox", "ip", "-6", "route"))
+        assert "default via fd00:1::1 dev eth0" in routes
+        proc = docker("run", "--rm", "busybox", "ping", "-6", "-c", "1", "-W", "2", address, check=False)
+        assert proc.returncode == 0, proc.stdout
+        # ip6tables DNATs the published port to the container's IPv6 address.
+        assert (
+            f"--to-destination [{address}]:80"
+            in subprocess.run(["ip6tables-save", "-t", "nat"], capture_output=True, text=True).stdout
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("fd00:99::1", 18082), timeout=3) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    if b"over ipv6" in s.recv(65536):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the published port does not answer over IPv6"
+            time.sleep(0.2)
+        # A user-defined network with IPv6, and an address asked for.
+        docker("network", "create", "--ipv6", "--subnet", "fd00:2::/64", "six2")
+        docker("run", "-d", "--name", "peer", "--network", "six2", "--ip6", "fd00:2::42", "busybox", "sleep", "300")
+        peer = inspect(docker, "peer")["NetworkSettings"]["Networks"]["six2"]
+        assert peer["GlobalIPv6Address"] == "fd00:2::42" and peer["IPv6Gateway"] == "fd00:2::1"
+        assert (
+            net_inspect(docker, "six2")["Containers"][inspect(docker, "peer")["Id"]]["IPv6Address"] == "fd00:2::42/64"
+        )
+        looked_up = out(docker("run", "--rm", "--network", "six2", "busybox", "nslookup", "-type=aaaa", "peer"))
+        assert "fd00:2::42" in looked_up
+        docker("rm", "-f", "six", "peer")
+        docker("network", "rm", "six2")
+        assert f"[{address}]" not in subprocess.run(["ip6tables-save"], capture_output=True, text=True).stdout
+    finally:
+        d.stop()
+        subprocess.run(["ip", "link", "del", "tst6a"], capture_output=True)
