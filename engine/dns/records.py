@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,3 +227,99 @@ def max_udp_size(query: DNSRecord) -> int:
         if rr.rtype == QTYPE.OPT:
             return max(UDP_SIZE, int(rr.rclass))
     return UDP_SIZE
+
+
+#: The header flags of our answers: QR, RA (and RD copied from the query).
+_QR, _RD, _RA = 0x8000, 0x0100, 0x0080
+_TYPES = {QTYPE.A: 4, QTYPE.AAAA: 6}
+
+
+def parse_question(raw: bytes) -> tuple[str, int, int] | None:
+    """(lower-case name, qtype, end of the question) of a plain query (one question, class IN, no answers), or None.
+
+    The fast path's parser: anything unusual (compression, several
+    questions, another class, a response) is left to dnslib.
+    """
+    if len(raw) < 17:
+        return None
+    flags, qdcount, ancount, nscount = struct.unpack_from("!HHHH", raw, 2)
+    if flags & 0xF800 or qdcount != 1 or ancount or nscount:  # a response, or not opcode QUERY
+        return None
+    labels = []
+    pos = 12
+    while True:
+        if pos >= len(raw):
+            return None
+        size = raw[pos]
+        if size == 0:
+            pos += 1
+            break
+        if size & 0xC0 or pos + 1 + size > len(raw):
+            return None
+        labels.append(raw[pos + 1 : pos + 1 + size])
+        pos += 1 + size
+    if pos + 4 > len(raw):
+        return None
+    qtype, qclass = struct.unpack_from("!HH", raw, pos)
+    if qclass != 1:
+        return None
+    try:
+        name = b".".join(labels).decode("ascii").lower()
+    except UnicodeDecodeError:
+        return None
+    return name, qtype, pos + 4
+
+
+class AnswerCache:
+    """Answers to plain A and AAAA queries, computed once per (container, name, type) from the records
+    and sent by patching the query's ID and question in: a lookup costs a dict access, not a parse and a
+    pack (the resolver's fast path). Cleared whenever the records change.
+
+    :param records: the records the answers come from.
+    """
+
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        #: (container, name, qtype) -> (rcode, [answer RRs, packed with a pointer to the question's name]),
+        #: or None: not ours to answer (forwarded).
+        self._cache: dict[tuple[str, str, int], tuple[int, list[bytes]] | None] = {}
+
+    def _entry(self, container: str, name: str, qtype: int) -> tuple[int, list[bytes]] | None:
+        key = (container, name, qtype)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        view = self.records.view(container) or View([], {}, [])
+        family = _TYPES[qtype]
+        addrs, known = resolve_name(view, name, family)
+        entry: tuple[int, list[bytes]] | None
+        if known:
+            rrs = []
+            for addr in addrs:
+                rdata = ipaddress.ip_address(addr).packed
+                rrs.append(b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, TTL, len(rdata)) + rdata)
+            entry = (RCODE.NOERROR, rrs)
+        elif "." not in name:
+            entry = (RCODE.NXDOMAIN, [])
+        else:
+            entry = None
+        self._cache[key] = entry
+        return entry
+
+    def answer(self, container: str, raw: bytes, max_size: int = UDP_SIZE) -> bytes | None:
+        """The answer to ``raw``, or None when the slow path (:func:`answer` or a forward) must decide."""
+        parsed = parse_question(raw)
+        if parsed is None or parsed[1] not in _TYPES:
+            return None
+        name, qtype, end = parsed
+        entry = self._entry(container, name, qtype)
+        if entry is None:
+            return None
+        rcode, rrs = entry
+        if len(rrs) > 1:
+            rrs = random.sample(rrs, len(rrs))
+        flags = _QR | _RA | (struct.unpack_from("!H", raw, 2)[0] & _RD) | rcode
+        header = raw[:2] + struct.pack("!HHHHH", flags, 1, len(rrs), 0, 0)
+        reply = header + raw[12:end] + b"".join(rrs)
+        return reply if len(reply) <= max_size else None

@@ -122,3 +122,31 @@ def test_malformed_documents_are_tolerated():
     broken = Records({"networks": {"x": {"endpoints": [{}]}}, "containers": {WEB: {"networks": ["x", "gone"]}}})
     view = broken.view(WEB)
     assert view is not None and len(view.networks) == 1
+
+
+def test_the_fast_path_answers_as_the_slow_one():
+    from engine.dns.records import AnswerCache, parse_question
+
+    cache = AnswerCache(records())
+    for name, qtype in (
+        ("db", "A"),
+        ("WEB", "A"),
+        ("db-1", "AAAA"),
+        ("db-2", "AAAA"),
+        ("nosuch", "A"),
+        ("web.back", "A"),
+    ):
+        query = DNSRecord.question(name, qtype)
+        raw = cache.answer(WEB, query.pack())
+        assert raw is not None, (name, qtype)
+        fast, slow = DNSRecord.parse(raw), answer(records(), WEB, query)
+        assert fast.header.id == query.header.id and fast.header.rcode == slow.header.rcode
+        assert fast.header.ra and not fast.header.aa and fast.header.rd == query.header.rd
+        assert str(fast.q.qname) == str(query.q.qname) and fast.q.qtype == query.q.qtype
+        assert sorted(str(rr.rdata) for rr in fast.rr) == sorted(str(rr.rdata) for rr in slow.rr)
+        assert all(rr.ttl == 600 and str(rr.rname) == str(query.q.qname) for rr in fast.rr)
+    # What it does not answer goes the slow way: a forward, another type, a malformed packet.
+    assert cache.answer(WEB, DNSRecord.question("example.com", "A").pack()) is None
+    assert cache.answer(WEB, DNSRecord.question("web", "MX").pack()) is None
+    assert cache.answer(WEB, b"\x00" * 5) is None
+    assert parse_question(DNSRecord.question("a.b", "A").reply().pack()) is None  # a response
