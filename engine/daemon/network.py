@@ -413,6 +413,14 @@ class NetworkService:
                 pass
         atomic_write(c.resolv_conf_path, text.encode())
 
+    @staticmethod
+    def _uses_embedded_dns(c: Container) -> bool:
+        try:
+            with open(c.resolv_conf_path, encoding="utf-8", errors="replace") as fh:
+                return any(line.split()[:2] == ["nameserver", resolvconf.EMBEDDED_DNS] for line in fh if line.strip())
+        except OSError:
+            return False
+
     def upstream_servers(self, c: Container) -> list[str]:
         """The servers the embedded DNS server forwards ``c``'s other queries to: ``--dns``, else the host's."""
         dns = list(c.host_config.get("Dns") or self.daemon.config.dns)
@@ -527,9 +535,8 @@ class NetworkService:
             except EngineError:
                 LOG.exception("releasing the interfaces of %s after a failed start", c.short_id)
             raise
-        for name, net in joined:
-            if name != "bridge" or is_user_defined(name):
-                self.networks.event(net, "connect", c.id)
+        for _name, net in joined:
+            self.networks.event(net, "connect", c.id)
         return {
             "Endpoints": results,
             "Gateway": best,
@@ -560,7 +567,7 @@ class NetworkService:
                 c.network_settings = stopped_settings(self._configs(c))
         for net in joined:
             self.networks.event(net, "disconnect", c.id)
-        if joined and self.dns is not None:
+        if self.dns is not None and any(is_user_defined(net["Name"]) for net in joined):
             self.dns.update()
 
     def _joined_networks(self, c: Container) -> list[dict]:
@@ -640,8 +647,12 @@ class NetworkService:
                 LOG.exception("moving the default route of %s", c.short_id)
             if is_user_defined(name) and self.dns is not None:
                 self.dns.attach(c, path)
+                if not self._uses_embedded_dns(c):
+                    # Now on a user-defined network: its names resolve through the embedded server (as
+                    # libnetwork rebuilds the sandbox's resolv.conf), written into the file it has mounted.
+                    self.write_resolv_conf(c, embedded=True, in_place=True)
         self.networks.event(net, "connect", c.id)
-        if self.dns is not None:
+        if self.dns is not None and is_user_defined(name):
             self.dns.update()
 
     def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:  # noqa: ARG002 (force: see below)
@@ -687,7 +698,7 @@ class NetworkService:
             except EngineError:
                 LOG.exception("moving the default route of %s", c.short_id)
         self.networks.event(net, "disconnect", c.id)
-        if self.dns is not None:
+        if self.dns is not None and is_user_defined(name):
             self.dns.update()
 
     def _update_gateway(self, c: Container) -> None:

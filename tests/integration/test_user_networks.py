@@ -237,6 +237,9 @@ def test_connect_and_disconnect(docker, busybox):
     assert sorted(networks) == ["alpha", "bridge"] and networks["alpha"]["IPAddress"] == "10.55.0.50"
     assert networks["alpha"]["Aliases"] == ["boxy", cid[:12]]
     assert networks["alpha"]["IPAMConfig"]["IPv4Address"] == "10.55.0.50"
+    # Started on the default bridge, it now resolves names through the embedded DNS server.
+    assert out(docker("exec", "box", "cat", "/etc/resolv.conf")).startswith("nameserver 127.0.0.11\n")
+    assert "10.55.0.50" in out(docker("exec", "box", "nslookup", "boxy"))
     proc = docker("network", "connect", "alpha", "box", check=False)
     assert b"endpoint with name box already exists in network alpha" in proc.stderr
     proc = docker("network", "connect", "--ip", "10.55.0.50", "zulu", "box", check=False)
