@@ -386,12 +386,21 @@ def test_dns_forwards_and_keeps_answering_across_restarts(workdir, docker_config
         assert answers(dig(pid, "db")) == [db_ip]
         # Forwarded to --dns, from the host's namespace (the daemon's 127.0.0.1 is reachable).
         assert answers(dig(pid, "example.test")) == ["192.0.2.7"]
+        docker("run", "-d", "--name", "doomed", "--network", "live", "busybox", "sleep", "600")
+        doomed = inspect(docker, "doomed")
+        doomed_ip = doomed["NetworkSettings"]["Networks"]["live"]["IPAddress"]
+        assert answers(dig(pid, "doomed")) == [doomed_ip]
         # The daemon goes away: the resolver keeps answering.
         d.kill()
         assert answers(dig(pid, "db")) == [db_ip]
+        # A container dies meanwhile: the next daemon releases its endpoint and its name.
+        os.kill(doomed["State"]["Pid"], 9)
         d = DaemonProcess(os.path.join(workdir, "d"), ["-s", "vfs", "--dns", "127.0.0.1"]).start()
         env["DOCKER_HOST"] = d.host
         assert answers(dig(pid, "db")) == [db_ip]
+        assert dig(pid, "doomed").header.rcode == 3
+        assert doomed["Id"] not in net_inspect(docker, "live")["Containers"]
+        assert inspect(docker, "doomed")["State"]["Status"] == "exited"
         docker("run", "-d", "--name", "late", "--network", "live", "busybox", "sleep", "600")
         late_ip = inspect(docker, "late")["NetworkSettings"]["Networks"]["live"]["IPAddress"]
         assert answers(dig(pid, "late")) == [late_ip]
@@ -406,7 +415,7 @@ def test_dns_forwards_and_keeps_answering_across_restarts(workdir, docker_config
         docker("stop", "-t", "0", "late")
         reply = dig(pid, "late")
         assert reply.header.rcode == 3 and not reply.rr
-        docker("rm", "-f", "db", "client", "late", "later")
+        docker("rm", "-f", "db", "client", "late", "later", "doomed")
         docker("network", "rm", "live")
         d.stop()
         # No container runs: the resolver stopped with the daemon.
