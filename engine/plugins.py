@@ -27,6 +27,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "engine.graph.jobs",
     "engine.registry.jobs",
     "engine.daemon.container_jobs",
+    "engine.builder.jobs",
     "engine.server.main",
 )
 

@@ -182,9 +182,28 @@ def check_network() -> list[Check]:
     ]
 
 
+def check_security() -> list[Check]:
+    from engine.sys import libseccomp
+
+    reason = libseccomp.unsupported()
+    if reason is None:
+        detail = "filters, libseccomp {}".format(".".join(map(str, libseccomp.version() or ())))
+    else:
+        detail = reason
+    return [
+        Check(
+            "seccomp",
+            reason is None,
+            detail,
+            "Docker's default seccomp profile and --security-opt seccomp=<file> (containers run unconfined)",
+        )
+    ]
+
+
 def run_checks() -> dict[str, list[Check]]:
     return {
         "kernel": [check_kernel()],
+        "security": check_security(),
         "namespaces": check_namespaces(),
         "cgroups": check_cgroups(),
         "storage": check_filesystems(),

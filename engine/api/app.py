@@ -14,7 +14,7 @@ from typing import Any
 
 import falcon
 
-from engine.api import errors, middleware, system
+from engine.api import contenttype, errors, middleware, system
 
 LOG = logging.getLogger("engine.api")
 
@@ -31,6 +31,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "engine.api.volumes",
     "engine.api.networks",
     "engine.api.registry",
+    "engine.api.build",
 )
 
 
@@ -47,7 +48,10 @@ def create_app(
     :param extra_middleware: more Falcon middleware after the version
         middleware (the metrics' request counter).
     """
-    app = falcon.App(middleware=[middleware.VersionMiddleware(cors=cors), *extra_middleware], cors_enable=False)
+    app = falcon.App(
+        middleware=[middleware.VersionMiddleware(cors=cors), contenttype.JSONBodyMiddleware(), *extra_middleware],
+        cors_enable=False,
+    )
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
     app.req_options.strip_url_path_trailing_slash = True

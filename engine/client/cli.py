@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.client.commands.system",
     "engine.client.commands.containers",
     "engine.client.commands.images",
+    "engine.client.commands.build",
     "engine.client.commands.registry",
     "engine.client.commands.volumes",
     "engine.client.commands.networks",

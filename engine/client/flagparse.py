@@ -19,6 +19,7 @@ from fractions import Fraction
 from typing import Any
 
 from engine.client.errors import ClientError
+from engine.security.sysctls import IPC_SYSCTLS
 
 #: The pull policies of ``--pull``.
 PULL_POLICIES = ("always", "missing", "never")
@@ -39,16 +40,6 @@ _ULIMIT_NAMES = (
     "rttime",
     "sigpending",
     "stack",
-)
-_SYSCTL_NAMES = (
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
 )
 _DOMAIN_RE = re.compile(
     r"^(:?(:?[a-zA-Z0-9]|(:?[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9]))"
@@ -693,7 +684,7 @@ def validate_dns_search(value: str) -> str:
 
 def validate_sysctl(value: str) -> str:
     key, sep, _ = value.partition("=")
-    if sep and key and (key in _SYSCTL_NAMES or key.startswith(("net.", "fs.mqueue."))):
+    if sep and key and (key in IPC_SYSCTLS or key.startswith(("net.", "fs.mqueue."))):
         return value
     raise invalid_argument("--sysctl", value, f"sysctl '{value}' is not allowed")
 

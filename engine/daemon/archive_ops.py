@@ -61,15 +61,20 @@ def _at(path: str) -> Iterator[int]:
         os.close(fd)
 
 
+def _abs(path: str) -> str:
+    """``path`` as a clean absolute path (``normpath`` keeps a leading ``//``; this does not)."""
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
+
+
 def _mount_source(svc: Any, c: Any, path: str) -> tuple[str, str] | None:
     """For a stopped container: the host directory of the innermost volume or
     directory bind mount holding ``path``, and ``path`` relative to it."""
-    clean = posixpath.normpath("/" + path)
+    clean = _abs(path)
     best: tuple[str, dict] | None = None
     for m in c.mounts:
         if m.get("Type") not in ("volume", "bind"):
             continue
-        dest = posixpath.normpath("/" + m["Destination"])
+        dest = _abs(m["Destination"])
         if (clean == dest or clean.startswith(dest.rstrip("/") + "/")) and (best is None or len(dest) > len(best[0])):
             best = (dest, m)
     if best is None:
@@ -78,20 +83,32 @@ def _mount_source(svc: Any, c: Any, path: str) -> tuple[str, str] | None:
     source = m["Source"] if m["Type"] == "bind" else svc.volumes.path(m["Name"])
     if not os.path.isdir(source):
         return None  # a bind-mounted file: the rootfs's placeholder stands in
-    return source, "/" + clean[len(dest) :].lstrip("/")
+    inner = "/" + clean[len(dest) :].lstrip("/")
+    # A trailing "/." or "/" says "follow it" (see _split): keep it.
+    trailing = "/." if path.endswith("/.") else "/" if path.endswith("/") else ""
+    return source, (inner.rstrip("/") + trailing) or "/"
 
 
 @contextlib.contextmanager
 def resolve(svc: Any, c: Any, path: str) -> Iterator[tuple[int, str]]:
-    """An O_PATH fd of the directory ``path`` is to be resolved in, and ``path`` relative to it."""
-    if not (c.state.running and c.state.pid):
-        found = _mount_source(svc, c, path)
-        if found is not None:
-            with _at(found[0]) as fd:
-                yield fd, found[1]
-            return
-    with container_root(svc, c) as fd:
-        yield fd, path
+    """An O_PATH fd of the directory ``path`` is to be resolved in, and ``path`` relative to it.
+
+    For a stopped container the directory part is first resolved in its
+    rootfs, so that a symlink of the image leading into a volume
+    (``/link -> /data`` with a volume on ``/data``) reaches the volume, as
+    it does in a running container.
+    """
+    running = bool(c.state.running and c.state.pid)
+    with container_root(svc, c) as root:
+        if not running:
+            parent, entry = _split(path)
+            real = resolve_link(root, "/" + parent).rstrip("/")
+            found = _mount_source(svc, c, real + ("/." if entry == "." else "/" + entry))
+            if found is not None:
+                with _at(found[0]) as fd:
+                    yield fd, found[1]
+                return
+        yield root, path
 
 
 @contextlib.contextmanager
@@ -111,9 +128,22 @@ def container_root(svc: Any, c: Any) -> Iterator[int]:
 
 
 def _split(path: str) -> tuple[str, str]:
+    """``path`` -> (its directory, relative to the root, to resolve *whole*; the entry in it).
+
+    moby's ``ResolvePath``: the path is made absolute with a trailing ``/``
+    or ``/.`` kept, and split after its last slash. Every component of the
+    directory is followed, the last one too, so ``/link/.`` and ``/link/``
+    name the directory a symlink ``/link`` points to (inside the
+    container), while ``/link`` names the link itself. The entry is ``.``
+    for the directory itself.
+    """
     if not path:
         raise InvalidParameter("path is required")
-    clean = posixpath.normpath("/" + path)
+    clean = _abs(path)
+    if clean == "/":
+        return ".", "."
+    if path.endswith(("/.", "/")) or path == ".":
+        return clean.lstrip("/"), "."
     parent, name = posixpath.split(clean)
     return parent.lstrip("/") or ".", name
 
@@ -131,6 +161,50 @@ def _open_parent(root: int, path: str, c: Any, shown: str) -> tuple[int, str]:
     return fd, name
 
 
+def resolve_link(root: int, path: str) -> str:
+    """The path ``path`` leads to in the container, every symlink followed inside
+    ``root`` (moby's ``GetResourcePath``, for a stat's ``linkTarget``); parts
+    that do not exist are kept as they are.
+
+    :raises InvalidParameter: for a symlink loop.
+    """
+    pending = [p for p in path.split("/") if p][::-1]
+    resolved: list[str] = []
+    links = 0
+    while pending:
+        part = pending.pop()
+        if part in (".", ""):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        target = None
+        try:
+            # ``resolved`` holds no symlinks, so this opens exactly that directory.
+            fd = libc.openat2(root, "/".join(resolved) or ".", os.O_PATH | os.O_DIRECTORY, resolve=_RESOLVE)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    target = os.readlink(part, dir_fd=fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        if target is None:
+            resolved.append(part)
+            continue
+        links += 1
+        if links > 255:
+            raise InvalidParameter(f"resolving {path} in the container: too many levels of symbolic links")
+        if target.startswith("/"):
+            resolved = []
+        pending.extend(p for p in target.split("/")[::-1] if p)
+    return "/" + "/".join(resolved)
+
+
 def _stat_doc(st: os.stat_result, name: str, link: str) -> dict:
     from engine.daemon.container import rfc3339nano
 
@@ -143,30 +217,29 @@ def _stat_doc(st: os.stat_result, name: str, link: str) -> dict:
     }
 
 
+def _go_base(path: str) -> str:
+    """Go's ``filepath.Base`` of an absolute path: trailing slashes do not count; ``/`` for the root."""
+    stripped = path.rstrip("/")
+    return posixpath.basename(stripped) if stripped else "/"
+
+
 def stat_path(svc: Any, c: Any, path: str) -> dict:
+    """moby's ``StatPath``: the entry itself (a symlink stays one), named by the path's base
+    name, and for a symlink the container path it finally leads to."""
     shown = path
     with resolve(svc, c, path) as (root, path):
         parent, name = _open_parent(root, path, c, shown)
         try:
-            if name:
-                try:
-                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                except FileNotFoundError:
-                    raise _not_found(shown, c) from None
-                link = ""
-                if stat.S_ISLNK(st.st_mode):
-                    link = os.readlink(name, dir_fd=parent)
-                    # A trailing symlink is followed for the stat, as Docker does.
-                    rel = posixpath.normpath(posixpath.join(posixpath.dirname("/" + path.lstrip("/")), link))
-                    try:
-                        fd = libc.openat2(root, rel.lstrip("/") or ".", os.O_PATH, resolve=_RESOLVE)
-                        st = os.fstat(fd)
-                        os.close(fd)
-                    except OSError:
-                        pass
-            else:
-                st, link = os.fstat(parent), ""
-            return _stat_doc(st, name or posixpath.basename(posixpath.normpath("/" + shown)) or "/", link)
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                raise _not_found(shown, c) from None
+            link = ""
+            if stat.S_ISLNK(st.st_mode):
+                link = resolve_link(root, _abs(path))
+            clean = _abs(shown)
+            shown_name = "." if shown.endswith("/.") and clean != "/" else _go_base(clean)
+            return _stat_doc(st, shown_name, link)
         finally:
             os.close(parent)
 
@@ -181,17 +254,16 @@ def get(svc: Any, c: Any, path: str, out: Any) -> None:
     with resolve(svc, c, path) as (root, rel):
         parent, name = _open_parent(root, rel, c, shown)
         try:
-            if not name:
-                name = "."
             try:
                 os.stat(name, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
                 raise _not_found(shown, c) from None
-            if path.endswith("/.") or (path.endswith("/") and name):
-                arcname = "."
-            else:
-                # The root of a mount's source is named as its destination is.
-                arcname = name if name != "." else posixpath.basename(posixpath.normpath("/" + path)) or "."
+            # Named by the base name of the path asked for (moby rebases the
+            # entries to it): a symlink followed by "/link/" is called "link",
+            # the root of a mount's source is named as its destination;
+            # "/dir/." means the directory's contents.
+            clean = _abs(path)
+            arcname = "." if path.endswith("/.") or clean == "/" else _go_base(clean)
             stream = archive.tar_entry(parent, name, arcname)
             try:
                 while True:
@@ -216,9 +288,9 @@ def put(
     """
     if c.host_config.get("ReadonlyRootfs") and c.state.running:
         raise InvalidParameter("container rootfs is marked read-only")
-    shown = "/" + posixpath.normpath("/" + path).lstrip("/")
+    shown = _abs(path)
     with resolve(svc, c, path) as (root, inner):
-        rel = posixpath.normpath("/" + inner).lstrip("/") or "."
+        rel = _abs(inner).lstrip("/") or "."
         try:
             fd = libc.openat2(root, rel, os.O_PATH | os.O_DIRECTORY, resolve=_RESOLVE)
         except FileNotFoundError:

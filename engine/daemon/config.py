@@ -92,6 +92,8 @@ class Config:
     exec_driver: str = DEFAULT_EXEC_DRIVER
     mtu: int = 0
     selinux_enabled: bool = False
+    seccomp_profile: str = ""
+    no_new_privileges: bool = False
     userland_proxy: bool = True
     labels: list[str] = field(default_factory=list)
     metrics_addr: str = ""
@@ -229,6 +231,20 @@ _OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
         "container network MTU (default: the default route's interface MTU, else 1500)",
     ),
     ("selinux_enabled", ("selinux-enabled",), ("--selinux-enabled",), "bool", "enable SELinux support"),
+    (
+        "seccomp_profile",
+        ("seccomp-profile",),
+        ("--seccomp-profile",),
+        "str",
+        "seccomp profile file for containers instead of Docker's default ('unconfined': none)",
+    ),
+    (
+        "no_new_privileges",
+        ("no-new-privileges",),
+        ("--no-new-privileges",),
+        "bool",
+        "set no-new-privileges for new containers by default",
+    ),
     (
         "userland_proxy",
         ("userland-proxy",),

@@ -432,7 +432,15 @@ def job_system_df(job: Any) -> None:
         volumes.append(vol)
     layers = sum(layer.size for layer in graph.layers.all())
     job.write_json(
-        {"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": []}
+        {
+            "LayersSize": layers,
+            "Images": images,
+            "Containers": containers,
+            "Volumes": volumes,
+            # The classic builder's cache is images: no build cache records, as dockerd 20.10 reports.
+            "BuildCache": None,
+            "BuilderSize": 0,
+        }
     )
 
 

@@ -20,6 +20,7 @@ from engine.daemon.config import Config
 from engine.daemon.events import Events
 from engine.drivers import discovery as drivers
 from engine.drivers.graph import GraphDriver
+from engine.errors import EngineError
 from engine.sys.fs import atomic_write, safe_rmtree
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from engine.daemon.execs import ExecService
     from engine.daemon.lifecycle import LifeCycle
     from engine.daemon.network import NetworkService
+    from engine.daemon.security import SecurityPolicy
     from engine.daemon.store import ContainerStore
     from engine.daemon.volumes import VolumeStore
     from engine.drivers.exec import ExecDriver
@@ -60,6 +62,8 @@ class Daemon:
         self.network: NetworkService | None = None
         self.linkgraph: LinkGraph | None = None
         self.exec_driver: ExecDriver | None = None
+        #: The security options a container runs with (seccomp, no_new_privs, sysctl checks).
+        self.security: SecurityPolicy | None = None
         self.volumes: VolumeStore | None = None
         #: The container records, names and lookups.
         self.containers: ContainerStore | None = None
@@ -152,6 +156,12 @@ class Daemon:
     def _setup_exec_driver(self) -> None:
         """The exec driver (``--exec-driver``, default native)."""
         self.exec_driver = drivers.select("exec", self.config.driver_config())
+        from engine.daemon.security import SecurityPolicy
+
+        try:
+            self.security = SecurityPolicy(self.config, self.exec_driver.seccomp_support())
+        except EngineError as exc:
+            raise RuntimeError(str(exc)) from exc
 
     def _setup_containers(self) -> None:
         """Volumes, the container store, the life cycle and the exec store; restore containers

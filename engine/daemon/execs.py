@@ -121,7 +121,7 @@ class ExecService:
             privileged=bool(body.get("Privileged") or hc.get("Privileged")),
             cap_add=list(hc.get("CapAdd") or []),
             cap_drop=list(hc.get("CapDrop") or []),
-            no_new_privileges=any(s.startswith("no-new-privileges") for s in hc.get("SecurityOpt") or []),
+            no_new_privileges=self.daemon.security.no_new_privileges(hc),
         )
         e = Exec(
             id=secrets.token_hex(32),

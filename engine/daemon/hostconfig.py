@@ -298,10 +298,12 @@ def container_env(config: dict, extra_env: Sequence[str] = ()) -> list[str]:
     return env
 
 
-def process_of(c: Container, extra_env: Sequence[str] = ()) -> ProcessConfig:
-    """The container's first process: its command, environment, user, tty and privileges."""
+def process_of(c: Container, extra_env: Sequence[str] = (), no_new_privileges: bool = False) -> ProcessConfig:
+    """The container's first process: its command, environment, user, tty and privileges.
+
+    :param no_new_privileges: what the daemon's security policy decided for the container.
+    """
     cfg, hc = c.config, c.host_config
-    security = hc.get("SecurityOpt") or []
     return ProcessConfig(
         args=[c.path, *c.args],
         env=container_env(cfg, extra_env),
@@ -311,9 +313,7 @@ def process_of(c: Container, extra_env: Sequence[str] = ()) -> ProcessConfig:
         tty=bool(cfg.get("Tty")),
         console_size=tuple(hc["ConsoleSize"]) if hc.get("ConsoleSize") and any(hc["ConsoleSize"]) else None,
         privileged=bool(hc.get("Privileged")),
-        no_new_privileges=any(
-            s in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true") for s in security
-        ),
+        no_new_privileges=no_new_privileges,
         cap_add=list(hc.get("CapAdd") or []),
         cap_drop=list(hc.get("CapDrop") or []),
     )
@@ -389,6 +389,9 @@ def build_command(
     volume_path: Callable[[str], str],
     extra_env: Sequence[str] = (),
     ipc_namespace: str = "",
+    *,
+    seccomp_profile: str = "",
+    no_new_privileges: bool = False,
 ) -> Command:
     """The exec driver's :class:`~engine.drivers.exec.Command` for ``c``.
 
@@ -398,12 +401,14 @@ def build_command(
     :param extra_env: variables that come before the container's own (links').
     :param ipc_namespace: ``/proc/PID/ns/ipc`` of the container ``--ipc
         container:NAME`` joins (see :func:`joined_container`).
+    :param seccomp_profile: the profile (JSON) the daemon's security policy chose; "" for none.
+    :param no_new_privileges: the security policy's choice for the container's processes.
     """
     cfg, hc = c.config, c.host_config
     return Command(
         id=c.id,
         rootfs=rootfs,
-        process=process_of(c, extra_env),
+        process=process_of(c, extra_env, no_new_privileges),
         container_dir=c.root,
         hostname=cfg.get("Hostname") or "",
         domainname=cfg.get("Domainname") or "",
@@ -419,6 +424,7 @@ def build_command(
         readonly_paths=hc.get("ReadonlyPaths"),
         devices=devices_of(hc),
         sysctls=dict(hc.get("Sysctls") or {}),
+        seccomp_profile=seccomp_profile,
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
     )
 

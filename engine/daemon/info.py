@@ -95,6 +95,9 @@ def build_info(daemon: Any) -> dict[str, Any]:
         warnings.append("WARNING: bridge-nf-call-iptables is disabled")
     if nf_ip6t is False:
         warnings.append("WARNING: bridge-nf-call-ip6tables is disabled")
+    security = getattr(daemon, "security", None)
+    if security is not None:
+        warnings += security.info_warnings()
     for h in cfg.hosts:
         if h.startswith("tcp://") and not cfg.tlsverify:
             warnings.append(
@@ -167,7 +170,7 @@ def build_info(daemon: Any) -> dict[str, Any]:
         "ContainerdCommit": {"ID": "", "Expected": ""},
         "RuncCommit": {"ID": "", "Expected": ""},
         "InitCommit": {"ID": "", "Expected": ""},
-        "SecurityOptions": ["name=no-new-privileges"],
+        "SecurityOptions": security.info_options() if security is not None else [],
         "DefaultAddressPools": [],
         "Warnings": warnings,
     }

@@ -207,6 +207,7 @@ class LifeCycle:
         graph = self.daemon.graph
         hc = dict(host_config or {})
         warnings = validate_host_config(hc, os.cpu_count() or 1)
+        self.daemon.security.check_create(hc)
         image_name = config.get("Image") or ""
         if not image_name:
             raise InvalidParameter("No image was specified")
@@ -231,10 +232,16 @@ class LifeCycle:
             os.makedirs(root, mode=0o700)
             apply_create_defaults(merged, hc, image_name, cid, os.uname().nodename, self.daemon.config)
             top = image.top_layer.split(":", 1)[1] if image.top_layer else None
-            driver.create(cid + "-init", top)
+            # Both layers get the container's --storage-opt, as in moby's layer store.
+            storage_opt = hc.get("StorageOpt") or None
+            if storage_opt is not None and not (
+                isinstance(storage_opt, dict) and all(isinstance(v, str) for v in storage_opt.values())
+            ):
+                raise InvalidParameter("HostConfig.StorageOpt must be an object of strings")
+            driver.create_read_write(cid + "-init", top, storage_opt=storage_opt)
             created_layers.append(cid + "-init")
             self._populate_init_layer(cid + "-init")
-            driver.create(cid, cid + "-init")
+            driver.create_read_write(cid, cid + "-init", storage_opt=storage_opt)
             created_layers.append(cid)
             c = Container(
                 id=cid,
@@ -398,6 +405,8 @@ class LifeCycle:
                 self.volumes.path,
                 link_env,
                 self._joined_ipc_namespace(c),
+                seccomp_profile=self.daemon.security.seccomp_profile(c.host_config),
+                no_new_privileges=self.daemon.security.no_new_privileges(c.host_config),
             )
             for m in c.mounts:
                 if m["Type"] == "volume":

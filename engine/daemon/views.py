@@ -9,24 +9,10 @@ from typing import TYPE_CHECKING, Any
 from engine.daemon.container import Container, rfc3339nano
 from engine.daemon.volumes import api_mount
 from engine.errors import InvalidParameter
+from engine.security import paths as security_paths
 
 if TYPE_CHECKING:
     from engine.daemon.daemon import Daemon
-
-DEFAULT_MASKED_PATHS = [
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-]
-DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 HOST_CONFIG_DEFAULTS: dict[str, Any] = {
     "Binds": None,
@@ -92,8 +78,8 @@ HOST_CONFIG_DEFAULTS: dict[str, Any] = {
     "CpuPercent": 0,
     "IOMaximumIOps": 0,
     "IOMaximumBandwidth": 0,
-    "MaskedPaths": DEFAULT_MASKED_PATHS,
-    "ReadonlyPaths": DEFAULT_READONLY_PATHS,
+    "MaskedPaths": None,
+    "ReadonlyPaths": None,
 }
 
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -123,6 +109,12 @@ def host_config(c: Container) -> dict:
     if c.host_config.get("Privileged"):
         out["MaskedPaths"] = None
         out["ReadonlyPaths"] = None
+    else:
+        # Containers created before create stored dockerd's defaults show them too.
+        if out["MaskedPaths"] is None:
+            out["MaskedPaths"] = list(security_paths.default_masked_paths())
+        if out["ReadonlyPaths"] is None:
+            out["ReadonlyPaths"] = list(security_paths.DEFAULT_READONLY_PATHS)
     for key in ("Dns", "DnsOptions", "DnsSearch", "BlkioWeightDevice", "Devices"):
         if out.get(key) is None:
             out[key] = []

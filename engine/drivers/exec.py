@@ -115,6 +115,11 @@ class Command(Record):
     readonly_paths: list[str] | None = None  # None: Docker's defaults
     devices: list[dict] = []  # {"path_on_host", "path_in_container", "permissions"}
     sysctls: dict[str, str] = {}
+    #: The seccomp profile (Docker's JSON format) of every process of the
+    #: container, first and exec'd: the driver resolves it against the
+    #: container's capabilities, the machine and the kernel, and loads it
+    #: last before execve(2). "" means unconfined.
+    seccomp_profile: str = ""
     shm_size: int = 64 * 1024 * 1024
     tmpfs: dict[str, str] = {}
     extra: dict = {}
@@ -265,6 +270,14 @@ class ExecDriver(abc.ABC):
         Raises nothing: a fact that cannot be read is left out.
         """
         return {}
+
+    def seccomp_support(self) -> str | None:
+        """None when the driver applies ``Command.seccomp_profile``, else why it cannot.
+
+        The daemon then runs containers without the default profile and
+        refuses custom ones, as dockerd does on a kernel without seccomp.
+        """
+        return f"the {self.name} exec driver does not apply seccomp profiles"
 
 
 def home(root: str, name: str) -> str:

@@ -34,6 +34,7 @@ import abc
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, ClassVar
 
@@ -62,6 +63,53 @@ def validate_id(id: str) -> str:
     if not isinstance(id, str) or not _LAYER_ID.fullmatch(id):
         raise InvalidParameter(f"invalid layer id {id!r}: expected 64 hex digits, optionally with -init")
     return id
+
+
+class RefCounts:
+    """Per-layer reference counts for drivers whose :meth:`GraphDriver.get` mounts nothing (vfs, btrfs).
+
+    Every method holds :attr:`lock` (re-entrant). Hold it yourself around a
+    check and an action that must see the same counts: ``remove`` refusing a
+    layer in use and then renaming it away, ``get`` checking that the layer
+    exists and then taking a reference.
+
+    :param driver: the driver's name, for log messages.
+    """
+
+    def __init__(self, driver: str) -> None:
+        self.driver = driver
+        self.lock = threading.RLock()
+        self._counts: dict[str, int] = {}
+
+    def take(self, id: str) -> None:
+        """Add one reference to ``id``."""
+        with self.lock:
+            self._counts[id] = self._counts.get(id, 0) + 1
+
+    def release(self, id: str) -> int:
+        """Drop one reference to ``id``; return how many are left (an unbalanced release is logged)."""
+        with self.lock:
+            count = self._counts.get(id, 0)
+            if count == 0:
+                LOG.warning("%s: put of layer %s, which is not in use", self.driver, id)
+                return 0
+            if count == 1:
+                del self._counts[id]
+            else:
+                self._counts[id] = count - 1
+            return count - 1
+
+    def count(self, id: str) -> int:
+        """How many references ``id`` has."""
+        with self.lock:
+            return self._counts.get(id, 0)
+
+    def clear(self) -> None:
+        """Forget every reference (the daemon is stopping)."""
+        with self.lock:
+            if self._counts:
+                LOG.info("%s: %d layers still referenced at cleanup", self.driver, len(self._counts))
+            self._counts.clear()
 
 
 class GraphDriver(abc.ABC):
@@ -100,6 +148,26 @@ class GraphDriver(abc.ABC):
         :raises NotFound: ``parent`` does not exist; nothing is created.
         :raises HostError: the host failed (a full disk, a mount refused).
         """
+
+    def create_read_write(
+        self,
+        id: str,
+        parent: str | None = None,
+        mount_label: str = "",
+        storage_opt: Mapping[str, str] | None = None,
+    ) -> None:
+        """Create a container's writable layer (moby's ``CreateReadWrite``).
+
+        ``storage_opt`` is the container's ``--storage-opt`` (``HostConfig.StorageOpt``,
+        such as ``{"size": "10G"}``). Drivers that can limit a layer override
+        this; the default refuses any option, in Docker's words, and creates a
+        plain layer.
+
+        :raises InvalidParameter: for options the driver does not take.
+        """
+        if storage_opt:
+            raise InvalidParameter(f"--storage-opt is not supported for {self.name}")
+        self.create(id, parent, mount_label)
 
     @abc.abstractmethod
     def remove(self, id: str) -> None:

@@ -470,6 +470,25 @@ class _RmFrame:
     names: Iterator[str]
     name: str
     shown: str
+    device: int
+
+
+#: The inode number of a btrfs subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID).
+_BTRFS_SUBVOLUME_INO = 256
+
+
+def _nested_subvolume(fd: int) -> bool:
+    """Whether the directory ``fd``, reached without crossing a mount, is a btrfs subvolume.
+
+    A subvolume has a device number of its own but is not a mount: the
+    openat2(2) with ``RESOLVE_NO_XDEV`` that opened it proved that. Its root
+    is inode 256. rmdir(2) deletes an empty subvolume (Linux 4.18).
+    """
+    return os.fstat(fd).st_ino == _BTRFS_SUBVOLUME_INO
+
+
+def _foreign(path: str, top: str) -> HostError:
+    return HostError(f"refusing to delete {path}: it is on another file system than {top} (a mount left behind?)")
 
 
 def _open_child_dir(dir_fd: int, name: str, shown: str) -> int:
@@ -488,6 +507,8 @@ def remove_at(dir_fd: int, name: str, shown: str | None = None) -> bool:
     crosses into another file system: a mount point or an entry with another
     ``st_dev`` below ``name`` stops the deletion with an error, leaving what
     is on the other side untouched. Callers unmount first (:func:`unmount_all`).
+    The one exception is a btrfs subvolume, which has a device number of its
+    own without being a mount: it is emptied and deleted like a directory.
 
     :param dir_fd: the parent directory (may be an ``O_PATH`` fd).
     :param shown: how to name the path in errors (defaults to ``name``).
@@ -504,8 +525,7 @@ def remove_at(dir_fd: int, name: str, shown: str | None = None) -> bool:
         return True
 
     top = _open_child_dir(dir_fd, name, shown)
-    device = os.fstat(top).st_dev
-    stack = [_RmFrame(top, iter(os.listdir(top)), name, shown)]
+    stack = [_RmFrame(top, iter(os.listdir(top)), name, shown, os.fstat(top).st_dev)]
     try:
         while stack:
             frame = stack[-1]
@@ -520,14 +540,14 @@ def remove_at(dir_fd: int, name: str, shown: str | None = None) -> bool:
                 cst = os.stat(child, dir_fd=frame.fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if cst.st_dev != device:
-                raise HostError(
-                    f"refusing to delete {child_shown}: it is on another file system than {shown} "
-                    "(a mount left behind?)"
-                )
+            if cst.st_dev != frame.device and not stat.S_ISDIR(cst.st_mode):
+                raise _foreign(child_shown, shown)
             if stat.S_ISDIR(cst.st_mode):
                 fd = _open_child_dir(frame.fd, child, child_shown)
-                stack.append(_RmFrame(fd, iter(os.listdir(fd)), child, child_shown))
+                if cst.st_dev != frame.device and not _nested_subvolume(fd):
+                    os.close(fd)
+                    raise _foreign(child_shown, shown)
+                stack.append(_RmFrame(fd, iter(os.listdir(fd)), child, child_shown, cst.st_dev))
             else:
                 os.unlink(child, dir_fd=frame.fd)
     finally:

@@ -3,7 +3,8 @@
 Only what the standard library lacks lives here: ``mount(2)``, ``umount2(2)``,
 ``renameat2(2)``, ``openat2(2)``, the namespace calls ``unshare(2)``,
 ``setns(2)`` and ``pivot_root(2)``, ``prctl(2)``, ``capget(2)``/``capset(2)``
-and ``sethostname(2)``/``setdomainname(2)`` (Python 3.11 has none of the
+``seccomp(2)`` (loading a compiled filter) and
+``sethostname(2)``/``setdomainname(2)`` (Python 3.11 has none of the
 latter in :mod:`os`; ``socket.sethostname`` exists but importing ``socket``
 for one call is heavy in the exec driver's small processes).
 
@@ -80,6 +81,7 @@ __all__ = [
     "pivot_root",
     "prctl",
     "renameat2",
+    "seccomp_set_filter",
     "setdomainname",
     "sethostname",
     "setns",
@@ -117,6 +119,8 @@ MS_STRICTATIME = 1 << 24
 
 # prctl(2) options, <linux/prctl.h>.
 PR_SET_PDEATHSIG = 1
+PR_GET_SECCOMP = 21
+PR_SET_SECCOMP = 22
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -185,6 +189,22 @@ for _machine, _number in (
     ("ppc64", 203),
 ):
     _SYSCALL_NUMBERS[_machine]["pivot_root"] = _number
+# seccomp(2) too predates the unified numbers (asm/unistd tables).
+for _machine, _number in (
+    ("x86_64", 317),
+    ("aarch64", 277),
+    ("arm64", 277),
+    ("riscv64", 277),
+    ("loongarch64", 277),
+    ("armv7l", 383),
+    ("armv8l", 383),
+    ("i386", 354),
+    ("i686", 354),
+    ("s390x", 348),
+    ("ppc64le", 358),
+    ("ppc64", 358),
+):
+    _SYSCALL_NUMBERS[_machine]["seccomp"] = _number
 del _machine, _number
 
 AT_FDCWD = -100
@@ -277,6 +297,7 @@ _prctl = _bind("prctl", ctypes.c_int, [ctypes.c_int, ctypes.c_ulong, ctypes.c_ul
 _sethostname = _bind("sethostname", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t])
 _setdomainname = _bind("setdomainname", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t])
 _pivot_root = _bind_syscall("pivot_root", [ctypes.c_char_p, ctypes.c_char_p])
+_seccomp = _bind_syscall("seccomp", [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p])
 
 
 class _CapHeader(ctypes.Structure):
@@ -432,6 +453,42 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
         for ``PR_CAPBSET_DROP`` without CAP_SETPCAP, and so on.
     """
     return _prctl(option, arg2, arg3, arg4, arg5)
+
+
+class _SockFprog(ctypes.Structure):
+    """``struct sock_fprog`` of seccomp(2): the length in instructions and the program."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_MODE_FILTER = 2
+#: One ``struct sock_filter``: u16 code, u8 jt, u8 jf, u32 k.
+SOCK_FILTER_SIZE = 8
+
+
+def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
+    """Load a compiled BPF filter for this thread and its future children (seccomp(2)).
+
+    Without no_new_privs set first, the caller needs CAP_SYS_ADMIN; a
+    filter stays for the life of the process and crosses execve(2).
+
+    :param program: ``struct sock_filter`` instructions, as libseccomp exports them.
+    :param flags: ``SECCOMP_FILTER_FLAG_*`` (LOG, SPEC_ALLOW); 0 falls back to
+        prctl(2) where seccomp(2) has no known number.
+    :raises OSError: ``EACCES`` without the capability and without
+        no_new_privs, ``EINVAL`` for a malformed program or an unknown flag.
+    """
+    if not program or len(program) % SOCK_FILTER_SIZE:
+        raise OSError(errno.EINVAL, f"seccomp: a BPF program of {len(program)} bytes is malformed")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // SOCK_FILTER_SIZE, ctypes.cast(buffer, ctypes.c_void_p))
+    if _seccomp is not None:
+        _seccomp(_SECCOMP_SET_MODE_FILTER, flags, ctypes.addressof(prog))
+    elif flags:
+        raise NotSupported(f"seccomp(2) has no known number on {_MACHINE}: filter flags cannot be set")
+    else:
+        _prctl(PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
 
 
 class CapabilitySets(NamedTuple):

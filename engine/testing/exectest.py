@@ -56,6 +56,7 @@ from engine.archive import apply_layer
 from engine.drivers.discovery import load_drivers
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import Conflict, NotFound, NotSupported
+from engine.security.paths import default_masked_paths
 from engine.sys import cgroups, libc
 from engine.testing.images import PATH_ENV, busybox_layer
 
@@ -290,8 +291,39 @@ class Box:
                 cgroups.remove_parent(self.parent, version=version)
             except NotSupported:
                 pass
+        _remove_from_controllerless_hierarchies(self.parent)
         if errors:
             raise errors[0]
+
+
+def _remove_from_controllerless_hierarchies(parent: str) -> None:
+    """Remove the (empty) cgroup parent from hierarchies without controllers (``name=systemd``,
+    a hybrid host's v2 mount), where LXC makes it too; the engine's cgroup manager does not."""
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as fh:
+        for line in fh.read().splitlines():
+            _, _, rest = line.partition(":")
+            key, _, path = rest.partition(":")
+            own[key] = path
+    with open("/proc/self/mountinfo") as fh:
+        mounts = fh.read().splitlines()
+    for line in mounts:
+        pre, _, post = line.partition(" - ")
+        fields, post_fields = pre.split(), post.split()
+        if len(post_fields) < 3 or post_fields[0] not in ("cgroup", "cgroup2"):
+            continue
+        options = set(post_fields[2].split(","))
+        if post_fields[0] == "cgroup2":
+            key = ""
+        else:
+            key = next((k for k in own if k.startswith("name=") and k in options), "-")
+        if key not in own or fields[3] != "/":
+            continue
+        path = os.path.join(fields[4], own[key].lstrip("/"), parent)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass  # not there, or not empty: not ours to force
 
 
 def _caps_line(output: str, name: str) -> str:
@@ -311,6 +343,10 @@ class ExecDriverConformance:
 
     #: The entry-point name of the driver under test.
     driver_name: ClassVar[str] = ""
+    #: /dev/ptmx is a bind mount of /dev/pts/ptmx rather than Docker's
+    #: symlink to ``pts/ptmx`` (LXC makes it so; either opens the
+    #: container's own devpts): the tests then expect that mount.
+    ptmx_is_bind_mount: ClassVar[bool] = False
 
     @pytest.fixture
     def driver(self, tmp_path: Any) -> Iterator[ExecDriver]:
@@ -519,25 +555,17 @@ class ExecDriverConformance:
             "/proc/irq",
             "/proc/sys",
             "/proc/sysrq-trigger",
-            "/proc/asound",
-            "/proc/acpi",
-            "/proc/kcore",
-            "/proc/keys",
-            "/proc/latency_stats",
-            "/proc/timer_list",
-            "/proc/timer_stats",
-            "/proc/sched_debug",
-            "/proc/scsi",
-            "/sys/firmware",
-            "/sys/devices/virtual/powercap",
+            *default_masked_paths(),
         }
+        if self.ptmx_is_bind_mount:
+            allowed.add("/dev/ptmx")
         assert set(points) <= allowed, set(points) - allowed
         assert not any(box.tmp in p or command.rootfs in p for p in points)
 
     def test_dev(self, box: Box) -> None:
         result = box.sh(
             "stat -c '%n %F %t:%T %a' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; "
-            "for l in ptmx fd stdout; do readlink /dev/$l; done; grep -E ' /dev/(shm|pts|mqueue) ' /proc/self/mounts | cut -d' ' -f2,3; "
+            "readlink /dev/ptmx || stat -c 'bind %t:%T' /dev/ptmx; for l in fd stdout; do readlink /dev/$l; done; grep -E ' /dev/(shm|pts|mqueue) ' /proc/self/mounts | cut -d' ' -f2,3; "
             "test -e /dev/console || echo no-console"
         )
         lines = result.stdout.splitlines()
@@ -552,7 +580,8 @@ class ExecDriverConformance:
                 ("tty", 5, 0),
             )
         ]
-        assert lines[6:9] == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/1"]
+        ptmx = "bind 5:2" if self.ptmx_is_bind_mount else "pts/ptmx"
+        assert lines[6:9] == [ptmx, "/proc/self/fd", "/proc/self/fd/1"]
         assert sorted(lines[9:12]) == ["/dev/mqueue mqueue", "/dev/pts devpts", "/dev/shm tmpfs"]
         assert lines[12] == "no-console"
 
@@ -597,6 +626,105 @@ class ExecDriverConformance:
     def test_sysctl(self, box: Box) -> None:
         result = box.sh("cat /proc/sys/kernel/shm_rmid_forced", sysctls={"kernel.shm_rmid_forced": "1"})
         assert result.stdout == "1\n"
+
+    @pytest.mark.parametrize(
+        "key, kw, message",
+        [
+            ("kernel.core_pattern", {}, 'sysctl "kernel.core_pattern" is not in a separate kernel namespace'),
+            ("kernel.shmmax", {"ipc_mode": "host"}, 'sysctl "kernel.shmmax" is not allowed in the hosts ipc namespace'),
+            ("net.ipv4.ip_forward", {}, 'sysctl "net.ipv4.ip_forward" not allowed in host network namespace'),
+        ],
+    )
+    def test_sysctls_outside_the_containers_namespaces_are_refused(
+        self, box: Box, key: str, kw: dict[str, Any], message: str
+    ) -> None:
+        # The host's own value: nothing changes even if the check were missing.
+        with open("/proc/sys/" + key.replace(".", "/")) as fh:
+            current = fh.read().strip()
+        result = box.run(box.command(["true"], sysctls={key: current}, **kw))
+        assert result.error is not None and message in result.error["message"], result
+        assert not result.started
+
+    # ---- seccomp (drivers that apply Command.seccomp_profile)
+
+    def _probe(self, box: Box, driver: ExecDriver, **kw: Any) -> dict[str, Any]:
+        """Run :mod:`engine.testing.syscall_probe` with the host's python3 (``/usr`` bound read-only)."""
+        reason = driver.seccomp_support()
+        if reason is not None:
+            pytest.skip(f"exec driver {self.driver_name} applies no seccomp profile here: {reason}")
+        if os.uname().machine != "x86_64" or not os.path.exists("/usr/bin/python3"):
+            pytest.skip("the syscall probe needs x86_64 and /usr/bin/python3")
+        probe = os.path.join(os.path.dirname(os.path.abspath(__file__)), "syscall_probe.py")
+        result = box.run(
+            box.command(
+                ["/bin/sh", "-c", "ln -s usr/lib /lib; ln -s usr/lib64 /lib64; exec /usr/bin/python3 -S -I /probe.py"],
+                mounts=[
+                    {"type": "bind", "source": "/usr", "destination": "/usr", "options": ["rbind", "ro"]},
+                    {"type": "bind", "source": probe, "destination": "/probe.py", "options": ["ro"]},
+                ],
+                **kw,
+            )
+        )
+        assert result.code == 0 and result.error is None, result
+        return json.loads(result.stdout)
+
+    def test_seccomp_default_profile_denies_what_docker_denies(self, box: Box, driver: ExecDriver) -> None:
+        from engine.security.seccomp import default_profile
+
+        out = self._probe(box, driver, seccomp_profile=default_profile())
+        assert out["seccomp"] == "2"
+        calls = out["calls"]
+        for name in (
+            "unshare_user",
+            "mount_in_userns",
+            "clone_newuser",
+            "add_key",
+            "keyctl",
+            "request_key",
+            "perf_event_open",
+            "personality_rie",
+            "socket_vsock",
+        ):
+            assert calls[name] == "EPERM", (name, calls)
+        assert calls["clone3"] == "ENOSYS" and calls["getpid"] == "ok"
+
+    def test_seccomp_unconfined_allows_them(self, box: Box, driver: ExecDriver) -> None:
+        calls = self._probe(box, driver)["calls"]
+        assert calls["unshare_user"] == calls["mount_in_userns"] == calls["add_key"] == "ok", calls
+        assert calls["perf_event_open"] == "EFAULT" and calls["clone3"] == "EINVAL", calls
+
+    def test_seccomp_with_cap_sys_admin_allows_namespaces(self, box: Box, driver: ExecDriver) -> None:
+        from engine.security.seccomp import default_profile
+
+        calls = self._probe(box, driver, seccomp_profile=default_profile(), cap_add=["SYS_ADMIN"])["calls"]
+        assert calls["unshare_user"] == calls["clone_newuser"] == "ok", calls
+        assert calls["add_key"] == "EPERM", calls  # no capability brings keyrings
+
+    def test_seccomp_custom_profile_no_new_privileges_and_exec(self, box: Box, driver: ExecDriver) -> None:
+        reason = driver.seccomp_support()
+        if reason is not None:
+            pytest.skip(f"exec driver {self.driver_name} applies no seccomp profile here: {reason}")
+        profile = json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}],
+            }
+        )
+        command = box.command(["sleep", "1000"], seccomp_profile=profile, no_new_privileges=True, user="1000")
+        box.start(command).wait_started()
+        r, w = os.pipe()
+        try:
+            code = driver.exec(
+                command,
+                ProcessConfig(args=["sh", "-c", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; mkdir /tmp/x"]),
+                Pipes(stdout=w, stderr=w),
+            )
+        finally:
+            os.close(w)
+        with os.fdopen(r) as fh:
+            output = fh.read()
+        assert code == 1 and "Seccomp:\t2" in output and "NoNewPrivs:\t1" in output, output
+        assert "Permission denied" in output
 
     # ---- processes
 

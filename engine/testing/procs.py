@@ -1,5 +1,5 @@
-"""Looking at processes through /proc, for tests (by PID; nothing here signals anything),
-and waiting for what they do."""
+"""Processes for tests: looking at them through /proc (by PID; nothing here signals
+anything), waiting for what they do, and running a piece of a test in a forked child."""
 
 from __future__ import annotations
 
@@ -63,3 +63,26 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def run_in_child(body: Callable[[], None]) -> None:
+    """Run ``body`` in a forked child and fail with its exception's text if it raises.
+
+    For calls that change the calling process for good (unshare, capset, a
+    seccomp filter): the test process keeps its namespaces and privileges.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            body()
+        except BaseException as exc:  # report anything, never return into pytest
+            os.write(w, f"{type(exc).__name__}: {exc}".encode())
+            os._exit(1)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        message = fh.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, message

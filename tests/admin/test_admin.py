@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from engine.sys import libseccomp
 from engine.testing.daemon import DaemonProcess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,6 +57,21 @@ def test_drivers_lists_and_selects_by_priority(no_config):
     aufs = next((r for r in rows if r["name"] == "aufs"), None)
     if aufs is not None and "aufs" not in open("/proc/filesystems").read():
         assert aufs["supported"] is False and "aufs is not supported by the kernel" in aufs["reason"]
+    # btrfs and devmapper are listed with the reason they cannot run, where they cannot.
+    btrfs = next((r for r in rows if r["name"] == "btrfs"), None)
+    if btrfs is not None and not btrfs["supported"]:
+        assert btrfs["distribution"] == "engine-graph-btrfs" and "not on btrfs" in btrfs["reason"]
+    devmapper = next((r for r in rows if r["name"] == "devmapper"), None)
+    if devmapper is not None and "device-mapper" not in open("/proc/misc").read():
+        assert devmapper["supported"] is False and "the kernel has no device-mapper" in devmapper["reason"]
+    # lxc is listed among the exec drivers, supported where the lxc tools and liblxc are.
+    lxc = next((r for r in rows if r["kind"] == "exec" and r["name"] == "lxc"), None)
+    if lxc is not None:
+        assert lxc["distribution"] == "engine-exec-lxc" and lxc["loaded"] and not lxc["selected"]
+        if shutil.which("lxc-start") is not None and os.geteuid() == 0:
+            assert lxc["supported"], lxc
+        else:
+            assert not lxc["supported"] and "lxc exec driver" in lxc["reason"]
     table = admin("drivers", *no_config)
     assert table.returncode == 0
     assert chosen["name"] in table.stdout and "engine-graph-vfs" in table.stdout and "*" in table.stdout
@@ -70,7 +86,9 @@ def test_check_reports_features():
     out = admin("check", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert set(doc) >= {"kernel", "namespaces", "cgroups", "storage", "network"}
+    assert set(doc) >= {"kernel", "security", "namespaces", "cgroups", "storage", "network"}
+    seccomp = doc["security"][0]
+    assert seccomp["name"] == "seccomp" and seccomp["ok"] is (libseccomp.unsupported() is None)
     storage = {c["name"]: c for c in doc["storage"]}
     assert storage["overlay"]["ok"] is ("overlay" in open("/proc/filesystems").read())
     assert storage["aufs"]["disables"] == "the aufs graph driver"

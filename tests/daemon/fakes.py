@@ -29,6 +29,7 @@ from engine.daemon.config import Config
 from engine.daemon.daemon import Daemon
 from engine.daemon.lifecycle import LifeCycle
 from engine.daemon.network import NetworkService
+from engine.daemon.security import SecurityPolicy
 from engine.daemon.store import ContainerStore
 from engine.daemon.volumes import VolumeStore
 from engine.drivers.exec import Command, ExecDriver, Pipes, ProcessConfig, Resources
@@ -200,6 +201,7 @@ class Rig:
         daemon.linkgraph = LinkGraph(os.path.join(root, "linkgraph.db"))
         self.driver = FakeExecDriver(os.path.join(root, "execdriver", "fake"))
         daemon.exec_driver = self.driver
+        daemon.security = SecurityPolicy(daemon.config, self.driver.seccomp_support())
         daemon.volumes = VolumeStore(root, VfsDriver(os.path.join(root, "volumes", "vfs")))
         self.launcher = FakeLauncher(self.driver)
         self.store = daemon.containers = ContainerStore(root, daemon.linkgraph)

@@ -397,8 +397,18 @@ def test_build_command():
         Memory=64 << 20,
     )
     network = {"mode": "bridge", "path": "/run/netns/x"}
-    cmd = build_command(c, "/rootfs", network, lambda name: f"/vols/{name}", ["L=1"], "/proc/9/ns/ipc")
+    cmd = build_command(
+        c,
+        "/rootfs",
+        network,
+        lambda name: f"/vols/{name}",
+        ["L=1"],
+        "/proc/9/ns/ipc",
+        seccomp_profile='{"defaultAction": "SCMP_ACT_ALLOW"}',
+        no_new_privileges=True,  # the security policy's decision (engine.daemon.security)
+    )
     assert isinstance(cmd, Command)
+    assert cmd.seccomp_profile == '{"defaultAction": "SCMP_ACT_ALLOW"}'
     p = cmd.process
     assert p.args == ["/bin/sh", "-c", "exec sleep 1"] and p.env[-3:] == ["L=1", "A=1", "TERM=xterm"]
     assert (p.user, p.tty, p.console_size, p.cwd) == ("1000:1000", True, (24, 80), "/")
@@ -418,6 +428,7 @@ def test_build_command_defaults():
     cmd = build_command(container(), "/rootfs", {"mode": "host"}, lambda name: "/v")
     assert (cmd.ipc_mode, cmd.pid_mode, cmd.uts_mode, cmd.cgroup_parent) == ("private", "private", "private", "engine")
     assert cmd.shm_size == 64 << 20 and cmd.process.console_size is None and not cmd.process.no_new_privileges
+    assert cmd.seccomp_profile == ""
 
 
 # ----------------------------------------------------------------------

@@ -311,6 +311,52 @@ def test_remove_at_stops_at_another_file_system(tmp_path, tmpfs):
     assert (root / "t" / "keep").read_text() == "k"
 
 
+def test_safe_rmtree_deletes_btrfs_subvolumes(tmp_path):
+    """A btrfs subvolume has a device number of its own but is no mount: deleted like a directory.
+
+    A tmpfs mounted inside one of the subvolumes still stops the deletion
+    (deepest mounts are taken down first by safe_rmtree; remove_at alone refuses).
+    """
+    import fcntl
+
+    from engine.testing.loopfs import filesystem_supported, loop_filesystem, mkfs_available
+
+    if not (mkfs_available("btrfs") and filesystem_supported("btrfs")):
+        pytest.skip("needs mkfs.btrfs and a kernel with btrfs")
+
+    def subvolume(parent: str, name: str) -> str:
+        args = bytearray(4096)  # struct btrfs_ioctl_vol_args: fd, then the name
+        args[8 : 8 + len(name)] = name.encode()
+        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.ioctl(fd, 0x5000940E, args)  # BTRFS_IOC_SUBVOL_CREATE
+        finally:
+            os.close(fd)
+        return os.path.join(parent, name)
+
+    with loop_filesystem(str(tmp_path), "btrfs", size=512 << 20) as mnt:
+        tree = os.path.join(mnt, "tree")
+        os.makedirs(os.path.join(tree, "plain"))
+        outer = subvolume(tree, "outer")
+        os.makedirs(os.path.join(outer, "a/b"))
+        inner = subvolume(os.path.join(outer, "a/b"), "inner")
+        with open(os.path.join(inner, "f"), "w") as f:
+            f.write("x")
+        os.symlink("/etc/passwd", os.path.join(inner, "link"))
+        assert os.stat(inner).st_dev != os.stat(tree).st_dev and os.stat(inner).st_ino == 256
+        os.mkdir(os.path.join(inner, "mnt"))
+        libc.mount("tmpfs", os.path.join(inner, "mnt"), "tmpfs", 0, None)
+        parent = os.open(mnt, os.O_PATH | os.O_DIRECTORY)
+        try:
+            with pytest.raises(HostError, match="mount point"):
+                fs.remove_at(parent, "tree")
+        finally:
+            os.close(parent)
+        fs.safe_rmtree(tree)
+        assert os.listdir(mnt) == []
+        assert os.path.exists("/etc/passwd")
+
+
 def test_remove_at_bind_mounted_file(tmp_path):
     host_file = tmp_path / "null"
     host_file.write_text("precious")

@@ -9,32 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 
 import pytest
 
 from engine.sys import libc
+from engine.testing.procs import run_in_child
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-def _in_child(body: Callable[[], None]) -> None:
-    """Run ``body`` in a forked child; an exception there fails the test with its text."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            body()
-        except BaseException as exc:  # report anything, never return into pytest
-            os.write(w, f"{type(exc).__name__}: {exc}".encode())
-            os._exit(1)
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as fh:
-        message = fh.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, message
 
 
 def _status(field: str) -> str:
@@ -67,7 +48,7 @@ def test_capset_and_bounding_set() -> None:
         else:
             raise AssertionError("capset raised a dropped capability")
 
-    _in_child(body)
+    run_in_child(body)
 
 
 def test_no_new_privs() -> None:
@@ -76,7 +57,7 @@ def test_no_new_privs() -> None:
         libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
         assert libc.prctl(libc.PR_GET_NO_NEW_PRIVS) == 1
 
-    _in_child(body)
+    run_in_child(body)
 
 
 def test_prctl_errors_carry_errno() -> None:
@@ -100,7 +81,7 @@ def test_sethostname_in_new_uts_namespace() -> None:
             raise AssertionError("a 65-byte host name was accepted")
 
     host = os.uname().nodename
-    _in_child(body)
+    run_in_child(body)
     assert os.uname().nodename == host
 
 
@@ -119,7 +100,7 @@ def test_pivot_root(tmp_path) -> None:
         os.chdir("/")
         assert os.listdir("/") == ["marker"], os.listdir("/")
 
-    _in_child(body)
+    run_in_child(body)
 
 
 def test_pivot_root_needs_a_mount_point(tmp_path) -> None:
@@ -138,5 +119,5 @@ def test_pivot_root_needs_a_mount_point(tmp_path) -> None:
         else:
             raise AssertionError("pivot_root onto a plain directory succeeded")
 
-    _in_child(body)
+    run_in_child(body)
     assert libc.has_syscall("pivot_root")

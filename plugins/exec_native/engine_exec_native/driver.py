@@ -34,8 +34,12 @@ engine_exec_native.nsenter``, which joins the cgroup and every namespace of
 the init and forks the process there (setns(2) into a PID namespace, again,
 applies to children only).
 
-Not done: seccomp and AppArmor profiles, user namespaces, a cgroup
-namespace, and device rules on cgroup v2 (see :mod:`engine.sys.cgroups`).
+The seccomp filter is compiled here, before the fork, from the command's
+profile (once per profile and capability set: :mod:`engine_exec_native.seccomp`),
+and recorded in the state file for ``exec``.
+
+Not done: AppArmor profiles, user namespaces, a cgroup namespace, and
+device rules on cgroup v2 (see :mod:`engine.sys.cgroups`).
 This module imports only the standard library's light modules, ctypes and
 the engine's contract, so the shim stays small.
 """
@@ -54,13 +58,14 @@ from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, Proc
 from engine.errors import Conflict, EngineError, HostError, NotFound, PrerequisitesNotMet
 from engine.sys import cgroups, libc
 from engine.sys.cgroups import Cgroup
-from engine_exec_native import init, spec
+from engine_exec_native import init, seccomp, spec
 
 LOG = logging.getLogger(__name__)
 
 __all__ = ["NativeDriver"]
 
 _CAP_SYS_ADMIN = 21
+_UNKNOWN = object()
 
 
 def _exit_code(status: int) -> int:
@@ -101,6 +106,7 @@ class NativeDriver(ExecDriver):
 
     def __init__(self, home: str, options: Sequence[str] | None = ()) -> None:
         super().__init__(home, options)
+        self._seccomp_support: Any = _UNKNOWN
 
     # ---- probing
 
@@ -139,6 +145,12 @@ class NativeDriver(ExecDriver):
     def info(self) -> dict[str, Any]:
         layout = cgroups.read_layout()
         return {"cgroup_driver": "cgroupfs", "cgroup_version": str(layout.version)}
+
+    def seccomp_support(self) -> str | None:
+        """None when seccomp filters work here (kernel filter mode, libseccomp), else why not."""
+        if self._seccomp_support is _UNKNOWN:
+            self._seccomp_support = seccomp.support()
+        return self._seccomp_support
 
     # ---- state
 
@@ -201,6 +213,9 @@ class NativeDriver(ExecDriver):
         else:
             devices = spec.resolve_devices(command.devices)
         plan = spec.build_init_plan(command, pipes, devices)
+        plan["process"]["seccomp"] = seccomp.compiled_filter(
+            self.home, command.seccomp_profile, plan["process"]["caps"]
+        )
         cg = Cgroup(command.cgroup_parent, command.id)
         resources = spec.cgroup_resources(command, devices)
         cg.validate(resources)
@@ -238,6 +253,8 @@ class NativeDriver(ExecDriver):
                 "start_time": start_time(pid),
                 "cgroup": cg.to_state(),
                 "pid_mode": command.pid_mode,
+                # exec'd processes get the container's filter (Docker's rule)
+                "seccomp": plan["process"]["seccomp"],
             },
         )
         if start_callback is not None:
@@ -344,6 +361,7 @@ class NativeDriver(ExecDriver):
         import subprocess
 
         pid = self._running_pid(command)
+        state = self._load_state(command.id) or {}
         cg = self._cgroup(command)
         if cg.freezer_state() == "FROZEN":
             # The helper would freeze as soon as it joined the cgroup.
@@ -353,7 +371,7 @@ class NativeDriver(ExecDriver):
             "pid": pid,
             "start_time": start_time(pid),
             "cgroup_procs": [os.path.join(p, "cgroup.procs") for p in sorted(set(cg.paths.values()))],
-            "process": spec.build_process_plan(process, command.process),
+            "process": dict(spec.build_process_plan(process, command.process), seccomp=state.get("seccomp")),
         }
         stdio: list[int | None] = []
         owned: list[int] = []

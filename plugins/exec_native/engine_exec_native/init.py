@@ -6,8 +6,10 @@ Two entry points run in a freshly forked child and never return:
 * :func:`exec_child`, a process started by ``exec`` (from the ``nsenter``
   helper, already inside the container's namespaces and cgroup).
 
-Both end in :func:`start_process` (user, capabilities, no-new-privileges,
-working directory, ``$PATH`` lookup, execve). Failures travel to the parent
+Both end in :func:`start_process` (seccomp, user, capabilities,
+no-new-privileges, working directory, ``$PATH`` lookup, execve; the
+filter comes before the capabilities are dropped, or last when
+no_new_privs lets an unprivileged process load it, as runc does). Failures travel to the parent
 over the *error pipe*: its write end is close-on-exec, so a successful
 execve closes it and the parent reads EOF; a failure writes one JSON object
 ``{"message": ...}`` first. The messages are Docker's where Docker has one
@@ -30,13 +32,22 @@ import struct
 import termios
 from typing import Any, NoReturn
 
+from engine.security import caps as _caps
+from engine.security.users import UserError, resolve_user
 from engine.sys import libc
-from engine_exec_native import caps as _caps
 from engine_exec_native import rootfs
 from engine_exec_native.rootfs import SetupError
-from engine_exec_native.users import UserError, resolve_user
 
-__all__ = ["ExecError", "SetupError", "container_init", "exec_child", "lookup", "read_error", "start_process"]
+__all__ = [
+    "ExecError",
+    "SetupError",
+    "container_init",
+    "exec_child",
+    "load_seccomp",
+    "lookup",
+    "read_error",
+    "start_process",
+]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -247,16 +258,19 @@ def _set_names(hostname: str, domainname: str) -> None:
             ) from None
 
 
-def _write_sysctls(sysctls: dict[str, str]) -> None:
-    for key, value in sysctls.items():
-        path = "/proc/sys/" + key.replace(".", "/")
+def _write_sysctls(sysctls: list[list[str]]) -> None:
+    """Write each (checked) /proc/sys file, in the container's namespaces, before /proc/sys goes read-only."""
+    for path, value in sysctls:
+        key = path[len("/proc/sys/") :].replace("/", ".")
         try:
-            with open(path, "w") as fh:
-                fh.write(value)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise SetupError(
-                f"sysctl {key}={value} failed ({errno.errorcode.get(exc.errno or 0)}): "
-                f"{exc.strerror}; only namespaced sysctls can be set"
+                f"sysctl {key}={value} failed ({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
             ) from None
 
 
@@ -337,8 +351,18 @@ def apply_credentials(uid: int, gid: int, groups: list[int], mask: int) -> None:
         pass  # kernels before 4.3 have no ambient set
 
 
+def load_seccomp(seccomp: dict[str, Any]) -> None:
+    """Load the container's compiled filter (:mod:`engine_exec_native.seccomp`) for this process."""
+    try:
+        libc.seccomp_set_filter(bytes.fromhex(seccomp["program"]), seccomp["flags"])
+    except OSError as exc:
+        raise SetupError(
+            f"loading the seccomp filter failed ({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+        ) from None
+
+
 def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
-    """User, capabilities, no-new-privileges, cwd, lookup, execve: the last steps of every start.
+    """Seccomp, user, capabilities, no-new-privileges, cwd, lookup, execve: the last steps of every start.
 
     ``err_fd`` is the only descriptor besides 0-2 that survives until the
     exec; it is close-on-exec.
@@ -358,8 +382,14 @@ def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
     # (runc then passes them all to setgroups), so `id` in a Docker container
     # shows it in "groups=" too.
     groups = [user.gid] + [gid for gid in user.sgids if gid != user.gid]
+    no_new_privileges = process["no_new_privileges"]
+    seccomp = process.get("seccomp")
+    if seccomp and not no_new_privileges:
+        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: before
+        # the capabilities go (runc's order).
+        load_seccomp(seccomp)
     apply_credentials(user.uid, user.gid, groups, process["caps"])
-    if process["no_new_privileges"]:
+    if no_new_privileges:
         libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     try:
         os.chdir(cwd)
@@ -367,6 +397,10 @@ def start_process(process: dict[str, Any], err_fd: int) -> NoReturn:
         raise SetupError(f'chdir to cwd ("{cwd}") set in config.json failed: {_go_error(exc)}') from None
     args = process["args"]
     path = lookup(args[0], env)
+    if seccomp and no_new_privileges:
+        # As late as possible, so that the profile need not allow what the
+        # set-up itself calls.
+        load_seccomp(seccomp)
     libc.prctl(libc.PR_SET_PDEATHSIG, 0)
     os.closerange(3, err_fd)
     os.closerange(err_fd + 1, 2**31 - 1)

@@ -6,8 +6,9 @@ exist, a namespace path missing) are raised as ordinary exceptions in the
 caller and the child only executes a plain JSON-able dict: the same dict
 crosses a pipe to the ``nsenter`` helper for ``docker exec``.
 
-Docker's defaults live here too: the default device nodes, the masked and
-read-only paths (moby ``oci/defaults.go``) and the device cgroup rules.
+Docker's defaults live here too: the default device nodes and the device
+cgroup rules (moby ``oci/defaults.go``); the masked and read-only paths and
+the sysctl rules come from :mod:`engine.security`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 from engine.drivers.exec import Command, Pipes, ProcessConfig, Resources
 from engine.errors import InvalidParameter, NotFound
+from engine.security import caps, paths, sysctls
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
-from engine_exec_native import caps
 
 __all__ = [
     "DEFAULT_DEVICES",
@@ -39,25 +40,10 @@ __all__ = [
 #: The PATH used for the lookup of ``args[0]`` when the environment has none (Docker's default).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-#: Paths hidden from unprivileged containers: files get /dev/null bound over
-#: them, directories an empty read-only tmpfs (they leak host information or
-#: offer kernel interfaces a container has no business with).
-DEFAULT_MASKED_PATHS: tuple[str, ...] = (
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-)
-
-#: Paths bound read-only in unprivileged containers (writes there change the host's kernel).
-DEFAULT_READONLY_PATHS: tuple[str, ...] = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+#: Docker's masked and read-only paths (moby ``oci/defaults.go``), for a
+#: command that does not list its own: see :mod:`engine.security.paths`.
+DEFAULT_MASKED_PATHS = paths.DEFAULT_MASKED_PATHS
+DEFAULT_READONLY_PATHS = paths.DEFAULT_READONLY_PATHS
 
 #: The device nodes every container's /dev gets (mknod in a fresh tmpfs).
 DEFAULT_DEVICES: tuple[dict[str, Any], ...] = tuple(
@@ -82,7 +68,7 @@ def masked_paths(command: Command) -> list[str]:
     """The masked paths: none when privileged, else the command's or Docker's defaults."""
     if command.process.privileged:
         return []
-    return list(DEFAULT_MASKED_PATHS if command.masked_paths is None else command.masked_paths)
+    return list(paths.default_masked_paths() if command.masked_paths is None else command.masked_paths)
 
 
 def readonly_paths(command: Command) -> list[str]:
@@ -305,6 +291,35 @@ def _mounts(command: Command) -> list[dict[str, Any]]:
     return mounts
 
 
+def _is_host_namespace(path: str | None, kind: str) -> bool:
+    """Whether the namespace the container joins is this process's own (the host's)."""
+    if path is None:
+        return True
+    if path == "new":
+        return False
+    mine, theirs = os.stat(f"/proc/self/ns/{kind}"), os.stat(path)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def sysctl_plan(values: dict[str, str], namespaces: dict[str, Any]) -> list[list[str]]:
+    """The /proc/sys files to write and their values, once each key is known to be
+    held by the container's own namespaces (the namespaces are certain here: a
+    ``container:<id>`` network may be the host's).
+
+    :raises InvalidParameter: runc's message, e.g. ``sysctl "kernel.core_pattern"
+        is not in a separate kernel namespace``.
+    """
+    if not values:
+        return []
+    private_ipc = not _is_host_namespace(namespaces["ipc"], "ipc")
+    private_net = not _is_host_namespace(namespaces["net"], "net")
+    out = []
+    for key, value in values.items():
+        sysctls.check(key, private_ipc=private_ipc, private_net=private_net, private_uts=namespaces["uts"])
+        out.append([sysctls.proc_path(key), value])
+    return out
+
+
 def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]]) -> dict[str, Any]:
     """The whole plan for a container's init.
 
@@ -330,22 +345,20 @@ def build_init_plan(command: Command, pipes: Pipes, devices: list[dict[str, Any]
             source = os.path.join(command.container_dir, name)
             if os.path.isfile(source):
                 etc_files.append([source, "/etc/" + name])
-    for key in command.sysctls:
-        if not key or "/" in key or ".." in key:
-            raise InvalidParameter(f"invalid sysctl {key!r}")
+    namespaces = _namespaces(command)
     return {
         "id": command.id,
         "rootfs": os.path.realpath(command.rootfs),
         "hostname": command.hostname,
         "domainname": command.domainname,
-        "namespaces": _namespaces(command),
+        "namespaces": namespaces,
         "mounts": _mounts(command),
         "devices": [dict(d) for d in DEFAULT_DEVICES] + devices,
         "privileged": command.process.privileged,
         "masked_paths": masked_paths(command),
         "readonly_paths": readonly_paths(command),
         "readonly_rootfs": command.readonly_rootfs,
-        "sysctls": dict(command.sysctls),
+        "sysctls": sysctl_plan(command.sysctls, namespaces),
         "shm_size": command.shm_size or 64 * 1024 * 1024,
         "etc_files": etc_files,
         "console": console,

@@ -30,10 +30,9 @@ import logging
 import os
 import secrets
 import tempfile
-import threading
 from collections.abc import Sequence
 
-from engine.drivers.graph import NaiveDiffDriver, validate_id
+from engine.drivers.graph import NaiveDiffDriver, RefCounts, validate_id
 from engine.errors import Conflict, InvalidParameter, NotFound, PrerequisitesNotMet
 from engine.sys import fs, libc
 
@@ -63,8 +62,7 @@ class VfsDriver(NaiveDiffDriver):
         self._dirs = os.path.join(home, "dir")
         os.makedirs(self._dirs, 0o700, exist_ok=True)
         os.chmod(home, 0o700)
-        self._lock = threading.Lock()
-        self._refs: dict[str, int] = {}
+        self._refs = RefCounts(self.name)
         self._sweep()
 
     @classmethod
@@ -132,8 +130,8 @@ class VfsDriver(NaiveDiffDriver):
         :raises Conflict: while :meth:`get` references are held.
         """
         path = self._path(id)
-        with self._lock:
-            refs = self._refs.get(id, 0)
+        with self._refs.lock:
+            refs = self._refs.count(id)
             if refs:
                 raise Conflict(f"vfs: layer {id} is in use ({refs} references)")
             if not self._is_layer(path):
@@ -151,29 +149,19 @@ class VfsDriver(NaiveDiffDriver):
         :raises NotFound: if the layer does not exist.
         """
         path = self._path(id)
-        with self._lock:
+        with self._refs.lock:
             if not self._is_layer(path):
                 raise NotFound(f"vfs: layer {id} does not exist")
-            self._refs[id] = self._refs.get(id, 0) + 1
+            self._refs.take(id)
         return path
 
     def put(self, id: str) -> None:
         """Release one :meth:`get` reference."""
-        validate_id(id)
-        with self._lock:
-            refs = self._refs.get(id, 0)
-            if refs == 0:
-                LOG.warning("vfs: put of layer %s, which is not in use", id)
-                return
-            if refs == 1:
-                del self._refs[id]
-            else:
-                self._refs[id] = refs - 1
+        self._refs.release(validate_id(id))
 
     def references(self, id: str) -> int:
         """How many :meth:`get` references layer ``id`` has (for tests and ``engine-admin``)."""
-        with self._lock:
-            return self._refs.get(validate_id(id), 0)
+        return self._refs.count(validate_id(id))
 
     def exists(self, id: str) -> bool:
         return self._is_layer(self._path(id))
@@ -190,7 +178,4 @@ class VfsDriver(NaiveDiffDriver):
 
     def cleanup(self) -> None:
         """Nothing is mounted; forget the references still held (the daemon is stopping)."""
-        with self._lock:
-            if self._refs:
-                LOG.info("vfs: %d layers still referenced at cleanup", len(self._refs))
-            self._refs.clear()
+        self._refs.clear()

@@ -12,12 +12,13 @@ import pytest
 
 from engine.drivers.exec import Command, ProcessConfig, Resources
 from engine.errors import InvalidParameter, NotFound
+from engine.security import caps
+from engine.security.users import UserError, parse_group, parse_passwd, resolve_user
 from engine.sys import libc
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES
-from engine_exec_native import caps, spec
+from engine_exec_native import spec
 from engine_exec_native.init import ExecError, lookup
 from engine_exec_native.rootfs import secure_join, split_options
-from engine_exec_native.users import UserError, parse_group, parse_passwd, resolve_user
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/sh

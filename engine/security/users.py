@@ -12,8 +12,9 @@ error messages) are runc's ``GetExecUser`` and ``GetAdditionalGroups``:
   /etc/group that lists the user's name; with one, there are none;
 * ``additional_groups`` (``--group-add``) are names or numbers added to those.
 
-The functions read files by path; the container's init calls them after
-pivot_root(2), so the paths are the container's.
+The functions read files by path: the native driver's init calls them after
+pivot_root(2), so the paths are the container's; the lxc driver calls them
+with the paths of the container's root file system on the host.
 """
 
 from __future__ import annotations
