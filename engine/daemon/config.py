@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -493,8 +494,6 @@ def validate(cfg: Config) -> None:
     if cfg.ipv6 and not cfg.fixed_cidr_v6:
         raise ConfigError("--ipv6 needs --fixed-cidr-v6: the IPv6 subnet of the default bridge (e.g. fd00:1::/64)")
     if cfg.fixed_cidr_v6:
-        import ipaddress
-
         try:
             ok = ipaddress.ip_network(cfg.fixed_cidr_v6, strict=False).version == 6
         except ValueError:

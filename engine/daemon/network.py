@@ -36,6 +36,7 @@ is a DNS alias of the container's own, not an ``/etc/hosts`` line.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -113,8 +114,6 @@ def endpoint_config(body: Any) -> dict:
     ipam = body.get("IPAMConfig")
     if ipam is not None and not isinstance(ipam, dict):
         raise InvalidParameter("invalid IPAMConfig: want an object")
-    import ipaddress
-
     for key, version in (("IPv4Address", 4), ("IPv6Address", 6)):
         value = (ipam or {}).get(key) or ""
         if value:
@@ -285,8 +284,6 @@ class NetworkService:
     def _check_endpoint(self, net: dict, cfg: dict) -> None:
         """moby's ``validateNetworkingConfig``: IPs and aliases only on user-defined networks, IPs only on
         networks created with a subnet, and in it."""
-        import ipaddress
-
         ipam = cfg.get("IPAMConfig") or {}
         wanted = [a for a in (ipam.get("IPv4Address"), ipam.get("IPv6Address")) if a]
         if not is_user_defined(net["Name"]):
@@ -450,21 +447,27 @@ class NetworkService:
         """
         mode = c.host_config.get("NetworkMode") or "default"
         primary = "bridge" if mode in ("default", "bridge") else mode
-        out = []
-        for name in sorted(configs, key=lambda n: (n != primary and configs[n].get("NetworkID") != primary, n)):
-            cfg = configs[name]
-            net = None
-            if cfg.get("NetworkID"):
+        if primary not in configs:  # the mode names the network by its ID
+            primary = next((n for n, cfg in configs.items() if cfg.get("NetworkID") == mode), primary)
+            if primary not in configs:
                 try:
-                    net = self.networks.find(cfg["NetworkID"])
+                    primary = self.networks.find(mode)["Name"]
                 except NotFound:
-                    net = None
-            if net is None:
-                if name == "bridge":
-                    net = self.networks.default_network()
-                    if net is None:
-                        continue
-                else:
+                    pass
+        out = []
+        for name in sorted(configs, key=lambda n: (n != primary, n)):
+            if name == "bridge":
+                net = self.networks.default_network()
+                if net is None:  # -b none: no default network
+                    continue
+            else:
+                net = None
+                if configs[name].get("NetworkID"):
+                    try:
+                        net = self.networks.find(configs[name]["NetworkID"])
+                    except NotFound:
+                        net = None
+                if net is None:
                     net = self.networks.find(name)
             out.append((name, net))
         return out
@@ -575,7 +578,7 @@ class NetworkService:
         if self.driver is None:
             return []
         ids = set(self.driver.endpoints(c.id))
-        return [n for n in self.networks.all() if n["Id"] in ids]
+        return [n for n in self.driver.networks() if n["Id"] in ids] if ids else []
 
     def remove_namespace(self, c: Container) -> None:
         """Remove ``c``'s network namespace file, if it has one (and, as it is being removed, its lock)."""

@@ -10,6 +10,7 @@ words.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from typing import Any
 
@@ -120,8 +121,6 @@ def ipam_configs(
 
     :raises ValueError: with the docker CLI's message.
     """
-    import ipaddress
-
     if len(subnets) < len(ranges) or len(subnets) < len(gateways):
         raise ValueError("every ip-range or gateway must have a corresponding subnet")
     nets = []
