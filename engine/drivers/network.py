@@ -186,12 +186,14 @@ class NetworkDriver(abc.ABC):
 
     @abc.abstractmethod
     def allocate_interface(self, container_id: str, request: Mapping[str, Any]) -> dict:
-        """Give a container an address and an ``eth0`` in its network namespace.
+        """Give a container an address and an ``eth0`` in its network namespace, on the default network.
 
         ``eth0`` is up with the address, the MAC and the MTU returned, and
         the namespace has a default route via ``Gateway``. A container that
-        still holds an interface (a stop that never reached
-        :meth:`release_interface`) gets a new one.
+        still holds an interface on the default network (a stop that never
+        reached :meth:`release_interface`) gets a new one. For a driver with
+        user-defined networks it is :meth:`join` of the default network with
+        ``DefaultRoute``.
 
         :param request: ``NetnsPath`` (required: the file the namespace is
             bound to), ``Name`` (the container's name, for messages and
@@ -209,7 +211,8 @@ class NetworkDriver(abc.ABC):
 
     @abc.abstractmethod
     def release_interface(self, container_id: str) -> None:
-        """Give back the container's interface, address, ports, proxies and link rules.
+        """Give back the container's interfaces, addresses, ports, proxies and link rules: every endpoint
+        it has, on every network.
 
         Safe to call twice, or for a container never allocated.
 
@@ -222,7 +225,7 @@ class NetworkDriver(abc.ABC):
     def allocate_ports(
         self, container_id: str, port_bindings: Mapping[str, Sequence[Mapping[str, Any]] | None]
     ) -> dict[str, list[dict]]:
-        """Publish container ports, all or none.
+        """Publish container ports, all or none, on the endpoint that carries its default routes.
 
         While a port is published its host port is held: no other program
         can bind it, and connections to it reach the container.
@@ -387,9 +390,9 @@ class NetworkDriver(abc.ABC):
         return link_env(name, child_ip, ports, child_env)
 
     def restore(self, container_id: str) -> dict | None:
-        """Re-adopt a running container's allocations after a daemon restart.
+        """Re-adopt a running container's allocations (every endpoint) after a daemon restart.
 
-        Nothing is reallocated: the address, MAC and host ports stay, and
+        Nothing is reallocated: the addresses, MACs and host ports stay, and
         the container's ports are published again.
 
         :returns: its settings (as :meth:`settings`), or None if the driver
@@ -408,7 +411,8 @@ class NetworkDriver(abc.ABC):
         return []
 
     def settings(self, container_id: str) -> dict | None:
-        """The container's current settings (as :meth:`allocate_interface` returns) plus ``Ports``, or None.
+        """The settings of the container's endpoint with the default routes (as :meth:`allocate_interface`
+        returns) plus ``Ports``, or None.
 
         Raises nothing.
         """
