@@ -1,4 +1,5 @@
-"""Network bench: what bridge networking adds to ``docker run --rm``, and what ``-p`` costs; ours vs dockerd.
+"""Network bench: what bridge networking adds to ``docker run --rm``, what ``-p`` costs, and user-defined
+networks (create + connect + rm, ``run --rm`` on one, DNS lookups from a container); ours vs dockerd.
 
 What it measures, for our daemon (``engine -d`` with its default bridge:
 ``engine0``, a veth pair per container, iptables, the userland proxy) and,
@@ -45,6 +46,18 @@ must see what it should: ``ip -o -4 addr`` in the container lists an
    the publishing cost (``-p`` minus default bridge) of ``run -d`` and of
    ``rm -f``.
 
+3. **user-defined networks** (unless ``--no-user-networks``): a network
+   with two containers and one container on the default bridge per daemon;
+   ``--user-reps`` (default ``--reps``) rounds of ``docker network create``,
+   ``network connect`` (of the default bridge's container), ``network
+   disconnect`` and ``network rm``, each timed; rounds of ``docker run --rm
+   --network bench-user busybox true`` against the default bridge; and
+   ``--dns-queries`` (200) A queries for the other container's name sent
+   from inside one container's network namespace to ``127.0.0.11:53``
+   (``DNS_TIMER``: a stdlib UDP client; both daemons' embedded DNS servers
+   answer it). Targets: create + connect + disconnect + rm, ``run --rm`` on
+   a user network and the lookup's median, each at most dockerd's.
+
 Where our time goes: with ``--engine-arg=-D`` our daemon logs every job
 with its duration (``-job allocate_interface(<id>) = OK (0) 12.3ms``); the
 bench reads the log before the daemon stops and prints, per job and per
@@ -68,7 +81,8 @@ sockets: nothing is ever connected to, only the listening socket is looked
 at.
 
 Usage: ``python bench/bench_network.py [--reps 10] [--drivers overlay,vfs]
-[--no-publish] [--engine-arg=-D] [--profile] [--no-dockerd] [--json PATH]``
+[--no-publish] [--no-user-networks] [--dns-queries 200] [--engine-arg=-D] [--profile] [--no-dockerd]
+[--json PATH]``
 (root; see ``bench/README.md``).
 """
 
@@ -533,6 +547,152 @@ def phase_publish(sides: list[BC.Side], reps: int) -> None:
 
 
 # --------------------------------------------------------------------------
+# phase 3: user-defined networks
+
+USER_NET = "bench-user"
+#: The embedded DNS server's address in a container on a user-defined network (both daemons').
+EMBEDDED_DNS = "127.0.0.11"
+DNS_QUERIES = 200
+#: Asks ``127.0.0.11`` for a name ``n`` times over UDP from the namespace it runs in; JSON list of ns.
+DNS_TIMER = """
+import json, socket, struct, sys, time
+name, n = sys.argv[1], int(sys.argv[2])
+qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2.0)
+s.connect(("127.0.0.11", 53))
+out = []
+for i in range(n + 10):
+    query = struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+    t0 = time.perf_counter_ns()
+    s.send(query)
+    reply = s.recv(4096)
+    took = time.perf_counter_ns() - t0
+    if reply[:2] != query[:2] or reply[3] & 0x0F or struct.unpack("!H", reply[6:8])[0] < 1:
+        sys.exit("no answer for %s: %r" % (name, reply[:12]))
+    if i >= 10:  # the first ones warm the path up
+        out.append(took)
+print(json.dumps(out))
+"""
+
+
+def in_container_net(side: BC.Side, pid: int, *argv: str, timeout: float = 60.0) -> str:
+    """Run ``argv`` in the network namespace of a container's process ``pid`` (a PID of the daemon's
+    sandbox: entered through the sandbox's mount namespace, whose /proc is the sandbox's)."""
+    init = side.daemon.init_pid()
+    if not init:
+        raise BenchError(f"{side.name}: its sandbox is gone")
+    proc = subprocess.run(
+        ["nsenter", f"--target={init}", "--mount", "--", "nsenter", f"--net=/proc/{pid}/ns/net", *argv],
+        capture_output=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise BenchError(
+            f"{side.name}: {argv[0]} in container {pid} failed: {proc.stderr.decode(errors='replace')[-400:]}"
+        )
+    return proc.stdout.decode(errors="replace")
+
+
+def dns_latency(side: BC.Side, client_pid: int, name: str, n: int) -> list[float]:
+    """Latencies (µs) of ``n`` A queries for ``name`` from the client container to its embedded DNS server."""
+    out = in_container_net(side, client_pid, sys.executable, "-S", "-c", DNS_TIMER, name, str(n))
+    return [ns / 1000 for ns in json.loads(out)]
+
+
+def user_bridges(side: BC.Side) -> list[str]:
+    return [name for name, kind in sandbox_links(side.daemon) if kind == "bridge" and name.startswith("br-")]
+
+
+def phase_user_networks(sides: list[BC.Side], reps: int, tmp: str, queries: int) -> None:
+    """Phase 3: network create + connect + disconnect + rm, run --rm on a user network, DNS from a container."""
+    for side in sides:
+        side.cli.run("network", "create", USER_NET)
+        for name in ("bench-target", "bench-client"):
+            _wall, out = side.cli.run("run", "-d", "--name", name, "--network", USER_NET, IMAGE, "sleep", "600")
+            remember(side, out.strip(), "user-net")
+        _wall, out = side.cli.run("run", "-d", "--name", "bench-anchor", IMAGE, "sleep", "600")
+        remember(side, out.strip(), "anchor")
+        client = side.api.json("GET", "/containers/bench-client/json")
+        target = side.api.json("GET", "/containers/bench-target/json")
+        side.out["user_net_pids"] = {"client": client["State"]["Pid"]}
+        want = ((target.get("NetworkSettings") or {}).get("Networks") or {}).get(USER_NET, {}).get("IPAddress")
+        if not want:
+            raise BenchError(f"{side.name}: bench-target has no address on {USER_NET}: {target.get('NetworkSettings')}")
+        bridges = user_bridges(side)
+        if len(bridges) != 1:
+            raise BenchError(f"{side.name}: expected one br- bridge in its sandbox after network create: {bridges}")
+        _wall, resolv = side.cli.run("exec", "bench-client", "cat", "/etc/resolv.conf")
+        if f"nameserver {EMBEDDED_DNS}" not in resolv:
+            raise BenchError(f"{side.name}: a container on {USER_NET} does not use the embedded DNS server: {resolv!r}")
+        side.out["user_net_check"] = {"target_ip": want, "bridges": bridges}
+        # Untimed: the first create/connect/rm and run on the network, and the lookup answers.
+        side.cli.run("network", "create", "bench-warm")
+        side.cli.run("network", "connect", "bench-warm", "bench-anchor")
+        side.cli.run("network", "disconnect", "bench-warm", "bench-anchor")
+        side.cli.run("network", "rm", "bench-warm")
+        cli_run_rm_on(side, USER_NET, tmp, "warmup-user")
+        dns_latency(side, client["State"]["Pid"], "bench-target", 10)
+    steps = ("create", "connect", "disconnect", "rm")
+    netops: dict[str, dict[str, list[tuple[int, float]]]] = {s.name: {k: [] for k in steps} for s in sides}
+    window = BC.CpuWindow([s.daemon for s in sides])
+    for i, side, _kind in rounds(sides, reps, ("netops",)):
+        name = f"bench-net-{i}"
+        os.sync()
+        for step, argv in (
+            ("create", ("network", "create", name)),
+            ("connect", ("network", "connect", name, "bench-anchor")),
+            ("disconnect", ("network", "disconnect", name, "bench-anchor")),
+            ("rm", ("network", "rm", name)),
+        ):
+            wall, _ = side.cli.run(*argv)
+            netops[side.name][step].append((i, wall * 1000))
+            if step == "connect" and len(user_bridges(side)) != 2:
+                raise BenchError(f"{side.name}: expected two br- bridges in its sandbox: {user_bridges(side)}")
+    cpu_ops = window.stop()
+    kinds = ("user", "bridge")
+    runs: dict[str, dict[str, list[tuple[int, float]]]] = {s.name: {k: [] for k in kinds} for s in sides}
+    window = BC.CpuWindow([s.daemon for s in sides])
+    for i, side, kind in rounds(sides, reps, kinds):
+        os.sync()
+        network = USER_NET if kind == "user" else ""
+        runs[side.name][kind].append((i, cli_run_rm_on(side, network, tmp, f"rm-{kind}") * 1000))
+    cpu_runs = window.stop()
+    dns: dict[str, list[float]] = {}
+    for side in sides:
+        dns[side.name] = dns_latency(side, side.out["user_net_pids"]["client"], "bench-target", queries)
+    for side in sides:
+        side.out["netops_ms"] = netops[side.name]
+        side.out["run_rm_user_ms"] = runs[side.name]
+        side.out["dns_us"] = dns[side.name]
+        side.out["user_net_cpu"] = {"netops": cpu_ops, "runs": cpu_runs}
+        n = {k: C.median([v for _i, v in netops[side.name][k]]) for k in steps}
+        r = {k: C.median([v for _i, v in runs[side.name][k]]) for k in kinds}
+        d = sorted(dns[side.name])
+        print(
+            f"  network {side.name:8s} create {n['create']:6.1f}  connect {n['connect']:6.1f}  disconnect "
+            f"{n['disconnect']:6.1f}  rm {n['rm']:6.1f} ms   run --rm user {r['user']:7.1f}  bridge "
+            f"{r['bridge']:7.1f} ms   DNS median {C.median(d):6.0f} p90 {d[int(len(d) * 0.9)]:6.0f} us",
+            flush=True,
+        )
+    for side in sides:
+        side.cli.run("rm", "-f", "bench-target", "bench-client", "bench-anchor")
+        side.cli.run("network", "rm", USER_NET)
+        left = user_bridges(side)
+        if left:
+            raise BenchError(f"{side.name}: bridges left after every user network was removed: {left}")
+
+
+def cli_run_rm_on(side: BC.Side, network: str, tmp: str, tag: str) -> float:
+    """``docker run --rm [--network NETWORK] busybox true``; wall seconds."""
+    cidfile = tempfile.mktemp(prefix="cid-", dir=tmp)
+    flags = ["--network", network] if network else []
+    wall, _ = side.cli.run("run", "--rm", "--cidfile", cidfile, *flags, IMAGE, "true")
+    take_cidfile(side, cidfile, tag)
+    return wall
+
+
+# --------------------------------------------------------------------------
 # our daemon's job log (-D)
 
 JOB_LINE = re.compile(r"-job (?P<name>\w+)\((?P<args>.*?)\) = (?P<status>\w+) \(-?\d+\) (?P<ms>[\d.]+)ms")
@@ -739,6 +899,12 @@ def run_pair(
         if args.publish_reps:
             print(f"  -- run -d / rm -f: --net none, default bridge, -p {PUBLISH_PORT}:80", flush=True)
             phase_publish(sides, args.publish_reps)
+        if args.user_reps:
+            print(
+                "  -- user-defined networks: create + connect + disconnect + rm, run --rm, DNS from a container",
+                flush=True,
+            )
+            phase_user_networks(sides, args.user_reps, tmp, args.dns_queries)
         print("  -- clean-up", flush=True)
         BC.cleanup(sides, timed=False)
         for side in sides:
@@ -796,6 +962,16 @@ def pair_summary(res: dict[str, Any], names: list[str]) -> dict[str, Any]:
         cpus = [r["run_rm_cpu"]["cli"]["other_busy"], r["run_rm_cpu"]["api"]["other_busy"]]
         if "publish_cpu" in r:
             cpus.append(r["publish_cpu"]["other_busy"])
+        if "netops_ms" in r:
+            for step, values in r["netops_ms"].items():
+                s[f"net_{step}"] = BC.stats_ms([v for _i, v in values])
+            s["net_cycle"] = sum(s[f"net_{step}"]["median"] for step in ("create", "connect", "disconnect", "rm"))
+            for kind in ("user", "bridge"):
+                s[f"run_rm_{kind}_net"] = BC.stats_ms([v for _i, v in r["run_rm_user_ms"][kind]])
+            s["user_net_added"] = paired_added(r["run_rm_user_ms"]["user"], r["run_rm_user_ms"]["bridge"])
+            d = sorted(r["dns_us"])
+            s["dns_us"] = {"median": C.median(d), "p90": d[int(len(d) * 0.9)], "min": d[0], "max": d[-1]}
+            cpus += [r["user_net_cpu"]["netops"]["other_busy"], r["user_net_cpu"]["runs"]["other_busy"]]
         s["other_busy_max"] = max(cpus)
         summary[name] = s
     return summary
@@ -877,6 +1053,28 @@ def pair_rows(summary: dict[str, Any], names: list[str], publish: bool) -> tuple
         add("    median of per-round differences", lambda s: s["publish_added_run_paired"])
         add(f"  -p {PUBLISH_PORT}:80 added to rm -f ms", lambda s: s["publish_added_rm"])
         add("    median of per-round differences", lambda s: s["publish_added_rm_paired"])
+    if "net_cycle" in eng:
+        add(
+            "network create / connect / disconnect / rm, CLI ms",
+            lambda s: s["net_cycle"],
+            text=lambda s: " / ".join(_fmt(s[f"net_{k}"]["median"]) for k in ("create", "connect", "disconnect", "rm")),
+        )
+        add("  create + connect + disconnect + rm ms", lambda s: s["net_cycle"], target=target)
+        add(
+            "run --rm on a user network, CLI: median / min / p90 ms",
+            lambda s: s["run_rm_user_net"]["median"],
+            text=trio("run_rm_user_net"),
+            target=target,
+        )
+        add("  added vs the default bridge, per-round median ms", lambda s: s["user_net_added"])
+        add(
+            "DNS lookup of a container name from a container, us: median / p90 / max",
+            lambda s: s["dns_us"]["median"],
+            text=lambda s: (
+                f"{_fmt(s['dns_us']['median'], 0)} / {_fmt(s['dns_us']['p90'], 0)} / {_fmt(s['dns_us']['max'], 0)}"
+            ),
+            target=target,
+        )
     add("other work, max % of CPUs", lambda s: s["other_busy_max"] * 100, nd=0, ratio=False)
     return rows, verdicts
 
@@ -890,6 +1088,16 @@ def main(argv: list[str] | None = None) -> int:
         "--publish-reps", type=int, default=None, help="timed run -d + rm -f per daemon and variant (default: --reps)"
     )
     ap.add_argument("--no-publish", action="store_true", help="leave out the run -d / -p phase")
+    ap.add_argument(
+        "--user-reps",
+        type=int,
+        default=None,
+        help="timed network create+connect+disconnect+rm cycles and run --rm on a user network (default: --reps)",
+    )
+    ap.add_argument("--no-user-networks", action="store_true", help="leave out the user-defined networks phase")
+    ap.add_argument(
+        "--dns-queries", type=int, default=DNS_QUERIES, help=f"timed DNS lookups per daemon (default {DNS_QUERIES})"
+    )
     ap.add_argument(
         "--drivers",
         default="overlay,vfs",
@@ -920,6 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     args.publish_reps = 0 if args.no_publish else (args.reps if args.publish_reps is None else args.publish_reps)
+    args.user_reps = 0 if args.no_user_networks else (args.reps if args.user_reps is None else args.user_reps)
 
     keys = [k.strip() for k in args.drivers.split(",") if k.strip()]
     bad = [k for k in keys if k not in DRIVER_PAIRS]
@@ -1038,6 +1247,8 @@ def main(argv: list[str] | None = None) -> int:
             "params": {
                 "reps": args.reps,
                 "publish_reps": args.publish_reps,
+                "user_reps": args.user_reps,
+                "dns_queries": args.dns_queries,
                 "drivers": {k: DRIVER_PAIRS[k] for k in keys},
                 "api": API,
                 "docker": args.docker,
@@ -1048,7 +1259,11 @@ def main(argv: list[str] | None = None) -> int:
             },
             "note": note or None,
             "other_cpu_busy": {"before": round(busy_before, 3), "after": round(busy_after, 3)},
-            "targets": {"added_by_bridge": "engine <= dockerd (CLI and API run --rm)"},
+            "targets": {
+                "added_by_bridge": "engine <= dockerd (CLI and API run --rm)",
+                "user_networks": "engine <= dockerd (network create+connect+disconnect+rm, run --rm on a user "
+                "network, DNS lookup of a container name from a container)",
+            },
             "verdicts": verdicts,
             "summary": summaries,
             "host_check": {

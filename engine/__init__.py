@@ -16,8 +16,9 @@ import statement of ``engine/`` and ``plugins/`` against it::
      3. sys                               the kernel: libc through ctypes, cgroups, /proc, safe file systems
      4. archive                           layer tars: compression, safe apply, changes, export, tar-split
      5. drivers                           the driver SDK: the graph, exec and network contracts, selection
-     6. core, hookspecs, graphdb, shim    the Engine of jobs and the pluggy hook specs; the link graph;
-                                          the per-container shim and the daemon's side of it
+     6. core, hookspecs, graphdb, shim, dns  the Engine of jobs and the pluggy hook specs; the link graph;
+                                          the per-container shim and the daemon's side of it; the embedded
+                                          DNS server's process (its daemon side is in daemon)
      7. graph, plugins, builtins          layers, images and tags; the plugin manager; the built-in jobs
      8. registry                          the distribution client: pull and push into the graph
      9. daemon, api, client               the daemon's services; the HTTP API, which reaches them through

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any
 from engine import DEFAULT_HOST, DEFAULT_SOCKET
 from engine.core.env import parse_bool
 from engine.drivers import DEFAULT_EXEC_DRIVER, DEFAULT_NETWORK_DRIVER, PRIORITY
+from engine.drivers.ipam import parse_pools
 from engine.drivers.network import NetworkOptions
 from engine.drivers.selection import DriverConfig
 from engine.errors import InvalidParameter
@@ -80,6 +82,10 @@ class Config:
     bip: str = ""
     fixed_cidr: str = ""
     icc: bool = True
+    default_address_pools: list[dict[str, Any]] = field(default_factory=list)
+    ipv6: bool = False
+    fixed_cidr_v6: str = ""
+    ip6tables: bool = True
     storage_driver: str = ""
     storage_opts: list[str] = field(default_factory=list)
     storage_driver_priority: list[str] = field(default_factory=lambda: list(PRIORITY))
@@ -133,6 +139,10 @@ class Config:
             userland_proxy=self.userland_proxy,
             default_ip=self.ip,
             dns=tuple(self.dns),
+            default_address_pools=parse_pools(self.default_address_pools),
+            ipv6=self.ipv6,
+            fixed_cidr_v6=self.fixed_cidr_v6,
+            ip6tables=self.ip6tables,
         )
 
     def driver_config(self, environ: Mapping[str, str] | None = None) -> DriverConfig:
@@ -201,6 +211,17 @@ _OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
         "IPv4 subnet for container addresses (inside the bridge's)",
     ),
     ("icc", ("icc",), ("--icc",), "bool", "enable inter-container communication"),
+    (
+        "default_address_pools",
+        ("default-address-pools",),
+        ("--default-address-pool",),
+        "pools",
+        "default address pools for user-defined networks (base=CIDR,size=N; default Docker's 172.17-31.0.0/16, "
+        "192.168.0.0/16 in /20s)",
+    ),
+    ("ipv6", ("ipv6",), ("--ipv6",), "bool", "enable IPv6 on the default bridge network (needs --fixed-cidr-v6)"),
+    ("fixed_cidr_v6", ("fixed-cidr-v6",), ("--fixed-cidr-v6",), "str", "IPv6 subnet of the default bridge network"),
+    ("ip6tables", ("ip6tables",), ("--ip6tables",), "bool", "add ip6tables rules for IPv6 networks"),
     ("storage_driver", ("storage-driver",), ("-s", "--storage-driver"), "str", "graph driver to use"),
     ("storage_opts", ("storage-opts",), ("--storage-opt",), "list", "graph driver option"),
     (
@@ -333,7 +354,7 @@ def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": attr, "default": None, "help": help_text}
         if kind == "bool":
             kwargs.update(nargs="?", const=True, type=_bool_flag, metavar="true|false")
-        elif kind in ("list", "map", "ulimits"):
+        elif kind in ("list", "map", "ulimits", "pools"):
             kwargs.update(action="append", metavar=attr.upper().rstrip("S"))
         elif kind == "int":
             kwargs.update(type=int, metavar="N")
@@ -365,11 +386,20 @@ def _coerce(attr: str, value: Any, source: str) -> Any:
             return _coerce_map(value)
         if kind == "ulimits":
             return _coerce_ulimits(value, source)
+        if kind == "pools":
+            try:
+                return [{"base": p.base, "size": p.size} for p in parse_pools(value)]
+            except InvalidParameter as exc:
+                raise ConfigError(f"{source}: default-address-pools: {exc}") from None
         if not isinstance(value, str):
             raise TypeError
         return value
     except (TypeError, ValueError):
-        want = {"map": "an object of strings", "ulimits": "an object of {Name, Soft, Hard}"}.get(kind, kind)
+        want = {
+            "map": "an object of strings",
+            "ulimits": "an object of {Name, Soft, Hard}",
+            "pools": 'a list of {"base": CIDR, "size": N}',
+        }.get(kind, kind)
     raise ConfigError(f"{source}: invalid value {value!r} for {attr.replace('_', '-')} (want {want})") from None
 
 
@@ -498,6 +528,15 @@ def validate(cfg: Config) -> None:
         )
     if cfg.mtu < 0:
         raise ConfigError(f"invalid --mtu {cfg.mtu}")
+    if cfg.ipv6 and not cfg.fixed_cidr_v6:
+        raise ConfigError("--ipv6 needs --fixed-cidr-v6: the IPv6 subnet of the default bridge (e.g. fd00:1::/64)")
+    if cfg.fixed_cidr_v6:
+        try:
+            ok = ipaddress.ip_network(cfg.fixed_cidr_v6, strict=False).version == 6
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"invalid --fixed-cidr-v6 {cfg.fixed_cidr_v6!r}: want an IPv6 CIDR like fd00:1::/64")
     for host in cfg.hosts:
         parse_host(host)
     if cfg.metrics_addr:

@@ -22,7 +22,7 @@ from engine.daemon.events import matches
 from engine.daemon.hostconfig import parse_signal
 from engine.daemon.logconfig import log_source
 from engine.daemon.namespaces import resolve_container_modes
-from engine.daemon.network import JOBS as NETWORK_JOBS
+from engine.daemon.networks import JOBS as NETWORK_JOBS
 from engine.errors import Conflict, EngineError, InvalidParameter, NotSupported
 from engine.hookspecs import hookimpl
 from engine.utils import sockets, stdcopy

@@ -275,6 +275,7 @@ class Daemon:
             self.lifecycle.close()
         if self.network is not None and self.network.driver is not None:
             running = self.containers is not None and any(c.state.running for c in self.containers.all())
+            self.network.close(live=running)
             try:
                 if running:
                     # Live restore: their interfaces, rules and proxies stay for the next daemon.

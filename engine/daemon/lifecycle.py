@@ -83,7 +83,6 @@ from engine.daemon.hostconfig import (
     validate_host_config,
 )
 from engine.daemon.monitor import Monitor
-from engine.daemon.network import stopped_settings
 from engine.daemon.statemachine import UP, Phase
 from engine.daemon.store import CREATE_JOURNAL, REMOVAL_JOURNAL
 from engine.drivers.exec import Command, ExecDriver, ExecStartError
@@ -334,7 +333,7 @@ class LifeCycle:
                 log_path=os.path.join(root, f"{cid}-json.log"),
             )
             c.mounts = self._make_mounts(c, made_volumes)
-            c.network_settings = stopped_settings()
+            c.network_settings = self.network.create_settings(c, networking)
             self.network.register_links(c)
             c.to_disk()  # the record: from here on the container exists
         except BaseException:
@@ -886,6 +885,7 @@ class LifeCycle:
             with c.lock:
                 self._present(c)
             old = self.store.rename(c, validate_name(new))
+            self.network.container_renamed(c)
         self.daemon.container_event(c, "rename", {"oldName": old})
 
     def remove(self, c: Container, force: bool = False, volumes: bool = False) -> None:

@@ -15,8 +15,12 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from engine.sys import libc
+
+T = TypeVar("T")
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -75,3 +79,41 @@ def remove(path: str) -> None:
 def inode(path: str) -> int:
     """The namespace's inode, to tell namespaces apart."""
     return os.stat(path).st_ino
+
+
+def in_namespace(path: str, func: Callable[[], T]) -> T:
+    """Run ``func`` in a short-lived thread that has entered the network namespace bound at ``path``.
+
+    What ``func`` makes there stays there: a socket keeps the namespace it
+    was created in (socket(7)), wherever it is used from afterwards.
+    """
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            errors.append(exc)
+            return
+        try:
+            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                libc.setns(target, libc.CLONE_NEWNET)
+                try:
+                    result.append(func())
+                finally:
+                    libc.setns(home, libc.CLONE_NEWNET)
+            finally:
+                os.close(target)
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+        finally:
+            os.close(home)
+
+    thread = threading.Thread(target=worker, name="netns-enter")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]

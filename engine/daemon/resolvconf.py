@@ -101,6 +101,35 @@ def build(
     return "\n".join(lines) + "\n", warnings
 
 
+#: The embedded DNS server's address in every container on a user-defined network (Docker's).
+EMBEDDED_DNS = "127.0.0.11"
+
+
+def embedded(dns_search: list[str], dns_options: list[str], host_file: str = HOST_RESOLV_CONF) -> str:
+    """resolv.conf of a container on a user-defined network: the embedded DNS server, the search domains
+    (``--dns-search``, else the host's), ``ndots:0`` unless the options set ndots (libnetwork's
+    ``setupDNS``: a container's names are single labels and must not get the search domains first)."""
+    _ns, host_search, host_opts, _ = parse(read_text(host_file))
+    search = [s for s in dns_search if s != "."] if dns_search else host_search
+    options = list(dns_options) if dns_options else host_opts
+    if not any(o.startswith("ndots:") for o in options):
+        options = ["ndots:0", *options]
+    lines = [f"nameserver {EMBEDDED_DNS}"]
+    if search:
+        lines.append("search " + " ".join(search))
+    lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def host_nameservers(host_file: str = HOST_RESOLV_CONF) -> list[str]:
+    """The host's nameservers, where the embedded DNS server forwards what it does not know.
+
+    It forwards from the host's network namespace, so a resolver on the
+    host's loopback (systemd-resolved's stub, dnsmasq) is reachable and kept.
+    """
+    return parse(read_text(host_file))[0]
+
+
 def parse_extra_host(entry: str) -> tuple[str, str]:
     """(name, address) of an ``ExtraHosts`` entry ``NAME:IP`` (split at the first colon, so the
     address may be IPv6; or ``host-gateway``), checked as moby checks it at create.

@@ -160,10 +160,30 @@ def config(c: Container) -> dict:
     return out
 
 
+#: The keys of an endpoint's configuration (``NetworkSettings.EndpointsConfig``); the rest is what it got.
+ENDPOINT_CONFIG_KEYS = ("IPAMConfig", "Links", "Aliases", "MacAddress", "DriverOpts", "NetworkID")
+
+
+def networks_view(ns: dict) -> dict:
+    """``NetworkSettings.Networks``: each network's configuration with what the endpoint got, by name (as Go sorts)."""
+    configs = ns.get("EndpointsConfig")
+    runtime = ns.get("Networks") or {}
+    if configs is None:  # a record from before user-defined networks
+        return {name: endpoint(**value) for name, value in sorted(runtime.items())}
+    out = {}
+    for name, cfg in sorted(configs.items()):
+        merged = {k: cfg.get(k) for k in ENDPOINT_CONFIG_KEYS if k in cfg}
+        for key, value in (runtime.get(name) or {}).items():
+            if value not in ("", 0, None) or key not in merged:
+                merged[key] = value
+        out[name] = endpoint(**merged)
+    return out
+
+
 def network_settings(c: Container) -> dict:
     ns = c.network_settings or {}
     mode = c.host_config.get("NetworkMode") or "default"
-    networks = ns.get("Networks") or {}
+    networks = networks_view(ns)
     if not networks and mode in ("none", "host"):
         networks = {mode: endpoint()}
     return {
@@ -178,11 +198,11 @@ def network_settings(c: Container) -> dict:
         "SecondaryIPv6Addresses": None,
         "EndpointID": ns.get("EndpointID", ""),
         "Gateway": ns.get("Gateway", ""),
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "GlobalIPv6Address": ns.get("GlobalIPv6Address", ""),
+        "GlobalIPv6PrefixLen": ns.get("GlobalIPv6PrefixLen", 0),
         "IPAddress": ns.get("IPAddress", ""),
         "IPPrefixLen": ns.get("IPPrefixLen", 0),
-        "IPv6Gateway": "",
+        "IPv6Gateway": ns.get("IPv6Gateway", ""),
         "MacAddress": ns.get("MacAddress", ""),
         "Networks": networks,
     }

@@ -1,4 +1,5 @@
-"""The network driver contract (seed ch. 6), its options and how the one network driver is chosen.
+"""The network driver contract (seed ch. 6; libnetwork's driver API for networks), its options and how the one
+network driver is chosen.
 
 The daemon registers the active driver's methods as the seed's jobs
 ``init_networkdriver`` (:meth:`NetworkDriver.init`), ``allocate_interface``,
@@ -11,13 +12,34 @@ Life cycle, as the daemon drives it::
 
     probe(home, options)              class method; NotSupported -> start-up fails
     driver = Driver(home, options)    home = <root>/network
-    driver.init()                     bridge, iptables, forwarding
+    driver.init()                     the default network: bridge, iptables, forwarding;
+                                      the user-defined networks it holds, made again
     driver.restore(id) ...            each container still running (live shim)
     driver.prune(running_ids)         forget containers that died meanwhile
-    allocate_interface / allocate_ports / link ...   container start
-    release_interface                 container stop
+    create_network / delete_network   docker network create / rm
+    join / leave / set_gateway        a container's endpoints on networks (start, connect,
+                                      disconnect, exit); allocate_interface is join on the
+                                      default network
+    allocate_ports / link ...         container start
+    release_interface                 container stop: every endpoint of the container
     driver.close()                    daemon stops, containers keep running
     driver.shutdown()                 or: undo everything on the host
+
+Networks (libnetwork's model). A driver provides the default network (the
+one :meth:`~NetworkDriver.init` reports, ``bridge`` in ``GET /networks``)
+and, if it can, user-defined ones: the daemon checks names and gives each
+a 64-hex ID, and the driver owns the rest, since it is the only network
+driver: it keeps the records (name, options, labels, ``IPAM.Config``),
+chooses and checks subnets and addresses (:mod:`engine.drivers.ipam`, the
+default address pools of :class:`NetworkOptions`), makes the data path and
+persists it all under its home so that :meth:`~NetworkDriver.init` brings
+it back after a restart or a reboot. A container has one endpoint per
+network it is on: an interface (``eth0``, ``eth1``... in the order they
+were joined) with an address on that network; exactly one of them (chosen
+by the daemon, as libnetwork's sandbox chooses it) carries the default
+routes and the published ports. A driver without user-defined networks
+keeps the defaults of :meth:`~NetworkDriver.create_network` and friends,
+which refuse with :class:`~engine.errors.NotSupported`.
 
 Every dict the driver returns uses the Docker Remote API's key spelling, so
 the daemon can put it into ``NetworkSettings`` and ``GET /networks`` as is;
@@ -39,9 +61,10 @@ import abc
 import logging
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from engine.drivers.ipam import IPAMConfig, PoolSpec
 from engine.drivers.selection import DriverConfig, Selection, named, probe_entry
 from engine.errors import InvalidParameter, NotSupported
 from engine.utils.timefmt import rfc3339nano
@@ -52,6 +75,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NetworkDriver",
     "NetworkOptions",
+    "NetworkSpec",
     "NotSupported",
     "home",
     "link_env",
@@ -91,6 +115,36 @@ class NetworkOptions:
     default_ip: str = "0.0.0.0"
     #: The containers' DNS servers (``--dns``): the bridge's subnet must not cover them.
     dns: tuple[str, ...] = ()
+    #: Where user-defined networks get their subnets (``default-address-pools``); empty: Docker's.
+    default_address_pools: tuple[PoolSpec, ...] = ()
+    #: IPv6 on the default network (``--ipv6``), with addresses from ``fixed_cidr_v6``.
+    ipv6: bool = False
+    #: The default network's IPv6 subnet (``--fixed-cidr-v6``).
+    fixed_cidr_v6: str = ""
+    #: Whether the driver adds ip6tables rules for IPv6 networks (``--ip6tables``).
+    ip6tables: bool = True
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A user-defined network as ``POST /networks/create`` asks for it (the daemon has checked the name).
+
+    ``options`` are the driver's (``com.docker.network.bridge.name``...),
+    ``ipam`` the ``IPAM.Config`` entries as given (IPv4 and IPv6 mixed;
+    empty: the driver chooses a subnet from the default address pools).
+    """
+
+    network_id: str
+    name: str
+    ipam: tuple[IPAMConfig, ...] = ()
+    ipam_options: Mapping[str, str] | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+    internal: bool = False
+    enable_ipv6: bool = False
+    attachable: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: When it was created (seconds since the epoch).
+    created: float = 0.0
 
 
 class NetworkDriver(abc.ABC):
@@ -136,12 +190,14 @@ class NetworkDriver(abc.ABC):
 
     @abc.abstractmethod
     def allocate_interface(self, container_id: str, request: Mapping[str, Any]) -> dict:
-        """Give a container an address and an ``eth0`` in its network namespace.
+        """Give a container an address and an ``eth0`` in its network namespace, on the default network.
 
         ``eth0`` is up with the address, the MAC and the MTU returned, and
         the namespace has a default route via ``Gateway``. A container that
-        still holds an interface (a stop that never reached
-        :meth:`release_interface`) gets a new one.
+        still holds an interface on the default network (a stop that never
+        reached :meth:`release_interface`) gets a new one. For a driver with
+        user-defined networks it is :meth:`join` of the default network with
+        ``DefaultRoute``.
 
         :param request: ``NetnsPath`` (required: the file the namespace is
             bound to), ``Name`` (the container's name, for messages and
@@ -159,7 +215,8 @@ class NetworkDriver(abc.ABC):
 
     @abc.abstractmethod
     def release_interface(self, container_id: str) -> None:
-        """Give back the container's interface, address, ports, proxies and link rules.
+        """Give back the container's interfaces, addresses, ports, proxies and link rules: every endpoint
+        it has, on every network.
 
         Safe to call twice, or for a container never allocated.
 
@@ -172,7 +229,7 @@ class NetworkDriver(abc.ABC):
     def allocate_ports(
         self, container_id: str, port_bindings: Mapping[str, Sequence[Mapping[str, Any]] | None]
     ) -> dict[str, list[dict]]:
-        """Publish container ports, all or none.
+        """Publish container ports, all or none, on the endpoint that carries its default routes.
 
         While a port is published its host port is held: no other program
         can bind it, and connections to it reach the container.
@@ -235,6 +292,100 @@ class NetworkDriver(abc.ABC):
         :raises NotSupported: :meth:`init` did not run.
         """
 
+    # user-defined networks and endpoints (libnetwork's model); the defaults refuse
+    def create_network(self, spec: NetworkSpec) -> dict:
+        """Create a user-defined network: its subnets (checked, or chosen from the default address pools),
+        its data path and its rules, recorded so that :meth:`init` makes them again after a restart.
+
+        :returns: the network as ``GET /networks`` lists it (NetworkResource, API 1.41; ``Containers`` empty).
+        :raises InvalidParameter: malformed IPAM configuration or options (moby's words).
+        :raises Forbidden: the subnet overlaps another network's (``PoolOverlap``), the data path
+            (bridge name) is another network's, or more subnets of a family than the driver supports.
+        :raises Unavailable: no subnet of the default address pools is free (``NoFreePool``).
+        :raises Conflict: a network with this ID exists.
+        :raises NotSupported: the driver has only its default network, or :meth:`init` did not run.
+        :raises HostError: the host refused; nothing is left half-made.
+        """
+        raise NotSupported(f"the {self.name} network driver does not support user-defined networks")
+
+    def delete_network(self, network_id: str) -> None:
+        """Remove a user-defined network and everything the driver made for it.
+
+        :raises NotFound: no such network.
+        :raises Forbidden: containers are still joined to it ("has active endpoints"), or it is the
+            default network.
+        :raises HostError: something could not be removed; the record stays for another try.
+        :raises NotSupported: no user-defined networks, or :meth:`init` did not run.
+        """
+        raise NotSupported(f"the {self.name} network driver does not support user-defined networks")
+
+    def join(self, network_id: str, container_id: str, request: Mapping[str, Any]) -> dict:
+        """Give a container an endpoint on a network: an interface in its namespace with an address there.
+
+        The interface is the lowest ``ethN`` the container has no endpoint
+        with; it is up with the address(es), MAC and MTU returned.
+
+        :param request: ``NetnsPath`` (required), ``Name`` (the container's, for messages and
+            ``/networks``), ``IPv4Address`` and ``IPv6Address`` (requested; an IPv6 address on a
+            network without IPv6 is ignored, as libnetwork does), ``MacAddress``, ``DefaultRoute``
+            (the namespace's default routes go via this network's gateways, and ports published
+            with :meth:`allocate_ports` are published here).
+        :returns: ``NetworkID``, ``EndpointID``, ``IPAddress``, ``IPPrefixLen``, ``Gateway``,
+            ``GlobalIPv6Address``, ``GlobalIPv6PrefixLen``, ``IPv6Gateway``, ``MacAddress``,
+            ``Interface``, ``HostVeth``, ``SandboxKey``, ``Bridge``, ``Mtu``.
+        :raises NotFound: no such network.
+        :raises Forbidden: the container is on the network already, or the requested address is taken.
+        :raises InvalidParameter: no namespace, a malformed address or MAC, an address outside the subnet.
+        :raises Unavailable: no address is left.
+        :raises HostError: the host refused; nothing is left half-made.
+        :raises NotSupported: no user-defined networks, or :meth:`init` did not run.
+        """
+        raise NotSupported(f"the {self.name} network driver does not support user-defined networks")
+
+    def leave(self, network_id: str, container_id: str) -> None:
+        """Take a container's endpoint off a network (its interface, address, ports and link rules).
+
+        Safe for a container that is not on the network. When the endpoint
+        carried the default routes, the namespace has none until
+        :meth:`set_gateway` names another.
+
+        :raises NotFound: no such network.
+        :raises HostError: something could not be removed (the record stays for another try).
+        :raises NotSupported: no user-defined networks, or :meth:`init` did not run.
+        """
+        raise NotSupported(f"the {self.name} network driver does not support user-defined networks")
+
+    def set_gateway(self, container_id: str, network_id: str | None) -> None:
+        """Route the container's default traffic through its endpoint on ``network_id`` (None: no default route).
+
+        Ports published with :meth:`allocate_ports` move along with the
+        same host ports.
+
+        :raises NotFound: the container has no endpoint on that network.
+        :raises HostError: the host refused.
+        :raises NotSupported: no user-defined networks, or :meth:`init` did not run.
+        """
+        raise NotSupported(f"the {self.name} network driver does not support user-defined networks")
+
+    def configured_subnets(self, network_id: str) -> list[str]:
+        """The subnets the network was created with (``IPAM.Config[].Subnet`` as asked for, not chosen by the
+        IPAM): a container may ask for an address only on such a network (moby's rule).
+
+        Raises nothing: an unknown network has none.
+        """
+        for net in self.networks():
+            if net.get("Id") == network_id:
+                return [c["Subnet"] for c in (net.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+        return []
+
+    def endpoints(self, container_id: str) -> dict[str, dict]:
+        """The container's endpoints: network ID -> settings (as :meth:`join` returns, plus ``Ports``).
+
+        Raises nothing.
+        """
+        settings = self.settings(container_id)
+        return {settings.get("NetworkID", ""): settings} if settings else {}
+
     def link_env(self, name: str, child_ip: str, ports: Iterable[str], child_env: Iterable[str] = ()) -> list[str]:
         """The environment a linked container gets for one link (Docker's, see :func:`link_env`).
 
@@ -243,9 +394,9 @@ class NetworkDriver(abc.ABC):
         return link_env(name, child_ip, ports, child_env)
 
     def restore(self, container_id: str) -> dict | None:
-        """Re-adopt a running container's allocations after a daemon restart.
+        """Re-adopt a running container's allocations (every endpoint) after a daemon restart.
 
-        Nothing is reallocated: the address, MAC and host ports stay, and
+        Nothing is reallocated: the addresses, MACs and host ports stay, and
         the container's ports are published again.
 
         :returns: its settings (as :meth:`settings`), or None if the driver
@@ -264,17 +415,20 @@ class NetworkDriver(abc.ABC):
         return []
 
     def settings(self, container_id: str) -> dict | None:
-        """The container's current settings (as :meth:`allocate_interface` returns) plus ``Ports``, or None.
+        """The settings of the container's endpoint with the default routes (as :meth:`allocate_interface`
+        returns) plus ``Ports``, or None.
 
         Raises nothing.
         """
         return None
 
     def networks(self) -> list[dict]:
-        """The networks this driver provides, as ``GET /networks`` lists them (API 1.41).
+        """The networks this driver provides, as ``GET /networks`` lists them (API 1.41): the default
+        network (named ``bridge``) first, then the user-defined ones.
 
         Each lists its containers under ``Containers`` (ID -> ``Name``,
-        ``EndpointID``, ``MacAddress``, ``IPv4Address`` as ``ip/prefix``).
+        ``EndpointID``, ``MacAddress``, ``IPv4Address`` and ``IPv6Address``
+        as ``ip/prefix``).
 
         :raises NotSupported: :meth:`init` did not run.
         """

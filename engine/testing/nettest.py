@@ -33,7 +33,15 @@ host and reaching the container, released, ephemeral, all or none on a
 conflict; links (and with ``icc`` off, that only a link lets traffic
 through); a daemon restart (``close``, a new instance on the same home,
 ``restore``, ``prune``); ``close`` leaving the host as it is and
-``shutdown`` undoing it; ``networks()`` listing the containers.
+``shutdown`` undoing it; ``networks()`` listing the containers. For a
+driver with user-defined networks (skipped for one whose
+``create_network`` says NotSupported): subnets from the default address
+pools or as asked for, with moby's refusals (overlap, bad IPAM config) and
+nothing half-made; the IPAM (ranges, gateways, auxiliary addresses,
+requested and taken addresses); a container on two networks (``eth0``,
+``eth1``, the default route moved by ``set_gateway``, ports following it);
+isolation between networks and ``internal`` ones; removal refused while
+containers are joined; networks surviving a restart; IPv6 subnets.
 
 Helpers for other tests: :func:`host_links`, :func:`iptables_rules`,
 :func:`live_processes` (what a driver may change on the host),
@@ -55,7 +63,7 @@ import subprocess
 import sys
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface
 from typing import Any, ClassVar
 
 import pytest
@@ -63,8 +71,9 @@ from pyroute2 import IPRoute, NetlinkError, NetNS
 
 from engine.daemon import netns
 from engine.drivers.discovery import load_drivers
-from engine.drivers.network import NetworkDriver, NetworkOptions, link_env
-from engine.errors import Conflict, InvalidParameter, NotFound, NotSupported
+from engine.drivers.ipam import IPAMConfig, PoolSpec
+from engine.drivers.network import NetworkDriver, NetworkOptions, NetworkSpec, link_env
+from engine.errors import Conflict, Forbidden, InvalidParameter, NotFound, NotSupported, Unavailable
 from engine.testing.sandbox import in_sandbox
 
 __all__ = [
@@ -177,34 +186,57 @@ class HostState:
 
 @dataclass
 class NetnsView:
-    """A network namespace's ``eth0`` and main routing table, as pyroute2 reads them."""
+    """A network namespace's interfaces and main routing table, as pyroute2 reads them.
+
+    ``eth0`` and ``addresses`` describe ``eth0`` (IPv4); ``interfaces`` has
+    every link but ``lo``: name -> ``mac``, ``mtu``, ``up``, ``addresses``
+    (IPv4 then global IPv6, ``ip/prefix``). ``default_via`` and
+    ``default_dev`` are the IPv4 default route's, ``default_via6`` the IPv6 one's.
+    """
 
     links: set[str]
     eth0: dict[str, Any] | None = None
     addresses: list[str] = field(default_factory=list)
     default_via: str | None = None
+    default_dev: str | None = None
+    default_via6: str | None = None
+    interfaces: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def netns_view(path: str) -> NetnsView:
-    """Read the namespace bound at ``path`` (``eth0``'s MAC, MTU, state and addresses; the default route)."""
+    """Read the namespace bound at ``path`` (each interface's MAC, MTU, state and addresses; the default routes)."""
     with NetNS(path) as ns:
         links = {msg.get_attr("IFLA_IFNAME"): msg for msg in ns.get_links()}
+        names = {msg["index"]: name for name, msg in links.items()}
         view = NetnsView(set(links))
-        msg = links.get("eth0")
-        if msg is None:
-            return view
-        view.eth0 = {
-            "mac": msg.get_attr("IFLA_ADDRESS"),
-            "mtu": msg.get_attr("IFLA_MTU"),
-            "up": bool(msg["flags"] & 1),
-        }
-        view.addresses = [
-            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-            for a in ns.get_addr(family=socket.AF_INET, index=msg["index"])
-        ]
+        for name, msg in links.items():
+            if name == "lo":
+                continue
+            v4 = [
+                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ns.get_addr(family=socket.AF_INET, index=msg["index"])
+            ]
+            v6 = [
+                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ns.get_addr(family=socket.AF_INET6, index=msg["index"])
+                if not a.get_attr("IFA_ADDRESS").startswith("fe80:")
+            ]
+            view.interfaces[name] = {
+                "mac": msg.get_attr("IFLA_ADDRESS"),
+                "mtu": msg.get_attr("IFLA_MTU"),
+                "up": bool(msg["flags"] & 1),
+                "addresses": v4 + v6,
+            }
+            if name == "eth0":
+                view.eth0 = {key: view.interfaces[name][key] for key in ("mac", "mtu", "up")}
+                view.addresses = v4
         for route in ns.get_routes(family=socket.AF_INET):
             if route.get_attr("RTA_TABLE") == RT_TABLE_MAIN and route["dst_len"] == 0:
                 view.default_via = route.get_attr("RTA_GATEWAY")
+                view.default_dev = names.get(route.get_attr("RTA_OIF"))
+        for route in ns.get_routes(family=socket.AF_INET6):
+            if route.get_attr("RTA_TABLE") == RT_TABLE_MAIN and route["dst_len"] == 0 and route.get_attr("RTA_GATEWAY"):
+                view.default_via6 = route.get_attr("RTA_GATEWAY")
         return view
 
 
@@ -242,6 +274,7 @@ def can_bind(port: int, proto: str = "tcp", host: str = "0.0.0.0") -> bool:
 _CLIENT = """
 import socket, sys
 proto, host, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
 try:
     if proto == "tcp":
         with socket.create_connection((host, port), timeout=timeout) as s:
@@ -252,7 +285,7 @@ try:
                     break
                 data += chunk
     else:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
             s.sendto(b"?", (host, port))
             data = s.recvfrom(4096)[0]
@@ -264,10 +297,18 @@ sys.stdout.write(data.decode())
 _SERVER = """
 import socket, sys
 proto, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
-if proto == "tcp":
-    s = socket.socket()
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+try:
+    # Both IPv4 and IPv6 where the namespace has IPv6.
+    s = socket.socket(socket.AF_INET6, kind)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port))
+except OSError:
+    s = socket.socket(socket.AF_INET, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port))
+if proto == "tcp":
     s.listen(16)
     print("ready", flush=True)
     while True:
@@ -275,8 +316,6 @@ if proto == "tcp":
         c.sendall(token)
         c.close()
 else:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
     print("ready", flush=True)
     while True:
         _, peer = s.recvfrom(65535)
@@ -335,6 +374,8 @@ class Harness:
         self.bridges: set[str] = set()
         self.namespaces: list[str] = []
         self.servers: list[subprocess.Popen] = []
+        #: User-defined networks made through :meth:`network` (deleted by :meth:`cleanup` if still there).
+        self.networks: list[tuple[NetworkDriver, str]] = []
 
     # drivers
     def start(self, home: str | None = None, **changes: Any) -> tuple[NetworkDriver, dict]:
@@ -375,6 +416,23 @@ class Harness:
         driver.shutdown()
         self.live.remove(driver)
 
+    def network(self, driver: NetworkDriver, name: str, **spec: Any) -> dict:
+        """``driver.create_network`` with a new ID; skips the test when the driver has no user-defined networks.
+
+        :param spec: fields of :class:`~engine.drivers.network.NetworkSpec`
+            (``ipam`` as a list of API dicts or :class:`IPAMConfig`).
+        """
+        ipam = tuple(c if isinstance(c, IPAMConfig) else IPAMConfig.from_api(c) for c in spec.pop("ipam", ()))
+        network_id = secrets.token_hex(32)
+        try:
+            made = driver.create_network(NetworkSpec(network_id, name, ipam=ipam, **spec))
+        except NotSupported as exc:
+            if "not initialized" in str(exc):
+                raise
+            pytest.skip(f"network driver {self.name} has no user-defined networks: {exc}")
+        self.networks.append((driver, network_id))
+        return made
+
     # containers
     def container(self, name: str) -> str:
         """A new network namespace bound to a file (``lo`` up), as the daemon makes one for a container."""
@@ -403,6 +461,16 @@ class Harness:
     def cleanup(self) -> list[str]:
         """Shut down, stop and remove everything; return what the drivers left on the host."""
         problems: list[str] = []
+        # A network lives on in the driver that restarted on its home.
+        for driver in reversed(self.live):
+            for _maker, network_id in reversed(self.networks):
+                try:
+                    driver.prune([])
+                    driver.delete_network(network_id)
+                except NotFound:
+                    pass  # deleted by the test, or another home's
+                except Exception as exc:  # reported below, the rest still cleaned
+                    problems.append(f"delete_network raised {type(exc).__name__}: {exc}")
         for driver in reversed(self.live):
             try:
                 driver.shutdown()
@@ -754,3 +822,199 @@ class NetworkDriverConformance:
         }
         driver.release_interface(cid)
         assert not any(cid in (n.get("Containers") or {}) for n in driver.networks())
+
+    # ---- user-defined networks (libnetwork's model)
+
+    def test_network_from_the_default_pools(self, net: Harness) -> None:
+        before = HostState.now()
+        driver, facts = net.start()
+        made = net.network(driver, "front", labels={"tier": "web"}, options={"custom.option": "x"})
+        assert made["Name"] == "front" and made["Scope"] == "local" and made["Containers"] == {}
+        assert made["Labels"] == {"tier": "web"} and made["Options"] == {"custom.option": "x"}
+        (config,) = made["IPAM"]["Config"]
+        subnet = IPv4Network(config["Subnet"])
+        assert not subnet.overlaps(IPv4Network(facts["Subnet"])), "the default network's subnet was handed out"
+        assert subnet.subnet_of(IPv4Network("172.16.0.0/12")) or subnet.subnet_of(IPv4Network("192.168.0.0/16"))
+        assert IPv4Address(config["Gateway"]) in subnet
+        second = net.network(driver, "back")
+        assert not IPv4Network(second["IPAM"]["Config"][0]["Subnet"]).overlaps(subnet)
+        listed = {n["Id"]: n for n in driver.networks()}
+        assert made["Id"] in listed and second["Id"] in listed and facts["NetworkID"] in listed
+        assert listed[facts["NetworkID"]]["Name"] == "bridge"
+        with pytest.raises(Forbidden):
+            driver.delete_network(facts["NetworkID"])
+        driver.delete_network(made["Id"])
+        driver.delete_network(second["Id"])
+        with pytest.raises(NotFound):
+            driver.delete_network(made["Id"])
+        assert {n["Id"] for n in driver.networks()} == {facts["NetworkID"]}
+        net.shutdown(driver)
+        assert net.changes_since(before) == []
+
+    def test_network_default_address_pools_option(self, net: Harness) -> None:
+        driver, _facts = net.start(default_address_pools=(PoolSpec("10.99.0.0/16", 24),))
+        first = net.network(driver, "one")
+        second = net.network(driver, "two")
+        assert [n["IPAM"]["Config"][0]["Subnet"] for n in (first, second)] == ["10.99.0.0/24", "10.99.1.0/24"]
+        for made in (first, second):
+            driver.delete_network(made["Id"])
+        net.shutdown(driver)
+        small, _facts = net.start(default_address_pools=(PoolSpec("10.98.0.0/24", 24),))
+        net.network(small, "only")
+        with pytest.raises(Unavailable):
+            net.network(small, "none-left")
+
+    def test_network_ipam_config_and_addresses(self, net: Harness) -> None:
+        driver, _facts = net.start()
+        config = {
+            "Subnet": "10.77.0.0/16",
+            "IPRange": "10.77.5.0/24",
+            "Gateway": "10.77.5.254",
+            "AuxiliaryAddresses": {"a": "10.77.5.1", "b": "10.77.5.2"},
+        }
+        made = net.network(driver, "ipam", ipam=[config])
+        assert made["IPAM"]["Config"] == [config] and made["IPAM"]["Driver"] == "default"
+        a, b, c = container_id(), container_id(), container_id()
+        first = driver.join(made["Id"], a, {"NetnsPath": net.container("a"), "Name": "a"})
+        assert IPv4Address(first["IPAddress"]) in IPv4Network("10.77.5.0/24")
+        assert first["IPAddress"] not in ("10.77.5.1", "10.77.5.2", "10.77.5.254")
+        assert first["Gateway"] == "10.77.5.254" and first["NetworkID"] == made["Id"] and first["Interface"] == "eth0"
+        # A requested address may be anywhere in the subnet, outside the range too.
+        second = driver.join(made["Id"], b, {"NetnsPath": net.container("b"), "IPv4Address": "10.77.9.9"})
+        assert second["IPAddress"] == "10.77.9.9"
+        path = net.container("c")
+        with pytest.raises(Forbidden):  # taken: libnetwork's 403
+            driver.join(made["Id"], c, {"NetnsPath": path, "IPv4Address": "10.77.9.9"})
+        for outside in ("10.78.0.1", "10.77.5.254", "10.77.5.1"):
+            with pytest.raises(InvalidParameter):
+                driver.join(made["Id"], c, {"NetnsPath": path, "IPv4Address": outside})
+        assert netns_view(path).interfaces == {}, "a refused join left an interface"
+        with pytest.raises(Forbidden):
+            driver.join(made["Id"], a, {"NetnsPath": first["SandboxKey"]})
+        with pytest.raises(NotFound):
+            driver.join(secrets.token_hex(32), c, {"NetnsPath": path})
+        listed = next(n for n in driver.networks() if n["Id"] == made["Id"])
+        assert listed["Containers"][a]["IPv4Address"] == f"{first['IPAddress']}/16"
+        assert set(listed["Containers"]) == {a, b}
+
+    def test_network_bad_input_leaves_nothing(self, net: Harness) -> None:
+        driver, facts = net.start()
+        made = net.network(driver, "taken", ipam=[{"Subnet": "10.66.0.0/16"}])
+        state, networks = HostState.now(), driver.networks()
+        bad = [
+            [{"Subnet": "10.66.128.0/17"}],  # overlaps
+            [{"Subnet": facts["Subnet"]}],  # the default network's
+            [{"Subnet": "10.67.0.0/33"}],
+            [{"Subnet": "10.67.0.1/16"}],  # not the network address
+            [{"Subnet": "10.67.0.0/16", "Gateway": "10.68.0.1"}],
+            [{"Subnet": "10.67.0.0/16", "IPRange": "10.68.0.0/24"}],
+            [{"Subnet": "10.67.0.0/16", "AuxiliaryAddresses": {"x": "bogus"}}],
+        ]
+        for ipam in bad:
+            with pytest.raises((InvalidParameter, Forbidden)):
+                net.network(driver, "bad", ipam=ipam)
+        with pytest.raises(InvalidParameter):
+            net.network(driver, "bad", options={"com.docker.network.bridge.enable_icc": "perhaps"})
+        assert driver.networks() == networks and net.changes_since(state) == []
+        driver.delete_network(made["Id"])
+
+    def test_container_on_two_networks(self, net: Harness) -> None:
+        driver, facts = net.start()
+        made = net.network(driver, "second", ipam=[{"Subnet": "10.55.0.0/24"}])
+        a, b = container_id(), container_id()
+        path = net.container("a")
+        on_default = driver.allocate_interface(a, {"NetnsPath": path, "Name": "a"})
+        on_second = driver.join(made["Id"], a, {"NetnsPath": path, "Name": "a"})
+        assert (on_default["Interface"], on_second["Interface"]) == ("eth0", "eth1")
+        view = netns_view(path)
+        assert view.interfaces["eth1"]["addresses"] == [f"{on_second['IPAddress']}/24"]
+        assert view.default_via == facts["Gateway"] and view.default_dev == "eth0"
+        peer = driver.join(made["Id"], b, {"NetnsPath": net.container("b"), "DefaultRoute": True})
+        net.server(peer["SandboxKey"], 7000, "second network")
+        assert fetch_in(path, peer["IPAddress"], 7000) == "second network"
+        # The default route (and published ports) move to the other network.
+        net.server(path, 80, "a on the second network")
+        port = free_port()
+        driver.allocate_ports(a, {"80/tcp": [{"HostPort": str(port)}]})
+        driver.set_gateway(a, made["Id"])
+        view = netns_view(path)
+        assert view.default_via == "10.55.0.1" and view.default_dev == "eth1"
+        assert driver.endpoints(a)[made["Id"]]["Ports"] == {
+            "80/tcp": [{"HostIp": net.options.default_ip, "HostPort": str(port)}]
+        }
+        assert not driver.endpoints(a)[facts["NetworkID"]]["Ports"]
+        assert fetch("127.0.0.1", port) == "a on the second network"
+        assert set(driver.endpoints(a)) == {facts["NetworkID"], made["Id"]}
+        driver.leave(made["Id"], a)
+        driver.set_gateway(a, facts["NetworkID"])
+        view = netns_view(path)
+        assert "eth1" not in view.interfaces and view.default_dev == "eth0"
+        assert set(driver.endpoints(a)) == {facts["NetworkID"]}
+        driver.leave(made["Id"], a)  # twice is fine
+        with pytest.raises(Forbidden):
+            driver.delete_network(made["Id"])  # b is on it
+        driver.leave(made["Id"], b)
+        driver.delete_network(made["Id"])
+
+    def test_networks_are_isolated(self, net: Harness) -> None:
+        driver, _facts = net.start()
+        one = net.network(driver, "one", ipam=[{"Subnet": "10.44.1.0/24"}])
+        two = net.network(driver, "two", ipam=[{"Subnet": "10.44.2.0/24"}])
+        closed = net.network(driver, "closed", internal=True, ipam=[{"Subnet": "10.44.3.0/24"}])
+        a, b, both, c, d = (container_id() for _ in range(5))
+        on_one = driver.join(one["Id"], a, {"NetnsPath": net.container("a"), "DefaultRoute": True})
+        on_two = driver.join(two["Id"], b, {"NetnsPath": net.container("b"), "DefaultRoute": True})
+        path = net.container("both")
+        driver.join(one["Id"], both, {"NetnsPath": path, "DefaultRoute": True})
+        driver.join(two["Id"], both, {"NetnsPath": path})
+        in_closed = driver.join(closed["Id"], c, {"NetnsPath": net.container("c"), "DefaultRoute": True})
+        peer = driver.join(closed["Id"], d, {"NetnsPath": net.container("d"), "DefaultRoute": True})
+        assert closed["Internal"] is True
+        net.server(on_two["SandboxKey"], 7000, "two")
+        net.server(peer["SandboxKey"], 7000, "closed peer")
+        assert fetch_in(path, on_two["IPAddress"], 7000) == "two"
+        if net.options.iptables:
+            assert fetch_in(on_one["SandboxKey"], on_two["IPAddress"], 7000) == "", "networks are not isolated"
+            assert fetch_in(in_closed["SandboxKey"], on_two["IPAddress"], 7000) == "", "an internal network leaks"
+            assert fetch_in(on_one["SandboxKey"], peer["IPAddress"], 7000) == ""
+        assert fetch_in(in_closed["SandboxKey"], peer["IPAddress"], 7000) == "closed peer"
+
+    def test_networks_survive_a_restart(self, net: Harness) -> None:
+        first, _facts = net.start()
+        made = net.network(first, "kept", ipam=[{"Subnet": "10.33.0.0/24"}], labels={"k": "v"})
+        alive, dead = container_id(), container_id()
+        path = net.container("alive")
+        first.allocate_interface(alive, {"NetnsPath": path})
+        joined = first.join(made["Id"], alive, {"NetnsPath": path})
+        first.join(made["Id"], dead, {"NetnsPath": net.container("dead")})
+        second, _facts = net.restart(first)
+        listed = next(n for n in second.networks() if n["Id"] == made["Id"])
+        assert listed["Labels"] == {"k": "v"} and listed["IPAM"]["Config"] == made["IPAM"]["Config"]
+        assert second.restore(alive) is not None
+        assert second.endpoints(alive)[made["Id"]]["IPAddress"] == joined["IPAddress"]
+        assert second.prune([alive]) == [dead]
+        assert set(next(n for n in second.networks() if n["Id"] == made["Id"])["Containers"]) == {alive}
+        # Its address stays taken, and the network takes new containers.
+        other = second.join(made["Id"], container_id(), {"NetnsPath": net.container("new")})
+        assert other["IPAddress"] != joined["IPAddress"]
+
+    def test_ipv6_network(self, net: Harness) -> None:
+        driver, _facts = net.start()
+        if not os.path.exists("/proc/sys/net/ipv6"):
+            pytest.skip("this kernel has no IPv6")
+        made = net.network(driver, "six", enable_ipv6=True, ipam=[{"Subnet": "fd00:77::/64"}])
+        assert made["EnableIPv6"] is True
+        subnets = {c["Subnet"] for c in made["IPAM"]["Config"]}
+        assert "fd00:77::/64" in subnets and len(subnets) == 2  # an IPv4 subnet from the pools too
+        a, b = container_id(), container_id()
+        one = driver.join(made["Id"], a, {"NetnsPath": net.container("a"), "DefaultRoute": True})
+        two = driver.join(made["Id"], b, {"NetnsPath": net.container("b"), "IPv6Address": "fd00:77::42"})
+        assert ip_interface(f"{one['GlobalIPv6Address']}/64").network == ip_interface("fd00:77::/64").network
+        assert one["IPv6Gateway"] == "fd00:77::1" and two["GlobalIPv6Address"] == "fd00:77::42"
+        view = netns_view(one["SandboxKey"])
+        assert f"{one['GlobalIPv6Address']}/64" in view.interfaces["eth0"]["addresses"]
+        assert view.default_via6 == "fd00:77::1"
+        net.server(two["SandboxKey"], 7000, "over ipv6")
+        assert fetch_in(one["SandboxKey"], "fd00:77::42", 7000) == "over ipv6"
+        listed = next(n for n in driver.networks() if n["Id"] == made["Id"])
+        assert listed["Containers"][b]["IPv6Address"] == "fd00:77::42/64"

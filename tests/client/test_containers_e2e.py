@@ -582,3 +582,54 @@ def test_cp_stopped_container_reaches_its_volumes(engine, tmp_path):
     assert (out / "data" / "in.txt").read_text() == "copied while stopped\n"
     proc = engine("start", "-a", cid)
     assert proc.stdout == "copied while stopped\nfrom the bind\ninto the bind\n", proc.stderr
+
+
+def test_user_network_verbs(engine):
+    """``engine network`` with docker's flags, against both daemons alike."""
+    made = engine(
+        "network",
+        "create",
+        "--subnet",
+        "10.66.0.0/16",
+        "--ip-range",
+        "10.66.1.0/24",
+        "--gateway",
+        "10.66.0.254",
+        "--aux-address",
+        "reserved=10.66.1.1",
+        "--label",
+        "tier=db",
+        "-o",
+        "com.docker.network.bridge.enable_icc=true",
+        "e2enet",
+    )
+    assert made.returncode == 0, made.stderr
+    net_id = made.stdout.strip()
+    assert len(net_id) == 64
+    doc = json.loads(engine("network", "inspect", "e2enet").stdout)[0]
+    assert doc["IPAM"]["Config"] == [
+        {
+            "Subnet": "10.66.0.0/16",
+            "IPRange": "10.66.1.0/24",
+            "Gateway": "10.66.0.254",
+            "AuxiliaryAddresses": {"reserved": "10.66.1.1"},
+        }
+    ]
+    assert doc["Labels"] == {"tier": "db"} and doc["Options"] == {"com.docker.network.bridge.enable_icc": "true"}
+    assert engine("network", "ls", "-f", "label=tier=db", "--format", "{{.Name}}").stdout == "e2enet\n"
+    proc = engine("network", "create", "e2enet")
+    assert proc.returncode == 1 and "network with name e2enet already exists" in proc.stderr
+    proc = engine("network", "create", "--subnet", "10.67.0.0/16", "--gateway", "10.68.0.1", "x")
+    assert proc.returncode == 1 and "no matching subnet for gateway 10.68.0.1" in proc.stderr
+    assert engine("run", "-d", "--name", "member", "busybox", "sleep", "300").returncode == 0
+    proc = engine("network", "connect", "--alias", "database", "--ip", "10.66.0.9", "e2enet", "member")
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    settings = json.loads(engine("inspect", "member").stdout)[0]["NetworkSettings"]["Networks"]["e2enet"]
+    assert settings["IPAddress"] == "10.66.0.9" and "database" in settings["Aliases"]
+    proc = engine("network", "rm", "e2enet")
+    assert proc.returncode == 1 and "has active endpoints" in proc.stderr
+    assert engine("network", "disconnect", "-f", "e2enet", "member").returncode == 0
+    proc = engine("network", "disconnect", "e2enet", "member")
+    assert proc.returncode == 1 and "is not connected to network e2enet" in proc.stderr
+    prune = engine("network", "prune", "-f", "--filter", "label=tier=db")
+    assert prune.returncode == 0 and prune.stdout == "Deleted Networks:\ne2enet\n\n"

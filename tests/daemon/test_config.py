@@ -235,3 +235,28 @@ def test_operations_options_refused(tmp_path, doc, message):
     # ConfigError and the log checks' InvalidParameter: both stop start-up and a reload.
     with pytest.raises(InvalidParameter, match=message):
         validate(parse(config_file=str(f)))
+
+
+def test_network_pools_and_ipv6_options(tmp_path, no_default_file):
+    from engine.drivers.ipam import PoolSpec
+
+    cfg = parse("--default-address-pool", "base=10.10.0.0/16,size=24", "--ipv6", "--fixed-cidr-v6", "fd00:1::/64")
+    validate(cfg)
+    options = cfg.network_options()
+    assert options.default_address_pools == (PoolSpec("10.10.0.0/16", 24),)
+    assert options.ipv6 and options.fixed_cidr_v6 == "fd00:1::/64" and options.ip6tables
+    path = tmp_path / "daemon.json"
+    path.write_text(json.dumps({"default-address-pools": [{"base": "10.20.0.0/16", "size": 24}], "ip6tables": False}))
+    cfg = parse(config_file=str(path))
+    assert cfg.network_options().default_address_pools == (PoolSpec("10.20.0.0/16", 24),)
+    assert not cfg.network_options().ip6tables
+    assert parse().network_options().default_address_pools == ()  # Docker's own pools
+    path.write_text(json.dumps({"default-address-pools": [{"base": "10.20.0.0/16", "size": 8}]}))
+    with pytest.raises(ConfigError, match="default-address-pools: invalid pools size"):
+        parse(config_file=str(path))
+    with pytest.raises(ConfigError, match="must be a key=value pair"):
+        parse("--default-address-pool", "10.0.0.0/8")
+    with pytest.raises(ConfigError, match="--ipv6 needs --fixed-cidr-v6"):
+        validate(parse("--ipv6"))
+    with pytest.raises(ConfigError, match="invalid --fixed-cidr-v6"):
+        validate(parse("--fixed-cidr-v6", "10.0.0.0/8"))

@@ -1,13 +1,16 @@
 """The ``network`` group: ``ls``, ``inspect``, ``create``, ``rm``, ``connect``,
-``disconnect``, ``prune``, printed as docker prints them.
+``disconnect``, ``prune``, with docker's flags, requests and output.
 
-The daemon has the built-in ``bridge``, ``host`` and ``none`` networks only;
-the other verbs send docker's requests and print the daemon's refusal.
+``create`` groups ``--subnet``, ``--ip-range``, ``--gateway`` and
+``--aux-address`` into ``IPAM.Config`` entries as the docker CLI does (each
+goes with the subnet that contains it) and refuses what it refuses, in its
+words.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from typing import Any
 
@@ -100,8 +103,100 @@ def cmd_network_rm(client: Any, args: argparse.Namespace) -> int:
     )
 
 
+def _key_values(values: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f'invalid argument "{item}" for "{flag}" flag: bad format for {flag.lstrip("-")}: {item}')
+        out[key] = value
+    return out
+
+
+def ipam_configs(
+    subnets: list[str], ranges: list[str], gateways: list[str], aux: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The CLI's ``consolidateIpam``: each ``--ip-range``, ``--gateway`` and ``--aux-address`` goes with the
+    ``--subnet`` that contains it, in its words when none does.
+
+    :raises ValueError: with the docker CLI's message.
+    """
+    if len(subnets) < len(ranges) or len(subnets) < len(gateways):
+        raise ValueError("every ip-range or gateway must have a corresponding subnet")
+    nets = []
+    for text in subnets:
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"invalid CIDR address: {text}") from None
+    for i, a in enumerate(nets):
+        for b in nets[i + 1 :]:
+            if a.version == b.version and a.overlaps(b):
+                raise ValueError(f"multiple overlapping subnet configuration is not supported: {a}, {b}")
+    configs: list[dict[str, Any]] = [{"Subnet": text, "AuxiliaryAddresses": {}} for text in subnets]
+
+    def owner(address: Any) -> dict[str, Any] | None:
+        for cfg, net in zip(configs, nets):
+            if address.version == net.version and address in net:
+                return cfg
+        return None
+
+    for text in ranges:
+        try:
+            rng = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"invalid CIDR address: {text}") from None
+        cfg = next((c for c, n in zip(configs, nets) if rng.version == n.version and rng.subnet_of(n)), None)  # type: ignore[arg-type]
+        if cfg is None:
+            raise ValueError(f"no matching subnet for range {text}")
+        if cfg.get("IPRange"):
+            raise ValueError(
+                f"cannot configure multiple ranges ({text}, {cfg['IPRange']}) on the same subnet ({cfg['Subnet']})"
+            )
+        cfg["IPRange"] = text
+    for text in gateways:
+        cfg = owner(ipaddress.ip_address(text))
+        if cfg is None:
+            raise ValueError(f"no matching subnet for gateway {text}")
+        if cfg.get("Gateway"):
+            raise ValueError(
+                f"cannot configure multiple gateways ({text}, {cfg['Gateway']}) for the same subnet ({cfg['Subnet']})"
+            )
+        cfg["Gateway"] = text
+    for name, text in aux.items():
+        cfg = owner(ipaddress.ip_address(text))
+        if cfg is None:
+            raise ValueError(f"no matching subnet for aux-address {text}")
+        cfg["AuxiliaryAddresses"][name] = text
+    return configs
+
+
 def cmd_network_create(client: Any, args: argparse.Namespace) -> int:
-    body = {"Name": args.name, "Driver": args.driver or "bridge", "CheckDuplicate": True}
+    try:
+        configs = ipam_configs(
+            args.subnet or [], args.ip_range or [], args.gateway or [], _key_values(args.aux_address, "--aux-address")
+        )
+        options = _key_values(args.opt, "--opt")
+        ipam_options = _key_values(args.ipam_opt, "--ipam-opt")
+        labels = _key_values([v if "=" in v else v + "=" for v in args.label or []], "--label")
+    except ValueError as exc:
+        print_err(str(exc))
+        return 1
+    body: dict[str, Any] = {
+        "Name": args.name,
+        "CheckDuplicate": True,
+        "Driver": args.driver or "bridge",
+        "Scope": args.scope or "",
+        "EnableIPv6": bool(args.ipv6),
+        "IPAM": {"Driver": args.ipam_driver or "default", "Config": configs, "Options": ipam_options},
+        "Internal": bool(args.internal),
+        "Attachable": bool(args.attachable),
+        "Ingress": bool(args.ingress),
+        "ConfigOnly": bool(args.config_only),
+        "ConfigFrom": {"Network": args.config_from} if args.config_from else None,
+        "Options": options,
+        "Labels": labels,
+    }
     try:
         result = request_json(client, "POST", "/networks/create", body=body) or {}
     except Exception as exc:  # noqa: BLE001 - the daemon's refusal, as docker prints it
@@ -112,9 +207,47 @@ def cmd_network_create(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_network_connect(client: Any, args: argparse.Namespace) -> int:
-    verb = "connect" if args.network_command == "connect" else "disconnect"
+    ipam: dict[str, Any] = {}
+    if args.ip:
+        ipam["IPv4Address"] = args.ip
+    if args.ip6:
+        ipam["IPv6Address"] = args.ip6
+    if args.link_local_ip:
+        ipam["LinkLocalIPs"] = list(args.link_local_ip)
     try:
-        request_json(client, "POST", f"/networks/{{0}}/{verb}", args.network, body={"Container": args.container})
+        driver_opts = _key_values(args.driver_opt, "--driver-opt")
+    except ValueError as exc:
+        print_err(str(exc))
+        return 1
+    endpoint = {
+        "IPAMConfig": ipam or None,
+        "Links": list(args.link or []) or None,
+        "Aliases": list(args.alias or []) or None,
+        "DriverOpts": driver_opts or None,
+    }
+    try:
+        request_json(
+            client,
+            "POST",
+            "/networks/{0}/connect",
+            args.network,
+            body={"Container": args.container, "EndpointConfig": endpoint},
+        )
+    except Exception as exc:  # noqa: BLE001
+        print_err(api_error_text(exc))
+        return 1
+    return 0
+
+
+def cmd_network_disconnect(client: Any, args: argparse.Namespace) -> int:
+    try:
+        request_json(
+            client,
+            "POST",
+            "/networks/{0}/disconnect",
+            args.network,
+            body={"Container": args.container, "Force": args.force},
+        )
     except Exception as exc:  # noqa: BLE001
         print_err(api_error_text(exc))
         return 1
@@ -130,7 +263,8 @@ def cmd_network_prune(client: Any, args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() != "y":
             return 0
-    report = request_json(client, "POST", "/networks/prune") or {}
+    filters = filters_json(args.filter)
+    report = request_json(client, "POST", "/networks/prune", params={"filters": filters} if filters else None) or {}
     deleted = report.get("NetworksDeleted") or []
     if deleted:
         print("Deleted Networks:\n" + "".join(n + "\n" for n in deleted))
@@ -149,19 +283,46 @@ def register(sub: Any) -> None:
     p = nsub.add_parser("inspect", help="display detailed information on one or more networks")
     p.add_argument("networks", nargs="+", metavar="NETWORK")
     p.add_argument("-f", "--format", help="format output using a custom template")
+    p.add_argument("-v", "--verbose", action="store_true", help="verbose output for diagnostics")
     p.set_defaults(func=cmd_network_inspect)
-    p = nsub.add_parser("create", help="create a network (only the built-in networks exist in this engine)")
+    p = nsub.add_parser("create", help="create a network")
     p.add_argument("name", metavar="NETWORK")
-    p.add_argument("-d", "--driver", default="bridge", help="driver to manage the network")
+    p.add_argument("-d", "--driver", default="bridge", help="driver to manage the network (default bridge)")
+    p.add_argument("--subnet", action="append", help="subnet in CIDR format that represents a network segment")
+    p.add_argument("--ip-range", action="append", help="allocate container IPs from a sub-range")
+    p.add_argument("--gateway", action="append", help="IPv4 or IPv6 gateway for the master subnet")
+    p.add_argument("--aux-address", action="append", help="auxiliary IPv4 or IPv6 addresses used by the network driver")
+    p.add_argument("--ipam-driver", default="default", help="IP address management driver")
+    p.add_argument("--ipam-opt", action="append", help="set IPAM driver specific options")
+    p.add_argument("-o", "--opt", action="append", help="set driver specific options")
+    p.add_argument("--label", action="append", help="set metadata on a network")
+    p.add_argument("--internal", action="store_true", help="restrict external access to the network")
+    p.add_argument("--ipv6", action="store_true", help="enable IPv6 networking")
+    p.add_argument("--attachable", action="store_true", help="enable manual container attachment")
+    p.add_argument("--ingress", action="store_true", help="create swarm routing-mesh network")
+    p.add_argument("--scope", default="", help="control the network's scope")
+    p.add_argument("--config-only", action="store_true", help="create a configuration only network")
+    p.add_argument("--config-from", default="", help="the network from which to copy the configuration")
     p.set_defaults(func=cmd_network_create)
     p = nsub.add_parser("rm", aliases=["remove"], help="remove one or more networks")
     p.add_argument("networks", nargs="+", metavar="NETWORK")
     p.set_defaults(func=cmd_network_rm)
-    for verb in ("connect", "disconnect"):
-        p = nsub.add_parser(verb, help=f"{verb} a container {'to' if verb == 'connect' else 'from'} a network")
-        p.add_argument("network", metavar="NETWORK")
-        p.add_argument("container", metavar="CONTAINER")
-        p.set_defaults(func=cmd_network_connect)
+    p = nsub.add_parser("connect", help="connect a container to a network")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("--alias", action="append", help="add network-scoped alias for the container")
+    p.add_argument("--driver-opt", action="append", help="driver options for the network")
+    p.add_argument("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    p.add_argument("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33)")
+    p.add_argument("--link", action="append", help="add link to another container")
+    p.add_argument("--link-local-ip", action="append", help="add a link-local address for the container")
+    p.set_defaults(func=cmd_network_connect)
+    p = nsub.add_parser("disconnect", help="disconnect a container from a network")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("-f", "--force", action="store_true", help="force the container to disconnect from a network")
+    p.set_defaults(func=cmd_network_disconnect)
     p = nsub.add_parser("prune", help="remove all unused networks")
+    p.add_argument("--filter", action="append", help="provide filter values (e.g. 'until=<timestamp>')")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     p.set_defaults(func=cmd_network_prune)

@@ -6,10 +6,13 @@ nor a nameserver: a container network that shadows the way to the DNS
 server or to another network of the host would cut the host off.
 
 Container addresses come from the bridge's subnet, or from ``--fixed-cidr``
-inside it, never the network or broadcast address nor the gateway. The
-allocator itself keeps no state: the driver passes the set of addresses in
-use, which it reads back from its endpoint files, so a restarted daemon
-cannot hand out an address that a running container holds.
+inside it, never the network or broadcast address nor the gateway
+(:class:`engine.drivers.ipam.AddressPool`, round robin here). The allocator
+itself keeps no state: the driver passes the set of addresses in use, which
+it reads back from its endpoint files, so a restarted daemon cannot hand out
+an address that a running container holds. User-defined networks get their
+subnets and addresses from :mod:`engine.drivers.ipam` (the default address
+pools).
 """
 
 from __future__ import annotations
@@ -17,10 +20,24 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from engine.errors import Conflict, HostError, InvalidParameter
+from engine.drivers.ipam import AddressesExhausted, AddressPool
+from engine.errors import HostError, InvalidParameter
+
+__all__ = [
+    "CANDIDATES",
+    "AddressesExhausted",
+    "NoFreeRange",
+    "Pool",
+    "choose_bridge_address",
+    "mac_for",
+    "parse_interface",
+    "parse_mac",
+    "random_mac",
+    "read_nameservers",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -46,10 +63,6 @@ CANDIDATES: tuple[str, ...] = (
 
 class NoFreeRange(HostError):
     """Every candidate range overlaps a route or a nameserver."""
-
-
-class AddressesExhausted(Conflict):
-    """Every address of the pool is in use."""
 
 
 def read_nameservers(path: str) -> list[IPv4Address]:
@@ -160,8 +173,8 @@ def parse_mac(value: str) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-class Pool:
-    """Container addresses of one bridge network.
+class Pool(AddressPool):
+    """Container addresses of the default bridge network, round robin (Docker 1.2's allocator).
 
     :param subnet: the bridge's network.
     :param gateway: the bridge's own address.
@@ -174,40 +187,7 @@ class Pool:
                 f"fixed-cidr {fixed} is not inside the bridge's subnet {subnet}: "
                 f"choose a range inside it or change --bip"
             )
-        self.subnet = subnet
-        self.gateway = gateway
-        self.range = fixed if fixed is not None else subnet
         # Round robin from the last address handed out, as Docker's
         # ipallocator: a released address is not reused at once, so a stale
         # connection or ARP entry does not reach the next container.
-        # The first pass starts at the range's third address: .1 is where
-        # a gateway usually sits on networks made outside the engine.
-        self._last = int(self.range.network_address) + 1
-
-    def _usable(self, value: int) -> bool:
-        return value not in (int(self.subnet.network_address), int(self.subnet.broadcast_address), int(self.gateway))
-
-    def allocate(self, in_use: Collection[IPv4Address], requested: IPv4Address | None = None) -> IPv4Address:
-        """Pick a free address (or check ``requested``).
-
-        :raises Conflict: ``requested`` is taken, or nothing is left.
-        :raises InvalidParameter: ``requested`` is outside the subnet or reserved.
-        """
-        if requested is not None:
-            if requested not in self.subnet or not self._usable(int(requested)):
-                raise InvalidParameter(f"requested address {requested} is not a usable address of {self.subnet}")
-            if requested in in_use:
-                raise Conflict(f"Address already in use: {requested}")
-            return requested
-        first, last = int(self.range.network_address), int(self.range.broadcast_address)
-        size = last - first + 1
-        start = self._last + 1
-        for step in range(size):
-            value = first + (start - first + step) % size
-            if not self._usable(value):
-                continue
-            addr = IPv4Address(value)
-            if addr not in in_use:
-                self._last = value
-                return addr
-        raise AddressesExhausted(f"no available IPv4 address in {self.range}: every address is in use")
+        super().__init__(subnet, gateway, fixed, serial=True)

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import threading
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface
 from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
@@ -36,6 +36,10 @@ LOG = logging.getLogger(__name__)
 
 RT_TABLE_MAIN = 254
 IFF_UP = 0x1
+#: ``IFA_F_NODAD``: an IPv6 address usable at once, without duplicate
+#: address detection (the driver's IPAM already made it unique; DAD would
+#: hold it "tentative" for a second or more).
+IFA_F_NODAD = 0x02
 #: ``IFLA_BRPORT_MODE`` value that lets a frame leave by the port it came in
 #: (a container reaching its own published port without the proxy).
 BRIDGE_MODE_HAIRPIN = 1
@@ -153,8 +157,10 @@ def default_route_mtu(ipr: IPRoute) -> int | None:
     return None
 
 
-def create_bridge(ipr: IPRoute, name: str, address: IPv4Interface, mtu: int, mac: str) -> int:
-    """Create bridge ``name`` with ``mac`` (fixed, or it would follow its ports), its address and up.
+def create_bridge(
+    ipr: IPRoute, name: str, address: IPv4Interface, mtu: int, mac: str, address6: IPv6Interface | None = None
+) -> int:
+    """Create bridge ``name`` with ``mac`` (fixed, or it would follow its ports), its address(es) and up.
 
     :returns: its index. The bridge is deleted again if a later step fails.
     """
@@ -166,6 +172,8 @@ def create_bridge(ipr: IPRoute, name: str, address: IPv4Interface, mtu: int, mac
     assert index is not None
     try:
         add_address(ipr, index, address)
+        if address6 is not None:
+            add_address(ipr, index, address6)
         ipr.link("set", index=index, state="up")
     except BaseException:
         try:
@@ -176,19 +184,39 @@ def create_bridge(ipr: IPRoute, name: str, address: IPv4Interface, mtu: int, mac
     return index
 
 
-def add_address(ipr: IPRoute, index: int, address: IPv4Interface) -> None:
-    """Add ``address`` (with its broadcast address) unless the link has it."""
+def add_address(ipr: IPRoute, index: int, address: IPv4Interface | IPv6Interface) -> None:
+    """Add ``address`` (an IPv4 one with its broadcast address) unless the link has it."""
     try:
-        ipr.addr(
-            "add",
-            index=index,
-            address=str(address.ip),
-            prefixlen=address.network.prefixlen,
-            broadcast=str(address.network.broadcast_address),
-        )
+        if isinstance(address, IPv6Interface):
+            ipr.addr(
+                "add",
+                index=index,
+                family=socket.AF_INET6,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+                flags=IFA_F_NODAD,
+            )
+        else:
+            ipr.addr(
+                "add",
+                index=index,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+                broadcast=str(address.network.broadcast_address),
+            )
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:
             raise
+
+
+def ipv6_addresses(ipr: IPRoute, index: int) -> list[IPv6Interface]:
+    """The global IPv6 addresses of a link (link-local ones left out)."""
+    out = []
+    for msg in ipr.get_addr(family=socket.AF_INET6, index=index):
+        iface = IPv6Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+        if not iface.ip.is_link_local:
+            out.append(iface)
+    return out
 
 
 def ensure_up(ipr: IPRoute, index: int) -> None:
@@ -197,12 +225,12 @@ def ensure_up(ipr: IPRoute, index: int) -> None:
         ipr.link("set", index=index, state="up")
 
 
-def create_veth(host_name: str, bridge: str, mtu: int, netns_path: str, mac: str) -> None:
-    """Create ``host_name`` (on ``bridge``, MTU, up) and its peer ``eth0`` in the namespace.
+def create_veth(host_name: str, bridge: str, mtu: int, netns_path: str, mac: str, peer: str = "eth0") -> None:
+    """Create ``host_name`` (on ``bridge``, MTU, up) and its peer ``peer`` in the namespace.
 
     :raises LookupError: ``bridge`` does not exist.
     :raises NetlinkError: EEXIST if ``host_name`` exists on the host or
-        ``eth0`` in the namespace.
+        ``peer`` in the namespace.
     :raises OSError: the namespace file cannot be opened.
     """
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -218,7 +246,7 @@ def create_veth(host_name: str, bridge: str, mtu: int, netns_path: str, mac: str
                 mtu=mtu,
                 master=bridge_index,
                 state="up",
-                peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac, "mtu": mtu},
+                peer={"ifname": peer, "net_ns_fd": fd, "address": mac, "mtu": mtu},
             )
     finally:
         os.close(fd)
@@ -232,22 +260,72 @@ def set_hairpin(host_name: str, on: bool = True) -> None:
             ipr.brport("set", index=index, mode=BRIDGE_MODE_HAIRPIN if on else 0)
 
 
-def configure_container(netns_path: str, address: IPv4Interface, gateway: IPv4Address) -> None:
-    """Inside the namespace: ``lo`` up, ``eth0`` address and up, default route via the bridge."""
+def configure_container(
+    netns_path: str,
+    address: IPv4Interface,
+    gateway: IPv4Address | None,
+    interface: str = "eth0",
+    address6: IPv6Interface | None = None,
+    gateway6: IPv6Address | None = None,
+) -> None:
+    """Inside the namespace: ``lo`` up, the interface's address(es) and up, default routes via the gateways given."""
     with iproute_in(netns_path) as ipr:
         lo = link_index(ipr, "lo")
         if lo is not None:
             ensure_up(ipr, lo)
-        eth0 = link_index(ipr, "eth0")
-        if eth0 is None:
-            raise NetlinkError(errno.ENODEV, "eth0 is not in the container's namespace")
-        add_address(ipr, eth0, address)
-        ipr.link("set", index=eth0, state="up")
+        index = link_index(ipr, interface)
+        if index is None:
+            raise NetlinkError(errno.ENODEV, f"{interface} is not in the container's namespace")
+        add_address(ipr, index, address)
+        if address6 is not None:
+            add_address(ipr, index, address6)
+        ipr.link("set", index=index, state="up")
+        _default_routes(ipr, index, gateway, gateway6)
+
+
+def _default_routes(ipr: IPRoute, index: int, gateway: IPv4Address | None, gateway6: IPv6Address | None) -> None:
+    for family, dst, via in ((socket.AF_INET, "0.0.0.0/0", gateway), (socket.AF_INET6, "::/0", gateway6)):
+        if via is None:
+            continue
         try:
-            ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=eth0)
+            ipr.route("replace", family=family, dst=dst, gateway=str(via), oif=index)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
+
+
+def set_default_routes(
+    netns_path: str, interface: str | None, gateway: IPv4Address | None, gateway6: IPv6Address | None
+) -> None:
+    """Point the namespace's default routes at ``interface``'s gateways; ``interface`` None: no default route."""
+    with iproute_in(netns_path) as ipr:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in ipr.get_routes(family=family):
+                table = msg.get_attr("RTA_TABLE") or msg["table"]
+                if table == RT_TABLE_MAIN and msg["dst_len"] == 0 and msg.get_attr("RTA_GATEWAY"):
+                    try:
+                        ipr.route(
+                            "del",
+                            family=family,
+                            dst="::/0" if family == socket.AF_INET6 else "0.0.0.0/0",
+                            gateway=msg.get_attr("RTA_GATEWAY"),
+                            oif=msg.get_attr("RTA_OIF"),
+                        )
+                    except NetlinkError as exc:
+                        if exc.code != errno.ESRCH:
+                            raise
+        if interface is None:
+            return
+        index = link_index(ipr, interface)
+        if index is None:
+            raise NetlinkError(errno.ENODEV, f"{interface} is not in the container's namespace")
+        _default_routes(ipr, index, gateway, gateway6)
+
+
+def interfaces_of(netns_path: str) -> set[str]:
+    """The names of the links in the namespace bound at ``netns_path``."""
+    with iproute_in(netns_path) as ipr:
+        return {msg.get_attr("IFLA_IFNAME") for msg in ipr.get_links()}
 
 
 def container_has_eth0(netns_path: str) -> bool:

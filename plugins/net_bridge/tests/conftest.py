@@ -92,7 +92,7 @@ def make_driver(tmp_path, resolv_conf, host_clean) -> Iterator[Callable[..., Any
 
     yield factory
     for driver in reversed(made):
-        if driver._doc:
+        if driver._networks:
             driver._ready = True
             driver.shutdown()
     for name in link_names() - existed:

@@ -36,7 +36,7 @@ from pyroute2 import IPRoute
 
 from engine.errors import Conflict, HostError, InvalidParameter, NotFound, PrerequisitesNotMet
 from engine_net_bridge.driver import BridgeNotFound
-from engine_net_bridge.iptables import CHAIN
+from engine_net_bridge.iptables import CHAIN, FORWARD_CHAIN, ISOLATION_1, ISOLATION_2
 
 pytestmark = in_own_netns
 
@@ -114,10 +114,14 @@ def test_creates_the_default_bridge(make_driver):
         "nat -A POSTROUTING -s 172.17.0.0/16 ! -o engine0 -j MASQUERADE",
         f"nat -A PREROUTING -m addrtype --dst-type LOCAL -j {CHAIN}",
         f"nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {CHAIN}",
-        f"filter -A FORWARD -o engine0 -j {CHAIN}",
-        "filter -A FORWARD -o engine0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        "filter -A FORWARD -i engine0 ! -o engine0 -j ACCEPT",
-        "filter -A FORWARD -i engine0 -o engine0 -j ACCEPT",
+        f"filter -A FORWARD -j {ISOLATION_1}",
+        f"filter -A FORWARD -j {FORWARD_CHAIN}",
+        f"filter -A {FORWARD_CHAIN} -o engine0 -j {CHAIN}",
+        f"filter -A {FORWARD_CHAIN} -o engine0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"filter -A {FORWARD_CHAIN} -i engine0 ! -o engine0 -j ACCEPT",
+        f"filter -A {FORWARD_CHAIN} -i engine0 -o engine0 -j ACCEPT",
+        f"filter -A {ISOLATION_1} -i engine0 ! -o engine0 -j {ISOLATION_2}",
+        f"filter -A {ISOLATION_2} -o engine0 -j DROP",
         f"nat :{CHAIN}",
         f"filter :{CHAIN}",
     ):
@@ -260,7 +264,7 @@ def test_interface_errors_leave_nothing(make_driver, container, tmp_path):
 def test_icc_false_blocks_and_link_allows(make_driver, container, servers):
     driver = make_driver(icc=False)
     driver.init()
-    assert "filter -A FORWARD -i engine0 -o engine0 -j DROP" in rules_snapshot()
+    assert f"filter -A {FORWARD_CHAIN} -i engine0 -o engine0 -j DROP" in rules_snapshot()
     web = driver.allocate_interface(A, {"NetnsPath": container("web")})
     db = driver.allocate_interface(B, {"NetnsPath": container("db")})
     servers.httpd(db["SandboxKey"], 80, "from db\n")

@@ -13,7 +13,20 @@ import pytest
 
 from engine.errors import Conflict, InvalidParameter
 from engine_net_bridge import ipam
-from engine_net_bridge.iptables import CHAIN, IPTables, IptablesError, Rule, base_rules, link_rules, port_rules
+from engine_net_bridge.iptables import (
+    CHAIN,
+    FORWARD_CHAIN,
+    ISOLATION_1,
+    ISOLATION_2,
+    IPTables,
+    IptablesError,
+    Rule,
+    add_ops,
+    link_rules,
+    network_rules,
+    port_rules,
+    shared_rules,
+)
 from engine_net_bridge.portmapper import ProxyRecord
 from engine_net_bridge.ports import (
     PortMapping,
@@ -165,23 +178,43 @@ def test_port_collisions_and_range(tmp_path):
 
 
 # rules
-def test_base_rules():
-    rules = base_rules("engine0", "172.17.0.0/16", icc=False, masquerade=True, localhost_dnat=False)
-    text = [str(r) for r in rules]
-    assert text == [
-        "-t nat -A POSTROUTING -s 172.17.0.0/16 ! -o engine0 -j MASQUERADE",
+def test_shared_and_network_rules():
+    assert [str(r) for r in shared_rules(localhost_dnat=False)] == [
         f"-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j {CHAIN}",
         f"-t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {CHAIN}",
-        f"-t filter -A FORWARD -o engine0 -j {CHAIN}",
-        "-t filter -A FORWARD -o engine0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        "-t filter -A FORWARD -i engine0 ! -o engine0 -j ACCEPT",
-        "-t filter -A FORWARD -i engine0 -o engine0 -j DROP",
+        f"-t filter -A FORWARD -j {ISOLATION_1}",
+        f"-t filter -A FORWARD -j {FORWARD_CHAIN}",
     ]
-    no_proxy = [str(r) for r in base_rules("b", "10.0.0.0/24", icc=True, masquerade=False, localhost_dnat=True)]
+    rules = network_rules("engine0", "172.17.0.0/16", icc=False, masquerade=True)
+    assert [str(r) for r in rules] == [
+        "-t nat -A POSTROUTING -s 172.17.0.0/16 ! -o engine0 -j MASQUERADE",
+        f"-t filter -A {FORWARD_CHAIN} -o engine0 -j {CHAIN}",
+        f"-t filter -A {FORWARD_CHAIN} -o engine0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-t filter -A {FORWARD_CHAIN} -i engine0 ! -o engine0 -j ACCEPT",
+        f"-t filter -A {FORWARD_CHAIN} -i engine0 -o engine0 -j DROP",
+        f"-t filter -A {ISOLATION_1} -i engine0 ! -o engine0 -j {ISOLATION_2}",
+        f"-t filter -A {ISOLATION_2} -o engine0 -j DROP",
+    ]
+    # Built-in chains: inserted at the top in reverse, so they keep their order; ours appended.
+    ops = add_ops(shared_rules(localhost_dnat=False) + rules)
+    assert [op for op, _ in ops][:5] == ["-I"] * 5 and all(op == "-A" for op, _ in ops[5:])
+    assert ops[0][1].chain == "POSTROUTING" and ops[-1][1].chain == ISOLATION_2
+    no_proxy = [str(r) for r in network_rules("b", "10.0.0.0/24", icc=True, masquerade=False, localhost_dnat=True)]
     assert "-t nat -A POSTROUTING -m addrtype --src-type LOCAL -o b -j MASQUERADE" in no_proxy
-    assert f"-t nat -A OUTPUT -m addrtype --dst-type LOCAL -j {CHAIN}" in no_proxy
-    assert "-t filter -A FORWARD -i b -o b -j ACCEPT" in no_proxy
+    assert f"-t nat -A OUTPUT -m addrtype --dst-type LOCAL -j {CHAIN}" in [
+        str(r) for r in shared_rules(localhost_dnat=True)
+    ]
+    assert f"-t filter -A {FORWARD_CHAIN} -i b -o b -j ACCEPT" in no_proxy
     assert not any("-s 10.0.0.0/24" in r for r in no_proxy)
+    internal = [str(r) for r in network_rules("b", "10.0.0.0/24", icc=True, masquerade=True, internal=True)]
+    assert internal == [
+        f"-t filter -A {FORWARD_CHAIN} -i b -o b -j ACCEPT",
+        f"-t filter -A {ISOLATION_1} -i b ! -d 10.0.0.0/24 -j DROP",
+        f"-t filter -A {ISOLATION_1} -o b ! -s 10.0.0.0/24 -j DROP",
+    ]
+    six = network_rules("b", "fd00::/64", icc=True, masquerade=True, family=6)
+    assert all(r.family == 6 for r in six) and Rule.from_json(six[0].to_json()) == six[0]
+    assert six[0].to_json()[0] == "ip6:nat"
 
 
 def test_port_and_link_rules():
