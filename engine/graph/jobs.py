@@ -206,6 +206,9 @@ def job_load(job: Any) -> None:
         load(graph_of(job), job.stdin, progress, quiet=job.env.get_bool("Quiet"))
     except EngineError as exc:
         progress.error(str(exc))
+    except OSError as exc:  # the host's (a full disk): in the stream too, as dockerd's "write ...: <reason>"
+        where = f"write {exc.filename}: " if exc.filename else ""
+        progress.error(f"{where}{(exc.strerror or str(exc)).lower()}")
 
 
 def job_image_export(job: Any) -> None:
