@@ -19,6 +19,7 @@ from typing import Any
 import falcon
 
 from engine.api import contenttype, errors, middleware, system, validation
+from engine.utils import sockets
 
 LOG = logging.getLogger("engine.api")
 
@@ -81,18 +82,30 @@ class Hijack:
         when done. The connection is closed afterwards.
     :param content_type: ``application/vnd.docker.raw-stream`` or
         ``application/vnd.docker.multiplexed-stream``.
+    :param announces: ``run`` gets a :class:`~engine.utils.sockets.Hijacked` instead
+        and writes the header itself (``announce()``) when it is ready; if it
+        returns without, the header is written then.
     """
 
-    def __init__(self, run: Callable[[Any], None], content_type: str = "application/vnd.docker.raw-stream") -> None:
+    def __init__(
+        self,
+        run: Callable[[Any], None],
+        content_type: str = "application/vnd.docker.raw-stream",
+        announces: bool = False,
+    ) -> None:
         self.run = run
         self.content_type = content_type
+        self.announces = announces
 
 
 def request_hijack(
-    req: Any, run: Callable[[Any], None], content_type: str = "application/vnd.docker.raw-stream"
+    req: Any,
+    run: Callable[[Any], None],
+    content_type: str = "application/vnd.docker.raw-stream",
+    announces: bool = False,
 ) -> None:
-    """Called by a resource: after this request, hand the socket to ``run``."""
-    req.env[HIJACK_KEY] = Hijack(run, content_type)
+    """Called by a resource: after this request, hand the socket to ``run`` (see :class:`Hijack`)."""
+    req.env[HIJACK_KEY] = Hijack(run, content_type, announces)
 
 
 def _upgrade_requested(environ: dict) -> bool:
@@ -158,8 +171,14 @@ def get_app(app: falcon.App) -> Callable[[dict, Callable], Iterable[bytes]]:
             )
         else:
             head = f"HTTP/1.1 200 OK\r\nContent-Type: {hijack.content_type}\r\n"
-        sock.sendall((head + headers_common + "\r\n").encode("latin-1"))
-        wait_consumed(sock)
+        announced: list[bool] = []
+
+        def announce() -> None:
+            if not announced:
+                announced.append(True)
+                sock.sendall((head + headers_common + "\r\n").encode("latin-1"))
+                wait_consumed(sock)
+
         # gunicorn must neither write headers nor a final chunk after us,
         # and must close the connection when we return.
         gresp.status = "101 UPGRADED"
@@ -168,7 +187,12 @@ def get_app(app: falcon.App) -> Callable[[dict, Callable], Iterable[bytes]]:
         gresp.chunked = False
         gresp.must_close = True
         try:
-            hijack.run(sock)
+            if hijack.announces:
+                hijack.run(sockets.Hijacked(sock, announce))
+            else:
+                announce()
+                hijack.run(sock)
+            announce()
         except OSError as exc:
             LOG.debug("hijacked connection ended: %s", exc)
         return []

@@ -68,7 +68,8 @@ class Attach(JobResource):
             except EngineError:
                 pass
 
-        request_hijack(req, run, stream_content_type(tty))
+        # The job answers 101 once the start will find it (docker run starts at the 101).
+        request_hijack(req, run, stream_content_type(tty), announces=True)
         resp.status = falcon.HTTP_200
 
 

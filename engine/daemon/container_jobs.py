@@ -328,18 +328,30 @@ def job_attach(job: Any) -> None:
     svc = svc_of(job)
     c = container_of(job)
     env = job.env
-    sock = job.stdin.source
+    source = job.stdin.source
+    if isinstance(source, sockets.Hijacked):  # the answer's header is ours to write, once ready
+        sock, announce = source.sock, source.announce
+    else:
+        sock, announce = source, lambda: None
     want_in, want_out, want_err = env.get_bool("Stdin"), env.get_bool("Stdout"), env.get_bool("Stderr")
-    if env.get_bool("Logs"):
+
+    def replay_logs() -> bool:
+        """The past output (``logs=1``); False when the client has gone."""
+        if not env.get_bool("Logs"):
+            return True
         try:
             kind, path = log_source(c.host_config.get("LogConfig"), c.root, c.log_path)
         except NotSupported:
-            kind = path = ""  # the none driver: no past output to replay
+            return True  # the none driver: no past output to replay
         if path:
             for stream, data in logfile.read(path, want_out, want_err, follow=False, format=kind):
                 if not sockets.send_all(sock, stdcopy.frame(stream, data, c.tty)):
-                    return
+                    return False
+        return True
+
     if not env.get_bool("Stream"):
+        announce()
+        replay_logs()
         sockets.close_client(sock)
         return
     job.engine.daemon.container_event(c, "attach")
@@ -354,6 +366,7 @@ def job_attach(job: Any) -> None:
         want_err,
         attaching.parse_detach_keys(env.get("DetachKeys")) if c.tty else None,
         job.engine.stopping,
+        ready=lambda: (announce(), replay_logs())[1],
     )
 
 

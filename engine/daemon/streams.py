@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.daemon import attach as attaching
@@ -48,12 +49,24 @@ def attach_container(
     stderr: bool,
     detach_keys: bytes | None,
     stopping: threading.Event,
+    ready: Callable[[], bool] = lambda: True,
 ) -> None:
+    """Stream ``c``'s stdio over ``sock`` until either side ends.
+
+    :param ready: called before any output is forwarded, once the attach waits for
+        the start (so a client that starts the container at the answer misses
+        nothing), or before connecting to a running container's shim: the API
+        answers the client then, and replays past logs; False ends the attach.
+    """
     from engine.shim.client import ShimClient
 
     conn = None
     pending = PendingAttach(stdin, stdout, stderr)
     if not lifecycle.attach_at_start(c, pending):
+        # It runs: past logs first, then what it writes from now on (as dockerd).
+        if not ready():
+            sockets.close_client(sock)
+            return
         try:
             conn = ShimClient(c.root).attach(stdin, stdout, stderr)
         except OSError as exc:
@@ -61,6 +74,12 @@ def attach_container(
             sockets.close_client(sock)
             return
     else:
+        if not ready():
+            lifecycle.cancel_attach(c, pending)
+            if pending.connection is not None:
+                pending.connection.close()
+            sockets.close_client(sock)
+            return
         while not pending.ready.wait(0.5):
             if stopping.is_set() or c.removed or sockets.client_gone(sock):
                 lifecycle.cancel_attach(c, pending)

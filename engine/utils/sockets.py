@@ -9,7 +9,22 @@ from __future__ import annotations
 
 import select
 import socket
+from collections.abc import Callable
 from typing import Any
+
+
+class Hijacked:
+    """A hijacked connection whose answer's header the job writes when it is ready to stream.
+
+    ``docker run`` sends the start as soon as its attach's ``101`` arrives, so an
+    attach announces itself only once the start will find it waiting (or it is
+    connected to the running container): no output is written before it listens.
+    :meth:`announce` writes the header once; later calls do nothing.
+    """
+
+    def __init__(self, sock: Any, announce: Callable[[], None]) -> None:
+        self.sock = sock
+        self.announce = announce
 
 
 def send_all(sock: Any, data: bytes) -> bool:
