@@ -18,6 +18,7 @@ import time
 import docker as dockerpy
 import pytest
 
+import engine
 from engine.testing.daemon import DaemonProcess
 
 pytestmark = pytest.mark.root
@@ -25,10 +26,11 @@ pytestmark = pytest.mark.root
 
 def test_docker_cli_version_and_info(daemon, docker):
     out = docker("version").stdout.decode()
-    assert "API version:       1.41" in out or "API version:\t1.41" in out or "1.41" in out
+    # The CLI (API 1.50) downgrades to the version the daemon reports, and shows both.
+    assert f"API version:       {engine.API_VERSION} (downgraded from" in out
     assert "Server: engine" in out
     fmt = docker("version", "--format", "{{.Server.APIVersion}} {{.Server.Version}}").stdout.decode().split()
-    assert fmt[0] == "1.41"
+    assert fmt[0] == engine.API_VERSION
     info = docker("info", "--format", "{{json .}}").stdout
     doc = json.loads(info)
     assert doc["Driver"] == "vfs"
@@ -41,9 +43,9 @@ def test_docker_cli_version_and_info(daemon, docker):
 
 def test_docker_py_version_info_ping(daemon):
     client = dockerpy.APIClient(base_url=daemon.host, version="auto")
-    assert client.api_version == "1.41"
+    assert client.api_version == engine.API_VERSION
     assert client.ping() is True
-    assert client.version()["ApiVersion"] == "1.41"
+    assert client.version()["ApiVersion"] == engine.API_VERSION
     info = client.info()
     assert info["Driver"] == "vfs" and info["ServerVersion"]
     high = dockerpy.from_env(environment={"DOCKER_HOST": daemon.host})
@@ -183,7 +185,7 @@ def test_tcp_with_tls(workdir, tmp_path, monkeypatch):
         tls = dockerpy.tls.TLSConfig(verify=str(certs / "cert.pem"))
         client = dockerpy.APIClient(base_url="https://127.0.0.1:23761", tls=tls, version="1.41")
         assert client.ping() is True
-        assert client.version()["ApiVersion"] == "1.41"
+        assert client.version()["ApiVersion"] == engine.API_VERSION  # the daemon's, whatever the request's
         plain = dockerpy.APIClient(base_url=d.host, version="1.41")
         assert plain.ping() is True
         assert "without --tlsverify is insecure" in d.log()
@@ -201,7 +203,10 @@ def test_engine_client_version_and_info(daemon):
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "Server: engine" in out.stdout and "API version:      1.41" in out.stdout
+    assert "Server: engine" in out.stdout, out.stdout
+    client, server = out.stdout.split("Server:", 1)
+    assert f"API version:       {engine.CLIENT_API_VERSION}" in client, out.stdout
+    assert f"API version:      {engine.API_VERSION}" in server, out.stdout
     out = subprocess.run(
         [sys.executable, "-m", "engine.cli", "-H", daemon.host, "info"],
         capture_output=True,
