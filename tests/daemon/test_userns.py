@@ -79,7 +79,7 @@ def test_free_range_skips_taken_ones():
     assert free_range([(150000, 10), (200000, 5)]) == 231072
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+@pytest.mark.root("chown")
 def test_remapped_root_is_dockerds(tmp_path):
     remap = Remap("nobody", NOGROUP, IDMap.from_subids([(200000, 65536)], [(300000, 65536)]))
     path = remapped_root(str(tmp_path / "root"), remap)

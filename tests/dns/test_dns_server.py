@@ -18,9 +18,8 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from engine.dns import control
-from engine.testing.sandbox import in_sandbox
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not in_sandbox(), reason="needs root in the test sandbox")
+pytestmark = pytest.mark.root("network namespaces", sandbox=True)
 
 CID = "e" * 64
 UPSTREAM = "127.0.0.2"

@@ -21,7 +21,7 @@ import pytest
 
 from engine.testing.sidebyside import wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("docker") is None, reason="needs root and docker")
+pytestmark = [pytest.mark.root("daemons"), pytest.mark.skipif(shutil.which("docker") is None, reason="needs docker")]
 SECOND = 1_000_000_000
 
 

@@ -15,7 +15,7 @@ import pytest
 from engine.testing.images import busybox_archive
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.root("daemons, bridges"),
     pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed (.ci/install)"),
 ]
 

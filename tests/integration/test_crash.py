@@ -34,7 +34,7 @@ from engine.testing.daemon import DaemonProcess
 from engine.testing.images import big_image, busybox_archive, docker_archive
 from engine.testing.lifecycle_races import Client, kill_leftovers
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root("daemons")
 
 #: Rounds of kill -9 per kind of operation.
 ROUNDS = int(os.environ.get("ENGINE_CRASH_ROUNDS", "4"))

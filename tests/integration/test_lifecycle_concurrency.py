@@ -32,7 +32,7 @@ from engine.testing.lifecycle_races import (
 )
 from engine.testing.procs import wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root("daemons")
 
 #: ``ENGINE_RACE_SEED`` repeats a run's delays; otherwise each run draws its own.
 SEED = int(os.environ["ENGINE_RACE_SEED"]) if os.environ.get("ENGINE_RACE_SEED") else None

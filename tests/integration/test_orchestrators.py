@@ -22,7 +22,7 @@ import pytest
 
 from engine.testing.sidebyside import Target, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("docker") is None, reason="needs root and docker")
+pytestmark = [pytest.mark.root("daemons"), pytest.mark.skipif(shutil.which("docker") is None, reason="needs docker")]
 
 
 def _hijack(t: Target, path: str, body: dict) -> socket.socket:

@@ -25,7 +25,7 @@ from engine.sys.security import paths
 from engine.testing import dockerd as reference
 from engine.testing.sidebyside import Target
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("docker") is None, reason="needs root and docker")
+pytestmark = [pytest.mark.root("daemons"), pytest.mark.skipif(shutil.which("docker") is None, reason="needs docker")]
 
 PROBE = os.path.join(os.path.dirname(reference.__file__), "syscall_probe.py")
 CUSTOM_PROFILE = {

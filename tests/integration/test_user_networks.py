@@ -20,7 +20,7 @@ from dnslib import QTYPE, RR, A, DNSRecord
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = pytest.mark.root("daemons, bridges")
 
 
 @pytest.fixture

@@ -35,7 +35,8 @@ from engine.testing.images import busybox_archive
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("docker") is None, reason="needs root and docker"),
+    pytest.mark.root("daemons"),
+    pytest.mark.skipif(shutil.which("docker") is None, reason="needs docker"),
 ]
 
 UID0, GID0 = 200000, 300000

@@ -14,7 +14,7 @@ import pytest
 from engine.sys import loop
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop devices)"),
+    pytest.mark.root("loop devices"),
     pytest.mark.skipif(not os.path.exists("/dev/loop-control"), reason="no loop driver (/dev/loop-control)"),
 ]
 
