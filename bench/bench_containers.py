@@ -978,6 +978,85 @@ def closing_sides(sides: list[Side]) -> Iterator[list[Side]]:
             A.stop_and_clean(side.daemon, side.listener)
 
 
+def start_side(spec: C.DaemonSpec, docker: str, tmp: str, archive: str) -> Side:
+    """Start one daemon, wait for it, load the busybox archive into it."""
+    daemon, listener, start = A.start_and_wait(spec)
+    side = Side(
+        daemon, listener, Api(daemon), Cli(docker, daemon, os.path.join(tmp, f"docker-config-{spec.name}")), set()
+    )
+    side.out["ready_s"] = start.ready_s
+    try:
+        side.cli.run("load", "-i", archive)
+    except BaseException:
+        side.api.close()
+        A.stop_and_clean(daemon, listener)
+        raise
+    return side
+
+
+def small_bench_args(doc: str, name: str, reps: int, what: str, argv: list[str] | None) -> argparse.Namespace:
+    """The flags every small bench takes: --reps, --no-dockerd, --dockerd, --docker, --engine-arg, --json."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=reps, help=f"{what} (default {reps})")
+    ap.add_argument("--no-dockerd", action="store_true", help="measure our daemon only")
+    ap.add_argument("--dockerd", default=C.DOCKERD, help=f"reference dockerd binary (default {C.DOCKERD})")
+    ap.add_argument("--docker", default=DOCKER_CLI, help=f"the docker CLI (default {DOCKER_CLI})")
+    ap.add_argument("--engine-arg", action="append", default=[], help="extra flag for our daemon (repeatable)")
+    ap.add_argument(
+        "--json", metavar="PATH", help=f"where to write the JSON (default bench/results/{name}-<time>.json)"
+    )
+    args = ap.parse_args(argv)
+    if args.reps < 1:
+        ap.error("--reps must be at least 1")
+    return args
+
+
+def small_bench(
+    name: str,
+    args: argparse.Namespace,
+    specs: Callable[[bool], list[C.DaemonSpec]],
+    body: Callable[[list[C.DaemonSpec], str, str], Any],
+    report: Callable[[Any, list[str]], Any],
+) -> int:
+    """The frame of a small side-by-side bench: root and CLI checks, the busybox archive, errors,
+    clean-up, the JSON (``bench/results/<name>-<time>.json`` or ``args.json``).
+
+    ``specs(with_dockerd)`` says which daemons; ``body(specs, archive, tmp)`` runs them and
+    returns the results; ``report(results, names)`` prints them and returns the summary.
+    :returns: the exit status.
+    """
+    if os.geteuid() != 0:
+        print(f"bench_{name}: needs root (unshare of mount/net/pid namespaces)", file=sys.stderr)
+        return 2
+    if not os.access(args.docker, os.X_OK):
+        print(f"bench_{name}: the docker CLI {args.docker} is missing", file=sys.stderr)
+        return 2
+    C.install_signal_handlers()
+    with_dockerd, names, note = C.choose_dockerd(args.no_dockerd, args.dockerd)
+    common: dict[str, Any] = {"args": vars(args), "names": names, "note": note, "busy_before": C.busy_before_bench()}
+    tmp = tempfile.mkdtemp(prefix=f"bench-{name}-")
+    try:
+        from engine.testing.images import busybox_image, docker_archive
+
+        archive = os.path.join(tmp, "busybox.tar")
+        with open(archive, "wb") as fh:
+            fh.write(docker_archive([busybox_image()]))
+        result = body(specs(with_dockerd), archive, tmp)
+    except KeyboardInterrupt:
+        print("\ninterrupted; containers removed where possible, daemons stopped", file=sys.stderr)
+        return 130
+    except (BenchError, OSError, http.client.HTTPException, ValueError) as exc:
+        print(f"\nFAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        C.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    common["busy_after"] = C.busy_after_bench()
+    summary = report(result, names)
+    print(f"JSON: {C.write_json({**common, 'results': result, 'summary': summary}, name, args.json)}")
+    return 0
+
+
 # --------------------------------------------------------------------------
 # profile
 

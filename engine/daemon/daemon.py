@@ -221,6 +221,8 @@ class Daemon:
         self.containers = ContainerStore(self.root, self.linkgraph)
         #: A warm process with the shim and the driver imported launches the shims (ARCHITECTURE §5).
         launcher = ShimLauncher(preload=[type(self.exec_driver).__module__])
+        # The same process forks the driver's helpers (the native driver's exec) without an interpreter's start.
+        self.exec_driver.helpers = launcher.forkserver
         self.lifecycle = LifeCycle(self, self.containers, self.exec_driver, self.volumes, self.network, launcher)
         self.execs = ExecService(self)
         self.volumes.users = self.containers.volume_users

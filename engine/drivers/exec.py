@@ -29,7 +29,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from engine.drivers.selection import DriverConfig, Selection, named, probe_entry
 from engine.errors import EngineError, NotSupported
@@ -156,6 +156,29 @@ class ExecStartError(EngineError):
     derive exit codes 127 and 126."""
 
 
+class HelperSpawner(Protocol):
+    """A warm, single-threaded process of the daemon's that forks a driver's helpers.
+
+    The daemon is threaded, so a driver that needs a forked helper (to join
+    a container's namespaces, say) would start a new interpreter for each;
+    the daemon hands its exec driver one of these instead (the shim fork
+    server, :mod:`engine.shim.forkserver`, which has imported the driver's
+    module already). The helper is not the caller's child: it reports on
+    the descriptors it is given, and its stderr goes to ``stderr``.
+    """
+
+    def spawn(self, target: str, args: Sequence[Any], fds: Sequence[int], stderr: int) -> bool:
+        """Fork a helper that calls ``target`` (``"module:function"``) as ``function(args, fds)``.
+
+        :param args: JSON-serialisable arguments.
+        :param fds: the caller's descriptors to pass; the helper gets ``{caller's number: its own}``.
+        :param stderr: the helper's standard error (a pipe the caller reads).
+        :returns: whether a helper will run; False when the spawner cannot take
+            the request (the caller then starts its helper some other way).
+        """
+        ...
+
+
 class ExecDriver(abc.ABC):
     """Runs containers. Subclasses set :attr:`name` (their entry-point name).
 
@@ -169,6 +192,8 @@ class ExecDriver(abc.ABC):
     #: ``/docker`` from the root of every hierarchy; a driver that can only work below the
     #: daemon's own cgroups names a relative one.
     default_cgroup_parent: ClassVar[str] = "/docker"
+    #: Set by the daemon (never in a shim): where to fork helpers without starting an interpreter.
+    helpers: HelperSpawner | None = None
 
     def __init__(self, home: str, options: Sequence[str] | None = ()) -> None:
         self.home = home

@@ -25,6 +25,16 @@ Its shim is a copy of this process: the pages of the interpreter and of
 the imported modules stay shared by the fork server and every shim until
 one writes to them, so each shim costs less memory (PSS) too.
 
+A request ``{"call": "module:function", "args": [...], "fds": [...]}``
+forks a driver's *helper* instead (:class:`engine.drivers.exec.HelperSpawner`):
+the first descriptor becomes the helper's stderr, the others are passed to
+``function(args, {the daemon's number: the helper's})``, whose return value
+is the helper's exit status. The module is imported here once, before the
+first fork, so a helper starts warm (the exec driver's ``nsenter``: an exec
+costs a fork instead of an interpreter's start). Nothing is acknowledged:
+the helper reports on its descriptors, and a refused request writes its
+reason to the stderr descriptor.
+
 The fork server is single-threaded (it forks), answers ``ready`` once its
 imports are done, reaps its launchers, and exits when the control socket
 reaches EOF: the daemon closed it or died. The shims never depend on it.
@@ -38,6 +48,7 @@ import os
 import select
 import socket
 import sys
+from collections.abc import Callable
 
 from engine.shim import protocol
 
@@ -93,6 +104,51 @@ def _run_launcher(ctl: socket.socket, request: dict, fds: list[int]) -> int:
     return shim.launch(os.path.abspath(str(request["dir"])), dict(zip(numbers, attach)))
 
 
+def _call_target(request: dict) -> Callable[[list, dict[int, int]], int]:
+    """The function a helper request names (``"module:function"``), imported here before the fork.
+
+    :raises ValueError: it is not a ``module:function`` that can be imported.
+    """
+    module, sep, name = str(request["call"]).partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"call {request['call']!r} is not module:function")
+    try:
+        function = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"call {request['call']!r}: {exc}") from None
+    if not callable(function):
+        raise ValueError(f"call {request['call']!r} is not a function")
+    return function
+
+
+def _run_helper(ctl: socket.socket, function: Callable, request: dict, fds: list[int]) -> int:
+    """In the forked child: become the helper of ``request`` (never returns into the loop)."""
+    ctl.close()
+    os.dup2(fds[0], 2)
+    os.close(fds[0])
+    numbers = [int(n) for n in request.get("fds", [])]
+    if len(numbers) != len(fds) - 1:
+        sys.stderr.write(f"engine.shim.forkserver: {len(fds) - 1} descriptors for {len(numbers)}\n")
+        return 1
+    try:
+        return int(function(list(request.get("args", [])), dict(zip(numbers, fds[1:]))) or 0)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # to the caller's stderr pipe: os._exit follows, nothing else would say it
+        return 1
+
+
+def _refuse_call(fds: list[int], message: str) -> None:
+    """Answer a helper request that gets no helper: the reason on its stderr descriptor."""
+    try:
+        os.write(fds[0], f"engine.shim.forkserver: {message}\n".encode())
+    except OSError:
+        pass
+    for fd in fds:
+        os.close(fd)
+
+
 def _refuse(fds: list[int], message: str) -> None:
     """Answer a request that gets no launcher with an error result, and let go of its descriptors."""
     try:
@@ -121,26 +177,37 @@ def serve(ctl: socket.socket) -> int:
             return 1
         if not message and not fds:
             return 0  # the daemon closed its end (or died)
+        refuse = _refuse
+        function = None
         try:
             if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
                 raise ValueError("the request or its descriptors were truncated")
             request = json.loads(message)
-            if len(fds) < 2 or not isinstance(request, dict) or "dir" not in request:
+            if isinstance(request, dict) and "call" in request:
+                refuse = _refuse_call
+                if not fds:
+                    raise ValueError("a helper request carries its stderr first")
+                function = _call_target(request)
+            elif len(fds) < 2 or not isinstance(request, dict) or "dir" not in request:
                 raise ValueError("a request is {'dir', 'fds'} with stdout and stderr first")
         except ValueError as exc:
             sys.stderr.write(f"engine.shim.forkserver: bad request: {exc}\n")
             if fds:
-                _refuse(fds, f"the shim fork server refused the request: {exc}")
+                refuse(fds, f"the shim fork server refused the request: {exc}")
             continue
         try:
             pid = os.fork()
         except OSError as exc:  # EAGAIN (a pids limit), ENOMEM: this start fails, the server stays
-            _refuse(fds, f"cannot fork the shim's launcher: {exc.strerror}")
+            what = "a helper" if function is not None else "the shim's launcher"
+            refuse(fds, f"cannot fork {what}: {exc.strerror}")
             continue
         if pid == 0:
             code = 1
             try:
-                code = _run_launcher(ctl, request, fds)
+                if function is not None:
+                    code = _run_helper(ctl, function, request, fds)
+                else:
+                    code = _run_launcher(ctl, request, fds)
             finally:
                 try:
                     sys.stdout.flush()

@@ -7,7 +7,8 @@
   It also takes waiting attaches (``connect(client)`` objects, or
   connections from :func:`~engine.shim.client.prepare_attach`) and hands
   each a connection before the container starts.
-* :class:`ForkServer` is the daemon's side of :mod:`engine.shim.forkserver`.
+* :class:`ForkServer` is the daemon's side of :mod:`engine.shim.forkserver`;
+  it also forks the exec driver's helpers (``ExecDriver.helpers``).
 * :class:`ShimLauncher` is what the daemon holds: one fork server, preloaded
   with the exec driver, and :meth:`ShimLauncher.start` for each container.
 
@@ -416,6 +417,17 @@ class ForkServer:
         if server is None:
             return None
         return _Launching(out, err, server=server)
+
+    def spawn(self, target: str, args: Sequence[Any], fds: Sequence[int], stderr: int) -> bool:
+        """Fork a driver's helper (:class:`engine.drivers.exec.HelperSpawner`): ``target(args, fds)``.
+
+        :returns: whether the fork server took the request (False: it cannot
+            serve, and the caller starts its helper another way).
+        """
+        if len(fds) + 1 > MAX_FDS:
+            return False
+        request = json.dumps({"call": target, "args": list(args), "fds": list(fds)}).encode()
+        return self._send(request, [stderr, *fds]) is not None
 
     def close(self) -> None:
         """Stop the fork server (it exits at the control socket's EOF); launched shims go on."""

@@ -56,6 +56,7 @@ from engine.archive import apply_layer
 from engine.drivers.discovery import load_drivers
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import Conflict, NotFound, NotSupported
+from engine.shim.launcher import ForkServer
 from engine.sys import cgroups, libc
 from engine.sys.security.paths import default_masked_paths
 from engine.testing.images import PATH_ENV, busybox_layer
@@ -367,6 +368,23 @@ class ExecDriverConformance:
         except NotSupported as exc:
             pytest.skip(f"exec driver {self.driver_name} not supported here: {exc}")
         yield entry.cls(home)
+
+    @pytest.fixture(params=["interpreter", "forkserver"])
+    def helpers(self, request: Any, driver: ExecDriver) -> Iterator[ForkServer | None]:
+        """The exec tests' ``ExecDriver.helpers``: none, or a fork server preloaded with the driver (the daemon's).
+
+        Creates: the fork server process, closed (it exits at EOF) after the test.
+        """
+        if request.param == "interpreter":
+            yield None
+            return
+        server = ForkServer(preload=[type(driver).__module__])
+        driver.helpers = server
+        try:
+            yield server
+        finally:
+            driver.helpers = None
+            server.close()
 
     @pytest.fixture
     def box(self, driver: ExecDriver, tmp_path: Any) -> Iterator[Box]:
@@ -840,7 +858,7 @@ class ExecDriverConformance:
 
     # ---- exec
 
-    def test_exec(self, box: Box, driver: ExecDriver) -> None:
+    def test_exec(self, box: Box, driver: ExecDriver, helpers: ForkServer | None) -> None:
         command = box.command(["sleep", "1000"], hostname="exec-box")
         running = box.start(command)
         running.wait_started()
@@ -869,7 +887,7 @@ class ExecDriverConformance:
         # the exec'd process was in the container's cgroup (it is gone now)
         assert started[0] not in driver.get_pids(command)
 
-    def test_exec_user_and_capabilities(self, box: Box, driver: ExecDriver) -> None:
+    def test_exec_user_and_capabilities(self, box: Box, driver: ExecDriver, helpers: ForkServer | None) -> None:
         command = box.command(["sleep", "1000"], cap_drop=["ALL"])
         box.start(command).wait_started()
         r, w = os.pipe()
@@ -888,7 +906,7 @@ class ExecDriverConformance:
         assert code == 0
         assert lines == ["33", "CapEff:\t0000000000000000"]
 
-    def test_exec_errors(self, box: Box, driver: ExecDriver) -> None:
+    def test_exec_errors(self, box: Box, driver: ExecDriver, helpers: ForkServer | None) -> None:
         command = box.command(["sleep", "1000"])
         running = box.start(command)
         running.wait_started()
@@ -915,7 +933,7 @@ class ExecDriverConformance:
         assert lines[0] in ("/dev/console", "/dev/pts/0"), lines
         assert lines[1:] == ["isatty", "30 100"]
 
-    def test_exec_tty(self, box: Box, driver: ExecDriver) -> None:
+    def test_exec_tty(self, box: Box, driver: ExecDriver, helpers: ForkServer | None) -> None:
         command = box.command(["sleep", "1000"])
         box.start(command).wait_started()
         master, slave = os.openpty()

@@ -46,3 +46,18 @@ class Noisy(HostProcessDriver):
         sys.stderr.write("Noisy: a warning on the launcher's stderr\n")
         sys.stderr.flush()
         super().__init__(home, options)
+
+
+def report_helper(args: list[Any], fds: dict[int, int]) -> int:
+    """A fork-server helper (``ForkServer.spawn``): writes its args, PID and parent to the first fd; exits 3."""
+    import json
+
+    out = fds[args[0]]
+    os.write(out, json.dumps({"args": args, "pid": os.getpid(), "ppid": os.getppid(), "fds": len(fds)}).encode())
+    os.close(out)
+    return 3
+
+
+def failing_helper(args: list[Any], fds: dict[int, int]) -> int:
+    """A fork-server helper that raises: its traceback goes to its stderr."""
+    raise RuntimeError(f"helper failed with {args!r}")

@@ -1016,3 +1016,87 @@ def test_a_confirmed_launcher_is_never_killed_however_slow(container_dir, monkey
         assert read_exit(container_dir) is None
     finally:
         kill_started(container_dir, result)
+
+
+# ----------------------------------------------------------------------
+# the fork server's helpers (ExecDriver.helpers)
+
+
+@pytest.fixture
+def helper_server() -> Iterator[ForkServer]:
+    """A fork server for helper requests.
+
+    Creates: the fork server process, closed (it exits at EOF) after the test.
+    """
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    yield server
+    server.close()
+
+
+def _read_to_eof(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def test_helper_gets_its_args_and_descriptors(helper_server):
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        assert helper_server.spawn("shim_test_drivers:report_helper", [out_w, "x"], [out_w], err_w)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    report = json.loads(_read_to_eof(out_r))
+    assert _read_to_eof(err_r) == b""  # EOF: the helper is done
+    assert report["args"] == [out_w, "x"]
+    assert report["fds"] == 1
+    assert report["ppid"] == helper_server.pid  # forked by the server, not started by us
+
+
+def test_helper_that_raises_reports_on_its_stderr(helper_server):
+    err_r, err_w = os.pipe()
+    try:
+        assert helper_server.spawn("shim_test_drivers:failing_helper", [1], [], err_w)
+    finally:
+        os.close(err_w)
+    err = _read_to_eof(err_r).decode()
+    assert "RuntimeError: helper failed with [1]" in err
+    assert helper_server.pid is not None  # the server goes on
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("no_colon", "is not module:function"),
+        ("no_such_module_here:f", "No module named 'no_such_module_here'"),
+        ("shim_test_drivers:no_such_function", "no_such_function"),
+    ],
+)
+def test_bad_helper_target_is_refused_on_its_stderr(helper_server, target, message):
+    err_r, err_w = os.pipe()
+    try:
+        assert helper_server.spawn(target, [], [], err_w)
+    finally:
+        os.close(err_w)
+    err = _read_to_eof(err_r).decode()
+    assert "refused the request" in err and message in err
+    # and it still serves
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        assert helper_server.spawn("shim_test_drivers:report_helper", [out_w], [out_w], err_w)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    assert json.loads(_read_to_eof(out_r))["ppid"] == helper_server.pid
+    os.close(err_r)
+
+
+def test_spawn_after_close_is_declined(helper_server):
+    helper_server.close()
+    err_r, err_w = os.pipe()
+    try:
+        assert not helper_server.spawn("shim_test_drivers:report_helper", [], [], err_w)
+    finally:
+        os.close(err_r)
+        os.close(err_w)

@@ -29,10 +29,12 @@ with ``waitpid(-1)``.
 
 ``exec`` and the other methods are called by the daemon (multi-threaded, and
 maybe restarted since ``run``): they find the container from the state file.
-``exec`` never forks the daemon: it spawns ``python -S -m
-engine_exec_native.nsenter``, which joins the cgroup and every namespace of
-the init and forks the process there (setns(2) into a PID namespace, again,
-applies to children only).
+``exec`` never forks the daemon: its helper, :mod:`engine_exec_native.nsenter`,
+joins the cgroup and every namespace of the init and forks the process there
+(setns(2) into a PID namespace, again, applies to children only). The helper
+is a fork of the daemon's warm fork server (:attr:`ExecDriver.helpers`, the
+shim fork server, which has this package imported), or a new ``python -S``
+where there is none.
 
 The seccomp filter is compiled here, before the fork, from the command's
 profile (once per profile and capability set: :mod:`engine_exec_native.seccomp`),
@@ -77,6 +79,9 @@ from engine.sys.cgroups import Cgroup
 from engine_exec_native import init, seccomp, spec, systemd
 
 LOG = logging.getLogger(__name__)
+
+#: The exec helper as the fork server calls it (:func:`engine_exec_native.nsenter.forked`).
+HELPER = "engine_exec_native.nsenter:forked"
 
 __all__ = ["NativeDriver"]
 
@@ -497,24 +502,28 @@ class NativeDriver(ExecDriver):
                 owned.append(config["console"])
             cfg_r, cfg_w = os.pipe2(os.O_CLOEXEC)
             status_r, status_w = os.pipe2(os.O_CLOEXEC)
-            owned += [cfg_r, cfg_w, status_r, status_w]
-            env = {"PYTHONPATH": os.pathsep.join(_package_roots())}
-            helper = subprocess.Popen(
-                [sys.executable, "-S", "-m", "engine_exec_native.nsenter", str(cfg_r), str(status_w)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                pass_fds=[cfg_r, status_w, *[fd for fd in [*stdio, config["console"]] if fd is not None]],
-                env=env,
-                close_fds=True,
-            )
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            owned += [cfg_r, cfg_w, status_r, status_w, err_r, err_w]
+            passed = [cfg_r, status_w, *[fd for fd in [*stdio, config["console"]] if fd is not None]]
+            helper = None
+            # A fork of the daemon's warm fork server when there is one (no interpreter to start).
+            if self.helpers is None or not self.helpers.spawn(HELPER, [cfg_r, status_w], passed, err_w):
+                helper = subprocess.Popen(
+                    [sys.executable, "-S", "-m", "engine_exec_native.nsenter", str(cfg_r), str(status_w)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err_w,
+                    pass_fds=passed,
+                    env={"PYTHONPATH": os.pathsep.join(_package_roots())},
+                    close_fds=True,
+                )
         except BaseException:
             for fd in owned:
                 os.close(fd)
             raise
         for fd in owned:
-            if fd not in (cfg_w, status_r):
-                os.close(fd)
+            if fd not in (cfg_w, status_r, err_r):
+                os.close(fd)  # the helper holds its copies: EOF on status and stderr when it is done
         try:
             with os.fdopen(cfg_w, "wb") as fh:
                 fh.write(json.dumps(config).encode())
@@ -532,12 +541,16 @@ class NativeDriver(ExecDriver):
                         start_callback(event["pid"])
                 elif event["event"] == "exit":
                     code = event["code"]
-        _, stderr = helper.communicate()
+        with os.fdopen(err_r, "rb") as errors:
+            stderr = errors.read()
+        if helper is not None:
+            helper.wait()
         if failure is not None:
             raise ExecStartError(failure)
         if code is None:
+            status = f" (exit {helper.returncode})" if helper is not None else ""
             raise HostError(
-                f"exec in container {command.id}: the helper died (exit {helper.returncode}): "
+                f"exec in container {command.id}: the helper died{status}: "
                 f"{stderr.decode(errors='replace').strip()[-2000:]}"
             )
         return code

@@ -1,7 +1,8 @@
-"""The ``exec`` helper: ``python -S -m engine_exec_native.nsenter CONFIG_FD STATUS_FD``.
+"""The ``exec`` helper: a fork of the daemon's fork server (:func:`forked`), or
+``python -S -m engine_exec_native.nsenter CONFIG_FD STATUS_FD`` when there is none.
 
-A fresh single-threaded process (the daemon that asks for an exec has
-threads, and fork(2) of a threaded Python is unsafe), which
+A single-threaded process (the daemon that asks for an exec has threads,
+and fork(2) of a threaded Python is unsafe), which
 
 1. reads its JSON config from ``CONFIG_FD`` (the init's PID and start time,
    the cgroup's ``cgroup.procs`` files, the process plan, stdio fds);
@@ -109,10 +110,18 @@ def enter(config: dict[str, Any]) -> None:
             os.close(fd)
 
 
-def main(argv: list[str]) -> int:
-    config_fd, status_fd = int(argv[1]), int(argv[2])
+def serve(config_fd: int, status_fd: int, fds: dict[int, int] | None = None) -> int:
+    """Read the config, join the container, fork the process, report it (steps 1-5).
+
+    :param fds: the daemon's descriptor numbers (the config's ``stdio`` and
+        ``console``) to this process's, when they were received rather than inherited.
+    """
     config = json.loads(_read_all(config_fd))
     os.close(config_fd)
+    if fds is not None:
+        config["stdio"] = [None if fd is None else fds[fd] for fd in config["stdio"]]
+        if config.get("console") is not None:
+            config["console"] = fds[config["console"]]
     try:
         enter(config)
     except init.SetupError as exc:
@@ -142,6 +151,17 @@ def main(argv: list[str]) -> int:
     code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     _send(status_fd, event="exit", code=code)
     return 0
+
+
+def forked(args: list[Any], fds: dict[int, int]) -> int:
+    """The helper as a fork of the daemon's fork server (``ExecDriver.helpers``): ``args`` are
+    the daemon's numbers of the config and status descriptors, ``fds`` maps them to ours."""
+    return serve(fds[args[0]], fds[args[1]], fds)
+
+
+def main(argv: list[str]) -> int:
+    """``CONFIG_FD STATUS_FD``: the helper as a new interpreter (inherited descriptors)."""
+    return serve(int(argv[1]), int(argv[2]))
 
 
 if __name__ == "__main__":

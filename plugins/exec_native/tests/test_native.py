@@ -6,8 +6,35 @@ the suite's ``box`` fixture terminates each one and removes its cgroups.
 
 from __future__ import annotations
 
+import os
+
+from engine.drivers.exec import Pipes, ProcessConfig
+from engine.sys.proc import stat_fields
 from engine.testing.exectest import ExecDriverConformance
+from engine.testing.images import PATH_ENV
 
 
 class TestNative(ExecDriverConformance):
     driver_name = "native"
+
+    def test_exec_helper_is_a_fork_of_the_fork_server(self, box, driver, helpers):
+        """With ``helpers`` (as the daemon sets them) the exec helper starts no interpreter."""
+        command = box.command(["sleep", "1000"])
+        box.start(command).wait_started()
+        parents: list[int | None] = []
+
+        def started(pid: int) -> None:  # the exec'd process -> the helper -> who forked the helper
+            helper = ppid(pid)
+            parents.append(ppid(helper) if helper else None)
+
+        code = driver.exec(command, ProcessConfig(args=["sleep", "0.2"], env=[PATH_ENV]), Pipes(), started)
+        assert code == 0
+        if helpers is None:
+            assert parents == [os.getpid()]  # a new interpreter, our child
+        else:
+            assert parents == [helpers.pid]
+
+
+def ppid(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields else None
