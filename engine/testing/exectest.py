@@ -853,7 +853,8 @@ class ExecDriverConformance:
         driver.update(command, Resources(memory=128 << 20))
         assert driver.stats(command)["memory_stats"]["limit"] == 128 << 20
         driver.terminate(command)
-        assert running.wait().code == 137
+        result = running.wait()
+        assert result.code == 137, result
         assert driver.get_pids(command) == []
 
     # ---- exec

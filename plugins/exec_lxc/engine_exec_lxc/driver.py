@@ -44,6 +44,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import socket
 import stat
 import struct
@@ -573,7 +574,10 @@ class LxcDriver(ExecDriver):
         state = self._load_state(command.id)
         if state is not None:
             state.update(exited=True, exit_code=code)
-            self._save_state(command.id, state)
+            try:
+                self._save_state(command.id, state)
+            except FileNotFoundError:
+                pass  # terminate() has just removed the container's directory
         return code
 
     def _spawn_lxc_start(self, command: Command, stdio: list[int | None]) -> subprocess.Popen:
@@ -663,6 +667,9 @@ class LxcDriver(ExecDriver):
         return ExecStartError(f"lxc-start failed: {reason or 'no reason in its log'}")
 
     def _exit_code(self, command: Command) -> int:
+        if not os.path.exists(self._path(command.id, "lxc.log")):
+            # terminate() removed the container's files while lxc-start ended: it killed everything.
+            return 128 + signal.SIGKILL
         log = self._log(command)
         signalled = _CHILD_SIGNAL.findall(log)
         if signalled:
@@ -878,6 +885,13 @@ class LxcDriver(ExecDriver):
         """Kill every process of the container, remove its cgroups, its files and its state (idempotent)."""
         state = self._load_state(command.id)
         cg = self._cgroup(command)
+        try:
+            # The init first: its death takes the whole PID namespace with it, so the container's
+            # exit is always the init's SIGKILL (137), whatever order the cgroup's kill goes in
+            # (the rest could die first and let a shell init exit 0 from its wait).
+            os.kill(self._running_pid(command), signal.SIGKILL)
+        except (NotFound, ProcessLookupError):
+            pass
         cg.destroy()
         if state is not None and state.get("placement"):
             placement = Placement(bool(state["placement"]["relative"]), state["placement"]["directory"])
@@ -885,6 +899,9 @@ class LxcDriver(ExecDriver):
             if monitor:
                 _await_exit(monitor, 5.0)
             lxc_cgroup.remove_leftovers(placement)
+            # A monitor that was still tearing down can leave a directory behind it (seen once in
+            # blkio under load): with the monitor gone, nothing makes them again.
+            cg.destroy()
         shutil.rmtree(self._dir(command.id), ignore_errors=True)
 
     def get_pids(self, command: Command) -> list[int]:
