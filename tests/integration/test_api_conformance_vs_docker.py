@@ -131,7 +131,9 @@ def test_logging_drivers_none_local_and_unknown(clean):
     assert logs.returncode != 0 and "configured logging driver does not support reading" in logs.stderr
     assert t.request("GET", "/containers/ln/logs?stdout=1")[0] == 501
     assert t.inspect("ln")["LogPath"] == ""
-    t.docker("run", "--name", "ll", "--log-driver", "local", "busybox", "sh", "-c", "echo out; echo err >&2")
+    # The pause orders the two records: each daemon reads stdout and stderr separately, and
+    # dockerd once logged err before out (then --tail 1 is the stdout line).
+    t.docker("run", "--name", "ll", "--log-driver", "local", "busybox", "sh", "-c", "echo out; sleep 0.2; echo err >&2")
     both = t.docker("logs", "ll")
     assert (both.stdout, both.stderr) == ("out\n", "err\n")
     assert t.inspect("ll")["LogPath"] == "" and t.inspect("ll")["HostConfig"]["LogConfig"]["Type"] == "local"
