@@ -38,9 +38,11 @@ the start decides), so that the rest of the create is fuzzed.
 Kept, with the parameters that would make a correct daemon wait for ever
 pinned (:func:`tame`): ``/events`` gets an ``until`` in the past, logs no
 ``follow``, stats no ``stream``, attach no ``stream``, a stop or restart
-waits 1 s at most (it waits as many seconds as ``t`` says); ``/wait``,
-attach and ``/exec/{id}/start`` never name the known objects (waiting on a
-running container is waiting). Requests that would reach a registry go to a
+has ``t=1`` unless its ``t`` is no number (it waits as many seconds as ``t``
+says, for ever with -1, 10 s without); ``/wait``,
+attach and ``/exec/{id}/start`` never name an existing object (waiting on a
+running container is waiting; a generated ``0`` is a prefix of some ID, so
+their identifiers get a prefix no ID or name has). Requests that would reach a registry go to a
 local one on loopback (pulls, pushes, login, distribution), since the
 sandbox has no other network and an unreachable registry is an upstream
 failure, not bad input; ``/images/create`` imports only from the body
@@ -97,8 +99,13 @@ EXCLUDED: dict[str, str] = {
     "so every search ends in the upstream's failure",
 }
 
-#: Path parameters of these operations are never replaced by a known object (waiting on it would be right).
+#: Path parameters of these operations never name an existing object (waiting on it would be right).
 NO_KNOWN = {"POST /containers/{id}/wait", "POST /exec/{id}/start", "POST /containers/{id}/attach"}
+
+#: Put before the generated identifier of a :data:`NO_KNOWN` operation: a short generated one such
+#: as ``0`` is a prefix of some container's ID, and waiting for it to be removed is a wait for ever.
+#: No ID is hex with a ``z``, and no name made by the fixture or by the fuzz starts so.
+UNKNOWN_PREFIX = "zz-nothing-"
 
 
 def excluded(method: str, path: str) -> str | None:
@@ -140,7 +147,10 @@ class Fixture:
         self.docker("load", "-i", archive)
         self.docker("tag", "busybox", f"{self.registry.host}/fuzz/busybox")
         self.docker("push", f"{self.registry.host}/fuzz/busybox")
-        running = self.docker("run", "-d", "--name", "fuzz-running", "busybox", "sleep", "3600")
+        # SIGKILL stops it at once (sleep as PID 1 ignores SIGTERM: each stop would take its t).
+        running = self.docker(
+            "run", "-d", "--name", "fuzz-running", "--stop-signal", "KILL", "busybox", "sleep", "3600"
+        )  # fmt: skip
         self.docker("create", "--name", "fuzz-created", "busybox", "true")
         self.docker("run", "--name", "fuzz-exited", "busybox", "true")
         self.docker("volume", "create", "fuzz-volume")
@@ -229,6 +239,15 @@ def family(path: str) -> str | None:
     return None
 
 
+def is_int(value: Any) -> bool:
+    """Whether ``value`` reads as an integer, as a query parameter's ``strconv.Atoi`` would."""
+    try:
+        int(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def tame(case: Any, registry: str, config_only: bool = True) -> None:
     """Pin what would make a correct daemon wait for ever or reach past loopback, and drop what
     is not built (``config_only`` False: config-only networks) (module docstring)."""
@@ -243,8 +262,10 @@ def tame(case: Any, registry: str, config_only: bool = True) -> None:
         query["follow"] = "0"
     elif path in ("/containers/{id}/stats", "/containers/{id}/attach"):
         query["stream"] = "0"
-    elif path in ("/containers/{id}/stop", "/containers/{id}/restart") and str(query.get("t", "")).isdigit():
-        query["t"] = "1"  # a stop waits as long as it is told to
+    elif path in ("/containers/{id}/stop", "/containers/{id}/restart") and is_int(query.get("t", "0")):
+        # A stop waits as long as it is told to: for ever with -1, 10 s without t (a running
+        # ``sleep`` as PID 1 ignores SIGTERM). A t that is not a number stays (it is refused).
+        query["t"] = "1"
     elif path == "/images/create":
         if "fromSrc" in query:
             query["fromSrc"] = "-"
@@ -283,9 +304,14 @@ def test_fuzz_finds_no_server_error_and_no_hang(fuzzed):
     def send(case: Any, pick: int, op_key: str) -> None:
         kind = family(case.operation.path)
         known = fuzzed.known.get(kind or "", [])
-        if known and op_key not in NO_KNOWN and pick < len(known):
+        key = "id" if "{id}" in case.operation.path else "name"
+        if op_key in NO_KNOWN:
             params = dict(case.path_parameters or {})
-            params["id" if "{id}" in case.operation.path else "name"] = known[pick]
+            params[key] = UNKNOWN_PREFIX + str(params.get(key, ""))
+            case.path_parameters = params
+        elif known and pick < len(known):
+            params = dict(case.path_parameters or {})
+            params[key] = known[pick]
             case.path_parameters = params
         tame(case, fuzzed.registry.host, fuzzed.config_only_built)
         started = time.monotonic()
