@@ -11,6 +11,7 @@ what a crash left behind is removed when the daemon next starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -366,25 +367,19 @@ def commit_container(
 ) -> Any:
     """A new image from ``c``'s changes (moby ``CreateImageFromContainer``); the image.
 
-    A running container is frozen while its layer is read (``pause``).
+    A running container is frozen while its layer is read (``pause``), by
+    :meth:`~engine.daemon.lifecycle.LifeCycle.frozen`: the pause is not
+    recorded, so a daemon killed inside leaves a container that the restore
+    thaws (dockerd records it, and leaves it paused for good).
     """
     with c.lock:
         if c.state.dead:
             raise Conflict(f"You cannot commit container {c.id} which is Dead")
         if c.state.removal_in_progress or c.removed:
             raise Conflict(f"You cannot commit container {c.id} which is being removed")
-        froze = pause and c.state.running and not c.state.paused
     new_config = commit_config(config, c.config, list(changes or []))
     graph = daemon.graph
-    lifecycle = daemon.lifecycle
-    if froze:
-        # As dockerd, a pause that fails (the container exited meanwhile) does not stop the commit.
-        try:
-            lifecycle.pause(c)
-        except EngineError as exc:
-            LOG.debug("not pausing %s for the commit: %s", c.short_id, exc)
-            froze = False
-    try:
+    with daemon.lifecycle.frozen(c) if pause else contextlib.nullcontext():
         parent = graph.images.get(c.image_id) if c.image_id and graph.images.exists(c.image_id) else None
         with graph.pinned() as pin:
             diff_id = imaging.register_diff(graph, daemon.graphdriver.diff(c.id, c.init_layer), parent, pin)
@@ -398,12 +393,6 @@ def commit_container(
                 comment=comment,
             )
             image = imaging.create_child(graph, raw, parent)
-    finally:
-        if froze:
-            try:
-                lifecycle.unpause(c)
-            except EngineError as exc:
-                LOG.warning("unpausing %s after the commit: %s", c.short_id, exc)
     return image
 
 

@@ -782,17 +782,26 @@ class LifeCycle:
     @contextlib.contextmanager
     def frozen(self, c: Container) -> Iterator[None]:
         """Hold ``c`` still for what reads its file system (a commit): pause it if it runs, and no
-        other operation acts on it meanwhile; then unpause it.
+        other operation acts on it meanwhile; then unpause it. The ``pause`` and ``unpause``
+        events are emitted as dockerd's commit emits them.
 
         The pause is not recorded: if the daemon dies inside, the restore
-        finds a frozen container its record says runs, and thaws it.
+        finds a frozen container its record says runs, and thaws it. A pause
+        that fails (the container exited a moment ago) does not stop what
+        reads the file system, as with dockerd.
         """
         with self._operation(c, "commit"):
             with c.lock:
                 self._present(c)
                 freeze = c.machine.phase is Phase.RUNNING
                 if freeze:
-                    self.exec_driver.pause(self.command(c))
+                    try:
+                        self.exec_driver.pause(self.command(c))
+                    except (EngineError, OSError) as exc:
+                        LOG.debug("not freezing %s: %s", c.short_id, exc)
+                        freeze = False
+            if freeze:
+                self.daemon.container_event(c, "pause")
             try:
                 yield
             finally:
@@ -802,6 +811,7 @@ class LifeCycle:
                             self.exec_driver.unpause(self.command(c))
                         except (EngineError, OSError):  # it exited meanwhile
                             pass
+                    self.daemon.container_event(c, "unpause")
 
     def update(self, c: Container, body: dict) -> list[str]:
         """``docker update``: new limits (applied at once to a running container) or restart
