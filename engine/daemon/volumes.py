@@ -26,7 +26,7 @@ from typing import Any
 from engine.daemon import volumeopts
 from engine.errors import Conflict, InvalidParameter, NotFound
 from engine.sys import libc
-from engine.sys.fs import atomic_write, copy_tree, mounts_below
+from engine.sys.fs import atomic_write, copy_tree, mounts_below, remove_write_leftovers
 
 LOG = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class VolumeStore:
         self._mounts: dict[str, int] = {}
         #: ``fn(name) -> [container ids]`` using the volume, set by the daemon.
         self.users: Callable[[str], list[str]] = lambda name: []
+        for entry in remove_write_leftovers(self.dir):
+            LOG.warning("removed %s, left by a crash while volume metadata was written", entry)
         for entry in os.listdir(self.dir):
             if entry.startswith(".") and entry.endswith(REMOVING):
                 self._finish_removal(entry[1 : -len(REMOVING)])

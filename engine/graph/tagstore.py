@@ -61,7 +61,7 @@ from engine.reference import (
     validate_digest,
     validate_tag,
 )
-from engine.sys.fs import atomic_write
+from engine.sys.fs import atomic_write, remove_write_leftovers
 
 LOG = logging.getLogger(__name__)
 
@@ -140,18 +140,12 @@ class TagStore:
     def _clean_temp_files(self) -> None:
         """Remove temp files a crash left behind: they never replaced the store, so they hold nothing."""
         directory, base = os.path.split(self.path)
-        prefix = f".{base}."
         try:
-            names = os.listdir(directory)
+            removed = remove_write_leftovers(directory, base)
         except FileNotFoundError:
             raise HostError(f"cannot create tag store {self.path}: directory {directory} does not exist") from None
-        for name in names:
-            if name.startswith(prefix) and name.endswith(".tmp"):
-                LOG.info("removing %s, left by an interrupted write of the tag store", name)
-                try:
-                    os.unlink(os.path.join(directory, name))
-                except FileNotFoundError:
-                    pass
+        for name in removed:
+            LOG.info("removed %s, left by an interrupted write of the tag store", name)
 
     def _corrupt(self, detail: str) -> HostError:
         return HostError(

@@ -566,6 +566,26 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def remove_write_leftovers(directory: str, base: str = "") -> list[str]:
+    """Remove what interrupted :func:`atomic_write` calls left in ``directory``: their temporary
+    files never replaced anything, so they hold nothing.
+
+    :param base: only those of this file name (all of them when empty).
+    :returns: the names removed.
+    :raises FileNotFoundError: ``directory`` does not exist.
+    """
+    prefix = f".{base}." if base else "."
+    removed = []
+    for name in os.listdir(directory):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+            removed.append(name)
+    return removed
+
+
 def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so that readers and crashes see old or new, never half.
 
