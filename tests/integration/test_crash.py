@@ -1,6 +1,6 @@
 """kill -9 of the daemon (master and worker; containers live on in their shims)
-at random moments during creates, removes, renames, image loads and pulls,
-and what the next start-up leaves (issue 18).
+at random moments during creates, removes, renames, commits, image loads
+and pulls, and what the next start-up leaves (issue 18).
 
 After each restart, :func:`check` looks at the daemon's root and at the
 API: no name that cannot be used, no container the daemon does not know
@@ -43,7 +43,15 @@ BATCH = 4
 IMAGE = "busybox:latest"
 MARKER = "crash-"
 #: Words of a start-up's repairs in the log (the life cycle's, the store's, the graph's).
-RECOVERY = ("crash", "does not exist", "a rename left", "unreferenced layers", "cannot be loaded", "is taken")
+RECOVERY = (
+    "crash",
+    "does not exist",
+    "interrupted write",
+    "a rename left",
+    "unreferenced layers",
+    "cannot be loaded",
+    "is taken",
+)
 
 
 class Crashing:
@@ -231,7 +239,11 @@ def check(c: Crashing) -> None:
     # processes: only those of running containers the daemon knows
     for pid, marker in marked_pids().items():
         # The marker is the name the container was created with (a rename keeps it).
-        assert any(MARKER + marker in known[cid]["Command"] for cid in running), (pid, marker)
+        assert any(MARKER + marker in known[cid]["Command"] for cid in running), (
+            pid,
+            marker,
+            [(x["Names"], x["State"], x["Status"]) for x in listed],
+        )
     # layers: each is an image's or a container's
     layerdb = os.listdir(os.path.join(root, "layerdb"))
     assert not [n for n in layerdb if n.startswith("tmp-")]
@@ -247,7 +259,7 @@ def check(c: Crashing) -> None:
         used |= {m["Name"] for m in json.loads(raw)["Mounts"] if m["Type"] == "volume"}
     assert volumes == used
     vdir = os.path.join(root, "volumes")
-    assert sorted(os.listdir(vdir)) == sorted(["vfs", *(f"{v}.json" for v in volumes)])
+    assert sorted(os.listdir(vdir)) == sorted(["vfs", *(f"{v}.json" for v in volumes)]), c.d.log()[-3000:]
     data = (
         set(os.listdir(os.path.join(vdir, "vfs", "dir"))) if os.path.isdir(os.path.join(vdir, "vfs", "dir")) else set()
     )
@@ -395,3 +407,49 @@ def test_kill_during_pulls(crashing, tmp_path):
         c.report("pulls")
     finally:
         reg.stop()
+
+
+def test_kill_during_commits(crashing, tmp_path):
+    c = crashing
+    body = {"Image": IMAGE, "Cmd": ["sh", "-c", f"dd if=/dev/urandom of=/big bs=1M count=20; sleep 3600; : {MARKER}cm"]}
+    status, raw = c.call("POST", "/containers/create?name=cm", body)
+    assert status == 201, raw
+    cid = json.loads(raw)["Id"]
+    c.names.add("cm")
+    assert c.call("POST", f"/containers/{cid}/start")[0] == 204
+    deadline = time.monotonic() + 60
+    while not any(ch["Path"] == "/big" for ch in json.loads(c.call("GET", f"/containers/{cid}/changes")[1]) or []):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)  # dd has written its 20 MB
+
+    def commit(tag: str) -> None:
+        c.client.call("POST", f"/commit?container={cid}&repo=crash-commit&tag={tag}", {}, timeout=300)
+
+    duration = c.timed(lambda: commit("probe"))
+    assert c.call("DELETE", "/images/crash-commit:probe")[0] == 200
+    busybox = json.loads(c.call("GET", f"/images/{IMAGE}/json")[1])["RootFS"]["Layers"]
+    for rnd in range(ROUNDS):
+        c.crash_during([lambda rnd=rnd: commit(f"r{rnd}")], duration, registering(c) if rnd % 2 else None)
+        check(c)
+        # The container runs on, not left frozen by the commit's pause.
+        state = json.loads(c.call("GET", f"/containers/{cid}/json")[1])["State"]
+        assert state["Running"] and not state["Paused"], state
+        # The image is whole (it runs) or absent; removing it leaves only busybox's layers.
+        status, raw = c.call("GET", f"/images/crash-commit:r{rnd}/json")
+        if status == 200:
+            image = json.loads(raw)
+            assert len(image["RootFS"]["Layers"]) == len(busybox) + 1, image
+            status, raw = c.call("POST", "/containers/create", {"Image": f"crash-commit:r{rnd}", "Cmd": ["ls", "/big"]})
+            assert status == 201, raw
+            probe = json.loads(raw)["Id"]
+            assert c.call("POST", f"/containers/{probe}/start")[0] == 204
+            assert json.loads(c.call("POST", f"/containers/{probe}/wait")[1])["StatusCode"] == 0
+            assert c.call("DELETE", f"/containers/{probe}")[0] == 204
+            assert c.call("DELETE", f"/images/crash-commit:r{rnd}")[0] == 200, raw
+        else:
+            assert status == 404, raw
+        assert len(os.listdir(os.path.join(c.root, "layerdb"))) == len(busybox)
+    c.remove_all()
+    check(c)
+    c.report("commits")
