@@ -317,7 +317,7 @@ def test_net_modes(docker, busybox):
     assert proc.returncode != 0
 
 
-def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
+def test_kill_daemon_containers_survive_and_healthchecks_resume(workdir, docker_config, tmp_path):
     d = DaemonProcess(os.path.join(workdir, "d"), ["-s", "vfs"]).start()
     env = dict(os.environ, DOCKER_HOST=d.host, DOCKER_CONFIG=docker_config)
 
@@ -335,12 +335,29 @@ def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
         "-d",
         "--name",
         "survivor",
+        "--health-cmd",
+        "test ! -e /tmp/bad",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
         "busybox",
         "sh",
         "-c",
         "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done",
     )
-    time.sleep(0.5)
+
+    def health() -> dict:
+        return json.loads(docker("inspect", "survivor").stdout)[0]["State"]["Health"]
+
+    def wait_health(status: str) -> dict:
+        deadline = time.monotonic() + 20
+        while (state := health())["Status"] != status:
+            assert time.monotonic() < deadline, (status, state, d.log()[-3000:])
+            time.sleep(0.1)
+        return state
+
+    wait_health("healthy")
     # The worker launched the shim through its fork server, which ends with the worker.
     forkservers = [pid for pid in children_of(d.pids()) if "engine.shim.forkserver" in cmdline(pid)]
     assert len(forkservers) == 1
@@ -355,6 +372,12 @@ def test_kill_daemon_containers_survive(workdir, docker_config, tmp_path):
         time.sleep(1)
         after = docker("logs", "survivor").stdout.count(b"\n")
         assert after > before  # still running and logging
+        # The restarted daemon probes again: a probe that now fails turns the container unhealthy.
+        assert health()["Status"] == "healthy"
+        docker("exec", "survivor", "touch", "/tmp/bad")
+        state = wait_health("unhealthy")
+        assert state["FailingStreak"] >= 1 and state["Log"][-1]["ExitCode"] == 1
+        assert "(unhealthy)" in docker("ps", "--format", "{{.Status}}", "-f", "name=survivor").stdout.decode()
         docker("stop", "-t", "1", "survivor")
         assert docker("wait", "survivor").stdout.strip() == b"137"
         docker("rm", "survivor")
