@@ -218,7 +218,8 @@ class Container:
         }
         # The host config first: a crash between the two leaves no record (the
         # create is undone at start-up) rather than one without a host config.
-        atomic_write(self.path_of(HOSTCONFIG_FILE), json.dumps(self.host_config).encode(), mode=0o600)
+        # The record's write syncs the directory for both renames.
+        atomic_write(self.path_of(HOSTCONFIG_FILE), json.dumps(self.host_config).encode(), mode=0o600, sync_dir=False)
         atomic_write(self.path_of(CONFIG_FILE), json.dumps(doc).encode(), mode=0o600)
 
     @classmethod

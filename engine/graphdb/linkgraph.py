@@ -259,6 +259,11 @@ class LinkGraph:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
             mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            # In WAL mode, NORMAL syncs at checkpoints, not at each commit: a commit survives
+            # the daemon's death (kill -9) but a power cut may take the last ones back. The
+            # daemon's store rewrites names from the container records at start-up
+            # (ContainerStore.reconcile_names), so nothing a record holds is lost.
+            cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
         if str(mode).lower() != "wal":

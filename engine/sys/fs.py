@@ -586,13 +586,15 @@ def remove_write_leftovers(directory: str, base: str = "") -> list[str]:
     return removed
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o644, sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers and crashes see old or new, never half.
 
     Writes a temporary file in the same directory, fsyncs it, renames it over
     ``path`` and fsyncs the directory so the rename itself survives a crash.
 
     :param mode: permission bits of the new file (the umask does not apply).
+    :param sync_dir: False leaves the directory's fsync to the caller's next write in the same
+        directory (one fsync makes both renames durable; journaling file systems keep their order).
     """
     directory, base = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
@@ -612,4 +614,5 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(directory)
+    if sync_dir:
+        fsync_dir(directory)
