@@ -221,7 +221,7 @@ def register_diff(graph: Graph, stream: IO[bytes], parent: Image | None, pin: Ca
         if diff_id == EMPTY_LAYER:
             return None
         top = parent.top_layer if parent is not None else None
-        graph.register_layer(spool, top, diff_id, pin)
+        graph.register_layer(spool, top, diff_id, pin, verified=True)  # spool_diff hashed it
         return diff_id
     finally:
         spool.close()

@@ -175,11 +175,18 @@ class Graph:
 
     # registration
     def register_layer(
-        self, stream: Any, parent: str | None, diff_id: str | None, pin: Callable[[str], None] | None = None
+        self,
+        stream: Any,
+        parent: str | None,
+        diff_id: str | None,
+        pin: Callable[[str], None] | None = None,
+        verified: bool = False,
     ) -> tuple[Layer, bool]:
+        """Register a layer tar (:meth:`~engine.graph.layers.LayerStore.register`; ``verified``:
+        the caller hashed this very stream for ``diff_id``), pinned with ``pin``."""
         observer = self.on_layer
         started = time.monotonic() if observer is not None else 0.0
-        layer, created = self.layers.register(stream, parent, diff_id)
+        layer, created = self.layers.register(stream, parent, diff_id, verified=verified)
         if pin is not None:
             pin(layer.chain_id)
         if created and observer is not None:

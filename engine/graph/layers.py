@@ -98,11 +98,13 @@ class DigestReader(io.RawIOBase):
     """Pass a stream through while hashing and counting what is read.
 
     :param tap: also called with every chunk read (the tar-split recorder).
+    :param hashing: False only counts (the caller knows the digest already); :attr:`digest` is
+        then None.
     """
 
-    def __init__(self, stream: IO[bytes], tap: Callable[[bytes], None] | None = None) -> None:
+    def __init__(self, stream: IO[bytes], tap: Callable[[bytes], None] | None = None, hashing: bool = True) -> None:
         self._stream = stream
-        self.hasher = hashlib.sha256()
+        self.hasher = hashlib.sha256() if hashing else None
         self.count = 0
         self._tap = tap
 
@@ -115,7 +117,8 @@ class DigestReader(io.RawIOBase):
             return 0
         n = len(data)
         buffer[:n] = data
-        self.hasher.update(data)
+        if self.hasher is not None:
+            self.hasher.update(data)
         self.count += n
         if self._tap is not None:
             self._tap(data)
@@ -127,14 +130,15 @@ class DigestReader(io.RawIOBase):
             data = self._stream.read(1 << 20)
             if not data:
                 return
-            self.hasher.update(data)
+            if self.hasher is not None:
+                self.hasher.update(data)
             self.count += len(data)
             if self._tap is not None:
                 self._tap(data)
 
     @property
-    def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
+    def digest(self) -> str | None:
+        return "sha256:" + self.hasher.hexdigest() if self.hasher is not None else None
 
 
 class LayerStore:
@@ -247,7 +251,9 @@ class LayerStore:
         return out
 
     # registration
-    def register(self, stream: IO[bytes], parent: str | None, diff_id: str | None = None) -> tuple[Layer, bool]:
+    def register(
+        self, stream: IO[bytes], parent: str | None, diff_id: str | None = None, verified: bool = False
+    ) -> tuple[Layer, bool]:
         """Apply an uncompressed layer tar on top of ``parent`` and register it.
 
         :param stream: the layer tar, already decompressed (its sha256 is the
@@ -255,6 +261,8 @@ class LayerStore:
         :param parent: the chain ID below, or None for a bottom layer.
         :param diff_id: the expected diff ID (from the image config). Without
             it the stream is first spooled to a temporary file to learn it.
+        :param verified: ``diff_id`` was computed by the caller from this very stream (a spool
+            it wrote): it is not hashed again.
         :returns: (the layer, whether it was created now); an existing layer
             is returned as it is, without reading the stream.
         :raises InvalidParameter: the content does not match ``diff_id`` or
@@ -269,7 +277,7 @@ class LayerStore:
         with self._register_lock(chain):
             if chain in self._layers:
                 return self._layers[chain], False
-            return self._register(stream, parent, diff_id, chain), True
+            return self._register(stream, parent, diff_id, chain, verified), True
 
     def _register_unknown(self, stream: IO[bytes], parent: str | None) -> tuple[Layer, bool]:
         import tempfile
@@ -282,13 +290,13 @@ class LayerStore:
                     break
                 spool.write(data)
             spool.seek(0)
-            return self.register(spool, parent, reader.digest)
+            return self.register(spool, parent, reader.digest, verified=True)
 
     def _register_lock(self, chain: str) -> threading.Lock:
         with self._lock:
             return self._registering.setdefault(chain, threading.Lock())
 
-    def _register(self, stream: IO[bytes], parent: str | None, diff_id: str, chain: str) -> Layer:
+    def _register(self, stream: IO[bytes], parent: str | None, diff_id: str, chain: str, verified: bool) -> Layer:
         hex_id = chain.split(":", 1)[1]
         staging = os.path.join(self.dir, "tmp-" + hex_id)
         final = os.path.join(self.dir, hex_id)
@@ -305,13 +313,13 @@ class LayerStore:
             created = True
             with open(os.path.join(staging, TAR_SPLIT), "wb") as record:
                 recorder = tarsplit.Recorder(record)
-                reader = DigestReader(stream, tap=recorder.feed)
+                reader = DigestReader(stream, tap=recorder.feed, hashing=not verified)
                 size = self.driver.apply_diff(hex_id, parent_hex, self.to_host(cast(IO[bytes], reader)))
                 reader.drain()
                 recorder.close()
                 record.flush()
                 os.fsync(record.fileno())
-            if reader.digest != diff_id:
+            if not verified and reader.digest != diff_id:
                 raise InvalidParameter(
                     f"layer content does not match its diff ID: expected {diff_id}, got {reader.digest}"
                 )
