@@ -92,6 +92,26 @@ def _ignore(signum: int, _frame: Any) -> None:
     """A handler that does nothing (unlike SIG_IGN, it is not inherited across exec)."""
 
 
+#: Layer data moves in chunks of about 1 MiB (reads of a tar, of a spool, of a member's data).
+#: With glibc's defaults each chunk above 128 KiB is a fresh mmap until the threshold adapts,
+#: and a free at the heap's top is given back at once: every chunk faults its pages in again.
+#: That kernel time was half of a 100 MB commit (0.35-0.8 s, now about 0.2 s). The heap keeps
+#: at most MALLOC_TRIM_THRESHOLD free at its top per arena.
+MALLOC_MMAP_THRESHOLD = 4 << 20
+MALLOC_TRIM_THRESHOLD = 16 << 20
+
+
+def tune_malloc() -> None:
+    """Set the thresholds above in this process (the worker and the fork server inherit them),
+    unless the environment sets glibc's own (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``)."""
+    from engine.sys import libc
+
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        libc.mallopt(libc.M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        libc.mallopt(libc.M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     """The daemon's main: returns the process exit status."""
     # Until gunicorn installs its own handlers, a stop signal must still
@@ -106,6 +126,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         setup_logging(cfg.debug)
         validate(cfg)
         check_host()
+        tune_malloc()
     except EngineError as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return 1

@@ -569,6 +569,21 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _capset(ctypes.byref(header), data)
 
 
+#: mallopt(3) parameters.
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def mallopt(param: int, value: int) -> bool:
+    """Tune glibc's malloc (mallopt(3)); whether it took the value (False on another libc)."""
+    fn = getattr(_libc, "mallopt", None)
+    if fn is None:
+        return False
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(fn(param, value) == 1)
+
+
 def sethostname(name: str) -> None:
     """Set the host name of this UTS namespace (sethostname(2)).
 
