@@ -599,6 +599,15 @@ class Daemon:
             _LIVE.discard(self)
         return took
 
+    def restart(self) -> int:
+        """Stop the daemon (SIGTERM) and start it again in the same sandbox, whose other processes
+        (containers, shims) run on; returns the old daemon's PID (gone once it has stopped)."""
+        init, old = self.init_pid(), self.main_pid()
+        if not init or not old:
+            raise RuntimeError(f"{self.name}: no sandbox to restart in")
+        os.kill(init, signal.SIGUSR1)
+        return old
+
     def _kill_init(self) -> None:
         init = self.init_pid()
         if init:
@@ -902,7 +911,12 @@ def _hide(path: str) -> None:
 
 
 def _sandbox_init(argv: list[str]) -> int:
-    """PID 1: set up, fork+exec the daemon, reap, exit with the daemon."""
+    """PID 1: set up, fork+exec the daemon, reap, exit with the daemon.
+
+    SIGUSR1 restarts the daemon instead (:meth:`Daemon.restart`): SIGTERM to
+    it, and when it has exited, the same command again, in the same
+    namespaces, with what else runs in them left running.
+    """
     stamp_fd = -1
     hide: list[str] = []
     while argv and argv[0] != "--":
@@ -932,19 +946,32 @@ def _sandbox_init(argv: list[str]) -> int:
             except ProcessLookupError:
                 pass
 
+    restarting = False
+
+    def restart(_signum: int, frame: Any) -> None:
+        nonlocal restarting
+        restarting = True
+        forward(signal.SIGTERM, frame)
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    child = os.fork()
-    if child == 0:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        if stamp_fd >= 0:
-            os.write(stamp_fd, b"%d\n" % time.monotonic_ns())
-            os.close(stamp_fd)
-        try:
-            os.execvp(cmd[0], cmd)
-        finally:
-            os._exit(127)
+    signal.signal(signal.SIGUSR1, restart)
+
+    def spawn(stamp: int) -> int:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                signal.signal(sig, signal.SIG_DFL)
+            if stamp >= 0:
+                os.write(stamp, b"%d\n" % time.monotonic_ns())
+                os.close(stamp)
+            try:
+                os.execvp(cmd[0], cmd)
+            finally:
+                os._exit(127)
+        return pid
+
+    child = spawn(stamp_fd)
     if stamp_fd >= 0:
         os.close(stamp_fd)
     while True:
@@ -954,7 +981,10 @@ def _sandbox_init(argv: list[str]) -> int:
             return 1
         except InterruptedError:
             continue
-        if pid == child:
+        if pid == child and restarting:
+            restarting = False
+            child = spawn(-1)
+        elif pid == child:
             # Exiting as PID 1 kills whatever is left in the namespace.
             return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 128 + os.WTERMSIG(status)
 
