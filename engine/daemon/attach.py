@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.errors import InvalidParameter
-from engine.utils.sockets import send_all
+from engine.utils.sockets import readable, send_all
 from engine.utils.stdcopy import frame
 
 LOG = logging.getLogger(__name__)
@@ -146,7 +145,7 @@ def pump_fds(sock: Any, fds: dict[int, int], tty: bool, stdout: bool, stderr: bo
         # exited, drain for a moment, then let the stream end.
         if finished_at is not None and time.monotonic() - finished_at > 1.0:
             break
-        ready, _, _ = select.select(list(open_fds), [], [], 0.2)
+        ready = readable(list(open_fds), 0.2)
         for fd in ready:
             try:
                 data = os.read(fd, 65536)

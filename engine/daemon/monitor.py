@@ -30,8 +30,11 @@ class Monitor:
         self.on_exit = on_exit
         self._lock = threading.Lock()
         self._watched: dict[int, Container] = {}  # pidfd -> container
+        # epoll, not select: a thousand pidfds go past select's FD_SETSIZE (1024).
+        self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
         self._thread = threading.Thread(target=self._run, name="container-monitor", daemon=True)
         self._stopping = False
         self._thread.start()
@@ -45,27 +48,27 @@ class Monitor:
             return
         with self._lock:
             self._watched[fd] = c
-        os.write(self._wake_w, b"w")
+            self._epoll.register(fd, select.EPOLLIN)
 
     def _run(self) -> None:
         while not self._stopping:
-            with self._lock:
-                fds = list(self._watched)
             try:
-                ready, _, _ = select.select([self._wake_r, *fds], [], [], 5.0)
+                events = self._epoll.poll(5.0)
             except OSError:
                 time.sleep(0.1)
                 continue
-            if self._wake_r in ready:
-                os.read(self._wake_r, 4096)
-            for fd in ready:
+            for fd, _mask in events:
                 if fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
                     continue
                 with self._lock:
                     c = self._watched.pop(fd, None)
+                    if c is not None:
+                        self._epoll.unregister(fd)
+                if c is None:
+                    continue
                 os.close(fd)
-                if c is not None:
-                    threading.Thread(target=self._exited, args=(c,), name=f"exit-{c.short_id}", daemon=True).start()
+                threading.Thread(target=self._exited, args=(c,), name=f"exit-{c.short_id}", daemon=True).start()
 
     def _exited(self, c: Container) -> None:
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import select
 import signal
 import socket
 import threading
@@ -29,6 +28,8 @@ from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.http.body import LengthReader
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from engine.utils.sockets import readable
 
 LOG = logging.getLogger(__name__)
 
@@ -311,7 +312,6 @@ class EngineWorker(ThreadWorker):
 
 def _readable(sock: Any, timeout: float) -> bool:
     try:
-        ready, _, _ = select.select([sock], [], [], timeout)
+        return bool(readable([sock], timeout))
     except (OSError, ValueError):
         return False
-    return bool(ready)

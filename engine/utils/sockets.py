@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -44,6 +44,23 @@ def close_client(sock: Any) -> None:
         pass
 
 
+def readable(objs: Iterable[Any], timeout: float | None) -> list[Any]:
+    """Those of ``objs`` (descriptors, or objects with ``fileno()``) that are readable, at end of
+    file or hung up within ``timeout`` seconds (None: wait until one is).
+
+    poll(2), not select(2): a daemon with a thousand containers holds descriptors above
+    select's FD_SETSIZE (1024), which ``select.select`` refuses with ValueError.
+    """
+    poller = select.poll()
+    by_fd: dict[int, Any] = {}
+    for obj in objs:
+        fd = obj if isinstance(obj, int) else obj.fileno()
+        by_fd[fd] = obj
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+    events = poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+    return [by_fd[fd] for fd, _mask in events if fd in by_fd]
+
+
 def client_gone(sock: Any) -> bool:
     """Whether the client closed its connection (EOF readable, no request pending).
 
@@ -55,8 +72,7 @@ def client_gone(sock: Any) -> bool:
     if sock is None:
         return False
     try:
-        ready, _, _ = select.select([sock], [], [], 0)
-        if not ready:
+        if not readable([sock], 0):
             return False
         # Peek below TLS: a plain socket object over the same fd.
         raw = socket.socket(fileno=sock.fileno())

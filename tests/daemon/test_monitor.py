@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import resource
 import subprocess
 from collections.abc import Callable, Iterator
 
@@ -10,6 +12,7 @@ import pytest
 
 from engine.daemon.container import Container
 from engine.daemon.monitor import Monitor
+from engine.utils.sockets import readable
 
 
 def container(n: int) -> Container:
@@ -82,3 +85,45 @@ def test_a_failing_handler_does_not_stop_the_monitor(exits, stand_in):
     good.kill()
     good.wait()
     assert seen.get(timeout=10) is c
+
+
+@pytest.fixture
+def past_fd_setsize() -> Iterator[None]:
+    """Descriptors up to about 1,100 taken (the soft limit raised for it), so that what is opened
+    next gets a number past select(2)'s FD_SETSIZE (1024), as in a daemon with a thousand
+    containers; all given back afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the open-files hard limit ({hard}) is too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    taken = []
+    try:
+        while not taken or taken[-1] < 1100:
+            taken.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_exits_are_reported_past_fd_setsize(past_fd_setsize, exits, stand_in):
+    monitor, seen = exits
+    proc = stand_in()
+    c = container(7)
+    monitor.watch(c, proc.pid)
+    proc.kill()
+    proc.wait()
+    assert seen.get(timeout=10) is c
+
+
+def test_readable_past_fd_setsize(past_fd_setsize):
+    r, w = os.pipe()
+    try:
+        assert r > 1024
+        assert readable([r], 0) == []
+        os.write(w, b"x")
+        assert readable([r], 1) == [r]
+    finally:
+        os.close(r)
+        os.close(w)
