@@ -229,7 +229,13 @@ def bench_daemon(args: argparse.Namespace, spec: C.DaemonSpec, archive: str, tmp
                 flush=True,
             )
         steps["steps"] = steps_out
-        BC.cleanup(sides)
+        try:
+            BC.cleanup(sides)
+        except BC.BenchError as exc:
+            # The figures stand; a clean-up that fails (dockerd removing 50 of 1,000 containers
+            # took over 300 s once) is reported with them, and the sandbox goes anyway.
+            steps["cleanup_error"] = str(exc)[:500]
+            print(f"  clean-up failed (the figures stand; the sandbox is killed): {exc}", file=sys.stderr)
     return steps
 
 
