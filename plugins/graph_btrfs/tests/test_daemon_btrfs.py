@@ -1,4 +1,4 @@
-"""The real daemon on a btrfs root, driven by the stock docker CLI: pull from a local registry, run, quotas.
+"""The real daemon on a btrfs root, driven by the stock docker CLI: pull from a local registry, run, quotas, commit.
 
 Creates, on the module's loop-mounted btrfs (conftest.py): a daemon root,
 socket and log, a registry (Debian's ``docker-registry`` on 127.0.0.1) with
@@ -118,6 +118,19 @@ def test_pull_and_run_on_btrfs(daemon: DaemonProcess, registry: Any, docker: Doc
     assert fits.returncode == 0
     bad = docker("run", "--rm", "--storage-opt", "inodes=10", image, "true", check=False)
     assert bad.returncode != 0 and b"Unknown option inodes" in bad.stderr
+    assert subvolumes(daemon) == layers
+
+    # commit: the container's changes become a layer, a snapshot of the image's, and run.
+    docker("run", "--name", "tocommit", image, "sh", "-c", "echo committed > /c && rm /bin/ls")
+    docker("commit", "-c", "CMD cat /c", "-m", "on btrfs", "tocommit", "committed:btrfs")
+    docker("rm", "tocommit")
+    assert len(subvolumes(daemon)) == 2
+    assert docker("run", "--rm", "committed:btrfs").stdout == b"committed\n"
+    gone = docker("run", "--rm", "committed:btrfs", "ls", "/", check=False)
+    assert gone.returncode != 0  # the whiteout of /bin/ls is in the new layer
+    history = docker("history", "--format", "{{.Comment}}", "committed:btrfs").stdout.decode()
+    assert history.splitlines()[0] == "on btrfs"
+    docker("rmi", "committed:btrfs")
     assert subvolumes(daemon) == layers
 
     docker("rmi", image)

@@ -57,9 +57,17 @@ def test_docker_run_on_devicemapper(tmp_path: Any, needs_devmapper: None) -> Non
         # stream of a container this short can lose it (see the README).
         docker("run", "--name", "c1", "busybox", "sh", "-c", "echo written > /f && cat /f")
         assert docker("logs", "c1").stdout == b"written\n"
+        # commit: c1's changes become a thin snapshot of the image's device, and run.
+        docker("commit", "-c", "CMD cat /f", "-m", "on devmapper", "c1", "committed:dm")
         docker("rm", "c1")
         failed = docker("run", "--rm", "busybox", "sh", "-c", "test -f /f", check=False)
         assert failed.returncode == 1  # a new container's layer does not have c1's file
+        docker("run", "--name", "c2", "committed:dm")
+        assert docker("logs", "c2").stdout == b"written\n"
+        docker("rm", "c2")
+        history = docker("history", "--format", "{{.Comment}}", "committed:dm").stdout.decode()
+        assert history.splitlines()[0] == "on devmapper"
+        docker("rmi", "committed:dm")
 
         docker("run", "--name", "big", "--storage-opt", "size=600M", "busybox", "df", "-P", "-k", "/")
         size_kib = int(docker("logs", "big").stdout.decode().splitlines()[1].split()[1])  # -P: one line each
