@@ -140,9 +140,11 @@ def job_wait(job: Any) -> None:
     condition = job.env.get("Condition") or "not-running"
     if condition not in ("not-running", "next-exit", "removed"):
         raise InvalidParameter(f"invalid condition: {condition!r}")
+    with c.lock:
+        since = c.exits
     job.stdout.write(b"")
     stop = job.engine.stopping
-    while not svc.wait(c, condition, timeout=1.0, stop=stop):
+    while not svc.wait(c, condition, timeout=1.0, stop=stop, since=since):
         if stop.is_set() or job.stdout.closed:
             return
     with c.lock:

@@ -845,28 +845,29 @@ class LifeCycle:
         c: Container,
         condition: str = "not-running",
         timeout: float | None = None,
-        only_exited: bool = False,
         stop: threading.Event | None = None,
+        since: int | None = None,
     ) -> bool:
-        """Block until ``condition``; False on timeout.
+        """Block until ``condition``; False on timeout. ``since``: the container's exit count
+        (``c.exits``) when the wait began, for a caller that waits in slices (default: now).
 
         ``not-running``: until it is not running (at once if it is not, but
-        after a start or restart in flight: that decides); ``next-exit``:
-        until it next exits; ``removed``: until it is removed. With
-        ``only_exited``, waiting for its restart policy counts as not running.
+        after a start or restart in flight: that decides), or until it exits
+        with its restart policy to follow (as dockerd's waiters are told at
+        ``SetRestarting``: ``docker wait`` of a ``--restart always``
+        container returns at its next exit); ``next-exit``: until it next
+        exits; ``removed``: until it is removed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with c.lock:
-            gen = c.exits
+            gen = c.exits if since is None else since
             while True:
                 if condition == "removed":
                     done = c.removed
                 elif condition == "next-exit":
                     done = c.exits != gen or c.removed
                 else:
-                    done = c.removed or (
-                        not c.machine.busy(STARTS) and (not c.state.running or (only_exited and c.state.restarting))
-                    )
+                    done = c.removed or c.exits != gen or (not c.machine.busy(STARTS) and not c.state.running)
                 if done:
                     return True
                 if stop is not None and stop.is_set():

@@ -219,6 +219,11 @@ def test_restart_always_brings_it_back(docker, busybox):
             break
         time.sleep(0.3)
     assert count >= 2
+    # docker wait returns at the next exit, though the policy restarts it (dockerd tells its
+    # waiters at SetRestarting); docker-py's test_create_with_restart_policy waits so.
+    started = time.monotonic()
+    assert docker("wait", "rs", timeout=30).stdout.strip() == b"1"
+    assert time.monotonic() - started < 15
     docker("rm", "-f", "rs")
 
 
