@@ -635,7 +635,7 @@ class Builder:
         if code != 0:
             raise StepError(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code=code)
         parent = self.graph.images.get(state.image_id)
-        diff_id = imaging.register_diff(self.graph, self.driver.diff(c.id, c.init_layer), parent, self._pin)
+        diff_id = imaging.register_diff(self.graph, lambda: self.driver.diff(c.id, c.init_layer), parent, self._pin)
         self._new_image(state, probe, diff_id, container_id=c.id)
 
     def _create(self, config: dict) -> Any:
@@ -739,7 +739,7 @@ class Builder:
     def _commit_layer(self, state: StageState, layer_id: str, probe: dict) -> None:
         parent = self.graph.images.get(state.image_id) if state.image_id else None
         top = parent.top_layer.split(":", 1)[1] if parent is not None and parent.top_layer else None
-        diff_id = imaging.register_diff(self.graph, self.driver.diff(layer_id, top), parent, self._pin)
+        diff_id = imaging.register_diff(self.graph, lambda: self.driver.diff(layer_id, top), parent, self._pin)
         self._new_image(state, probe, diff_id)
 
     def _do_workdir(self, state: StageState, inst: Instruction, envs: list[str], *_: Any) -> None:

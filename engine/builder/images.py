@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from engine.errors import HostError
+from engine.errors import HostError, InvalidParameter
 
 if TYPE_CHECKING:
     from engine.graph.graph import Graph
@@ -209,18 +209,52 @@ def spool_diff(stream: IO[bytes], tmpdir: str | None = None) -> tuple[IO[bytes],
     return spool, "sha256:" + hasher.hexdigest()
 
 
-def register_diff(graph: Graph, stream: IO[bytes], parent: Image | None, pin: Callable[[str], None]) -> str | None:
-    """Register a layer tar on top of ``parent``'s layers; its diff ID, or None when it is empty.
+def hash_diff(stream: IO[bytes]) -> str:
+    """The diff ID of a layer tar, read to its end (and closed) without being stored."""
+    hasher = hashlib.sha256()
+    try:
+        while chunk := stream.read(1 << 20):
+            hasher.update(chunk)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return "sha256:" + hasher.hexdigest()
 
-    The layer is pinned with ``pin`` so that a garbage collection cannot take
-    it before the image that holds it exists.
+
+def register_diff(
+    graph: Graph, diff: Callable[[], IO[bytes]], parent: Image | None, pin: Callable[[str], None]
+) -> str | None:
+    """Register the layer tar ``diff()`` makes on top of ``parent``'s layers; its diff ID, or None
+    when it is empty.
+
+    The layer is named by its chain ID, so its diff ID must be known before
+    it is applied: a first pass of ``diff()`` only hashes, a second one is
+    applied (and hashed again, to check it). Spooling the tar instead would
+    write the data twice, where a second pass reads it again from the page
+    cache. Content that changed between the passes (a commit without pause)
+    is registered from a spool. The layer is pinned with ``pin`` so that a
+    garbage collection cannot take it before the image that holds it exists.
     """
     # The driver's diff has the host's owners; a layer speaks of the container's (--userns-remap).
-    spool, diff_id = spool_diff(graph.layers.to_container(stream))
+    diff_id = hash_diff(graph.layers.to_container(diff()))
+    if diff_id == EMPTY_LAYER:
+        return None
+    top = parent.top_layer if parent is not None else None
+    stream = graph.layers.to_container(diff())
+    try:
+        graph.register_layer(stream, top, diff_id, pin)
+        return diff_id
+    except InvalidParameter as exc:
+        if "does not match its diff ID" not in str(exc):
+            raise
+        LOG.info("the layer changed while it was read (%s); registering it from a spool", exc)
+    finally:
+        stream.close()
+    spool, diff_id = spool_diff(graph.layers.to_container(diff()))
     try:
         if diff_id == EMPTY_LAYER:
             return None
-        top = parent.top_layer if parent is not None else None
         graph.register_layer(spool, top, diff_id, pin, verified=True)  # spool_diff hashed it
         return diff_id
     finally:

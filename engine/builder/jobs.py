@@ -382,7 +382,7 @@ def commit_container(
     with daemon.lifecycle.frozen(c) if pause else contextlib.nullcontext():
         parent = graph.images.get(c.image_id) if c.image_id and graph.images.exists(c.image_id) else None
         with graph.pinned() as pin:
-            diff_id = imaging.register_diff(graph, daemon.graphdriver.diff(c.id, c.init_layer), parent, pin)
+            diff_id = imaging.register_diff(graph, lambda: daemon.graphdriver.diff(c.id, c.init_layer), parent, pin)
             raw = imaging.child_config(
                 parent,
                 new_config,
