@@ -11,6 +11,7 @@ image ID, the sha256 of those bytes, is Docker's for the same content.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -20,7 +21,8 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from engine.errors import HostError, InvalidParameter
+from engine.errors import HostError
+from engine.graph.layers import DiffIDMismatch
 
 if TYPE_CHECKING:
     from engine.graph.graph import Graph
@@ -212,13 +214,9 @@ def spool_diff(stream: IO[bytes], tmpdir: str | None = None) -> tuple[IO[bytes],
 def hash_diff(stream: IO[bytes]) -> str:
     """The diff ID of a layer tar, read to its end (and closed) without being stored."""
     hasher = hashlib.sha256()
-    try:
+    with contextlib.closing(stream):
         while chunk := stream.read(1 << 20):
             hasher.update(chunk)
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
     return "sha256:" + hasher.hexdigest()
 
 
@@ -245,9 +243,7 @@ def register_diff(
     try:
         graph.register_layer(stream, top, diff_id, pin)
         return diff_id
-    except InvalidParameter as exc:
-        if "does not match its diff ID" not in str(exc):
-            raise
+    except DiffIDMismatch as exc:
         LOG.info("the layer changed while it was read (%s); registering it from a spool", exc)
     finally:
         stream.close()

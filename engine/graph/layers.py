@@ -75,6 +75,10 @@ def check_digest(value: str, what: str = "digest") -> str:
     return value
 
 
+class DiffIDMismatch(InvalidParameter):
+    """A layer tar's content does not hash to the diff ID it was registered under."""
+
+
 @dataclass(frozen=True)
 class Layer:
     """A registered layer.
@@ -265,8 +269,8 @@ class LayerStore:
             it wrote): it is not hashed again.
         :returns: (the layer, whether it was created now); an existing layer
             is returned as it is, without reading the stream.
-        :raises InvalidParameter: the content does not match ``diff_id`` or
-            the tar is corrupt; nothing is left behind.
+        :raises InvalidParameter: the tar is corrupt, or (:class:`DiffIDMismatch`) its
+            content does not match ``diff_id``; nothing is left behind.
         """
         if parent is not None and not self.exists(parent):
             raise NotFound(f"parent layer {parent} not found")
@@ -320,7 +324,7 @@ class LayerStore:
                 record.flush()
                 os.fsync(record.fileno())
             if not verified and reader.digest != diff_id:
-                raise InvalidParameter(
+                raise DiffIDMismatch(
                     f"layer content does not match its diff ID: expected {diff_id}, got {reader.digest}"
                 )
             # Plain writes: the staging dir becomes visible in one rename.
