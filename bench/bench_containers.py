@@ -1017,12 +1017,14 @@ def small_bench(
     specs: Callable[[bool], list[C.DaemonSpec]],
     body: Callable[[list[C.DaemonSpec], str, str], Any],
     report: Callable[[Any, list[str]], Any],
+    after: Callable[[str, Any], None] | None = None,
 ) -> int:
     """The frame of a small side-by-side bench: root and CLI checks, the busybox archive, errors,
     clean-up, the JSON (``bench/results/<name>-<time>.json`` or ``args.json``).
 
     ``specs(with_dockerd)`` says which daemons; ``body(specs, archive, tmp)`` runs them and
-    returns the results; ``report(results, names)`` prints them and returns the summary.
+    returns the results; ``report(results, names)`` prints them and returns the summary;
+    ``after(json_path, summary)``, when given, comes last (a plot next to the JSON).
     :returns: the exit status.
     """
     if os.geteuid() != 0:
@@ -1053,7 +1055,10 @@ def small_bench(
         shutil.rmtree(tmp, ignore_errors=True)
     common["busy_after"] = C.busy_after_bench()
     summary = report(result, names)
-    print(f"JSON: {C.write_json({**common, 'results': result, 'summary': summary}, name, args.json)}")
+    path = C.write_json({**common, "results": result, "summary": summary}, name, args.json)
+    print(f"JSON: {path}")
+    if after is not None:
+        after(path, summary)
     return 0
 
 

@@ -39,6 +39,7 @@ Usage (root)::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import sys
@@ -332,46 +333,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="where to write the JSON (default bench/results/scale-<time>.json)")
     args = ap.parse_args(argv)
     args.steps = sorted({int(s) for s in args.steps.split(",") if s})
-    if os.geteuid() != 0:
-        print("bench_scale: needs root (namespaces)", file=sys.stderr)
-        return 2
-    C.install_signal_handlers()
-    with_dockerd, names, note = C.choose_dockerd(args.no_dockerd, args.dockerd)
-    specs = [C.engine_spec(args.engine_arg, storage_driver="overlay")]
-    if with_dockerd:
-        specs.append(C.dockerd_spec(args.dockerd, extra_args=["--live-restore"], storage_driver="overlay2"))
-    common: dict[str, Any] = {"args": vars(args), "names": names, "note": note, "busy_before": C.busy_before_bench()}
-    import shutil
-    import tempfile
 
-    from engine.testing.images import busybox_image, docker_archive
+    def specs(with_dockerd: bool) -> list[C.DaemonSpec]:
+        ours = [C.engine_spec(args.engine_arg, storage_driver="overlay")]
+        live = C.dockerd_spec(args.dockerd, extra_args=["--live-restore"], storage_driver="overlay2")
+        return ours + ([live] if with_dockerd else [])
 
-    tmp = tempfile.mkdtemp(prefix="bench-scale-")
-    results: dict[str, Any] = {}
-    try:
-        archive = os.path.join(tmp, "busybox.tar")
-        with open(archive, "wb") as fh:
-            fh.write(docker_archive([busybox_image()]))
-        for spec in specs:
+    def body(chosen: list[C.DaemonSpec], archive: str, tmp: str) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for spec in chosen:
             print(f"\n== {spec.name} -s {spec.driver}", flush=True)
             results[spec.name] = bench_daemon(args, spec, archive, tmp)
-    except KeyboardInterrupt:
-        print("\ninterrupted; containers removed where possible, daemons stopped", file=sys.stderr)
-        return 130
-    except (BC.BenchError, OSError, ValueError) as exc:
-        print(f"\nFAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        C.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    common["busy_after"] = C.busy_after_bench()
-    summary = report(results, names, args.steps)
-    path = C.write_json({**common, "results": results, "summary": summary}, "scale", args.json)
-    print(f"JSON: {path}")
-    image = plot(summary, names, args.steps, os.path.splitext(path)[0] + ".png")
-    if image:
-        print(f"plot: {image}")
-    return 0
+        return results
+
+    def after(path: str, summary: dict[str, Any]) -> None:
+        image = plot(summary, list(summary), args.steps, os.path.splitext(path)[0] + ".png")
+        if image:
+            print(f"plot: {image}")
+
+    report_steps = functools.partial(report, steps=args.steps)
+    return BC.small_bench("scale", args, specs, body, report_steps, after)
 
 
 if __name__ == "__main__":
