@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import io
-import json
 import threading
 from collections.abc import Callable
 from typing import IO, Any
+
+from engine.utils.jsonout import encode
 
 
 class Output:
@@ -66,7 +67,7 @@ class Output:
 
     def write_json(self, obj: Any) -> None:
         """Write ``obj`` as one line of JSON (the API's stream framing)."""
-        self.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        self.write(encode(obj) + b"\n")
 
     def printf(self, fmt: str, *args: object) -> None:
         self.write((fmt % args) if args else fmt)
