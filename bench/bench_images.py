@@ -169,19 +169,29 @@ class CpuWindow:
     """CPU time used during one phase: by the daemon, its idle neighbour, this bench, and everything else.
 
     Tree times include reaped children (dockerd's ``docker-untar`` re-execs).
+    With ``own_children``, the "daemon" is this bench's children reaped in
+    the window instead (a daemonless client such as podman, run to its exit).
     Whatever the machine did besides is "other work": if it is large, the
     phase's numbers are disturbed, and the report shows it.
     """
 
-    def __init__(self, tree: list[int], neighbour: list[int]) -> None:
-        self.tree, self.neighbour = tree, neighbour
+    def __init__(self, tree: list[int], neighbour: list[int], own_children: bool = False) -> None:
+        self.tree, self.neighbour, self.own_children = tree, neighbour, own_children
+        self.children0 = self.children_s()
         self.cpu0 = C.cpu_ticks(tree, True)
         self.ncpu0 = C.cpu_ticks(neighbour, True)
         self.self0 = time.process_time()
         self.all0, self.idle0 = C.machine_ticks()
 
+    @staticmethod
+    def children_s() -> float:
+        times = os.times()
+        return times.children_user + times.children_system
+
     def stop(self) -> dict[str, float]:
         cpu = (C.cpu_ticks(self.tree, True) - self.cpu0) / C.CLK_TCK
+        if self.own_children:
+            cpu += self.children_s() - self.children0
         ncpu = (C.cpu_ticks(self.neighbour, True) - self.ncpu0) / C.CLK_TCK
         client = time.process_time() - self.self0
         all1, idle1 = C.machine_ticks()

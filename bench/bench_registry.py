@@ -22,13 +22,22 @@ own sandbox (``_common.py``):
   both download the same bytes. Timed the same way; the pulled image must
   have the expected ID.
 
+* **podman** (the issue's reference for pull, where ``podman`` is installed;
+  ``--no-podman`` leaves it out): ``podman pull`` of the same reference from
+  the same blobs, run in our daemon's network namespace (``nsenter --net``)
+  as root with its own storage (``--root``/``--runroot`` under the bench's
+  scratch directory, driver ``vfs`` like the daemons', a fresh one for each
+  pull). podman has no daemon: the whole command is timed, from its
+  ``exec`` to its exit, and its CPU is its own (``wait4``'s rusage). The
+  ID it prints must be the image's.
+
 ``--reps`` (3) of each per daemon, interleaved between the daemons with the
 order swapped at each round and an ``sync(2)`` before each operation.
 Throughput is MB (10^6 bytes) of layer tars (uncompressed) per second of
 median time; the compressed size pushed/pulled is reported too, as are the
 daemon's CPU time and the CPU used by other work on the machine.
 
-Usage: ``python bench/bench_registry.py [--reps N] [--size-mb 100] [--no-dockerd] [--json PATH]``
+Usage: ``python bench/bench_registry.py [--reps N] [--size-mb 100] [--no-dockerd] [--no-podman] [--json PATH]``
 (root; see ``bench/README.md``).
 """
 
@@ -37,6 +46,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -165,6 +176,29 @@ def pull(daemon: C.Daemon, neighbour: C.Daemon | None, tar_bytes: int, storage: 
     return Sample("pull", wall, tar_bytes, blob_bytes(storage), messages=len(messages), **cpu)
 
 
+def podman_pull(netns: str, scratch: str, tar_bytes: int, storage: str, want_id: str, others: list[int]) -> Sample:
+    """``podman pull`` from the registry in ``netns`` into a fresh storage of its own; timed to its exit."""
+    root = tempfile.mkdtemp(prefix="podman-", dir=scratch)
+    cmd = ["nsenter", f"--net={netns}", "podman", "--root", f"{root}/storage", "--runroot", f"{root}/run"]
+    cmd += ["--storage-driver", "vfs", "--events-backend", "none", "--cgroup-manager", "cgroupfs"]
+    cmd += ["pull", "--quiet", "--tls-verify=false", f"{REPO}:{TAG}"]
+    try:
+        window = CpuWindow([], others, own_children=True)
+        t0 = time.perf_counter_ns()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = proc.communicate()
+        t1 = time.perf_counter_ns()
+        cpu = window.stop()
+        if proc.returncode != 0:
+            raise BenchError(f"podman pull exited {proc.returncode}: {err.decode(errors='replace')[-800:]}")
+        got = "sha256:" + out.decode().strip().splitlines()[-1]
+        if got != want_id:
+            raise BenchError(f"podman pulled image ID {got}, expected {want_id}")
+    finally:
+        safe_rmtree(root)
+    return Sample("pull", (t1 - t0) / 1e9, tar_bytes, blob_bytes(storage), messages=0, **cpu)
+
+
 def untag_pushed(daemon: C.Daemon) -> None:
     """Drop the RepoDigest a push recorded, keeping the tag (the next push starts alike)."""
     conn = connect(daemon, 60)
@@ -191,6 +225,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             specs.append(ref)
         else:
             print(f"dockerd not available ({ref.why_unavailable}); measuring ours only")
+    with_podman = not args.no_podman and shutil.which("podman") is not None
+    if not args.no_podman and not with_podman:
+        print("podman not installed (apt-get install podman); pulls without it")
     daemons: list[tuple[C.Daemon, C.NotifyListener]] = []
     registries: dict[str, LocalRegistry] = {}
     out: dict[str, Any] = {"image": {"id": image.id, "tar_bytes": tar_bytes, "layers": len(image.layers)}}
@@ -243,19 +280,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             restart_registry(daemon, shared)
             delete_and_verify(daemon, f"{REPO}:{TAG}", set(), check_storage=False)
             baselines[daemon.name] = storage_entries(daemon)
+        pullers: list[C.Daemon | None] = [d for d, _ in daemons]
+        if with_podman:
+            pullers.append(None)  # podman, in our daemon's namespace
+            out["podman"] = {"push": [], "pull": []}
+        everyone = [pid for d, _ in daemons for pid in d.tree()]
         for rnd in range(args.reps):
-            order = daemons if rnd % 2 == 0 else daemons[::-1]
-            for daemon, _ in order:
+            for daemon in pullers if rnd % 2 == 0 else pullers[::-1]:
                 os.sync()
-                sample = pull(daemon, neighbour_of(daemon), tar_bytes, shared, image.id)
-                out[daemon.name]["pull"].append(asdict(sample) | {"mb_per_s": sample.mb_per_s})
+                if daemon is None:
+                    name = "podman"
+                    sample = podman_pull(netns_of(daemons[0][0]), scratch, tar_bytes, shared, image.id, everyone)
+                else:
+                    name = daemon.name
+                    sample = pull(daemon, neighbour_of(daemon), tar_bytes, shared, image.id)
+                    delete_and_verify(daemon, f"{REPO}:{TAG}", baselines[daemon.name])
+                out[name]["pull"].append(asdict(sample) | {"mb_per_s": sample.mb_per_s})
                 print(
-                    f"  pull {rnd + 1}/{args.reps} {daemon.name:8s} {sample.wall_s:6.2f} s "
+                    f"  pull {rnd + 1}/{args.reps} {name:8s} {sample.wall_s:6.2f} s "
                     f"{sample.mb_per_s:6.1f} MB/s  daemon CPU {sample.daemon_cpu_s:5.2f} s  "
                     f"other work {sample.other_busy:.0%}",
                     flush=True,
                 )
-                delete_and_verify(daemon, f"{REPO}:{TAG}", baselines[daemon.name])
         for daemon, _ in daemons:
             if not daemon.alive():
                 raise BenchError(f"{daemon.name} died during the bench:\n{daemon.log_tail()}")
@@ -279,6 +325,8 @@ def summary_rows(out: dict[str, Any], names: list[str]) -> list[list[str]]:
     for op in ("push", "pull"):
         for name in names:
             samples = out[name][op]
+            if not samples:
+                continue  # podman only pulls
             walls = [s["wall_s"] for s in samples]
             med = C.median(walls)
             tar = out["image"]["tar_bytes"]
@@ -301,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--no-dockerd", action="store_true")
+    parser.add_argument("--no-podman", action="store_true", help="leave podman's pulls out")
     parser.add_argument("--json", help="write the record here instead of bench/results/")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -311,13 +360,21 @@ def main(argv: list[str] | None = None) -> int:
     if busy > C.BUSY_WARN:
         print(f"WARNING: the machine is {busy:.0%} busy before the bench; numbers will be noisy", file=sys.stderr)
     out = run(args)
-    names = [n for n in ("engine", "dockerd") if n in out]
+    names = [n for n in ("engine", "dockerd", "podman") if n in out]
     C.print_table(
-        ["operation", "median s", "min s", "MB/s", "blobs MB", "daemon CPU s", "other work"],
+        ["operation", "median s", "min s", "MB/s", "blobs MB", "daemon (podman) CPU s", "other work"],
         summary_rows(out, names),
         title=f"push/pull of {out['image']['tar_bytes'] / MB:.0f} MB "
         f"({out['image']['layers']} layers), vfs, local registry",
     )
+    tar = out["image"]["tar_bytes"] / MB
+    rates = {n: tar / C.median([s["wall_s"] for s in out[n]["pull"]]) for n in names}
+    for ref in ("dockerd", "podman"):
+        if ref in rates:
+            print(
+                f"pull throughput, engine / {ref}: {rates['engine']:.1f} / {rates[ref]:.1f} MB/s "
+                f"= {rates['engine'] / rates[ref]:.2f}x" + (" (target: at least 1)" if ref == "podman" else "")
+            )
     path = C.write_json({"reps": args.reps, "busy_before": busy, **out}, "registry", args.json)
     print(f"\nrecord: {path}")
     return 0
