@@ -58,6 +58,7 @@ restore (``remove_namespace``, ``restore``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -1085,8 +1086,8 @@ class LifeCycle:
                 "container %s was left half made or half removed by a crash; removing what remains of it", cid[:12]
             )
             self._undo_create(cid, list(journal.get("Volumes") or []))
-        for c in containers:
-            self._readopt(c)
+        for c, alive in zip(containers, self._shims_alive(containers)):
+            self._readopt(c, alive)
         for c in self._children_first(containers):
             removal = self.store.read_journal(c.id, REMOVAL_JOURNAL)
             if removal is not None or c.machine.phase is Phase.REMOVING:
@@ -1105,9 +1106,18 @@ class LifeCycle:
         except EngineError as exc:
             LOG.error("removing %s: %s", c.short_id, exc)
 
-    def _readopt(self, c: Container) -> None:
-        """Re-adopt a live shim, or record that the container died while we were away."""
-        alive = shim.shim_alive(c.root)
+    @staticmethod
+    def _shims_alive(containers: list[Container]) -> list[bool]:
+        """Which containers' shims answer, asked eight at a time: each question waits for a shim
+        to be scheduled, and one after the other they were a fifth of a restore with 500."""
+        if len(containers) < 2:
+            return [shim.shim_alive(c.root) for c in containers]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="restore") as pool:
+            return list(pool.map(shim.shim_alive, [c.root for c in containers]))
+
+    def _readopt(self, c: Container, alive: bool) -> None:
+        """Re-adopt a live shim (``alive``: it answers), or record that the container died while
+        we were away."""
         if not c.state.running and not alive:
             # A start the crash cut short may have made its network namespace.
             self.network.remove_namespace(c)  # the network service: restore

@@ -52,6 +52,7 @@ __all__ = [
     "MS_SHARED",
     "MS_SLAVE",
     "MS_STRICTATIME",
+    "OVERLAYFS_SUPER_MAGIC",
     "PR_CAPBSET_DROP",
     "PR_CAPBSET_READ",
     "PR_CAP_AMBIENT",
@@ -74,6 +75,7 @@ __all__ = [
     "CapabilitySets",
     "capget",
     "capset",
+    "fs_type",
     "has_syscall",
     "make_readonly_recursive",
     "mount",
@@ -288,6 +290,7 @@ _mount = _bind(
     "mount", ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 )
 _umount2 = _bind("umount2", ctypes.c_int, [ctypes.c_char_p, ctypes.c_int])
+_statfs = _bind("statfs", ctypes.c_int, [ctypes.c_char_p, ctypes.c_void_p])
 _unshare = _bind("unshare", ctypes.c_int, [ctypes.c_int])
 _setns = _bind("setns", ctypes.c_int, [ctypes.c_int, ctypes.c_int])
 _renameat2 = _bind(
@@ -391,6 +394,21 @@ def umount2(target: str | bytes | os.PathLike, flags: int = 0) -> None:
         if it is in use, and so on.
     """
     _umount2(_path(target), flags)
+
+
+#: ``f_type`` of statfs(2) for an overlay file system (linux/magic.h).
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+
+
+def fs_type(path: str | bytes | os.PathLike) -> int:
+    """The ``f_type`` (the file system's magic number) of the file system ``path`` is on.
+
+    :raises OSError: from statfs(2).
+    """
+    # struct statfs is at most 120 bytes on Linux; f_type, a long, comes first on every architecture.
+    buf = ctypes.create_string_buffer(256)
+    _statfs(_path(path), buf)
+    return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
 
 
 def unshare(flags: int) -> None:

@@ -855,7 +855,14 @@ class OverlayDriver(NaiveDiffDriver):
         with contextlib.suppress(FileExistsError):
             os.mkdir(merged, 0o700)  # mount(2) needs it; someone may have removed it by hand
         if os.stat(merged).st_dev != os.stat(os.path.join(self.home, id)).st_dev:
-            # Left by a daemon that died: mount afresh with our options.
+            if libc.fs_type(merged) == libc.OVERLAYFS_SUPER_MAGIC:
+                # Our own mount, left by the daemon before this one: a running container's
+                # root (live restore). It is adopted, as moby's overlay2 adopts it: its
+                # layers cannot have changed, and a new mount, after an unmount that reads
+                # the mount table, cost about 1 ms per container on a restore with 500.
+                LOG.debug("overlay: adopting the mount on %s", merged)
+                return
+            # Something else: mount afresh with our options.
             LOG.info("overlay: unmounting the stale mount on %s", merged)
             fs.unmount_all(merged)
         data = self._absolute_data(id, lowers, label)

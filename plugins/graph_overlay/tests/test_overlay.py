@@ -411,6 +411,29 @@ class TestOverlay(GraphDriverConformance):
             driver.put(child)
         assert fs.mounts_below(driver.home) == []
 
+    def test_live_mount_of_a_previous_daemon_is_adopted(self, driver: OverlayDriver) -> None:
+        """A restarted daemon (a new driver on the same home) keeps the overlay a running
+        container uses: same mount, what was written through it still there; the last put
+        unmounts it."""
+        base = self.layer(driver, fill=lambda p: open(os.path.join(p, "f"), "w").close())
+        child = self.layer(driver, base)
+        merged = driver.get(child)
+        with open(os.path.join(merged, "written-before"), "w") as fh:
+            fh.write("x")
+        before = [m.mount_id for m in proc.mountinfo() if m.mount_point == os.path.realpath(merged)]
+        again = OverlayDriver(driver.home)
+        try:
+            assert again.get(child) == merged
+            after = [m.mount_id for m in proc.mountinfo() if m.mount_point == os.path.realpath(merged)]
+            assert after == before and len(after) == 1
+            assert os.path.exists(os.path.join(merged, "f"))
+            assert os.path.exists(os.path.join(merged, "written-before"))
+            again.put(child)
+            assert fs.mounts_below(driver.home) == []
+        finally:
+            again.cleanup()
+            driver.cleanup()
+
     def test_deep_chain_and_its_limit(self, driver: OverlayDriver) -> None:
         """130 layers mount (relative paths from the home); past what fits in a page, create refuses."""
         limit = driver.max_depth(new_id())
