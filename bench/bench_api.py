@@ -38,6 +38,7 @@ import argparse
 import multiprocessing as mp
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -449,6 +450,26 @@ def measure_starts(specs: list[C.DaemonSpec], reps: int) -> dict[str, list[Start
 # memory + load for one daemon
 
 
+#: What a gunicorn master and its worker import at the least, with the libraries the design
+#: prescribes (the Falcon app, SQLAlchemy for the link graph, pyroute2 for netlink, stevedore
+#: and pluggy for the drivers), and nothing of the engine's own.
+FLOOR_MASTER = "import gunicorn.arbiter, gunicorn.workers.gthread"
+FLOOR_WORKER = FLOOR_MASTER + ", falcon, sqlalchemy, pyroute2, stevedore, pluggy"
+
+
+def stack_floor() -> dict[str, float]:
+    """RSS in MiB of a bare interpreter that only imports the stack, as master and as worker:
+    the least a daemon built on that stack can weigh before it holds any state of its own."""
+    out = {}
+    for name, imports in (("master", FLOOR_MASTER), ("worker", FLOOR_WORKER)):
+        code = f"{imports}\nprint(open('/proc/self/smaps_rollup').read())"
+        text = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        rss_kib = next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Rss:"))
+        out[name] = rss_kib / 1024
+    out["total"] = out["master"] + out["worker"]
+    return out
+
+
 def measure_daemon(spec: C.DaemonSpec, seconds: float, clients: int, idle: float) -> dict[str, Any]:
     daemon, listener, _start = start_and_wait(spec)
     try:
@@ -627,7 +648,17 @@ def main(argv: list[str] | None = None) -> int:
         C.stop_all()
 
     busy_after = C.busy_after_bench()
+    floor = stack_floor()
     rows, summary = summarize(names, starts, runs, args.clients)
+    rows.append(
+        [
+            "idle RSS floor of the stack, MiB (master + worker)",
+            f"{floor['total']:.1f} ({floor['master']:.1f} + {floor['worker']:.1f})",
+            *(["", ""] if "dockerd" in names else []),
+            "",
+            "",
+        ]
+    )
     headers = (
         ["metric", "engine"]
         + (["dockerd", "dockerd+containerd"] if "dockerd" in names else [])
@@ -650,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
             "other_cpu_busy": {"before": round(busy_before, 3), "after": round(busy_after, 3)},
             "targets": {"ping": ">= dockerd", "ready_s": TARGET_READY_S, "idle_rss_mib": TARGET_IDLE_RSS_MIB},
             "summary": summary,
+            "stack_floor_rss_mib": floor,
             "starts": {n: [s.__dict__ for s in starts[n]] for n in names},
             "runs": runs,
         },
