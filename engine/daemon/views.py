@@ -180,12 +180,18 @@ def networks_view(ns: dict) -> dict:
     return out
 
 
-def network_settings(c: Container) -> dict:
-    ns = c.network_settings or {}
+def container_networks(c: Container) -> dict:
+    """``NetworkSettings.Networks`` of a container; ``none`` and ``host`` show as one empty endpoint."""
+    networks = networks_view(c.network_settings or {})
     mode = c.host_config.get("NetworkMode") or "default"
-    networks = networks_view(ns)
     if not networks and mode in ("none", "host"):
         networks = {mode: endpoint()}
+    return networks
+
+
+def network_settings(c: Container) -> dict:
+    ns = c.network_settings or {}
+    networks = container_networks(c)
     return {
         "Bridge": ns.get("Bridge", ""),
         "SandboxID": ns.get("SandboxID", ""),
@@ -320,7 +326,6 @@ def summary(daemon: Daemon, c: Container, size: bool = False, paths: dict[str, l
     image = c.config.get("Image") or c.image_id
     if image.startswith("sha256:") or not require(daemon.graph, "image store").images.exists(c.image_id):
         image = c.image_id if image.startswith("sha256:") else image
-    ns = network_settings(c)
     doc = {
         "Id": c.id,
         "Names": names,
@@ -333,7 +338,7 @@ def summary(daemon: Daemon, c: Container, size: bool = False, paths: dict[str, l
         "State": c.state.status,
         "Status": c.state.describe(),
         "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "default"},
-        "NetworkSettings": {"Networks": ns["Networks"]},
+        "NetworkSettings": {"Networks": container_networks(c)},
         "Mounts": [api_mount(m) for m in c.mounts],
     }
     if size:
@@ -440,7 +445,7 @@ def list_containers(
             continue
         if filters.get("network"):
             mode = c.host_config.get("NetworkMode") or "default"
-            nets = set(network_settings(c)["Networks"]) | {mode, "bridge" if mode == "default" else mode}
+            nets = set(container_networks(c)) | {mode, "bridge" if mode == "default" else mode}
             if not nets & set(filters["network"]):
                 continue
         if filters.get("expose") or filters.get("publish"):
