@@ -335,3 +335,26 @@ def test_probe_lists_reasons(monkeypatch, tmp_path) -> None:
     message = str(info.value)
     assert "it needs root" in message
     assert "memory controller is not available" in message and "freezer is not available" in message
+
+
+def test_cgroup_mounts_are_read_once(monkeypatch, tmp_path) -> None:
+    """The cgroup of each container operation comes from the mounts read once: /proc/self/mountinfo
+    grows with every running container, and reading it per exec, stats or unpause made a restore
+    of N containers cost N times a table of N lines."""
+    from engine.sys import cgroups
+    from engine_exec_native.driver import NativeDriver
+
+    real = cgroups.read_layout
+    reads: list[str] = []
+
+    def counting(mountinfo: str = "/proc/self/mountinfo") -> cgroups.CgroupLayout:
+        reads.append(mountinfo)
+        return real(mountinfo)
+
+    monkeypatch.setattr(cgroups, "read_layout", counting)
+    driver = NativeDriver(str(tmp_path))
+    ids = [f"{n:064x}" for n in range(5)]
+    found = [driver._cgroup(Command(id=id, rootfs="/", process=ProcessConfig(args=["true"]))) for id in ids]
+    assert [cg.id for cg in found] == ids
+    assert driver.info()["cgroup_version"] in ("1", "2")
+    assert len(reads) == 1
