@@ -21,12 +21,14 @@ import ctypes
 import errno
 import functools
 import os
+import signal
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from engine.errors import NotSupported
 
 __all__ = [
+    "CLONE_INTO_CGROUP",
     "CLONE_NEWCGROUP",
     "CLONE_NEWIPC",
     "CLONE_NEWNET",
@@ -75,6 +77,7 @@ __all__ = [
     "CapabilitySets",
     "capget",
     "capset",
+    "fork_into_cgroup",
     "fs_type",
     "has_syscall",
     "make_readonly_recursive",
@@ -161,8 +164,9 @@ RESOLVE_IN_ROOT = 0x10
 #: pivot_root(2) predates that unification, so its number differs per
 #: architecture (asm/unistd tables); glibc has no wrapper for it.
 _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    # openat2(2) and mount_setattr(2) came after the tables were unified (Linux 5.6, 5.12).
-    machine: {"openat2": 437, "mount_setattr": 442}
+    # clone3(2), openat2(2) and mount_setattr(2) came after the tables were unified (Linux 5.3,
+    # 5.6, 5.12).
+    machine: {"clone3": 435, "openat2": 437, "mount_setattr": 442}
     for machine in (
         "x86_64",
         "aarch64",
@@ -523,6 +527,76 @@ _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_MODE_FILTER = 2
 #: One ``struct sock_filter``: u16 code, u8 jt, u8 jf, u32 k.
 SOCK_FILTER_SIZE = 8
+
+
+#: clone3(2): the child starts in the cgroup (v2) whose directory ``clone_args.cgroup`` is.
+CLONE_INTO_CGROUP = 0x200000000
+
+
+class _CloneArgs(ctypes.Structure):
+    """``struct clone_args`` up to ``cgroup`` (CLONE_ARGS_SIZE_VER2, <linux/sched.h>)."""
+
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags",
+            "pidfd",
+            "child_tid",
+            "parent_tid",
+            "exit_signal",
+            "stack",
+            "stack_size",
+            "tls",
+            "set_tid",
+            "set_tid_size",
+            "cgroup",
+        )
+    ]
+
+
+def _bind_clone3() -> Callable[..., int] | None:
+    """clone3(2) through ``syscall(2)``, called with the GIL held (a PyDLL function), as os.fork
+    calls fork(2): no other thread of the interpreter runs while the process is copied."""
+    number = _SYSCALL_NUMBERS.get(_MACHINE, {}).get("clone3")
+    if number is None:
+        return None
+    func = ctypes.PyDLL(None, use_errno=True)["syscall"]
+    func.restype = ctypes.c_long
+    func.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_size_t]
+    return functools.partial(func, number)
+
+
+_clone3 = _bind_clone3()
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(2), with the child starting in the cgroup v2 directory open as ``cgroup_fd``
+    (clone3(2) with CLONE_INTO_CGROUP, Linux 5.7); the child gets 0, the parent its PID.
+
+    Moving a process by a write to ``cgroup.procs`` write-locks a lock every fork(2) on the
+    machine reads, and that lock waits for an RCU grace period, several milliseconds; a child
+    born in the cgroup takes no such lock. The interpreter is prepared and restored around the
+    call as :func:`os.fork` does it (``PyOS_BeforeFork`` and the ``PyOS_AfterFork_*`` pair).
+    glibc's own fork handlers do not run: the child must be single-threaded code that execs or
+    exits soon, as an exec helper's child is.
+
+    :raises OSError: nothing was forked: ``ENOSYS`` without clone3(2), ``E2BIG`` or ``EINVAL``
+        without CLONE_INTO_CGROUP, ``EBADF`` for a descriptor that is not a cgroup v2
+        directory, ``EAGAIN`` and the like as fork(2).
+    """
+    if _clone3 is None:
+        raise OSError(errno.ENOSYS, f"clone3(2) has no known number on {_MACHINE}")
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup_fd)
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _clone3(ctypes.byref(args), ctypes.sizeof(args))
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3(CLONE_INTO_CGROUP) failed: {os.strerror(err)}")
+    return int(pid)
 
 
 def seccomp_set_filter(program: bytes, flags: int = 0) -> None:

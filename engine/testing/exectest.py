@@ -888,6 +888,35 @@ class ExecDriverConformance:
         # the exec'd process was in the container's cgroup (it is gone now)
         assert started[0] not in driver.get_pids(command)
 
+    def test_exec_joins_every_cgroup_of_the_container(
+        self, box: Box, driver: ExecDriver, helpers: ForkServer | None
+    ) -> None:
+        """Every hierarchy, v1 and v2 (a hybrid host's controller-less one too): the init's cgroup,
+        or one below it (LXC attaches to a leaf, ``.lxc``, in v2)."""
+        command = box.command(["sleep", "1000"])
+        box.start(command).wait_started()
+        r, w = os.pipe()
+        try:
+            code = driver.exec(
+                command,
+                ProcessConfig(args=["sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup"], env=[PATH_ENV]),
+                Pipes(stdout=w),
+            )
+        finally:
+            os.close(w)
+        with os.fdopen(r) as fh:
+            mine, _, init = fh.read().partition("--\n")
+        assert code == 0
+
+        def by_hierarchy(text: str) -> dict[str, str]:
+            return {line.rpartition(":")[0]: line.rpartition(":")[2] for line in text.splitlines()}
+
+        exec_cgroups, init_cgroups = by_hierarchy(mine), by_hierarchy(init)
+        assert exec_cgroups and exec_cgroups.keys() == init_cgroups.keys(), (mine, init)
+        for hierarchy, path in exec_cgroups.items():
+            top = init_cgroups[hierarchy]
+            assert path == top or path.startswith(top.rstrip("/") + "/"), (hierarchy, path, top)
+
     def test_exec_user_and_capabilities(self, box: Box, driver: ExecDriver, helpers: ForkServer | None) -> None:
         command = box.command(["sleep", "1000"], cap_drop=["ALL"])
         box.start(command).wait_started()

@@ -121,3 +121,65 @@ def test_pivot_root_needs_a_mount_point(tmp_path) -> None:
 
     run_in_child(body)
     assert libc.has_syscall("pivot_root")
+
+
+@pytest.fixture
+def v2_cgroup():
+    """A fresh cgroup in this host's v2 hierarchy (a hybrid host's controller-less one too); removed after."""
+    from engine.sys.cgroups import read_layout
+
+    layout = read_layout()
+    if layout.v2 is None:
+        pytest.skip("no cgroup v2 hierarchy is mounted")
+    path = os.path.join(layout.v2.mount_point, f"engine-test-clone3-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        os.rmdir(path)
+
+
+def _v2_line() -> str:
+    with open("/proc/self/cgroup") as fh:
+        return next(line.strip() for line in fh if line.startswith("0::"))
+
+
+def test_fork_into_cgroup_starts_the_child_there(v2_cgroup: str) -> None:
+    name = os.path.basename(v2_cgroup)
+    fd = os.open(v2_cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        pid = libc.fork_into_cgroup(fd)
+        if pid == 0:
+            os._exit(0 if _v2_line().endswith("/" + name) else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not _v2_line().endswith("/" + name)  # the parent stays where it was
+    not_a_cgroup = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(OSError) as info:
+            libc.fork_into_cgroup(not_a_cgroup)  # nothing forked
+    finally:
+        os.close(not_a_cgroup)
+    assert info.value.errno == errno.EBADF
+
+
+def test_exec_helper_without_clone_into_cgroup_joins_by_cgroup_procs(v2_cgroup: str, monkeypatch) -> None:
+    """A kernel without CLONE_INTO_CGROUP (before 5.7): the helper joins the v2 cgroup itself, then forks."""
+    from engine_exec_native import nsenter
+
+    def unsupported(fd: int) -> int:
+        raise OSError(errno.ENOSYS, "clone3 unsupported")
+
+    def body() -> None:  # in a child: the helper's join moves the process
+        monkeypatch.setattr(libc, "fork_into_cgroup", unsupported)
+        v2 = nsenter.V2Cgroup(os.path.join(v2_cgroup, "cgroup.procs"))
+        pid = v2.fork()
+        if pid == 0:
+            os._exit(0 if _v2_line().endswith("/" + os.path.basename(v2_cgroup)) else 3)
+        v2.close()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+    run_in_child(body)

@@ -15,7 +15,17 @@ and fork(2) of a threaded Python is unsafe), which
    of a remapped container last;
 4. forks, because joining a PID namespace only applies to children
    (setns(2), pid_namespaces(7)); the child runs
-   :func:`engine_exec_native.init.exec_child`;
+   :func:`engine_exec_native.init.exec_child`.
+
+The cgroup is joined without the lock that a write to ``cgroup.procs``
+takes: that write-locks what every fork(2) on the machine read-locks, and
+the lock first waits for an RCU grace period, 7-8 ms here, most of an
+exec's time. In a v1 hierarchy this thread moves itself (``0`` written to
+``tasks``, which takes no such lock; the process has this one thread, and a
+child starts where the thread that forks it is). The v2 cgroup (a v2 host's,
+or a hybrid host's controller-less one) is the child's from its birth:
+clone3(2) with CLONE_INTO_CGROUP, as runc's exec does it; where the kernel
+has no CLONE_INTO_CGROUP (before 5.7) the helper writes ``cgroup.procs``.
 5. reports JSON lines on ``STATUS_FD``: ``{"event": "error", "message"}`` or
    ``{"event": "started", "pid"}`` then ``{"event": "exit", "code"}``.
 """
@@ -68,8 +78,70 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
-def enter(config: dict[str, Any]) -> None:
-    """Steps 2 and 3: join the container's cgroup and namespaces.
+class V2Cgroup:
+    """The container's v2 cgroup, opened before the mount namespace changes what paths mean:
+    its directory, for CLONE_INTO_CGROUP, and its ``cgroup.procs``, for kernels without it."""
+
+    def __init__(self, procs: str) -> None:
+        self.path = os.path.dirname(procs)
+        self.directory = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.procs = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(self.directory)
+            raise
+
+    def fork(self) -> int:
+        """fork(2) with the child in this cgroup from its birth."""
+        try:
+            return libc.fork_into_cgroup(self.directory)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                raise
+        os.write(self.procs, str(os.getpid()).encode())  # no CLONE_INTO_CGROUP: join, then fork
+        return os.fork()
+
+    def close(self) -> None:
+        os.close(self.directory)
+        os.close(self.procs)
+
+
+def _join_failed(path: str, exc: OSError) -> init.SetupError:
+    return init.SetupError(
+        f"joining the container's cgroup {path} failed ({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+    )
+
+
+def join_cgroups(procs_files: list[str]) -> V2Cgroup | None:
+    """Step 3's cgroups: move this thread into each v1 hierarchy's cgroup; open the v2 one, whose
+    cgroup the child gets at its fork (:meth:`V2Cgroup.fork`).
+
+    :raises init.SetupError: a cgroup cannot be joined (or opened).
+    """
+    v2: V2Cgroup | None = None
+    try:
+        for procs in procs_files:
+            directory = os.path.dirname(procs)
+            tasks = os.path.join(directory, "tasks")
+            try:
+                if not os.path.exists(tasks):  # v2 directories have no tasks file
+                    if v2 is not None:
+                        raise init.SetupError(f"two cgroup v2 directories to join: {v2.path} and {directory}")
+                    v2 = V2Cgroup(procs)
+                    continue
+                with open(tasks, "w") as fh:
+                    fh.write("0")
+            except OSError as exc:
+                raise _join_failed(directory, exc) from None
+    except BaseException:
+        if v2 is not None:
+            v2.close()
+        raise
+    return v2
+
+
+def enter(config: dict[str, Any]) -> V2Cgroup | None:
+    """Steps 2 and 3: join the container's cgroup and namespaces; the v2 cgroup, if any, for the fork.
 
     :raises init.SetupError: with a message for the user.
     """
@@ -88,26 +160,24 @@ def enter(config: dict[str, Any]) -> None:
                 if kind == "cgroup":
                     continue  # kernels before 4.6
                 raise init.SetupError(f"container {config['id']} is not running") from None
-        for procs in config["cgroup_procs"]:
-            try:
-                with open(procs, "w") as fh:
-                    fh.write(str(os.getpid()))
-            except OSError as exc:
-                raise init.SetupError(
-                    f"joining the container's cgroup {os.path.dirname(procs)} failed "
-                    f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
-                ) from None
-        for kind, flag, fd in opened:
-            try:
-                libc.setns(fd, flag)
-            except OSError as exc:
-                raise init.SetupError(
-                    f"joining the container's {kind} namespace failed "
-                    f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
-                ) from None
+        v2 = join_cgroups(config["cgroup_procs"])
+        try:
+            for kind, flag, fd in opened:
+                try:
+                    libc.setns(fd, flag)
+                except OSError as exc:
+                    raise init.SetupError(
+                        f"joining the container's {kind} namespace failed "
+                        f"({errno.errorcode.get(exc.errno or 0)}): {exc.strerror}"
+                    ) from None
+        except BaseException:
+            if v2 is not None:
+                v2.close()
+            raise
     finally:
         for _, _, fd in opened:
             os.close(fd)
+    return v2
 
 
 def serve(config_fd: int, status_fd: int, fds: dict[int, int] | None = None) -> int:
@@ -123,12 +193,20 @@ def serve(config_fd: int, status_fd: int, fds: dict[int, int] | None = None) -> 
         if config.get("console") is not None:
             config["console"] = fds[config["console"]]
     try:
-        enter(config)
+        v2 = enter(config)
     except init.SetupError as exc:
         _send(status_fd, event="error", message=str(exc))
         return 0
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    try:
+        pid = os.fork() if v2 is None else v2.fork()
+    except OSError as exc:
+        where = f" into the container's cgroup {v2.path}" if v2 is not None else ""
+        _send(status_fd, event="error", message=f"cannot fork the process{where}: {exc.strerror}")
+        return 0
+    finally:
+        if v2 is not None:
+            v2.close()
     if pid == 0:
         os.close(err_r)
         os.close(status_fd)
