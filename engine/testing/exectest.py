@@ -339,6 +339,17 @@ def _own_bounding_set() -> str:
         return _caps_line(fh.read(), "CapBnd")
 
 
+def _exec_stdout(driver: ExecDriver, command: Command, process: ProcessConfig) -> tuple[int, str]:
+    """Exec ``process`` in the running ``command``; its exit code and its stdout."""
+    r, w = os.pipe()
+    try:
+        code = driver.exec(command, process, Pipes(stdout=w))
+    finally:
+        os.close(w)
+    with os.fdopen(r) as fh:
+        return code, fh.read()
+
+
 class ExecDriverConformance:
     """Tests every exec driver must pass; subclass it with ``driver_name`` set (``root`` tests)."""
 
@@ -895,17 +906,12 @@ class ExecDriverConformance:
         or one below it (LXC attaches to a leaf, ``.lxc``, in v2)."""
         command = box.command(["sleep", "1000"])
         box.start(command).wait_started()
-        r, w = os.pipe()
-        try:
-            code = driver.exec(
-                command,
-                ProcessConfig(args=["sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup"], env=[PATH_ENV]),
-                Pipes(stdout=w),
-            )
-        finally:
-            os.close(w)
-        with os.fdopen(r) as fh:
-            mine, _, init = fh.read().partition("--\n")
+        code, out = _exec_stdout(
+            driver,
+            command,
+            ProcessConfig(args=["sh", "-c", "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup"], env=[PATH_ENV]),
+        )
+        mine, _, init = out.partition("--\n")
         assert code == 0
 
         def by_hierarchy(text: str) -> dict[str, str]:
@@ -920,19 +926,12 @@ class ExecDriverConformance:
     def test_exec_user_and_capabilities(self, box: Box, driver: ExecDriver, helpers: ForkServer | None) -> None:
         command = box.command(["sleep", "1000"], cap_drop=["ALL"])
         box.start(command).wait_started()
-        r, w = os.pipe()
-        try:
-            code = driver.exec(
-                command,
-                ProcessConfig(
-                    args=["sh", "-c", "id -u; grep CapEff /proc/self/status"], env=[PATH_ENV], user="www-data"
-                ),
-                Pipes(stdout=w),
-            )
-        finally:
-            os.close(w)
-        with os.fdopen(r) as fh:
-            lines = fh.read().splitlines()
+        code, out = _exec_stdout(
+            driver,
+            command,
+            ProcessConfig(args=["sh", "-c", "id -u; grep CapEff /proc/self/status"], env=[PATH_ENV], user="www-data"),
+        )
+        lines = out.splitlines()
         assert code == 0
         assert lines == ["33", "CapEff:\t0000000000000000"]
 
