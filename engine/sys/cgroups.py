@@ -44,6 +44,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
 from typing import Any, NamedTuple, Self
 
 from engine.errors import HostError, InvalidParameter, NotFound, NotSupported
@@ -59,6 +60,7 @@ __all__ = [
     "CgroupLayout",
     "DeviceRule",
     "Resources",
+    "join_v1_self",
     "own_cgroups",
     "parse_cpuset",
     "read_layout",
@@ -212,6 +214,21 @@ def read_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
         except OSError:
             pass
     return layout
+
+
+def join_v1_self(directories: Iterable[str]) -> None:
+    """Move the calling thread into each of these v1 cgroup directories.
+
+    ``0`` written to ``tasks`` moves the caller alone, and the kernel then skips the lock that
+    a write of a PID takes (it waits for an RCU grace period, several ms, and every fork(2)
+    on the machine takes it too). For a single-threaded process, as a forked child is, that is
+    the whole process; its children start where it is.
+
+    :raises OSError: from the write (ENOENT: the cgroup is gone; ENOSPC: a cpuset without CPUs).
+    """
+    for directory in directories:
+        with open(os.path.join(directory, "tasks"), "w") as fh:
+            fh.write("0")
 
 
 def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
@@ -559,13 +576,17 @@ class Cgroup:
             current = os.path.join(current, part)
             os.makedirs(current, exist_ok=True)
 
-    def add(self, pid: int) -> None:
-        """Move the process ``pid`` (all its threads) into the cgroup.
+    def add(self, pid: int, directories: Iterable[str] | None = None) -> None:
+        """Move the process ``pid`` (all its threads) into the cgroup (only its ``directories``).
+
+        Each write to ``cgroup.procs`` takes a lock that waits for an RCU grace period (several
+        ms); :func:`join_v1_self` and a fork into the v2 cgroup (:func:`engine.sys.libc.fork_into_cgroup`)
+        do not.
 
         :raises NotFound: when the process is gone.
         :raises HostError: for anything else (a cpuset without CPUs: ENOSPC).
         """
-        for path in self.paths.values():
+        for path in self.paths.values() if directories is None else directories:
             try:
                 with open(os.path.join(path, "cgroup.procs"), "w") as fh:
                     fh.write(str(pid))
@@ -574,6 +595,14 @@ class Cgroup:
                     raise NotFound(f"cannot add process {pid} to {path}: no such process") from exc
                 name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
                 raise HostError(f"cgroup: adding process {pid} to {path} failed ({name}): {exc.strerror}") from exc
+
+    def v1_directories(self) -> list[str]:
+        """The directories of the v1 hierarchies (controllers' and named ones), each once."""
+        return sorted({path for controller, path in self.paths.items() if controller != ""})
+
+    def v2_directory(self) -> str | None:
+        """The v2 directory: a v2 host's, or a hybrid host's controller-less one; None without."""
+        return self.paths.get("")
 
     def pids(self) -> list[int]:
         """The processes in the cgroup (every controller's, merged), sorted."""

@@ -29,6 +29,7 @@ from engine.errors import NotSupported
 
 __all__ = [
     "CLONE_INTO_CGROUP",
+    "CLONE_INTO_CGROUP_UNSUPPORTED",
     "CLONE_NEWCGROUP",
     "CLONE_NEWIPC",
     "CLONE_NEWNET",
@@ -531,6 +532,9 @@ SOCK_FILTER_SIZE = 8
 
 #: clone3(2): the child starts in the cgroup (v2) whose directory ``clone_args.cgroup`` is.
 CLONE_INTO_CGROUP = 0x200000000
+#: What :func:`fork_into_cgroup` fails with when the kernel cannot do it (before Linux 5.7, or
+#: without clone3(2)): the caller forks and moves the child instead.
+CLONE_INTO_CGROUP_UNSUPPORTED = frozenset({errno.ENOSYS, errno.E2BIG, errno.EINVAL})
 
 
 class _CloneArgs(ctypes.Structure):

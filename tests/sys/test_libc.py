@@ -183,3 +183,24 @@ def test_exec_helper_without_clone_into_cgroup_joins_by_cgroup_procs(v2_cgroup: 
         assert os.waitstatus_to_exitcode(status) == 0
 
     run_in_child(body)
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_container_init_fork_is_born_in_the_v2_cgroup_where_it_can(v2_cgroup: str, monkeypatch, supported) -> None:
+    """The native driver forks the init into the v2 cgroup, or says it did not (the driver then
+    moves it by cgroup.procs, as on kernels before 5.7)."""
+    from engine_exec_native import driver
+
+    if not supported:
+
+        def unsupported(fd: int) -> int:
+            raise OSError(errno.E2BIG, "no CLONE_INTO_CGROUP")
+
+        monkeypatch.setattr(libc, "fork_into_cgroup", unsupported)
+    name = os.path.basename(v2_cgroup)
+    pid, born_there = driver._fork_into(v2_cgroup)
+    if pid == 0:
+        os._exit(0 if _v2_line().endswith("/" + name) == supported else 3)
+    _, status = os.waitpid(pid, 0)
+    assert born_there is supported
+    assert os.waitstatus_to_exitcode(status) == 0

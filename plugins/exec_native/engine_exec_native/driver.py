@@ -106,6 +106,22 @@ def _wait(pid: int) -> int:
             return _exit_code(status)
 
 
+def _fork_into(v2_directory: str | None) -> tuple[int, bool]:
+    """fork(2), the child born in the cgroup ``v2_directory`` where the kernel can (CLONE_INTO_CGROUP);
+    the PID (0 in the child), and whether it was born there."""
+    if v2_directory is None:
+        return os.fork(), False
+    fd = os.open(v2_directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return libc.fork_into_cgroup(fd), True
+    except OSError as exc:
+        if exc.errno not in libc.CLONE_INTO_CGROUP_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+    return os.fork(), False
+
+
 def start_time(pid: int) -> int | None:
     """The start time of ``pid`` (field 22 of /proc/PID/stat), which tells a recycled PID apart."""
     try:
@@ -245,11 +261,17 @@ class NativeDriver(ExecDriver):
             return Cgroup(parent, systemd.scope_name(command.id), layout=self._layout())
         return Cgroup(command.cgroup_parent, command.id, layout=self._layout())
 
-    def _place(self, command: Command, cg: Cgroup, pid: int) -> None:
-        """Put the init in its cgroup (after systemd made its scope, with that driver)."""
+    def _place(self, command: Command, cg: Cgroup, pid: int, born_in_v2: bool) -> None:
+        """Put the init in its cgroup: with systemd, in its scope, then in every directory; with
+        cgroupfs, only where it is not yet, since the init joins the v1 directories itself and is
+        born in the v2 one (:meth:`_start_init`), unless the kernel has no CLONE_INTO_CGROUP."""
         if self.cgroup_driver == "systemd":
             systemd.start_scope(cg.id, command.cgroup_parent or systemd.DEFAULT_SLICE, pid)
-        cg.add(pid)
+            cg.add(pid)
+            return
+        v2 = cg.v2_directory()
+        if v2 is not None and not born_in_v2:
+            cg.add(pid, [v2])
 
     def _running_pid(self, command: Command) -> int:
         """The host PID of the container's init, checked against its recorded start time.
@@ -306,7 +328,17 @@ class NativeDriver(ExecDriver):
                 self._join_pid(command.pid_mode[len("container:") :])
             elif command.pid_mode != "host":
                 self._unshare_pid()
-            pid = self._start_init(plan, pipes, lambda pid: self._place(command, cg, pid))
+            # cgroupfs: no write of a PID to cgroup.procs, whose lock waits for an RCU grace
+            # period (7-8 ms of every start): the init moves itself into the v1 directories
+            # and is born in the v2 one. systemd moves it into its scope anyway.
+            lockless = self.cgroup_driver != "systemd"
+            plan["cgroup_v1_join"] = cg.v1_directories() if lockless else []
+            pid = self._start_init(
+                plan,
+                pipes,
+                cg.v2_directory() if lockless else None,
+                lambda pid, born_in_v2: self._place(command, cg, pid, born_in_v2),
+            )
         except BaseException:
             cg.destroy()
             raise
@@ -386,8 +418,12 @@ class NativeDriver(ExecDriver):
             os.close(fd)
 
     @staticmethod
-    def _start_init(plan: dict[str, Any], pipes: Pipes, place: Callable[[int], None]) -> int:
-        """Fork the init, put it in its cgroup (``place``), let it go, and wait for its execve.
+    def _start_init(
+        plan: dict[str, Any], pipes: Pipes, v2_directory: str | None, place: Callable[[int, bool], None]
+    ) -> int:
+        """Fork the init (born in the cgroup ``v2_directory`` where the kernel can), put it in its
+        cgroup (``place``: its PID, and whether it was born in the v2 one), let it go, and wait
+        for its execve.
 
         :returns: the init's PID once it runs the container's program.
         :raises ExecStartError: with the child's message when it failed.
@@ -399,7 +435,7 @@ class NativeDriver(ExecDriver):
         # sync pipe again until we wrote the maps.
         ns_r, ns_w = os.pipe2(os.O_CLOEXEC) if userns else (-1, -1)
         try:
-            pid = os.fork()
+            pid, born_in_v2 = _fork_into(v2_directory)
         except OSError as exc:
             for fd in (sync_r, sync_w, err_r, err_w, ns_r, ns_w):
                 if fd >= 0:
@@ -423,7 +459,7 @@ class NativeDriver(ExecDriver):
         try:
             added = False
             try:
-                place(pid)
+                place(pid, born_in_v2)
                 added = True
             finally:
                 # GO lets the child continue; EOF without it makes it exit.
@@ -483,7 +519,8 @@ class NativeDriver(ExecDriver):
             "id": command.id,
             "pid": pid,
             "start_time": start_time(pid),
-            "cgroup_procs": [os.path.join(p, "cgroup.procs") for p in sorted(set(cg.paths.values()))],
+            "cgroup_v1": cg.v1_directories(),
+            "cgroup_v2": cg.v2_directory(),
             "process": dict(
                 spec.build_process_plan(process, command.process),
                 seccomp=state.get("seccomp"),

@@ -33,7 +33,7 @@ import struct
 import termios
 from typing import Any, NoReturn
 
-from engine.sys import libc
+from engine.sys import cgroups, libc
 from engine.sys.security import caps as _caps
 from engine.sys.security.users import UserError, resolve_user
 from engine_exec_native import rootfs
@@ -515,8 +515,9 @@ def container_init(
     """The container's first process, in the child of ``fork()``.
 
     Order: signals, parent-death signal, new session, stdio (and the
-    controlling terminal), namespaces, wait until the parent put us in the
-    cgroup, mounts, pivot_root, hostname, sysctls, read-only and masked
+    controlling terminal), the v1 cgroups (``cgroup_v1_join``: this process moves
+    itself, see :func:`engine.sys.cgroups.join_v1_self`), namespaces, wait until
+    the parent put us in the rest of the cgroup, mounts, pivot_root, hostname, sysctls, read-only and masked
     paths, read-only rootfs, the user namespace (:func:`enter_userns`, with
     ``userns_fd`` when the plan has one), then :func:`start_process`.
     """
@@ -533,6 +534,8 @@ def container_init(
             setup_stdio(stdio)
             if process["tty"]:
                 setup_terminal(process["console_size"])
+        # Before the cgroup namespace, whose root is the cgroup we are in when it is made.
+        cgroups.join_v1_self(plan.get("cgroup_v1_join") or [])
         _join_namespaces(plan["namespaces"])
         if os.read(sync_fd, 1) != GO:
             os._exit(1)  # the parent went away before the cgroup was set

@@ -5,7 +5,7 @@ A single-threaded process (the daemon that asks for an exec has threads,
 and fork(2) of a threaded Python is unsafe), which
 
 1. reads its JSON config from ``CONFIG_FD`` (the init's PID and start time,
-   the cgroup's ``cgroup.procs`` files, the process plan, stdio fds);
+   the cgroup's v1 directories and v2 directory, the process plan, stdio fds);
 2. opens every namespace of the init (``/proc/PID/ns/*``) before joining
    any, since joining the mount namespace changes what paths mean;
 3. joins the container's cgroup (so everything below is accounted and
@@ -38,7 +38,7 @@ import os
 import sys
 from typing import Any
 
-from engine.sys import libc
+from engine.sys import cgroups, libc
 from engine_exec_native import init
 
 #: Namespaces to join, in order. The mount namespace comes after the others (joining it moves
@@ -96,7 +96,7 @@ class V2Cgroup:
         try:
             return libc.fork_into_cgroup(self.directory)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+            if exc.errno not in libc.CLONE_INTO_CGROUP_UNSUPPORTED:
                 raise
         os.write(self.procs, str(os.getpid()).encode())  # no CLONE_INTO_CGROUP: join, then fork
         return os.fork()
@@ -112,32 +112,23 @@ def _join_failed(path: str, exc: OSError) -> init.SetupError:
     )
 
 
-def join_cgroups(procs_files: list[str]) -> V2Cgroup | None:
-    """Step 3's cgroups: move this thread into each v1 hierarchy's cgroup; open the v2 one, whose
-    cgroup the child gets at its fork (:meth:`V2Cgroup.fork`).
+def join_cgroups(v1: list[str], v2: str | None) -> V2Cgroup | None:
+    """Step 3's cgroups: move this thread into each v1 directory; open the v2 one, whose cgroup
+    the child gets at its fork (:meth:`V2Cgroup.fork`).
 
     :raises init.SetupError: a cgroup cannot be joined (or opened).
     """
-    v2: V2Cgroup | None = None
+    for directory in v1:
+        try:
+            cgroups.join_v1_self([directory])
+        except OSError as exc:
+            raise _join_failed(directory, exc) from None
+    if v2 is None:
+        return None
     try:
-        for procs in procs_files:
-            directory = os.path.dirname(procs)
-            tasks = os.path.join(directory, "tasks")
-            try:
-                if not os.path.exists(tasks):  # v2 directories have no tasks file
-                    if v2 is not None:
-                        raise init.SetupError(f"two cgroup v2 directories to join: {v2.path} and {directory}")
-                    v2 = V2Cgroup(procs)
-                    continue
-                with open(tasks, "w") as fh:
-                    fh.write("0")
-            except OSError as exc:
-                raise _join_failed(directory, exc) from None
-    except BaseException:
-        if v2 is not None:
-            v2.close()
-        raise
-    return v2
+        return V2Cgroup(os.path.join(v2, "cgroup.procs"))
+    except OSError as exc:
+        raise _join_failed(v2, exc) from None
 
 
 def enter(config: dict[str, Any]) -> V2Cgroup | None:
@@ -160,7 +151,7 @@ def enter(config: dict[str, Any]) -> V2Cgroup | None:
                 if kind == "cgroup":
                     continue  # kernels before 4.6
                 raise init.SetupError(f"container {config['id']} is not running") from None
-        v2 = join_cgroups(config["cgroup_procs"])
+        v2 = join_cgroups(config["cgroup_v1"], config["cgroup_v2"])
         try:
             for kind, flag, fd in opened:
                 try:
