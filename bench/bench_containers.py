@@ -978,9 +978,9 @@ def closing_sides(sides: list[Side]) -> Iterator[list[Side]]:
             A.stop_and_clean(side.daemon, side.listener)
 
 
-def start_side(spec: C.DaemonSpec, docker: str, tmp: str, archive: str) -> Side:
-    """Start one daemon, wait for it, load the busybox archive into it."""
-    daemon, listener, start = A.start_and_wait(spec)
+def start_side(spec: C.DaemonSpec, docker: str, tmp: str, archive: str, timeout: float = 60.0) -> Side:
+    """Start one daemon, wait for it (``timeout`` s to its first ping), load the busybox archive into it."""
+    daemon, listener, start = A.start_and_wait(spec, timeout=timeout)
     side = Side(
         daemon, listener, Api(daemon), Cli(docker, daemon, os.path.join(tmp, f"docker-config-{spec.name}")), set()
     )

@@ -12,9 +12,12 @@ kind (``--storage-driver=<theirs>``), each in its own sandbox
   (and with them the loop devices, which autoclear) go when the bench ends,
   however it ends.
 * ``devmapper``: ours ``-s devmapper`` against dockerd's ``devicemapper``
-  (loop-backed thin pools, both). Only where the kernel has device-mapper:
-  elsewhere (this host) the pair is reported as not supported, with the
-  driver's own reason, and skipped.
+  (loop-backed thin pools, both: sparse loop files of 100 GB of data and
+  2 GB of metadata, a 10 GB xfs base device, deferred removal and deletion
+  on: each driver's defaults). Only
+  where the kernel has device-mapper: elsewhere (this host) the pair
+  is reported as not supported, with the driver's own reason, and skipped.
+  ``bench/vm-drivers`` runs it in a VM whose kernel has it (below).
 * ``overlay`` (``--drivers overlay``, for reference): ours ``-s overlay``
   against ``overlay2``.
 
@@ -34,17 +37,44 @@ turns (A B, B A, ...) with ``sync(2)`` before each sample:
 
 Reported: medians and p90 per figure and daemon, and ours/dockerd. Target
 (issue 15): ours at most dockerd's. Results go to
-``bench/results/drivers-<time>.json``.
+``bench/results/drivers-<time>.json``, with each daemon's ``DriverStatus``
+(``docker info``: pool, base size, file system, udev sync ...).
 
 Usage (root)::
 
     python3 bench/bench_drivers.py [--reps 10] [--drivers btrfs,devmapper] [--no-dockerd]
+    bench/vm-drivers [--reps 10] [more options of this bench]
+
+``bench/vm-drivers`` boots the VM of ``plugins/graph_devmapper/vmtest/run``
+(virtme-ng, Debian's kernel under TCG, this machine's root shared
+read-only) once and runs ``--drivers devmapper`` inside, both daemons in
+the same boot; the JSON reaches the host through ``bench/results``, shared
+writable. It sets ``ENGINE_BENCH_VM=1``, under which the bench:
+
+* makes its temporary directories (the daemons' roots, the pools' loop
+  files) on ``/dev/shm``, a plain tmpfs. The VM's ``/tmp`` is virtme's
+  overlay over the read-only root, and overlayfs gives a file the device
+  number of its upper file system, not the overlay's: the daemons'
+  ``safe_rmtree`` (which never crosses a file system) refuses to delete
+  there.
+* does not cover dockerd's ``/run`` with an empty tmpfs (see
+  :func:`dockerd_spec`).
+* fails where it would skip: in the VM a skip would hide a broken pair.
+* waits up to 10 minutes for a daemon to start (:data:`START_TIMEOUT`).
+* records ``engine_git`` as the wrapper found it on the host
+  (``ENGINE_BENCH_GIT``).
+
+Under TCG every instruction is emulated: the times are many times the
+host's, and only the ratio between the two daemons, run in the same boot,
+taking turns, says anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import http.client
 import os
 import shutil
 import subprocess
@@ -65,6 +95,14 @@ LAYERS = 10
 LAYERED_TAG = "bench/layers:latest"
 #: Set in the bench's own private mount namespace (see :func:`private_mounts`).
 NAMESPACED = "ENGINE_BENCH_DRIVERS_NS"
+#: Set by ``bench/vm-drivers`` for the run inside its VM (see the module doc).
+IN_VM = os.environ.get("ENGINE_BENCH_VM") == "1"
+#: The temporary directories' file system in the VM: a tmpfs neither daemon's sandbox hides.
+VM_TMP = "/dev/shm"
+#: Seconds a daemon has to answer its first ``/_ping``: bench_api's 60, but
+#: under TCG our daemon's start alone (a cold Python, the bridge's iptables)
+#: took from 45 to over 60 s.
+START_TIMEOUT = 600.0 if IN_VM else 60.0
 
 
 def private_mounts(argv: list[str]) -> None:
@@ -119,6 +157,23 @@ def supported(ours: str) -> str:
     return ""
 
 
+def dockerd_spec(path: str, driver: str) -> C.DaemonSpec:
+    """The reference dockerd with ``driver``; in the VM, with the host's ``/run`` left visible.
+
+    On the host, the sandbox covers ``/run`` so that dockerd starts a
+    containerd of its own and its shims' sockets stay out of the host's
+    ``/run/containerd``. But libdevmapper syncs with udev only when it sees
+    udev running (``/run/udev/control``): under the empty ``/run`` dockerd's
+    devicemapper refuses to start ("Udev sync is not supported"). The VM's
+    ``/run`` is its own tmpfs, with no system containerd and nothing of the
+    host's, so there dockerd may see it and write to it.
+    """
+    spec = C.dockerd_spec(path, storage_driver=driver)
+    if IN_VM:
+        spec = dataclasses.replace(spec, hide=tuple(h for h in spec.hide if h != "/run"))
+    return spec
+
+
 def layered_archive() -> bytes:
     """busybox's layer and nine small ones over it, as one docker-archive."""
     from engine.testing.images import BuiltImage, busybox_layer, docker_archive, image_config
@@ -133,11 +188,26 @@ def layered_archive() -> bytes:
     return docker_archive([BuiltImage(layers, image_config(["/bin/true"], history), [LAYERED_TAG])])
 
 
+def awake(api: BC.Api) -> None:
+    """Have ``api``'s keep-alive connection open and answering, untimed.
+
+    Our daemon closes a connection idle for 60 s (gunicorn's keepalive).
+    Under TCG emulation (``bench/vm-drivers``) the other daemon's turn takes
+    longer than that, and a request on the closed connection fails
+    (``BrokenPipeError``) instead of being answered.
+    """
+    try:
+        api.call("GET", "/_ping")
+    except (OSError, http.client.HTTPException):
+        api.call("GET", "/_ping")  # on a new connection: call() dropped the broken one
+
+
 def layer_create(side: BC.Side, archive: str) -> float:
     """One load of the layered image, per layer; ms. The image is deleted and checked gone."""
     os.sync()
     wall, _ = side.cli.run("load", "-q", "-i", archive)
     side.cli.run("rmi", LAYERED_TAG)
+    awake(side.api)
     status, _ = side.api.call("GET", f"/images/{LAYERED_TAG}/json", expect=(404,))
     assert status == 404
     return wall * 1000 / LAYERS
@@ -145,6 +215,7 @@ def layer_create(side: BC.Side, archive: str) -> float:
 
 def snapshot(side: BC.Side) -> tuple[float, float]:
     """``POST /containers/create`` of busybox, then its ``DELETE``; ms each."""
+    awake(side.api)
     os.sync()
     body = BC.create_body(["true"], auto_remove=False)
     t0 = time.perf_counter()
@@ -164,7 +235,7 @@ def bench_pair(args: argparse.Namespace, pair: str, with_dockerd: bool, tmp: str
     ours, theirs = PAIRS[pair]
     specs = [C.engine_spec(args.engine_arg, storage_driver=ours)]
     if with_dockerd:
-        specs.append(C.dockerd_spec(args.dockerd, storage_driver=theirs))
+        specs.append(dockerd_spec(args.dockerd, theirs))
     archive = os.path.join(tmp, f"layers-{pair}.tar")
     with open(archive, "wb") as fh:
         fh.write(layered_archive())
@@ -175,11 +246,12 @@ def bench_pair(args: argparse.Namespace, pair: str, with_dockerd: bool, tmp: str
         for spec in specs:
             if pair == "btrfs":
                 file_systems.enter_context(btrfs_tempdir(args.btrfs_gib))
-            side = BC.start_side(spec, args.docker, tmp, busybox)
+            side = BC.start_side(spec, args.docker, tmp, busybox, timeout=START_TIMEOUT)
             sides.append(side)
-            driver = side.api.json("GET", "/info")["Driver"]
-            if driver != spec.driver:
-                raise BC.BenchError(f"{side.name}: runs the {driver} driver, not {spec.driver}")
+            info = side.api.json("GET", "/info")
+            if info["Driver"] != spec.driver:
+                raise BC.BenchError(f"{side.name}: runs the {info['Driver']} driver, not {spec.driver}")
+            out[side.name] = {"driver": spec.driver, "driver_status": info.get("DriverStatus")}
             layer_create(side, archive)  # warm-up
             snapshot(side)
             run_rm(side, tmp)
@@ -196,9 +268,11 @@ def bench_pair(args: argparse.Namespace, pair: str, with_dockerd: bool, tmp: str
             t["run_rm"].append(run_rm(side, tmp))
         cpu = window.stop()
         print(f"  [{pair}] other work: {cpu['other_busy']:.0%} of the CPUs", flush=True)
+        for side in sides:
+            awake(side.api)
         BC.cleanup(sides, timed=False)
         for side in sides:
-            out[side.name] = {"driver": side.daemon.spec.driver, "ms": times[side.name], "cpu": cpu}
+            out[side.name].update(ms=times[side.name], cpu=cpu)
     return out
 
 
@@ -255,8 +329,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     private_mounts(argv)
     C.install_signal_handlers()
+    if IN_VM:
+        tempfile.tempdir = VM_TMP
     with_dockerd, names, note = C.choose_dockerd(args.no_dockerd, args.dockerd)
-    common: dict[str, Any] = {"args": vars(args), "names": names, "note": note, "busy_before": C.busy_before_bench()}
+    common: dict[str, Any] = {
+        "args": vars(args),
+        "names": names,
+        "note": note,
+        "in_vm": IN_VM,
+        "busy_before": C.busy_before_bench(),
+    }
+    if IN_VM:  # the host's ``git`` (``host.engine_git`` is the VM's, which times out over 9p)
+        common["engine_git"] = os.environ.get("ENGINE_BENCH_GIT")
     results: dict[str, Any] = {}
     try:
         for pair in pairs:
@@ -264,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                 if pair == "btrfs":
                     stack.enter_context(btrfs_tempdir(args.btrfs_gib))
                 why = supported(PAIRS[pair][0])
+                if why and IN_VM:
+                    raise BC.BenchError(f"{pair} must run in the VM but cannot: {why}")
                 if why:
                     results[pair] = {"skipped": why}
                     continue
