@@ -250,6 +250,7 @@ class LibDevmapper:
             ("dm_udev_set_sync_support", None, [i]),
             ("dm_udev_get_sync_support", i, []),
             ("dm_get_library_version", i, [s, ctypes.c_size_t]),
+            ("dm_driver_version", i, [s, ctypes.c_size_t]),
             ("dm_log_with_errno_init", None, [_LOG_FN]),
         ):
             func = getattr(lib, name)
@@ -264,6 +265,22 @@ class LibDevmapper:
         if not self._lib.dm_get_library_version(buf, len(buf)):
             return "unknown"
         return buf.value.decode()
+
+    def driver_version(self) -> tuple[int, ...] | None:
+        """The kernel's device-mapper version (``(4, 47, 0)``), or None where it cannot be read."""
+        buf = ctypes.create_string_buffer(128)
+        if not self._lib.dm_driver_version(buf, len(buf)):
+            return None
+        try:
+            return tuple(int(part) for part in buf.value.decode().strip().split("."))
+        except ValueError:
+            return None
+
+    def deferred_remove_supported(self) -> bool:
+        """Whether the kernel removes a device at its last close when asked (device-mapper 4.27,
+        Linux 3.13); the library's side, ``dm_task_deferred_remove``, is bound above."""
+        version = self.driver_version()
+        return version is not None and version[:2] >= (4, 27)
 
     def set_udev_sync(self, enable: bool) -> bool:
         """Ask for udev synchronisation; return whether the library can do it (udev running, cookies built in)."""

@@ -37,7 +37,9 @@ mounts it; the last ``put`` unmounts and deactivates it (with
 ``dm.use_deferred_removal``, a device still open elsewhere is removed at its
 last close). ``remove`` deletes the thin device from the pool; with
 ``dm.use_deferred_deletion``, a device the kernel reports busy is marked
-deleted and a worker retries until it goes. Every change to the pool is a
+deleted and a worker retries until it goes. Both are on by default where the
+kernel can remove a device at its last close (device-mapper 4.27), as
+moby turns them on; ``=false`` turns them off. Every change to the pool is a
 transaction recorded under ``metadata/`` first (see
 :mod:`engine_graph_devmapper.metadata`), rolled back at start if a crash
 interrupted it.
@@ -319,9 +321,9 @@ class DevmapperDriver(NaiveDiffDriver):
         run: Runner = subprocess.run,
         deletion_interval: float = DELETION_INTERVAL,
     ) -> None:
-        self.opts: DmOptions = parse_options(options)
-        super().__init__(home, options)
         self._dm = dm_lib or dm.LibDevmapper()
+        self.opts: DmOptions = parse_options(options, deferred_supported=self._dm.deferred_remove_supported())
+        super().__init__(home, options)
         self._run = run
         self._lock = threading.RLock()
         self._refs: dict[str, int] = {}

@@ -76,6 +76,7 @@ class DmOptions:
     block_discard: bool = True
     thinp_block_size: int = DEFAULT_THINP_BLOCK_SIZE
     override_udev_sync_check: bool = False
+    #: Both on by default where the kernel supports deferred removal, as moby turns them on.
     deferred_removal: bool = False
     deferred_deletion: bool = False
     min_free_space_percent: int = DEFAULT_MIN_FREE_SPACE_PERCENT
@@ -110,14 +111,18 @@ def _percent(key: str, value: str) -> int:
     return number
 
 
-def parse_options(options: Sequence[str], which: Callable[[str], str | None] = shutil.which) -> DmOptions:
+def parse_options(
+    options: Sequence[str], which: Callable[[str], str | None] = shutil.which, deferred_supported: bool = False
+) -> DmOptions:
     """Read the daemon's ``--storage-opt`` values into :class:`DmOptions`.
 
     :param which: finds ``mkfs.xfs`` to choose the default file system.
+    :param deferred_supported: the kernel can remove a device at its last close: deferred
+        removal and deletion are then on unless the options turn them off (moby's defaults).
     :raises InvalidParameter: with Docker's message for a malformed or
         unknown option, a bad value, or a combination Docker refuses.
     """
-    opts = DmOptions()
+    opts = DmOptions(deferred_removal=deferred_supported, deferred_deletion=deferred_supported)
     found_discard = False
     lvm: dict[str, str] = {}
     for option in options:

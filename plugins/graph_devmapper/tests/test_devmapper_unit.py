@@ -368,3 +368,32 @@ def test_library_version_from_libdevmapper() -> None:
         pytest.skip("libdevmapper1.02.1 is not installed")
     version = lib.library_version()
     assert version.split()[0].count(".") == 2 and version.startswith("1.02.")
+
+
+def test_deferred_removal_and_deletion_default_to_what_the_kernel_supports() -> None:
+    """moby turns both on where the kernel can remove a device at its last close; false turns them off."""
+    on = parse_options([], which=no_xfs, deferred_supported=True)
+    assert on.deferred_removal and on.deferred_deletion
+    off = parse_options([], which=no_xfs)
+    assert not off.deferred_removal and not off.deferred_deletion
+    both_off = parse_options(
+        ["dm.use_deferred_removal=false", "dm.use_deferred_deletion=false"], which=no_xfs, deferred_supported=True
+    )
+    assert not both_off.deferred_removal and not both_off.deferred_deletion
+    with pytest.raises(InvalidParameter, match="Deferred deletion can not be enabled"):
+        parse_options(["dm.use_deferred_removal=false"], which=no_xfs, deferred_supported=True)
+
+
+def test_kernel_driver_version_decides_deferred_support() -> None:
+    try:
+        lib = dm.LibDevmapper()
+    except OSError:
+        pytest.skip("libdevmapper1.02.1 is not installed")
+    from engine_graph_devmapper.driver import device_mapper_present
+
+    version = lib.driver_version()
+    if not device_mapper_present():
+        assert version is None and not lib.deferred_remove_supported()
+    else:
+        assert version is not None and version[0] == 4
+        assert lib.deferred_remove_supported() is (version[:2] >= (4, 27))
