@@ -19,6 +19,7 @@ from dnslib import QTYPE, RR, A, DNSRecord
 
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
+from engine.testing.nettest import iptables_rules
 
 pytestmark = pytest.mark.root("daemons, bridges")
 
@@ -45,10 +46,6 @@ def net_inspect(docker, name: str) -> dict:
 def links() -> list[str]:
     lines = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
     return [line.split(":")[1].strip().split("@")[0] for line in lines]
-
-
-def iptables() -> str:
-    return subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
 
 
 def nslookup(docker, network: str, name: str, *extra: str) -> tuple[int, str]:
@@ -128,7 +125,7 @@ def test_network_verbs_and_their_refusals(docker, busybox):
     assert sorted(custom) == sorted([created, back["Id"]])
     assert out(docker("network", "ls", "-q", "--filter", "label=tier=web", "--no-trunc")).split() == [created]
     # Bad input: dockerd's words and codes, and nothing made.
-    before = (out(docker("network", "ls", "-q")), iptables(), links())
+    before = (out(docker("network", "ls", "-q")), iptables_rules(), links())
     refusals = [
         (["front"], "network with name front already exists"),
         (["--subnet", "10.77.128.0/17", "x"], "Pool overlaps with other one on this address space"),
@@ -142,7 +139,7 @@ def test_network_verbs_and_their_refusals(docker, busybox):
     for args, message in refusals:
         proc = docker("network", "create", *args, check=False)
         assert proc.returncode == 1 and message in proc.stderr.decode(), (args, proc.stderr)
-    assert (out(docker("network", "ls", "-q")), iptables(), links()) == before
+    assert (out(docker("network", "ls", "-q")), iptables_rules(), links()) == before
     proc = docker("network", "rm", "bridge", check=False)
     assert b"bridge is a pre-defined network and cannot be removed" in proc.stderr
     proc = docker("network", "inspect", "nosuch", check=False)
@@ -157,7 +154,7 @@ def test_network_verbs_and_their_refusals(docker, busybox):
     docker("rm", "-f", "user")
     docker("network", "rm", "front")
     assert not any(name.startswith("br-") for name in links())
-    assert "ENGINE-ISOLATION-STAGE-2 -o br-" not in iptables()
+    assert "ENGINE-ISOLATION-STAGE-2 -o br-" not in iptables_rules()
     events = out(
         docker(
             "events",
