@@ -1110,8 +1110,6 @@ class LifeCycle:
     def _shims_alive(containers: list[Container]) -> list[bool]:
         """Which containers' shims answer, asked eight at a time: each question waits for a shim
         to be scheduled, and one after the other they were a fifth of a restore with 500."""
-        if len(containers) < 2:
-            return [shim.shim_alive(c.root) for c in containers]
         with concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="restore") as pool:
             return list(pool.map(shim.shim_alive, [c.root for c in containers]))
 

@@ -29,7 +29,6 @@ from engine.errors import NotSupported
 
 __all__ = [
     "CLONE_INTO_CGROUP",
-    "CLONE_INTO_CGROUP_UNSUPPORTED",
     "CLONE_NEWCGROUP",
     "CLONE_NEWIPC",
     "CLONE_NEWNET",
@@ -532,9 +531,8 @@ SOCK_FILTER_SIZE = 8
 
 #: clone3(2): the child starts in the cgroup (v2) whose directory ``clone_args.cgroup`` is.
 CLONE_INTO_CGROUP = 0x200000000
-#: What :func:`fork_into_cgroup` fails with when the kernel cannot do it (before Linux 5.7, or
-#: without clone3(2)): the caller forks and moves the child instead.
-CLONE_INTO_CGROUP_UNSUPPORTED = frozenset({errno.ENOSYS, errno.E2BIG, errno.EINVAL})
+#: What clone3(2) fails with where the kernel has no clone3 (ENOSYS) or no CLONE_INTO_CGROUP.
+_CLONE_INTO_CGROUP_UNSUPPORTED = frozenset({errno.ENOSYS, errno.E2BIG, errno.EINVAL})
 
 
 class _CloneArgs(ctypes.Structure):
@@ -573,9 +571,10 @@ def _bind_clone3() -> Callable[..., int] | None:
 _clone3 = _bind_clone3()
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
+def fork_into_cgroup(cgroup_fd: int) -> int | None:
     """fork(2), with the child starting in the cgroup v2 directory open as ``cgroup_fd``
-    (clone3(2) with CLONE_INTO_CGROUP, Linux 5.7); the child gets 0, the parent its PID.
+    (clone3(2) with CLONE_INTO_CGROUP, Linux 5.7); the child gets 0, the parent its PID, and
+    None means the kernel cannot do it (nothing was forked): the caller forks and moves.
 
     Moving a process by a write to ``cgroup.procs`` write-locks a lock every fork(2) on the
     machine reads, and that lock waits for an RCU grace period, several milliseconds; a child
@@ -584,12 +583,11 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     glibc's own fork handlers do not run: the child must be single-threaded code that execs or
     exits soon, as an exec helper's child is.
 
-    :raises OSError: nothing was forked: ``ENOSYS`` without clone3(2), ``E2BIG`` or ``EINVAL``
-        without CLONE_INTO_CGROUP, ``EBADF`` for a descriptor that is not a cgroup v2
+    :raises OSError: nothing was forked: ``EBADF`` for a descriptor that is not a cgroup v2
         directory, ``EAGAIN`` and the like as fork(2).
     """
     if _clone3 is None:
-        raise OSError(errno.ENOSYS, f"clone3(2) has no known number on {_MACHINE}")
+        return None
     args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup_fd)
     ctypes.pythonapi.PyOS_BeforeFork()
     pid = _clone3(ctypes.byref(args), ctypes.sizeof(args))
@@ -598,9 +596,11 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
         return 0
     err = ctypes.get_errno()
     ctypes.pythonapi.PyOS_AfterFork_Parent()
-    if pid < 0:
-        raise OSError(err, f"clone3(CLONE_INTO_CGROUP) failed: {os.strerror(err)}")
-    return int(pid)
+    if pid >= 0:
+        return int(pid)
+    if err in _CLONE_INTO_CGROUP_UNSUPPORTED:
+        return None
+    raise OSError(err, f"clone3(CLONE_INTO_CGROUP) failed: {os.strerror(err)}")
 
 
 def seccomp_set_filter(program: bytes, flags: int = 0) -> None:

@@ -113,13 +113,10 @@ def _fork_into(v2_directory: str | None) -> tuple[int, bool]:
         return os.fork(), False
     fd = os.open(v2_directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return libc.fork_into_cgroup(fd), True
-    except OSError as exc:
-        if exc.errno not in libc.CLONE_INTO_CGROUP_UNSUPPORTED:
-            raise
+        pid = libc.fork_into_cgroup(fd)
     finally:
         os.close(fd)
-    return os.fork(), False
+    return (os.fork(), False) if pid is None else (pid, True)
 
 
 def start_time(pid: int) -> int | None:

@@ -93,11 +93,9 @@ class V2Cgroup:
 
     def fork(self) -> int:
         """fork(2) with the child in this cgroup from its birth."""
-        try:
-            return libc.fork_into_cgroup(self.directory)
-        except OSError as exc:
-            if exc.errno not in libc.CLONE_INTO_CGROUP_UNSUPPORTED:
-                raise
+        pid = libc.fork_into_cgroup(self.directory)
+        if pid is not None:
+            return pid
         os.write(self.procs, str(os.getpid()).encode())  # no CLONE_INTO_CGROUP: join, then fork
         return os.fork()
 

@@ -361,12 +361,17 @@ def test_probe_says_why_not_here(tmp_path: Any) -> None:
         DevmapperDriver.probe(str(tmp_path / "devicemapper"), ["dm.bogus=1"])
 
 
-def test_library_version_from_libdevmapper() -> None:
+@pytest.fixture
+def libdm() -> dm.LibDevmapper:
+    """The real libdevmapper (.ci/install installs it)."""
     try:
-        lib = dm.LibDevmapper()
+        return dm.LibDevmapper()
     except OSError:
         pytest.skip("libdevmapper1.02.1 is not installed")
-    version = lib.library_version()
+
+
+def test_library_version_from_libdevmapper(libdm: dm.LibDevmapper) -> None:
+    version = libdm.library_version()
     assert version.split()[0].count(".") == 2 and version.startswith("1.02.")
 
 
@@ -384,16 +389,12 @@ def test_deferred_removal_and_deletion_default_to_what_the_kernel_supports() -> 
         parse_options(["dm.use_deferred_removal=false"], which=no_xfs, deferred_supported=True)
 
 
-def test_kernel_driver_version_decides_deferred_support() -> None:
-    try:
-        lib = dm.LibDevmapper()
-    except OSError:
-        pytest.skip("libdevmapper1.02.1 is not installed")
+def test_kernel_driver_version_decides_deferred_support(libdm: dm.LibDevmapper) -> None:
     from engine_graph_devmapper.driver import device_mapper_present
 
-    version = lib.driver_version()
+    version = libdm.driver_version()
     if not device_mapper_present():
-        assert version is None and not lib.deferred_remove_supported()
+        assert version is None and not libdm.deferred_remove_supported()
     else:
         assert version is not None and version[0] == 4
-        assert lib.deferred_remove_supported() is (version[:2] >= (4, 27))
+        assert libdm.deferred_remove_supported() is (version[:2] >= (4, 27))
