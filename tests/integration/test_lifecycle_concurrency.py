@@ -88,6 +88,7 @@ DOCKERD_REFUSALS = (
     "not found: not found",  # containerd's task of a container that has just exited
     "OCI runtime exec failed",  # runc's exec into a container that is exiting
     "cannot exec in a",  # containerd's exec into a container that is paused or deleted
+    "ttrpc: closed",  # containerd's exec racing a stop: the task's shim connection closed under it
 )
 #: Pairs dockerd 20.10 cannot take: an exec started while the container is being paused never
 #: answers, and the container's inspect and rm -f hang behind it (the suite found the same in the
