@@ -89,7 +89,12 @@ DOCKERD_REFUSALS = (
     "OCI runtime exec failed",  # runc's exec into a container that is exiting
     "cannot exec in a",  # containerd's exec into a container that is paused or deleted
     "ttrpc: closed",  # containerd's exec racing a stop: the task's shim connection closed under it
+    "cannot update a",  # containerd's update of a task that is stopping or deleted
 )
+#: containerd's and runc's errors that dockerd passes on as 500s end in the gRPC code's name
+#: (errdefs.Unknown): a race with the task's own exit, not the daemon's judgement of the request.
+CONTAINERD_UNKNOWN = ': unknown"}'
+
 #: Pairs dockerd 20.10 cannot take: an exec started while the container is being paused never
 #: answers, and the container's inspect and rm -f hang behind it (the suite found the same in the
 #: engine, whose exec now holds the container's slot until its process runs).
@@ -97,7 +102,18 @@ DOCKERD_DEADLOCKS = (("pause", "exec"),)
 
 
 def dockerd_refusal(violation: str) -> bool:
-    return violation.startswith("5xx: ") and any(words in violation for words in DOCKERD_REFUSALS)
+    if not violation.startswith("5xx: "):
+        return False
+    return CONTAINERD_UNKNOWN in violation or any(words in violation for words in DOCKERD_REFUSALS)
+
+
+def test_dockerd_refusals_are_its_races_with_the_task_not_any_5xx():
+    cid = "c1c50693b68cdccd98be0ab9d7b200edd24947c319d52e18846723b2446299d1"
+    seen = f'5xx: update(+17ms) -> 500 {{"message":"Cannot update container {cid}: cannot update a deleted process: unknown"}}'
+    assert dockerd_refusal(seen)
+    assert dockerd_refusal('5xx: exec(+3ms) -> 500 {"message":"ttrpc: closed: unavailable"}')
+    assert not dockerd_refusal('5xx: start(+1ms) -> 500 {"message":"a panic in the daemon"}')
+    assert not dockerd_refusal(f"ended running, the last successful requests imply ['exited'] {seen}")
 
 
 def test_the_same_suite_against_dockerd(tmp_path_factory):
