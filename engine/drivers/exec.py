@@ -1,11 +1,12 @@
 r"""The exec driver contract (seed ch. 8): runs a container's processes.
 
 ``run`` is called inside the container's shim (ARCHITECTURE §5) and blocks
-until the container's first process exits; the other methods are called by
-the daemon on a running container. A :class:`Command` is plain data: the
-daemon writes it into the shim's ``shim.json`` (with the driver's module,
-class and home) and the shim reads it back, so every field is
-JSON-serialisable (:meth:`Command.to_json`).
+until the container's first process exits (a driver may split it into
+``start``, which the shim runs in a short-lived child, and ``wait``); the
+other methods are called by the daemon on a running container. A
+:class:`Command` is plain data: the daemon writes it into the shim's
+``shim.json`` (with the driver's module, class and home) and the shim reads
+it back, so every field is JSON-serialisable (:meth:`Command.to_json`).
 
 The container's network namespace is made by the daemon before start (a
 persistent namespace bound to a file, as libnetwork does), so the driver
@@ -207,16 +208,49 @@ class ExecDriver(abc.ABC):
             the daemon then refuses to start, naming it.
         """
 
-    @abc.abstractmethod
     def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
         """Start the container, call ``start_callback(pid)``, wait, return the exit code.
 
-        The exit code is 128 + N when signal N killed the process.
+        The exit code is 128 + N when signal N killed the process. :meth:`start` and
+        :meth:`wait` in this process; the container is killed when the callback raises.
 
         :raises ExecStartError: the process could not be started (raised
             before ``start_callback``, with Docker's message).
         :raises Conflict: the container is already running.
         :raises HostError: the host failed (a cgroup cannot be made).
+        """
+        pid = self.start(command, pipes)
+        if start_callback is not None:
+            try:
+                start_callback(pid)
+            except BaseException:
+                self.kill(command, 9)
+                self.wait(command)
+                raise
+        return self.wait(command)
+
+    @abc.abstractmethod
+    def start(self, command: Command, pipes: Pipes) -> int:
+        """Start the container; the PID of its first process once that runs the container's program.
+
+        The shim calls it in a short-lived child process (its *starter*), so that what the start
+        writes to (the plan, the namespaces, the forks) goes with that child, and the shim, which
+        lives as long as the container, keeps sharing its pages with the fork server it came
+        from. The process (one only) that :meth:`wait` waits for must be a child of the caller:
+        the shim is a child subreaper while its starter runs, and adopts it. The caller has no
+        other threads (the driver may fork). State that :meth:`wait` and the other methods need
+        goes to files, never only into this object.
+
+        :raises ExecStartError: and the others of :meth:`run`; nothing is left running then.
+        """
+
+    @abc.abstractmethod
+    def wait(self, command: Command) -> int:
+        """Wait for the container :meth:`start` started, in this process or in a child of it that
+        has exited since; kill what is left of it; its exit code, as :meth:`run`'s.
+
+        The shim calls it once the process it waits for has exited (``waitid`` with
+        ``WNOWAIT``), on a driver built anew.
         """
 
     @abc.abstractmethod

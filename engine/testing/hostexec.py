@@ -20,8 +20,9 @@ raised as :class:`~engine.drivers.exec.ExecStartError` with Docker's message
 leader of its own process group, and the "container" is that group:
 :meth:`~HostProcessDriver.terminate` and pause/unpause signal the group.
 
-Methods called from another process than the one in ``run()`` (the daemon's
-``kill``) find the PID in ``<container_dir>/state.json``.
+Methods called from another process than the one in ``start()`` (the
+shim's ``wait``, the daemon's ``kill``) find the PID in
+``<container_dir>/state.json``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
+from engine.errors import NotFound
 
 LOG = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ class HostProcessDriver(ExecDriver):
 
     def __init__(self, home: str = "", options: Any = None) -> None:
         super().__init__(home, options)
-        #: container id -> PID of the first process while ``run()`` waits for it.
+        #: container id -> PID of the first process, from ``start()`` until ``wait()`` returns.
         self._running: dict[str, int] = {}
         #: container id -> its process group (kept until :meth:`terminate`).
         self._groups: dict[str, int] = {}
@@ -199,15 +201,23 @@ class HostProcessDriver(ExecDriver):
     # ------------------------------------------------------------------
     # the contract
 
-    def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
-        """Start the process, call ``start_callback(pid)``, wait, return its exit code (128 + signal)."""
+    def start(self, command: Command, pipes: Pipes) -> int:
+        """Start the process; its PID once it exec'd (recorded for :meth:`wait` in this process;
+        a shim's :meth:`wait`, in another one, finds it in ``state.json``)."""
         pid = self._spawn(command.process, pipes)
         self._running[command.id] = pid
         self._groups[command.id] = pid  # setsid made it a group leader
+        return pid
+
+    def wait(self, command: Command) -> int:
+        """Wait for the first process; its exit code (128 + signal)."""
+        pid = self._pid(command)
+        if pid is None:
+            raise NotFound(f"container {command.id} was not started")
         try:
-            return self._wait(pid, start_callback)
+            return self._wait(pid, None)
         finally:
-            del self._running[command.id]
+            self._running.pop(command.id, None)
 
     def kill(self, command: Command, signal: int) -> None:  # noqa: A002 - the contract's name
         """Send ``signal`` to the first process (nothing if it is gone)."""

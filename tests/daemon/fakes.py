@@ -113,7 +113,10 @@ class FakeExecDriver(ExecDriver):
             proc.wait()
 
     # the contract
-    def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
+    def start(self, command: Command, pipes: Pipes) -> int:
+        raise AssertionError("the fake exec driver never runs inside a shim")
+
+    def wait(self, command: Command) -> int:
         raise AssertionError("the fake exec driver never runs inside a shim")
 
     def kill(self, command: Command, signal: int) -> None:  # noqa: A002 - the contract's name

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 from engine.drivers.exec import Command, Pipes
@@ -17,13 +16,11 @@ from engine.testing.hostexec import HostProcessDriver
 
 
 class FailsAfterStart(HostProcessDriver):
-    """Starts the process, reports it, then loses it and raises: an internal error after start."""
+    """Starts the process, then, waiting for it, loses it and raises: an internal error after start."""
 
-    def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
-        pid = self._spawn(command.process, pipes)
-        self._groups[command.id] = pid
-        if start_callback is not None:
-            start_callback(pid)
+    def wait(self, command: Command) -> int:
+        pid = self._pid(command)
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise RuntimeError("lost track of the container")
@@ -32,9 +29,9 @@ class FailsAfterStart(HostProcessDriver):
 class SlowStart(HostProcessDriver):
     """Takes 1.5 s before it starts anything: longer than a test's start timeout."""
 
-    def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
+    def start(self, command: Command, pipes: Pipes) -> int:
         time.sleep(1.5)
-        return super().run(command, pipes, start_callback)
+        return super().start(command, pipes)
 
 
 class Noisy(HostProcessDriver):
@@ -49,11 +46,15 @@ class Noisy(HostProcessDriver):
 
 
 def report_helper(args: list[Any], fds: dict[int, int]) -> int:
-    """A fork-server helper (``ForkServer.spawn``): writes its args, PID and parent to the first fd; exits 3."""
+    """A fork-server helper (``ForkServer.spawn``): writes its args, PID, parent and command line to the
+    first fd; exits 3."""
     import json
 
     out = fds[args[0]]
-    os.write(out, json.dumps({"args": args, "pid": os.getpid(), "ppid": os.getppid(), "fds": len(fds)}).encode())
+    with open("/proc/self/cmdline", "rb") as fh:
+        cmdline = fh.read().replace(b"\0", b" ").decode()
+    report = {"args": args, "pid": os.getpid(), "ppid": os.getppid(), "fds": len(fds), "cmdline": cmdline}
+    os.write(out, json.dumps(report).encode())
     os.close(out)
     return 3
 

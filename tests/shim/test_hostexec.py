@@ -118,3 +118,18 @@ def test_exec_runs_another_process():
     seen = []
     code = driver.exec(command(["sleep", "30"]), ProcessConfig(args=["sh", "-c", "exit 9"]), Pipes(), seen.append)
     assert code == 9 and len(seen) == 1
+
+
+def test_run_kills_and_waits_when_the_start_callback_raises():
+    """The contract's run(): start(), the callback, wait(); a callback that raises stops the process."""
+    driver = HostProcessDriver()
+    started = []
+
+    def refuse(pid: int) -> None:
+        started.append(pid)
+        raise RuntimeError("cannot record it")
+
+    with pytest.raises(RuntimeError, match="cannot record it"):
+        driver.run(command(["sleep", "30"]), Pipes(), refuse)
+    [pid] = started
+    assert not os.path.exists(f"/proc/{pid}")  # killed and reaped, no zombie left

@@ -1,9 +1,9 @@
 """The ``lxc`` exec driver: Docker 1.2's lxc driver made real for LXC 5.
 
-``run`` is called inside the container's shim, as with the native driver,
-so a container outlives a daemon restart the same way: the shim is the
-parent of ``lxc-start -F`` (LXC's monitor), which is the parent of the
-container's init. ``run``
+``start`` and ``wait`` are called by the container's shim, as with the
+native driver (``start`` in the shim's short-lived starter), so a container
+outlives a daemon restart the same way: the shim adopts ``lxc-start -F``
+(LXC's monitor), which is the parent of the container's init. ``start``
 
 1. resolves the user against the rootfs's /etc/passwd and /etc/group,
    the capabilities (moby's cap-add/cap-drop rules) and the seccomp profile
@@ -18,11 +18,13 @@ container's init. ``run``
    the init exec'd its program: its ``/proc/PID/exe`` is no longer
    lxc-start. If lxc-start exits first, the start failed: LXC's log says
    why, and ``Failed to exec "x"`` becomes Docker's message
-   (``exec: "x": executable file not found in $PATH`` ...), raised before
-   ``start_callback``;
-5. records ``<home>/<id>/state.json``, calls ``start_callback(pid)``, waits
-   for lxc-start and returns the init's exit code, which LXC logs
-   (``Child <pid> ended on error (3)``, ``... on signal SIGKILL(9)``: 128+N);
+   (``exec: "x": executable file not found in $PATH`` ...);
+5. records ``<home>/<id>/state.json`` and returns the init's PID.
+
+``wait`` waits for lxc-start and returns the init's exit code, which LXC
+logs (``Child <pid> ended on error (3)``, ``... on signal SIGKILL(9)``:
+128+N), then
+
 6. removes what LXC leaves in the cgroup hierarchies, but keeps the engine's
    cgroup (``oom_killed`` and ``stats`` are asked afterwards) until
    :meth:`LxcDriver.terminate`.
@@ -122,6 +124,11 @@ class LxcDriver(ExecDriver):
     #: its containers go below the daemon's cgroups, not at Docker's absolute /docker (which
     #: fails where the daemon's memory cgroup is nested, as on this project's hosts).
     default_cgroup_parent = "engine"
+
+    def __init__(self, home: str, options: Sequence[str] | None = ()) -> None:
+        super().__init__(home, options)
+        #: container id -> its lxc-start, from start() to wait() when both run in this process.
+        self._monitors: dict[str, subprocess.Popen] = {}
 
     # ---- probing
 
@@ -479,10 +486,11 @@ class LxcDriver(ExecDriver):
 
     # ---- run
 
-    def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
-        """Start the container with ``lxc-start -F``, call ``start_callback(pid)``, wait, return the exit code.
+    def start(self, command: Command, pipes: Pipes) -> int:
+        """Start the container with ``lxc-start -F``; the init's PID once it runs the program.
 
-        See the module docstring for the steps.
+        ``lxc-start`` (the monitor, LXC's own parent of the init) is the process :meth:`wait`
+        waits for. See the module docstring for the steps.
 
         :raises ExecStartError: the process could not be started (Docker's message).
         :raises InvalidParameter: the command or its limits are invalid.
@@ -556,15 +564,24 @@ class LxcDriver(ExecDriver):
                 "placement": placement.to_state(),
             },
         )
-        if start_callback is not None:
-            try:
-                start_callback(pid)
-            except BaseException:
-                self._stop(pid, proc)
-                lxc_cgroup.remove_leftovers(placement)
-                cg.kill()
-                raise
-        proc.wait()
+        # Kept for wait() in this process: a Popen dropped while its process runs is reaped by
+        # the next one subprocess starts.
+        self._monitors[command.id] = proc
+        return pid
+
+    def wait(self, command: Command) -> int:
+        """Wait for ``lxc-start`` (ours, or adopted from the child that ran :meth:`start`), kill what
+        is left in the cgroups, record the exit; the init's exit code."""
+        state = self._load_state(command.id)
+        if state is None:
+            raise NotFound(f"container {command.id} was not started by this driver")
+        proc = self._monitors.pop(command.id, None)
+        if proc is not None:  # started in this process
+            proc.wait()
+        else:
+            _reap(int(state["monitor"]))
+        cg = self._cgroup(command)
+        placement = Placement(bool(state["placement"]["relative"]), state["placement"]["directory"])
         code = self._exit_code(command)
         lxc_cgroup.remove_leftovers(placement)
         try:
@@ -678,14 +695,6 @@ class LxcDriver(ExecDriver):
         if exited:
             return int(exited[-1])
         return 0
-
-    @staticmethod
-    def _stop(pid: int, proc: subprocess.Popen) -> None:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-        proc.wait()
 
     # ---- exec
 
@@ -940,6 +949,14 @@ class LxcDriver(ExecDriver):
 
 def _v1_file(directory: str | None, name: str, version: int) -> str | None:
     return os.path.join(directory, name) if directory is not None and version == 1 else None
+
+
+def _reap(pid: int) -> None:
+    """Wait for our child ``pid`` (nothing if another waiter took it: the log has its exit)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _await_exit(pid: int, timeout: float) -> None:

@@ -1,29 +1,34 @@
 """The ``native`` exec driver: containers from namespaces, pivot_root, cgroups and capabilities, in Python.
 
-``run`` is called inside the container's shim (one per container, a single
-threaded ``python -S`` process). It
+The container's shim (one per container, a single threaded ``python -S``
+process) calls ``start`` in a short-lived child of its own and ``wait`` in
+itself, having made itself a child subreaper to adopt the init when that
+child exits (``run``, the contract's default, calls both in one process).
+``start``
 
 1. creates the cgroup (``command.cgroup_parent``/``command.id``) and applies
    the limits and the device allow-list;
-2. unshares the PID namespace of the shim itself when ``pid_mode`` is
+2. unshares the PID namespace of its caller when ``pid_mode`` is
    private: unshare(CLONE_NEWPID) moves only the caller's *future children*
    (pid_namespaces(7)), so the next fork is PID 1 of a new namespace;
 3. forks the init, which sets itself up (:func:`engine_exec_native.init.container_init`)
    and waits on the *sync pipe*; the parent puts it in the cgroup and
    writes one byte, so that everything the init does is accounted;
 4. reads the *error pipe* to EOF: EOF alone means execve succeeded; a
-   message means the start failed, raised as :class:`ExecStartError`
-   before ``start_callback`` is ever called;
+   message means the start failed, raised as :class:`ExecStartError`;
 5. records ``<home>/<id>.json`` (init PID, its start time, the cgroup's
-   directories), calls ``start_callback(pid)``, waits for the init and
-   returns its exit code (128+N when killed by signal N, as Docker reports);
+   directories) and returns the init's PID.
+
+``wait`` waits for the init and returns its exit code (128+N when killed by
+signal N, as Docker reports), then
+
 6. kills what is left in the cgroup but keeps the cgroup: the shim asks
    :meth:`NativeDriver.oom_killed` afterwards, and :meth:`NativeDriver.terminate`
    removes it and the state file. A start that fails removes the cgroup itself.
 
 Once the init is forked, the caller's PID namespace for children is set back
 to its own (setns(2)), so it may start threads again (clone(2) refuses
-``CLONE_THREAD`` while the two differ). ``run`` forks Python, so the caller
+``CLONE_THREAD`` while the two differ). ``start`` forks Python, so the caller
 must not have other threads at that point, and it must not reap children
 with ``waitpid(-1)``.
 
@@ -285,10 +290,8 @@ class NativeDriver(ExecDriver):
 
     # ---- run
 
-    def run(self, command: Command, pipes: Pipes, start_callback: Callable[[int], Any] | None = None) -> int:
-        """Start the container, call ``start_callback(pid)``, wait, return the exit code.
-
-        See the module docstring for the steps.
+    def start(self, command: Command, pipes: Pipes) -> int:
+        """Start the container: steps 1 to 5 of the module docstring; the init's PID.
 
         :raises ExecStartError: the process could not be started (Docker's message).
         :raises InvalidParameter: the command or its limits are invalid.
@@ -349,27 +352,33 @@ class NativeDriver(ExecDriver):
                 except OSError as exc:
                     LOG.warning("could not restore the PID namespace for children: %s", exc)
             os.close(own_pid_ns)
-        self._save_state(
-            command.id,
-            {
-                "id": command.id,
-                "pid": pid,
-                "start_time": start_time(pid),
-                "cgroup": cg.to_state(),
-                "pid_mode": command.pid_mode,
-                # exec'd processes get the container's filter (Docker's rule)
-                "seccomp": plan["process"]["seccomp"],
-            },
-        )
-        if start_callback is not None:
-            try:
-                start_callback(pid)
-            except BaseException:
-                os.kill(pid, 9)
-                _wait(pid)
-                cg.kill()
-                raise
+        state = {
+            "id": command.id,
+            "pid": pid,
+            "start_time": start_time(pid),
+            "cgroup": cg.to_state(),
+            "pid_mode": command.pid_mode,
+            # exec'd processes get the container's filter (Docker's rule)
+            "seccomp": plan["process"]["seccomp"],
+        }
+        try:
+            self._save_state(command.id, state)
+        except BaseException:  # a container nobody could find again must not run on
+            os.kill(pid, 9)
+            _wait(pid)
+            cg.destroy()
+            raise
+        return pid
+
+    def wait(self, command: Command) -> int:
+        """Wait for the init :meth:`start` forked (ours, or adopted from the child that forked it),
+        kill what is left in its cgroup (step 6), record the exit; its exit code."""
+        state = self._load_state(command.id)
+        if state is None:
+            raise NotFound(f"container {command.id} was not started by this driver")
+        pid = int(state["pid"])
         code = _wait(pid)
+        cg = self._cgroup(command)
         try:
             # With a private PID namespace the kernel already killed the rest
             # when PID 1 died; with --pid=host this is what stops them.
