@@ -3,27 +3,34 @@
 Half of a shim's start used to be the interpreter's start and the imports
 of the shim and the exec driver (about 35 ms of the 70 from launch to the
 container's exec, on 2 cores). The daemon now keeps one warm process that
-has done both, and forks a launcher from it for each start::
+has done both, and each start is a fork of it::
 
-    daemon --SOCK_SEQPACKET--> fork server --fork--> launcher --fork--> shim
-      ^                                                 |
-      '------------ one JSON line on the connection ----'
+    daemon --SOCK_SEQPACKET--> fork server --request--> template --fork--> child --fork--> shim --fork--> starter
+      ^                                                                     (exits)          |
+      '---------------------------- ACK, one JSON line on the connection -------------------'
 
 Each request is one message on the control socket (its descriptor is the
 first argument; the modules to import follow): the JSON
 ``{"dir": <container dir>, "fds": [<the daemon's numbers of the attach
 connections>]}``, with the descriptors as ancillary data: the launcher's
 stdout and stderr (sockets), then the attach connections in the order of
-``fds``. The launcher first checks that the daemon still waits (a request
-that sat in the queue while the daemon gave up is dropped), becomes a
-session leader, takes the socket for its stdin and stdout, writes
-:data:`~engine.shim.protocol.ACK` and runs :func:`engine.shim.shim.launch`
-exactly as ``python -S -m engine.shim <dir>`` would, minus the imports (the
-rest of the exchange is in :mod:`engine.shim.protocol`). An answer without
-the ACK means no launcher ran: the daemon then launches directly.
-Its shim is a copy of this process: the pages of the interpreter and of
+``fds``. The fork server checks it and passes it on to the *template*
+(:class:`Template`), which forks for it; the forked process (a grandchild,
+so that nobody here has to reap it) takes the request, checks that the
+daemon still waits (a request that sat in the queue while the daemon gave
+up is dropped), becomes a session leader, takes the socket for its stdin
+and stdout, writes :data:`~engine.shim.protocol.ACK` and becomes the
+container's shim (:func:`engine.shim.shim.run_forked`), whose starter
+answers the daemon as ``python -S -m engine.shim <dir>`` would (the rest of
+the exchange is in :mod:`engine.shim.protocol`). An answer without the ACK
+means no launcher ran: the daemon then launches directly.
+
+The shim is a copy of this process: the pages of the interpreter and of
 the imported modules stay shared by the fork server and every shim until
-one writes to them, so each shim costs less memory (PSS) too.
+one writes to them, so each shim costs less memory (PSS) too. To keep it
+so, the server first runs what every shim runs (:func:`engine.shim.shim.warm_up`)
+and freezes the garbage collector's generations, and the template, which
+the shims are forked from, runs almost nothing between two forks.
 
 A request ``{"call": "module:function", "args": [...], "fds": [...]}``
 forks a driver's *helper* instead (:class:`engine.drivers.exec.HelperSpawner`):
@@ -35,15 +42,18 @@ costs a fork instead of an interpreter's start). Nothing is acknowledged:
 the helper reports on its descriptors, and a refused request writes its
 reason to the stderr descriptor.
 
-The fork server is single-threaded (it forks), answers ``ready`` once its
-imports are done, reaps its launchers, and exits when the control socket
-reaches EOF: the daemon closed it or died. The shims never depend on it.
+The fork server and the template are single-threaded (they fork); the
+server answers ``ready`` once its imports are done, and both exit when the
+control socket reaches EOF: the daemon closed it or died. The shims never
+depend on them.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
+import marshal
 import os
 import select
 import socket
@@ -60,17 +70,6 @@ MAX_REQUEST = 65536
 MAX_FDS = 253
 
 
-def _reap() -> int:
-    """Collect every launcher that exited; how many are still running."""
-    while True:
-        try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if pid == 0:
-            return 1
-
-
 def _hung_up(fd: int) -> bool:
     """Whether the daemon closed its end of ``fd`` (it gave up on this start)."""
     poller = select.poll()
@@ -78,11 +77,11 @@ def _hung_up(fd: int) -> bool:
     return any(events & (select.POLLHUP | select.POLLERR) for _fd, events in poller.poll(0))
 
 
-def _run_launcher(ctl: socket.socket, request: dict, fds: list[int]) -> int:
-    """In the forked child: become the launcher of ``request`` (never returns into the loop)."""
+def _run_launcher(request: dict, fds: list[int]) -> int:
+    """In the forked child: become the shim of ``request``, its starter the launcher the daemon
+    talks to (never returns into the loop)."""
     from engine.shim import shim
 
-    ctl.close()
     out, err, attach = fds[0], fds[1], fds[2:]
     if _hung_up(out):
         return 0  # a request that waited too long: the daemon has moved on
@@ -101,7 +100,7 @@ def _run_launcher(ctl: socket.socket, request: dict, fds: list[int]) -> int:
         return 0
     for fd in attach:
         os.set_inheritable(fd, True)  # as pass_fds would leave them; the shim clears the flag
-    return shim.launch(os.path.abspath(str(request["dir"])), dict(zip(numbers, attach)))
+    return shim.run_forked(os.path.abspath(str(request["dir"])), dict(zip(numbers, attach)))
 
 
 def _call_target(request: dict) -> Callable[[list, dict[int, int]], int]:
@@ -121,9 +120,8 @@ def _call_target(request: dict) -> Callable[[list, dict[int, int]], int]:
     return function
 
 
-def _run_helper(ctl: socket.socket, function: Callable, request: dict, fds: list[int]) -> int:
+def _run_helper(function: Callable, request: dict, fds: list[int]) -> int:
     """In the forked child: become the helper of ``request`` (never returns into the loop)."""
-    ctl.close()
     os.dup2(fds[0], 2)
     os.close(fds[0])
     numbers = [int(n) for n in request.get("fds", [])]
@@ -160,62 +158,157 @@ def _refuse(fds: list[int], message: str) -> None:
 
 
 def serve(ctl: socket.socket) -> int:
-    """Fork a launcher for each request until the daemon closes the control socket."""
+    """Pass each request to the template until the daemon closes the control socket."""
+    template = Template(close_in_child=ctl.fileno())
     ctl.sendall(READY)
     poller = select.poll()
     poller.register(ctl.fileno(), select.POLLIN)
-    running = 0
+    try:
+        while True:
+            poller.poll()
+            try:
+                message, fds, flags, _addr = socket.recv_fds(ctl, MAX_REQUEST, MAX_FDS)
+            except OSError as exc:
+                sys.stderr.write(f"engine.shim.forkserver: control socket: {exc}\n")
+                return 1
+            if not message and not fds:
+                return 0  # the daemon closed its end (or died)
+            refuse = _refuse
+            try:
+                if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+                    raise ValueError("the request or its descriptors were truncated")
+                request = json.loads(message)
+                if isinstance(request, dict) and "call" in request:
+                    refuse = _refuse_call
+                    if not fds:
+                        raise ValueError("a helper request carries its stderr first")
+                    _call_target(request)  # imported here, and checked before anything is forked
+                elif len(fds) < 2 or not isinstance(request, dict) or "dir" not in request:
+                    raise ValueError("a request is {'dir', 'fds'} with stdout and stderr first")
+            except ValueError as exc:
+                sys.stderr.write(f"engine.shim.forkserver: bad request: {exc}\n")
+                if fds:
+                    refuse(fds, f"the shim fork server refused the request: {exc}")
+                continue
+            try:
+                template.pass_on(request, fds)
+            except OSError as exc:  # the template is gone and cannot be made again (EAGAIN, ENOMEM)
+                what = "a helper" if "call" in request else "the shim's launcher"
+                refuse(fds, f"cannot fork {what}: {exc.strerror}")
+                continue
+            for fd in fds:  # the template's child has its copies
+                os.close(fd)
+    finally:
+        template.close()
+
+
+class Template:
+    """The process every launcher and helper is forked from: a fork of the fork server that
+    runs as little as it can.
+
+    Each page a process writes after the fork that made a shim is the shim's alone once the
+    writer has written it again after the next fork: so the pages the fork server writes to
+    take a request (the socket, the JSON, the checks, the reaping) would be each shim's own
+    copy, about 600 kB. The template only reads a byte, forks, and waits for that child; the
+    child forks the launcher (or the helper) and exits at once, so the template never has a
+    child to reap later and the shim is nobody's child here. The launcher takes the request
+    itself, from a socket the fork server passes it on to (marshal, with the descriptors).
+    """
+
+    def __init__(self, close_in_child: int = -1) -> None:
+        self.pid = 0
+        self._close_in_child = close_in_child
+        self._requests: socket.socket | None = None
+        self._wake = -1
+        self._start()
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        wake_r, wake_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # never returns
+            ours.close()
+            os.close(wake_w)
+            if self._close_in_child >= 0:  # the control socket: the server's alone
+                os.close(self._close_in_child)
+            _template_loop(wake_r, theirs)
+        theirs.close()
+        os.close(wake_r)
+        self.pid, self._requests, self._wake = pid, ours, wake_w
+
+    def pass_on(self, request: dict, fds: list[int]) -> None:
+        """Have the template fork for ``request``; a dead template is replaced first.
+
+        :raises OSError: no template can run.
+        """
+        for attempt in (1, 2):
+            try:
+                assert self._requests is not None
+                socket.send_fds(self._requests, [marshal.dumps(request)], fds)
+                os.write(self._wake, b"!")
+                return
+            except (BrokenPipeError, ConnectionResetError):
+                if attempt == 2:
+                    raise
+                sys.stderr.write("engine.shim.forkserver: the template died; starting another\n")
+                self.close()
+                self._start()
+
+    def close(self) -> None:
+        """Let the template go (it exits at EOF) and collect it."""
+        if self._requests is not None:
+            self._requests.close()
+            self._requests = None
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1
+        if self.pid:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = 0
+
+
+def _template_loop(wake: int, requests: socket.socket) -> None:
+    """The template: fork once per byte on ``wake``, exit at its EOF (never returns)."""
     while True:
-        # While launchers run, wake now and then to reap them.
-        if not poller.poll(1000 if running else None):
-            running = _reap()
-            continue
         try:
-            message, fds, flags, _addr = socket.recv_fds(ctl, MAX_REQUEST, MAX_FDS)
-        except OSError as exc:
-            sys.stderr.write(f"engine.shim.forkserver: control socket: {exc}\n")
-            return 1
-        if not message and not fds:
-            return 0  # the daemon closed its end (or died)
-        refuse = _refuse
-        function = None
-        try:
-            if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
-                raise ValueError("the request or its descriptors were truncated")
-            request = json.loads(message)
-            if isinstance(request, dict) and "call" in request:
-                refuse = _refuse_call
-                if not fds:
-                    raise ValueError("a helper request carries its stderr first")
-                function = _call_target(request)
-            elif len(fds) < 2 or not isinstance(request, dict) or "dir" not in request:
-                raise ValueError("a request is {'dir', 'fds'} with stdout and stderr first")
-        except ValueError as exc:
-            sys.stderr.write(f"engine.shim.forkserver: bad request: {exc}\n")
-            if fds:
-                refuse(fds, f"the shim fork server refused the request: {exc}")
-            continue
-        try:
+            if not os.read(wake, 1):
+                os._exit(0)
             pid = os.fork()
-        except OSError as exc:  # EAGAIN (a pids limit), ENOMEM: this start fails, the server stays
-            what = "a helper" if function is not None else "the shim's launcher"
-            refuse(fds, f"cannot fork {what}: {exc.strerror}")
+        except OSError:  # a failed fork (a pids limit): the child that would have taken it refuses
+            _take_request(requests, forked=False)
             continue
         if pid == 0:
             code = 1
             try:
-                if function is not None:
-                    code = _run_helper(ctl, function, request, fds)
-                else:
-                    code = _run_launcher(ctl, request, fds)
+                os.close(wake)
+                # Out of the template's sight at once: it never reaps anything but this child.
+                if os.fork():
+                    os._exit(0)
+                code = _take_request(requests, forked=True)
             finally:
                 try:
                     sys.stdout.flush()
                 finally:
                     os._exit(code)
-        for fd in fds:  # the launcher has its copies
-            os.close(fd)
-        running = _reap() or 1
+        os.waitpid(pid, 0)
+
+
+def _take_request(requests: socket.socket, forked: bool) -> int:
+    """Take the next request the fork server passed on and run it (``forked``), or refuse it."""
+    message, fds, _flags, _addr = socket.recv_fds(requests, MAX_REQUEST, MAX_FDS)
+    request = marshal.loads(message)
+    if forked:
+        requests.close()
+    call = "call" in request
+    if not forked:
+        (_refuse_call if call else _refuse)(fds, "cannot fork: the template could not")
+        return 1
+    if call:
+        return _run_helper(_call_target(request), request, fds)
+    return _run_launcher(request, fds)
 
 
 def main(argv: list[str]) -> int:
@@ -229,9 +322,23 @@ def main(argv: list[str]) -> int:
         )
         return 2
     ctl.set_inheritable(False)
-    importlib.import_module("engine.shim.shim")  # warmed up for every launcher
+    shim = importlib.import_module("engine.shim.shim")  # warmed up for every launcher
     for name in argv[1:]:
         importlib.import_module(name)
+    shim.warm_up()
+    for _ in range(10):  # what each launcher runs first, specialized here once (see shim.warm_up)
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        r, w = os.pipe()
+        socket.send_fds(a, [marshal.dumps({"dir": "/", "fds": []})], [r, w])
+        _msg, fds, _flags, _addr = socket.recv_fds(b, MAX_REQUEST, MAX_FDS)
+        marshal.loads(_msg)
+        for fd in (r, w, *fds):
+            os.close(fd)
+        a.close()
+        b.close()
+    # What is here now is the shims' to share: no collection here or in them walks it again.
+    gc.collect()
+    gc.freeze()
     return serve(ctl)
 
 

@@ -1,6 +1,6 @@
 """The shim's I/O loop: container output to the log and to clients, stdin back in.
 
-One thread, one :mod:`selectors` loop, every descriptor non-blocking:
+One thread, one epoll loop, every descriptor non-blocking:
 
 * the container's output (the stdout and stderr pipes, or the pty master)
   is read as it comes, split into json-file log entries and sent to every
@@ -22,6 +22,7 @@ the output is drained from :attr:`IOLoop.drained`.
 
 from __future__ import annotations
 
+import _thread
 import collections
 import errno
 import fcntl
@@ -30,11 +31,9 @@ import json
 import logging
 import os
 import select
-import selectors
 import socket
 import struct
 import termios
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +53,39 @@ MAX_CLIENTS = 256
 #: Bytes read from the container's output per read(2).
 READ_SIZE = 64 * 1024
 
-_READ = selectors.EVENT_READ
-_WRITE = selectors.EVENT_WRITE
+#: The events a handler is called with (as :mod:`selectors` has them; epoll's directly, without
+#: that module's objects: the shim keeps every page it writes).
+_READ = 1
+_WRITE = 2
+
+
+class Flag:
+    """A flag that threads set and wait for: :class:`threading.Event`'s use here, on bare locks
+    (the shim builds no :mod:`threading` machinery: every page it writes is its own)."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._mutex = _thread.allocate_lock()
+        self._gate = _thread.allocate_lock()
+        self._gate.acquire()  # released once, by set()
+
+    def set(self) -> None:
+        with self._mutex:
+            if not self._set:
+                self._set = True
+                self._gate.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the flag is set, waiting up to ``timeout`` seconds (None: for ever)."""
+        if self._set:
+            return True
+        if self._gate.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self._gate.release()
+            return True
+        return self._set
 
 
 class Output:
@@ -140,7 +170,7 @@ class IOLoop:
         self.finish_timeout = finish_timeout
         self.clock = clock
         #: Set when the output has been read to its end (or the drain timed out).
-        self.drained = threading.Event()
+        self.drained = Flag()
         #: Why the loop failed, "" while it has not.
         self.error = ""
         #: Called (in the loop's thread) if the loop fails, to stop the container.
@@ -152,7 +182,8 @@ class IOLoop:
         self._stdin_buf = bytearray()
         self._stdin_closing = False
         self._stdin_full = False
-        self._sel = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Callable[[int], Any]] = {}
         self._events: dict[int, int] = {}
         self._clients: dict[int, Client] = {}
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
@@ -162,7 +193,8 @@ class IOLoop:
         self._exited = False
         self._drain_deadline: float | None = None
         self._finish_deadline: float | None = None
-        self._thread: threading.Thread | None = None
+        #: Set when the loop's thread has ended; None until it started.
+        self._ended: Flag | None = None
         self._closed = False
 
     # ------------------------------------------------------------------
@@ -191,9 +223,16 @@ class IOLoop:
                     client.stdin_open = True
 
     def start(self) -> None:
-        """Start the loop's thread."""
-        self._thread = threading.Thread(target=self._run, name="shim-io", daemon=True)
-        self._thread.start()
+        """Start the loop's thread (a bare one: see :class:`Flag`)."""
+        ended = self._ended = Flag()
+
+        def run() -> None:
+            try:
+                self._run()
+            finally:
+                ended.set()
+
+        _thread.start_new_thread(run, ())
 
     def notify_exited(self) -> None:
         """The container's first process exited: drain the output, then set :attr:`drained`."""
@@ -205,12 +244,17 @@ class IOLoop:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the loop's thread to end."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._ended is not None:
+            self._ended.wait(timeout)
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called."""
+        return self._ended is not None
 
     def is_alive(self) -> bool:
         """Whether the loop's thread runs."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._ended is not None and not self._ended.is_set()
 
     def close(self) -> None:
         """Release everything, once the loop's thread has ended (or if it never started).
@@ -277,24 +321,36 @@ class IOLoop:
                     return
                 left = max(0.0, self._finish_deadline - now)
                 timeout = left if timeout is None else min(timeout, left)
-            for key, mask in self._sel.select(timeout):
-                key.data(mask)
+            # Every handler of the round is taken first, as selectors does: one that an earlier
+            # handler of the round unregistered still runs (each checks whether its fd is closed).
+            ready = []
+            for fd, event in self._epoll.poll(timeout):
+                handler = self._handlers.get(fd)
+                if handler is not None:
+                    mask = (_WRITE if event & ~select.EPOLLIN else 0) | (_READ if event & ~select.EPOLLOUT else 0)
+                    ready.append((handler, mask & self._events.get(fd, 0)))
+            for handler, mask in ready:
+                handler(mask)
             self._check_drained()
 
     def _watch(self, fd: int, events: int, handler: Callable[[int], Any] | None = None) -> None:
-        """Make the selector call ``handler(mask)`` for ``events`` on ``fd`` (0: stop watching it)."""
+        """Make the loop call ``handler(mask)`` for ``events`` on ``fd`` (0: stop watching it)."""
         old = self._events.get(fd, 0)
         if events == old:
             return
         if not events:
-            self._sel.unregister(fd)
+            self._epoll.unregister(fd)
             del self._events[fd]
-        elif old:
-            self._sel.modify(fd, events, handler)
-            self._events[fd] = events
+            del self._handlers[fd]
+            return
+        wanted = (select.EPOLLIN if events & _READ else 0) | (select.EPOLLOUT if events & _WRITE else 0)
+        if old:
+            self._epoll.modify(fd, wanted)
         else:
-            self._sel.register(fd, events, handler)
-            self._events[fd] = events
+            self._epoll.register(fd, wanted)
+        self._events[fd] = events
+        assert handler is not None
+        self._handlers[fd] = handler
 
     def _on_wake(self, _mask: int) -> None:
         try:
@@ -701,7 +757,7 @@ class IOLoop:
         if self._console_fd is not None:
             os.close(self._console_fd)
             self._console_fd = None
-        self._sel.close()
+        self._epoll.close()
 
 
 def _peer_gone(fd: int) -> bool:

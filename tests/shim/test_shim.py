@@ -40,6 +40,8 @@ from engine.shim.client import (
     shim_alive,
 )
 from engine.shim.launcher import ForkServer, start_shim
+from engine.shim.loop import Flag
+from engine.shim.shim import warm_up as warm_up_the_shims
 from engine.sys.proc import pid_alive, stat_fields
 from engine.testing.hostexec import HostProcessDriver
 from engine.testing.procs import cmdline, wait_for, wait_gone
@@ -365,6 +367,19 @@ def test_state_wait_and_kill_from_another_process(shim):
     wait_gone(s.result["ShimPid"])
 
 
+def test_the_shim_adopts_the_container_its_starter_started(shim):
+    s = shim(["sleep", "30"])
+    shim_pid, pid = s.result["ShimPid"], s.result["Pid"]
+    # Once the starter that forked it has exited (just after the start was confirmed), the init
+    # is the shim's only child, and the shim has one thread besides its own, the I/O loop's.
+    wait_for(lambda: int(stat_fields(pid)[1]) == shim_pid, what="the shim to adopt the init")
+    assert len(os.listdir(f"/proc/{shim_pid}/task")) == 2
+    with open(f"/proc/{shim_pid}/task/{shim_pid}/children") as fh:
+        assert fh.read().split() == [str(pid)]
+    HostProcessDriver().kill(s.command, signal.SIGKILL)
+    assert s.client.wait(timeout=10)["ExitCode"] == 128 + signal.SIGKILL
+
+
 def test_second_shim_for_a_running_container_is_refused(shim, forkserver):
     s = shim(["sleep", "30"])
     _, spec = make_spec(s.dir, ["sleep", "1"])
@@ -452,7 +467,8 @@ def test_start_timeout_stops_the_container_nobody_waits_for(container_dir, forks
 
 
 def test_internal_error_after_start_is_recorded(shim):
-    s = shim(["sleep", "30"], driver={"module": "shim_test_drivers", "class": "FailsAfterStart"})
+    # The shim calls the driver's wait() once the process has exited.
+    s = shim(["sleep", "0.5"], driver={"module": "shim_test_drivers", "class": "FailsAfterStart"})
     record = s.client.wait(timeout=15)
     assert record["ExitCode"] == protocol.UNKNOWN_EXIT_CODE
     assert record["Error"] == "exec driver failed: RuntimeError: lost track of the container"
@@ -821,7 +837,7 @@ def test_fork_server_launches_shims_that_outlive_it(container_dir):
         server_pid = server.pid
         assert server_pid and "engine.shim.forkserver" in cmdline(server_pid)
         shim_pid = result["ShimPid"]
-        # A copy of the fork server, detached like a directly launched one.
+        # A copy of the fork server (through its template), detached, in a session of its own.
         assert "engine.shim.forkserver" in cmdline(shim_pid)
         with open(f"/proc/{shim_pid}/comm") as fh:
             assert fh.read().strip() == "shim c1"
@@ -831,6 +847,20 @@ def test_fork_server_launches_shims_that_outlive_it(container_dir):
         wait_gone(server_pid)
         assert ShimClient(container_dir).state()["Running"] is True
         ShimClient(container_dir).attach(stdin=False, stdout=True, stderr=True).close()
+    finally:
+        server.close()
+        kill_started(container_dir, None)
+
+
+def test_the_fork_server_reaps_the_shims_that_end(container_dir):
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    try:
+        _, spec = make_spec(container_dir, ["true"])
+        shim_pid = start_shim(container_dir, spec, forkserver=server, timeout=30)["ShimPid"]
+        assert ShimClient(container_dir).wait(timeout=10)["ExitCode"] == 0
+        # Gone, not left a zombie: the shim is nobody's child in the fork server.
+        wait_for(lambda: not os.path.exists(f"/proc/{shim_pid}"), what="the shim reaped")
+        assert server.pid and os.path.exists(f"/proc/{server.pid}")
     finally:
         server.close()
         kill_started(container_dir, None)
@@ -1050,7 +1080,8 @@ def test_helper_gets_its_args_and_descriptors(helper_server):
     assert _read_to_eof(err_r) == b""  # EOF: the helper is done
     assert report["args"] == [out_w, "x"]
     assert report["fds"] == 1
-    assert report["ppid"] == helper_server.pid  # forked by the server, not started by us
+    # A copy of the warm server (forked through its template), not an interpreter started by us.
+    assert "engine.shim.forkserver" in report["cmdline"] and report["ppid"] != os.getpid()
 
 
 def test_helper_that_raises_reports_on_its_stderr(helper_server):
@@ -1088,7 +1119,7 @@ def test_bad_helper_target_is_refused_on_its_stderr(helper_server, target, messa
     finally:
         os.close(out_w)
         os.close(err_w)
-    assert json.loads(_read_to_eof(out_r))["ppid"] == helper_server.pid
+    assert "engine.shim.forkserver" in json.loads(_read_to_eof(out_r))["cmdline"]
     os.close(err_r)
 
 
@@ -1100,3 +1131,26 @@ def test_spawn_after_close_is_declined(helper_server):
     finally:
         os.close(err_r)
         os.close(err_w)
+
+
+def test_the_loops_flag_is_set_once_and_wakes_its_waiters():
+    flag = Flag()
+    assert not flag.is_set() and not flag.wait(0.01)
+    woken = []
+    waiters = [threading.Thread(target=lambda: woken.append(flag.wait(10))) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    flag.set()
+    flag.set()  # a second set changes nothing
+    for t in waiters:
+        t.join(10)
+    assert woken == [True, True, True] and flag.is_set() and flag.wait(0)
+
+
+def test_warm_up_leaves_no_descriptor_thread_or_file_behind():
+    before = set(os.listdir("/proc/self/fd"))
+    threads = threading.active_count()
+    warm_up_the_shims(rounds=2)
+    assert set(os.listdir("/proc/self/fd")) == before
+    assert threading.active_count() == threads
+    assert not os.path.exists("/nonexistent")
