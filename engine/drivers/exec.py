@@ -1,9 +1,10 @@
 r"""The exec driver contract (seed ch. 8): runs a container's processes.
 
-``run`` is called inside the container's shim (ARCHITECTURE §5) and blocks
-until the container's first process exits (a driver may split it into
-``start``, which the shim runs in a short-lived child, and ``wait``); the
-other methods are called by the daemon on a running container. A
+A driver implements ``start`` and ``wait``: the container's shim
+(ARCHITECTURE §5) runs ``start`` in a short-lived child of its own, then
+``wait``, which blocks until the container's first process exits (``run``
+does both in one process); the other methods are called by the daemon on a
+running container. A
 :class:`Command` is plain data: the daemon writes it into the shim's
 ``shim.json`` (with the driver's module, class and home) and the shim reads
 it back, so every field is JSON-serialisable (:meth:`Command.to_json`).

@@ -91,10 +91,6 @@ class ShimError(EngineError):
     """The shim cannot start the container (bad ``shim.json``, a shim already running)."""
 
 
-class StartFailed(EngineError):
-    """The exec driver's start, run in a child of the shim, failed; the message is the driver's."""
-
-
 def _message(exc: BaseException) -> str:
     """The text a user sees for ``exc``: our own errors as they are, others with their type."""
     if isinstance(exc, EngineError):
@@ -701,14 +697,11 @@ def warm_up(rounds: int = 10) -> None:
 
 
 def _reap(pid: int) -> None:
-    while True:
-        try:
-            os.waitpid(pid, 0)
-            return
-        except ChildProcessError:
-            return
-        except InterruptedError:  # pragma: no cover - PEP 475 retries
-            continue
+    """Wait for our child ``pid`` (nothing if it is not, or no longer, ours)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _kill_children() -> None:
