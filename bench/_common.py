@@ -388,6 +388,76 @@ def cpu_ticks(pids: Iterable[int], reaped: bool = False) -> int:
     return total
 
 
+class Ksmd:
+    """The host's ksmd, turned on for a bench (``with Ksmd(pages_to_scan):``); its settings are put
+    back at the end. Only processes that opted in are scanned (our shims with
+    ``--shim-memory-merge``); dockerd's processes never opt in, so they lose nothing to it.
+
+    :param pages_to_scan: pages per wake-up (every ``sleep_millisecs``, 20 ms), the kernel's 100
+        by default.
+    """
+
+    DIR = "/sys/kernel/mm/ksm"
+    SETTINGS = ("pages_to_scan", "sleep_millisecs", "run")  # written in this order, run last
+
+    def __init__(self, pages_to_scan: int) -> None:
+        self.pages_to_scan = pages_to_scan
+        self.saved: dict[str, str] = {}
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.DIR, name)
+
+    def read(self, name: str) -> int:
+        with open(self._path(name)) as fh:
+            return int(fh.read())
+
+    def _write(self, name: str, value: Any) -> None:
+        with open(self._path(name), "w") as fh:
+            fh.write(f"{value}\n")
+
+    def __enter__(self) -> Ksmd:
+        for name in self.SETTINGS:
+            with open(self._path(name)) as fh:
+                self.saved[name] = fh.read().strip()
+        wanted = {"pages_to_scan": self.pages_to_scan, "sleep_millisecs": 20, "run": 1}
+        try:
+            for name in self.SETTINGS:
+                self._write(name, wanted[name])
+        except BaseException:
+            self.__exit__()
+            raise
+        print(f"ksmd: on for the bench, {self.pages_to_scan} pages every 20 ms (was {self.saved})")
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        for name in self.SETTINGS:
+            try:
+                self._write(name, self.saved[name])
+            except (OSError, KeyError) as exc:
+                print(f"WARNING: could not put back {self._path(name)}: {exc}", file=sys.stderr)
+
+    @staticmethod
+    def cpu_seconds() -> float:
+        """CPU time of the ksmd kernel thread so far."""
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and comm(int(entry)) == "ksmd":
+                return cpu_ticks([int(entry)]) / CLK_TCK
+        return 0.0
+
+    def settle(self, passes: int = 2, timeout: float = 600.0) -> dict[str, Any]:
+        """Wait for ``passes`` full scans from now (a page merges on the scan after the one that
+        found it unchanged); what ksmd did: the wait, its CPU time and its counters."""
+        start, cpu0, t0 = self.read("full_scans"), self.cpu_seconds(), time.monotonic()
+        done = wait_until(lambda: self.read("full_scans") >= start + passes, timeout, interval=0.1)
+        return {
+            "settled": done,
+            "wait_s": round(time.monotonic() - t0, 1),
+            "cpu_s": round(self.cpu_seconds() - cpu0, 2),
+            "pages_shared": self.read("pages_shared"),
+            "pages_sharing": self.read("pages_sharing"),
+        }
+
+
 def cpu_busy(interval: float = 1.0) -> float:
     """Fraction (0..1) of all CPUs busy over the next ``interval`` seconds (/proc/stat).
 

@@ -26,6 +26,12 @@ containers left running (live restore: ours by design, dockerd with
 in the same sandbox; timed from the exit to the first
 ``GET /containers/json`` that lists every container (and the stop apart).
 
+With ``--ksm PAGES`` the host's ksmd runs for the bench (``PAGES`` pages
+every 20 ms; its settings are put back at the end), our daemon runs with
+``--shim-memory-merge``, and each step's memory is taken after ksmd's next
+two full scans; ksmd's CPU time in the step is reported next to it. dockerd's
+processes do not opt in, so ksmd leaves them alone.
+
 The containers of a daemon are removed (``docker rm -f``, batches of 50)
 before the next daemon starts. A table per step, and, with
 ``matplotlib`` installed, a plot of the three curves
@@ -33,7 +39,7 @@ before the next daemon starts. A table per step, and, with
 
 Usage (root)::
 
-    python3 bench/bench_scale.py [--steps 10,100,500,1000] [--no-dockerd]
+    python3 bench/bench_scale.py [--steps 10,100,500,1000] [--no-dockerd] [--ksm 1000]
 """
 
 from __future__ import annotations
@@ -174,7 +180,9 @@ def restart(side: BC.Side, expect: int) -> dict[str, float]:
     return {"stop_s": stopped - started, "ready_s": time.monotonic() - stopped}
 
 
-def bench_daemon(args: argparse.Namespace, spec: C.DaemonSpec, archive: str, tmp: str) -> dict[str, Any]:
+def bench_daemon(
+    args: argparse.Namespace, spec: C.DaemonSpec, archive: str, tmp: str, ksmd: C.Ksmd | None = None
+) -> dict[str, Any]:
     steps: dict[str, Any] = {}
     sides: list[BC.Side] = []
     with BC.closing_sides(sides):
@@ -184,6 +192,7 @@ def bench_daemon(args: argparse.Namespace, spec: C.DaemonSpec, archive: str, tmp
         steps["idle"] = sandbox_memory(side)
         for step in args.steps:
             t0 = time.monotonic()
+            ksmd_cpu = C.Ksmd.cpu_seconds()
             fill(side, step)
             filled = time.monotonic() - t0
             running = set(side.running)
@@ -202,6 +211,10 @@ def bench_daemon(args: argparse.Namespace, spec: C.DaemonSpec, archive: str, tmp
                 lambda body: None,
             )
             time.sleep(args.settle)
+            merged = None
+            if ksmd is not None:
+                merged = ksmd.settle()
+                merged["step_cpu_s"] = round(C.Ksmd.cpu_seconds() - ksmd_cpu, 2)
             memory = sandbox_memory(side)
             if memory["containers"] < step:
                 raise BC.BenchError(f"{side.name}: {memory['containers']} container processes, not {step}")
@@ -213,6 +226,8 @@ def bench_daemon(args: argparse.Namespace, spec: C.DaemonSpec, archive: str, tmp
                 "inspect_ms": inspect,
                 "memory": memory,
             }
+            if merged is not None:
+                out["ksm"] = merged
             if step == args.restart_at:
                 out["restart"] = restart(side, len(side.running))
             steps_out[step] = out
@@ -225,6 +240,13 @@ def bench_daemon(args: argparse.Namespace, spec: C.DaemonSpec, archive: str, tmp
                 + (
                     f"  restart: stop {out['restart']['stop_s']:.2f} s, ready after {out['restart']['ready_s']:.2f} s"
                     if "restart" in out
+                    else ""
+                )
+                + (
+                    f"\n           ksmd: {merged['wait_s']} s to two more full scans; its CPU time "
+                    f"{merged['step_cpu_s']} s in the step; {merged['pages_sharing']} pages merged into "
+                    f"{merged['pages_shared']}"
+                    if merged is not None
                     else ""
                 ),
                 flush=True,
@@ -330,12 +352,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dockerd", default=C.DOCKERD, help=f"reference dockerd binary (default {C.DOCKERD})")
     ap.add_argument("--docker", default=BC.DOCKER_CLI, help=f"the docker CLI (default {BC.DOCKER_CLI})")
     ap.add_argument("--engine-arg", action="append", default=[], help="extra flag for our daemon (repeatable)")
+    ap.add_argument(
+        "--ksm",
+        type=int,
+        default=0,
+        metavar="PAGES",
+        help="turn the host's ksmd on for the run, PAGES pages per 20 ms (its settings are put back), run our "
+        "daemon with --shim-memory-merge, and measure the memory after two more full scans (default 0: off)",
+    )
     ap.add_argument("--json", metavar="PATH", help="where to write the JSON (default bench/results/scale-<time>.json)")
     args = ap.parse_args(argv)
     args.steps = sorted({int(s) for s in args.steps.split(",") if s})
 
+    ksmd = C.Ksmd(args.ksm) if args.ksm > 0 else None
+
     def specs(with_dockerd: bool) -> list[C.DaemonSpec]:
-        ours = [C.engine_spec(args.engine_arg, storage_driver="overlay")]
+        merge = ["--shim-memory-merge"] if ksmd is not None else []
+        ours = [C.engine_spec([*args.engine_arg, *merge], storage_driver="overlay")]
         live = C.dockerd_spec(args.dockerd, extra_args=["--live-restore"], storage_driver="overlay2")
         return ours + ([live] if with_dockerd else [])
 
@@ -343,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {}
         for spec in chosen:
             print(f"\n== {spec.name} -s {spec.driver}", flush=True)
-            results[spec.name] = bench_daemon(args, spec, archive, tmp)
+            results[spec.name] = bench_daemon(args, spec, archive, tmp, ksmd)
         return results
 
     def after(path: str, summary: dict[str, Any]) -> None:
@@ -352,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"plot: {image}")
 
     report_steps = functools.partial(report, steps=args.steps)
-    return BC.small_bench("scale", args, specs, body, report_steps, after)
+    if ksmd is None:
+        return BC.small_bench("scale", args, specs, body, report_steps, after)
+    with ksmd:
+        return BC.small_bench("scale", args, specs, body, report_steps, after)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,23 @@ def check_security() -> list[Check]:
     ]
 
 
+def check_memory() -> list[Check]:
+    from engine.sys import ksm
+
+    reason = ksm.unsupported()
+    if reason is None:
+        running = ksm.ksmd_running()
+        reason = None if running else f"the kernel can; ksmd does not run ({ksm.RUN_FILE} is not 1)"
+    return [
+        Check(
+            "ksm",
+            reason is None,
+            reason or "processes can opt in (PR_SET_MEMORY_MERGE) and ksmd runs",
+            "sharing of the shims' identical pages (--shim-memory-merge)",
+        )
+    ]
+
+
 def run_checks() -> dict[str, list[Check]]:
     return {
         "kernel": [check_kernel()],
@@ -210,4 +227,5 @@ def run_checks() -> dict[str, list[Check]]:
         "cgroups": check_cgroups(),
         "storage": check_filesystems(),
         "network": check_network(),
+        "memory": check_memory(),
     }

@@ -111,6 +111,8 @@ class Config:
     max_concurrent_downloads: int = DEFAULT_MAX_CONCURRENT_DOWNLOADS
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
+    #: Shims opt in to kernel samepage merging (engine.sys.ksm); it works while ksmd runs.
+    shim_memory_merge: bool = False
     config_file: str = DEFAULT_CONFIG_FILE
     #: The options given as flags (attribute -> value): a reload keeps them
     #: and refuses a daemon.json that sets them too.
@@ -327,6 +329,14 @@ _OPTIONS: list[tuple[str, tuple[str, ...], tuple[str, ...], str, str]] = [
         ("--shutdown-timeout",),
         "int",
         f"seconds to wait for running jobs at shutdown (default {DEFAULT_SHUTDOWN_TIMEOUT})",
+    ),
+    (
+        "shim_memory_merge",
+        ("shim-memory-merge",),
+        ("--shim-memory-merge",),
+        "bool",
+        "let the host's ksmd merge the identical pages of the containers' shims (needs Linux 6.4 and "
+        "/sys/kernel/mm/ksm/run set to 1; never the containers' own pages)",
     ),
 ]
 

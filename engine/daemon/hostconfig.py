@@ -533,8 +533,9 @@ def sysctls_of(hc: dict, user_namespace: bool, exists: Callable[[str], bool] = o
     return out
 
 
-def shim_spec(c: Container, cmd: Command, driver: ExecDriver) -> dict[str, Any]:
-    """``shim.json``: the command, the driver the shim loads, the stdio and the log."""
+def shim_spec(c: Container, cmd: Command, driver: ExecDriver, memory_merge: bool = False) -> dict[str, Any]:
+    """``shim.json``: the command, the driver the shim loads, the stdio and the log; with
+    ``memory_merge`` (``--shim-memory-merge``) the shim opts in to kernel samepage merging."""
     return {
         "command": cmd.to_json(),
         "driver": {
@@ -547,4 +548,5 @@ def shim_spec(c: Container, cmd: Command, driver: ExecDriver) -> dict[str, Any]:
         "open_stdin": bool(c.config.get("OpenStdin")),
         "stdin_once": bool(c.config.get("StdinOnce")),
         "log": shim_log(c.host_config.get("LogConfig"), c.root, c.log_path),
+        "memory_merge": memory_merge,
     }

@@ -13,6 +13,7 @@ import engine
 from engine.daemon import runtime
 from engine.drivers.discovery import load_drivers
 from engine.errors import EngineError
+from engine.sys import ksm
 from engine.sys.cgroups import CgroupLayout, read_layout
 from engine.utils import host
 from engine.utils.timefmt import rfc3339nano
@@ -73,6 +74,14 @@ def _cgroup_features(cg: CgroupLayout) -> dict[str, bool]:
     }
 
 
+def shim_memory_merge_warning(cfg: Any, run_file: str = ksm.RUN_FILE) -> str | None:
+    """Why ``--shim-memory-merge``, if set, does nothing on this host."""
+    if not getattr(cfg, "shim_memory_merge", False):
+        return None
+    why = ksm.unsupported() or (None if ksm.ksmd_running(run_file) else f"ksmd does not run ({run_file} is not 1)")
+    return f"WARNING: --shim-memory-merge has no effect: {why}" if why else None
+
+
 def build_info(daemon: Any) -> dict[str, Any]:
     """Collect every 1.41 Info field; ``daemon`` may be partly started."""
     cfg = daemon.config
@@ -93,6 +102,9 @@ def build_info(daemon: Any) -> dict[str, Any]:
     security = getattr(daemon, "security", None)
     if security is not None:
         warnings += security.info_warnings()
+    merge_warning = shim_memory_merge_warning(cfg)
+    if merge_warning:
+        warnings.append(merge_warning)
     for h in cfg.hosts:
         if h.startswith("tcp://") and not cfg.tlsverify:
             warnings.append(

@@ -542,7 +542,7 @@ class LifeCycle:
             for m in c.mounts:
                 if m["Type"] == "volume":
                     self.volumes.hold(m["Name"])  # while the container runs
-            spec = shim_spec(c, cmd, self.exec_driver)
+            spec = shim_spec(c, cmd, self.exec_driver, self.daemon.config.shim_memory_merge)
             for name in (shim_protocol.EXIT_FILE, shim_protocol.STATE_FILE):
                 try:
                     os.unlink(c.path_of(name))

@@ -78,6 +78,7 @@ from engine.shim import protocol
 from engine.shim.jsonlog import JSONLogFile, LogStream
 from engine.shim.locallog import LocalLogFile
 from engine.shim.loop import IOLoop, Output
+from engine.sys import ksm
 from engine.utils.logs import setup_logging
 from engine.utils.timefmt import rfc3339nano_ns
 
@@ -120,6 +121,8 @@ class Launch:
         self.attach: list[dict[str, Any]] = list(config.get("attach_fds", []))
         #: Seconds to wait for the daemon's acknowledgement of the start.
         self.ack_timeout = float(config.get("ack_timeout") or protocol.ACK_TIMEOUT)
+        #: The shim opts in to kernel samepage merging once the container runs (engine.sys.ksm).
+        self.memory_merge = bool(config.get("memory_merge", False))
         self.driver = self._load_driver(config["driver"])
 
     @staticmethod
@@ -346,6 +349,7 @@ class Starter:
             "attach": launch.attach,
             "command": launch.config["command"],
             "driver": launch.config["driver"],
+            "memory_merge": launch.memory_merge,
         }
         _send_message(self.ends.msg_w, info)
 
@@ -510,6 +514,10 @@ class Shim:
             return 0
         if self.abandoned:
             self._kill()
+        elif self.info.get("memory_merge"):
+            # Only now: the setting passes to children and through execve, and the
+            # container's processes were forked (by the starter) before it.
+            ksm.merge_this_process()
         _wait_child_exit()
         finished_at = rfc3339nano_ns()
         _ensure_logging()

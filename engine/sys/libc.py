@@ -62,9 +62,11 @@ __all__ = [
     "PR_CAP_AMBIENT_IS_SET",
     "PR_CAP_AMBIENT_LOWER",
     "PR_CAP_AMBIENT_RAISE",
+    "PR_GET_MEMORY_MERGE",
     "PR_GET_NO_NEW_PRIVS",
     "PR_SET_CHILD_SUBREAPER",
     "PR_SET_KEEPCAPS",
+    "PR_SET_MEMORY_MERGE",
     "PR_SET_NO_NEW_PRIVS",
     "PR_SET_PDEATHSIG",
     "RENAME_EXCHANGE",
@@ -135,6 +137,10 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
+# Kernel samepage merging of the whole process (Linux 6.4): inherited by fork(2) children
+# and kept across execve(2).
+PR_SET_MEMORY_MERGE = 67
+PR_GET_MEMORY_MERGE = 68
 PR_CAP_AMBIENT_IS_SET = 1
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_LOWER = 3

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from engine.sys import libseccomp
+from engine.sys import ksm, libseccomp
 from engine.testing.daemon import DaemonProcess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,7 +86,9 @@ def test_check_reports_features():
     out = admin("check", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert set(doc) >= {"kernel", "security", "namespaces", "cgroups", "storage", "network"}
+    assert set(doc) >= {"kernel", "security", "namespaces", "cgroups", "storage", "network", "memory"}
+    (merge,) = doc["memory"]
+    assert merge["name"] == "ksm" and merge["ok"] is (ksm.unsupported() is None and ksm.ksmd_running())
     seccomp = doc["security"][0]
     assert seccomp["name"] == "seccomp" and seccomp["ok"] is (libseccomp.unsupported() is None)
     storage = {c["name"]: c for c in doc["storage"]}

@@ -183,12 +183,14 @@ def test_operations_options_from_flags(no_default_file):
         "2",
         "--shutdown-timeout",
         "30",
+        "--shim-memory-merge",
     )
     validate(cfg)
     assert cfg.metrics_addr == "127.0.0.1:9323"
     assert cfg.log_driver == "json-file" and cfg.log_opts == {"max-size": "10m", "max-file": "3"}
     assert cfg.default_ulimits == {"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}
     assert (cfg.max_concurrent_downloads, cfg.max_concurrent_uploads, cfg.shutdown_timeout) == (6, 2, 30)
+    assert cfg.shim_memory_merge is True
     assert cfg.flags["log_opts"] == {"max-size": "10m", "max-file": "3"}
     assert "flags" not in cfg.to_json()
 
@@ -197,6 +199,7 @@ def test_operations_options_defaults_and_daemon_json(tmp_path, no_default_file):
     cfg = parse()
     assert (cfg.metrics_addr, cfg.log_driver, cfg.log_opts, cfg.default_ulimits) == ("", "json-file", {}, {})
     assert (cfg.max_concurrent_downloads, cfg.max_concurrent_uploads, cfg.shutdown_timeout) == (3, 5, 15)
+    assert cfg.shim_memory_merge is False
     f = tmp_path / "daemon.json"
     f.write_text(
         json.dumps(

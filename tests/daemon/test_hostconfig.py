@@ -532,4 +532,6 @@ def test_shim_spec():
         "open_stdin": True,
         "stdin_once": False,
         "log": {"format": "json-file", "path": c.log_path, "max_size": 10_000, "max_file": 1, "compress": False},
+        "memory_merge": False,
     }
+    assert shim_spec(c, cmd, HostProcessDriver("/driver/home"), memory_merge=True)["memory_merge"] is True

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from engine.sys import ksm
+from engine.sys.proc import stat_fields
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
 
@@ -328,3 +330,32 @@ def test_sighup_during_start_up_changes_nothing(workdir):
         assert d.pids() == pids and d.request("GET", "/_ping")[0] == 200
     finally:
         assert d.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# shim-memory-merge: the shims opt in to kernel samepage merging, the containers never do
+
+
+@pytest.mark.skipif(ksm.unsupported() is not None, reason=str(ksm.unsupported()))
+def test_shim_memory_merge_opts_in_the_shims_and_never_the_containers(workdir, docker_config, busybox_tar):
+    d = start_daemon(workdir, {"shim-memory-merge": True})
+    try:
+        cli(d, docker_config, "load", "-i", busybox_tar)
+        cid = cli(d, docker_config, "run", "-d", "--net", "none", "busybox", "sleep", "60").stdout.decode().strip()
+        pid = json.loads(cli(d, docker_config, "inspect", cid).stdout)[0]["State"]["Pid"]
+        shim_pid = int(stat_fields(pid)[1])
+        deadline = time.monotonic() + 10
+        while not ksm.merging(shim_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ksm.merging(shim_pid), "the shim did not opt in"
+        assert not ksm.merging(pid)
+        execed = cli(d, docker_config, "exec", cid, "cat", "/proc/self/ksm_stat").stdout.decode()
+        assert "ksm_merge_any: no" in execed
+        warnings = json.loads(cli(d, docker_config, "info", "--format", "{{json .Warnings}}").stdout)
+        merge_warnings = [w for w in warnings or [] if "--shim-memory-merge" in w]
+        assert merge_warnings == ([] if ksm.ksmd_running() else [merge_warnings[0]])
+        if not ksm.ksmd_running():
+            assert "ksmd does not run" in merge_warnings[0]
+        cli(d, docker_config, "rm", "-f", cid)
+    finally:
+        d.stop()

@@ -42,6 +42,7 @@ from engine.shim.client import (
 from engine.shim.launcher import ForkServer, start_shim
 from engine.shim.loop import Flag
 from engine.shim.shim import warm_up as warm_up_the_shims
+from engine.sys import ksm
 from engine.sys.proc import pid_alive, stat_fields
 from engine.testing.hostexec import HostProcessDriver
 from engine.testing.procs import cmdline, wait_for, wait_gone
@@ -159,6 +160,7 @@ def make_spec(
     max_file: int = 1,
     console_size: tuple[int, int] | None = None,
     driver: dict[str, str] | None = None,
+    memory_merge: bool = False,
 ) -> tuple[Command, dict[str, Any]]:
     cid = os.path.basename(container_dir)
     command = Command(
@@ -180,6 +182,7 @@ def make_spec(
         "open_stdin": open_stdin,
         "stdin_once": stdin_once,
         "log": {"path": os.path.join(container_dir, f"{cid}-json.log"), "max_size": max_size, "max_file": max_file},
+        "memory_merge": memory_merge,
     }
     return command, spec
 
@@ -381,6 +384,21 @@ def test_the_shim_adopts_the_container_its_starter_started(shim):
         assert fh.read().split() == [str(pid)]
     HostProcessDriver().kill(s.command, signal.SIGKILL)
     assert s.client.wait(timeout=10)["ExitCode"] == 128 + signal.SIGKILL
+
+
+@pytest.mark.skipif(ksm.unsupported() is not None, reason=str(ksm.unsupported()))
+def test_a_shim_opts_in_to_memory_merging_when_asked_and_its_container_never_does(shim):
+    plain = shim(["sleep", "30"], name="plain")
+    merged = shim(["sleep", "30"], name="merged", memory_merge=True)
+    wait_for(lambda: ksm.merging(merged.result["ShimPid"]), what="the shim to opt in")
+    # The setting passes to children and through execve: the container, forked by the
+    # starter before the shim opted in, must not have it.
+    assert not ksm.merging(merged.result["Pid"])
+    assert not ksm.merging(plain.result["ShimPid"])
+    assert not ksm.merging(plain.result["Pid"])
+    for s in (plain, merged):
+        HostProcessDriver().kill(s.command, signal.SIGKILL)
+        assert s.client.wait(timeout=10)["ExitCode"] == 128 + signal.SIGKILL
 
 
 def test_second_shim_for_a_running_container_is_refused(shim, forkserver):
