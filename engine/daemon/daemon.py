@@ -261,7 +261,8 @@ class Daemon:
     def _setup_linkgraph(self) -> None:
         from engine.graphdb import LinkGraph
 
-        self.linkgraph = LinkGraph(os.path.join(self.root, "linkgraph.db"))
+        # The root's lock makes this daemon the database's only writer.
+        self.linkgraph = LinkGraph(os.path.join(self.root, "linkgraph.db"), sole_writer=True)
 
     # shutdown
     def close(self) -> None:

@@ -228,8 +228,14 @@ class LinkGraph:
         before failing with :class:`~engine.errors.HostError`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0, sole_writer: bool = False) -> None:
         self.path = os.fspath(path)
+        #: Only this instance writes the file (the daemon, which holds its root's lock): what
+        #: :meth:`all_ref_paths` found stays true until this instance writes, and is kept.
+        self._sole_writer = sole_writer
+        #: Counts this instance's write transactions; it changes after each one's commit.
+        self._generation = 0
+        self._all_paths: tuple[int, dict[str, builtins.list[str]]] | None = None
         self._busy_timeout_ms = int(busy_timeout * 1000)
         # Serialises this process's writers; SQLite allows one writer at a
         # time anyway, and queueing here is cheaper than spinning on SQLITE_BUSY.
@@ -312,8 +318,11 @@ class LinkGraph:
         try:
             with self._write_lock, self._engine.connect() as conn:
                 conn.execution_options(**{_WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    self._generation += 1  # after the commit (or the rollback), under the write lock
         except OperationalError as exc:
             raise HostError(f"link graph {self.path}: {exc.orig}") from exc
 
@@ -592,8 +601,13 @@ class LinkGraph:
         container's names, and a query per container was most of its time.
 
         Paths are built like :meth:`ref_paths`: an edge's path is its parent's
-        shortest path plus the edge's name.
+        shortest path plus the edge's name. With ``sole_writer`` the answer is
+        kept until this instance next writes, and shared: do not change it.
         """
+        generation = self._generation
+        kept = self._all_paths
+        if kept is not None and kept[0] == generation:
+            return kept[1]
         with self._read() as conn:
             rows = conn.execute(select(edge_table.c.entity_id, edge_table.c.parent_id, edge_table.c.name)).all()
         by_parent: dict[str | None, list[tuple[str, str]]] = {}
@@ -612,6 +626,11 @@ class LinkGraph:
         for entity_id, parent_id, name in rows:
             if parent_id in shortest and entity_id != ROOT_ID:
                 out.setdefault(entity_id, []).append(f"{shortest[parent_id].rstrip('/')}/{name}")
+        if self._sole_writer:
+            # Tagged with the generation seen before the read: a write that committed before
+            # the read's snapshot, or after it, has changed the generation since (a write
+            # counts only after its commit), and this answer is never used.
+            self._all_paths = (generation, out)
         return out
 
     def delete(self, path: str) -> None:

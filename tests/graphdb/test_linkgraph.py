@@ -523,3 +523,71 @@ def test_two_graphs_on_one_file_write_concurrently(db_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_the_sole_writer_keeps_all_paths_until_it_writes(db_path: Path) -> None:
+    sole = LinkGraph(db_path, sole_writer=True)
+    other = LinkGraph(db_path)
+    try:
+        sole.set("/a", "1")
+        first = sole.all_ref_paths()
+        assert first == {"1": ["/a"]} and sole.all_ref_paths() is first
+        for change, expected in (
+            (lambda: sole.set("/b", "2"), {"1": ["/a"], "2": ["/b"]}),
+            (lambda: sole.rename("/b", "/c"), {"1": ["/a"], "2": ["/c"]}),
+            (lambda: sole.delete("/a"), {"2": ["/c"]}),
+            (lambda: sole.purge("2"), {}),
+        ):
+            change()
+            assert sole.all_ref_paths() == expected
+        # A failed write changes nothing and is answered afresh all the same.
+        sole.set("/x", "3")
+        with pytest.raises(Conflict):
+            sole.set("/x", "4")
+        assert sole.all_ref_paths() == {"3": ["/x"]}
+        # Without sole_writer every call reads: another instance's write is seen at once.
+        other.set("/y", "5")
+        assert other.all_ref_paths() == {"3": ["/x"], "5": ["/y"]}
+        other.delete("/y")
+        assert other.all_ref_paths() == {"3": ["/x"]}
+    finally:
+        sole.close()
+        other.close()
+
+
+def test_kept_paths_are_never_older_than_the_last_write_under_concurrency(db_path: Path) -> None:
+    sole = LinkGraph(db_path, sole_writer=True)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(40):
+                sole.set(f"/w{n}-{i}", f"{n}-{i}")
+                if i % 2:
+                    sole.delete(f"/w{n}-{i - 1}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            for _ in range(200):
+                sole.all_ref_paths()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    threads += [threading.Thread(target=reader) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        fresh = LinkGraph(db_path)
+        try:
+            assert sole.all_ref_paths() == fresh.all_ref_paths()
+            assert len(fresh.all_ref_paths()) == 3 * 20
+        finally:
+            fresh.close()
+    finally:
+        sole.close()
