@@ -264,6 +264,14 @@ def process_tree(pid: int) -> list[int]:
     return seen
 
 
+def _cmdline_args(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [arg.decode(errors="replace") for arg in fh.read().split(b"\0")[:-1]]
+    except OSError:
+        return []
+
+
 def comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as fh:
@@ -444,11 +452,16 @@ class Ksmd:
                 return cpu_ticks([int(entry)]) / CLK_TCK
         return 0.0
 
-    def settle(self, passes: int = 2, timeout: float = 600.0) -> dict[str, Any]:
+    def settle(self, pids: Iterable[int], passes: int = 2, timeout: float = 600.0) -> dict[str, Any]:
         """Wait for ``passes`` full scans from now (a page merges on the scan after the one that
-        found it unchanged); what ksmd did: the wait, its CPU time and its counters."""
+        found it unchanged), if any of ``pids`` opted in (ksmd does not scan, and counts no scan,
+        while no process has); what ksmd did: the wait, its CPU time and its counters."""
+        from engine.sys import ksm
+
         start, cpu0, t0 = self.read("full_scans"), self.cpu_seconds(), time.monotonic()
-        done = wait_until(lambda: self.read("full_scans") >= start + passes, timeout, interval=0.1)
+        done = not any(ksm.merging(pid) for pid in pids) or wait_until(
+            lambda: self.read("full_scans") >= start + passes, timeout, interval=0.1
+        )
         return {
             "settled": done,
             "wait_s": round(time.monotonic() - t0, 1),
@@ -591,6 +604,8 @@ class Daemon:
     log_path: str
     exec_ns: int | None = None
     _main_pid: int | None = None
+    #: The daemon's command line, as the sandbox init runs it.
+    argv: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -602,11 +617,14 @@ class Daemon:
         return kids[0] if kids else None
 
     def main_pid(self) -> int | None:
-        """PID (here) of the daemon process itself: the sandbox init's child."""
+        """PID (here) of the daemon process itself: the sandbox init's child that runs the
+        daemon's command. The init's other children are orphans it adopted, such as our
+        shims (they daemonize)."""
         if self._main_pid is None or not os.path.exists(f"/proc/{self._main_pid}"):
             init = self.init_pid()
             kids = children(init) if init else []
-            self._main_pid = kids[0] if kids else None
+            own = [pid for pid in kids if _cmdline_args(pid) == self.argv]
+            self._main_pid = (own or kids or [None])[0]
         return self._main_pid
 
     def tree(self) -> list[int]:
@@ -754,7 +772,7 @@ def start_daemon(spec: DaemonSpec, notify_socket: str | None = None, workdir: st
             raise
         finally:
             os.close(stamp_w)
-    daemon = Daemon(spec, workdir, sock, proc, spawn, stamp_r, log_path)
+    daemon = Daemon(spec, workdir, sock, proc, spawn, stamp_r, log_path, argv=list(argv))
     _LIVE.add(daemon)
     return daemon
 

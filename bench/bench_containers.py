@@ -178,6 +178,7 @@ class Api:
 
         :raises BenchError: if the status is not in ``expect``.
         """
+        reused = conn is None and self._conn is not None
         c = conn or self.conn
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -185,9 +186,14 @@ class Api:
             c.request(method, API + path, body=data, headers=headers)
             resp = c.getresponse()
             out = resp.read()
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException) as exc:
             if conn is None:
                 self.close()  # a broken keep-alive connection is not reused
+            closed = isinstance(exc, (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected))
+            if reused and closed and method == "GET":
+                # The daemon closed the idle keep-alive connection (ours after its keep-alive
+                # time, while the bench waited for ksmd, say): a GET goes again on a new one.
+                return self.call(method, path, body, expect)
             raise
         if resp.status not in expect:
             raise BenchError(f"{self.daemon.name}: {method} {path}: {resp.status} {resp.reason}: {out[:500]!r}")

@@ -213,7 +213,7 @@ def bench_daemon(
             time.sleep(args.settle)
             merged = None
             if ksmd is not None:
-                merged = ksmd.settle()
+                merged = ksmd.settle(sandbox_pids(side)[0])
                 merged["step_cpu_s"] = round(C.Ksmd.cpu_seconds() - ksmd_cpu, 2)
             memory = sandbox_memory(side)
             if memory["containers"] < step:
