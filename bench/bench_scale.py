@@ -143,7 +143,9 @@ def sandbox_memory(side: BC.Side) -> dict[str, Any]:
     mem = C.measure_memory(pids)
     by_kind: dict[str, float] = {}
     for pid, m in zip(pids, mem.per_process):
-        kind = "shims" if "shim" in (C.comm(pid) + BC.cmdline(pid)) else C.comm(pid)
+        # containerd-shim-runc-v2, ours (engine.shim); not our daemon's --shim-memory-merge.
+        shim = "shim" in C.comm(pid) or "engine.shim" in BC.cmdline(pid)
+        kind = "shims" if shim else C.comm(pid)
         by_kind[kind] = by_kind.get(kind, 0.0) + m["pss_kib"] / 1024
     return {
         "rss_mib": round(mem.rss_mib, 1),
