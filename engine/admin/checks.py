@@ -205,10 +205,7 @@ def check_security() -> list[Check]:
 def check_memory() -> list[Check]:
     from engine.sys import ksm
 
-    reason = ksm.unsupported()
-    if reason is None:
-        running = ksm.ksmd_running()
-        reason = None if running else f"the kernel can; ksmd does not run ({ksm.RUN_FILE} is not 1)"
+    reason = ksm.why_not_merging()
     return [
         Check(
             "ksm",

@@ -78,7 +78,7 @@ def shim_memory_merge_warning(cfg: Any, run_file: str = ksm.RUN_FILE) -> str | N
     """Why ``--shim-memory-merge``, if set, does nothing on this host."""
     if not getattr(cfg, "shim_memory_merge", False):
         return None
-    why = ksm.unsupported() or (None if ksm.ksmd_running(run_file) else f"ksmd does not run ({run_file} is not 1)")
+    why = ksm.why_not_merging(run_file)
     return f"WARNING: --shim-memory-merge has no effect: {why}" if why else None
 
 

@@ -40,6 +40,11 @@ def ksmd_running(run_file: str = RUN_FILE) -> bool:
         return False
 
 
+def why_not_merging(run_file: str = RUN_FILE) -> str | None:
+    """Why a process that opts in would not have its pages merged here; None if it would."""
+    return unsupported() or (None if ksmd_running(run_file) else f"ksmd does not run ({run_file} is not 1)")
+
+
 def merge_this_process() -> bool:
     """Opt this process in; False where the kernel cannot. Its children inherit it, across
     ``execve`` too: call it only in a process that forks nothing that must not be merged."""
