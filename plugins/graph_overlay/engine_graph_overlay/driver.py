@@ -534,6 +534,9 @@ class OverlayDriver(NaiveDiffDriver):
         self._mounted: set[str] = set()
         self._children: dict[str, set[str]] = {}
         self._parent_of: dict[str, str] = {}
+        #: metadata() of layers asked for, until removed: a layer's paths never change, and an
+        #: inspect under load would otherwise make a dozen system calls (each a GIL hand-over).
+        self._metadata: dict[str, dict[str, str]] = {}
         self._index()
         LOG.info(
             "overlay: home %s on %s, mount options %s, native diff %s",
@@ -810,6 +813,7 @@ class OverlayDriver(NaiveDiffDriver):
                 doomed = os.path.join(self.home, f"{_RM_PREFIX}{id}-{secrets.token_hex(4)}")
                 libc.renameat2(layer, doomed, libc.RENAME_NOREPLACE)
                 self._forget(id)
+                self._metadata.pop(id, None)
             if link:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self._links, link))
@@ -974,6 +978,9 @@ class OverlayDriver(NaiveDiffDriver):
 
         :raises NotFound: if the layer does not exist.
         """
+        known = self._metadata.get(id)
+        if known is not None:
+            return dict(known)
         layer = self._dir(id)
         if not self._is_layer(layer):
             raise NotFound(f"overlay: layer {id} does not exist")
@@ -985,7 +992,12 @@ class OverlayDriver(NaiveDiffDriver):
         lowers = self._lowers(id)
         if lowers:
             data["LowerDir"] = ":".join(self._lower_dirs(lowers))
-        return data
+        with self._lock:
+            # Kept only if the layer is still there: remove() renames it away under this
+            # lock, and then drops what is kept.
+            if self._is_layer(layer):
+                self._metadata[id] = data
+        return dict(data)
 
     # ---- the differ
 

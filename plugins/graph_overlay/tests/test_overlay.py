@@ -25,7 +25,7 @@ import pytest
 
 from engine.archive import ChangeKind
 from engine.drivers.graph import NaiveDiffDriver
-from engine.errors import Conflict, HostError, IncompatibleFilesystem, InvalidParameter, NotSupported
+from engine.errors import Conflict, HostError, IncompatibleFilesystem, InvalidParameter, NotFound, NotSupported
 from engine.sys import fs, libc, proc
 from engine.testing import sandbox
 from engine.testing.graphtest import GraphDriverConformance, new_id
@@ -283,6 +283,25 @@ class TestOverlay(GraphDriverConformance):
             "Native Overlay Diff": "true",
             "Using metacopy": "false",
         }
+
+    def test_metadata_is_remembered_until_removal(self, driver: OverlayDriver, monkeypatch: Any) -> None:
+        """A layer's metadata is read from disk once; a removal forgets it, so an ID made again
+        on another parent shows its new chain, and a removed one is NotFound."""
+        base, other = self.layer(driver), self.layer(driver)
+        child = self.layer(driver, base)
+        first = driver.metadata(child)
+        first["LowerDir"] = "changed by the caller"
+        reads: list[str] = []
+        real_lowers = OverlayDriver._lowers
+        monkeypatch.setattr(OverlayDriver, "_lowers", lambda self, id: reads.append(id) or real_lowers(self, id))
+        assert driver.metadata(child)["LowerDir"] == os.path.join(driver.home, base, "diff")
+        assert reads == []  # remembered, and the caller's copy was its own
+        driver.remove(child)
+        with pytest.raises(NotFound):
+            driver.metadata(child)
+        driver.create(child, other)
+        assert driver.metadata(child)["LowerDir"] == os.path.join(driver.home, other, "diff")
+        assert reads.count(child) == 1  # read again once (create() also reads its parent's)
 
     def test_child_root_is_parents_root(self, driver: OverlayDriver) -> None:
         """A merged tree's root is its upper directory: a child starts with its parent's root metadata."""
