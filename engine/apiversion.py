@@ -16,6 +16,7 @@ The API layer puts the version on the env of every job it runs
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import engine
@@ -26,8 +27,13 @@ __all__ = ["ENV_KEY", "at_least", "before", "of_job", "parse"]
 ENV_KEY = "APIVersion"
 
 
+@functools.lru_cache(maxsize=64)
 def parse(version: str) -> tuple[int, int]:
-    """``"1.41"`` -> ``(1, 41)``; anything unreadable is ``(0, 0)``."""
+    """``"1.41"`` -> ``(1, 41)``; anything unreadable is ``(0, 0)``.
+
+    Remembered: a request compares its version some ten times, and clients send a handful of
+    versions.
+    """
     major, _, minor = (version or "").partition(".")
     try:
         return int(major), int(minor or 0)
