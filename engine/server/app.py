@@ -150,6 +150,9 @@ class EngineApplication(BaseApplication):
             "control_socket_disable": True,
             "limit_request_line": 0,
             "limit_request_field_size": 0,
+            # gunicorn_h1c (a dependency) parses the request head in C: a sixth less server time
+            # for a small request than the pure-Python parser (an inspect: 258 -> 214 us of CPU).
+            "http_parser": "fast",
             "errorlog": "-",
             "accesslog": None,
             "loglevel": "debug" if cfg.debug else "info",

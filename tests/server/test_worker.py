@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import types
 from collections.abc import Callable
@@ -111,3 +112,20 @@ def test_content_length_truncates_and_chunked_streams(length):
     assert outcome is True
     body = data.split(b"\r\n\r\n", 1)[1]
     assert body == (b"hello" if length else b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+
+
+def test_the_daemon_parses_requests_with_gunicorns_c_parser():
+    """gunicorn_h1c is a dependency and the daemon asks for it ("fast": fail at start rather
+    than fall back to the pure-Python parser). The tests above parse with it too ("auto")."""
+    from gunicorn.http import message
+
+    from engine.daemon.config import Config as DaemonConfig
+    from engine.server.app import EngineApplication
+
+    app = EngineApplication(DaemonConfig(), [], None)
+    try:
+        assert app.cfg.http_parser == "fast"
+        assert message._check_fast_parser(app.cfg) is True
+    finally:
+        os.close(app.ready_r)
+        os.close(app.ready_w)
