@@ -276,12 +276,12 @@ class Daemon:
             self.health.close()
         if self.lifecycle is not None:
             self.lifecycle.close()
+        # Live restore: what runs on keeps its root, interfaces, rules and proxies for the next daemon.
+        running = [c.id for c in self.containers.all() if c.state.running] if self.containers is not None else []
         if self.network is not None and self.network.driver is not None:
-            running = self.containers is not None and any(c.state.running for c in self.containers.all())
-            self.network.close(live=running)
+            self.network.close(live=bool(running))
             try:
                 if running:
-                    # Live restore: their interfaces, rules and proxies stay for the next daemon.
                     self.network.driver.close()
                 else:
                     self.network.driver.shutdown()
@@ -292,7 +292,10 @@ class Daemon:
             self.linkgraph = None
         if self.graphdriver is not None:
             try:
-                self.graphdriver.cleanup()
+                if running:
+                    self.graphdriver.cleanup_live(running)
+                else:
+                    self.graphdriver.cleanup()
             except Exception:
                 LOG.exception("graph driver cleanup failed")
             self.graphdriver = None

@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, ClassVar
 
 from engine import archive
@@ -235,6 +235,16 @@ class GraphDriver(abc.ABC):
 
         Raises nothing: what cannot be released is logged.
         """
+
+    def cleanup_live(self, running: Collection[str]) -> None:
+        """Release everything at a shutdown that leaves containers running (live restore), but
+        leave the trees of the layers in ``running`` (their roots) as they are, for the next
+        daemon's :meth:`get` to adopt, as moby leaves them.
+
+        The default is :meth:`cleanup`: a driver whose :meth:`get` cannot adopt what it finds
+        mounts again at the restore.
+        """
+        self.cleanup()
 
     # the differ
     @abc.abstractmethod

@@ -579,3 +579,20 @@ class GraphDriverConformance:
         driver.cleanup()  # releases what is still held (daemon shutdown)
         driver.remove(id)
         assert not driver.exists(id)
+
+    def test_running_root_after_cleanup_live(self, driver: GraphDriver) -> None:
+        """A shutdown that leaves containers running (``cleanup_live``) keeps their roots or
+        releases them, as the driver can; either way the next get() shows the same tree, written
+        to while it ran, and the layer can be put and removed."""
+        id = self.layer(driver, self.layer(driver, fill=build_rich_tree))
+        path = driver.get(id)
+        with open(os.path.join(path, "written-while-running"), "w") as f:
+            f.write("kept\n")
+        expected = tree_manifest(path)
+        driver.cleanup_live([id])
+        try:
+            assert tree_manifest(driver.get(id)) == expected
+        finally:
+            driver.put(id)
+        driver.remove(id)
+        assert not driver.exists(id)

@@ -390,6 +390,44 @@ def test_kill_daemon_containers_survive_and_healthchecks_resume(workdir, docker_
         d2.stop()
 
 
+def test_a_graceful_restart_keeps_a_running_root_mounted_once(workdir, docker_config, tmp_path):
+    """SIGTERM with a container running (live restore): its overlay root stays mounted, and the
+    next daemon adopts it (one mount, not one on top of another); a stopped container's goes."""
+    root = os.path.join(workdir, "d")
+    d = DaemonProcess(root, ["-s", "overlay"]).start()
+    env = dict(os.environ, DOCKER_HOST=d.host, DOCKER_CONFIG=docker_config)
+
+    def docker(*args) -> bytes:
+        proc = subprocess.run(["docker", *args], env=env, capture_output=True, timeout=120)
+        assert proc.returncode == 0, (args, proc.stderr, (d2 or d).log()[-3000:])
+        return proc.stdout.strip()
+
+    def mounts(cid: bytes) -> int:
+        merged = os.path.realpath(os.path.join(root, "root", "overlay", cid.decode(), "merged"))
+        with open("/proc/self/mountinfo") as f:
+            return sum(1 for line in f if line.split()[4] == merged)
+
+    archive = tmp_path / "bb.tar"
+    archive.write_bytes(busybox_archive())
+    d2: DaemonProcess | None = None
+    try:
+        docker("load", "-i", str(archive))
+        running = docker("run", "-d", "busybox", "sh", "-c", "echo kept > /written; exec sleep 300")
+        stopped = docker("create", "busybox", "true")
+        docker("cp", f"{stopped.decode()}:/bin/true", str(tmp_path / "true"))  # mounts its root a moment
+        assert mounts(running) == 1 and mounts(stopped) == 0
+        d.stop()
+        assert mounts(running) == 1
+        d2 = DaemonProcess(root, ["-s", "overlay"]).start()
+        assert docker("inspect", "-f", "{{.State.Running}}", running.decode()) == b"true"
+        assert b"kept\n" in docker("cp", f"{running.decode()}:/written", "-")  # read through the root
+        assert mounts(running) == 1
+        docker("rm", "-f", running.decode(), stopped.decode())
+        assert mounts(running) == 0
+    finally:
+        (d2 or d).stop()
+
+
 @pytest.fixture
 def tmux(daemon, docker_config) -> Iterator[Tmux]:
     """A private tmux server whose commands talk to ``daemon`` (:mod:`engine.testing.tmux`); killed afterwards."""

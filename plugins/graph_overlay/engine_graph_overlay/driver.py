@@ -72,7 +72,7 @@ import stat
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -936,6 +936,16 @@ class OverlayDriver(NaiveDiffDriver):
         Mounts below the home that this instance did not make (left by a
         daemon that died) are unmounted too; the home itself is left alone.
         """
+        self._release_all(frozenset())
+
+    def cleanup_live(self, running: Collection[str]) -> None:
+        """:meth:`cleanup`, but the roots of ``running`` stay mounted: the next daemon's
+        :meth:`get` adopts them (see :meth:`_mount`), as moby's overlay2 does after a live
+        restore. Mounting them again cost about 1 ms each, half a second of a restart with 500
+        running."""
+        self._release_all(frozenset(running))
+
+    def _release_all(self, keep: frozenset[str]) -> None:
         with self._lock:
             ids = sorted(self._mounted)
         errors: list[EngineError] = []
@@ -944,6 +954,8 @@ class OverlayDriver(NaiveDiffDriver):
                 with self._lock:
                     self._mounted.discard(id)
                     self._refs.pop(id, None)
+                if id in keep:
+                    continue
                 try:
                     self._release_mount(id)
                 except HostError as exc:
@@ -955,6 +967,9 @@ class OverlayDriver(NaiveDiffDriver):
             self._refs.clear()
         home = os.path.realpath(self.home)
         for point in sorted(set(fs.mounts_below(home)) - {home}, key=lambda p: p.count("/"), reverse=True):
+            id, _, rest = os.path.relpath(point, home).partition("/")
+            if id in keep and (rest == "merged" or rest.startswith("merged/")):
+                continue  # a kept root, or mounted on it
             try:
                 fs.unmount_all(point)
             except HostError as exc:

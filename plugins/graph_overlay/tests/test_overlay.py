@@ -303,6 +303,29 @@ class TestOverlay(GraphDriverConformance):
         assert driver.metadata(child)["LowerDir"] == os.path.join(driver.home, other, "diff")
         assert reads.count(child) == 1  # read again once (create() also reads its parent's)
 
+    def test_cleanup_live_leaves_running_roots_for_the_next_daemon(self, driver: OverlayDriver) -> None:
+        """A shutdown with containers running (live restore) unmounts all but their roots; the
+        next daemon's driver adopts those (no second mount on top), and its put() unmounts."""
+        base = self.layer(driver, fill=lambda p: open(os.path.join(p, "from-base"), "w").close())
+        running, stopped = self.layer(driver, base), self.layer(driver, base)
+        root = driver.get(running)
+        open(os.path.join(root, "written-while-running"), "w").close()
+        driver.get(stopped)
+        driver.cleanup_live([running])
+        assert len(_overlay_mounts(root)) == 1
+        assert _overlay_mounts(os.path.join(driver.home, stopped, "merged")) == []
+        assert driver.references(running) == 0
+
+        after = OverlayDriver(driver.home, driver.options)
+        try:
+            assert after.get(running) == root
+            assert len(_overlay_mounts(root)) == 1  # adopted, not mounted again
+            assert sorted(os.listdir(root)) == ["from-base", "written-while-running"]
+            after.put(running)
+            assert _overlay_mounts(root) == []
+        finally:
+            after.cleanup()
+
     def test_child_root_is_parents_root(self, driver: OverlayDriver) -> None:
         """A merged tree's root is its upper directory: a child starts with its parent's root metadata."""
 
