@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import docker as dockerpy
 import pytest
 
+from engine.sys import proc
 from engine.testing.daemon import DaemonProcess
 from engine.testing.images import busybox_archive
 from engine.testing.procs import children_of, cmdline, wait_gone
@@ -404,8 +405,7 @@ def test_a_graceful_restart_keeps_a_running_root_mounted_once(workdir, docker_co
 
     def mounts(cid: bytes) -> int:
         merged = os.path.realpath(os.path.join(root, "root", "overlay", cid.decode(), "merged"))
-        with open("/proc/self/mountinfo") as f:
-            return sum(1 for line in f if line.split()[4] == merged)
+        return sum(1 for m in proc.mountinfo() if m.mount_point == merged)
 
     archive = tmp_path / "bb.tar"
     archive.write_bytes(busybox_archive())
