@@ -40,13 +40,21 @@ class Monitor:
         self._thread.start()
 
     def watch(self, c: Container, shim_pid: int) -> None:
-        """Report the exit of ``shim_pid`` as the exit of ``c`` (at once if it is gone already)."""
+        """Report the exit of ``shim_pid`` as the exit of ``c`` (at once if it is gone already).
+
+        Once stopped, it watches nothing: the next daemon's restore finds the container.
+        """
+        if self._stopping:
+            return
         try:
             fd = os.pidfd_open(shim_pid)
         except ProcessLookupError:
             threading.Thread(target=self._exited, args=(c,), daemon=True).start()
             return
         with self._lock:
+            if self._stopping:  # the daemon shuts down: the next one restores this container
+                os.close(fd)
+                return
             self._watched[fd] = c
             self._epoll.register(fd, select.EPOLLIN)
 
@@ -57,6 +65,8 @@ class Monitor:
             except OSError:
                 time.sleep(0.1)
                 continue
+            if self._stopping:
+                break  # an exit seen together with stop() is the next daemon's to restore
             for fd, _mask in events:
                 if fd == self._wake_r:
                     os.read(self._wake_r, 4096)
@@ -77,9 +87,22 @@ class Monitor:
             LOG.exception("handling the exit of %s failed", c.short_id)
 
     def stop(self) -> None:
-        """Stop watching (the daemon shuts down; the shims run on)."""
-        self._stopping = True
-        try:
-            os.write(self._wake_w, b"q")
-        except OSError:
-            pass
+        """Stop watching (the daemon shuts down; the shims run on).
+
+        Returns once the thread has stopped, so no exit is handled after it: a
+        shim that exits from here on is left for the next daemon's restore.
+        """
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        os.write(self._wake_w, b"q")
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        with self._lock:
+            for fd in self._watched:
+                os.close(fd)
+            self._watched.clear()
+            self._epoll.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)

@@ -127,3 +127,21 @@ def test_readable_past_fd_setsize(past_fd_setsize):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_no_exit_is_reported_after_stop(stand_in):
+    """stop() returns with the thread gone: a shim that exits from then on is the next daemon's
+    to restore, even when its exit and the stop wake the thread together. It gives back its
+    descriptors (epoll, wake pipe, pidfds)."""
+    seen: queue.Queue = queue.Queue()
+    fds = len(os.listdir("/proc/self/fd"))
+    for n in range(30):
+        monitor = Monitor(seen.put)
+        proc = stand_in()
+        monitor.watch(container(n), proc.pid)
+        monitor.stop()
+        proc.kill()
+        proc.wait()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    with pytest.raises(queue.Empty):
+        seen.get(timeout=0.2)
