@@ -51,10 +51,12 @@ linked containers of the default network when ``--icc=false`` (seed ch. 6
 §3.3.9). ``allocate_interface`` is ``join`` on the default network.
 
 Containers survive daemon restarts, and so does their network: ``close``
-leaves everything in place, the next instance's ``init`` rebuilds the
-host-wide rules and every network's bridge and rules (after a reboot the
-bridges are made again from the records), ``restore`` re-adds each running
-container's rules and restarts its proxy only if it died, and ``prune``
+leaves everything in place. The next instance's ``init`` keeps the rules
+when every recorded one is what the configuration makes and is in place
+(one ``iptables-restore`` of ``-C`` lines checks), and otherwise rebuilds
+the host-wide rules and every network's rules; it makes missing bridges
+again from the records (after a reboot). ``restore`` re-adds a running
+container's rules if they went, restarts its proxy only if it died, and ``prune``
 releases the containers that did not survive. ``shutdown`` undoes
 everything but the bridges, which stay for the next start, as Docker's
 ``docker0`` and ``br-*`` do. See :mod:`engine_net_bridge.state` for the
@@ -332,11 +334,20 @@ class BridgeDriver(NetworkDriver):
             # The rules this configuration adds go too, if they are there: the
             # state directory may be new while the host still has them.
             previous_record = NetworkRecord.from_json(previous) if previous.get("ID") else None
-            self._remove_host_rules(
-                [r for r in (previous_record,) if r is not None] + [n.record for n in users],
-                [ep for net in self._networks.values() for ep in net.endpoints.values()],
-                extra=self._shared_rules() + self._network_rules(record),
-            )
+            kept = previous_record is not None and self._rules_intact(previous_record, record, users)
+            if kept:
+                # A live restore with the same configuration: the rules stay
+                # as they are, so running containers' traffic never goes
+                # without them (and the restart runs no iptables but the check).
+                assert previous_record is not None
+                record.rules = previous_record.rules
+                record.sysctls = dict(previous_record.sysctls)
+            else:
+                self._remove_host_rules(
+                    [r for r in (previous_record,) if r is not None] + [n.record for n in users],
+                    [ep for net in self._networks.values() for ep in net.endpoints.values()],
+                    extra=self._shared_rules() + self._network_rules(record),
+                )
             default.make_pools()
             if self.options.ip_forward:
                 self._enable_forwarding()
@@ -348,7 +359,9 @@ class BridgeDriver(NetworkDriver):
                 except EngineError as exc:
                     LOG.error("network %s: cannot make bridge %s again: %s", net.record.name, net.bridge, exc)
                 net.make_pools()
-            if self._use_iptables:
+            if kept:
+                self._keep_host_rules()
+            elif self._use_iptables:
                 self._add_host_rules()
             else:
                 self._save_network(default)
@@ -694,6 +707,50 @@ class BridgeDriver(NetworkDriver):
                 self._add_network_rules(net)
             except EngineError as exc:
                 LOG.error("network %s: cannot add its rules: %s", net.record.name, exc)
+
+    def _rules_intact(self, previous: NetworkRecord, record: NetworkRecord, users: Sequence[_Network]) -> bool:
+        """Whether every rule the state records is the one this configuration makes, and is in place.
+
+        A rule of a container's port or of a link may also be unrecorded
+        (``restore`` adds it). One ``-C`` transaction checks them all; the
+        answer is no whenever in doubt, and ``init`` then rebuilds.
+        """
+        if not self._use_iptables or previous.bridge != record.bridge:
+            return False
+        if previous.rules != self._shared_rules() + self._network_rules(record):
+            return False
+        rules = list(previous.rules)
+        for net in users:
+            if net.record.rules != self._network_rules(net.record):
+                return False
+            rules += net.record.rules
+        for net in self._networks.values():
+            for ep in net.endpoints.values():
+                if ep.rules and ep.rules != self._port_rules(ep, ep.ports, []):
+                    return False
+                rules += ep.rules
+        for link in self._links:
+            recorded = [Rule.from_json(r) for r in link.get("Rules", [])]
+            port, _, proto = link["Port"].partition("/")
+            if recorded and (
+                self._icc or recorded != link_rules(record.bridge, link["ParentIP"], link["ChildIP"], [(port, proto)])
+            ):
+                return False
+            rules += recorded
+        if any(r.family == 6 for r in rules) and not self._ipt.available(6):
+            return False
+        return self._ipt.available() and self._ipt.all_present(rules)
+
+    def _keep_host_rules(self) -> None:
+        """The networks' sysctls set again (their rules are in place), every record saved."""
+        for net in self._networks.values():
+            try:
+                self._setup_network_sysctls(net.record)
+            except EngineError as exc:
+                if net is self._default:
+                    raise
+                LOG.error("network %s: %s", net.record.name, exc)
+            self._save_network(net)
 
     def _add_network_rules(self, net: _Network) -> None:
         """One network's sysctls and rules, recorded first."""
@@ -1547,7 +1604,7 @@ class BridgeDriver(NetworkDriver):
         Nothing is reallocated: addresses, MACs and host ports stay. Each
         host veth is put back on its bridge (and the pair made again if it
         vanished while the namespace lives on), the port rules are added
-        again (``init`` removed them with our chains), a proxy that still
+        again unless ``init`` found them in place, a proxy that still
         runs is kept and a dead one restarted, and the container's links
         get their rules once their other end is back too.
         """
@@ -1601,7 +1658,7 @@ class BridgeDriver(NetworkDriver):
 
     def _republish(self, ep: Endpoint) -> None:
         """The rules of ``ep``'s ports again, and a proxy for those no live proxy serves."""
-        if self._use_iptables and ep.ports:
+        if self._use_iptables and ep.ports and not ep.rules:  # kept by init when they are in place
             rules = self._port_rules(ep, ep.ports, [])
             ep.rules = rules
             self._save_endpoint(ep)

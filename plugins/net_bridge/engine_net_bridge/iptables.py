@@ -223,6 +223,19 @@ class IPTables:
                 f"(rules: {'; '.join(f'{op} {rule}' for op, rule in ops)}); {_REMEDY}"
             )
 
+    def all_present(self, rules: Iterable[Rule]) -> bool:
+        """Whether every one of ``rules`` is in its chain: ``-C`` lines in one
+        ``iptables-restore --noflush`` run per IP family, which changes nothing."""
+        by_family: dict[int, list[tuple[str, Rule]]] = {}
+        for rule in rules:
+            by_family.setdefault(rule.family, []).append(("-C", rule))
+        try:
+            for family, batch in sorted(by_family.items()):
+                self._restore(family, batch)
+        except IptablesError:
+            return False
+        return True
+
     def delete_all(self, rules: Iterable[Rule]) -> None:
         """Delete ``rules`` in one transaction, or one by one if some are missing."""
         rules = list(rules)

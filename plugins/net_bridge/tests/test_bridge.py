@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 import pytest
 from netbridge_helpers import (
@@ -730,14 +731,28 @@ def test_restart_keeps_allocations_and_proxies(make_driver, container, servers):
     first.close()  # the daemon stops; the container keeps running
 
     second = make_driver(home=first.home)
+    ran: list[str] = []  # what each iptables program run was asked to do
+    run = second._ipt._run
+
+    def spy(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
+        lines = (kw.get("input") or b"").decode().splitlines() if argv[0].endswith("-restore") else [" ".join(argv)]
+        ran.extend(line.split()[0] for line in lines if not line.startswith(("*", "COMMIT")))
+        return run(argv, **kw)
+
+    second._ipt._run = spy
     second.init()
+    # The rules are in place as recorded: init only checks them (-C lines in one iptables-restore
+    # per IP family) and the published port's NAT is never gone, even before restore.
+    assert ran and set(ran) == {"-C"}
+    assert any(f"--dport {port} " in r for r in rules_snapshot())
     assert http_get("127.0.0.1", port) == "still here\n"  # the proxy never stopped
     restored = second.restore(A)
     assert restored["IPAddress"] == web["IPAddress"] and restored["HostVeth"] == web["HostVeth"]
     assert restored["EndpointID"] == web["EndpointID"] and restored["MacAddress"] == web["MacAddress"]
     assert restored["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
     assert proxy_pids() == {proxy}
-    assert any(f"--dport {port} " in r for r in rules_snapshot())
+    assert set(ran) == {"-C"}  # restore added none
+    assert sum(f"--dport {port} " in r for r in rules_snapshot()) == 1
     # The address in use is never handed out again, nor the port.
     b = second.allocate_interface(B, {"NetnsPath": container("b")})
     assert b["IPAddress"] != web["IPAddress"]
@@ -758,6 +773,35 @@ def test_restart_keeps_allocations_and_proxies(make_driver, container, servers):
     (new_proxy,) = proxy_pids()
     assert new_proxy != proxy
     assert http_get("127.0.0.1", port) == "still here\n"
+    third.release_interface(A)
+    third.release_interface(B)
+
+
+def test_a_restart_keeps_the_rules_unless_the_configuration_changed(make_driver, container):
+    first = make_driver(icc=False)
+    first.init()
+    a, b = (first.allocate_interface(cid, {"NetnsPath": container(cid[:8])})["IPAddress"] for cid in (A, B))
+    first.allocate_ports(A, {"80/tcp": [{}]})
+    first.link(B, A, ["80/tcp"], True)
+    before = rules_snapshot()
+    assert any(f"-s {b}/32 -d {a}/32" in r for r in before)  # the link's ACCEPT
+    first.close()
+    second = make_driver(home=first.home, icc=False)
+    second.init()
+    assert rules_snapshot() == before
+    second.restore(A)
+    second.restore(B)
+    assert rules_snapshot() == before
+    second.close()
+    # icc on now: every rule is made again for it, and a link needs none.
+    third = make_driver(home=first.home)
+    third.init()
+    third.restore(A)
+    third.restore(B)
+    rules = rules_snapshot()
+    assert not any(f"-s {b}/32 -d {a}/32" in r or r.endswith("-i engine0 -o engine0 -j DROP") for r in rules)
+    assert sum(r.endswith("-i engine0 -o engine0 -j ACCEPT") for r in rules) == 1
+    assert sum("DNAT" in r for r in rules) == 1
     third.release_interface(A)
     third.release_interface(B)
 
@@ -825,13 +869,22 @@ def test_one_container_port_on_several_host_ports_has_its_shared_rules_once(make
     recorded = json.load(open(os.path.join(first.home, "endpoints", A + ".json")))["Rules"]
     assert len(recorded) == len({tuple(r) for r in recorded}) == 5
     first.close()
-    for _restart in range(2):  # init takes the rules out, restore puts them back: once each
+
+    def restart(after_init: tuple[int, int, int]) -> None:
         again = make_driver(home=first.home)
         again.init()
-        assert counts() == (0, 0, 0)
+        assert counts() == after_init
         again.restore(A)
         assert counts() == (1, 1, 3)
         again.close()
+
+    for _restart in range(2):  # in place and as recorded: init keeps them, restore adds none
+        restart(after_init=(1, 1, 3))
+    # One went while the daemon was away: init takes the rest out, restore puts all back, once each.
+    hairpin_rule = ["-t", "nat", "POSTROUTING", "-s", f"{ip}/32", "-d", f"{ip}/32", "-p", "tcp", "-m", "tcp"]
+    hairpin_rule += ["--dport", "80", "-j", "MASQUERADE"]
+    subprocess.run(["iptables", *hairpin_rule[:2], "-D", *hairpin_rule[2:]], check=True)
+    restart(after_init=(0, 0, 0))
     # An endpoint file of an earlier version recorded them twice, and they
     # were added twice: init takes every copy out.
     path = os.path.join(first.home, "endpoints", A + ".json")
@@ -839,28 +892,7 @@ def test_one_container_port_on_several_host_ports_has_its_shared_rules_once(make
     doc["Rules"] += [r for r in doc["Rules"] if "MASQUERADE" in r]
     with open(path, "w") as fh:
         json.dump(doc, fh)
-    subprocess.run(
-        [
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-s",
-            f"{ip}/32",
-            "-d",
-            f"{ip}/32",
-            "-p",
-            "tcp",
-            "-m",
-            "tcp",
-            "--dport",
-            "80",
-            "-j",
-            "MASQUERADE",
-        ],
-        check=True,
-    )
+    subprocess.run(["iptables", *hairpin_rule[:2], "-A", *hairpin_rule[2:]], check=True)
     assert count_rules(*hairpin) == 2
     last = make_driver(home=first.home)
     last.init()
@@ -899,18 +931,17 @@ def test_crash_leftovers_are_cleaned(make_driver, container):
     """A daemon killed between the endpoint file and the veth: the next one cleans both up."""
     first = make_driver(icc=False)
     first.init()
-    first.allocate_interface(A, {"NetnsPath": container("a")})
-    first.allocate_interface(B, {"NetnsPath": container("b")})
+    ips = [first.allocate_interface(cid, {"NetnsPath": container(cid[:8])})["IPAddress"] for cid in (A, B)]
     first.allocate_ports(A, {"80/tcp": [{}]})
     first.link(B, A, ["80/tcp"], True)
     # Killed: no close(), no shutdown(); its proxy and rules are still there.
     second = make_driver(home=first.home, icc=False)
     second.init()
-    # init took every recorded rule out and made the base ones again, once.
-    rules = rules_snapshot()
-    assert not any("DNAT" in r for r in rules)
-    assert sum(1 for r in rules if r.endswith("-i engine0 -o engine0 -j DROP")) == 1
     assert second.prune(set()) == [A, B]
+    # The dead containers' rules went with them; the base ones are there once.
+    rules = rules_snapshot()
+    assert not any("DNAT" in r or any(f"{ip}/32" in r for ip in ips) for r in rules)
+    assert sum(1 for r in rules if r.endswith("-i engine0 -o engine0 -j DROP")) == 1
     assert link_names("veth") == set() and proxy_pids() == set()
     assert os.listdir(os.path.join(second.home, "endpoints")) == []
 

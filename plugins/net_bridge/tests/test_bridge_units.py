@@ -267,6 +267,17 @@ def test_apply_is_one_restore_run_grouped_by_table():
     )
 
 
+def test_all_present_is_one_check_per_family():
+    runner = FakeRunner()
+    rules = [Rule("nat", "ENGINE", ("-j", "RETURN")), Rule("filter", "FORWARD", ("-j", "DROP"), 6)]
+    assert IPTables(runner=runner).all_present(rules)
+    assert [(os.path.basename(argv[0]), stdin.decode()) for argv, stdin in runner.calls] == [
+        ("iptables-restore", "*nat\n-C ENGINE -j RETURN\nCOMMIT\n"),
+        ("ip6tables-restore", "*filter\n-C FORWARD -j DROP\nCOMMIT\n"),
+    ]
+    assert not IPTables(runner=FakeRunner(fail_on="DROP")).all_present(rules)
+
+
 def test_delete_all_falls_back_to_one_by_one():
     runner = FakeRunner(fail_on="-D")
     ipt = IPTables(runner=runner)
