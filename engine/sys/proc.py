@@ -76,6 +76,16 @@ def stat_fields(pid: int) -> list[bytes] | None:
         return None
 
 
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (field 22 of ``/proc/<pid>/stat``): with the
+    PID, it names one process, never a later one that got the PID again. None when gone."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (a zombie is dead, merely not reaped yet)."""
     if pid <= 0:

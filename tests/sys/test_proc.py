@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 
 from engine.errors import Conflict
 from engine.server.pidfile import create_pidfile, remove_pidfile
-from engine.sys.proc import Mount, mountinfo, pid_alive, stat_fields
+from engine.sys.proc import Mount, mountinfo, pid_alive, start_time, stat_fields
 from engine.testing.procs import wait_for
 
 MOUNTINFO = """\
@@ -54,6 +55,27 @@ def test_pid_alive_and_zombies():
     finally:
         child.wait()
     assert not pid_alive(child.pid) and stat_fields(child.pid) is None
+
+
+def test_start_time_names_one_process(tmp_path):
+    """Field 22 of /proc/<pid>/stat, read past a command name with spaces and parentheses."""
+    odd = tmp_path / "sl) (e ep"
+    odd.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    child = subprocess.Popen([str(odd), "60"])
+    try:
+        wait_for(lambda: (stat_fields(child.pid) or [b"?"])[0] == b"S", what="the child to sleep")
+        with open(f"/proc/{child.pid}/stat", "rb") as fh:
+            assert b"(sl) (e ep)" in fh.read()
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        started = start_time(child.pid)
+        assert started is not None and abs(started / os.sysconf("SC_CLK_TCK") - uptime) < 10
+        mine = start_time(os.getpid())
+        assert mine is not None and mine <= started
+    finally:
+        child.kill()
+        child.wait()
+    assert start_time(child.pid) is None
 
 
 def test_pidfile_refuses_a_live_daemon_and_takes_over_a_dead_one(tmp_path):

@@ -61,6 +61,7 @@ from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, Proc
 from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NotFound, PrerequisitesNotMet
 from engine.sys import cgroups, libc
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
+from engine.sys.proc import pid_alive, start_time
 from engine.sys.security import caps, sysctls
 from engine.sys.security.users import UserError, resolve_user
 from engine_exec_lxc import cgroup as lxc_cgroup
@@ -93,15 +94,6 @@ def docker_exec_error(name: str, code: int, text: str = "") -> str:
     if code == errno.EACCES:
         return f'exec: "{name}": permission denied'
     return f'exec: "{name}": {(text or os.strerror(code)).lower()}'
-
-
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat, which tells a recycled PID apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _exe_identity(path: str) -> tuple[int, int] | None:
@@ -963,13 +955,8 @@ def _await_exit(pid: int, timeout: float) -> None:
     """Wait until ``pid`` (not our child) is gone, at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):  # gone, or a zombie
             return
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return
         time.sleep(0.01)
 
 

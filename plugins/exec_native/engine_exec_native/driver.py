@@ -81,6 +81,7 @@ from engine.errors import (
 )
 from engine.sys import cgroups, libc
 from engine.sys.cgroups import Cgroup, CgroupLayout
+from engine.sys.proc import start_time
 from engine_exec_native import init, seccomp, spec, systemd
 
 LOG = logging.getLogger(__name__)
@@ -122,16 +123,6 @@ def _fork_into(v2_directory: str | None) -> tuple[int, bool]:
     finally:
         os.close(fd)
     return (os.fork(), False) if pid is None else (pid, True)
-
-
-def start_time(pid: int) -> int | None:
-    """The start time of ``pid`` (field 22 of /proc/PID/stat), which tells a recycled PID apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    return int(data.rsplit(b")", 1)[1].split()[19])
 
 
 class NativeDriver(ExecDriver):

@@ -39,6 +39,7 @@ import sys
 from typing import Any
 
 from engine.sys import cgroups, libc
+from engine.sys.proc import start_time
 from engine_exec_native import init
 
 #: Namespaces to join, in order. The mount namespace comes after the others (joining it moves
@@ -68,14 +69,6 @@ def _read_all(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except OSError:
-        return None
 
 
 class V2Cgroup:
@@ -135,7 +128,7 @@ def enter(config: dict[str, Any]) -> V2Cgroup | None:
     :raises init.SetupError: with a message for the user.
     """
     pid = config["pid"]
-    if _start_time(pid) != config["start_time"]:
+    if start_time(pid) != config["start_time"]:
         raise init.SetupError(f"container {config['id']} is not running")
     opened: list[tuple[str, int, int]] = []
     try:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import HostError
+from engine.sys.proc import start_time, stat_fields
 
 LOG = logging.getLogger(__name__)
 
@@ -62,27 +63,10 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(engine_net_bridge.__file__)))
 
 
-def _stat(pid: int) -> list[str] | None:
-    """``/proc/<pid>/stat`` fields from the state on (index 0 = field 3), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    return raw[raw.rfind(b")") + 2 :].decode().split()
-
-
-def start_time_of(pid: int) -> int | None:
-    """A process's start time in clock ticks since boot, or None if it is gone."""
-    fields = _stat(pid)
-    return int(fields[19]) if fields else None
-
-
 def proxy_alive(record: ProxyRecord) -> bool:
     """Whether ``record`` still names a live proxy of ours."""
-    fields = _stat(record.pid)
-    if not fields or fields[0] in ("Z", "X") or int(fields[19]) != record.start_time:
+    fields = stat_fields(record.pid)
+    if not fields or fields[0] in (b"Z", b"X") or int(fields[19]) != record.start_time:
         return False
     try:
         with open(f"/proc/{record.pid}/cmdline", "rb") as fh:
@@ -107,8 +91,8 @@ def find_proxies(home: str) -> list[ProxyRecord]:
             continue
         at = argv.index(b"--home") + 1
         if at < len(argv) and argv[at] == want:
-            fields = _stat(int(entry))
-            if fields and fields[0] not in ("Z", "X"):
+            fields = stat_fields(int(entry))
+            if fields and fields[0] not in (b"Z", b"X"):
                 found.append(ProxyRecord(int(entry), int(fields[19])))
     return found
 
@@ -171,7 +155,7 @@ def start_proxy(
     if proc.returncode != 0 or not text.isdigit():
         raise HostError(f"the userland proxy failed to start (status {proc.returncode}); see {log_path}")
     pid = int(text)
-    started = start_time_of(pid)
+    started = start_time(pid)
     if started is None:
         raise HostError(f"the userland proxy (pid {pid}) exited at once; see {log_path}")
     LOG.debug("proxy %d for %s %s %s", pid, container_id[:12], "holds" if hold else "serves", ", ".join(ports))

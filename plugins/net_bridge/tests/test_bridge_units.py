@@ -361,7 +361,8 @@ def test_proxy_arguments():
 
 @pytest.mark.parametrize("ignores_term", [False, True])
 def test_stop_proxy_waits_for_the_exit_and_kills_a_stubborn_one(ignores_term):
-    from engine_net_bridge.portmapper import proxy_alive, start_time_of, stop_proxy
+    from engine.sys.proc import start_time
+    from engine_net_bridge.portmapper import proxy_alive, stop_proxy
 
     script = (
         "import signal, sys, time\n"
@@ -372,7 +373,7 @@ def test_stop_proxy_waits_for_the_exit_and_kills_a_stubborn_one(ignores_term):
     proc = subprocess.Popen([sys.executable, "-c", script, "engine_net_bridge.proxy"], stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"ready\n"
-        record = ProxyRecord(proc.pid, start_time_of(proc.pid), [])
+        record = ProxyRecord(proc.pid, start_time(proc.pid), [])
         assert proxy_alive(record)
         t0 = time.monotonic()
         stop_proxy(record, timeout=0.5)
@@ -389,11 +390,12 @@ def test_stop_proxy_waits_for_the_exit_and_kills_a_stubborn_one(ignores_term):
 
 def test_stop_proxy_leaves_other_processes_alone():
     """A PID that is not our proxy (no mark in its command line) gets no signal."""
-    from engine_net_bridge.portmapper import start_time_of, stop_proxy
+    from engine.sys.proc import start_time
+    from engine_net_bridge.portmapper import stop_proxy
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        stop_proxy(ProxyRecord(proc.pid, start_time_of(proc.pid) or 0, []))
+        stop_proxy(ProxyRecord(proc.pid, start_time(proc.pid) or 0, []))
         assert proc.poll() is None
     finally:
         proc.kill()
