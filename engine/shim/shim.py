@@ -79,6 +79,7 @@ from engine.shim.jsonlog import JSONLogFile, LogStream
 from engine.shim.locallog import LocalLogFile
 from engine.shim.loop import IOLoop, Output
 from engine.sys import ksm
+from engine.sys.proc import reap
 from engine.utils.logs import setup_logging
 from engine.utils.timefmt import rfc3339nano_ns
 
@@ -497,7 +498,7 @@ class Shim:
                 self.abandoned = self.abandoned or confirmed is not True
                 os.close(ends.msg_r)
                 ends.console.close()
-                _reap(starter)
+                reap(starter)
         finally:
             # Orphans of a --pid=host container are init(1)'s to reap, as without a shim.
             libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 0)
@@ -704,14 +705,6 @@ def warm_up(rounds: int = 10) -> None:
         client.close()
 
 
-def _reap(pid: int) -> None:
-    """Wait for our child ``pid`` (nothing if it is not, or no longer, ours)."""
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 def _kill_children() -> None:
     """SIGKILL and reap every child of this process (what a starter that died left us)."""
     task = f"/proc/self/task/{os.getpid()}/children"  # no other thread runs then
@@ -725,7 +718,7 @@ def _kill_children() -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        _reap(pid)
+        reap(pid)
 
 
 def _wait_child_exit() -> None:

@@ -86,6 +86,14 @@ def start_time(pid: int) -> int | None:
         return None
 
 
+def reap(pid: int) -> None:
+    """Wait for our child ``pid``; nothing if it is not, or no longer, ours (another waiter took it)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (a zombie is dead, merely not reaped yet)."""
     if pid <= 0:

@@ -61,7 +61,7 @@ from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, Proc
 from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NotFound, PrerequisitesNotMet
 from engine.sys import cgroups, libc
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
-from engine.sys.proc import pid_alive, start_time
+from engine.sys.proc import pid_alive, reap, start_time
 from engine.sys.security import caps, sysctls
 from engine.sys.security.users import UserError, resolve_user
 from engine_exec_lxc import cgroup as lxc_cgroup
@@ -571,7 +571,7 @@ class LxcDriver(ExecDriver):
         if proc is not None:  # started in this process
             proc.wait()
         else:
-            _reap(int(state["monitor"]))
+            reap(int(state["monitor"]))
         cg = self._cgroup(command)
         placement = Placement(bool(state["placement"]["relative"]), state["placement"]["directory"])
         code = self._exit_code(command)
@@ -941,14 +941,6 @@ class LxcDriver(ExecDriver):
 
 def _v1_file(directory: str | None, name: str, version: int) -> str | None:
     return os.path.join(directory, name) if directory is not None and version == 1 else None
-
-
-def _reap(pid: int) -> None:
-    """Wait for our child ``pid`` (nothing if another waiter took it: the log has its exit)."""
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def _await_exit(pid: int, timeout: float) -> None:
