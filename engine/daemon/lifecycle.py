@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.daemon import namespaces, netns, runtime
 from engine.daemon.container import CONFIG_FILE, Container
+from engine.daemon.daemon import require
 from engine.daemon.hostconfig import (
     apply_create_defaults,
     build_command,
@@ -281,10 +282,10 @@ class LifeCycle:
         Everything is made or nothing: a failure removes the name, layers,
         anonymous volumes and directory made so far.
         """
-        graph = self.daemon.graph
+        graph = require(self.daemon.graph, "image store")
         hc = dict(host_config or {})
         warnings = validate_host_config(hc, os.cpu_count() or 1)
-        self.daemon.security.check_create(hc)
+        require(self.daemon.security, "security policy").check_create(hc)
         image_name = config.get("Image") or ""
         if not image_name:
             raise InvalidParameter("No image was specified")
@@ -301,7 +302,7 @@ class LifeCycle:
             name = validate_name(name)
         cid = self.store.new_id()
         root = self.store.path(cid)
-        driver = self.daemon.graphdriver
+        driver = require(self.daemon.graphdriver, "graph driver")
         # The directory first: whatever a crash leaves below is found from
         # it (a directory without a record is undone at start-up).
         os.makedirs(root, mode=0o700)
@@ -353,7 +354,7 @@ class LifeCycle:
     def _undo_create(self, cid: str, volumes: list[str]) -> None:
         """Remove what a create of ``cid`` made (it failed, or a crash cut it short): anonymous
         ``volumes``, layers, names, network namespace and directory, the record last."""
-        driver = self.daemon.graphdriver
+        driver = require(self.daemon.graphdriver, "graph driver")
         for volume in volumes:
             try:
                 self.volumes.remove_leftover(volume)
@@ -378,7 +379,7 @@ class LifeCycle:
     def _populate_init_layer(self, layer: str) -> None:
         """Docker's init layer: mount points and files the runtime binds over,
         so read-only or minimal images can still be run."""
-        driver = self.daemon.graphdriver
+        driver = require(self.daemon.graphdriver, "graph driver")
         path = driver.get(layer)
         made: list[str] = []
         try:
@@ -443,13 +444,13 @@ class LifeCycle:
                     point["Source"] = info["Mountpoint"]
                     if created and not point.get("NoCopy"):
                         if image_rootfs is None:
-                            image_rootfs = self.daemon.graphdriver.get(c.init_layer)
+                            image_rootfs = require(self.daemon.graphdriver, "graph driver").get(c.init_layer)
                         self.volumes.copy_up(
                             point["Name"], os.path.join(image_rootfs, point["Destination"].lstrip("/"))
                         )
         finally:
             if image_rootfs is not None:
-                self.daemon.graphdriver.put(c.init_layer)
+                require(self.daemon.graphdriver, "graph driver").put(c.init_layer)
         return sorted(points, key=lambda p: p["Destination"].count("/"))
 
     # start
@@ -519,7 +520,7 @@ class LifeCycle:
 
     def _launch(self, c: Container) -> None:
         """Mount the rootfs, make the network, start the shim; record the container running."""
-        driver = self.daemon.graphdriver
+        driver = require(self.daemon.graphdriver, "graph driver")
         network = self.network
         rootfs = driver.get(c.id)
         made: dict = {}
@@ -527,17 +528,18 @@ class LifeCycle:
         try:
             made = network.setup(c)  # the network service: a container's network at start
             link_env = network.link_env(c)
+            security = require(self.daemon.security, "security policy")
             cmd = build_command(
                 c,
                 rootfs,
                 {k: v for k, v in made.items() if k in ("mode", "path")},
                 self.volumes.path,
                 link_env,
-                seccomp_profile=self.daemon.security.seccomp_profile(c.host_config),
-                no_new_privileges=self.daemon.security.no_new_privileges(c.host_config),
+                seccomp_profile=security.seccomp_profile(c.host_config),
+                no_new_privileges=security.no_new_privileges(c.host_config),
                 **runtime.command_options(c.host_config, self.daemon.config, self.exec_driver),
                 **namespaces.join_options(c, self.store, self.daemon.shm),
-                user_namespace=self.daemon.security.user_namespace(c.host_config),
+                user_namespace=security.user_namespace(c.host_config),
             )
             for m in c.mounts:
                 if m["Type"] == "volume":
@@ -950,7 +952,7 @@ class LifeCycle:
     def _dismantle(self, c: Container, volumes: bool) -> None:
         """Take apart a container in ``removing``: layers, network namespace, volumes, names, and
         the record before the rest of its directory. Each step can be done again after a crash."""
-        driver = self.daemon.graphdriver
+        driver = require(self.daemon.graphdriver, "graph driver")
         try:
             for layer in (c.id, c.init_layer):
                 if driver.exists(layer):
@@ -985,7 +987,7 @@ class LifeCycle:
         self.daemon.container_event(c, "destroy")
         if self.daemon.execs is not None:
             self.daemon.execs.forget(c)
-        self.daemon.graph.gc()
+        require(self.daemon.graph, "image store").gc()
 
     # exits and the restart policy
     def _on_exit(self, c: Container) -> None:
@@ -1003,7 +1005,7 @@ class LifeCycle:
         # Release what the run held before anyone can see it stopped: a waiter
         # (rm -f, stop) goes on to remove the layers the moment it does.
         try:
-            daemon.graphdriver.put(c.id)
+            require(daemon.graphdriver, "graph driver").put(c.id)
         except EngineError:
             LOG.exception("releasing the rootfs of %s", c.short_id)
         self._release_volumes(c)
@@ -1138,7 +1140,7 @@ class LifeCycle:
             if not c.state.paused:
                 self._thaw(c)
             try:
-                self.daemon.graphdriver.get(c.id)
+                require(self.daemon.graphdriver, "graph driver").get(c.id)
             except EngineError:
                 LOG.exception("re-taking the rootfs of %s", c.short_id)
             for m in c.mounts:
@@ -1175,7 +1177,7 @@ class LifeCycle:
     def _release_stale_rootfs(self, c: Container) -> None:
         """The rootfs of a container that exited while the daemon was down may still be mounted by
         the daemon before: taking and releasing it lets the graph driver clear that mount."""
-        driver = self.daemon.graphdriver
+        driver = require(self.daemon.graphdriver, "graph driver")
         try:
             driver.get(c.id)
             driver.put(c.id)
