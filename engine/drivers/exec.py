@@ -34,8 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from engine.drivers.selection import DriverConfig, Selection, named, probe_entry
-from engine.errors import EngineError, NotSupported
-from engine.sys.cgroups import Resources
+from engine.errors import EngineError, NotFound, NotSupported
+from engine.sys.cgroups import Cgroup, Resources
 from engine.utils.records import Record
 
 if TYPE_CHECKING:
@@ -348,6 +348,42 @@ class ExecDriver(abc.ABC):
         The daemon refuses to start with ``--userns-remap`` then.
         """
         return f"the {self.name} exec driver does not run containers in user namespaces"
+
+
+class CgroupExecDriver(ExecDriver):
+    """An exec driver whose every container has a cgroup of its own (an
+    :class:`engine.sys.cgroups.Cgroup`): the processes, the stats, the limits and the OOM
+    kills come from it. The driver says where it is, :meth:`cgroup_of`."""
+
+    @abc.abstractmethod
+    def cgroup_of(self, command: Command) -> Cgroup:
+        """The container's cgroup (which may not exist: the container is not running)."""
+
+    def _live_cgroup(self, command: Command) -> Cgroup:
+        cg = self.cgroup_of(command)
+        if not cg.exists():
+            raise NotFound(f"container {command.id} is not running")
+        return cg
+
+    def get_pids(self, command: Command) -> list[int]:
+        """The host PIDs in the container's cgroup (empty when it has none)."""
+        return self.cgroup_of(command).pids()
+
+    def stats(self, command: Command) -> dict[str, Any]:
+        """Docker's stats JSON parts (memory, cpu, pids, blkio) from the container's cgroup.
+
+        :raises NotFound: the container has no cgroup.
+        """
+        return self._live_cgroup(command).stats()
+
+    def update(self, command: Command, resources: Resources) -> None:
+        """Apply new limits to the running container (device rules stay as they are)."""
+        self._live_cgroup(command).apply(resources, update=True)
+
+    def oom_killed(self, command: Command) -> bool:
+        """Whether the OOM killer killed a process of the container (asked after ``run`` returned)."""
+        cg = self.cgroup_of(command)
+        return cg.exists() and cg.oom_killed()
 
 
 def home(root: str, name: str) -> str:

@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
+from engine.drivers.exec import CgroupExecDriver, Command, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import Conflict, EngineError, HostError, InvalidParameter, NotFound, PrerequisitesNotMet
 from engine.sys import cgroups, libc
 from engine.sys.cgroups import DEFAULT_DEVICE_RULES, DeviceRule
@@ -104,7 +104,7 @@ def _exe_identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-class LxcDriver(ExecDriver):
+class LxcDriver(CgroupExecDriver):
     """Linux containers run by LXC 5: lxc-start, liblxc's attach, the freezer, the engine's cgroups.
 
     :param home: LXC's path (``-P``): ``<home>/<id>/`` holds each container's
@@ -203,7 +203,7 @@ class LxcDriver(ExecDriver):
         except ValueError as exc:
             raise HostError(f"lxc exec driver: the state of container {id} is corrupt: {exc}") from exc
 
-    def _cgroup(self, command: Command) -> LxcCgroup:
+    def cgroup_of(self, command: Command) -> LxcCgroup:
         state = self._load_state(command.id)
         if state is not None and state.get("cgroup"):
             return LxcCgroup.from_state(state["cgroup"])
@@ -572,7 +572,7 @@ class LxcDriver(ExecDriver):
             proc.wait()
         else:
             reap(int(state["monitor"]))
-        cg = self._cgroup(command)
+        cg = self.cgroup_of(command)
         placement = Placement(bool(state["placement"]["relative"]), state["placement"]["directory"])
         code = self._exit_code(command)
         lxc_cgroup.remove_leftovers(placement)
@@ -742,7 +742,7 @@ class LxcDriver(ExecDriver):
         :raises ExecStartError: the process could not be started (Docker's message).
         """
         pid = self._running_pid(command)
-        cg = self._cgroup(command)
+        cg = self.cgroup_of(command)
         if cg.payload_freezer_state() == "FROZEN":
             raise Conflict(f"Container {command.id} is paused, unpause the container before exec")
         if not process.args:
@@ -871,21 +871,21 @@ class LxcDriver(ExecDriver):
     def pause(self, command: Command) -> None:
         """Freeze the container (``lxc-freeze``)."""
         self._running_pid(command)
-        if self._cgroup(command).payload_freezer_state() == "FROZEN":
+        if self.cgroup_of(command).payload_freezer_state() == "FROZEN":
             raise Conflict(f"container {command.id} is already paused")
         self._tool(command, "lxc-freeze")
 
     def unpause(self, command: Command) -> None:
         """Thaw the container (``lxc-unfreeze``)."""
         self._running_pid(command)
-        if self._cgroup(command).payload_freezer_state() != "FROZEN":
+        if self.cgroup_of(command).payload_freezer_state() != "FROZEN":
             raise Conflict(f"container {command.id} is not paused")
         self._tool(command, "lxc-unfreeze")
 
     def terminate(self, command: Command) -> None:
         """Kill every process of the container, remove its cgroups, its files and its state (idempotent)."""
         state = self._load_state(command.id)
-        cg = self._cgroup(command)
+        cg = self.cgroup_of(command)
         try:
             # The init first: its death takes the whole PID namespace with it, so the container's
             # exit is always the init's SIGKILL (137), whatever order the cgroup's kill goes in
@@ -905,31 +905,9 @@ class LxcDriver(ExecDriver):
             cg.destroy()
         shutil.rmtree(self._dir(command.id), ignore_errors=True)
 
-    def get_pids(self, command: Command) -> list[int]:
-        """The host PIDs in the container's cgroups (empty when it has none)."""
-        return self._cgroup(command).pids()
-
-    def stats(self, command: Command) -> dict[str, Any]:
-        """Docker's stats JSON parts from the engine's cgroup of the container.
-
-        :raises NotFound: the container has no cgroup.
-        """
-        cg = self._cgroup(command)
-        if not cg.exists():
-            raise NotFound(f"container {command.id} is not running")
-        return cg.stats()
-
-    def update(self, command: Command, resources: Resources) -> None:
-        """Apply new limits to the running container (device rules stay as they are)."""
-        cg = self._cgroup(command)
-        if not cg.exists():
-            raise NotFound(f"container {command.id} is not running")
-        cg.apply(resources, update=True)
-
     def oom_killed(self, command: Command) -> bool:
         """Whether the OOM killer killed a process of the container (asked after ``run`` returned)."""
-        cg = self._cgroup(command)
-        if cg.exists() and cg.oom_killed():
+        if super().oom_killed(command):
             return True
         try:
             with open(self._path(command.id, "payload.oom_control")) as fh:

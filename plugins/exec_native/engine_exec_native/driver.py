@@ -69,7 +69,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
+from engine.drivers.exec import CgroupExecDriver, Command, ExecStartError, Pipes, ProcessConfig
 from engine.errors import (
     Conflict,
     EngineError,
@@ -125,7 +125,7 @@ def _fork_into(v2_directory: str | None) -> tuple[int, bool]:
     return (os.fork(), False) if pid is None else (pid, True)
 
 
-class NativeDriver(ExecDriver):
+class NativeDriver(CgroupExecDriver):
     """Native Linux containers from Python: namespaces, pivot_root, cgroups, capabilities (no runc).
 
     :param home: where the state of running containers is kept
@@ -236,7 +236,7 @@ class NativeDriver(ExecDriver):
         except ValueError as exc:
             raise HostError(f"native exec driver: the state file {self._state_path(id)} is corrupt: {exc}") from exc
 
-    def _cgroup(self, command: Command) -> Cgroup:
+    def cgroup_of(self, command: Command) -> Cgroup:
         """The container's cgroup as recorded at start, else as resolved from here."""
         state = self._load_state(command.id)
         if state is not None and state.get("cgroup"):
@@ -369,7 +369,7 @@ class NativeDriver(ExecDriver):
             raise NotFound(f"container {command.id} was not started by this driver")
         pid = int(state["pid"])
         code = _wait(pid)
-        cg = self._cgroup(command)
+        cg = self.cgroup_of(command)
         try:
             # With a private PID namespace the kernel already killed the rest
             # when PID 1 died; with --pid=host this is what stops them.
@@ -508,7 +508,7 @@ class NativeDriver(ExecDriver):
 
         pid = self._running_pid(command)
         state = self._load_state(command.id) or {}
-        cg = self._cgroup(command)
+        cg = self.cgroup_of(command)
         if cg.freezer_state() == "FROZEN":
             # The helper would freeze as soon as it joined the cgroup.
             raise Conflict(f"Container {command.id} is paused, unpause the container before exec")
@@ -614,14 +614,14 @@ class NativeDriver(ExecDriver):
     def pause(self, command: Command) -> None:
         """Freeze every process of the container (the cgroup freezer)."""
         self._running_pid(command)
-        cg = self._cgroup(command)
+        cg = self.cgroup_of(command)
         if cg.freezer_state() == "FROZEN":
             raise Conflict(f"container {command.id} is already paused")
         cg.freeze()
 
     def unpause(self, command: Command) -> None:
         """Thaw the container."""
-        cg = self._cgroup(command)
+        cg = self.cgroup_of(command)
         if not cg.exists():
             raise NotFound(f"container {command.id} is not running")
         if cg.freezer_state() != "FROZEN":
@@ -630,7 +630,7 @@ class NativeDriver(ExecDriver):
 
     def terminate(self, command: Command) -> None:
         """Kill every process of the container, remove its cgroup and its state (idempotent)."""
-        cg = self._cgroup(command)
+        cg = self.cgroup_of(command)
         if self.cgroup_driver == "systemd":
             systemd.stop_scope(cg.id)
         cg.destroy()
@@ -638,32 +638,6 @@ class NativeDriver(ExecDriver):
             os.unlink(self._state_path(command.id))
         except FileNotFoundError:
             pass
-
-    def get_pids(self, command: Command) -> list[int]:
-        """The host PIDs in the container's cgroup (empty when it has none)."""
-        return self._cgroup(command).pids()
-
-    def stats(self, command: Command) -> dict[str, Any]:
-        """Docker's stats JSON parts (memory, cpu, pids, blkio) from the cgroup.
-
-        :raises NotFound: the container has no cgroup.
-        """
-        cg = self._cgroup(command)
-        if not cg.exists():
-            raise NotFound(f"container {command.id} is not running")
-        return cg.stats()
-
-    def update(self, command: Command, resources: Resources) -> None:
-        """Apply new limits to the running container (device rules stay as they are)."""
-        cg = self._cgroup(command)
-        if not cg.exists():
-            raise NotFound(f"container {command.id} is not running")
-        cg.apply(resources, update=True)
-
-    def oom_killed(self, command: Command) -> bool:
-        """Whether the OOM killer killed a process of the container (asked after ``run`` returned)."""
-        cg = self._cgroup(command)
-        return cg.exists() and cg.oom_killed()
 
 
 #: The driver's options (``--exec-opt``) and their defaults.

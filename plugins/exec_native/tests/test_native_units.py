@@ -354,7 +354,7 @@ def test_cgroup_mounts_are_read_once(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(cgroups, "read_layout", counting)
     driver = NativeDriver(str(tmp_path))
     ids = [f"{n:064x}" for n in range(5)]
-    found = [driver._cgroup(Command(id=id, rootfs="/", process=ProcessConfig(args=["true"]))) for id in ids]
+    found = [driver.cgroup_of(Command(id=id, rootfs="/", process=ProcessConfig(args=["true"]))) for id in ids]
     assert [cg.id for cg in found] == ids
     assert driver.info()["cgroup_version"] in ("1", "2")
     assert len(reads) == 1
