@@ -227,7 +227,7 @@ class ExecService:
             if console_sock is not None:
                 console_sock.settimeout(10)
                 try:
-                    _msg, fds, _flags, _addr = socket.recv_fds(console_sock, 16, 1)
+                    _msg, fds, _flags, _addr = sockets.recv_fds(console_sock, 16, 1)
                 finally:
                     console_sock.close()
                 if fds:

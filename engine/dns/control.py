@@ -26,6 +26,8 @@ import os
 import socket
 from typing import Any
 
+from engine.utils.sockets import recv_fds
+
 CONTROL = "control.sock"
 RECORDS = "records.json"
 PIDFILE = "resolver.pid"
@@ -50,7 +52,7 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
 
 def receive(sock: socket.socket, max_fds: int = 4) -> tuple[dict[str, Any] | None, list[int]]:
     """One message and the descriptors that came with it; (None, []) at EOF."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, max_fds)
+    data, fds, _flags, _addr = recv_fds(sock, MAX_MESSAGE, max_fds)
     if not data:
         for fd in fds:
             os.close(fd)

@@ -81,6 +81,7 @@ from engine.shim.loop import IOLoop, Output
 from engine.sys import ksm
 from engine.sys.proc import reap
 from engine.utils.logs import setup_logging
+from engine.utils.sockets import recv_fds
 from engine.utils.timefmt import rfc3339nano_ns
 
 LOG = logging.getLogger(__name__)
@@ -318,16 +319,9 @@ class Starter:
         sock = self.ends.console
         sock.settimeout(10)
         try:
-            # Not socket.recv_fds: it leaves the flags out (Python 3.11).
-            _msg, ancillary, _flags, _addr = sock.recvmsg(16, socket.CMSG_LEN(4), socket.MSG_PEEK)
+            _msg, fds, _flags, _addr = recv_fds(sock, 16, 1, socket.MSG_PEEK)
         except OSError as exc:
             raise RuntimeError(f"the exec driver sent no console ({exc})") from None
-        fds = [
-            int.from_bytes(data[i : i + 4], sys.byteorder)
-            for level, kind, data in ancillary
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-            for i in range(0, len(data) - len(data) % 4, 4)
-        ]
         if not fds:
             raise RuntimeError("the exec driver sent no console (it does not support Pipes.console)")
         try:
@@ -581,7 +575,7 @@ class Shim:
             sock.set_inheritable(False)
             loop.add_attached(sock, bool(spec.get("stdin")), bool(spec.get("stdout")), bool(spec.get("stderr")))
         if tty:
-            _msg, fds, _flags, _addr = socket.recv_fds(ends.console, 16, 1)
+            _msg, fds, _flags, _addr = recv_fds(ends.console, 16, 1)
             if not fds:
                 raise RuntimeError("the pty master the starter saw is gone")
             loop.set_console(fds[0], stream("stdout"), open_stdin)

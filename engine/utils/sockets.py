@@ -7,6 +7,7 @@ must never raise in the writer: these helpers turn it into a return value.
 
 from __future__ import annotations
 
+import array
 import select
 import socket
 from collections.abc import Callable, Iterable
@@ -25,6 +26,23 @@ class Hijacked:
     def __init__(self, sock: Any, announce: Callable[[], None]) -> None:
         self.sock = sock
         self.announce = announce
+
+
+def recv_fds(sock: socket.socket, bufsize: int, maxfds: int, flags: int = 0) -> tuple[bytes, list[int], int, Any]:
+    """:func:`socket.recv_fds` with ``flags`` honoured (Python 3.11's leaves them out) and the
+    descriptors close-on-exec (``MSG_CMSG_CLOEXEC``), so that no process this one starts inherits
+    one by accident.
+
+    :returns: (data, descriptors, the message's flags, address).
+    """
+    fds = array.array("i")
+    data, ancillary, msg_flags, addr = sock.recvmsg(
+        bufsize, socket.CMSG_LEN(maxfds * fds.itemsize), flags | socket.MSG_CMSG_CLOEXEC
+    )
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds), msg_flags, addr
 
 
 def send_all(sock: Any, data: bytes) -> bool:
