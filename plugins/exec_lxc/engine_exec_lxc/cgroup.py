@@ -34,6 +34,7 @@ import os
 from typing import Any, NamedTuple
 
 from engine.errors import HostError
+from engine.sys import proc
 from engine.sys.cgroups import Cgroup, CgroupLayout, read_layout
 
 LOG = logging.getLogger(__name__)
@@ -179,21 +180,17 @@ def hierarchies(layout: CgroupLayout | None = None, mountinfo: str = "/proc/self
     own, init = _proc_cgroups("/proc/self/cgroup"), _proc_cgroups("/proc/1/cgroup")
     found: list[Hierarchy] = []
     seen: set[str] = set()
-    with open(mountinfo) as fh:
-        lines = fh.read().splitlines()
-    for line in lines:
-        pre, sep, post = line.partition(" - ")
-        fields, post_fields = pre.split(), post.split()
-        if not sep or len(fields) < 5 or len(post_fields) < 3 or post_fields[0] not in ("cgroup", "cgroup2"):
+    for m in proc.mountinfo(mountinfo):
+        if m.fstype not in ("cgroup", "cgroup2"):
             continue
-        key = next((k for k in own if _matches(k, post_fields[0], post_fields[2])), None)
+        key = next((k for k in own if _matches(k, m.fstype, m.super_options)), None)
         if key is None or key in seen:
             continue
         seen.add(key)
         init_path = init.get(key, "/")
         if init_path.endswith("/init.scope"):
             init_path = init_path[: -len("/init.scope")] or "/"
-        found.append(Hierarchy(fields[4], fields[3], own[key], init_path, fields[4] in managed))
+        found.append(Hierarchy(m.mount_point, m.root, own[key], init_path, m.mount_point in managed))
     return found
 
 
