@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.daemon import changes
 from engine.daemon.statemachine import Machine
 from engine.sys.fs import atomic_write
 from engine.utils.host import read_text
@@ -53,6 +54,11 @@ class State:
     #: ``{"Status", "FailingStreak", "Log"}`` once a healthcheck ran (moby's ``State.Health``,
     #: kept by :mod:`engine.daemon.health`); None for a container without one.
     health: dict | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        # The owning container's ID, set by Container (not a field: not persisted, not compared).
+        changes.container_changed(self.__dict__.get("_owner"))
 
     @property
     def status(self) -> str:
@@ -150,6 +156,12 @@ class Container:
     log_path: str = ""
     platform: str = "linux"
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "state":
+            object.__setattr__(value, "_owner", self.id)
+        changes.container_changed(self.__dict__.get("id"))
+
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -221,6 +233,8 @@ class Container:
         # The record's write syncs the directory for both renames.
         atomic_write(self.path_of(HOSTCONFIG_FILE), json.dumps(self.host_config).encode(), mode=0o600, sync_dir=False)
         atomic_write(self.path_of(CONFIG_FILE), json.dumps(doc).encode(), mode=0o600)
+        # What was persisted may have been changed in place (the dicts and lists).
+        changes.container_changed(self.id)
 
     @classmethod
     def from_disk(cls, root: str) -> Container:

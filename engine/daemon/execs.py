@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.daemon import attach
+from engine.daemon import attach, changes
 from engine.daemon.container import Container
 from engine.daemon.daemon import require
 from engine.drivers.exec import Pipes, ProcessConfig
@@ -144,6 +144,7 @@ class ExecService:
             self._execs[e.id] = e
         with c.lock:
             c.exec_ids.append(e.id)
+        changes.container_changed(c.id)
         self.daemon.container_event(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
         return e
 
@@ -361,6 +362,7 @@ class ExecService:
         with c.lock:
             if e.id in c.exec_ids:  # inspect lists running execs only (moby)
                 c.exec_ids.remove(e.id)
+        changes.container_changed(c.id)
 
     def forget(self, c: Container) -> None:
         """The container stopped or went: its finished execs can no longer be inspected (moby's

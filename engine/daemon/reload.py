@@ -33,6 +33,7 @@ import os
 import threading
 from typing import Any
 
+from engine.daemon import changes as view_changes
 from engine.daemon.config import Config, config_from, validate
 from engine.utils import host
 from engine.utils.logs import set_debug
@@ -119,6 +120,8 @@ def reload_config(daemon: Any) -> dict[str, str]:
             LOG.info("reload: %s: %s -> %s", _key(attr), _attribute(before), _attribute(after))
         if "debug" in now:
             set_debug(cfg.debug)
+        if now:
+            view_changes.everything_changed()  # the views show some settings (default ulimits)
         if not now:
             LOG.info("reload: no option that can change without a restart changed")
         attributes = {_key(attr): _attribute(getattr(cfg, attr)) for attr in RELOADABLE}

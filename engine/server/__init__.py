@@ -6,5 +6,7 @@
 * :mod:`~engine.server.app`: the gunicorn application: the master's signals and systemd
   notifications, the worker that builds the :class:`~engine.daemon.daemon.Daemon` and the API app;
 * :mod:`~engine.server.worker`: gunicorn's threaded worker, adapted (TLS per listener, hijacks);
+* :mod:`~engine.server.replica` and :mod:`~engine.server.replicalink`: the API's read replica, a
+  process answering inspects beside the worker, and the worker's side of it;
 * :mod:`~engine.server.metrics`: ``--metrics-addr``'s Prometheus text.
 """

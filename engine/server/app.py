@@ -253,6 +253,8 @@ class EngineApplication(BaseApplication):
 
         EngineWorker.on_stop = self._start_shutdown
         EngineWorker.on_reload = self._reload
+        EngineWorker.daemon = engine.daemon
+        EngineWorker.replica_allowed = metrics_server is None
         engine.on_ready = self._signal_ready
         if metrics_server is not None:
             metrics_server.start()

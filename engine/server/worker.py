@@ -10,12 +10,16 @@ these changes.
 * A busy keep-alive connection stays with its thread, and the per-request
   path makes fewer system calls: every one releases and re-acquires the GIL,
   which with many busy connections costs a thread switch each.
+* Beside it runs the API's read replica (:mod:`engine.server.replica`): the
+  connections it hands over are served here, and one whose request was an
+  inspect goes back to it.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import selectors
 import signal
 import socket
 import threading
@@ -29,6 +33,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.body import LengthReader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from engine.server.replicalink import CONTAINER_PATH, INSPECT_PATH, ReplicaLink
 from engine.utils.sockets import readable
 
 LOG = logging.getLogger(__name__)
@@ -197,9 +202,28 @@ LINGER_SECONDS = 2.0
 
 
 class _Conn(TConn):
-    """gunicorn's connection, lingering longer on a graceful close (see ``LINGER_MAX_BYTES``)."""
+    """gunicorn's connection, lingering longer on a graceful close (see ``LINGER_MAX_BYTES``),
+    and one the read replica can hand over and take back."""
+
+    #: Its listener's index in the worker's ``sockets`` (-1: unknown).
+    index = -1
+    #: Bytes the replica read from it before handing it over.
+    pending = b""
+    #: Its last request was an inspect the replica can answer: give it back after the answer.
+    hand_back = False
+    #: The replica has it now: closing it here closes this process's descriptor only.
+    handed_off = False
+
+    def init(self) -> None:
+        super().init()
+        if self.pending:
+            self.parser.unreader.unread(self.pending)
+            self.pending = b""
 
     def close(self, graceful: bool = False) -> None:
+        if self.handed_off:
+            self.sock.close()
+            return
         if not graceful:
             super().close()
             return
@@ -214,6 +238,11 @@ class EngineWorker(ThreadWorker):
     on_stop: Callable[[], None] | None = None
     #: Set by the application once the daemon exists: reloads its configuration.
     on_reload: Callable[[], None] | None = None
+    #: Set by the application once the daemon exists: the daemon, or None.
+    daemon: Any = None
+    #: Set by the application: whether a read replica may run (not with --metrics-addr, whose
+    #: request counts would miss what it answers).
+    replica_allowed = True
 
     def __init__(self, age: int, ppid: int, sockets: list, app: Any, timeout: int, cfg: Any, log: Any) -> None:
         super().__init__(age, ppid, sockets, app, timeout, _FrozenConfig(cfg), log)
@@ -235,6 +264,8 @@ class EngineWorker(ThreadWorker):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         first = self.alive
+        if self.replica is not None:
+            self.replica.stop_serving()
         super().handle_exit(sig, frame)
         if first and self.on_stop is not None:
             threading.Thread(target=self.on_stop, name="engine-shutdown", daemon=True).start()
@@ -245,10 +276,92 @@ class EngineWorker(ThreadWorker):
         poller costs two thread switches and a GIL hand-over per request."""
         result = super().handle(conn)
         while result is True and self.alive:
+            if conn.hand_back and self._give_back(conn):
+                return False
             if not (conn.parser.unreader.buf.getvalue() or _readable(conn.sock, KEEPALIVE_LINGER)):
                 break
             result = super().handle(conn)
         return result
+
+    # the read replica
+    replica: ReplicaLink | None = None
+    #: Listener file descriptor -> index in ``sockets``.
+    _listener_index: dict[int, int] = {}
+
+    def run(self) -> None:
+        self._listener_index = {lst.fileno(): i for i, lst in enumerate(self.sockets)}
+        self.replica = self._start_replica()
+        try:
+            super().run()
+        finally:
+            if self.replica is not None:
+                self.replica.stop()
+                self.replica = None
+
+    def _start_replica(self) -> ReplicaLink | None:
+        if self.daemon is None or not self.replica_allowed or not self.alive:
+            return None
+        # TLS is this worker's (gunicorn's) alone: the replica takes the plain listeners.
+        plain = {i: lst for i, lst in enumerate(self.sockets) if lst.family == socket.AF_UNIX or not self.cfg.is_ssl}
+        if not plain:
+            return None
+        link = ReplicaLink(self.daemon, plain, float(self.cfg.keepalive))
+        try:
+            link.start()
+        except OSError as exc:
+            self.log.warning("the read replica did not start, the worker serves every request: %s", exc)
+            link.stop()
+            return None
+        assert link.channel is not None
+        self.poller.register(link.channel, selectors.EVENT_READ, self._from_replica)
+        return link
+
+    def _from_replica(self, channel: Any) -> None:
+        """The poller's callback (the worker's main thread): what the replica sent."""
+        link = self.replica
+        assert link is not None
+        try:
+            got = link.receive()
+        except (EOFError, OSError):
+            self.poller.unregister(channel)
+            if link.ended():
+                assert link.channel is not None
+                self.poller.register(link.channel, selectors.EVENT_READ, self._from_replica)
+            return
+        if got is None:
+            return
+        fd, index, buf = got
+        sock = _ConnSocket(fileno=fd)
+        sock.setblocking(True)
+        if index >= len(self.sockets):
+            sock.close()
+            return
+        listener = self.sockets[index]
+        try:
+            client = sock.getpeername() if listener.family != socket.AF_UNIX else ""
+        except OSError:
+            sock.close()
+            return
+        conn = self._new_conn(sock, client, listener, index)
+        conn.pending = buf
+        conn.data_ready = True
+        self.nr_conns += 1
+        self.enqueue_req(conn)
+
+    def _new_conn(self, sock: Any, client: Any, listener: Any, index: int) -> _Conn:
+        cfg = self.plain_cfg if listener.family == socket.AF_UNIX else self.cfg
+        conn = _Conn(cfg, sock, client, listener.getsockname())
+        conn.index = index
+        return conn
+
+    def _give_back(self, conn: _Conn) -> bool:
+        """Hand a kept-alive connection to the replica (with what was read of the next request)."""
+        conn.hand_back = False
+        link = self.replica
+        if link is None or not link.hand_back(conn.sock.fileno(), conn.index, conn.parser.unreader.buf.getvalue()):
+            return False
+        conn.handed_off = True
+        return True
 
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
         # gunicorn drains the unread body under a deadline, which sets and
@@ -265,6 +378,14 @@ class EngineWorker(ThreadWorker):
         neither request hooks nor ``max_requests``, so neither is consulted.
         """
         resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg, response_class=_Response)
+        replica: ReplicaLink | None = getattr(self, "replica", None)
+        inspect = None
+        changing = None
+        if replica is not None:
+            if req.method == "GET":
+                inspect = None if req.query else INSPECT_PATH.match(req.path)
+            elif req.method != "HEAD":
+                changing = CONTAINER_PATH.match(req.path)
         environ["wsgi.multithread"] = True
         if not (self.alive and self.cfg.keepalive) or len(self.keepalived_conns) >= self.max_keepalived:
             resp.force_close()
@@ -273,6 +394,11 @@ class EngineWorker(ThreadWorker):
         try:
             try:
                 body = self.wsgi(environ, resp.start_response)
+                if changing is not None and replica is not None:
+                    replica.changed_by_request(changing.group(1))
+                if inspect is not None and replica is not None and resp.status_code == 200:
+                    replica.send_head(f"HTTP/1.1 {resp.status}", resp.headers, resp.version)
+                    conn.hand_back = req.version == (1, 1) and isinstance(conn, _Conn)
                 if isinstance(body, environ["wsgi.file_wrapper"]):
                     resp.write_file(body)
                 else:
@@ -306,8 +432,9 @@ class EngineWorker(ThreadWorker):
         self.nr_conns += 1
         client_sock = _ConnSocket(client_sock.family, client_sock.type, client_sock.proto, client_sock.detach())
         client_sock.setblocking(True)
-        cfg = self.plain_cfg if listener.family == socket.AF_UNIX else self.cfg
-        self.enqueue_req(_Conn(cfg, client_sock, client_addr, listener.getsockname()))
+        self.enqueue_req(
+            self._new_conn(client_sock, client_addr, listener, self._listener_index.get(listener.fileno(), -1))
+        )
 
 
 def _readable(sock: Any, timeout: float) -> bool:
