@@ -313,11 +313,11 @@ class Replica:
             self.head = (first + b"\r\n", rest)
 
     def _ready(self, conn: _Conn, mask: int) -> None:
-        if mask & selectors.EVENT_WRITE and conn.out:
+        if conn.out:
             self._flush(conn)
             if conn.out:
                 return
-        if mask & selectors.EVENT_READ:
+        elif mask & selectors.EVENT_READ:
             try:
                 data = conn.sock.recv(MAX_HEAD)
             except BlockingIOError:
@@ -351,7 +351,9 @@ class Replica:
         except BlockingIOError:
             sent = 0
         conn.out = conn.out[sent:]
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+        # While an answer waits for the client, its next requests wait in the kernel (reading
+        # them would only grow the buffer, and a level-triggered read event would spin).
+        events = selectors.EVENT_WRITE if conn.out else selectors.EVENT_READ
         if self.selector.get_key(conn.sock).events != events:
             self.selector.modify(conn.sock, events, ("conn", conn))
 

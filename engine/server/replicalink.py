@@ -294,7 +294,7 @@ class ReplicaLink:
 
     def hand_back(self, fd: int, index: int, buf: bytes) -> bool:
         """Give a connection to the replica; False if it cannot take it now."""
-        if index not in self.listeners or not self.table.generation():
+        if index not in self.listeners or not self.table.generation() or len(buf) + 2 > rp.MAX_MESSAGE:
             return False
         channel = self.channel
         if channel is None:
