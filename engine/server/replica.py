@@ -12,7 +12,7 @@ its own. The design:
   requests it can answer, it answers; at the first it cannot, it hands the
   connection (its descriptor and the bytes it read, over a ``SOCK_SEQPACKET``
   pair) to the worker, which serves it from then on like one it accepted.
-  After answering an inspect the worker hands the connection back.
+  After answering an inspect or a ping the worker hands the connection back.
 * **What it knows.** The worker renders a container's view
   (:func:`engine.daemon.views.inspect`) after each change and sends it
   (``E`` messages, :class:`engine.server.replicalink.ReplicaLink`). The
@@ -24,8 +24,10 @@ its own. The design:
   :mod:`engine.daemon.changes` right after the change; a view is served only
   while the version it was rendered at is current. A view not yet rendered
   again is not served: the request goes to the worker.
-* **What it answers.** ``GET /containers/<full ID or name>/json`` with no
-  query, HTTP/1.1, no body, no ``Connection``/``Upgrade``/``Expect``.
+* **What it answers.** ``GET /containers/<full ID or name>/json`` and
+  ``GET``/``HEAD /_ping`` (as the worker last answered it, in the same
+  generation), with no query, HTTP/1.1, no body, no
+  ``Connection``/``Upgrade``/``Expect``.
   Everything else (an ID prefix, ``?size=1``, an unknown container, an
   unsupported API version) goes to the worker, which gives the errors.
 
@@ -63,6 +65,11 @@ MSG_FORGET = b"F"
 MSG_HEAD = b"H"
 #: The replica could not answer a container it knows nothing (current) of: ``W`` + the key asked for.
 MSG_WANTED = b"W"
+#: ``/_ping``'s whole answer but its Date and Connection lines: ``P`` + method (``G``/``H``) +
+#: generation (8 bytes) + status and server lines + a blank line + the other header lines, a
+#: blank line and the body.
+MSG_PING = b"P"
+_PING_HEAD = struct.Struct("<cQ")
 
 #: (generation, slot, version, len(ID), len(name))
 ENTRY_HEAD = struct.Struct("<QIQHH")
@@ -70,9 +77,12 @@ ENTRY_HEAD = struct.Struct("<QIQHH")
 #: Versions are kept per slot, a slot per first four hex digits of the ID: containers that share
 #: one are stale together, which costs a render, never a wrong answer.
 SLOTS = 1 << 16
-#: Word 0: the generation (0: answer nothing); the slots' versions follow.
+#: Word 0: the generation (0: answer nothing); word 1: flags (FLAG_DEBUG); the slots' versions follow.
 _WORD = struct.Struct("<Q")
-TABLE_SIZE = _WORD.size * (1 + SLOTS)
+_HEADER_WORDS = 2
+TABLE_SIZE = _WORD.size * (_HEADER_WORDS + SLOTS)
+#: The daemon logs at debug level (so does the replica, each answer); it follows a reload.
+FLAG_DEBUG = 1
 
 #: The largest message either side sends (an entry, or a connection's bytes); a larger view is
 #: not sent (the worker answers for that container).
@@ -82,6 +92,7 @@ MAX_HEAD = 16384
 
 _HEX64 = re.compile(rb"[0-9a-f]{64}\Z")
 _INSPECT = re.compile(rb"(?:/v(\d+\.\d+))?/containers/([^/?%]+)/json\Z")
+_PING = re.compile(rb"(?:/v(\d+\.\d+))?/_ping\Z")
 
 
 def slot_of(container_id: str) -> int:
@@ -111,11 +122,17 @@ class VersionTable:
     def set_generation(self, value: int) -> None:
         _WORD.pack_into(self.map, 0, value)
 
+    def flags(self) -> int:
+        return _WORD.unpack_from(self.map, _WORD.size)[0]
+
+    def set_flags(self, value: int) -> None:
+        _WORD.pack_into(self.map, _WORD.size, value)
+
     def version(self, slot: int) -> int:
-        return _WORD.unpack_from(self.map, _WORD.size * (1 + slot))[0]
+        return _WORD.unpack_from(self.map, _WORD.size * (_HEADER_WORDS + slot))[0]
 
     def bump(self, slot: int) -> int:
-        offset = _WORD.size * (1 + slot)
+        offset = _WORD.size * (_HEADER_WORDS + slot)
         value = _WORD.unpack_from(self.map, offset)[0] + 1
         _WORD.pack_into(self.map, offset, value)
         return value
@@ -146,7 +163,15 @@ def parse_message(data: bytes, fds: list[int]) -> tuple[bytes, Any]:
         return kind, (cid, name, gen, slot, version, data[at + id_len + name_len :])
     if kind in (MSG_FORGET, MSG_WANTED, MSG_HEAD):
         return kind, data[1:]
+    if kind == MSG_PING:
+        method, gen = _PING_HEAD.unpack_from(data, 1)
+        return kind, (b"HEAD" if method == b"H" else b"GET", gen, data[1 + _PING_HEAD.size :])
     return b"", None
+
+
+def ping_message(method: bytes, gen: int, answer: bytes) -> bytes:
+    """``answer``: status and server lines, a blank line, the other header lines, a blank line, the body."""
+    return MSG_PING + _PING_HEAD.pack(b"H" if method == b"HEAD" else b"G", gen) + answer
 
 
 def entry_message(cid: str, name: str, gen: int, slot: int, version: int, view: bytes) -> bytes:
@@ -202,7 +227,6 @@ class Replica:
     :param channel: this end of the pair with the worker.
     :param table: the versions.
     :param keepalive: seconds an idle connection is kept.
-    :param debug: log each answer (as the worker's debug log does; set at start).
     """
 
     def __init__(
@@ -211,7 +235,6 @@ class Replica:
         channel: socket.socket,
         table: VersionTable,
         keepalive: float = 60.0,
-        debug: bool = False,
     ) -> None:
         from engine import API_VERSION, MAX_ACCEPTED_API_VERSION, MIN_API_VERSION, apiversion
         from engine.utils.jsonout import encode
@@ -225,11 +248,12 @@ class Replica:
         self.channel = channel
         self.table = table
         self.keepalive = keepalive
-        self.debug = debug
         self.entries: dict[str, _Entry] = {}
         self.names: dict[str, str] = {}
         #: (status and server lines, the other header lines) of an inspect; None until the worker sends them.
         self.head: tuple[bytes, bytes] | None = None
+        #: ``/_ping``'s answers by method: (generation, status and server lines, the rest).
+        self.pings: dict[bytes, tuple[int, bytes, bytes]] = {}
         self.conns: dict[int, _Conn] = {}
         #: (until, listener, index) of listeners not accepted on for now.
         self.paused: list[tuple[float, Any, int]] = []
@@ -259,8 +283,11 @@ class Replica:
                 except OSError:
                     if what == "conn":
                         self._close(arg)
-                    elif what == "channel":
-                        self.running = False
+                except Exception:
+                    # A bug must cost one connection, not every client's answers.
+                    LOG.exception("read replica: handling a %s event", what)
+                    if what == "conn":
+                        self._close(arg)
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep(now)
@@ -289,14 +316,22 @@ class Replica:
             self._serve(conn)
 
     def _from_worker(self) -> None:
-        data, fds = recv_message(self.channel, self.inbox)
+        try:
+            data, fds = recv_message(self.channel, self.inbox)
+        except OSError:
+            data, fds = b"", []
         if not data and not fds:
             self.running = False  # the worker is gone: so is the daemon
             return
         kind, what = parse_message(data, fds)
         if kind == MSG_CONN:
             fd, index, buf = what
-            self._adopt(socket.socket(fileno=fd), index, buf)
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)
+                return
+            self._adopt(sock, index, buf)
         elif kind == MSG_ENTRY:
             cid, name, gen, slot, version, view = what
             old = self.entries.get(cid)
@@ -311,6 +346,10 @@ class Replica:
         elif kind == MSG_HEAD:
             first, _, rest = what.partition(b"\r\n\r\n")
             self.head = (first + b"\r\n", rest)
+        elif kind == MSG_PING:
+            method, gen, answer = what
+            first, _, rest = answer.partition(b"\r\n\r\n")
+            self.pings[method] = (gen, first + b"\r\n", rest)
 
     def _ready(self, conn: _Conn, mask: int) -> None:
         if conn.out:
@@ -367,6 +406,8 @@ class Replica:
         conn.sock.close()
 
     def _close(self, conn: _Conn) -> None:
+        if conn.sock.fileno() < 0:
+            return  # closed already
         self._forget(conn)
         conn.sock.close()
 
@@ -387,10 +428,12 @@ class Replica:
         line_end = head.find(b"\r\n")
         request_line = head if line_end < 0 else head[:line_end]
         parts = request_line.split(b" ")
-        if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
+        if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD") or parts[2] != b"HTTP/1.1":
             return None
-        m = _INSPECT.match(parts[1])
-        if m is None or self.head is None:
+        method, target = parts[0], parts[1]
+        ping = _PING.match(target)
+        inspect = None if ping is not None or method != b"GET" else _INSPECT.match(target)
+        if ping is None and inspect is None:
             return None
         if line_end >= 0:
             for line in head[line_end + 2 :].split(b"\r\n"):
@@ -403,18 +446,37 @@ class Replica:
                         return None
                 elif name in (b"transfer-encoding", b"connection", b"upgrade", b"expect"):
                     return None
-        version = m.group(1).decode() if m.group(1) else self.default_version
+        prefix = (ping or inspect).group(1)  # type: ignore[union-attr]
+        version = prefix.decode() if prefix else self.default_version
         try:
             wanted = self.apiversion.parse(version)
         except ValueError:
             return None
         if not self.min_version <= wanted <= self.max_version:
             return None
-        body = self._view(m.group(2).decode("latin-1"), version)
+        if ping is not None:
+            response = self._ping(method)
+        else:
+            assert inspect is not None
+            response = self._inspect(inspect.group(2).decode("latin-1"), version)
+        if response is not None and self.table.flags() & FLAG_DEBUG:
+            LOG.debug("%s %s -> 200 OK", method.decode(), target.decode("latin-1"))
+        return response
+
+    def _ping(self, method: bytes) -> bytes | None:
+        """``/_ping``'s answer as the worker gave it in this generation."""
+        known = self.pings.get(method)
+        gen = self.table.generation()
+        if known is None or known[0] != gen or not gen:
+            return None
+        return b"".join((known[1], self._date_line(), b"Connection: keep-alive\r\n", known[2]))
+
+    def _inspect(self, key: str, version: str) -> bytes | None:
+        if self.head is None:
+            return None
+        body = self._view(key, version)
         if body is None:
             return None
-        if self.debug:
-            LOG.debug("GET %s -> 200 OK", parts[1].decode("latin-1"))
         first, rest = self.head
         return b"".join(
             (
@@ -470,11 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel", type=int, required=True, metavar="FD")
     parser.add_argument("--table", type=int, required=True, metavar="FD")
     parser.add_argument("--keepalive", type=float, default=60.0)
-    parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     from engine.utils.logs import setup_logging
 
-    setup_logging(args.debug)
+    setup_logging(debug=True)  # what is logged follows the table's FLAG_DEBUG
     # The worker stops the replica with SIGTERM; SIGINT (a terminal's ^C to the group) is the worker's to handle.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -484,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         index, _, fd = spec.partition(":")
         listeners[int(index)] = socket.socket(fileno=int(fd))
     channel = socket.socket(fileno=args.channel)
-    Replica(listeners, channel, VersionTable(args.table), args.keepalive, args.debug).run()
+    Replica(listeners, channel, VersionTable(args.table), args.keepalive).run()
     return 0
 
 

@@ -29,6 +29,8 @@ LOG = logging.getLogger(__name__)
 
 #: ``GET`` paths the replica answers (once the worker sent it the view).
 INSPECT_PATH = re.compile(r"(?:/v\d+\.\d+)?/containers/([^/]+)/json\Z")
+#: ``GET`` and ``HEAD`` of ``/_ping``: the replica answers as the worker did in the same generation.
+PING_PATH = re.compile(r"(?:/v\d+\.\d+)?/_ping\Z")
 #: Any request below a container's path: a change to it is marked changed once answered.
 CONTAINER_PATH = re.compile(r"(?:/v\d+\.\d+)?/containers/([^/]+)/")
 
@@ -62,6 +64,8 @@ class ReplicaLink:
         self.dirty: set[str] = set()
         self.wanted: set[str] = set()
         self.head_sent = False
+        #: Method -> the generation in which its ``/_ping`` answer was sent.
+        self.pings_sent: dict[str, int] = {}
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self.channel: socket.socket | None = None
@@ -77,6 +81,7 @@ class ReplicaLink:
         self._spawn()
         changes.subscribe(self.container_changed, self.everything_changed)
         with self.lock:
+            self._set_flags()
             self.table.set_generation(1)
         self.thread = threading.Thread(target=self._checkpointer, name="replica-views", daemon=True)
         self.thread.start()
@@ -103,14 +108,13 @@ class ReplicaLink:
         ]
         for index, lst in self.listeners.items():
             argv += ["--listener", f"{index}:{lst.fileno()}"]
-        if LOG.isEnabledFor(logging.DEBUG):
-            argv.append("--debug")
         try:
             self.proc = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL, close_fds=True)
         finally:
             theirs.close()
         self.channel = ours
         self.head_sent = False
+        self.pings_sent = {}
         self.started = time.monotonic()
         # A new replica knows no view: send every one, once the daemon's start is over (a
         # thousand renders would compete with the first requests); meanwhile it asks for those
@@ -181,8 +185,13 @@ class ReplicaLink:
                 self.dirty.add(container_id)
                 self.wake.notify()
 
+    def _set_flags(self) -> None:
+        debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+        self.table.set_flags(rp.FLAG_DEBUG if debug else 0)
+
     def everything_changed(self) -> None:
         with self.lock:
+            self._set_flags()  # a reload may have turned debug on or off
             gen = self.table.generation()
             if gen:
                 self.table.set_generation(gen + 1)
@@ -274,6 +283,19 @@ class ReplicaLink:
         first = "\r\n".join(lines[:2]).encode("latin-1")
         rest = "".join(f"{line}\r\n" for line in lines[2:]).encode("latin-1")
         self.head_sent = self._send(rp.MSG_HEAD + first + b"\r\n\r\n" + rest)
+
+    def send_ping(
+        self, method: str, generation: int, status_line: str, headers: list[tuple[str, str]], server: str, body: bytes
+    ) -> None:
+        """A ``/_ping`` answer the worker gave (read at ``generation``, before it was made), for the
+        replica's answers to the same method in that generation (once per generation)."""
+        if not generation or self.pings_sent.get(method) == generation or self.table.generation() != generation:
+            return
+        first = f"{status_line}\r\nServer: {server}".encode("latin-1")
+        rest = "".join(f"{k}: {v}\r\n" for k, v in headers if k.lower() not in ("date", "connection"))
+        answer = first + b"\r\n\r\n" + rest.encode("latin-1") + b"\r\n" + body
+        if self._send(rp.ping_message(method.encode(), generation, answer)):
+            self.pings_sent[method] = generation
 
     # connections
     def receive(self) -> Any:

@@ -12,7 +12,7 @@ these changes.
   which with many busy connections costs a thread switch each.
 * Beside it runs the API's read replica (:mod:`engine.server.replica`): the
   connections it hands over are served here, and one whose request was an
-  inspect goes back to it.
+  inspect or a ping goes back to it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.body import LengthReader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from engine.server.replicalink import CONTAINER_PATH, INSPECT_PATH, ReplicaLink
+from engine.server.replicalink import CONTAINER_PATH, INSPECT_PATH, PING_PATH, ReplicaLink
 from engine.utils.sockets import readable
 
 LOG = logging.getLogger(__name__)
@@ -379,12 +379,15 @@ class EngineWorker(ThreadWorker):
         """
         resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg, response_class=_Response)
         replica: ReplicaLink | None = getattr(self, "replica", None)
-        inspect = None
-        changing = None
+        inspect = ping = changing = None
+        generation = 0
         if replica is not None:
-            if req.method == "GET":
-                inspect = None if req.query else INSPECT_PATH.match(req.path)
-            elif req.method != "HEAD":
+            if req.method in ("GET", "HEAD"):
+                if not req.query:
+                    ping = PING_PATH.match(req.path)
+                    inspect = INSPECT_PATH.match(req.path) if req.method == "GET" and ping is None else None
+                    generation = replica.table.generation()
+            else:
                 changing = CONTAINER_PATH.match(req.path)
         environ["wsgi.multithread"] = True
         if not (self.alive and self.cfg.keepalive) or len(self.keepalived_conns) >= self.max_keepalived:
@@ -396,8 +399,13 @@ class EngineWorker(ThreadWorker):
                 body = self.wsgi(environ, resp.start_response)
                 if changing is not None and replica is not None:
                     replica.changed_by_request(changing.group(1))
-                if inspect is not None and replica is not None and resp.status_code == 200:
-                    replica.send_head(f"HTTP/1.1 {resp.status}", resp.headers, resp.version)
+                if replica is not None and resp.status_code == 200 and (inspect or ping) is not None:
+                    status = f"HTTP/1.1 {resp.status}"
+                    if inspect is not None:
+                        replica.send_head(status, resp.headers, resp.version)
+                    elif isinstance(body, (list, tuple)):
+                        replica.send_ping(req.method, generation, status, resp.headers, resp.version, b"".join(body))
+                    # The replica answers what such a client asks next.
                     conn.hand_back = req.version == (1, 1) and isinstance(conn, _Conn)
                 if isinstance(body, environ["wsgi.file_wrapper"]):
                     resp.write_file(body)

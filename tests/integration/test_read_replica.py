@@ -22,7 +22,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
-    with running("engine", str(tmp_path_factory.mktemp("rr")), engine_args=["-D"]) as t:
+    # Debug from daemon.json, not -D: a reload can then turn it off (a flag would win over the file).
+    workdir = str(tmp_path_factory.mktemp("rr"))
+    os.makedirs(os.path.join(workdir, "e"))
+    with open(os.path.join(workdir, "e", "daemon.json"), "w") as fh:
+        json.dump({"debug": True}, fh)
+    with running("engine", workdir) as t:
         yield t
 
 
@@ -85,7 +90,8 @@ class Client:
 
 
 def replica_answers(target) -> int:
-    return target.process.log().count("[engine.replica] GET")
+    log = target.process.log()
+    return log.count("[engine.replica] GET ") + log.count("[engine.replica] HEAD ")
 
 
 def replica_pid(target) -> int:
@@ -128,6 +134,20 @@ def test_the_replica_answers_with_the_workers_bytes(target):
             headers2.pop("date")
             assert headers == headers2
         assert json.loads(body)["Config"]["Labels"] == {"a": "b"}
+        # /_ping, GET and HEAD: ?x=1 is a query, so the worker's answer.
+        for method in ("GET", "HEAD"):
+            for _ in range(50):
+                before = replica_answers(target)
+                status, headers, body = client.call(method, "/_ping")
+                if wait_for(lambda n=before: replica_answers(target) > n, timeout=0.5, step=0.02):
+                    break
+            else:
+                raise AssertionError(f"the replica never answered {method} /_ping")
+            status2, headers2, body2 = client.call(method, "/_ping?x=1")
+            assert status == status2 == 200 and body == body2 == (b"OK" if method == "GET" else b"")
+            headers.pop("date")
+            headers2.pop("date")
+            assert headers == headers2
     finally:
         client.close()
 
@@ -171,6 +191,31 @@ def test_a_change_is_seen_at_once(target):
         assert doc["State"]["ExitCode"] == 137
         assert client.call("DELETE", f"/containers/{cid}")[0] == 204
         assert client.get(path)[0] == 404
+    finally:
+        client.close()
+
+
+def reload(target, config: dict) -> None:
+    with open(target.process.config_file, "w") as fh:
+        json.dump(config, fh)
+    os.kill(target.process.proc.pid, signal.SIGHUP)
+    assert wait_for(lambda: target.request("GET", "/info")[1]["Debug"] is config["debug"], timeout=30)
+
+
+def test_its_debug_log_follows_a_reload(target):
+    cid = run_busybox(target, "--name", "rr-debug")
+    client = Client(target.socket)
+    path = f"/containers/{cid}/json"
+    try:
+        answered_by_replica(target, client, path)
+        reload(target, {"debug": False})
+        before = replica_answers(target)
+        for _ in range(20):
+            assert client.get(path)[0] == 200
+        time.sleep(0.5)
+        assert replica_answers(target) == before
+        reload(target, {"debug": True})
+        answered_by_replica(target, client, path)
     finally:
         client.close()
 

@@ -43,14 +43,17 @@ class Worker:
         fds = [theirs.fileno(), self.table.fd, self.listener.fileno()]
         argv = [sys.executable, "-m", "engine.server.replica", "--channel", str(fds[0]), "--table", str(fds[1])]
         argv += ["--listener", f"3:{fds[2]}", "--keepalive", "30"]
-        self.proc = subprocess.Popen(argv, pass_fds=fds)
+        self.proc = subprocess.Popen(argv, pass_fds=fds, stderr=subprocess.PIPE)
         theirs.close()
         self.inbox = bytearray(rp.MAX_MESSAGE)
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Its log (stderr)."""
         self.channel.close()
         try:
             self.proc.wait(timeout=10)
+            assert self.proc.stderr is not None
+            return self.proc.stderr.read().decode()
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -277,3 +280,46 @@ def test_it_ends_when_the_worker_closes_its_end(tmp_path):
     assert w.proc.wait(timeout=10) == 0
     w.listener.close()
     w.table.close()
+
+
+def test_each_answer_is_logged_while_the_daemon_logs_at_debug_level(tmp_path):
+    w = Worker(tmp_path)
+    try:
+        ready(w)  # answered with the flag off
+        w.table.set_flags(rp.FLAG_DEBUG)
+        with w.client() as c:
+            c.sendall(b"GET /v1.41/containers/web/json HTTP/1.1\r\n\r\n")
+            read_response(c)
+    finally:
+        log = w.stop()
+    assert log.count("[engine.replica] GET") == 1
+    assert "[engine.replica] GET /v1.41/containers/web/json -> 200 OK" in log
+
+
+PING = b"HTTP/1.1 200 OK\r\nServer: test\r\n\r\nPragma: no-cache\r\nContent-Length: 2\r\n\r\nOK"
+PING_HEAD = b"HTTP/1.1 200 OK\r\nServer: test\r\n\r\nPragma: no-cache\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_ping_is_answered_as_the_worker_answered_it_in_the_same_generation(worker):
+    ready(worker)
+    worker.send(rp.ping_message(b"GET", 1, PING))
+    worker.send(rp.ping_message(b"HEAD", 1, PING_HEAD))
+    worker.view()  # an entry after the pings: once it is answered, the pings were read
+    ready(worker)
+    with worker.client() as c:
+        c.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = read_response(c)
+        assert body == b"OK"
+        assert head.startswith(b"HTTP/1.1 200 OK\r\nServer: test\r\nDate: ")
+        assert head.endswith(b"\r\nConnection: keep-alive\r\nPragma: no-cache\r\nContent-Length: 2")
+        c.sendall(b"HEAD /v1.41/_ping HTTP/1.1\r\n\r\n")
+        head, body = read_response(c)  # Content-Length: 0
+        assert body == b""
+        assert head.endswith(b"\r\nPragma: no-cache\r\nContent-Length: 0")
+    # A new generation (a reload): the worker answers until it sends its answer again.
+    worker.table.set_generation(2)
+    with worker.client() as c:
+        c.sendall(b"GET /_ping HTTP/1.1\r\n\r\n")
+        conn, _, buf = worker.handed_over()
+        conn.close()
+    assert buf == b"GET /_ping HTTP/1.1\r\n\r\n"
