@@ -25,7 +25,7 @@ running at a time, so they never compete for the CPUs:
    per daemon, interleaved; median and min are reported.
 3. Memory: RSS and PSS (``/proc/PID/smaps_rollup``) summed over the
    daemon's process tree, after ``--idle`` (3) s idle past READY and again
-   1 s after the ping load. Ours: gunicorn master + worker. dockerd: alone,
+   1 s after the ping load. Ours: gunicorn master + worker + read replica. dockerd: alone,
    and dockerd + its containerd.
 
 Usage: ``python bench/bench_api.py [--seconds N] [--no-dockerd] [--json PATH]``
@@ -664,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         + (["dockerd", "dockerd+containerd"] if "dockerd" in names else [])
         + ["target (engine)", ""]
     )
-    C.print_table(headers, rows, title="Results (engine memory = gunicorn master + worker)")
+    C.print_table(headers, rows, title="Results (engine memory = gunicorn master + worker + read replica)")
     if note:
         print(f"\nnote: {note}")
     path = C.write_json(
