@@ -12,7 +12,7 @@ its own. The design:
   requests it can answer, it answers; at the first it cannot, it hands the
   connection (its descriptor and the bytes it read, over a ``SOCK_SEQPACKET``
   pair) to the worker, which serves it from then on like one it accepted.
-  After answering an inspect or a ping the worker hands the connection back.
+  After answering an inspect the worker hands the connection back.
 * **What it knows.** The worker renders a container's view
   (:func:`engine.daemon.views.inspect`) after each change and sends it
   (``E`` messages, :class:`engine.server.replicalink.ReplicaLink`). The
@@ -532,7 +532,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel", type=int, required=True, metavar="FD")
     parser.add_argument("--table", type=int, required=True, metavar="FD")
     parser.add_argument("--keepalive", type=float, default=60.0)
+    parser.add_argument("--parent", type=int, default=0, metavar="PID", help="the worker: end with it")
     args = parser.parse_args(argv)
+    if args.parent:
+        from engine.sys.libc import PR_SET_PDEATHSIG, prctl
+
+        # Killed with the worker, at once: a replica that outlived a killed daemon would keep
+        # its socket answering, and the next daemon would find it taken.
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != args.parent:
+            return 0  # the worker died before the line above
     from engine.utils.logs import setup_logging
 
     setup_logging(debug=True)  # what is logged follows the table's FLAG_DEBUG

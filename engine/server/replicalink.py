@@ -87,6 +87,8 @@ class ReplicaLink:
         self.thread.start()
 
     def _spawn(self) -> None:
+        """Start a replica; from the worker's main thread only (the replica ends with the thread
+        that started it: PR_SET_PDEATHSIG)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for end in (ours, theirs):
             for opt in (SO_SNDBUFFORCE, SO_RCVBUFFORCE):
@@ -105,6 +107,8 @@ class ReplicaLink:
             str(self.table.fd),
             "--keepalive",
             str(self.keepalive),
+            "--parent",
+            str(os.getpid()),
         ]
         for index, lst in self.listeners.items():
             argv += ["--listener", f"{index}:{lst.fileno()}"]

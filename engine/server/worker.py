@@ -12,7 +12,7 @@ these changes.
   which with many busy connections costs a thread switch each.
 * Beside it runs the API's read replica (:mod:`engine.server.replica`): the
   connections it hands over are served here, and one whose request was an
-  inspect or a ping goes back to it.
+  inspect goes back to it.
 """
 
 from __future__ import annotations
@@ -405,8 +405,9 @@ class EngineWorker(ThreadWorker):
                         replica.send_head(status, resp.headers, resp.version)
                     elif isinstance(body, (list, tuple)):
                         replica.send_ping(req.method, generation, status, resp.headers, resp.version, b"".join(body))
-                    # The replica answers what such a client asks next.
-                    conn.hand_back = req.version == (1, 1) and isinstance(conn, _Conn)
+                    # The replica answers what an inspecting client asks next (a ping is most
+                    # often a CLI's first request: its next one would only come back here).
+                    conn.hand_back = inspect is not None and req.version == (1, 1) and isinstance(conn, _Conn)
                 if isinstance(body, environ["wsgi.file_wrapper"]):
                     resp.write_file(body)
                 else:

@@ -144,11 +144,22 @@ class DaemonProcess:
         return self.proc.returncode
 
     def kill(self) -> None:
-        """kill -9 of the master and its worker (containers must survive)."""
-        for pid in self.pids():
+        """kill -9 of the master, its worker and the worker's read replica (containers must survive).
+
+        The replica goes with the rest, as a crashed dockerd's sockets do: it would otherwise
+        answer on the old socket for the moment its worker takes to die, and the next daemon
+        would find the socket taken.
+        """
+        from engine.testing.procs import children_of, cmdline, wait_gone
+
+        pids = self.pids()
+        replicas = [p for p in children_of(pids[1:]) if "engine.server.replica" in cmdline(p)]
+        for pid in replicas + pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         if self.proc is not None:
             self.proc.wait(10)
+        for pid in replicas:
+            wait_gone(pid)
