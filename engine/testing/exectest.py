@@ -935,6 +935,18 @@ class ExecDriverConformance:
         assert code == 0
         assert lines == ["33", "CapEff:\t0000000000000000"]
 
+    def test_no_signal_is_ignored_or_blocked(self, box: Box, driver: ExecDriver, helpers: ForkServer | None) -> None:
+        """Neither the init nor an exec'd process inherits an ignored or blocked signal (the
+        daemon's Python ignores SIGPIPE and SIGXFSZ, and an ignored signal survives execve)."""
+        report = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]  # no shell: sh changes some
+        zeros = ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"]
+        result = box.run(box.command(report))
+        assert (result.code, result.stdout.splitlines()) == (0, zeros), result
+        command = box.command(["sleep", "1000"])
+        box.start(command).wait_started()
+        code, out = _exec_stdout(driver, command, ProcessConfig(args=report, env=[PATH_ENV]))
+        assert (code, out.splitlines()) == (0, zeros), out
+
     def test_exec_errors(self, box: Box, driver: ExecDriver, helpers: ForkServer | None) -> None:
         command = box.command(["sleep", "1000"])
         running = box.start(command)

@@ -10,6 +10,10 @@ With a console socket (``docker exec -t``) the pty is made from the
 container's own devpts (``/proc/<init>/root/dev/ptmx``; the slave through
 ``TIOCGPTPEER``, so no path of it is opened from here) and its master goes
 back over the socket, as the native driver's exec does.
+
+Python ignores SIGPIPE and SIGXFSZ from its start, and an ignored signal
+survives fork and execve(2): the helper gives them their default back before
+liblxc forks the process: a writer into a closed pipe dies of SIGPIPE, as anywhere else.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -63,8 +68,19 @@ def _console(config: dict[str, Any]) -> int:
     return slave
 
 
+def _default_signals() -> None:
+    """The default disposition for each signal Python ignores (see the module's docstring)."""
+    for sig in signal.valid_signals():
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+
 def run(config: dict[str, Any], status_fd: int) -> int:
     """Attach, report the start, wait, report the exit code (128+N for signal N)."""
+    _default_signals()
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         if config.get("console") is not None:
