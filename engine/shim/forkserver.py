@@ -5,9 +5,9 @@ of the shim and the exec driver (about 35 ms of the 70 from launch to the
 container's exec, on 2 cores). The daemon now keeps one warm process that
 has done both, and each start is a fork of it::
 
-    daemon --SOCK_SEQPACKET--> fork server --request--> template --fork--> child --fork--> shim --fork--> starter
-      ^                                                                     (exits)          |
-      '---------------------------- ACK, one JSON line on the connection -------------------'
+    daemon --SOCK_SEQPACKET--> fork server --request--> template --go--> shim --fork--> starter
+      ^                                               (forked ahead)  |
+      '------------------ ACK, one JSON line on the connection -------'
 
 Each request is one message on the control socket (its descriptor is the
 first argument; the modules to import follow): the JSON
@@ -15,8 +15,8 @@ first argument; the modules to import follow): the JSON
 connections>]}``, with the descriptors as ancillary data: the launcher's
 stdout and stderr (sockets), then the attach connections in the order of
 ``fds``. The fork server checks it and passes it on to the *template*
-(:class:`Template`), which forks for it; the forked process (a grandchild,
-so that nobody here has to reap it) takes the request, checks that the
+(:class:`Template`), whose child forked ahead for it (nobody here waits
+for its exit: the template ignores SIGCHLD) takes the request, checks that the
 daemon still waits (a request that sat in the queue while the daemon gave
 up is dropped), becomes a session leader, takes the socket for its stdin
 and stdout, writes :data:`~engine.shim.protocol.ACK` and becomes the
@@ -38,7 +38,8 @@ the first descriptor becomes the helper's stderr, the others are passed to
 ``function(args, {the daemon's number: the helper's})``, whose return value
 is the helper's exit status. The module is imported here once, before the
 first fork, so a helper starts warm (the exec driver's ``nsenter``: an exec
-costs a fork instead of an interpreter's start). Nothing is acknowledged:
+costs a fork instead of an interpreter's start); a module first imported for a
+request gets a new template, so that later helpers find it imported. Nothing is acknowledged:
 the helper reports on its descriptors, and a refused request writes its
 reason to the stderr descriptor.
 
@@ -56,6 +57,7 @@ import json
 import marshal
 import os
 import select
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -129,12 +131,16 @@ def _run_helper(function: Callable, request: dict, fds: list[int]) -> int:
         sys.stderr.write(f"engine.shim.forkserver: {len(fds) - 1} descriptors for {len(numbers)}\n")
         return 1
     try:
-        return int(function(list(request.get("args", [])), dict(zip(numbers, fds[1:]))) or 0)
+        code = int(function(list(request.get("args", [])), dict(zip(numbers, fds[1:]))) or 0)
     except BaseException:
         import traceback
 
         traceback.print_exc()  # to the caller's stderr pipe: os._exit follows, nothing else would say it
         return 1
+    # The caller reads its stderr to the end: the end comes now, not after this process's
+    # teardown (unmapping a copy of the fork server: most of a millisecond).
+    os.close(2)
+    return code
 
 
 def _refuse_call(fds: list[int], message: str) -> None:
@@ -174,6 +180,7 @@ def serve(ctl: socket.socket) -> int:
             if not message and not fds:
                 return 0  # the daemon closed its end (or died)
             refuse = _refuse
+            renew = False
             try:
                 if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
                     raise ValueError("the request or its descriptors were truncated")
@@ -182,7 +189,9 @@ def serve(ctl: socket.socket) -> int:
                     refuse = _refuse_call
                     if not fds:
                         raise ValueError("a helper request carries its stderr first")
+                    known = len(sys.modules)
                     _call_target(request)  # imported here, and checked before anything is forked
+                    renew = len(sys.modules) != known
                 elif len(fds) < 2 or not isinstance(request, dict) or "dir" not in request:
                     raise ValueError("a request is {'dir', 'fds'} with stdout and stderr first")
             except ValueError as exc:
@@ -198,6 +207,12 @@ def serve(ctl: socket.socket) -> int:
                 continue
             for fd in fds:  # the template's child has its copies
                 os.close(fd)
+            if renew:
+                # A template forked before the import would import it again in each helper (a
+                # millisecond per exec). Not before the request's descriptors are closed here: a
+                # template forked with them would hold them open, and the caller wait for EOF.
+                template.close()
+                template = Template(close_in_child=ctl.fileno())
     finally:
         template.close()
 
@@ -209,10 +224,17 @@ class Template:
     Each page a process writes after the fork that made a shim is the shim's alone once the
     writer has written it again after the next fork: so the pages the fork server writes to
     take a request (the socket, the JSON, the checks, the reaping) would be each shim's own
-    copy, about 600 kB. The template only reads a byte, forks, and waits for that child; the
-    child forks the launcher (or the helper) and exits at once, so the template never has a
-    child to reap later and the shim is nobody's child here. The launcher takes the request
-    itself, from a socket the fork server passes it on to (marshal, with the descriptors).
+    copy, about 600 kB. The template only reads a byte, writes one and forks.
+
+    The fork is not on the request's way: the template keeps one child forked ahead
+    (:func:`_fork_taker`), which waits on a pipe of its own. A request's byte on the wake
+    pipe has the template write the go byte to that child, which then takes the request
+    itself, from a socket the fork server passes it on to (marshal, with the descriptors);
+    the template forks the next child while this one starts. A child that died waiting
+    (killed) is found at the go byte (EPIPE), and the next one is sent. The template ignores
+    SIGCHLD, so the kernel reaps its children as they exit (wait(2)), and nothing here waits
+    for them; each child sets SIGCHLD back to the default first thing, since its own children
+    are to be waited for.
     """
 
     def __init__(self, close_in_child: int = -1) -> None:
@@ -270,30 +292,65 @@ class Template:
             self.pid = 0
 
 
+#: Children forked for one request before the template gives up on it (each one died waiting).
+TAKER_ATTEMPTS = 3
+
+
 def _template_loop(wake: int, requests: socket.socket) -> None:
-    """The template: fork once per byte on ``wake``, exit at its EOF (never returns)."""
+    """The template: one go byte to the child forked ahead per byte on ``wake``, exit at its
+    EOF (never returns)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its children are reaped as they exit
+    taker = -1  # the go pipe of the child waiting for the next request
     while True:
-        try:
-            if not os.read(wake, 1):
-                os._exit(0)
-            pid = os.fork()
-        except OSError:  # a failed fork (a pids limit): the child that would have taken it refuses
-            _take_request(requests, forked=False)
-            continue
-        if pid == 0:
-            code = 1
+        if taker < 0:
+            taker = _fork_taker(wake, requests)
+        if not os.read(wake, 1):
+            os._exit(0)  # the children waiting see EOF on their go pipes and exit
+        taken = False
+        for _attempt in range(TAKER_ATTEMPTS):
+            if taker < 0:
+                taker = _fork_taker(wake, requests)
+                if taker < 0:
+                    break  # no child can be forked
+            go, taker = taker, -1
             try:
-                os.close(wake)
-                # Out of the template's sight at once: it never reaps anything but this child.
-                if os.fork():
-                    os._exit(0)
-                code = _take_request(requests, forked=True)
+                os.write(go, b"!")
+                taken = True
+                break
+            except OSError:  # it died waiting (EPIPE): another one takes the request
+                pass
             finally:
-                try:
-                    sys.stdout.flush()
-                finally:
-                    os._exit(code)
-        os.waitpid(pid, 0)
+                os.close(go)
+        if not taken:
+            _take_request(requests, forked=False)  # the template refuses it itself
+
+
+def _fork_taker(wake: int, requests: socket.socket) -> int:
+    """Fork a child that waits for its go byte, then takes the next request; the write end of
+    its go pipe, or -1 when the fork failed (a pids limit)."""
+    go_r, go_w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(go_r)
+        os.close(go_w)
+        return -1
+    if pid == 0:  # never returns
+        code = 1
+        try:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # before anything forks and waits
+            os.close(wake)
+            os.close(go_w)
+            go = os.read(go_r, 1)  # EOF: the template exited, no request comes
+            os.close(go_r)
+            code = _take_request(requests, forked=True) if go else 0
+        finally:
+            try:
+                sys.stdout.flush()
+            finally:
+                os._exit(code)
+    os.close(go_r)
+    return go_w
 
 
 def _take_request(requests: socket.socket, forked: bool) -> int:

@@ -959,8 +959,8 @@ def run_forked(container_dir: str, fd_map: dict[int, int]) -> int:
     writes before it forks the shim would be the shim's own memory once the
     launcher exits (about 250 kB). The starter answers the daemon on the
     standard input and output (the fork server put the daemon's connection
-    there), as :func:`launch` would; the fork server is the shim's parent
-    and reaps it.
+    there), as :func:`launch` would; the fork server's template is the
+    shim's parent, and ignores SIGCHLD: the kernel reaps the shim.
     """
     inherited = _open_fds() - {0, 1, 2}
     if not os.path.isfile(os.path.join(container_dir, protocol.CONFIG_FILE)):

@@ -14,6 +14,9 @@ from typing import Any
 from engine.drivers.exec import Command, Pipes
 from engine.testing.hostexec import HostProcessDriver
 
+#: The process that imported this module: a helper that finds another's number was forked warm.
+IMPORTED_BY = os.getpid()
+
 
 class FailsAfterStart(HostProcessDriver):
     """Starts the process, then, waiting for it, loses it and raises: an internal error after start."""
@@ -46,14 +49,21 @@ class Noisy(HostProcessDriver):
 
 
 def report_helper(args: list[Any], fds: dict[int, int]) -> int:
-    """A fork-server helper (``ForkServer.spawn``): writes its args, PID, parent and command line to the
-    first fd; exits 3."""
+    """A fork-server helper (``ForkServer.spawn``): writes its args, PID, parent, command line and
+    who imported this module to the first fd; exits 3."""
     import json
 
     out = fds[args[0]]
     with open("/proc/self/cmdline", "rb") as fh:
         cmdline = fh.read().replace(b"\0", b" ").decode()
-    report = {"args": args, "pid": os.getpid(), "ppid": os.getppid(), "fds": len(fds), "cmdline": cmdline}
+    report = {
+        "args": args,
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "fds": len(fds),
+        "cmdline": cmdline,
+        "imported_by": IMPORTED_BY,
+    }
     os.write(out, json.dumps(report).encode())
     os.close(out)
     return 3

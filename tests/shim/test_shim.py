@@ -45,7 +45,7 @@ from engine.shim.shim import warm_up as warm_up_the_shims
 from engine.sys import ksm
 from engine.sys.proc import pid_alive, stat_fields
 from engine.testing.hostexec import HostProcessDriver
-from engine.testing.procs import cmdline, wait_for, wait_gone
+from engine.testing.procs import children_of, cmdline, wait_for, wait_gone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1105,6 +1105,57 @@ def test_helper_gets_its_args_and_descriptors(helper_server):
     assert "engine.shim.forkserver" in report["cmdline"] and report["ppid"] != os.getpid()
 
 
+def _report(server: ForkServer) -> dict[str, Any]:
+    """Spawn ``report_helper`` through ``server``; its report."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        assert server.spawn("shim_test_drivers:report_helper", [out_w], [out_w], err_w)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    report = json.loads(_read_to_eof(out_r))
+    assert _read_to_eof(err_r) == b""
+    return report
+
+
+def test_a_helper_module_imported_for_a_request_is_warm_for_the_next(helper_server):
+    # Not preloaded: the first helper imports it itself, in its own process.
+    first = _report(helper_server)
+    assert first["imported_by"] == first["pid"]
+    # The fork server imported it for the first request and made a new template with it.
+    second = _report(helper_server)
+    assert second["imported_by"] == helper_server.pid != second["pid"]
+    assert _report(helper_server)["imported_by"] == helper_server.pid
+
+
+def test_the_child_forked_ahead_takes_the_request_and_a_dead_one_is_replaced(helper_server):
+    def waiting_child(template: int) -> int:
+        """The one child of ``template`` once the helpers before it have exited."""
+        [child] = wait_for(lambda: len(children_of([template])) == 1 and children_of([template]), what="one child")
+        return child
+
+    _report(helper_server)
+    _report(helper_server)  # served after the new template the first one's import made
+    server = helper_server.pid
+    assert server is not None
+    [template] = wait_for(lambda: children_of([server]) or None, what="the template")
+    # One child waits, forked before any request comes.
+    waiting = waiting_child(template)
+    report = _report(helper_server)
+    assert report["pid"] == waiting and report["ppid"] == template
+    # Killed while it waits: the request goes to another.
+    waiting = waiting_child(template)
+    assert waiting != report["pid"]
+    os.kill(waiting, signal.SIGKILL)
+    wait_gone(waiting)
+    report = _report(helper_server)
+    assert report["pid"] != waiting and report["ppid"] == template
+    helper_server.close()
+    wait_gone(template)
+    wait_for(lambda: not children_of([template]), what="the waiting child gone with the template")
+
+
 def test_helper_that_raises_reports_on_its_stderr(helper_server):
     err_r, err_w = os.pipe()
     try:
@@ -1133,15 +1184,7 @@ def test_bad_helper_target_is_refused_on_its_stderr(helper_server, target, messa
     err = _read_to_eof(err_r).decode()
     assert "refused the request" in err and message in err
     # and it still serves
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    try:
-        assert helper_server.spawn("shim_test_drivers:report_helper", [out_w], [out_w], err_w)
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    assert "engine.shim.forkserver" in json.loads(_read_to_eof(out_r))["cmdline"]
-    os.close(err_r)
+    assert "engine.shim.forkserver" in _report(helper_server)["cmdline"]
 
 
 def test_spawn_after_close_is_declined(helper_server):

@@ -236,9 +236,11 @@ class NativeDriver(CgroupExecDriver):
         except ValueError as exc:
             raise HostError(f"native exec driver: the state file {self._state_path(id)} is corrupt: {exc}") from exc
 
-    def cgroup_of(self, command: Command) -> Cgroup:
-        """The container's cgroup as recorded at start, else as resolved from here."""
-        state = self._load_state(command.id)
+    def cgroup_of(self, command: Command, state: dict[str, Any] | None = None) -> Cgroup:
+        """The container's cgroup as recorded at start (in ``state``, read here when not
+        given), else as resolved from here."""
+        if state is None:
+            state = self._load_state(command.id)
         if state is not None and state.get("cgroup"):
             return Cgroup.from_state(state["cgroup"], self._layout())
         return self._new_cgroup(command)
@@ -266,12 +268,14 @@ class NativeDriver(CgroupExecDriver):
         if v2 is not None and not born_in_v2:
             cg.add(pid, [v2])
 
-    def _running_pid(self, command: Command) -> int:
-        """The host PID of the container's init, checked against its recorded start time.
+    def _running_pid(self, command: Command, state: dict[str, Any] | None = None) -> int:
+        """The host PID of the container's init, checked against its recorded start time
+        (``state``: the state file, read here when not given).
 
         :raises NotFound: when the container is not running.
         """
-        state = self._load_state(command.id)
+        if state is None:
+            state = self._load_state(command.id)
         if state is None or not state.get("pid"):
             raise NotFound(f"container {command.id} is not running")
         pid = state["pid"]
@@ -506,9 +510,9 @@ class NativeDriver(CgroupExecDriver):
         import fcntl
         import subprocess
 
-        pid = self._running_pid(command)
         state = self._load_state(command.id) or {}
-        cg = self.cgroup_of(command)
+        pid = self._running_pid(command, state)
+        cg = self.cgroup_of(command, state)
         if cg.freezer_state() == "FROZEN":
             # The helper would freeze as soon as it joined the cgroup.
             raise Conflict(f"Container {command.id} is paused, unpause the container before exec")

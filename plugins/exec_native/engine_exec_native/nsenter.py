@@ -210,6 +210,7 @@ def serve(config_fd: int, status_fd: int, fds: dict[int, int] | None = None) -> 
             break
     code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     _send(status_fd, event="exit", code=code)
+    os.close(status_fd)  # the daemon's EOF now, not after this process's teardown
     return 0
 
 
