@@ -209,8 +209,10 @@ class _Conn(TConn):
     index = -1
     #: Bytes the replica read from it before handing it over.
     pending = b""
-    #: Its last request was an inspect the replica can answer: give it back after the answer.
+    #: Its last request was one the replica can answer next: give it back after the answer.
     hand_back = False
+    #: Its last request was a ping (a second one in a row gives the connection back).
+    pinged = False
     #: The replica has it now: closing it here closes this process's descriptor only.
     handed_off = False
 
@@ -389,6 +391,9 @@ class EngineWorker(ThreadWorker):
                     generation = replica.table.generation()
             else:
                 changing = CONTAINER_PATH.match(req.path)
+        pinged_before = getattr(conn, "pinged", False)
+        if isinstance(conn, _Conn):
+            conn.pinged = ping is not None
         environ["wsgi.multithread"] = True
         if not (self.alive and self.cfg.keepalive) or len(self.keepalived_conns) >= self.max_keepalived:
             resp.force_close()
@@ -405,9 +410,14 @@ class EngineWorker(ThreadWorker):
                         replica.send_head(status, resp.headers, resp.version)
                     elif isinstance(body, (list, tuple)):
                         replica.send_ping(req.method, generation, status, resp.headers, resp.version, b"".join(body))
-                    # The replica answers what an inspecting client asks next (a ping is most
-                    # often a CLI's first request: its next one would only come back here).
-                    conn.hand_back = inspect is not None and req.version == (1, 1) and isinstance(conn, _Conn)
+                    # The replica answers what an inspecting client asks next, and the pings of
+                    # a connection that pings again and again (a health check). One ping is most
+                    # often a CLI's first request, whose next one would only come back here.
+                    conn.hand_back = (
+                        (inspect is not None or (ping is not None and pinged_before))
+                        and req.version == (1, 1)
+                        and isinstance(conn, _Conn)
+                    )
                 if isinstance(body, environ["wsgi.file_wrapper"]):
                     resp.write_file(body)
                 else:

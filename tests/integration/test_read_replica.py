@@ -154,6 +154,22 @@ def test_the_replica_answers_with_the_workers_bytes(target):
         client.close()
 
 
+def test_a_connection_that_pings_again_and_again_goes_to_the_replica(target):
+    """A health check's connection: the worker answers a ping or two, then the replica the rest."""
+    client = Client(target.socket)
+    try:
+        for _ in range(2):
+            assert client.call("GET", "/_ping")[:3:2] == (200, b"OK")
+        before = replica_answers(target)
+        for _ in range(3):
+            assert client.call("GET", "/_ping")[:3:2] == (200, b"OK")
+        assert wait_for(lambda: replica_answers(target) >= before + 3, timeout=5, step=0.02), target.process.log()[
+            -3000:
+        ]
+    finally:
+        client.close()
+
+
 def test_a_change_is_seen_at_once(target):
     """Every answer after a change shows it, on a connection the replica holds and on new ones."""
     cid = run_busybox(target, "--name", "rr-fresh")
