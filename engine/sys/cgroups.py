@@ -1099,8 +1099,12 @@ class Cgroup:
 
         The cgroup is frozen while the list is read and signalled, so a
         fork bomb cannot outrun it, then thawed so that the signals are
-        delivered (a frozen task does not act on SIGKILL until thawed).
+        delivered (a frozen task does not act on SIGKILL until thawed). An
+        empty cgroup is left as it is: nothing in it can fork, and the freeze
+        and thaw would cost a container's exit a write and a poll each.
         """
+        if not self.pids():
+            return 0
         frozen = False
         try:
             self.freeze(timeout=2.0)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -497,6 +498,19 @@ def test_kill_sends_signal_to_all(cgroup_parent) -> None:
     for proc in procs:
         assert proc.wait(timeout=10) == -signal.SIGTERM
     assert _wait_for(lambda: cg.pids() == [])
+
+
+def test_kill_and_destroy_of_an_empty_cgroup_do_not_freeze_it(cgroup_parent, monkeypatch) -> None:
+    cg = cgroup_parent["make"]()
+    cg.create()
+
+    def refuse(*_args: Any, **_kw: Any) -> None:
+        raise AssertionError("an empty cgroup was frozen or thawed")
+
+    monkeypatch.setattr(cg, "_set_frozen", refuse)
+    assert cg.kill() == 0
+    cg.destroy()
+    assert not cg.exists()
 
 
 def test_remove_parent_refuses_root() -> None:
