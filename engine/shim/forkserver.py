@@ -383,6 +383,7 @@ def main(argv: list[str]) -> int:
     for name in argv[1:]:
         importlib.import_module(name)
     shim.warm_up()
+    shim.prepare_logging()
     for _ in range(10):  # what each launcher runs first, specialized here once (see shim.warm_up)
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         r, w = os.pipe()

@@ -828,6 +828,15 @@ def _daemonize(container_dir: str, release_stdio: bool = True) -> None:
 _logging_ready = False
 
 
+def prepare_logging() -> None:
+    """Set a shim's logging up ahead, in the fork server before it forks any (see
+    :func:`_ensure_logging`): the handler writes to standard error, which each shim points at its
+    own log file first, and a shim forked from a process whose loggers are set no longer sets them
+    itself (each level set walks every logger, and a shim keeps each page it writes: half a
+    millisecond in the starter and again at the exit)."""
+    _ensure_logging()
+
+
 def _ensure_logging() -> None:
     """Set the logging up (to stderr, the shim's log), once; until then warnings go out bare."""
     global _logging_ready

@@ -887,6 +887,24 @@ def test_the_fork_server_reaps_the_shims_that_end(container_dir):
         kill_started(container_dir, None)
 
 
+def test_a_fork_server_shim_logs_to_its_own_log_file(container_dir):
+    """The fork server sets the logging up before it forks (prepare_logging); each shim's
+    records still go to its own shim.log, not to the fork server's stderr."""
+    server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
+    try:
+        _, spec = make_spec(container_dir, ["true"])
+        start_shim(container_dir, spec, forkserver=server, timeout=30)
+        assert ShimClient(container_dir).wait(timeout=10)["ExitCode"] == 0
+        path = os.path.join(container_dir, protocol.LOG_FILE)
+        wait_for(lambda: os.path.exists(path) and "exited" in open(path).read(), what="the shim's log line")
+        with open(path) as fh:
+            lines = [line for line in fh if "container c1 exited" in line]
+        assert len(lines) == 1 and " INFO " in lines[0] and "[engine.shim.shim]" in lines[0], lines
+    finally:
+        server.close()
+        kill_started(container_dir, None)
+
+
 def test_a_dead_fork_server_is_replaced(tmp_path):
     server = ForkServer(pythonpath=PYTHONPATH, preload=["engine.testing.hostexec"])
     dirs = [str(tmp_path / name) for name in ("c1", "c2")]
