@@ -334,22 +334,24 @@ class NetworkService:
                 src = other.path_of(name)
                 if os.path.exists(src):
                     with open(src, "rb") as fh:
-                        atomic_write(c.path_of(name), fh.read())
+                        atomic_write(c.path_of(name), fh.read(), durable=False)
             return {"mode": "container", "path": f"/proc/{other.state.pid}/ns/net", "container": other.id}
         host_mode = mode == "host"
         hostname = cfg.get("Hostname") or c.id[:12]
         gateway = self.host_gateway() if self.driver is not None else ""
         configs = self._configs(c)
         embedded = self.driver is not None and any(is_user_defined(name) for name in configs)
+        # These three files are made again at every start: atomic for readers, not fsynced
+        # (dockerd's libnetwork writes hosts and hostname without a sync either).
         self.write_resolv_conf(c, embedded, host_mode)
-        atomic_write(c.hostname_path, (hostname + "\n").encode())
+        atomic_write(c.hostname_path, (hostname + "\n").encode(), durable=False)
         if host_mode:
             with open("/etc/hosts", "rb") as fh:
                 base = fh.read()
             extra = resolvconf.hosts("", "", "", hc.get("ExtraHosts"), host_gateway=gateway)[
                 len(resolvconf.HOSTS_HEADER) :
             ]
-            atomic_write(c.hosts_path, base + extra.encode())
+            atomic_write(c.hosts_path, base + extra.encode(), durable=False)
             return {"mode": "host"}
         path = os.path.join(self.netns_dir, c.id)
         with self._lock_of(c):
@@ -371,6 +373,7 @@ class NetworkService:
                         links,
                         host_gateway=gateway,
                     ).encode(),
+                    durable=False,
                 )
                 if embedded and self.dns is not None:
                     self.dns.attach(c, path)
@@ -412,7 +415,7 @@ class NetworkService:
                 return
             except FileNotFoundError:
                 pass
-        atomic_write(c.resolv_conf_path, text.encode())
+        atomic_write(c.resolv_conf_path, text.encode(), durable=False)
 
     @staticmethod
     def _uses_embedded_dns(c: Container) -> bool:

@@ -586,7 +586,7 @@ def remove_write_leftovers(directory: str, base: str = "") -> list[str]:
     return removed
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644, sync_dir: bool = True) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o644, sync_dir: bool = True, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers and crashes see old or new, never half.
 
     Writes a temporary file in the same directory, fsyncs it, renames it over
@@ -595,6 +595,9 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, sync_dir: bool = Tru
     :param mode: permission bits of the new file (the umask does not apply).
     :param sync_dir: False leaves the directory's fsync to the caller's next write in the same
         directory (one fsync makes both renames durable; journaling file systems keep their order).
+    :param durable: False for a file made again from other state whenever it is needed (a
+        container's ``hosts``, written at each start): readers still see old or new, but nothing
+        is fsynced, and a power cut may leave it empty.
     """
     directory, base = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
@@ -604,7 +607,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, sync_dir: bool = Tru
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -614,5 +618,5 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, sync_dir: bool = Tru
         except FileNotFoundError:
             pass
         raise
-    if sync_dir:
+    if sync_dir and durable:
         fsync_dir(directory)

@@ -410,6 +410,18 @@ def test_atomic_write(tmp_path):
     assert os.listdir(tmp_path) == ["state.json"]
 
 
+def test_atomic_write_not_durable_skips_every_fsync(tmp_path, monkeypatch):
+    target = tmp_path / "hosts"
+    fs.atomic_write(str(target), b"old", durable=False)
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    fs.atomic_write(str(target), b"new", durable=False)
+    assert synced == []
+    assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["hosts"]
+    fs.atomic_write(str(target), b"durable")
+    assert len(synced) == 2  # the file, then its directory
+
+
 def test_atomic_write_failure_keeps_old(tmp_path):
     target = tmp_path / "state"
     fs.atomic_write(str(target), b"old")
