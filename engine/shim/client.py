@@ -208,6 +208,10 @@ class ShimClient:
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
             raise ShimUnavailable(f"the shim of {self.container_dir} is not running ({exc.strerror})") from exc
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # Connected while the shim was exiting: it closed its socket with ours still queued.
+            sock.close()
+            raise ShimUnavailable(f"the shim of {self.container_dir} went away ({exc.strerror})") from exc
         except BaseException:
             sock.close()
             raise

@@ -336,6 +336,30 @@ def test_exit_code_log_and_cleanup(container_dir):
     assert not shim_alive(container_dir)
 
 
+def test_a_shim_that_exits_while_a_client_connects_is_unavailable(tmp_path, monkeypatch):
+    """The client's connection queued on a shim that closes its socket as it exits: the send
+    fails with EPIPE, which means the shim went away; wait() then reads exit.json."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / protocol.SOCKET_FILE))
+    listener.listen(1)
+    real_connect = protocol.connect_unix
+
+    def connect_then_exit(sock: socket.socket, path: str) -> None:
+        real_connect(sock, path)
+        listener.close()
+
+    monkeypatch.setattr(protocol, "connect_unix", connect_then_exit)
+    with pytest.raises(ShimUnavailable, match="went away"):
+        ShimClient(str(tmp_path)).state()
+    record = {"ExitCode": 0, "FinishedAt": "2026-12-08T00:00:00Z", "OOMKilled": False, "Error": ""}
+    protocol.write_json_atomic(str(tmp_path / protocol.EXIT_FILE), record)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    os.unlink(tmp_path / protocol.SOCKET_FILE)
+    listener.bind(str(tmp_path / protocol.SOCKET_FILE))
+    listener.listen(1)
+    assert ShimClient(str(tmp_path)).wait(timeout=5) == record
+
+
 def test_inherited_descriptors_are_closed(container_dir):
     _, spec = make_spec(container_dir, ["sleep", "30"])
     read_fd, write_fd = os.pipe()
