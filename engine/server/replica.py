@@ -12,7 +12,8 @@ its own. The design:
   requests it can answer, it answers; at the first it cannot, it hands the
   connection (its descriptor and the bytes it read, over a ``SOCK_SEQPACKET``
   pair) to the worker, which serves it from then on like one it accepted.
-  After answering an inspect the worker hands the connection back.
+  After answering an inspect, or a connection's second ping in a row (a
+  health check's), the worker hands the connection back.
 * **What it knows.** The worker renders a container's view
   (:func:`engine.daemon.views.inspect`) after each change and sends it
   (``E`` messages, :class:`engine.server.replicalink.ReplicaLink`). The

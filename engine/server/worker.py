@@ -12,7 +12,7 @@ these changes.
   which with many busy connections costs a thread switch each.
 * Beside it runs the API's read replica (:mod:`engine.server.replica`): the
   connections it hands over are served here, and one whose request was an
-  inspect goes back to it.
+  inspect, or its second ping in a row, goes back to it.
 """
 
 from __future__ import annotations

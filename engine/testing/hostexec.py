@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 
 from engine.drivers.exec import Command, ExecDriver, ExecStartError, Pipes, ProcessConfig, Resources
 from engine.errors import NotFound
+from engine.sys.proc import default_signals
 
 LOG = logging.getLogger(__name__)
 
@@ -67,14 +68,7 @@ def _exit_code(status: int) -> int:
 def _child(process: ProcessConfig, pipes: Pipes, report_fd: int) -> NoReturn:
     """In the forked child: set up and exec ``process``; never returns."""
     try:
-        for signum in signal.valid_signals():
-            if signum in (signal.SIGKILL, signal.SIGSTOP):
-                continue
-            try:
-                signal.signal(signum, signal.SIG_DFL)
-            except (OSError, ValueError):  # signals reserved by the C library
-                pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        default_signals()
         os.setsid()
         # Move every source above 2 first, so that dup2 onto 0..2 cannot
         # clobber a source that happens to be 0..2 itself.

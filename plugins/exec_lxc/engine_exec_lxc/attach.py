@@ -12,8 +12,9 @@ container's own devpts (``/proc/<init>/root/dev/ptmx``; the slave through
 back over the socket, as the native driver's exec does.
 
 Python ignores SIGPIPE and SIGXFSZ from its start, and an ignored signal
-survives fork and execve(2): the helper gives them their default back before
-liblxc forks the process: a writer into a closed pipe dies of SIGPIPE, as anywhere else.
+survives fork and execve(2): the helper gives every signal its default back
+(:func:`engine.sys.proc.default_signals`) before liblxc forks the process, so
+a writer into a closed pipe dies of SIGPIPE, as anywhere else.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import socket
 import struct
 import sys
 import termios
 from typing import Any
 
+from engine.sys.proc import default_signals
 from engine_exec_lxc import liblxc
 
 TIOCGPTPEER = 0x5441
@@ -68,19 +69,9 @@ def _console(config: dict[str, Any]) -> int:
     return slave
 
 
-def _default_signals() -> None:
-    """The default disposition for each signal Python ignores (see the module's docstring)."""
-    for sig in signal.valid_signals():
-        try:
-            if signal.getsignal(sig) is signal.SIG_IGN:
-                signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
-
-
 def run(config: dict[str, Any], status_fd: int) -> int:
     """Attach, report the start, wait, report the exit code (128+N for signal N)."""
-    _default_signals()
+    default_signals()  # before liblxc forks the process (see the module's docstring)
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         if config.get("console") is not None:

@@ -34,6 +34,7 @@ import termios
 from typing import Any, NoReturn
 
 from engine.sys import cgroups, libc
+from engine.sys.proc import default_signals
 from engine.sys.security import caps as _caps
 from engine.sys.security.users import UserError, resolve_user
 from engine_exec_native import rootfs
@@ -114,26 +115,6 @@ def _fail(err_fd: int, exc: BaseException) -> NoReturn:
 
 # --------------------------------------------------------------------------
 # pieces
-
-
-def reset_signals() -> None:
-    """Default dispositions and an empty mask: ignored signals survive execve(2)
-    (signal(7)), and Python ignores SIGPIPE and installs handlers of the caller's.
-
-    Only the signals whose disposition is not known to be the default are set:
-    Python records each signal's disposition at its start and follows every
-    change made through it (``getsignal`` is None for one it did not set), so
-    the sixty others cost no system call (a quarter of a millisecond per exec).
-    """
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            if signal.getsignal(sig) is not signal.SIG_DFL:
-                signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def setup_stdio(fds: list[int | None]) -> None:
@@ -529,7 +510,7 @@ def container_init(
     ``userns_fd`` when the plan has one), then :func:`start_process`.
     """
     try:
-        reset_signals()
+        default_signals()
         # Die with the parent while setting up (cleared right before execve).
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()
@@ -569,7 +550,7 @@ def exec_child(
 ) -> NoReturn:
     """A process started by ``exec``: the forked child of the helper, inside the container already."""
     try:
-        reset_signals()
+        default_signals()
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()
         if console_socket is not None and process["tty"]:
