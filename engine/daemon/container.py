@@ -230,8 +230,13 @@ class Container:
         }
         # The host config first: a crash between the two leaves no record (the
         # create is undone at start-up) rather than one without a host config.
-        # The record's write syncs the directory for both renames.
-        atomic_write(self.path_of(HOSTCONFIG_FILE), json.dumps(self.host_config).encode(), mode=0o600, sync_dir=False)
+        # The record's write syncs the directory for both renames. A host config
+        # that is on disk as it is now is not written again: a start, a stop and
+        # an exit change only the record (an fsync less each).
+        host_config = json.dumps(self.host_config).encode()
+        if host_config != self.__dict__.get("_host_config_on_disk"):
+            atomic_write(self.path_of(HOSTCONFIG_FILE), host_config, mode=0o600, sync_dir=False)
+            object.__setattr__(self, "_host_config_on_disk", host_config)
         atomic_write(self.path_of(CONFIG_FILE), json.dumps(doc).encode(), mode=0o600)
         # What was persisted may have been changed in place (the dicts and lists).
         changes.container_changed(self.id)
@@ -242,7 +247,7 @@ class Container:
             doc = json.load(fh)
         with open(os.path.join(root, HOSTCONFIG_FILE), "rb") as fh:
             host_config = json.load(fh)
-        return cls(
+        c = cls(
             id=doc["ID"],
             name=doc["Name"],
             created=doc["Created"],
@@ -263,6 +268,8 @@ class Container:
             log_path=doc.get("LogPath", ""),
             platform=doc.get("Platform", "linux"),
         )
+        object.__setattr__(c, "_host_config_on_disk", json.dumps(host_config).encode())
+        return c
 
     def read_file(self, name: str) -> str:
         return read_text(self.path_of(name))

@@ -70,7 +70,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from engine.daemon import namespaces, netns, runtime
+from engine.daemon import changes, namespaces, netns, runtime
 from engine.daemon.container import CONFIG_FILE, Container
 from engine.daemon.daemon import require
 from engine.daemon.hostconfig import (
@@ -1034,7 +1034,14 @@ class LifeCycle:
                 c.machine.move(Phase.RESTARTING)
             else:
                 c.machine.move(Phase.EXITED)
-            c.to_disk()
+            auto_remove = not restart and bool(c.host_config.get("AutoRemove"))
+            if auto_remove:
+                # Not recorded: the removal follows at once and journals itself. A crash
+                # before its journal leaves a record that says running, and the restore
+                # reads the shim's exit.json and removes the container just the same.
+                changes.container_changed(c.id)
+            else:
+                c.to_disk()
         if st.oom_killed:
             daemon.container_event(c, "oom")
         daemon.container_event(c, "die", {"exitCode": str(st.exit_code)})
@@ -1042,13 +1049,16 @@ class LifeCycle:
             daemon.execs.forget(c)
         if restart:
             self._schedule_restart(c, c.backoff)
-        elif c.host_config.get("AutoRemove"):
+        elif auto_remove:
             try:
                 self.remove(c, force=True, volumes=True)
             except NoSuchContainer:  # removed by its user meanwhile
                 pass
             except EngineError as exc:
                 LOG.error("auto-removing %s: %s", c.short_id, exc)
+                with c.lock:
+                    if not c.removed:
+                        c.to_disk()  # the exit, which the removal was to make moot
 
     def _schedule_restart(self, c: Container, delay: float) -> None:
         timer = threading.Timer(delay, self._restart_by_policy, (c,))

@@ -328,6 +328,39 @@ def test_auto_remove_removes_at_the_exit(rig: Rig):
     assert layers_of(rig, c.id) == [] and not os.path.exists(c.root)
 
 
+def test_an_auto_removed_container_whose_exit_the_daemon_missed_is_removed_at_restore(rig: Rig):
+    # The exit of an auto-removed container is not recorded: its removal follows. A daemon
+    # that dies in between leaves a record that says running; the restore removes it.
+    c = rig.create("gone", AutoRemove=True)
+    rig.lifecycle.start(c)
+    rig.lifecycle.monitor.stop()
+    rig.driver.exit(c.id, 0)
+    restarted(rig)
+    with pytest.raises(NoSuchContainer):
+        rig.store.get("gone")
+    assert layers_of(rig, c.id) == [] and not os.path.exists(c.root)
+
+
+def test_a_start_and_an_exit_leave_the_host_config_file_as_it_is(rig: Rig):
+    c = rig.create("web")
+    path = os.path.join(c.root, "hostconfig.json")
+    inode = os.stat(path).st_ino
+    rig.lifecycle.start(c)
+    rig.driver.exit(c.id, 0)
+    assert rig.lifecycle.wait(c, "not-running", timeout=10)
+    wait_for(lambda: c.state.status == "exited", what="the exit")
+    assert os.stat(path).st_ino == inode  # never written again (atomic_write renames a new file)
+    rig.lifecycle.update(c, {"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3}})
+    updated = os.stat(path).st_ino
+    assert updated != inode
+    with open(path) as fh:
+        assert json.load(fh)["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    restarted(rig)
+    loaded = rig.store.get("web")
+    rig.lifecycle.start(loaded)  # a record read from disk knows its host config is there
+    assert os.stat(path).st_ino == updated
+
+
 def test_an_oom_kill_is_an_event(rig: Rig):
     c = rig.create()
     rig.lifecycle.start(c)
