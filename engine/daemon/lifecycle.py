@@ -225,6 +225,7 @@ class LifeCycle:
         for t in timers:
             t.cancel()
         self.launcher.close()
+        self.store.close()
 
     # the exec driver's handle on a running container
     def command(self, c: Container) -> Command:
@@ -977,7 +978,7 @@ class LifeCycle:
             os.unlink(c.path_of(CONFIG_FILE))  # from here on the container does not exist
         except FileNotFoundError:
             pass
-        safe_rmtree(c.root)
+        self.store.dispose(c.id)
         with c.lock:
             c.removed = True
             c.machine.move(Phase.REMOVED)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from engine.daemon.container import CONFIG_FILE, HOSTCONFIG_FILE, Container
 from engine.daemon.names import random_name
 from engine.errors import Conflict, InvalidParameter, NoSuchContainer, NotFound
-from engine.sys.fs import atomic_write
+from engine.sys.fs import Reaper, atomic_write
 from engine.utils.truncindex import TruncIndex
 
 if TYPE_CHECKING:
@@ -52,6 +52,10 @@ CREATE_JOURNAL = "create.json"
 REMOVAL_JOURNAL = "removal.json"
 
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
+#: A removed container's directory on its way out (:meth:`ContainerStore.dispose`).
+_RM_PREFIX = ".rm-"
+#: How long a shutdown waits for those deletions (the next start sweeps the rest).
+DISPOSAL_WAIT = 30.0
 
 
 def new_container_id() -> str:
@@ -102,6 +106,8 @@ class ContainerStore:
         self._lock = threading.RLock()
         #: IDs of directories :meth:`load` found without a record (a crash cut a create or a remove short).
         self.leftovers: list[str] = []
+        #: Deletes the directories of removed containers (:meth:`dispose`).
+        self._reaper = Reaper("containers")
 
     # lookups
     def all(self) -> list[Container]:
@@ -185,6 +191,26 @@ class ContainerStore:
             except NotFound:
                 pass
 
+    def dispose(self, cid: str, after: Callable[[], object] | None = None) -> None:
+        """Delete the directory of container ``cid``, removed already (its record is gone): it
+        is renamed out of sight at once, and deleted in the background once ``after()``, when
+        given, has returned (a shim that still writes there is gone). A crash leaves it to the
+        next :meth:`load`.
+        """
+        doomed = os.path.join(self.dir, f"{_RM_PREFIX}{cid}-{secrets.token_hex(4)}")
+        os.rename(self.path(cid), doomed)
+        self._reaper.delete(doomed, after)
+
+    def wait_disposed(self, timeout: float | None = None) -> bool:
+        """Wait until the directories given to :meth:`dispose` so far are deleted; whether that
+        was within ``timeout`` seconds."""
+        return self._reaper.wait(timeout)
+
+    def close(self, timeout: float = DISPOSAL_WAIT) -> None:
+        """Let the deletions of :meth:`dispose` finish (the daemon stops), for ``timeout`` s at most."""
+        if not self.wait_disposed(timeout):
+            LOG.warning("directories of removed containers are still being deleted; the next start sweeps them")
+
     def load(self) -> list[Container]:
         """Read every record under ``<root>/containers`` (daemon start-up, seed ch. 4 §4.10).
 
@@ -197,6 +223,9 @@ class ContainerStore:
             return []
         for cid in sorted(os.listdir(self.dir)):
             path = self.path(cid)
+            if cid.startswith(_RM_PREFIX):  # a removal's directory a crash left on its way out
+                self._reaper.delete(path)
+                continue
             if not _CONTAINER_ID.match(cid) or not os.path.isdir(path):
                 LOG.warning("%s is not a container's directory; leaving it", path)
                 continue

@@ -179,7 +179,8 @@ class GraphDriver(abc.ABC):
         """Remove layer ``id`` (it must not be mounted).
 
         A layer that others are based on is either refused or removed
-        leaving them intact; never a dangling child.
+        leaving them intact; never a dangling child. Its files may still be
+        on their way out when this returns (see :meth:`wait_removed`).
 
         :raises InvalidParameter: ``id`` is not a layer ID.
         :raises NotFound: it does not exist.
@@ -229,6 +230,17 @@ class GraphDriver(abc.ABC):
         :raises NotFound: the layer does not exist.
         """
         return {}
+
+    def wait_removed(self, timeout: float | None = None) -> bool:
+        """Wait until the files of the layers removed so far are gone from the disk; whether
+        that was within ``timeout`` seconds.
+
+        :meth:`remove` may return once the layer is out of sight (:meth:`exists` is False,
+        :meth:`get` fails) and delete its files in the background; such a driver waits here,
+        and sweeps at its next start what a crash left. The default: a driver whose
+        :meth:`remove` deletes before it returns has nothing to wait for.
+        """
+        return True
 
     def cleanup(self) -> None:
         """Release everything at shutdown (unmount what is still mounted).

@@ -6,7 +6,8 @@
 * :func:`safe_rmtree` and :func:`remove_at` delete trees without ever
   following a symlink or crossing into another mount: a bind mount left behind
   inside a container directory once made Docker's ``RemoveAll`` walk into the
-  host's ``/dev`` and delete ``/dev/null``.
+  host's ``/dev`` and delete ``/dev/null``. A :class:`Reaper` runs them in a
+  thread for trees already renamed out of sight.
 * :func:`atomic_write` is the write-to-temp, fsync, rename, fsync-directory
   dance every crash-safe state file goes through (ARCHITECTURE §6).
 * :func:`mounts_below`, :func:`unmount_all` and :func:`backing_filesystem` read the
@@ -21,13 +22,15 @@ directory just as well; ``/proc`` must therefore be mounted.
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import logging
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from engine.errors import HostError, InvalidParameter
@@ -533,6 +536,62 @@ def safe_rmtree(path: str) -> None:
         remove_at(parent_fd, name, shown=real)
     finally:
         os.close(parent_fd)
+
+
+class Reaper:
+    """Deletes, in a thread of its own, trees that were renamed out of sight first.
+
+    A removal that renames a tree to a ``.rm-`` name and hands it here answers
+    as soon as the rename is done: most of a deletion is the kernel's work per
+    entry (rmdir(2) of an ext4 directory costs tens of microseconds), and it
+    then runs beside whatever comes next, mostly without the GIL, on another
+    core. Each tree goes through :func:`safe_rmtree`, in the order given. What
+    is still queued when the process dies keeps its ``.rm-`` name, for its
+    owner's sweep at the next start; a tree that cannot be deleted is logged
+    and left so as well.
+
+    :param name: what the log and the thread's name call it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._cond = threading.Condition()
+        self._queue: collections.deque[tuple[str, Callable[[], object] | None]] = collections.deque()
+        self._pending = 0  # queued or being deleted
+        self._thread: threading.Thread | None = None
+
+    def delete(self, path: str, after: Callable[[], object] | None = None) -> None:
+        """Queue ``path`` (already renamed out of sight) for deletion; ``after()``, when given, is
+        called first in the reaper's thread (to wait until nobody writes there any more)."""
+        with self._cond:
+            self._queue.append((path, after))
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=f"reaper-{self.name}", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every tree queued so far is deleted (or given up); whether that was
+        within ``timeout`` seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._queue))
+                path, after = self._queue.popleft()
+            try:
+                if after is not None:
+                    after()
+                safe_rmtree(path)
+            except Exception as exc:  # noqa: BLE001 - the thread must go on; the sweep retries
+                LOG.warning("%s: could not delete %s (left for the next start): %s", self.name, path, exc)
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
 
 
 # --------------------------------------------------------------------------

@@ -573,6 +573,17 @@ class GraphDriverConformance:
             assert not driver.exists(base)
         assert self.manifest(driver, child, mtime="ns") == expected
 
+    def test_removed_layer_is_gone_at_once_and_its_files_after_wait_removed(self, driver: GraphDriver) -> None:
+        ids = [self.layer(driver, fill=build_rich_tree) for _ in range(3)]
+        for id in ids:
+            driver.remove(id)
+            assert not driver.exists(id)
+            with pytest.raises(NotFound):
+                driver.get(id)
+        assert driver.wait_removed(30)
+        left = [os.path.join(top, name) for top, dirs, files in os.walk(driver.home) for name in dirs + files]
+        assert not [path for path in left if any(id in path for id in ids)]
+
     def test_remove_after_cleanup(self, driver: GraphDriver) -> None:
         id = self.layer(driver, fill=build_rich_tree)
         driver.get(id)

@@ -263,6 +263,11 @@ class Rig:
         c, _warnings = self.lifecycle.create(config, host_config, name)
         return c
 
+    def settle(self) -> None:
+        """Wait until the directories of removed containers and layers are deleted (both go
+        in the background)."""
+        assert self.store.wait_disposed(30) and self.daemon.graphdriver.wait_removed(30)
+
     def actions(self) -> list[str]:
         """The container events logged since the last call, as ``action`` strings."""
         out = []

@@ -56,6 +56,7 @@ def test_a_create_cut_short_is_undone_at_start_up(rig: Rig, steps, caplog):
     with caplog.at_level(logging.WARNING, logger="engine.daemon"):
         rig.restart_daemon()
     assert [c.id for c in rig.store.all()] == [keep.id]
+    rig.settle()
     assert os.listdir(rig.store.dir) == [keep.id]
     assert layers_of(rig, CID) == []
     assert volume_names(rig) == volumes and volume_layers(rig) == vlayers
@@ -84,6 +85,7 @@ def test_a_remove_cut_short_is_finished_at_start_up(rig: Rig, volumes):
     rig.restart_daemon()
     with pytest.raises(NoSuchContainer):
         rig.store.get("gone")
+    rig.settle()
     assert os.listdir(rig.store.dir) == [] and layers_of(rig, c.id) == []
     assert rig.daemon.volumes.exists(anonymous) is not volumes
     assert rig.create("gone").name == "/gone"
@@ -93,6 +95,7 @@ def test_a_remove_cut_short_after_its_record_went_is_finished(rig: Rig):
     c = rig.create("gone")
     os.unlink(os.path.join(c.root, "config.v2.json"))  # the crash came right after
     rig.restart_daemon()
+    rig.settle()
     assert os.listdir(rig.store.dir) == [] and layers_of(rig, c.id) == []
     assert rig.create("gone").name == "/gone"
 
@@ -102,6 +105,7 @@ def test_a_removal_in_progress_recorded_by_an_older_daemon_is_finished(rig: Rig)
     c.state.removal_in_progress = True
     c.to_disk()
     rig.restart_daemon()
+    rig.settle()
     assert os.listdir(rig.store.dir) == [] and rig.create("old").name == "/old"
 
 

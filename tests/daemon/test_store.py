@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -168,6 +169,33 @@ def test_load_reads_every_record_back(linkgraph, tmp_path):
     assert sorted(loaded) == ["a" * 64, "b" * 64]
     assert loaded["a" * 64].state.exit_code == 3
     assert again.get("db").id == "b" * 64 and again.get("web").id == "a" * 64
+
+
+def test_dispose_takes_the_directory_out_of_sight_at_once_and_deletes_it_after(linkgraph, tmp_path):
+    store = ContainerStore(str(tmp_path), linkgraph)
+    c = record(store, "a" * 64, "/web")
+    os.makedirs(os.path.join(c.root, "mounts", "shm"))
+    release = threading.Event()
+    store.dispose(c.id, after=release.wait)
+    assert not os.path.exists(c.root)
+    (doomed,) = os.listdir(store.dir)
+    assert doomed.startswith(".rm-" + c.id)
+    assert not store.wait_disposed(0.2)  # held until after() returns (a shim still writing there)
+    assert os.path.isdir(os.path.join(store.dir, doomed, "mounts", "shm"))
+    release.set()
+    assert store.wait_disposed(30)
+    assert os.listdir(store.dir) == []
+
+
+def test_load_sweeps_what_a_crash_left_on_its_way_out(linkgraph, tmp_path):
+    store = ContainerStore(str(tmp_path), linkgraph)
+    record(store, "a" * 64, "/web")
+    os.makedirs(os.path.join(store.dir, ".rm-" + "b" * 64 + "-0000abcd", "deep", "er"))
+    again = ContainerStore(str(tmp_path), linkgraph)
+    assert [c.id for c in again.load()] == ["a" * 64]
+    assert again.leftovers == []  # not a create cut short: nothing to undo but the deletion
+    assert again.wait_disposed(30)
+    assert os.listdir(store.dir) == ["a" * 64]
 
 
 def test_load_keeps_a_record_whose_name_another_took(linkgraph, tmp_path):

@@ -107,6 +107,7 @@ def test_truncated_tar_leaves_nothing(store):
     with pytest.raises(InvalidParameter):
         store.register(io.BytesIO(data), None, digest(data))
     assert os.listdir(store.dir) == []
+    assert store.driver.wait_removed(30)  # a removed layer's files go in the background
     assert os.listdir(os.path.join(store.driver.home, "dir")) == []
 
 

@@ -539,6 +539,7 @@ class TestOverlay(GraphDriverConformance):
         driver.put(child)
         driver.remove(child)
         driver.remove(base)
+        assert driver.wait_removed(30)
         assert os.listdir(driver.home) == ["l"] and os.listdir(os.path.join(driver.home, "l")) == []
 
     def test_restart_relearns_parents_and_sweeps_leftovers(self, driver: OverlayDriver) -> None:

@@ -40,6 +40,8 @@ LOG = logging.getLogger(__name__)
 
 _TMP_PREFIX = ".tmp-"
 _RM_PREFIX = ".rm-"
+#: How long a shutdown waits for the deletion of removed layers (the next start sweeps the rest).
+REMOVAL_WAIT = 30.0
 
 
 def _check_options(options: Sequence[str]) -> None:
@@ -63,6 +65,8 @@ class VfsDriver(NaiveDiffDriver):
         os.makedirs(self._dirs, 0o700, exist_ok=True)
         os.chmod(home, 0o700)
         self._refs = RefCounts(self.name)
+        #: Deletes removed layers (renamed to .rm-*) beside the next request (see remove()).
+        self._reaper = fs.Reaper(self.name)
         self._sweep()
 
     @classmethod
@@ -124,7 +128,8 @@ class VfsDriver(NaiveDiffDriver):
         LOG.debug("vfs: created layer %s (parent %s)", id, parent)
 
     def remove(self, id: str) -> None:
-        """Remove layer ``id`` and its tree.
+        """Remove layer ``id``: out of sight at once, its tree deleted in the background
+        (:meth:`wait_removed`).
 
         :raises NotFound: if it does not exist.
         :raises Conflict: while :meth:`get` references are held.
@@ -140,8 +145,13 @@ class VfsDriver(NaiveDiffDriver):
             # gone, and the slow deletion runs without the lock.
             doomed = os.path.join(self._dirs, f"{_RM_PREFIX}{id}-{secrets.token_hex(4)}")
             libc.renameat2(path, doomed, libc.RENAME_NOREPLACE)
-        fs.safe_rmtree(doomed)
+        # A vfs layer is a whole copy of the image: thousands of unlink(2)s that need not
+        # hold up a `docker rm`. The next start sweeps what a crash leaves.
+        self._reaper.delete(doomed)
         LOG.debug("vfs: removed layer %s", id)
+
+    def wait_removed(self, timeout: float | None = None) -> bool:
+        return self._reaper.wait(timeout)
 
     def get(self, id: str, mount_label: str = "") -> str:
         """The layer's directory; reference counted like a real mount.
@@ -177,5 +187,8 @@ class VfsDriver(NaiveDiffDriver):
         return {"Dir": path}
 
     def cleanup(self) -> None:
-        """Nothing is mounted; forget the references still held (the daemon is stopping)."""
+        """Nothing is mounted; forget the references still held (the daemon is stopping), and
+        let the deletions under way finish (for :data:`REMOVAL_WAIT` seconds at most)."""
         self._refs.clear()
+        if not self._reaper.wait(REMOVAL_WAIT):
+            LOG.warning("vfs: removed layers still being deleted; the next start sweeps them")
