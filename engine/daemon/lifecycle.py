@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -99,6 +100,7 @@ from engine.errors import (
 )
 from engine.shim import client as shim
 from engine.shim import protocol as shim_protocol
+from engine.sys import proc
 from engine.sys.fs import safe_rmtree
 
 if TYPE_CHECKING:
@@ -114,6 +116,9 @@ DEFAULT_STOP_TIMEOUT = 10
 #: Seconds to wait for a container to go down after a SIGKILL (moby waits
 #: 10 s, then kills the process directly and waits 2 s more).
 KILL_WAIT = 30.0
+#: Seconds a start (and the deletion of a removed container's directory) waits for the shim of
+#: the container's last run to end: it releases the cgroups after it recorded the exit.
+SHIM_END_WAIT = 10.0
 #: Operations a kill (and ``rm -f``) does not wait for: they wait for the
 #: container to go down, which the kill hastens.
 KILL_PREEMPTS = frozenset({"stop", "remove"})
@@ -521,6 +526,11 @@ class LifeCycle:
 
     def _launch(self, c: Container) -> None:
         """Mount the rootfs, make the network, start the shim; record the container running."""
+        if not self.monitor.wait_gone(c.id, SHIM_END_WAIT):
+            raise HostError(
+                f"the shim of the container's last run has not ended in {SHIM_END_WAIT:g}s "
+                "(it releases the container's cgroups after its exit)"
+            )
         driver = require(self.daemon.graphdriver, "graph driver")
         network = self.network
         rootfs = driver.get(c.id)
@@ -978,7 +988,8 @@ class LifeCycle:
             os.unlink(c.path_of(CONFIG_FILE))  # from here on the container does not exist
         except FileNotFoundError:
             pass
-        self.store.dispose(c.id)
+        # Deleted once the shim of its last run, which may still release its cgroups, has ended.
+        self.store.dispose(c.id, after=functools.partial(self.monitor.wait_gone, c.id, SHIM_END_WAIT))
         with c.lock:
             c.removed = True
             c.machine.move(Phase.REMOVED)
@@ -1129,6 +1140,10 @@ class LifeCycle:
     def _readopt(self, c: Container, alive: bool) -> None:
         """Re-adopt a live shim (``alive``: it answers), or record that the container died while
         we were away."""
+        if not alive:
+            ending = self._ending_shim(c)
+            if ending:  # the next start waits for it to release the cgroups
+                self.monitor.track_end(c.id, ending)
         if not c.state.running and not alive:
             # A start the crash cut short may have made its network namespace.
             self.network.remove_namespace(c)  # the network service: restore
@@ -1176,6 +1191,25 @@ class LifeCycle:
         self.network.remove_namespace(c)  # the network service: restore
         c.to_disk()
         LOG.info("container %s exited (%d) while the daemon was down", c.short_id, c.state.exit_code)
+
+    @staticmethod
+    def _ending_shim(c: Container) -> int:
+        """The PID of the shim of ``c`` if it recorded the exit and has not ended yet (the daemon
+        before this one died a moment after the exit), else 0.
+
+        Its process must have started before its ``state.json`` was written: a process that
+        got the PID later (after a reboot) is not waited for.
+        """
+        state = shim.read_state(c.root) or {}
+        pid = int(state.get("ShimPid", 0) or 0)
+        if not pid or (shim.read_exit(c.root) or {}).get("ShimPid") != pid:
+            return 0
+        try:
+            written = os.stat(c.path_of(shim_protocol.STATE_FILE)).st_mtime
+        except OSError:
+            return 0
+        started = proc.started_at(pid)
+        return pid if started is not None and started <= written + 1.0 else 0
 
     def _thaw(self, c: Container) -> None:
         """Unfreeze a running container its record says is not paused (a crash inside :meth:`frozen`)."""

@@ -56,13 +56,18 @@ def read_exit(container_dir: str) -> dict[str, Any] | None:
 
 
 def shim_alive(container_dir: str) -> bool:
-    """Whether the container's shim runs: its PID is alive AND its socket answers as that PID.
+    """Whether the container's shim runs its container: its PID is alive AND its socket answers
+    as that PID, and it has not recorded the container's exit.
 
     Both, because a PID can be reused by another process after a reboot or
-    a long time, and a socket file can outlive its shim.
+    a long time, and a socket file can outlive its shim. A shim that wrote
+    ``exit.json`` only releases the container's cgroups before it ends.
     """
     state = read_state(container_dir)
     if not state or not pid_alive(int(state.get("ShimPid", 0))):
+        return False
+    record = read_exit(container_dir)
+    if record is not None and record.get("ShimPid") == state.get("ShimPid"):
         return False
     try:
         answer = ShimClient(container_dir, timeout=2.0).state()

@@ -8,7 +8,9 @@ The container directory holds, next to the daemon's own files::
     shim.json     written by the daemon before start: what to run, how to log
     state.json    written by the shim at start: {"Pid", "ShimPid", "StartedAt"}
     exit.json     written by the shim at the end: {"ExitCode", "FinishedAt",
-                  "OOMKilled", "Error"}, before anyone is told of the exit
+                  "OOMKilled", "Error", "ShimPid"}, before anyone is told of
+                  the exit; the daemon takes the exit from it (the shim then
+                  releases the cgroups and ends)
     shim.sock     the shim's unix socket (0600) while it runs
     shim.log      the shim's own diagnostics (its stderr)
 

@@ -611,7 +611,14 @@ class Shim:
                     pass
 
     def _record_exit(self, code: int, error: str, finished_at: str) -> int:
-        """Drain, clean up through the driver, write ``exit.json``, then tell the clients."""
+        """Drain, write ``exit.json``, tell the clients; then release the container through the
+        driver, and end.
+
+        The daemon handles the exit from the moment ``exit.json`` is renamed into
+        place (its monitor watches the directory), while the rest of this runs: the
+        driver's terminate (the cgroups) and the shim's own end. A new start of the
+        container waits for this process to end, so it never meets these cgroups.
+        """
         loop = self.loop
         assert loop is not None
         loop.notify_exited()
@@ -624,26 +631,29 @@ class Shim:
         oom = False
         try:
             command, driver = self._load_driver()
-            try:
-                oom = bool(driver.oom_killed(command))
-            except Exception:
-                LOG.exception("oom_killed failed for container %s", command.id)
-            driver.terminate(command)
+            oom = bool(driver.oom_killed(command))
         except Exception:
-            LOG.exception("terminate failed for the container in %s", self.container_dir)
+            LOG.exception("oom_killed failed for the container in %s", self.container_dir)
         exit_info = {"ExitCode": code, "FinishedAt": finished_at, "OOMKilled": oom, "Error": error}
         try:
-            protocol.write_json_atomic(self.path(protocol.EXIT_FILE), exit_info)
+            # Our PID tells the daemon this record from one an earlier run of the container left.
+            protocol.write_json_atomic(self.path(protocol.EXIT_FILE), {**exit_info, "ShimPid": os.getpid()})
         except Exception:
             LOG.exception("cannot write %s", protocol.EXIT_FILE)
         LOG.info("container %s exited: %s", os.path.basename(self.container_dir), exit_info)
         loop.finish(exit_info)
+        try:
+            command, driver = self._load_driver()
+            driver.terminate(command)
+        except Exception:
+            LOG.exception("terminate failed for the container in %s", self.container_dir)
         loop.join(loop.finish_timeout + 5)
         if loop.is_alive():
             LOG.warning("the I/O loop did not end; exiting without it")
         else:
             loop.close()
         try:
+            # The daemon may have renamed a removed container's directory away already.
             os.unlink(self.path(protocol.SOCKET_FILE))
         except FileNotFoundError:
             pass

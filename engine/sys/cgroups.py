@@ -418,8 +418,15 @@ class Cgroup:
         self.version = version or layout.version
         if self.version == 2 and layout.v2 is None:
             raise NotSupported("cgroup v2 is not mounted")
-        self.layout = layout
+        self._layout: CgroupLayout | None = layout
         self.paths = self._resolve(own if own is not None else own_cgroups())
+
+    @property
+    def layout(self) -> CgroupLayout:
+        """The cgroup mounts (read when first needed, for a cgroup :meth:`from_state` made)."""
+        if self._layout is None:
+            self._layout = read_layout()
+        return self._layout
 
     # ---- where
 
@@ -492,10 +499,15 @@ class Cgroup:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], layout: CgroupLayout | None = None) -> Self:
-        """The cgroup :meth:`to_state` described, whichever cgroup the caller is in."""
+        """The cgroup :meth:`to_state` described, whichever cgroup the caller is in.
+
+        Without ``layout`` the mounts are read only when something needs them: a kill, an
+        OOM check or a removal (a container's exit, in its shim) goes by the recorded paths,
+        and /proc/self/mountinfo has a line per running container.
+        """
         self = cls.__new__(cls)
         self.parent, self.id, self.version = state["parent"], state["id"], int(state["version"])
-        self.layout = layout if layout is not None else read_layout()
+        self._layout = layout
         self.paths = dict(state["paths"])
         return self
 

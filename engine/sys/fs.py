@@ -30,6 +30,7 @@ import os
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -538,6 +539,10 @@ def safe_rmtree(path: str) -> None:
         os.close(parent_fd)
 
 
+#: Seconds a :class:`Reaper` waits before it starts a deletion.
+REAP_DELAY = 0.05
+
+
 class Reaper:
     """Deletes, in a thread of its own, trees that were renamed out of sight first.
 
@@ -550,13 +555,19 @@ class Reaper:
     owner's sweep at the next start; a tree that cannot be deleted is logged
     and left so as well.
 
+    Each deletion starts ``delay`` seconds after it was queued: the removal
+    that queued it has answered by then, and its last steps do not share the
+    GIL with the deletion's.
+
     :param name: what the log and the thread's name call it.
+    :param delay: seconds from :meth:`delete` to the deletion's start.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, delay: float = REAP_DELAY) -> None:
         self.name = name
+        self.delay = delay
         self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[str, Callable[[], object] | None]] = collections.deque()
+        self._queue: collections.deque[tuple[float, str, Callable[[], object] | None]] = collections.deque()
         self._pending = 0  # queued or being deleted
         self._thread: threading.Thread | None = None
 
@@ -564,7 +575,7 @@ class Reaper:
         """Queue ``path`` (already renamed out of sight) for deletion; ``after()``, when given, is
         called first in the reaper's thread (to wait until nobody writes there any more)."""
         with self._cond:
-            self._queue.append((path, after))
+            self._queue.append((time.monotonic() + self.delay, path, after))
             self._pending += 1
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=f"reaper-{self.name}", daemon=True)
@@ -581,7 +592,10 @@ class Reaper:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._queue))
-                path, after = self._queue.popleft()
+                due, path, after = self._queue.popleft()
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
             try:
                 if after is not None:
                     after()

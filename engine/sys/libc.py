@@ -22,7 +22,8 @@ import errno
 import functools
 import os
 import signal
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from engine.errors import NotSupported
@@ -421,6 +422,45 @@ def fs_type(path: str | bytes | os.PathLike) -> int:
     buf = ctypes.create_string_buffer(256)
     _statfs(_path(path), buf)
     return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
+
+
+#: inotify(7): the events and flags used here (linux/inotify.h).
+IN_MOVED_TO = 0x00000080
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+_INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+
+_inotify_init1 = _bind("inotify_init1", ctypes.c_int, [ctypes.c_int])
+_inotify_add_watch = _bind("inotify_add_watch", ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32])
+_inotify_rm_watch = _bind("inotify_rm_watch", ctypes.c_int, [ctypes.c_int, ctypes.c_int])
+
+
+def inotify_init() -> int:
+    """A new inotify instance, non-blocking and close-on-exec (inotify_init1(2))."""
+    return int(_inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+
+
+def inotify_add_watch(fd: int, path: str | bytes | os.PathLike, mask: int) -> int:
+    """Watch ``path`` for the events in ``mask``; the watch descriptor (the same one again for
+    a path already watched, whose mask is then replaced)."""
+    return int(_inotify_add_watch(fd, _path(path), mask))
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    """Stop watch ``wd`` (EINVAL: the kernel removed it already, as when its directory went)."""
+    _inotify_rm_watch(fd, wd)
+
+
+def inotify_events(data: bytes) -> Iterator[tuple[int, int, str]]:
+    """``(wd, mask, name)`` of each event in ``data`` (what a read(2) of the instance returned)."""
+    pos = 0
+    while pos + _INOTIFY_EVENT.size <= len(data):
+        wd, mask, _cookie, length = _INOTIFY_EVENT.unpack_from(data, pos)
+        pos += _INOTIFY_EVENT.size
+        name = data[pos : pos + length].split(b"\0", 1)[0].decode(errors="surrogateescape")
+        pos += length
+        yield wd, mask, name
 
 
 def unshare(flags: int) -> None:

@@ -88,6 +88,23 @@ def start_time(pid: int) -> int | None:
         return None
 
 
+def boot_time() -> float:
+    """When the machine booted, in seconds since the epoch (``btime`` of ``/proc/stat``)."""
+    with open("/proc/stat", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch (to the clock tick); None when gone."""
+    ticks = start_time(pid)
+    if ticks is None:
+        return None
+    return boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def reap(pid: int) -> None:
     """Wait for our child ``pid``; nothing if it is not, or no longer, ours (another waiter took it)."""
     try:

@@ -79,6 +79,7 @@ class FakeExecDriver(ExecDriver):
         #: Signals the fake containers ignore (as a process that traps SIGTERM).
         self.ignored: set[int] = set()
         self.stand_ins: dict[str, subprocess.Popen] = {}
+        self.ending: list[subprocess.Popen] = []  # recorded their exit, not ended yet
         self.dirs: dict[str, str] = {}
         self.paused: set[str] = set()
         self._lock = threading.Lock()
@@ -91,23 +92,37 @@ class FakeExecDriver(ExecDriver):
             self.dirs[cid] = container_dir
         return proc
 
-    def exit(self, cid: str, code: int, oom: bool = False) -> None:
-        """The container exits with ``code``: the record first, then the stand-in shim ends."""
+    def exit(self, cid: str, code: int, oom: bool = False, end: bool = True) -> None:
+        """The container exits with ``code``: the record first, then the stand-in shim ends
+        (with ``end`` false, only at :meth:`end`: a shim still releasing the cgroups)."""
         with self._lock:
             proc = self.stand_ins.pop(cid, None)
             container_dir = self.dirs.get(cid)
         if proc is None or container_dir is None:
             raise NotFound(f"no fake container {cid[:12]} runs")
         self.paused.discard(cid)
-        record = {"ExitCode": code, "FinishedAt": rfc3339nano_ns(), "OOMKilled": oom, "Error": ""}
+        record = {"ExitCode": code, "FinishedAt": rfc3339nano_ns(), "OOMKilled": oom, "Error": "", "ShimPid": proc.pid}
         protocol.write_json_atomic(os.path.join(container_dir, protocol.EXIT_FILE), record)
-        proc.kill()
-        proc.wait()
+        if end:
+            proc.kill()
+            proc.wait()
+        else:
+            with self._lock:
+                self.ending.append(proc)
+
+    def end(self) -> None:
+        """The stand-ins whose exit was recorded with ``end=False`` end now."""
+        with self._lock:
+            procs, self.ending = self.ending, []
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
     def close(self) -> None:
         with self._lock:
-            procs = list(self.stand_ins.values())
+            procs = list(self.stand_ins.values()) + self.ending
             self.stand_ins.clear()
+            self.ending = []
         for proc in procs:
             proc.kill()
             proc.wait()

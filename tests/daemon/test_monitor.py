@@ -1,4 +1,5 @@
-"""The monitor: a shim's exit (here a child process standing in for it) reaches ``on_exit``."""
+"""The monitor: a shim's exit (here a child process standing in for it, and the exit record it writes)
+reaches ``on_exit`` once, and the shim's end releases whoever waits for it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from engine.daemon.container import Container
 from engine.daemon.monitor import Monitor
+from engine.shim import protocol
 from engine.utils.sockets import readable
 
 
@@ -85,6 +87,84 @@ def test_a_failing_handler_does_not_stop_the_monitor(exits, stand_in):
     good.kill()
     good.wait()
     assert seen.get(timeout=10) is c
+
+
+def container_in(tmp_path, n: int) -> Container:
+    """A container with a directory, as the monitor watches one."""
+    c = container(n)
+    c.root = str(tmp_path / c.id)
+    os.mkdir(c.root)
+    return c
+
+
+def record_exit(c: Container, shim_pid: int, code: int = 0) -> None:
+    """What a shim writes when its container exited (before it releases the cgroups and ends)."""
+    record = {"ExitCode": code, "FinishedAt": "", "OOMKilled": False, "Error": "", "ShimPid": shim_pid}
+    protocol.write_json_atomic(os.path.join(c.root, protocol.EXIT_FILE), record)
+
+
+def test_a_recorded_exit_is_reported_before_the_shim_ends_and_once(exits, stand_in, tmp_path):
+    monitor, seen = exits
+    proc = stand_in()
+    c = container_in(tmp_path, 8)
+    monitor.watch(c, proc.pid)
+    assert not monitor.wait_gone(c.id, 0.1)
+    record_exit(c, proc.pid)
+    assert seen.get(timeout=10) is c
+    assert proc.poll() is None and not monitor.wait_gone(c.id, 0.1)  # the shim still runs
+    proc.kill()
+    proc.wait()
+    assert monitor.wait_gone(c.id, 10)
+    with pytest.raises(queue.Empty):
+        seen.get(timeout=0.2)
+
+
+def test_an_exit_recorded_before_the_watch_began_is_reported_at_once(exits, stand_in, tmp_path):
+    monitor, seen = exits
+    proc = stand_in()
+    c = container_in(tmp_path, 9)
+    record_exit(c, proc.pid)
+    monitor.watch(c, proc.pid)
+    assert seen.get(timeout=10) is c and proc.poll() is None
+
+
+def test_a_record_another_shim_wrote_is_not_this_run_s_exit(exits, stand_in, tmp_path):
+    monitor, seen = exits
+    proc, other = stand_in(), stand_in()
+    c = container_in(tmp_path, 10)
+    record_exit(c, other.pid, code=1)  # left by an earlier run
+    monitor.watch(c, proc.pid)
+    record_exit(c, other.pid, code=2)
+    with pytest.raises(queue.Empty):
+        seen.get(timeout=0.3)
+    proc.kill()  # this run's shim dies without a record of its own: its end tells
+    proc.wait()
+    assert seen.get(timeout=10) is c
+    with pytest.raises(queue.Empty):
+        seen.get(timeout=0.2)
+
+
+def test_wait_gone_and_track_end(exits, stand_in, tmp_path):
+    monitor, seen = exits
+    assert monitor.wait_gone("f" * 64, 0)  # no shim known: nothing to wait for
+    proc = stand_in()
+    c = container_in(tmp_path, 11)
+    monitor.track_end(c.id, proc.pid)  # a shim whose exit a daemon before this one handled
+    assert not monitor.wait_gone(c.id, 0.1)
+    proc.kill()
+    proc.wait()
+    assert monitor.wait_gone(c.id, 10)
+    with pytest.raises(queue.Empty):
+        seen.get(timeout=0.2)  # its exit is not reported again
+
+
+def test_stop_releases_whoever_waits_for_a_shim_s_end(stand_in, tmp_path):
+    monitor = Monitor(lambda c: None)
+    proc = stand_in()
+    c = container_in(tmp_path, 12)
+    monitor.watch(c, proc.pid)
+    monitor.stop()  # the daemon shuts down: nobody is kept waiting for the shims it leaves
+    assert monitor.wait_gone(c.id, 0) and proc.poll() is None
 
 
 @pytest.fixture

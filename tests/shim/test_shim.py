@@ -393,7 +393,7 @@ def test_state_wait_and_kill_from_another_process(shim):
     HostProcessDriver().kill(s.command, signal.SIGTERM)
     record = s.client.wait(timeout=10)
     assert record["ExitCode"] == 128 + signal.SIGTERM
-    assert read_exit(s.dir) == record
+    assert read_exit(s.dir) == dict(record, ShimPid=s.result["ShimPid"])  # the file also names its shim
     wait_gone(s.result["ShimPid"])
 
 
@@ -518,7 +518,7 @@ def test_internal_error_after_start_is_recorded(shim):
     assert record["ExitCode"] == protocol.UNKNOWN_EXIT_CODE
     assert record["Error"] == "exec driver failed: RuntimeError: lost track of the container"
     wait_gone(s.result["ShimPid"])
-    assert read_exit(s.dir) == record
+    assert read_exit(s.dir) == dict(record, ShimPid=s.result["ShimPid"])  # the file also names its shim
 
 
 def test_without_a_log_output_still_reaches_clients(container_dir, forkserver):
@@ -558,7 +558,7 @@ def test_attach_stdin_roundtrip_and_stdin_once(shim):
         conn.close_stdin()  # stdin_once: cat's stdin closes, cat exits 0
         record = out.to_exit()
     assert record["ExitCode"] == 0 and record["Error"] == ""
-    assert read_exit(s.dir) == record
+    assert read_exit(s.dir) == dict(record, ShimPid=s.result["ShimPid"])  # the file also names its shim
     wait_gone(s.result["ShimPid"])
     logged = "".join(e["log"] for e in read_log(s.log))
     assert logged == "hello\n" + "big" * 100000 + "\n"

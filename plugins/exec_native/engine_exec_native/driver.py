@@ -215,14 +215,17 @@ class NativeDriver(CgroupExecDriver):
     def _state_path(self, id: str) -> str:
         return os.path.join(self.home, f"{id}.json")
 
-    def _save_state(self, id: str, state: dict[str, Any]) -> None:
+    def _save_state(self, id: str, state: dict[str, Any], durable: bool = True) -> None:
+        """Write the state file atomically; ``durable``: synced first (not for the exit's mark,
+        which :meth:`terminate` deletes a moment later)."""
         os.makedirs(self.home, 0o700, exist_ok=True)
         path = self._state_path(id)
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, json.dumps(state).encode())
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -242,7 +245,8 @@ class NativeDriver(CgroupExecDriver):
         if state is None:
             state = self._load_state(command.id)
         if state is not None and state.get("cgroup"):
-            return Cgroup.from_state(state["cgroup"], self._layout())
+            # The mounts as read already, else when the cgroup needs them (an exit does not).
+            return Cgroup.from_state(state["cgroup"], self._cgroup_layout)
         return self._new_cgroup(command)
 
     def _new_cgroup(self, command: Command) -> Cgroup:
@@ -383,7 +387,7 @@ class NativeDriver(CgroupExecDriver):
         state = self._load_state(command.id)
         if state is not None:  # None: terminate() ran meanwhile and removed it
             state.update(exited=True, exit_code=code)
-            self._save_state(command.id, state)
+            self._save_state(command.id, state, durable=False)
         return code
 
     @staticmethod
