@@ -167,6 +167,8 @@ class NetworkService:
         self.facts: dict = {}
         #: The containers' persistent network namespaces, ``<root>/netns/<id>``.
         self.netns_dir = os.path.join(daemon.root, "netns")
+        #: Namespaces made ahead for the starts.
+        self._spares = netns.Spares()
         #: The embedded DNS server, once :meth:`init` made it (None without a driver).
         self.dns: Any = None
         self._locks: dict[str, threading.RLock] = {}
@@ -230,7 +232,9 @@ class NetworkService:
         self.dns.start()
 
     def close(self, live: bool) -> None:
-        """The daemon stops: the embedded DNS server keeps serving running containers (``live``) or stops."""
+        """The daemon stops: the embedded DNS server keeps serving running containers (``live``) or stops;
+        the spare namespaces go."""
+        self._spares.close()
         if self.dns is not None:
             self.dns.close(stop=not live)
 
@@ -356,7 +360,7 @@ class NetworkService:
         path = os.path.join(self.netns_dir, c.id)
         with self._lock_of(c):
             netns.remove(path)
-            netns.create(path)
+            self._spares.create(path)
             settings: dict = {}
             try:
                 if mode != "none" and self.driver is not None:

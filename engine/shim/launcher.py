@@ -148,7 +148,13 @@ def _start(
     ]
     # The shim waits for our acknowledgement a little longer than we wait for its result.
     config["ack_timeout"] = timeout + 10
-    atomic_write(os.path.join(container_dir, protocol.CONFIG_FILE), json.dumps(config, indent=1).encode(), mode=0o600)
+    # Read by the starter a moment later, and made again at every start: not fsynced.
+    atomic_write(
+        os.path.join(container_dir, protocol.CONFIG_FILE),
+        json.dumps(config, indent=1).encode(),
+        mode=0o600,
+        durable=False,
+    )
     launching = forkserver.launch(container_dir, peers) if forkserver is not None else None
     if launching is not None:
         try:

@@ -7,6 +7,7 @@ The container directory holds, next to the daemon's own files::
 
     shim.json     written by the daemon before start: what to run, how to log
     state.json    written by the shim at start: {"Pid", "ShimPid", "StartedAt"}
+                  (not fsynced: a reboot ends what it describes)
     exit.json     written by the shim at the end: {"ExitCode", "FinishedAt",
                   "OOMKilled", "Error", "ShimPid"}, before anyone is told of
                   the exit; the daemon takes the exit from it (the shim then
@@ -98,13 +99,17 @@ def encode_line(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
-def write_json_atomic(path: str, obj: Any, mode: int = 0o644) -> None:
+def write_json_atomic(path: str, obj: Any, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``obj`` as JSON: temp file, fsync, rename, fsync the directory.
 
     The same dance as :func:`engine.sys.fs.atomic_write`, repeated here
     because importing that module pulls ``tempfile``, ``ctypes`` and the
     libc bindings into the shim (about 2.5 MB of RSS for one function). The
     temp name carries the PID; only one process writes a container's files.
+
+    :param durable: False for what describes running processes only (``state.json``), which
+        a reboot makes meaningless: readers still see old or new, but nothing is fsynced (runc
+        keeps its state on a tmpfs).
     """
     directory, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp")
@@ -116,7 +121,8 @@ def write_json_atomic(path: str, obj: Any, mode: int = 0o644) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -126,6 +132,8 @@ def write_json_atomic(path: str, obj: Any, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)

@@ -270,7 +270,7 @@ class Starter:
         try:
             if self.launch.tty:
                 self._size_console()
-            protocol.write_json_atomic(self.launch.path(protocol.STATE_FILE), state)
+            protocol.write_json_atomic(self.launch.path(protocol.STATE_FILE), state, durable=False)
             self._handover(state)
         except Exception as exc:
             LOG.exception("cannot record the start of container %s", self.command.id)

@@ -297,6 +297,7 @@ class Rig:
         """Stop the monitor and the stand-ins, unmount the network namespaces the containers had."""
         self._sub.close()
         self.lifecycle.close()
+        self.daemon.network.close(live=False)
         self.driver.close()
         self.daemon.linkgraph.close()
         netns_dir = self.daemon.network.netns_dir

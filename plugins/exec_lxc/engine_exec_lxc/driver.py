@@ -184,12 +184,13 @@ class LxcDriver(CgroupExecDriver):
         return os.path.join(self.home, id, name)
 
     def _save_state(self, id: str, state: dict[str, Any]) -> None:
+        """Write the state file atomically, without an fsync: it describes running processes,
+        which a reboot ends."""
         path = self._path(id, "state.json")
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, json.dumps(state).encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)

@@ -215,17 +215,16 @@ class NativeDriver(CgroupExecDriver):
     def _state_path(self, id: str) -> str:
         return os.path.join(self.home, f"{id}.json")
 
-    def _save_state(self, id: str, state: dict[str, Any], durable: bool = True) -> None:
-        """Write the state file atomically; ``durable``: synced first (not for the exit's mark,
-        which :meth:`terminate` deletes a moment later)."""
+    def _save_state(self, id: str, state: dict[str, Any]) -> None:
+        """Write the state file atomically (a crash leaves the old one or the new one), without an
+        fsync: it describes running processes, which a reboot ends (runc keeps its state on a
+        tmpfs)."""
         os.makedirs(self.home, 0o700, exist_ok=True)
         path = self._state_path(id)
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, json.dumps(state).encode())
-            if durable:
-                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -387,7 +386,7 @@ class NativeDriver(CgroupExecDriver):
         state = self._load_state(command.id)
         if state is not None:  # None: terminate() ran meanwhile and removed it
             state.update(exited=True, exit_code=code)
-            self._save_state(command.id, state, durable=False)
+            self._save_state(command.id, state)
         return code
 
     @staticmethod
