@@ -102,7 +102,7 @@ class Spares:
     :param delay: seconds from taking a spare to making the next.
     """
 
-    def __init__(self, count: int = 1, delay: float = 0.05) -> None:
+    def __init__(self, count: int = 1, delay: float = 0.005) -> None:
         self.count = count
         self.delay = delay
         self._cond = threading.Condition()

@@ -151,7 +151,7 @@ def _start(
     # Read by the starter a moment later, and made again at every start: not fsynced.
     atomic_write(
         os.path.join(container_dir, protocol.CONFIG_FILE),
-        json.dumps(config, indent=1).encode(),
+        json.dumps(config).encode(),
         mode=0o600,
         durable=False,
     )
