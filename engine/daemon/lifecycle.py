@@ -25,15 +25,18 @@ no locking of their own.
 
 A running container lives in its shim (:mod:`engine.shim`), started through
 the :class:`~engine.shim.launcher.ShimLauncher`; the
-:class:`~engine.daemon.monitor.Monitor` reports when a shim exits. The exit
-status is then read from ``exit.json``, what the daemon set up for the run
-is released, and the restart policy decides what happens next. On start the
-daemon re-adopts the shims that are still alive (live restore).
+:class:`~engine.daemon.monitor.Monitor` reports the exit as soon as the
+shim records it in ``exit.json`` (or the shim dies). What the daemon set up
+for the run is then released while the shim releases the cgroups and ends;
+once it has, the container is seen stopped (an auto-removed one: removed),
+and the restart policy decides what happens next. On start the daemon
+re-adopts the shims that are still alive (live restore).
 
 Crash safety (a kill -9 of the daemon at any moment): a create makes the
 container's directory first, journals the anonymous volumes it makes and
 writes the record last; a remove journals itself, takes the container apart
-and deletes the record before the rest of its directory. At start-up,
+and deletes the record before the rest of its directory (renamed out of
+sight at once, deleted in the background, as removed layers are). At start-up,
 :meth:`LifeCycle.restore` removes whatever a create or a remove left
 (directory without a record: its names, layers, journaled volumes, network
 namespace and directory), finishes the removals that were under way, thaws
@@ -990,6 +993,9 @@ class LifeCycle:
             pass
         # Deleted once the shim of its last run, which may still release its cgroups, has ended.
         self.store.dispose(c.id, after=functools.partial(self.monitor.wait_gone, c.id, SHIM_END_WAIT))
+        # Nothing of it is left when it is seen removed: an auto-removed container's shim may
+        # still have been releasing the cgroups (it ran beside the steps above).
+        self.monitor.wait_gone(c.id, SHIM_END_WAIT)
         with c.lock:
             c.removed = True
             c.machine.move(Phase.REMOVED)
@@ -1022,6 +1028,11 @@ class LifeCycle:
             LOG.exception("releasing the rootfs of %s", c.short_id)
         self._release_volumes(c)
         self.network.teardown(c)  # the network service: a container's network at exit
+        if not c.host_config.get("AutoRemove"):
+            # The shim releases the cgroups after it recorded the exit, beside the steps above: a
+            # container is seen stopped once they are gone, as with containerd's shim (an
+            # auto-removed one is seen removed once they are, see _dismantle).
+            self.monitor.wait_gone(c.id, SHIM_END_WAIT)
         with c.lock:
             # The exit and the restart decision in one step: a stop, kill or
             # start in between sees either a running container or a final exit.

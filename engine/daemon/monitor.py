@@ -9,10 +9,12 @@ run is never taken for this one's.
 
 It also holds a pidfd (pidfd_open(2)) for each shim, all polled in the
 same thread; a pidfd becomes readable when its process exits. That tells
-when the shim is gone: the next start of the container waits for it
-(:meth:`Monitor.wait_gone`: the old shim must have released the cgroups
-the new one makes), and so does the deletion of a removed container's
-directory. A shim that died without recording an exit (killed, or from a
+when the shim is gone (:meth:`Monitor.wait_gone`): the life cycle releases
+the container's rootfs and network beside the shim's end, and then waits
+for it before it shows the container stopped or removed, so the cgroups
+are gone by then, as with containerd's shim; the next start of the
+container, and the deletion of a removed container's directory, wait for
+it too. A shim that died without recording an exit (killed, or from a
 daemon that did not watch its directory) is seen through its pidfd alone.
 
 Each exit is handed to ``on_exit`` once, in a thread of its own, so one

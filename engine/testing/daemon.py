@@ -19,6 +19,24 @@ from collections.abc import Sequence
 from typing import IO
 
 
+def settled_listdir(path: str, timeout: float = 30.0) -> list[str]:
+    """The entries of a daemon's directory once none is on its way out: removed layers and
+    removed containers' directories are renamed to ``.rm-*`` at once and deleted in the
+    background (:class:`engine.sys.fs.Reaper`).
+
+    :raises AssertionError: one is still there after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        names = os.listdir(path)
+        doomed = [name for name in names if name.startswith(".rm-")]
+        if not doomed:
+            return names
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: {doomed} not deleted within {timeout:g}s")
+        time.sleep(0.02)
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     """``http.client`` over a unix socket."""
 

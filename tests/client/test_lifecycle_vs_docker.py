@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from engine.testing.daemon import settled_listdir
 from engine.testing.sidebyside import wait_for
 
 pytestmark = pytest.mark.root
@@ -100,7 +101,7 @@ def test_stopping_a_paused_container_uses_its_stop_signal(engine):
 
 def test_failed_creates_leave_no_anonymous_volume(engine):
     layers = os.path.join(engine.daemon.process.root, "vfs", "dir") if engine.daemon.kind == "engine" else None
-    before = sorted(os.listdir(layers)) if layers else []
+    before = sorted(settled_listdir(layers)) if layers else []
     proc = engine("create", "-v", "/data", "--link", "nosuch:x", "busybox", "true")
     assert proc.returncode != 0
     proc = engine("create", "-v", "/anon", "-v", "newvol:/a", "-v", "bad@name:/b", "busybox", "true")
@@ -108,7 +109,7 @@ def test_failed_creates_leave_no_anonymous_volume(engine):
     # The named volume stays, as in Docker; no anonymous one, no container.
     assert engine("volume", "ls", "-q").stdout == "newvol\n" and engine("ps", "-aq").stdout == ""
     if layers:  # nor a layer (the init layer was still held when the create failed)
-        assert sorted(os.listdir(layers)) == before
+        assert sorted(settled_listdir(layers)) == before  # what it removed is deleted in the background
     engine("volume", "rm", "newvol")
 
 

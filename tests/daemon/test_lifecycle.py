@@ -361,36 +361,48 @@ def test_a_start_and_an_exit_leave_the_host_config_file_as_it_is(rig: Rig):
     assert os.stat(path).st_ino == updated
 
 
-def test_an_exit_is_handled_once_recorded_and_the_next_start_waits_for_the_shim_to_end(rig: Rig):
+def test_an_exited_container_is_seen_stopped_once_its_shim_ended(rig: Rig):
     c = rig.create("web")
     rig.lifecycle.start(c)
     rig.driver.exit(c.id, 3, end=False)  # recorded; the shim still releases the cgroups
+    assert not rig.lifecycle.wait(c, "not-running", timeout=0.3)
+    rig.driver.end()
     assert rig.lifecycle.wait(c, "not-running", timeout=10)
     wait_for(lambda: c.state.status == "exited" and c.state.exit_code == 3, what="the exit")
+
+
+def test_an_auto_removed_container_is_taken_apart_beside_its_shim_s_end(rig: Rig):
+    c = rig.create("gone", AutoRemove=True)
+    rig.lifecycle.start(c)
+    rig.driver.exit(c.id, 0, end=False)
+    # The removal goes on while the shim ends, and is seen done once the shim has.
+    wait_for(lambda: layers_of(rig, c.id) == [] and not os.path.exists(c.root), what="the layers and directory")
+    assert not rig.lifecycle.wait(c, "removed", timeout=0.3)
+    assert [n for n in os.listdir(rig.store.dir) if n.startswith(".rm-" + c.id)]  # its files wait too
+    rig.driver.end()
+    assert rig.lifecycle.wait(c, "removed", timeout=10)
+    rig.settle()
+    assert os.listdir(rig.store.dir) == []
+
+
+def test_a_start_after_a_restore_waits_for_a_shim_that_was_still_ending(rig: Rig):
+    c = rig.create("web")
+    rig.lifecycle.start(c)
+    rig.lifecycle.monitor.stop()  # the daemon dies...
+    rig.driver.exit(c.id, 0, end=False)  # ...as the container exits, its shim still ending
+    restarted(rig)
+    again = rig.store.get("web")
+    assert again.state.status == "exited"
     started = threading.Event()
-    thread = threading.Thread(target=lambda: (rig.lifecycle.start(c), started.set()))
+    thread = threading.Thread(target=lambda: (rig.lifecycle.start(again), started.set()))
     thread.start()
     try:
         assert not started.wait(0.3) and len(rig.launcher.specs) == 1  # held: the old shim runs
         rig.driver.end()
         assert started.wait(10) and len(rig.launcher.specs) == 2
-        assert c.state.status == "running"
     finally:
         rig.driver.end()
         thread.join(10)
-
-
-def test_a_removed_container_s_directory_goes_once_its_last_shim_ended(rig: Rig):
-    c = rig.create("gone", AutoRemove=True)
-    rig.lifecycle.start(c)
-    rig.driver.exit(c.id, 0, end=False)
-    assert rig.lifecycle.wait(c, "removed", timeout=10)  # answered before the shim ended
-    assert not os.path.exists(c.root)  # out of sight at once
-    assert not rig.store.wait_disposed(0.3)  # its files wait for the shim
-    assert [n for n in os.listdir(rig.store.dir) if n.startswith(".rm-" + c.id)]
-    rig.driver.end()
-    rig.settle()
-    assert os.listdir(rig.store.dir) == []
 
 
 def test_an_oom_kill_is_an_event(rig: Rig):

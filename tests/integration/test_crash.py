@@ -30,10 +30,9 @@ import pytest
 
 from engine.sys.fs import mountinfo
 from engine.testing import registry as local_registry
-from engine.testing.daemon import DaemonProcess
+from engine.testing.daemon import DaemonProcess, settled_listdir
 from engine.testing.images import big_image, busybox_archive, docker_archive
 from engine.testing.lifecycle_races import Client, kill_leftovers
-from engine.testing.procs import wait_for
 
 pytestmark = pytest.mark.root("daemons")
 
@@ -232,12 +231,8 @@ def check(c: Crashing) -> None:
     root = c.root
     # What removals renamed out of sight (.rm-*) is deleted in the background, and what a
     # crash left so is swept at the start: it goes, and soon.
-    doomed = [os.path.join(root, "containers"), os.path.join(root, "vfs", "dir")]
-    wait_for(
-        lambda: not [n for d in doomed for n in os.listdir(d) if n.startswith(".rm-")],
-        timeout=60,
-        what="the deletion of removed containers' directories and layers",
-    )
+    for doomed in ("containers", os.path.join("vfs", "dir")):
+        settled_listdir(os.path.join(root, doomed), timeout=60)
     listed = c.containers()
     known = {x["Id"]: x for x in listed}
     running = {cid for cid, x in known.items() if x["State"] == "running"}

@@ -14,7 +14,7 @@ import docker as dockerpy
 import pytest
 
 from engine.testing import dockerd as reference
-from engine.testing.daemon import DaemonProcess
+from engine.testing.daemon import DaemonProcess, settled_listdir
 from engine.testing.images import (
     BuiltImage,
     big_image,
@@ -244,7 +244,7 @@ def _store_snapshot(daemon) -> tuple:
     return (
         sorted(os.listdir(layerdb)),
         sorted(os.listdir(graph)),
-        sorted(os.listdir(os.path.join(daemon.root, "vfs", "dir"))),
+        sorted(settled_listdir(os.path.join(daemon.root, "vfs", "dir"))),
     )
 
 

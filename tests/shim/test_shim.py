@@ -1187,6 +1187,7 @@ def test_the_child_forked_ahead_takes_the_request_and_a_dead_one_is_replaced(hel
     report = _report(helper_server)
     assert report["pid"] == waiting and report["ppid"] == template
     # Killed while it waits: the request goes to another.
+    wait_gone(report["pid"])  # (the helper that served may still be exiting: one child too)
     waiting = waiting_child(template)
     assert waiting != report["pid"]
     os.kill(waiting, signal.SIGKILL)
