@@ -29,8 +29,8 @@ class Logs(JobResource):
             "Timestamps": query_bool(req, "timestamps"),
             "Tail": req.get_param("tail") or "all",
         }
-        doc = json.loads(self.job("container_inspect", id))  # a 404 before the stream starts
-        resp.content_type = stream_content_type(bool(doc["Config"].get("Tty")))
+        tty = json.loads(self.job("container_tty", id))["Tty"]  # a 404 before the stream starts
+        resp.content_type = stream_content_type(tty)
         resp.stream = stream_job(self.engine, "logs", id, env=env, client=req.env.get("gunicorn.socket"))
 
 
@@ -48,8 +48,7 @@ class Stats(JobResource):
 
 class Attach(JobResource):
     def on_post(self, req: Any, resp: Any, id: str) -> None:
-        doc = self.job("container_inspect", id)  # 404 before the connection is taken over
-        tty = bool(json.loads(doc)["Config"].get("Tty"))
+        tty = json.loads(self.job("container_tty", id))["Tty"]  # a 404 before the connection is taken over
         env = {
             "Stdin": query_bool(req, "stdin"),
             "Stdout": query_bool(req, "stdout"),

@@ -69,6 +69,12 @@ def job_container_inspect(job: Any) -> None:
     job.write_json(apiversion.container_json(apiversion.of_job(job), doc))
 
 
+def job_container_tty(job: Any) -> None:
+    """``{"Tty": ...}``: what a container's logs and attach need to know before they answer
+    (and a 404 for an unknown container), without rendering its whole inspect view."""
+    job.write_json({"Tty": container_of(job).tty})
+
+
 def job_containers(job: Any) -> None:
     """``GET /containers/json``. Lists run one at a time: they only use the CPU, under one GIL,
     so that 16 at once would all end at about 16 times one's time, where in turn the k-th ends
@@ -603,6 +609,7 @@ def engine_register_jobs(engine: Any, daemon: Any) -> None:
     for name, handler in (
         ("create", job_create),
         ("container_inspect", job_container_inspect),
+        ("container_tty", job_container_tty),
         ("containers", job_containers),
         ("start", job_start),
         ("stop", job_stop),

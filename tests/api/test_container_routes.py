@@ -39,3 +39,25 @@ def test_delete_of_the_json_route_is_404_not_a_removal(client_and_calls, prefix)
     assert client.simulate_get(f"{prefix}/containers/web/json").json == {"Id": "web"}
     assert client.simulate_delete(f"{prefix}/containers/web").status_code == 204
     assert calls == [("container_inspect", ("web",)), ("rm", ("web",))]
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_logs_ask_only_whether_the_container_has_a_tty(tty):
+    """Logs and attach learn the stream's content type (and a 404) from ``container_tty``, not
+    from a whole inspect view."""
+    eng = Engine()
+    asked: list[str] = []
+
+    def container_tty(job):
+        asked.append(job.args[0])
+        job.write_json({"Tty": tty})
+
+    def logs(job):
+        job.stdout.write(b"out")
+
+    eng.register("container_tty", container_tty)
+    eng.register("logs", logs)
+    resp = falcon.testing.TestClient(create_app(eng)).simulate_get("/containers/web/logs?stdout=1")
+    assert resp.status_code == 200 and asked == ["web"]
+    raw = "application/vnd.docker.raw-stream"
+    assert (resp.headers["Content-Type"] == raw) is tty
