@@ -1393,19 +1393,19 @@ def pair_rows(summary: dict[str, Any], names: list[str], starts: int, total: int
     def st(key: str, nd: int = 1) -> Callable[[dict[str, Any]], str]:
         return lambda s: f"{_fmt(s[key]['median'], nd)} / {_fmt(s[key]['min'], nd)} / {_fmt(s[key]['p90'], nd)}"
 
-    half = f"<= {TARGET_RUN_RATIO:g} x dockerd" if ref else ""
+    run_target = f"<= {TARGET_RUN_RATIO:g} x dockerd" if ref else ""
     add(
         "run --rm, CLI: median / min / p90 ms",
         st("run_rm_cli_ms"),
         lambda s: s["run_rm_cli_ms"]["median"],
-        half,
+        run_target,
         lambda r: r <= TARGET_RUN_RATIO,
     )
     add(
         "run --rm, API: median / min / p90 ms",
         st("run_rm_api_ms"),
         lambda s: s["run_rm_api_ms"]["median"],
-        half,
+        run_target,
         lambda r: r <= TARGET_RUN_RATIO,
     )
     add("  API create ms (median)", lambda s: _fmt(s["run_rm_api_create_ms"]), lambda s: s["run_rm_api_create_ms"])
