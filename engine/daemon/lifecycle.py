@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -119,8 +118,8 @@ DEFAULT_STOP_TIMEOUT = 10
 #: Seconds to wait for a container to go down after a SIGKILL (moby waits
 #: 10 s, then kills the process directly and waits 2 s more).
 KILL_WAIT = 30.0
-#: Seconds a start (and the deletion of a removed container's directory) waits for the shim of
-#: the container's last run to end: it releases the cgroups after it recorded the exit.
+#: Seconds an exit, a removal and a start wait for the shim of the container's last run to end:
+#: it releases the cgroups after it recorded the exit.
 SHIM_END_WAIT = 10.0
 #: Operations a kill (and ``rm -f``) does not wait for: they wait for the
 #: container to go down, which the kill hastens.
@@ -991,10 +990,10 @@ class LifeCycle:
             os.unlink(c.path_of(CONFIG_FILE))  # from here on the container does not exist
         except FileNotFoundError:
             pass
-        # Deleted once the shim of its last run, which may still release its cgroups, has ended.
-        self.store.dispose(c.id, after=functools.partial(self.monitor.wait_gone, c.id, SHIM_END_WAIT))
+        self.store.dispose(c.id)
         # Nothing of it is left when it is seen removed: an auto-removed container's shim may
-        # still have been releasing the cgroups (it ran beside the steps above).
+        # still have been releasing the cgroups (it ran beside the steps above). Its directory's
+        # deletion starts later still (fs.REAP_DELAY).
         self.monitor.wait_gone(c.id, SHIM_END_WAIT)
         with c.lock:
             c.removed = True

@@ -13,8 +13,7 @@ when the shim is gone (:meth:`Monitor.wait_gone`): the life cycle releases
 the container's rootfs and network beside the shim's end, and then waits
 for it before it shows the container stopped or removed, so the cgroups
 are gone by then, as with containerd's shim; the next start of the
-container, and the deletion of a removed container's directory, wait for
-it too. A shim that died without recording an exit (killed, or from a
+container waits for it too. A shim that died without recording an exit (killed, or from a
 daemon that did not watch its directory) is seen through its pidfd alone.
 
 Each exit is handed to ``on_exit`` once, in a thread of its own, so one
@@ -98,24 +97,7 @@ class Monitor:
         except ProcessLookupError:
             threading.Thread(target=self._exited, args=(c,), daemon=True).start()
             return
-        entry = _Shim(c, shim_pid, fd)
-        with self._lock:
-            if self._stopping:  # the daemon shuts down: the next one restores this container
-                os.close(fd)
-                return
-            if self._inotify >= 0:
-                try:
-                    entry.wd = libc.inotify_add_watch(self._inotify, c.root, _WATCH_MASK)
-                except OSError as exc:  # out of watches (fs.inotify.max_user_watches): the pidfd tells
-                    LOG.debug("no inotify watch for %s: %s", c.short_id, exc)
-                else:
-                    self._by_wd[entry.wd] = entry
-            self._by_pidfd[fd] = entry
-            self._last[c.id] = entry
-            self._epoll.register(fd, select.EPOLLIN)
-        if entry.wd >= 0:
-            # Recorded before the watch began: the pidfd would tell too, but only at the end.
-            self._check_record(entry)
+        self._add(c.id, _Shim(c, shim_pid, fd))
 
     def track_end(self, cid: str, shim_pid: int) -> None:
         """Know when ``shim_pid``, a shim of ``cid`` whose exit is handled already (a daemon
@@ -126,14 +108,28 @@ class Monitor:
             fd = os.pidfd_open(shim_pid)
         except ProcessLookupError:
             return
-        entry = _Shim(None, shim_pid, fd, reported=True)
+        self._add(cid, _Shim(None, shim_pid, fd, reported=True))
+
+    def _add(self, cid: str, entry: _Shim) -> None:
+        """Poll ``entry``'s pidfd, and watch its container's directory when it has one (the
+        descriptor is closed instead once the monitor stops: the next daemon restores)."""
         with self._lock:
             if self._stopping:
-                os.close(fd)
+                os.close(entry.pidfd)
                 return
-            self._by_pidfd[fd] = entry
+            if entry.c is not None and self._inotify >= 0:
+                try:
+                    entry.wd = libc.inotify_add_watch(self._inotify, entry.c.root, _WATCH_MASK)
+                except OSError as exc:  # out of watches (fs.inotify.max_user_watches): the pidfd tells
+                    LOG.debug("no inotify watch for %s: %s", entry.c.short_id, exc)
+                else:
+                    self._by_wd[entry.wd] = entry
+            self._by_pidfd[entry.pidfd] = entry
             self._last[cid] = entry
-            self._epoll.register(fd, select.EPOLLIN)
+            self._epoll.register(entry.pidfd, select.EPOLLIN)
+        if entry.wd >= 0:
+            # Recorded before the watch began: the pidfd would tell too, but only at the end.
+            self._check_record(entry)
 
     def wait_gone(self, cid: str, timeout: float | None = None) -> bool:
         """Wait until the last shim watched for container ``cid`` has ended; whether it has

@@ -191,15 +191,14 @@ class ContainerStore:
             except NotFound:
                 pass
 
-    def dispose(self, cid: str, after: Callable[[], object] | None = None) -> None:
+    def dispose(self, cid: str) -> None:
         """Delete the directory of container ``cid``, removed already (its record is gone): it
-        is renamed out of sight at once, and deleted in the background once ``after()``, when
-        given, has returned (a shim that still writes there is gone). A crash leaves it to the
-        next :meth:`load`.
+        is renamed out of sight at once and deleted in the background. A crash leaves it to
+        the next :meth:`load`.
         """
         doomed = os.path.join(self.dir, f"{_RM_PREFIX}{cid}-{secrets.token_hex(4)}")
         os.rename(self.path(cid), doomed)
-        self._reaper.delete(doomed, after)
+        self._reaper.delete(doomed)
 
     def wait_disposed(self, timeout: float | None = None) -> bool:
         """Wait until the directories given to :meth:`dispose` so far are deleted; whether that

@@ -44,7 +44,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Self
 
 from engine.errors import HostError, InvalidParameter, NotFound, NotSupported
@@ -418,14 +418,14 @@ class Cgroup:
         self.version = version or layout.version
         if self.version == 2 and layout.v2 is None:
             raise NotSupported("cgroup v2 is not mounted")
-        self._layout: CgroupLayout | None = layout
+        self._layout: CgroupLayout | Callable[[], CgroupLayout] | None = layout
         self.paths = self._resolve(own if own is not None else own_cgroups())
 
     @property
     def layout(self) -> CgroupLayout:
-        """The cgroup mounts (read when first needed, for a cgroup :meth:`from_state` made)."""
-        if self._layout is None:
-            self._layout = read_layout()
+        """The cgroup mounts (got when first needed, for a cgroup :meth:`from_state` made)."""
+        if not isinstance(self._layout, CgroupLayout):
+            self._layout = self._layout() if self._layout is not None else read_layout()
         return self._layout
 
     # ---- where
@@ -498,12 +498,13 @@ class Cgroup:
         return {"parent": self.parent, "id": self.id, "version": self.version, "paths": dict(self.paths)}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], layout: CgroupLayout | None = None) -> Self:
+    def from_state(cls, state: dict[str, Any], layout: CgroupLayout | Callable[[], CgroupLayout] | None = None) -> Self:
         """The cgroup :meth:`to_state` described, whichever cgroup the caller is in.
 
-        Without ``layout`` the mounts are read only when something needs them: a kill, an
-        OOM check or a removal (a container's exit, in its shim) goes by the recorded paths,
-        and /proc/self/mountinfo has a line per running container.
+        The mounts are got only when something needs them (``layout`` itself, a function
+        that returns them, or read): a kill, an OOM check or a removal (a container's exit,
+        in its shim) goes by the recorded paths, and /proc/self/mountinfo has a line per
+        running container.
         """
         self = cls.__new__(cls)
         self.parent, self.id, self.version = state["parent"], state["id"], int(state["version"])

@@ -31,7 +31,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from engine.errors import HostError, InvalidParameter
@@ -567,15 +567,14 @@ class Reaper:
         self.name = name
         self.delay = delay
         self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[float, str, Callable[[], object] | None]] = collections.deque()
+        self._queue: collections.deque[tuple[float, str]] = collections.deque()
         self._pending = 0  # queued or being deleted
         self._thread: threading.Thread | None = None
 
-    def delete(self, path: str, after: Callable[[], object] | None = None) -> None:
-        """Queue ``path`` (already renamed out of sight) for deletion; ``after()``, when given, is
-        called first in the reaper's thread (to wait until nobody writes there any more)."""
+    def delete(self, path: str) -> None:
+        """Queue ``path`` (already renamed out of sight) for deletion."""
         with self._cond:
-            self._queue.append((time.monotonic() + self.delay, path, after))
+            self._queue.append((time.monotonic() + self.delay, path))
             self._pending += 1
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=f"reaper-{self.name}", daemon=True)
@@ -592,13 +591,11 @@ class Reaper:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._queue))
-                due, path, after = self._queue.popleft()
+                due, path = self._queue.popleft()
             pause = due - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
             try:
-                if after is not None:
-                    after()
                 safe_rmtree(path)
             except Exception as exc:  # noqa: BLE001 - the thread must go on; the sweep retries
                 LOG.warning("%s: could not delete %s (left for the next start): %s", self.name, path, exc)

@@ -427,7 +427,6 @@ def fs_type(path: str | bytes | os.PathLike) -> int:
 #: inotify(7): the events and flags used here (linux/inotify.h).
 IN_MOVED_TO = 0x00000080
 IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 _INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 

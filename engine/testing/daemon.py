@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
+from engine.testing.procs import wait_for
+
 
 def settled_listdir(path: str, timeout: float = 30.0) -> list[str]:
     """The entries of a daemon's directory once none is on its way out: removed layers and
@@ -26,15 +28,12 @@ def settled_listdir(path: str, timeout: float = 30.0) -> list[str]:
 
     :raises AssertionError: one is still there after ``timeout`` seconds.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def settled() -> tuple[list[str]] | None:
         names = os.listdir(path)
-        doomed = [name for name in names if name.startswith(".rm-")]
-        if not doomed:
-            return names
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path}: {doomed} not deleted within {timeout:g}s")
-        time.sleep(0.02)
+        return None if any(name.startswith(".rm-") for name in names) else (names,)
+
+    return wait_for(settled, timeout, what=f"the deletions under way in {path}")[0]
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

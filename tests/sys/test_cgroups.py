@@ -155,6 +155,24 @@ def test_state_round_trip(tmp_path) -> None:
     assert again.paths == cg.paths and again.version == 1 and again.id == "c1"
 
 
+def test_state_gets_the_mounts_only_when_needed_and_once(tmp_path) -> None:
+    path = tmp_path / "mountinfo"
+    path.write_text(MOUNTINFO_V1)
+    layout = cgroups.read_layout(str(path))
+    state = Cgroup("engine", "c1", layout=layout, own={"memory": "/user/x"}).to_state()
+    asked: list[int] = []
+
+    def provide() -> cgroups.CgroupLayout:
+        asked.append(1)
+        return layout
+
+    again = Cgroup.from_state(state, layout=provide)
+    assert not again.exists() and again.pids() == [] and again.kill() == 0  # by the recorded paths
+    assert asked == []
+    assert again.layout is layout and again.layout is layout
+    assert asked == [1]
+
+
 def test_parse_cpuset() -> None:
     assert parse_cpuset("0-2,4") == {0, 1, 2, 4}
     assert parse_cpuset("") == set()

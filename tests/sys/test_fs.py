@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -314,34 +314,34 @@ def test_remove_at_stops_at_another_file_system(tmp_path, tmpfs):
     assert (root / "t" / "keep").read_text() == "k"
 
 
-def test_reaper_deletes_in_order_after_each_after_and_goes_on_past_a_failure(tmp_path, caplog):
+def test_reaper_deletes_each_tree_and_goes_on_past_a_failure(tmp_path, caplog):
     reaper = fs.Reaper("test")
-    done: list[str] = []
     trees = []
     for name in ("one", "two", "three"):
         tree = tmp_path / f".rm-{name}"
         build_rich_tree(str(tree))
         trees.append(tree)
-    # after() runs in the reaper's thread before the deletion; one that fails leaves its tree.
-    reaper.delete(str(trees[0]), after=lambda: done.append("one"))
-    reaper.delete(str(trees[1]), after=lambda: 1 / 0)
-    reaper.delete(str(trees[2]), after=lambda: done.append("three" if not trees[0].exists() else "early"))
-    assert reaper.wait(30)
-    assert done == ["one", "three"]
-    assert not trees[0].exists() and trees[1].exists() and not trees[2].exists()
-    assert "could not delete" in caplog.text and ".rm-two" in caplog.text
+    stuck = trees[1] / "stuck"
+    stuck.write_text("immutable")
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)  # even root cannot unlink it
+    try:
+        for tree in trees:
+            reaper.delete(str(tree))
+        assert reaper.wait(30)
+        assert not trees[0].exists() and trees[1].exists() and not trees[2].exists()
+        assert "could not delete" in caplog.text and ".rm-two" in caplog.text
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
     reaper.delete(str(trees[1]))  # the thread still serves
     assert reaper.wait(30) and not trees[1].exists()
 
 
-def test_reaper_wait_times_out_while_a_deletion_is_held(tmp_path):
-    reaper = fs.Reaper("test")
+def test_reaper_starts_a_deletion_its_delay_after_it_was_queued(tmp_path):
+    reaper = fs.Reaper("test", delay=0.5)
     tree = tmp_path / ".rm-held"
     tree.mkdir()
-    gate = threading.Event()
-    reaper.delete(str(tree), after=gate.wait)
+    reaper.delete(str(tree))
     assert not reaper.wait(0.1) and tree.exists()
-    gate.set()
     assert reaper.wait(30) and not tree.exists()
 
 

@@ -244,8 +244,8 @@ class NativeDriver(CgroupExecDriver):
         if state is None:
             state = self._load_state(command.id)
         if state is not None and state.get("cgroup"):
-            # The mounts as read already, else when the cgroup needs them (an exit does not).
-            return Cgroup.from_state(state["cgroup"], self._cgroup_layout)
+            # The mounts (read once per driver) only when the cgroup needs them: an exit does not.
+            return Cgroup.from_state(state["cgroup"], self._layout)
         return self._new_cgroup(command)
 
     def _new_cgroup(self, command: Command) -> Cgroup:
